@@ -1,0 +1,78 @@
+//! Indices of the XDP program's per-CPU counters.
+
+/// One per-CPU counter of the XDP program.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Frames seen by the program.
+    Frames = 0,
+    /// UDP datagrams to the served port (NTP requests of any shape).
+    NtpReceived,
+    /// Requests answered with XDP_TX.
+    Answered,
+    /// Passed: not IPv4/IPv6 (after up to two VLAN tags).
+    PassNotIp,
+    /// Passed: not UDP, or not to the served port.
+    PassNotNtp,
+    /// Passed: frame ends inside a header.
+    PassTruncated,
+    /// Passed: IPv4 header with options.
+    PassIpOptions,
+    /// Passed: IPv4 fragment.
+    PassFragment,
+    /// Passed: IPv6 extension header.
+    PassIpv6Ext,
+    /// Passed: NTP payload other than exactly 48 bytes (extensions, MAC, NTS, garbage).
+    PassLength,
+    /// Passed: not a client-mode request of version 1-4.
+    PassMode,
+    /// Passed: state older than its staleness limit (daemon dead or stuck).
+    PassStale,
+    /// Passed: daemon says do not serve from the kernel, or the state is being written.
+    PassNotServing,
+    /// Dropped: source denied by the access rules.
+    DropDenied,
+}
+
+impl Counter {
+    /// Number of counters (size of the per-CPU array).
+    pub const COUNT: u32 = 14;
+
+    /// Every counter, in index order.
+    pub const ALL: [Counter; Self::COUNT as usize] = [
+        Counter::Frames,
+        Counter::NtpReceived,
+        Counter::Answered,
+        Counter::PassNotIp,
+        Counter::PassNotNtp,
+        Counter::PassTruncated,
+        Counter::PassIpOptions,
+        Counter::PassFragment,
+        Counter::PassIpv6Ext,
+        Counter::PassLength,
+        Counter::PassMode,
+        Counter::PassStale,
+        Counter::PassNotServing,
+        Counter::DropDenied,
+    ];
+
+    /// Short stable name, used by `ntpxc` and the tests.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Frames => "frames",
+            Counter::NtpReceived => "ntp-received",
+            Counter::Answered => "answered",
+            Counter::PassNotIp => "pass-not-ip",
+            Counter::PassNotNtp => "pass-not-ntp",
+            Counter::PassTruncated => "pass-truncated",
+            Counter::PassIpOptions => "pass-ip-options",
+            Counter::PassFragment => "pass-fragment",
+            Counter::PassIpv6Ext => "pass-ipv6-ext",
+            Counter::PassLength => "pass-length",
+            Counter::PassMode => "pass-mode",
+            Counter::PassStale => "pass-stale",
+            Counter::PassNotServing => "pass-not-serving",
+            Counter::DropDenied => "drop-denied",
+        }
+    }
+}

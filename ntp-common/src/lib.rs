@@ -1,0 +1,13 @@
+//! The contract between the ntpx XDP program and its userspace daemon.
+//!
+//! Everything here is compiled twice, for `bpfel-unknown-none` and for the host, so the
+//! map layouts and the timebase arithmetic cannot drift apart between the two sides.
+#![no_std]
+
+pub mod counters;
+pub mod state;
+pub mod timebase;
+pub mod wire;
+
+pub use counters::Counter;
+pub use state::{AclValue, ServerState, Timebase};

@@ -1,0 +1,74 @@
+//! Time arithmetic both answering paths share: served time, NTP formats, dispersion growth.
+//!
+//! Written for the BPF instruction set: 64-bit integers only, no 128-bit products.
+
+use crate::state::Timebase;
+use crate::wire::{NANOS_PER_SEC, NTP_UNIX_OFFSET_SECS};
+
+/// Largest |rate| a timebase may carry: 1000 ppm in 2^-32 units.
+///
+/// With ages bounded by [`MAX_AGE_NS`] the product age * rate stays below 2^62.
+pub const MAX_RATE_FRAC: i64 = 4_294_967; // 1e-3 * 2^32
+/// Largest staleness limit (600 s), bounding the age used in the rate product.
+pub const MAX_AGE_NS: u64 = 600 * NANOS_PER_SEC;
+/// Dispersion growth rate (RFC 5905 PHI), in parts per million.
+pub const PHI_PPM: u64 = 15;
+
+impl Timebase {
+    /// Served time in ns since the Unix epoch at CLOCK_TAI reading `t_tai_ns`.
+    ///
+    /// served = base + d + d * rate, d = t - t0 (signed: a userspace receive timestamp
+    /// may precede the publication it is served with).
+    #[inline(always)]
+    pub fn served_unix_ns(&self, t_tai_ns: u64) -> u64 {
+        let delta = t_tai_ns.wrapping_sub(self.t0_tai_ns) as i64;
+        let corr = delta.wrapping_mul(self.rate_frac) >> 32;
+        self.base_unix_ns
+            .wrapping_add(delta as u64)
+            .wrapping_add(corr as u64)
+    }
+
+    /// Age of the timebase at `t_tai_ns`, or `None` when it is stale (older than
+    /// `max_age_ns`, or as far in the future after the clock was stepped back).
+    #[inline(always)]
+    pub fn age_ns(&self, t_tai_ns: u64) -> Option<u64> {
+        let delta = t_tai_ns.wrapping_sub(self.t0_tai_ns) as i64;
+        if delta.unsigned_abs() > self.max_age_ns {
+            None
+        } else if delta < 0 {
+            Some(0)
+        } else {
+            Some(delta as u64)
+        }
+    }
+}
+
+/// Converts ns since the Unix epoch to an NTP 32.32 timestamp (era wraps naturally).
+#[inline(always)]
+pub fn unix_ns_to_ntp(ns: u64) -> u64 {
+    let secs = ns / NANOS_PER_SEC + NTP_UNIX_OFFSET_SECS;
+    let frac = ((ns % NANOS_PER_SEC) << 32) / NANOS_PER_SEC;
+    (secs << 32) | frac
+}
+
+/// Converts ns to NTP short format (16.16 seconds), saturating at its maximum.
+#[inline(always)]
+pub fn ns_to_ntp_short(ns: u64) -> u32 {
+    // Past 2^47 ns the shift would overflow; such values are far beyond 16.16 anyway.
+    if ns >= (1u64 << 47) {
+        return u32::MAX;
+    }
+    let v = (ns << 16) / NANOS_PER_SEC;
+    if v > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        v as u32
+    }
+}
+
+/// Root dispersion `age_ns` after publication: grows by PHI (15 ppm) of the age.
+#[inline(always)]
+pub fn grown_dispersion_ns(disp0_ns: u64, age_ns: u64) -> u64 {
+    disp0_ns
+        .saturating_add(age_ns / 1_000_000 * PHI_PPM + (age_ns % 1_000_000) * PHI_PPM / 1_000_000)
+}

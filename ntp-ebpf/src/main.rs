@@ -1,0 +1,367 @@
+//! The ntpx XDP program: answers plain NTP client requests at the driver.
+//!
+//! Everything that is not a 48-byte client request from an allowed source, with a fresh
+//! server state, is passed to the kernel stack untouched (where `ntpxd`'s socket sees it)
+//! or, for denied sources, dropped. See design.md, "The fast path".
+#![no_std]
+#![no_main]
+
+mod packet;
+
+use aya_ebpf::{
+    bindings::{BPF_F_MMAPABLE, xdp_action},
+    helpers::generated::bpf_ktime_get_tai_ns,
+    macros::{map, xdp},
+    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
+    programs::XdpContext,
+};
+use ntp_common::{
+    Counter, ServerState,
+    state::{ACL_ALLOW, ACL_MAX_ENTRIES},
+    timebase::{grown_dispersion_ns, ns_to_ntp_short, unix_ns_to_ntp},
+    wire::{self, NTP_HEADER_LEN},
+};
+
+use packet::{Csum, Frame};
+
+/// UDP port answered; overridden by the loader from the configuration.
+#[unsafe(no_mangle)]
+static NTPX_PORT: u16 = wire::NTP_PORT;
+
+#[map(name = "NTPX_STATE")]
+static NTPX_STATE: Array<ServerState> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+#[map(name = "NTPX_COUNTERS")]
+static NTPX_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+#[map(name = "NTPX_ACL_V4")]
+static NTPX_ACL_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(ACL_MAX_ENTRIES, 0);
+
+#[map(name = "NTPX_ACL_V6")]
+static NTPX_ACL_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(ACL_MAX_ENTRIES, 0);
+
+const ETH_LEN: usize = 14;
+const VLAN_LEN: usize = 4;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_UDP: u8 = 17;
+const IPV4_LEN: usize = 20;
+const IPV6_LEN: usize = 40;
+const UDP_LEN: usize = 8;
+const REPLY_TTL: u8 = 64;
+
+/// Answers NTP client requests in place.
+#[xdp]
+pub fn ntpx_serve(ctx: XdpContext) -> u32 {
+    // The receive timestamp comes first: everything after it is server processing delay.
+    let rx_tai = unsafe { bpf_ktime_get_tai_ns() };
+    count(Counter::Frames);
+    let (action, reason) = serve(&ctx, rx_tai);
+    count(reason);
+    action
+}
+
+/// Passes every frame: attached to a veth peer so XDP_TX frames reach it.
+#[xdp]
+pub fn ntpx_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn count(c: Counter) {
+    if let Some(p) = NTPX_COUNTERS.get_ptr_mut(c as u32) {
+        // Per-CPU slot: no other writer, a plain increment is exact.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn pass(reason: Counter) -> (u32, Counter) {
+    (xdp_action::XDP_PASS, reason)
+}
+
+#[inline(always)]
+fn serve(ctx: &XdpContext, rx_tai: u64) -> (u32, Counter) {
+    let f = Frame::new(ctx);
+    let Some(ethertype) = f.u16(12) else {
+        return pass(Counter::PassTruncated);
+    };
+    if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+        return l3::<ETH_LEN>(&f, ethertype, rx_tai);
+    }
+    let Some(inner) = f.u16(ETH_LEN + 2) else {
+        return pass(Counter::PassTruncated);
+    };
+    if inner != ETH_P_8021Q && inner != ETH_P_8021AD {
+        return l3::<{ ETH_LEN + VLAN_LEN }>(&f, inner, rx_tai);
+    }
+    let Some(inner2) = f.u16(ETH_LEN + VLAN_LEN + 2) else {
+        return pass(Counter::PassTruncated);
+    };
+    l3::<{ ETH_LEN + 2 * VLAN_LEN }>(&f, inner2, rx_tai)
+}
+
+// One instance per L2 header length keeps every packet offset a constant the verifier sees.
+#[inline(always)]
+fn l3<const L2: usize>(f: &Frame, ethertype: u16, rx_tai: u64) -> (u32, Counter) {
+    match ethertype {
+        ETH_P_IP => ipv4::<L2>(f, rx_tai),
+        ETH_P_IPV6 => ipv6::<L2>(f, rx_tai),
+        _ => pass(Counter::PassNotIp),
+    }
+}
+
+#[inline(always)]
+fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
+    let ip = L2;
+    let udp = L2 + IPV4_LEN;
+    let ntp = udp + UDP_LEN;
+    let Some(ver_ihl) = f.u8(ip) else {
+        return pass(Counter::PassTruncated);
+    };
+    if ver_ihl >> 4 != 4 {
+        return pass(Counter::PassNotIp);
+    }
+    if ver_ihl != 0x45 {
+        return pass(Counter::PassIpOptions);
+    }
+    let (Some(frag), Some(proto)) = (f.u16(ip + 6), f.u8(ip + 9)) else {
+        return pass(Counter::PassTruncated);
+    };
+    // More-fragments flag or a fragment offset: only whole datagrams are answered here.
+    if frag & 0x3fff != 0 {
+        return pass(Counter::PassFragment);
+    }
+    if proto != IPPROTO_UDP {
+        return pass(Counter::PassNotNtp);
+    }
+    let Some(dport) = f.u16(udp + 2) else {
+        return pass(Counter::PassTruncated);
+    };
+    if dport != unsafe { core::ptr::read_volatile(&NTPX_PORT) } {
+        return pass(Counter::PassNotNtp);
+    }
+    count(Counter::NtpReceived);
+    let (Some(tot_len), Some(udp_len)) = (f.u16(ip + 2), f.u16(udp + 4)) else {
+        return pass(Counter::PassTruncated);
+    };
+    if tot_len as usize != IPV4_LEN + UDP_LEN + NTP_HEADER_LEN
+        || udp_len as usize != UDP_LEN + NTP_HEADER_LEN
+        || !f.is_exactly(ntp + NTP_HEADER_LEN)
+    {
+        return pass(Counter::PassLength);
+    }
+    let Some(src) = f.array::<4>(ip + 12) else {
+        return pass(Counter::PassTruncated);
+    };
+    if !allowed(NTPX_ACL_V4.get(Key::new(32, src))) {
+        return (xdp_action::XDP_DROP, Counter::DropDenied);
+    }
+    let Some(reply) = prepare::<L2>(f, ntp, rx_tai) else {
+        return pass(Counter::PassMode);
+    };
+    let Some(state) = reply.state else {
+        return pass(reply.reason);
+    };
+
+    f.swap_macs();
+    f.swap::<4>(ip + 12, ip + 16);
+    f.put_u8(ip + 8, REPLY_TTL);
+    f.put_u16(ip + 10, 0);
+    let ip_csum = f.sum_words::<{ IPV4_LEN / 2 }>(ip);
+    f.put_u16(ip + 10, ip_csum.fold());
+
+    // Pseudo header: the address sum does not change when the addresses swap.
+    let mut csum = f.sum_words::<4>(ip + 12);
+    csum.add16(IPPROTO_UDP as u16);
+    csum.add16(udp_len);
+    f.swap::<2>(udp, udp + 2);
+    csum.add32(f.u32(udp).unwrap_or(0));
+    csum.add16(udp_len);
+    finish_reply(f, ntp, udp + 6, &state, reply.fields, csum)
+}
+
+#[inline(always)]
+fn ipv6<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
+    let ip = L2;
+    let udp = L2 + IPV6_LEN;
+    let ntp = udp + UDP_LEN;
+    let (Some(ver), Some(next)) = (f.u8(ip), f.u8(ip + 6)) else {
+        return pass(Counter::PassTruncated);
+    };
+    if ver >> 4 != 6 {
+        return pass(Counter::PassNotIp);
+    }
+    if next != IPPROTO_UDP {
+        // Extension headers (hop-by-hop, routing, fragment, ...) are left to the stack.
+        return match next {
+            0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 => pass(Counter::PassIpv6Ext),
+            _ => pass(Counter::PassNotNtp),
+        };
+    }
+    let Some(dport) = f.u16(udp + 2) else {
+        return pass(Counter::PassTruncated);
+    };
+    if dport != unsafe { core::ptr::read_volatile(&NTPX_PORT) } {
+        return pass(Counter::PassNotNtp);
+    }
+    count(Counter::NtpReceived);
+    let (Some(payload_len), Some(udp_len)) = (f.u16(ip + 4), f.u16(udp + 4)) else {
+        return pass(Counter::PassTruncated);
+    };
+    if payload_len as usize != UDP_LEN + NTP_HEADER_LEN
+        || udp_len as usize != UDP_LEN + NTP_HEADER_LEN
+        || !f.is_exactly(ntp + NTP_HEADER_LEN)
+    {
+        return pass(Counter::PassLength);
+    }
+    let Some(src) = f.array::<16>(ip + 8) else {
+        return pass(Counter::PassTruncated);
+    };
+    if !allowed(NTPX_ACL_V6.get(Key::new(128, src))) {
+        return (xdp_action::XDP_DROP, Counter::DropDenied);
+    }
+    let Some(reply) = prepare::<L2>(f, ntp, rx_tai) else {
+        return pass(Counter::PassMode);
+    };
+    let Some(state) = reply.state else {
+        return pass(reply.reason);
+    };
+
+    f.swap_macs();
+    f.swap::<16>(ip + 8, ip + 24);
+    f.put_u8(ip + 7, REPLY_TTL);
+
+    let mut csum = f.sum_words::<16>(ip + 8);
+    csum.add16(IPPROTO_UDP as u16);
+    csum.add16(udp_len);
+    f.swap::<2>(udp, udp + 2);
+    csum.add32(f.u32(udp).unwrap_or(0));
+    csum.add16(udp_len);
+    finish_reply(f, ntp, udp + 6, &state, reply.fields, csum)
+}
+
+#[inline(always)]
+fn allowed(v: Option<&u32>) -> bool {
+    matches!(v, Some(&ACL_ALLOW))
+}
+
+/// The request fields a reply echoes.
+#[derive(Clone, Copy)]
+struct RequestFields {
+    version: u8,
+    poll: i8,
+    client_tx: u64,
+    rx_tai: u64,
+}
+
+struct Prepared {
+    fields: RequestFields,
+    state: Option<ServerState>,
+    reason: Counter,
+}
+
+/// Checks the NTP header and reads the server state; `None` if it is not a client request.
+#[inline(always)]
+fn prepare<const L2: usize>(f: &Frame, ntp: usize, rx_tai: u64) -> Option<Prepared> {
+    let b0 = f.u8(ntp)?;
+    if !wire::is_answerable_request(b0) {
+        return None;
+    }
+    let fields = RequestFields {
+        version: wire::split_li_vn_mode(b0).1,
+        poll: f.u8(ntp + wire::OFF_POLL)? as i8,
+        client_tx: f.u64(ntp + wire::OFF_TRANSMIT_TS)?,
+        rx_tai,
+    };
+    let (state, reason) = match read_state() {
+        None => (None, Counter::PassNotServing),
+        Some(s) if s.serve == 0 => (None, Counter::PassNotServing),
+        Some(s) if s.timebase.age_ns(rx_tai).is_none() => (None, Counter::PassStale),
+        Some(s) => (Some(s), Counter::Answered),
+    };
+    Some(Prepared {
+        fields,
+        state,
+        reason,
+    })
+}
+
+/// Reads the state under its sequence lock; `None` while the daemon is writing it.
+#[inline(always)]
+fn read_state() -> Option<ServerState> {
+    let p = NTPX_STATE.get_ptr(0)?;
+    // Volatile reads keep the compiler from merging or reordering the lock and the copy;
+    // BPF loads on the architectures served here are not reordered against each other.
+    let seq1 = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*p).seq)) };
+    if seq1 & 1 != 0 {
+        return None;
+    }
+    let s = unsafe { core::ptr::read_volatile(p) };
+    let seq2 = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*p).seq)) };
+    if seq1 != seq2 {
+        return None;
+    }
+    Some(s)
+}
+
+/// Writes the NTP reply header, takes the transmit timestamp last, and fixes the UDP
+/// checksum from the sum of everything written.
+#[inline(always)]
+fn finish_reply(
+    f: &Frame,
+    ntp: usize,
+    udp_csum_off: usize,
+    state: &ServerState,
+    req: RequestFields,
+    mut csum: Csum,
+) -> (u32, Counter) {
+    let tb = &state.timebase;
+    let age = tb.age_ns(req.rx_tai).unwrap_or(0);
+    let poll = if req.poll < state.min_poll {
+        state.min_poll
+    } else {
+        req.poll
+    };
+    let head = u32::from_be_bytes([
+        wire::li_vn_mode(state.leap, req.version, wire::MODE_SERVER),
+        state.stratum,
+        poll as u8,
+        state.precision as u8,
+    ]);
+    let root_disp = ns_to_ntp_short(grown_dispersion_ns(state.root_disp_ns, age));
+    let refid = u32::from_be_bytes(state.refid);
+    let rx_ntp = unix_ns_to_ntp(tb.served_unix_ns(req.rx_tai));
+
+    f.put_u32(ntp, head);
+    f.put_u32(ntp + wire::OFF_ROOT_DELAY, state.root_delay);
+    f.put_u32(ntp + wire::OFF_ROOT_DISP, root_disp);
+    f.put_u32(ntp + wire::OFF_REFID, refid);
+    f.put_u64(ntp + wire::OFF_REF_TS, state.ref_ts);
+    f.put_u64(ntp + wire::OFF_ORIGIN_TS, req.client_tx);
+    f.put_u64(ntp + wire::OFF_RECEIVE_TS, rx_ntp);
+    csum.add32(head);
+    csum.add32(state.root_delay);
+    csum.add32(root_disp);
+    csum.add32(refid);
+    csum.add64(state.ref_ts);
+    csum.add64(req.client_tx);
+    csum.add64(rx_ntp);
+
+    let tx_tai = unsafe { bpf_ktime_get_tai_ns() };
+    let tx_ntp = unix_ns_to_ntp(tb.served_unix_ns(tx_tai));
+    f.put_u64(ntp + wire::OFF_TRANSMIT_TS, tx_ntp);
+    csum.add64(tx_ntp);
+    let c = csum.fold();
+    // In UDP a computed zero is sent as all ones (zero means "no checksum").
+    f.put_u16(udp_csum_off, if c == 0 { 0xffff } else { c });
+    (xdp_action::XDP_TX, Counter::Answered)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

@@ -1,0 +1,68 @@
+//! ntpxd: the ntpx NTP server daemon.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use ntp_user::{config, daemon};
+use std::{io::IsTerminal, path::PathBuf};
+
+/// NTP server whose fast path answers client requests in the kernel (XDP).
+///
+/// Reads chrony.conf syntax. Plain client requests are answered by an XDP program at the
+/// network driver; everything else (and everything with --no-xdp) by the daemon's own
+/// socket. The daemon republishes the server state every second; if it dies, the kernel
+/// stops answering within the staleness limit (`xdpstalelimit`, default 10 s) and clients
+/// fail over to another server.
+#[derive(Parser, Debug)]
+#[command(name = "ntpxd", version)]
+struct Args {
+    /// Configuration file (chrony.conf syntax).
+    #[arg(short = 'f', long = "config", default_value = "/etc/ntpx.conf")]
+    config: PathBuf,
+    /// Never adjust the system clock (the mode every test uses).
+    #[arg(short = 'x')]
+    no_clock_control: bool,
+    /// Attach the XDP program to this interface (repeatable); default: the interfaces that
+    /// carry the served addresses.
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    interfaces: Vec<String>,
+    /// Do not load the XDP program; answer every request from the daemon's socket.
+    #[arg(long)]
+    no_xdp: bool,
+    /// Stay in the foreground and log to stderr (ntpxd never forks; accepted for chronyd compatibility).
+    #[arg(short = 'd', action = clap::ArgAction::Count)]
+    debug: u8,
+    /// Do not detach from the terminal (accepted for chronyd compatibility).
+    #[arg(short = 'n')]
+    no_detach: bool,
+    /// Log level filter (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let level = if args.debug > 1 {
+        "debug"
+    } else {
+        args.log_level.as_str()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    let cfg = config::load(&args.config)?;
+    let opts = daemon::Options {
+        no_clock_control: args.no_clock_control,
+        no_xdp: args.no_xdp,
+        interfaces: args.interfaces,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(daemon::run(cfg, opts))
+}

@@ -1,0 +1,1584 @@
+//! Parser for chrony.conf-style configuration files.
+//!
+//! Existing chrony configurations must load: directives ntpx does not implement yet are
+//! reported as warnings instead of errors, so an operator can switch daemons without editing
+//! the file first. Arguments of implemented directives are checked strictly, because a
+//! silently misread access rule or port is worse than refusing to start.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::acl::{AclError, Action, Rule, Target};
+
+/// Default UDP port for NTP service.
+pub const DEFAULT_PORT: u16 = 123;
+/// Default UDP port for monitoring commands, as in chrony.
+pub const DEFAULT_CMDPORT: u16 = 323;
+/// Default path of the Unix control socket.
+pub const DEFAULT_CMD_SOCKET: &str = "/run/ntpx/ntpxd.sock";
+/// Default path of the PID file.
+pub const DEFAULT_PIDFILE: &str = "/run/ntpx/ntpxd.pid";
+/// Default for `xdpstalelimit`.
+pub const DEFAULT_XDP_STALE_LIMIT: Duration = Duration::from_secs(10);
+/// Largest accepted `xdpstalelimit`.
+pub const MAX_XDP_STALE_LIMIT: Duration = Duration::from_secs(600);
+
+/// Directives documented in chrony 4.x's chrony.conf(5) that ntpx accepts but ignores for now.
+///
+/// Kept sorted so the test can check for duplicates; implemented directives are not listed.
+pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
+    "acquisitionport",
+    "authselectmode",
+    "bindacqaddress",
+    "bindacqdevice",
+    "bindcmddevice",
+    "binddevice",
+    "broadcast",
+    "clientloglimit",
+    "clockprecision",
+    "cmdallow",
+    "cmddeny",
+    "cmdratelimit",
+    "combinelimit",
+    "confdir",
+    "corrtimeratio",
+    "dscp",
+    "dumpdir",
+    "fallbackdrift",
+    "hwclockfile",
+    "hwtimestamp",
+    "hwtsinterface",
+    "hwtstimeout",
+    "include",
+    "initstepslew",
+    "keyfile",
+    "leapseclist",
+    "leapsecmode",
+    "leapsectz",
+    "lock_all",
+    "log",
+    "logbanner",
+    "logchange",
+    "logdir",
+    "mailonchange",
+    "makestep",
+    "manual",
+    "maxchange",
+    "maxclockerror",
+    "maxdistance",
+    "maxdrift",
+    "maxjitter",
+    "maxntsconnections",
+    "maxsamples",
+    "maxslewrate",
+    "maxstratum",
+    "maxtxbuffers",
+    "maxupdateskew",
+    "minsamples",
+    "minsources",
+    "minstratum",
+    "nocerttimecheck",
+    "noclientlog",
+    "nosystemcert",
+    "ntpsigndsocket",
+    "ntsaeads",
+    "ntscachedir",
+    "ntsdumpdir",
+    "ntsntpserver",
+    "ntsport",
+    "ntsprocesses",
+    "ntsratelimit",
+    "ntsrefresh",
+    "ntsrotate",
+    "ntsservercert",
+    "ntsserverkey",
+    "ntstrustedcerts",
+    "opencommands",
+    "peer",
+    "pool",
+    "ptpdomain",
+    "ptpport",
+    "ratelimit",
+    "refclock",
+    "refresh",
+    "reselectdist",
+    "rtcautotrim",
+    "rtcdevice",
+    "rtcfile",
+    "rtconutc",
+    "rtcsync",
+    "sched_priority",
+    "server",
+    "smoothtime",
+    "sourcedir",
+    "stratumweight",
+    "tempcomp",
+    "user",
+];
+
+/// Characters that start a comment at the beginning of a line or after whitespace.
+const COMMENT_CHARS: &[char] = &['#', '!', ';', '%'];
+
+/// The daemon settings read from a configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Local reference mode (`local`); `None` when not configured.
+    pub local: Option<LocalConfig>,
+    /// `allow`/`deny` directives in file order.
+    pub acl_rules: Vec<Rule>,
+    /// NTP server port (`port`); 0 disables the server port.
+    pub port: u16,
+    /// Addresses to bind the NTP socket to (`bindaddress`), at most one per family.
+    pub bind_addresses: Vec<IpAddr>,
+    /// Where the frequency offset is saved (`driftfile`).
+    pub driftfile: Option<PathBuf>,
+    /// Unix control socket path; `None` when disabled with `bindcmdaddress /`.
+    pub cmd_socket: Option<PathBuf>,
+    /// Addresses for the UDP command port (`bindcmdaddress IP`), at most one per family.
+    pub cmd_addresses: Vec<IpAddr>,
+    /// UDP port for monitoring commands (`cmdport`); 0 disables it.
+    pub cmdport: u16,
+    /// PID file path; `None` when disabled with `pidfile /`.
+    pub pidfile: Option<PathBuf>,
+    /// How old the XDP fast path's shared state may get before it stops answering.
+    pub xdp_stale_limit: Duration,
+    /// Non-fatal problems found while parsing, in file order.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            local: None,
+            acl_rules: Vec::new(),
+            port: DEFAULT_PORT,
+            bind_addresses: Vec::new(),
+            driftfile: None,
+            cmd_socket: Some(PathBuf::from(DEFAULT_CMD_SOCKET)),
+            cmd_addresses: Vec::new(),
+            cmdport: DEFAULT_CMDPORT,
+            pidfile: Some(PathBuf::from(DEFAULT_PIDFILE)),
+            xdp_stale_limit: DEFAULT_XDP_STALE_LIMIT,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Options of the `local` directive.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LocalConfig {
+    /// Stratum reported while the local reference is active (1-15).
+    pub stratum: u8,
+    /// Orphan mode: peers at the same stratum are assumed not to serve real time.
+    pub orphan: bool,
+    /// Root distance in seconds at which the local reference takes over.
+    pub distance: f64,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            stratum: 10,
+            orphan: false,
+            distance: 1.0,
+        }
+    }
+}
+
+/// A non-fatal problem in the configuration, with its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The file the line came from.
+    pub file: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+    /// What was ignored and why.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+/// A configuration that cannot be used; `line` is 0 when the file itself could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{}: {}", file.display(), line, message)]
+pub struct ConfigError {
+    /// The file being parsed.
+    pub file: PathBuf,
+    /// 1-based line number, or 0 for file-level errors.
+    pub line: usize,
+    /// What is wrong, naming the bad token and what was expected.
+    pub message: String,
+}
+
+/// Parses configuration text; `file` is only used in warnings and errors.
+pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let mut parser = Parser::new(file);
+    for (index, line) in text.lines().enumerate() {
+        parser.line(index + 1, line)?;
+    }
+    Ok(parser.config)
+}
+
+/// Reads and parses a configuration file.
+///
+/// Bytes that are not UTF-8 are tolerated inside comments, since old configuration files
+/// often carry Latin-1 remarks, but not in directives, where they would corrupt paths.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|err| ConfigError {
+        file: path.to_path_buf(),
+        line: 0,
+        message: format!("cannot read configuration file: {err}"),
+    })?;
+    let mut parser = Parser::new(path);
+    for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let number = index + 1;
+        match std::str::from_utf8(raw) {
+            Ok(line) => parser.line(number, line)?,
+            Err(_) => {
+                let lossy = String::from_utf8_lossy(raw);
+                let content = strip_comment(&lossy);
+                if content.contains(char::REPLACEMENT_CHARACTER) {
+                    return Err(parser.error(number, "line is not valid UTF-8".to_string()));
+                }
+                parser.line(number, content)?;
+            }
+        }
+    }
+    Ok(parser.config)
+}
+
+struct Parser<'a> {
+    file: &'a Path,
+    config: Config,
+}
+
+impl<'a> Parser<'a> {
+    fn new(file: &'a Path) -> Self {
+        Parser {
+            file,
+            config: Config::default(),
+        }
+    }
+
+    fn error(&self, line: usize, message: String) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            message,
+        }
+    }
+
+    fn warn(&mut self, line: usize, message: String) {
+        self.config.warnings.push(ConfigWarning {
+            file: self.file.to_path_buf(),
+            line,
+            message,
+        });
+    }
+
+    fn line(&mut self, number: usize, text: &str) -> Result<(), ConfigError> {
+        let mut tokens = strip_comment(text).split_whitespace();
+        let Some(name) = tokens.next() else {
+            return Ok(());
+        };
+        let args: Vec<&str> = tokens.collect();
+        self.directive(number, name, &args)
+            .map_err(|message| self.error(number, message))
+    }
+
+    /// Applies one directive; the error is a message without location.
+    fn directive(&mut self, line: usize, name: &str, args: &[&str]) -> Result<(), String> {
+        let lower = name.to_ascii_lowercase();
+        match lower.as_str() {
+            "local" => {
+                let local = self.local(line, args)?;
+                self.config.local = Some(local);
+            }
+            "allow" => self
+                .config
+                .acl_rules
+                .push(acl_rule("allow", Action::Allow, args)?),
+            "deny" => self
+                .config
+                .acl_rules
+                .push(acl_rule("deny", Action::Deny, args)?),
+            "port" => self.config.port = port("port", args)?,
+            "cmdport" => self.config.cmdport = port("cmdport", args)?,
+            "bindaddress" => {
+                let token = single_arg("bindaddress", args, "an IPv4 or IPv6 address")?;
+                let addr = IpAddr::from_str(token).map_err(|_| {
+                    invalid("address", token, "bindaddress", "an IPv4 or IPv6 address")
+                })?;
+                replace_same_family(&mut self.config.bind_addresses, addr);
+            }
+            "bindcmdaddress" => self.bindcmdaddress(args)?,
+            "driftfile" => self.driftfile(line, args)?,
+            "pidfile" => {
+                let token = single_arg("pidfile", args, "a file path, or / to disable")?;
+                // chrony documents "/" as the way to turn the PID file off.
+                self.config.pidfile = (token != "/").then(|| PathBuf::from(token));
+            }
+            "xdpstalelimit" => self.config.xdp_stale_limit = xdp_stale_limit(args)?,
+            known if UNSUPPORTED_DIRECTIVES.contains(&known) => self.warn(
+                line,
+                format!("directive \"{name}\" is not supported yet and is ignored"),
+            ),
+            _ => self.warn(line, format!("unknown directive \"{name}\" ignored")),
+        }
+        Ok(())
+    }
+
+    fn local(&mut self, line: usize, args: &[&str]) -> Result<LocalConfig, String> {
+        const STRATUM: &str = "an integer 1-15";
+        const SECONDS: &str = "a non-negative number of seconds";
+        let mut local = LocalConfig::default();
+        let mut rest = args.iter();
+        while let Some(&option) = rest.next() {
+            let lower = option.to_ascii_lowercase();
+            match lower.as_str() {
+                "orphan" => local.orphan = true,
+                "stratum" => {
+                    let value = option_value(&mut rest, "stratum", "local", STRATUM)?;
+                    local.stratum = parse_uint::<u8>(value)
+                        .filter(|s| (1..=15).contains(s))
+                        .ok_or_else(|| invalid("stratum", value, "local", STRATUM))?;
+                }
+                "distance" => {
+                    let value = option_value(&mut rest, "distance", "local", SECONDS)?;
+                    local.distance = parse_float(value)
+                        .filter(|d| *d >= 0.0)
+                        .ok_or_else(|| invalid("distance", value, "local", SECONDS))?;
+                }
+                // Valid in chrony 4.x; validated so typos are caught, but not acted on yet.
+                "activate" | "waitsynced" | "waitunsynced" => {
+                    let value = option_value(&mut rest, &lower, "local", SECONDS)?;
+                    parse_float(value)
+                        .filter(|d| *d >= 0.0)
+                        .ok_or_else(|| invalid(&lower, value, "local", SECONDS))?;
+                    self.warn(
+                        line,
+                        format!(
+                            "option \"{option}\" of local directive is not supported yet \
+                             and is ignored"
+                        ),
+                    );
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown option \"{option}\" in local directive (expected stratum, \
+                         orphan, distance, activate, waitsynced or waitunsynced)"
+                    ));
+                }
+            }
+        }
+        Ok(local)
+    }
+
+    fn bindcmdaddress(&mut self, args: &[&str]) -> Result<(), String> {
+        const EXPECTED: &str = "an IP address, an absolute socket path, or / to disable";
+        let token = single_arg("bindcmdaddress", args, EXPECTED)?;
+        if token == "/" {
+            self.config.cmd_socket = None;
+        } else if token.starts_with('/') {
+            self.config.cmd_socket = Some(PathBuf::from(token));
+        } else {
+            let addr = IpAddr::from_str(token)
+                .map_err(|_| invalid("address", token, "bindcmdaddress", EXPECTED))?;
+            replace_same_family(&mut self.config.cmd_addresses, addr);
+        }
+        Ok(())
+    }
+
+    fn driftfile(&mut self, line: usize, args: &[&str]) -> Result<(), String> {
+        const SECONDS: &str = "a positive number of seconds";
+        let Some((&path, options)) = args.split_first() else {
+            return Err(missing("driftfile", "a file path"));
+        };
+        let mut rest = options.iter();
+        while let Some(&option) = rest.next() {
+            if !option.eq_ignore_ascii_case("interval") {
+                return Err(format!(
+                    "unknown option \"{option}\" in driftfile directive (expected interval)"
+                ));
+            }
+            let value = option_value(&mut rest, "interval", "driftfile", SECONDS)?;
+            parse_float(value)
+                .filter(|v| *v > 0.0)
+                .ok_or_else(|| invalid("interval", value, "driftfile", SECONDS))?;
+            self.warn(
+                line,
+                format!(
+                    "option \"{option}\" of driftfile directive is not supported yet and is \
+                     ignored"
+                ),
+            );
+        }
+        self.config.driftfile = Some(PathBuf::from(path));
+        Ok(())
+    }
+}
+
+/// Returns the part of a line before any comment.
+fn strip_comment(line: &str) -> &str {
+    let mut after_space = true;
+    for (index, c) in line.char_indices() {
+        if after_space && COMMENT_CHARS.contains(&c) {
+            return &line[..index];
+        }
+        after_space = c.is_whitespace();
+    }
+    line
+}
+
+fn acl_rule(directive: &str, action: Action, args: &[&str]) -> Result<Rule, String> {
+    let (all, rest) = match args.split_first() {
+        Some((first, rest)) if first.eq_ignore_ascii_case("all") => (true, rest),
+        _ => (false, args),
+    };
+    let target = match rest {
+        [] => Target::Everything,
+        [token] => Target::parse(token).map_err(|err| acl_message(err, directive))?,
+        [_, extra, ..] => {
+            return Err(format!(
+                "unexpected argument \"{extra}\" in {directive} directive \
+                 (expected [all] [SUBNET])"
+            ));
+        }
+    };
+    Ok(Rule {
+        action,
+        all,
+        target,
+    })
+}
+
+fn acl_message(err: AclError, directive: &str) -> String {
+    match err {
+        AclError::Invalid {
+            what,
+            token,
+            expected,
+        } => invalid(what, &token, directive, &expected),
+        other => format!("{other} in {directive} directive"),
+    }
+}
+
+fn port(directive: &str, args: &[&str]) -> Result<u16, String> {
+    const EXPECTED: &str = "an integer 0-65535";
+    let token = single_arg(directive, args, EXPECTED)?;
+    parse_uint(token).ok_or_else(|| invalid("port", token, directive, EXPECTED))
+}
+
+fn xdp_stale_limit(args: &[&str]) -> Result<Duration, String> {
+    const EXPECTED: &str = "a number of seconds greater than 0 and at most 600";
+    let token = single_arg("xdpstalelimit", args, EXPECTED)?;
+    parse_float(token)
+        .filter(|secs| *secs > 0.0)
+        .map(Duration::from_secs_f64)
+        // Tiny values round to zero nanoseconds, which would disable the check entirely.
+        .filter(|limit| !limit.is_zero() && *limit <= MAX_XDP_STALE_LIMIT)
+        .ok_or_else(|| invalid("stale limit", token, "xdpstalelimit", EXPECTED))
+}
+
+/// chrony accepts only one address per family, a later one replacing the earlier.
+fn replace_same_family(list: &mut Vec<IpAddr>, addr: IpAddr) {
+    list.retain(|existing| existing.is_ipv4() != addr.is_ipv4());
+    list.push(addr);
+}
+
+fn single_arg<'t>(directive: &str, args: &[&'t str], expected: &str) -> Result<&'t str, String> {
+    match args {
+        [] => Err(missing(directive, expected)),
+        [token] => Ok(token),
+        [_, extra, ..] => Err(format!(
+            "unexpected argument \"{extra}\" in {directive} directive \
+             (expected only {expected})"
+        )),
+    }
+}
+
+fn option_value<'t>(
+    rest: &mut std::slice::Iter<'_, &'t str>,
+    option: &str,
+    directive: &str,
+    expected: &str,
+) -> Result<&'t str, String> {
+    rest.next().copied().ok_or_else(|| {
+        format!("missing value for {option} in {directive} directive (expected {expected})")
+    })
+}
+
+fn missing(directive: &str, expected: &str) -> String {
+    format!("missing argument in {directive} directive (expected {expected})")
+}
+
+fn invalid(what: &str, token: &str, directive: &str, expected: &str) -> String {
+    format!("invalid {what} \"{token}\" in {directive} directive (expected {expected})")
+}
+
+/// Plain decimal only: `FromStr` would also take a leading `+`, which chrony does not.
+fn parse_uint<T: FromStr>(token: &str) -> Option<T> {
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    token.parse().ok()
+}
+
+fn parse_float(token: &str) -> Option<f64> {
+    token.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::Subnet;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        parse_str(text, Path::new("/etc/ntpx.conf"))
+    }
+
+    fn warnings(config: &Config) -> Vec<(usize, String)> {
+        config
+            .warnings
+            .iter()
+            .map(|w| (w.line, w.message.clone()))
+            .collect()
+    }
+
+    fn unsupported(line: usize, name: &str) -> (usize, String) {
+        (
+            line,
+            format!("directive \"{name}\" is not supported yet and is ignored"),
+        )
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    // Verbatim copy of the fixture seed.conf: a user's configuration with ntpx's first target features.
+    const SEED: &str = r#"pool 2.pl.pool.ntp.org iburst
+
+# Record the rate at which the system clock gains/losses time.  # 시간오차치를 보존해두는 파일정보
+driftfile /var/lib/chrony/drift
+# Allow the system clock to be stepped in the first three updates
+# if its offset is larger than 1 second.
+makestep 1.0 3
+# Enable kernel synchronization of the real-time clock (RTC).
+rtcsync
+# Enable hardware timestamping on all interfaces that support it.
+#hwtimestamp *
+# Increase the minimum number of selectable sources required to adjust
+# the system clock.
+#minsources 2
+# Allow NTP client access from local network.
+allow 192.168.0.0/16
+# Serve time even if not synchronized to a time source.
+local stratum 3
+# Specify file containing keys for NTP authentication.
+keyfile /etc/chrony.keys
+# Get TAI-UTC offset and leap seconds from the system tz database.
+#leapsectz right/UTC
+# Specify directory for log files.
+logdir /var/log/chrony
+# Select which information is logged.
+#log measurements statistics tracking
+# restrict 127.xxx.xxx.xxx  #Peer들이 본서버로 Sync를 하는 것을 제한
+"#;
+
+    // Verbatim copy of the fixture debian-default.conf: Debian's packaged chrony.conf.
+    const DEBIAN_DEFAULT: &str = r#"# Welcome to the chrony configuration file. See chrony.conf(5) for more
+# information about usable directives.
+
+# Include configuration files found in /etc/chrony/conf.d.
+confdir /etc/chrony/conf.d
+
+# Use Debian vendor zone.
+pool 2.debian.pool.ntp.org iburst
+
+# Use time sources from DHCP.
+sourcedir /run/chrony-dhcp
+
+# Use NTP sources found in /etc/chrony/sources.d.
+sourcedir /etc/chrony/sources.d
+
+# This directive specify the location of the file containing ID/key pairs for
+# NTP authentication.
+keyfile /etc/chrony/chrony.keys
+
+# This directive specify the file into which chronyd will store the rate
+# information.
+driftfile /var/lib/chrony/chrony.drift
+
+# Save NTS keys and cookies.
+ntsdumpdir /var/lib/chrony
+
+# Uncomment the following line to turn logging on.
+#log tracking measurements statistics
+
+# Log files location.
+logdir /var/log/chrony
+
+# Stop bad estimates upsetting machine clock.
+maxupdateskew 100.0
+
+# This directive enables kernel synchronisation (every 11 minutes) of the
+# real-time clock. Note that it can't be used along with the 'rtcfile' directive.
+rtcsync
+
+# Step the system clock instead of slewing it if the adjustment is larger than
+# one second, but only in the first three clock updates.
+makestep 1 3
+
+# Get TAI-UTC offset and leap seconds from the system tz database.
+# This directive must be commented out when using time sources serving
+# leap-smeared time.
+leapsectz right/UTC
+"#;
+
+    // Verbatim copy of the fixture chrony.conf.example1: chrony's minimal example.
+    const EXAMPLE1: &str = r#"# Use public NTP servers from the pool.ntp.org project.
+pool pool.ntp.org iburst
+
+# Record the rate at which the system clock gains/losses time.
+driftfile /var/lib/chrony/drift
+
+# Allow the system clock to be stepped in the first three updates
+# if its offset is larger than 1 second.
+makestep 1.0 3
+
+# Enable kernel synchronization of the real-time clock (RTC).
+rtcsync
+"#;
+
+    // Verbatim copy of the fixture chrony.conf.example2: chrony's distribution example.
+    const EXAMPLE2: &str = r#"# Use public servers from the pool.ntp.org project.
+# Please consider joining the pool (https://www.pool.ntp.org/join.html).
+pool pool.ntp.org iburst
+
+# Record the rate at which the system clock gains/losses time.
+driftfile /var/lib/chrony/drift
+
+# Allow the system clock to be stepped in the first three updates
+# if its offset is larger than 1 second.
+makestep 1.0 3
+
+# Enable kernel synchronization of the real-time clock (RTC).
+rtcsync
+
+# Enable hardware timestamping on all interfaces that support it.
+#hwtimestamp *
+
+# Increase the minimum number of selectable sources required to adjust
+# the system clock.
+#minsources 2
+
+# Allow NTP client access from local network.
+#allow 192.168.0.0/16
+
+# Serve time even if not synchronized to a time source.
+#local stratum 10
+
+# Require authentication (nts or key option) for all NTP sources.
+#authselectmode require
+
+# Specify file containing keys for NTP authentication.
+#keyfile /etc/chrony.keys
+
+# Save NTS keys and cookies.
+ntsdumpdir /var/lib/chrony
+
+# Insert/delete leap seconds by slewing instead of stepping.
+#leapsecmode slew
+
+# Get TAI-UTC offset and leap seconds from the system tz database.
+#leapsectz right/UTC
+
+# Specify directory for log files.
+logdir /var/log/chrony
+
+# Select which information is logged.
+#log measurements statistics tracking
+"#;
+
+    // Verbatim copy of the fixture chrony.conf.example3: chrony's annotated example with every option commented out.
+    const EXAMPLE3: &str = r#"#######################################################################
+#
+# This is an example chrony configuration file.  You should copy it to
+# /etc/chrony.conf after uncommenting and editing the options that you
+# want to enable.  The more obscure options are not included.  Refer
+# to the documentation for these.
+#
+#######################################################################
+### COMMENTS
+# Any of the following lines are comments (you have a choice of
+# comment start character):
+# a comment
+% a comment
+! a comment
+; a comment
+#
+# Below, the '!' form is used for lines that you might want to
+# uncomment and edit to make your own chrony.conf file.
+#
+#######################################################################
+#######################################################################
+### SPECIFY YOUR NTP SERVERS
+# Most computers using chrony will send measurement requests to one or
+# more 'NTP servers'.  You will probably find that your Internet Service
+# Provider or company have one or more NTP servers that you can specify.
+# Failing that, there are a lot of public NTP servers.  There is a list
+# you can access at http://support.ntp.org/bin/view/Servers/WebHome or
+# you can use servers from the pool.ntp.org project.
+
+! server foo.example.net iburst
+! server bar.example.net iburst
+! server baz.example.net iburst
+
+! pool pool.ntp.org iburst
+ 
+#######################################################################
+### AVOIDING POTENTIALLY BOGUS CHANGES TO YOUR CLOCK
+#
+# To avoid changes being made to your computer's gain/loss compensation
+# when the measurement history is too erratic, you might want to enable
+# one of the following lines.  The first seems good with servers on the
+# Internet, the second seems OK for a LAN environment.
+
+! maxupdateskew 100
+! maxupdateskew 5
+
+# If you want to increase the minimum number of selectable sources
+# required to update the system clock in order to make the
+# synchronisation more reliable, uncomment (and edit) the following
+# line.
+
+! minsources 2
+
+# If your computer has a good stable clock (e.g. it is not a virtual
+# machine), you might also want to reduce the maximum assumed drift
+# (frequency error) of the clock (the value is specified in ppm).
+
+! maxdrift 100
+
+# By default, chronyd allows synchronisation to an unauthenticated NTP
+# source (i.e. specified without the nts and key options) if it agrees with
+# a majority of authenticated NTP sources, or if no authenticated source is
+# specified.  If you don't want chronyd to ever synchronise to an
+# unauthenticated NTP source, uncomment the first from the following lines.
+# If you don't want to synchronise to an unauthenticated NTP source only
+# when an authenticated source is specified, uncomment the second line.
+# If you want chronyd to ignore authentication in the source selection,
+# uncomment the third line.
+
+! authselectmode require
+! authselectmode prefer
+! authselectmode ignore
+
+#######################################################################
+### FILENAMES ETC
+# Chrony likes to keep information about your computer's clock in files.
+# The 'driftfile' stores the computer's clock gain/loss rate in parts
+# per million.  When chronyd starts, the system clock can be tuned
+# immediately so that it doesn't gain or lose any more time.  You
+# generally want this, so it is uncommented.
+
+driftfile /var/lib/chrony/drift
+
+# If you want to enable NTP authentication with symmetric keys, you will need
+# to uncomment the following line and edit the file to set up the keys.
+
+! keyfile /etc/chrony.keys
+
+# If you specify an NTP server with the nts option to enable authentication
+# with the Network Time Security (NTS) mechanism, or enable server NTS with
+# the ntsservercert and ntsserverkey directives below, the following line will
+# allow the client/server to save the NTS keys and cookies in order to reduce
+# the number of key establishments (NTS-KE sessions).
+
+ntsdumpdir /var/lib/chrony
+
+# If chronyd is configured to act as an NTP server and you want to enable NTS
+# for its clients, you will need a TLS certificate and private key.  Uncomment
+# and edit the following lines to specify the locations of the certificate and
+# key.
+
+! ntsservercert /etc/.../foo.example.net.crt
+! ntsserverkey /etc/.../foo.example.net.key
+
+# chronyd can save the measurement history for the servers to files when
+# it exits.  This is useful in 2 situations:
+#
+# 1. If you stop chronyd and restart it with the '-r' option (e.g. after
+# an upgrade), the old measurements will still be relevant when chronyd
+# is restarted.  This will reduce the time needed to get accurate
+# gain/loss measurements.
+#
+# 2. On Linux, if you use the RTC support and start chronyd with
+# '-r -s' on bootup, measurements from the last boot will still be
+# useful (the real time clock is used to 'flywheel' chronyd between
+# boots).
+#
+# Uncomment the following line to use this.
+
+! dumpdir /var/lib/chrony
+
+# chronyd writes its process ID to a file.  If you try to start a second
+# copy of chronyd, it will detect that the process named in the file is
+# still running and bail out.  If you want to change the path to the PID
+# file, uncomment this line and edit it.  The default path is shown.
+
+! pidfile /var/run/chrony/chronyd.pid
+
+# If the system timezone database is kept up to date and includes the
+# right/UTC timezone, chronyd can use it to determine the current
+# TAI-UTC offset and when will the next leap second occur.
+
+! leapsectz right/UTC
+
+#######################################################################
+### INITIAL CLOCK CORRECTION
+# This option is useful to quickly correct the clock on start if it's
+# off by a large amount.  The value '1.0' means that if the error is less
+# than 1 second, it will be gradually removed by speeding up or slowing
+# down your computer's clock until it is correct.  If the error is above
+# 1 second, an immediate time jump will be applied to correct it.  The
+# value '3' means the step is allowed only in the first three updates of
+# the clock.  Some software can get upset if the system clock jumps
+# (especially backwards), so be careful!
+
+! makestep 1.0 3
+
+#######################################################################
+### LEAP SECONDS
+# A leap second is an occasional one-second correction of the UTC
+# time scale.  By default, chronyd tells the kernel to insert/delete
+# the leap second, which makes a backward/forward step to correct the
+# clock for it.  As with the makestep directive, this jump can upset
+# some applications.  If you prefer chronyd to make a gradual
+# correction, causing the clock to be off for a longer time, uncomment
+# the following line.
+
+! leapsecmode slew
+
+#######################################################################
+### LOGGING
+# If you want to log information about the time measurements chronyd has
+# gathered, you might want to enable the following lines.  You probably
+# only need this if you really enjoy looking at the logs, you want to
+# produce some graphs of your system's timekeeping performance, or you
+# need help in debugging a problem.
+
+! logdir /var/log/chrony
+! log measurements statistics tracking
+
+# If you have real time clock support enabled (see below), you might want
+# this line instead:
+
+! log measurements statistics tracking rtc
+
+#######################################################################
+### ACTING AS AN NTP SERVER
+# You might want the computer to be an NTP server for other computers.
+#
+# By default, chronyd does not allow any clients to access it.  You need
+# to explicitly enable access using 'allow' and 'deny' directives.
+#
+# e.g. to enable client access from the 192.168.*.* class B subnet,
+
+! allow 192.168/16
+
+# .. but disallow the 192.168.100.* subnet of that,
+
+! deny 192.168.100/24
+
+# You can have as many allow and deny directives as you need.  The order
+# is unimportant.
+
+# If you want to present your computer's time for others to synchronise
+# with, even if you don't seem to be synchronised to any NTP servers
+# yourself, enable the following line.  The value 10 may be varied
+# between 1 and 15.  You should avoid small values because you will look
+# like a real NTP server.  The value 10 means that you appear to be 10
+# NTP 'hops' away from an authoritative source (atomic clock, GPS
+# receiver, radio clock etc).
+
+! local stratum 10
+
+# Normally, chronyd will keep track of how many times each client
+# machine accesses it.  The information can be accessed by the 'clients'
+# command of chronyc.  You can disable this facility by uncommenting the
+# following line.  This will save a bit of memory if you have many
+# clients and it will also disable support for the interleaved mode.
+
+! noclientlog
+
+# The clientlog size is limited to 512KB by default.  If you have many
+# clients, you might want to increase the limit.
+
+! clientloglimit 4194304
+
+# By default, chronyd tries to respond to all valid NTP requests from
+# allowed addresses.  If you want to limit the response rate for NTP
+# clients that are sending requests too frequently, uncomment and edit
+# the following line.
+
+! ratelimit interval 3 burst 8
+
+#######################################################################
+### REPORTING BIG CLOCK CHANGES
+# Perhaps you want to know if chronyd suddenly detects any large error
+# in your computer's clock.  This might indicate a fault or a problem
+# with the server(s) you are using, for example.
+#
+# The next option causes a message to be written to syslog when chronyd
+# has to correct an error above 0.5 seconds (you can use any amount you
+# like).
+
+! logchange 0.5
+
+# The next option will send email to the named person when chronyd has
+# to correct an error above 0.5 seconds.  (If you need to send mail to
+# several people, you need to set up a mailing list or sendmail alias
+# for them and use the address of that.)
+
+! mailonchange wibble@foo.example.net 0.5
+
+#######################################################################
+### COMMAND ACCESS
+# The program chronyc is used to show the current operation of chronyd
+# and to change parts of its configuration whilst it is running.
+
+# By default chronyd binds to the loopback interface.  Uncomment the
+# following lines to allow receiving command packets from remote hosts.
+
+! bindcmdaddress 0.0.0.0
+! bindcmdaddress ::
+
+# Normally, chronyd will only allow connections from chronyc on the same
+# machine as itself.  This is for security.  If you have a subnet
+# 192.168.*.* and you want to be able to use chronyc from any machine on
+# it, you could uncomment the following line.  (Edit this to your own
+# situation.)
+
+! cmdallow 192.168/16
+
+# You can add as many 'cmdallow' and 'cmddeny' lines as you like.  The
+# syntax and meaning is the same as for 'allow' and 'deny', except that
+# 'cmdallow' and 'cmddeny' control access to the chronyd's command port.
+
+# Rate limiting can be enabled also for command packets.  (Note,
+# commands from localhost are never limited.)
+
+! cmdratelimit interval -4 burst 16
+
+#######################################################################
+### HARDWARE TIMESTAMPING
+# On Linux, if the network interface controller and its driver support
+# hardware timestamping, it can significantly improve the accuracy of
+# synchronisation. It can be enabled on specified interfaces only, or it
+# can be enabled on all interfaces that support it.
+
+! hwtimestamp eth0
+! hwtimestamp *
+
+#######################################################################
+### REAL TIME CLOCK
+# chronyd can characterise the system's real-time clock.  This is the
+# clock that keeps running when the power is turned off, so that the
+# machine knows the approximate time when it boots again.  The error at
+# a particular epoch and gain/loss rate can be written to a file and
+# used later by chronyd when it is started with the '-s' option.
+#
+# You need to have 'enhanced RTC support' compiled into your Linux
+# kernel.  (Note, these options apply only to Linux.)
+
+! rtcfile /var/lib/chrony/rtc
+
+# Your RTC can be set to keep Universal Coordinated Time (UTC) or local
+# time.  (Local time means UTC +/- the effect of your timezone.)  If you
+# use UTC, chronyd will function correctly even if the computer is off
+# at the epoch when you enter or leave summer time (aka daylight saving
+# time).  However, if you dual boot your system with Microsoft Windows,
+# that will work better if your RTC maintains local time.  You take your
+# pick!
+
+! rtconutc
+
+# By default chronyd assumes that the enhanced RTC device is accessed as
+# /dev/rtc.  If it's accessed somewhere else on your system (e.g. you're
+# using devfs), uncomment and edit the following line.
+
+! rtcdevice /dev/misc/rtc
+
+# Alternatively, if not using the -s option, this directive can be used
+# to enable a mode in which the RTC is periodically set to the system
+# time, with no tracking of its drift.
+
+! rtcsync
+
+#######################################################################
+### REAL TIME SCHEDULER
+# This directive tells chronyd to use the real-time FIFO scheduler with the
+# specified priority (which must be between 0 and 100).  This should result
+# in reduced latency.  You don't need it unless you really have a requirement
+# for extreme clock stability.  Works only on Linux.  Note that the "-P"
+# command-line switch will override this.
+
+! sched_priority 1
+
+#######################################################################
+### LOCKING CHRONYD INTO RAM
+# This directive tells chronyd to use the mlockall() syscall to lock itself
+# into RAM so that it will never be paged out.  This should result in reduced
+# latency.  You don't need it unless you really have a requirement
+# for extreme clock stability.  Works only on Linux.  Note that the "-m"
+# command-line switch will also enable this feature.
+
+! lock_all
+"#;
+
+    #[test]
+    fn defaults_match_documentation() {
+        let config = Config::default();
+        assert_eq!(config.port, 123);
+        assert_eq!(config.cmdport, 323);
+        assert_eq!(
+            config.cmd_socket,
+            Some(PathBuf::from("/run/ntpx/ntpxd.sock"))
+        );
+        assert_eq!(config.pidfile, Some(PathBuf::from("/run/ntpx/ntpxd.pid")));
+        assert_eq!(config.xdp_stale_limit, Duration::from_secs(10));
+        assert!(config.local.is_none() && config.acl_rules.is_empty());
+        assert!(config.bind_addresses.is_empty() && config.cmd_addresses.is_empty());
+        assert!(config.driftfile.is_none() && config.warnings.is_empty());
+        assert_eq!(parse("").unwrap(), config);
+    }
+
+    #[test]
+    fn seed_file_parses_with_expected_warnings() {
+        let config = parse(SEED).unwrap();
+        assert_eq!(
+            warnings(&config),
+            vec![
+                unsupported(1, "pool"),
+                unsupported(7, "makestep"),
+                unsupported(9, "rtcsync"),
+                unsupported(20, "keyfile"),
+                unsupported(24, "logdir"),
+            ]
+        );
+        assert_eq!(
+            config.acl_rules,
+            vec![Rule {
+                action: Action::Allow,
+                all: false,
+                target: Target::Subnet(Subnet::parse("192.168.0.0/16").unwrap()),
+            }]
+        );
+        assert_eq!(
+            config.local,
+            Some(LocalConfig {
+                stratum: 3,
+                orphan: false,
+                distance: 1.0
+            })
+        );
+        assert_eq!(
+            config.driftfile,
+            Some(PathBuf::from("/var/lib/chrony/drift"))
+        );
+        assert_eq!(config.port, DEFAULT_PORT);
+        assert_eq!(
+            config.warnings[0].to_string(),
+            "/etc/ntpx.conf:1: directive \"pool\" is not supported yet and is ignored"
+        );
+    }
+
+    #[test]
+    fn debian_default_parses_with_expected_warnings() {
+        let config = parse(DEBIAN_DEFAULT).unwrap();
+        assert_eq!(
+            warnings(&config),
+            vec![
+                unsupported(5, "confdir"),
+                unsupported(8, "pool"),
+                unsupported(11, "sourcedir"),
+                unsupported(14, "sourcedir"),
+                unsupported(18, "keyfile"),
+                unsupported(25, "ntsdumpdir"),
+                unsupported(31, "logdir"),
+                unsupported(34, "maxupdateskew"),
+                unsupported(38, "rtcsync"),
+                unsupported(42, "makestep"),
+                unsupported(47, "leapsectz"),
+            ]
+        );
+        assert_eq!(
+            config.driftfile,
+            Some(PathBuf::from("/var/lib/chrony/chrony.drift"))
+        );
+        assert!(config.acl_rules.is_empty() && config.local.is_none());
+    }
+
+    #[test]
+    fn chrony_examples_parse_with_expected_warnings() {
+        let config = parse(EXAMPLE1).unwrap();
+        assert_eq!(
+            warnings(&config),
+            vec![
+                unsupported(2, "pool"),
+                unsupported(9, "makestep"),
+                unsupported(12, "rtcsync"),
+            ]
+        );
+        assert_eq!(
+            config.driftfile,
+            Some(PathBuf::from("/var/lib/chrony/drift"))
+        );
+
+        let config = parse(EXAMPLE2).unwrap();
+        assert_eq!(
+            warnings(&config),
+            vec![
+                unsupported(3, "pool"),
+                unsupported(10, "makestep"),
+                unsupported(13, "rtcsync"),
+                unsupported(35, "ntsdumpdir"),
+                unsupported(44, "logdir"),
+            ]
+        );
+        // The commented-out allow and local lines must stay inert.
+        assert!(config.acl_rules.is_empty() && config.local.is_none());
+
+        let config = parse(EXAMPLE3).unwrap();
+        assert_eq!(warnings(&config), vec![unsupported(95, "ntsdumpdir")]);
+        assert_eq!(
+            config.driftfile,
+            Some(PathBuf::from("/var/lib/chrony/drift"))
+        );
+        assert!(config.acl_rules.is_empty() && config.local.is_none());
+        assert_eq!(config.cmd_addresses, Vec::<IpAddr>::new());
+    }
+
+    #[test]
+    fn uncommented_example3_lines_parse() {
+        // Every "! directive" line in chrony's example is meant to be enabled by removing
+        // the "!"; doing so for all of them must still be accepted.
+        let enabled: String = EXAMPLE3
+            .lines()
+            // "! a comment" documents the comment syntax rather than a directive.
+            .map(|l| match l {
+                "! a comment" => l,
+                _ => l.strip_prefix("! ").unwrap_or(l),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = parse(&enabled).unwrap();
+        let table = crate::acl::AccessTable::from_rules(&config.acl_rules, |_| Ok(vec![])).unwrap();
+        assert_eq!(table.check(ip("192.168.1.1")), Action::Allow);
+        assert_eq!(table.check(ip("192.168.100.1")), Action::Deny);
+        assert_eq!(config.local.map(|l| l.stratum), Some(10));
+        assert_eq!(
+            config.pidfile,
+            Some(PathBuf::from("/var/run/chrony/chronyd.pid"))
+        );
+        assert_eq!(config.cmd_addresses, vec![ip("0.0.0.0"), ip("::")]);
+        assert!(
+            config
+                .warnings
+                .iter()
+                .all(|w| w.message.contains("not supported yet"))
+        );
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.message.contains("\"mailonchange\""))
+        );
+    }
+
+    #[test]
+    fn broken_lines_report_token_expectation_and_line() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "local stratum x",
+                "invalid stratum \"x\" in local directive (expected an integer 1-15)",
+            ),
+            (
+                "local stratum 0",
+                "invalid stratum \"0\" in local directive (expected an integer 1-15)",
+            ),
+            (
+                "local stratum 16",
+                "invalid stratum \"16\" in local directive (expected an integer 1-15)",
+            ),
+            (
+                "local stratum",
+                "missing value for stratum in local directive (expected an integer 1-15)",
+            ),
+            (
+                "local stratum 3 foo",
+                "unknown option \"foo\" in local directive (expected stratum, orphan, \
+                 distance, activate, waitsynced or waitunsynced)",
+            ),
+            (
+                "local distance -1",
+                "invalid distance \"-1\" in local directive \
+                 (expected a non-negative number of seconds)",
+            ),
+            (
+                "local distance nan",
+                "invalid distance \"nan\" in local directive \
+                 (expected a non-negative number of seconds)",
+            ),
+            (
+                "local waitsynced soon",
+                "invalid waitsynced \"soon\" in local directive \
+                 (expected a non-negative number of seconds)",
+            ),
+            (
+                "allow 10.0.0.0/33",
+                "invalid prefix length \"33\" in allow directive (expected an integer 0-32)",
+            ),
+            (
+                "deny 300.1.1.1",
+                "invalid address \"300.1.1.1\" in deny directive (expected an IPv4 or IPv6 \
+                 address, optionally followed by /PREFIX)",
+            ),
+            (
+                "allow all 2001:db8::/200",
+                "invalid prefix length \"200\" in allow directive (expected an integer 0-128)",
+            ),
+            (
+                "allow 10.0.0.0/8 192.168.0.0/16",
+                "unexpected argument \"192.168.0.0/16\" in allow directive \
+                 (expected [all] [SUBNET])",
+            ),
+            (
+                "deny bad_host!",
+                "invalid subnet or hostname \"bad_host!\" in deny directive (expected \
+                 ADDRESS, ADDRESS/PREFIX, a partial IPv4 address like 192.168, or a hostname)",
+            ),
+            (
+                "port",
+                "missing argument in port directive (expected an integer 0-65535)",
+            ),
+            (
+                "port 65536",
+                "invalid port \"65536\" in port directive (expected an integer 0-65535)",
+            ),
+            (
+                "port +123",
+                "invalid port \"+123\" in port directive (expected an integer 0-65535)",
+            ),
+            (
+                "port 123 456",
+                "unexpected argument \"456\" in port directive \
+                 (expected only an integer 0-65535)",
+            ),
+            (
+                "cmdport -1",
+                "invalid port \"-1\" in cmdport directive (expected an integer 0-65535)",
+            ),
+            (
+                "bindaddress eth0",
+                "invalid address \"eth0\" in bindaddress directive \
+                 (expected an IPv4 or IPv6 address)",
+            ),
+            (
+                "bindaddress",
+                "missing argument in bindaddress directive (expected an IPv4 or IPv6 address)",
+            ),
+            (
+                "bindcmdaddress run/ntpx.sock",
+                "invalid address \"run/ntpx.sock\" in bindcmdaddress directive (expected an \
+                 IP address, an absolute socket path, or / to disable)",
+            ),
+            (
+                "driftfile",
+                "missing argument in driftfile directive (expected a file path)",
+            ),
+            (
+                "driftfile /var/lib/drift hourly",
+                "unknown option \"hourly\" in driftfile directive (expected interval)",
+            ),
+            (
+                "driftfile /var/lib/drift interval 0",
+                "invalid interval \"0\" in driftfile directive \
+                 (expected a positive number of seconds)",
+            ),
+            (
+                "pidfile /a /b",
+                "unexpected argument \"/b\" in pidfile directive \
+                 (expected only a file path, or / to disable)",
+            ),
+            (
+                "xdpstalelimit 0",
+                "invalid stale limit \"0\" in xdpstalelimit directive \
+                 (expected a number of seconds greater than 0 and at most 600)",
+            ),
+            (
+                "xdpstalelimit 600.5",
+                "invalid stale limit \"600.5\" in xdpstalelimit directive \
+                 (expected a number of seconds greater than 0 and at most 600)",
+            ),
+            (
+                "xdpstalelimit 1e-300",
+                "invalid stale limit \"1e-300\" in xdpstalelimit directive \
+                 (expected a number of seconds greater than 0 and at most 600)",
+            ),
+            (
+                "XDPSTALELIMIT ten",
+                "invalid stale limit \"ten\" in xdpstalelimit directive \
+                 (expected a number of seconds greater than 0 and at most 600)",
+            ),
+        ];
+        for (index, &(broken, message)) in cases.iter().enumerate() {
+            // Vary the position so a wrong line count cannot pass by accident.
+            let preamble = "# comment\n\nport 123\n".repeat(index % 3);
+            let line = preamble.lines().count() + 1;
+            let text = format!("{preamble}{broken}\nrtcsync\n");
+            let err = parse(&text).expect_err(broken);
+            assert_eq!(err.line, line, "{broken}");
+            assert_eq!(err.message, message, "{broken}");
+            assert_eq!(err.to_string(), format!("/etc/ntpx.conf:{line}: {message}"));
+        }
+    }
+
+    #[test]
+    fn comments_start_at_line_start_or_after_whitespace() {
+        let config = parse(
+            "  # indented comment\n\
+             ; semicolon\n\
+             % percent\n\
+             ! bang\n\
+             driftfile /var/lib/a#b   # trailing comment\n\
+             port 1123 ;trailing\n\
+             pidfile /run/x%y\n",
+        )
+        .unwrap();
+        assert!(config.warnings.is_empty());
+        assert_eq!(config.driftfile, Some(PathBuf::from("/var/lib/a#b")));
+        assert_eq!(config.port, 1123);
+        assert_eq!(config.pidfile, Some(PathBuf::from("/run/x%y")));
+    }
+
+    #[test]
+    fn directive_names_are_case_insensitive_and_crlf_is_accepted() {
+        let config = parse("PORT 4123\r\nLocal Stratum 5 ORPHAN\r\nMakeStep 1 3\r\n").unwrap();
+        assert_eq!(config.port, 4123);
+        assert_eq!(
+            config.local,
+            Some(LocalConfig {
+                stratum: 5,
+                orphan: true,
+                distance: 1.0
+            })
+        );
+        assert_eq!(
+            warnings(&config),
+            vec![(
+                3,
+                "directive \"MakeStep\" is not supported yet and is ignored".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn unknown_directives_warn_once_per_line() {
+        let config = parse("restrict default nomodify\nserver a.example iburst\n").unwrap();
+        assert_eq!(
+            warnings(&config),
+            vec![
+                (1, "unknown directive \"restrict\" ignored".to_string()),
+                unsupported(2, "server"),
+            ]
+        );
+    }
+
+    #[test]
+    fn local_options() {
+        let local = |text: &str| parse(text).unwrap().local;
+        assert_eq!(local("local"), Some(LocalConfig::default()));
+        assert_eq!(LocalConfig::default().stratum, 10);
+        assert_eq!(
+            local("local orphan distance 0.25 stratum 15"),
+            Some(LocalConfig {
+                stratum: 15,
+                orphan: true,
+                distance: 0.25
+            })
+        );
+        assert_eq!(
+            local("local stratum 4\nlocal stratum 6").map(|l| l.stratum),
+            Some(6)
+        );
+        let config = parse("local stratum 2 activate 0.5 waitunsynced 300").unwrap();
+        assert_eq!(config.local.map(|l| l.stratum), Some(2));
+        assert_eq!(
+            warnings(&config),
+            vec![
+                (
+                    1,
+                    "option \"activate\" of local directive is not supported yet and is ignored"
+                        .to_string()
+                ),
+                (
+                    1,
+                    "option \"waitunsynced\" of local directive is not supported yet and is \
+                     ignored"
+                        .to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn acl_rules_keep_order_and_keywords() {
+        let config = parse(
+            "allow\n\
+             deny all 10/8\n\
+             allow 10.1\n\
+             deny ntp.example.com\n\
+             allow all\n",
+        )
+        .unwrap();
+        let subnet = |s: &str| Target::Subnet(Subnet::parse(s).unwrap());
+        let rule = |action, all, target| Rule {
+            action,
+            all,
+            target,
+        };
+        assert_eq!(
+            config.acl_rules,
+            vec![
+                rule(Action::Allow, false, Target::Everything),
+                rule(Action::Deny, true, subnet("10.0.0.0/8")),
+                rule(Action::Allow, false, subnet("10.1.0.0/16")),
+                rule(Action::Deny, false, Target::Name("ntp.example.com".into())),
+                rule(Action::Allow, true, Target::Everything),
+            ]
+        );
+    }
+
+    #[test]
+    fn bind_addresses_keep_one_per_family() {
+        let config = parse(
+            "bindaddress 192.0.2.1\n\
+             bindaddress 2001:db8::1\n\
+             bindaddress 192.0.2.2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.bind_addresses,
+            vec![ip("2001:db8::1"), ip("192.0.2.2")]
+        );
+    }
+
+    #[test]
+    fn bindcmdaddress_paths_and_addresses() {
+        let config = parse(
+            "bindcmdaddress /var/run/ntpx/cmd.sock\n\
+             bindcmdaddress 127.0.0.1\n\
+             bindcmdaddress ::1\n\
+             bindcmdaddress 0.0.0.0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.cmd_socket,
+            Some(PathBuf::from("/var/run/ntpx/cmd.sock"))
+        );
+        assert_eq!(config.cmd_addresses, vec![ip("::1"), ip("0.0.0.0")]);
+        let config = parse("bindcmdaddress /").unwrap();
+        assert_eq!(config.cmd_socket, None);
+    }
+
+    #[test]
+    fn ports_pidfile_and_stale_limit() {
+        let config =
+            parse("port 0\ncmdport 0\npidfile /\nxdpstalelimit 2.5\ndriftfile /d interval 60\n")
+                .unwrap();
+        assert_eq!(config.port, 0);
+        assert_eq!(config.cmdport, 0);
+        assert_eq!(config.pidfile, None);
+        assert_eq!(config.xdp_stale_limit, Duration::from_millis(2500));
+        assert_eq!(config.driftfile, Some(PathBuf::from("/d")));
+        assert_eq!(
+            warnings(&config),
+            vec![(
+                5,
+                "option \"interval\" of driftfile directive is not supported yet and is \
+                 ignored"
+                    .to_string()
+            )]
+        );
+        let config = parse("xdpstalelimit 600\npidfile /tmp/p.pid").unwrap();
+        assert_eq!(config.xdp_stale_limit, MAX_XDP_STALE_LIMIT);
+        assert_eq!(config.pidfile, Some(PathBuf::from("/tmp/p.pid")));
+    }
+
+    #[test]
+    fn unsupported_list_is_sorted_unique_and_disjoint_from_implemented() {
+        assert!(UNSUPPORTED_DIRECTIVES.windows(2).all(|w| w[0] < w[1]));
+        let implemented = [
+            "local",
+            "allow",
+            "deny",
+            "port",
+            "cmdport",
+            "bindaddress",
+            "bindcmdaddress",
+            "driftfile",
+            "pidfile",
+            "xdpstalelimit",
+        ];
+        for name in implemented {
+            assert!(!UNSUPPORTED_DIRECTIVES.contains(&name), "{name}");
+        }
+        for name in UNSUPPORTED_DIRECTIVES {
+            let config = parse(&format!("{name} x")).unwrap();
+            assert_eq!(warnings(&config), vec![unsupported(1, name)]);
+        }
+    }
+
+    #[test]
+    fn load_reads_files_and_reports_unreadable_ones() {
+        let dir = std::env::temp_dir().join(format!("ntpx-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+
+        let good = dir.join("good.conf");
+        let mut bytes =
+            b"# caf\xe9 in Latin-1 is fine in a comment\nport 1234 # na\xefve\n".to_vec();
+        bytes.extend_from_slice(SEED.as_bytes());
+        std::fs::write(&good, &bytes).unwrap();
+        let config = load(&good).unwrap();
+        assert_eq!(config.port, 1234);
+        assert_eq!(config.local.map(|l| l.stratum), Some(3));
+        assert_eq!(config.warnings[0].file, good);
+        assert_eq!(config.warnings[0].line, 3);
+
+        let bad = dir.join("bad.conf");
+        std::fs::write(&bad, b"port 1\ndriftfile /var/lib/\xff\n").unwrap();
+        let err = load(&bad).unwrap_err();
+        assert_eq!(
+            (err.line, err.message.as_str()),
+            (2, "line is not valid UTF-8")
+        );
+
+        let missing = dir.join("missing.conf");
+        let err = load(&missing).unwrap_err();
+        assert_eq!(err.line, 0);
+        assert_eq!(err.file, missing);
+        assert!(err.message.starts_with("cannot read configuration file: "));
+
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,152 @@
+//! The control protocol between `ntpxc` and `ntpxd`: one JSON request line, one JSON
+//! response line, over a Unix stream socket (the path chrony calls `bindcmdaddress`).
+
+use crate::stats::{ServerStats, XdpStats};
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Largest request accepted, in bytes.
+pub const MAX_REQUEST: usize = 4096;
+
+/// A control request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase")]
+pub enum Request {
+    /// Server counters (chronyc serverstats).
+    Serverstats,
+    /// The XDP fast path's attachment and counters.
+    Xdpstats,
+}
+
+/// A control response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Response {
+    /// Answer to [`Request::Serverstats`].
+    Serverstats(ServerStats),
+    /// Answer to [`Request::Xdpstats`].
+    Xdpstats(XdpStats),
+    /// The request failed.
+    Error(String),
+}
+
+/// Decodes one request line; errors say what was wrong with it.
+pub fn decode_request(line: &[u8]) -> Result<Request> {
+    if line.len() > MAX_REQUEST {
+        bail!("request of {} bytes exceeds {MAX_REQUEST}", line.len());
+    }
+    serde_json::from_slice(line).context("malformed control request")
+}
+
+/// Serves control connections on `listener`, answering each request with `handle`.
+pub async fn serve<F>(listener: UnixListener, handle: F)
+where
+    F: Fn(Result<Request>) -> Response + Send + Sync + Clone + 'static,
+{
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!("Control socket accept failed: {e}");
+                continue;
+            }
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, handle).await {
+                tracing::debug!("Control connection: {e:#}");
+            }
+        });
+    }
+}
+
+async fn answer<F>(stream: UnixStream, handle: F) -> Result<()>
+where
+    F: Fn(Result<Request>) -> Response,
+{
+    let (r, mut w) = stream.into_split();
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(r).take(MAX_REQUEST as u64 + 1);
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        reader.read_until(b'\n', &mut line),
+    )
+    .await
+    .context("control client sent nothing within 5 s")??;
+    let _ = read;
+    let response = handle(decode_request(line.trim_ascii()));
+    let mut out = serde_json::to_vec(&response).context("encoding control response")?;
+    out.push(b'\n');
+    w.write_all(&out)
+        .await
+        .context("writing control response")?;
+    Ok(())
+}
+
+/// Sends `req` to the daemon at `socket` and returns its response.
+pub async fn call(socket: &Path, req: &Request) -> Result<Response> {
+    let stream = UnixStream::connect(socket).await.with_context(|| {
+        format!(
+            "connecting to ntpxd at {} (is it running?)",
+            socket.display()
+        )
+    })?;
+    let (r, mut w) = stream.into_split();
+    let mut out = serde_json::to_vec(req).context("encoding request")?;
+    out.push(b'\n');
+    w.write_all(&out).await.context("sending request")?;
+    w.shutdown().await.context("finishing request")?;
+    let mut line = Vec::new();
+    BufReader::new(r)
+        .read_until(b'\n', &mut line)
+        .await
+        .context("reading response")?;
+    serde_json::from_slice(&line)
+        .with_context(|| format!("malformed response from {}", socket.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_garbage_is_an_error() {
+        assert_eq!(
+            decode_request(br#"{"command":"serverstats"}"#).unwrap(),
+            Request::Serverstats
+        );
+        assert_eq!(
+            decode_request(br#"{"command":"xdpstats"}"#).unwrap(),
+            Request::Xdpstats
+        );
+        assert!(decode_request(br#"{"command":"reboot"}"#).is_err());
+        assert!(decode_request(b"\xff\x00garbage").is_err());
+        assert!(decode_request(&vec![b' '; MAX_REQUEST + 1]).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_request_is_answered_over_a_unix_socket() {
+        let dir = std::env::temp_dir().join(format!("ntpx-control-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        tokio::spawn(serve(listener, |req| match req {
+            Ok(Request::Serverstats) => Response::Serverstats(ServerStats {
+                ntp_received: 7,
+                ..Default::default()
+            }),
+            Ok(other) => Response::Error(format!("unexpected {other:?}")),
+            Err(e) => Response::Error(e.to_string()),
+        }));
+        let resp = call(&path, &Request::Serverstats).await.unwrap();
+        let Response::Serverstats(s) = resp else {
+            panic!("{resp:?}")
+        };
+        assert_eq!(s.ntp_received, 7);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

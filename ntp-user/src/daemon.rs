@@ -1,0 +1,443 @@
+//! `ntpxd`'s tasks: publishing the server state, the userspace NTP socket, the control
+//! socket, and an orderly shutdown.
+
+use crate::{
+    acl::AccessTable,
+    clock,
+    config::Config,
+    control::{self, Request, Response},
+    ifaces,
+    kernel::KernelPath,
+    net::{self, TimestampedSocket},
+    reference::{PublishParams, Reference, server_state},
+    server::{self, Verdict},
+    stats::{NamedCounter, ServerStats, XdpStats},
+};
+use anyhow::{Context, Result, anyhow, bail};
+use ntp_common::{Counter, ServerState};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{debug, info, warn};
+
+/// How often the state is republished (the kernel's staleness limit is counted from it).
+pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Command-line choices that are not in the configuration file.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Never touch the system clock (`-x`).
+    pub no_clock_control: bool,
+    /// Do not load the XDP program (`--no-xdp`).
+    pub no_xdp: bool,
+    /// Interfaces to attach to (`-i`); empty means those carrying the served addresses.
+    pub interfaces: Vec<String>,
+}
+
+#[derive(Default)]
+struct DaemonCounters {
+    received: AtomicU64,
+    answered: AtomicU64,
+    ignored: AtomicU64,
+    denied: AtomicU64,
+    cmd_received: AtomicU64,
+    cmd_dropped: AtomicU64,
+}
+
+struct Shared {
+    config: Config,
+    acl: AccessTable,
+    params: PublishParams,
+    tai_offset_s: i32,
+    state: Mutex<ServerState>,
+    kernel: Option<Mutex<KernelPath>>,
+    counters: DaemonCounters,
+}
+
+impl Shared {
+    fn reference(&self, now_unix_ns: u64) -> Reference {
+        match &self.config.local {
+            Some(l) => Reference::local(l.stratum, now_unix_ns),
+            None => Reference::unsynchronised(),
+        }
+    }
+
+    /// Recomputes the state from the reference and publishes it to both paths.
+    fn publish(&self) -> Result<()> {
+        let now_tai = clock::tai_ns()?;
+        let now_unix = now_tai.wrapping_sub(self.tai_offset_s as i64 as u64 * 1_000_000_000);
+        let st = server_state(
+            &self.reference(now_unix),
+            &self.params,
+            now_tai,
+            self.tai_offset_s,
+        );
+        *lock(&self.state) = st;
+        if let Some(k) = &self.kernel {
+            lock(k).publish(&st);
+        }
+        Ok(())
+    }
+
+    fn server_stats(&self) -> ServerStats {
+        let c = &self.counters;
+        let mut s = ServerStats {
+            ntp_received: c.received.load(Ordering::Relaxed),
+            ntp_dropped: c.denied.load(Ordering::Relaxed),
+            cmd_received: c.cmd_received.load(Ordering::Relaxed),
+            cmd_dropped: c.cmd_dropped.load(Ordering::Relaxed),
+            daemon_answered: c.answered.load(Ordering::Relaxed),
+            daemon_ignored: c.ignored.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        if let Some(k) = self.kernel_counters() {
+            let get = |c: Counter| k.get(c as usize).copied().unwrap_or(0);
+            let answered = get(Counter::Answered);
+            let dropped = get(Counter::DropDenied);
+            let passed = get(Counter::NtpReceived).saturating_sub(answered + dropped);
+            // Passed requests reach the socket and are counted there; count each once.
+            s.ntp_received += answered + dropped;
+            s.ntp_dropped += dropped;
+            s.kernel_answered = Some(answered);
+            s.kernel_passed = Some(passed);
+            s.kernel_dropped = Some(dropped);
+        }
+        s
+    }
+
+    fn kernel_counters(&self) -> Option<Vec<u64>> {
+        let k = self.kernel.as_ref()?;
+        match lock(k).counters() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!("Could not read XDP counters: {e:#}");
+                None
+            }
+        }
+    }
+
+    fn xdp_stats(&self) -> XdpStats {
+        let interfaces = self
+            .kernel
+            .as_ref()
+            .map(|k| {
+                lock(k)
+                    .attached()
+                    .into_iter()
+                    .map(|(i, m)| (i, m.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let counters = self
+            .kernel_counters()
+            .map(|v| {
+                Counter::ALL
+                    .iter()
+                    .zip(v)
+                    .map(|(c, value)| NamedCounter {
+                        name: c.name().to_string(),
+                        value,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        XdpStats {
+            interfaces,
+            counters,
+        }
+    }
+
+    fn handle_control(&self, req: Result<Request>) -> Response {
+        self.counters.cmd_received.fetch_add(1, Ordering::Relaxed);
+        match req {
+            Ok(Request::Serverstats) => Response::Serverstats(self.server_stats()),
+            Ok(Request::Xdpstats) => Response::Xdpstats(self.xdp_stats()),
+            Err(e) => {
+                self.counters.cmd_dropped.fetch_add(1, Ordering::Relaxed);
+                Response::Error(format!("{e:#}"))
+            }
+        }
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking holder poisoned it (the values are
+/// plain state, valid after any partial update).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn run(config: Config, opts: Options) -> Result<()> {
+    info!(
+        "ntpxd version {} starting (+XDP +CMDMON +NTP{})",
+        env!("CARGO_PKG_VERSION"),
+        if opts.no_clock_control {
+            ", clock control off"
+        } else {
+            ""
+        }
+    );
+    for w in &config.warnings {
+        warn!("{w}");
+    }
+    if !opts.no_clock_control {
+        info!("No time sources configured in this version: the system clock is not adjusted");
+    }
+    let acl = AccessTable::from_rules(&config.acl_rules, resolve_name)
+        .map_err(|e| anyhow!("allow/deny: {e}"))?;
+    let kt = clock::kernel_time()?;
+    let params = PublishParams {
+        precision: clock::measure_precision(),
+        max_age: config.xdp_stale_limit,
+        serve: true,
+        min_poll: 0,
+    };
+    let pid_guard = match &config.pidfile {
+        Some(p) => Some(PidFile::create(p)?),
+        None => None,
+    };
+
+    let kernel = if opts.no_xdp || config.port == 0 {
+        info!("XDP fast path off: all requests are answered from the daemon's socket");
+        None
+    } else {
+        Some(Mutex::new(start_kernel(&config, &opts, &acl)?))
+    };
+    let shared = Arc::new(Shared {
+        acl,
+        params,
+        tai_offset_s: kt.tai_offset_s,
+        state: Mutex::new(ServerState::default()),
+        kernel,
+        counters: DaemonCounters::default(),
+        config,
+    });
+    shared.publish()?;
+    info!(
+        "Serving {} (precision {}, kernel TAI offset {} s)",
+        match &shared.config.local {
+            Some(l) => format!("local stratum {}", l.stratum),
+            None => "unsynchronised (no local stratum)".to_string(),
+        },
+        shared.params.precision,
+        shared.tai_offset_s
+    );
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for sock in bind_ntp_sockets(&shared.config)? {
+        let sh = shared.clone();
+        tasks.spawn(async move { serve_ntp(sock, sh).await });
+    }
+    let cmd_socket = shared.config.cmd_socket.clone();
+    if let Some(path) = &cmd_socket {
+        let listener = bind_control(path)?;
+        let sh = shared.clone();
+        tasks.spawn(async move {
+            control::serve(listener, move |req| sh.handle_control(req)).await;
+            Ok(())
+        });
+    }
+    let sh = shared.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(PUBLISH_INTERVAL);
+        loop {
+            tick.tick().await;
+            if let Err(e) = sh.publish() {
+                warn!("Publishing server state failed: {e:#}");
+            }
+        }
+    });
+
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let outcome = tokio::select! {
+        _ = sigterm.recv() => { info!("ntpxd exiting (SIGTERM)"); Ok(()) }
+        _ = sigint.recv() => { info!("ntpxd exiting (SIGINT)"); Ok(()) }
+        Some(r) = tasks.join_next() => match r {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => Err(anyhow!("a daemon task ended unexpectedly")),
+            Err(e) => Err(anyhow!("a daemon task failed: {e}")),
+        },
+    };
+    tasks.abort_all();
+    if let Some(k) = &shared.kernel {
+        let mut k = lock(k);
+        let mut st = k.published();
+        st.serve = 0;
+        k.publish(&st);
+        k.detach_all();
+    }
+    if let Some(path) = &cmd_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    drop(pid_guard);
+    outcome
+}
+
+fn start_kernel(config: &Config, opts: &Options, acl: &AccessTable) -> Result<KernelPath> {
+    let ifs = if opts.interfaces.is_empty() {
+        ifaces::select(&ifaces::list()?, &config.bind_addresses)?
+    } else {
+        opts.interfaces.clone()
+    };
+    let mut k = KernelPath::load(config.port)?;
+    k.set_acl(acl)?;
+    for i in &ifs {
+        let mode = k
+            .attach(i)
+            .with_context(|| format!("attaching XDP to {i}"))?;
+        info!(
+            "XDP fast path attached to {i} ({mode} mode), port {}",
+            config.port
+        );
+    }
+    Ok(k)
+}
+
+fn resolve_name(name: &str) -> std::result::Result<Vec<IpAddr>, String> {
+    use std::net::ToSocketAddrs;
+    (name, 0)
+        .to_socket_addrs()
+        .map(|it| it.map(|a| a.ip()).collect())
+        .map_err(|e| format!("cannot resolve {name}: {e}"))
+}
+
+fn bind_ntp_sockets(config: &Config) -> Result<Vec<TimestampedSocket>> {
+    if config.port == 0 {
+        return Ok(Vec::new());
+    }
+    let addrs: Vec<IpAddr> = if config.bind_addresses.is_empty() {
+        vec![
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        ]
+    } else {
+        config.bind_addresses.clone()
+    };
+    let mut socks = Vec::new();
+    for a in addrs {
+        let sa = SocketAddr::new(a, config.port);
+        match TimestampedSocket::bind(sa) {
+            Ok(s) => {
+                info!("Listening for NTP on {}", s.local_addr());
+                socks.push(s);
+            }
+            // A host without IPv6 still serves IPv4 (and the reverse).
+            Err(e) if config.bind_addresses.is_empty() => warn!("Not serving on {sa}: {e:#}"),
+            Err(e) => return Err(e),
+        }
+    }
+    if socks.is_empty() {
+        bail!("could not open any NTP socket on port {}", config.port);
+    }
+    Ok(socks)
+}
+
+async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Result<()> {
+    let mut buf = [0u8; 1500];
+    loop {
+        let r = match sock.recv(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("{e:#}");
+                continue;
+            }
+        };
+        sh.counters.received.fetch_add(1, Ordering::Relaxed);
+        let tai_ns = sh.tai_offset_s as i64 as u64 * 1_000_000_000;
+        let rx_tai = match r.rx_realtime_ns {
+            Some(t) => t.wrapping_add(tai_ns),
+            None => clock::tai_ns()?,
+        };
+        let state = *lock(&sh.state);
+        let src_ip = net::canonical_ip(r.src.ip());
+        match server::handle_request(&buf[..r.len], src_ip, rx_tai, &state, &sh.acl) {
+            Verdict::Reply(p) => {
+                let reply = p.finish(clock::tai_ns()?);
+                match sock.send_to(&reply, r.src) {
+                    Ok(()) => {
+                        sh.counters.answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => debug!("{e:#}"),
+                }
+            }
+            Verdict::Ignore(why) => {
+                sh.counters.ignored.fetch_add(1, Ordering::Relaxed);
+                debug!("Ignored NTP datagram from {} ({why:?})", r.src);
+            }
+            Verdict::Deny => {
+                sh.counters.denied.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn bind_control(path: &Path) -> Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the control socket directory {}", dir.display()))?;
+    }
+    // A socket left by a crashed daemon would make bind fail; a live daemon holds the pidfile.
+    let _ = std::fs::remove_file(path);
+    let l = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding the control socket {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("restricting {}", path.display()))?;
+    info!("Control socket at {}", path.display());
+    Ok(l)
+}
+
+/// The pidfile: refuses a second daemon, written atomically, removed on exit.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(path: &Path) -> Result<Self> {
+        if let Ok(old) = std::fs::read_to_string(path)
+            && let Ok(pid) = old.trim().parse::<i32>()
+            && pid != std::process::id() as i32
+            && Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "ntpxd")
+        {
+            bail!(
+                "another ntpxd is already running (pid {pid}, pidfile {})",
+                path.display()
+            );
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        write_atomically(path, format!("{}\n", std::process::id()).as_bytes())?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Writes `data` to a temporary file beside `path`, syncs it and renames it into place,
+/// so a crash leaves either the old file or the new one.
+pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(data)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! ntpx userspace: the daemon `ntpxd`, the control client `ntpxc`, and the modules they share.
+//!
+//! The protocol and decision logic (`packet`, `config`, `acl`, `server`, `reference`) are
+//! sans-IO; sockets, clocks and BPF maps live in `net`, `clock` and `kernel`.
+
+pub mod acl;
+pub mod clock;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod ifaces;
+pub mod kernel;
+pub mod net;
+pub mod packet;
+pub mod reference;
+pub mod server;
+pub mod stats;
+
+/// The XDP object built from `ntp-ebpf`, embedded at build time.
+pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ntpx.bpf.o"));

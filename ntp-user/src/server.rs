@@ -1,0 +1,227 @@
+//! Answering NTP client requests in userspace, by the same rules as the XDP program.
+//!
+//! A decision is a pure function of the datagram, its source, its receive timestamp and
+//! the published state; the transmit timestamp is filled in at the last moment by
+//! [`PendingReply::finish`].
+
+use crate::acl::{AccessTable, Action};
+use crate::packet::{NtpHeader, NtpTimestamp};
+use ntp_common::{
+    ServerState,
+    timebase::{grown_dispersion_ns, ns_to_ntp_short},
+    wire::{self, NTP_HEADER_LEN},
+};
+use std::net::IpAddr;
+
+/// Why a datagram got no reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ignored {
+    /// Not exactly an NTP header (extension fields, MACs and NTS are not served yet).
+    Length,
+    /// Not a client request of version 1-4.
+    Mode,
+}
+
+/// What to do with a datagram.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Verdict {
+    /// Answer it (finish the reply with a transmit timestamp).
+    Reply(PendingReply),
+    /// Not for this path; counted, not answered.
+    Ignore(Ignored),
+    /// The source is not allowed; dropped.
+    Deny,
+}
+
+/// A reply complete but for its transmit timestamp.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PendingReply {
+    header: NtpHeader,
+    state: ServerState,
+}
+
+impl PendingReply {
+    /// The reply as sent when the transmit timestamp is taken at `tx_tai_ns`.
+    pub fn finish(&self, tx_tai_ns: u64) -> [u8; NTP_HEADER_LEN] {
+        let mut h = self.header;
+        h.transmit_ts = NtpTimestamp::from_unix_ns(self.state.timebase.served_unix_ns(tx_tai_ns));
+        h.serialize()
+    }
+}
+
+/// Decides how to answer `datagram` from `src`, received at kernel TAI time `rx_tai_ns`.
+pub fn handle_request(
+    datagram: &[u8],
+    src: IpAddr,
+    rx_tai_ns: u64,
+    state: &ServerState,
+    acl: &AccessTable,
+) -> Verdict {
+    if datagram.len() != NTP_HEADER_LEN {
+        return Verdict::Ignore(Ignored::Length);
+    }
+    if !wire::is_answerable_request(datagram[0]) {
+        return Verdict::Ignore(Ignored::Mode);
+    }
+    if acl.check(src) != Action::Allow {
+        return Verdict::Deny;
+    }
+    let Ok(req) = NtpHeader::parse(datagram) else {
+        return Verdict::Ignore(Ignored::Length);
+    };
+    let tb = &state.timebase;
+    let age = rx_tai_ns.saturating_sub(tb.t0_tai_ns);
+    let header = NtpHeader {
+        leap: state.leap,
+        version: req.version,
+        mode: wire::MODE_SERVER,
+        stratum: state.stratum,
+        poll: req.poll.max(state.min_poll),
+        precision: state.precision,
+        root_delay: state.root_delay,
+        root_dispersion: ns_to_ntp_short(grown_dispersion_ns(state.root_disp_ns, age)),
+        refid: state.refid,
+        reference_ts: NtpTimestamp(state.ref_ts),
+        origin_ts: req.transmit_ts,
+        receive_ts: NtpTimestamp::from_unix_ns(tb.served_unix_ns(rx_tai_ns)),
+        transmit_ts: NtpTimestamp(0),
+    };
+    Verdict::Reply(PendingReply {
+        header,
+        state: *state,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::{Action, Subnet};
+    use crate::reference::{PublishParams, Reference, server_state};
+    use std::time::Duration;
+
+    const S: u64 = 1_000_000_000;
+    const NOW: u64 = 1_800_000_000 * S;
+
+    fn state() -> ServerState {
+        let p = PublishParams {
+            precision: -24,
+            max_age: Duration::from_secs(10),
+            serve: true,
+            min_poll: 2,
+        };
+        let mut r = Reference::local(3, NOW);
+        r.root_delay_ns = S / 2;
+        server_state(&r, &p, NOW, 0)
+    }
+
+    fn allow_all() -> AccessTable {
+        let mut t = AccessTable::new();
+        t.apply(Action::Allow, false, None);
+        t
+    }
+
+    fn request(version: u8, mode: u8, poll: i8) -> [u8; 48] {
+        let mut b = [0u8; 48];
+        b[0] = wire::li_vn_mode(0, version, mode);
+        b[2] = poll as u8;
+        b[40..48].copy_from_slice(&0x1122_3344_5566_7788u64.to_be_bytes());
+        b
+    }
+
+    fn src() -> IpAddr {
+        "198.18.0.2".parse().unwrap()
+    }
+
+    #[test]
+    fn client_request_gets_a_server_reply() {
+        let rx = NOW + 3 * S;
+        let Verdict::Reply(p) =
+            handle_request(&request(4, 3, 6), src(), rx, &state(), &allow_all())
+        else {
+            panic!("not answered");
+        };
+        let r = NtpHeader::parse(&p.finish(rx + 1_000)).unwrap();
+        assert_eq!(
+            (r.leap, r.version, r.mode, r.stratum, r.poll, r.precision),
+            (0, 4, 4, 3, 6, -24)
+        );
+        assert_eq!(r.origin_ts, NtpTimestamp(0x1122_3344_5566_7788));
+        assert_eq!(r.receive_ts, NtpTimestamp::from_unix_ns(rx));
+        assert_eq!(r.transmit_ts, NtpTimestamp::from_unix_ns(rx + 1_000));
+        assert_eq!(r.refid, crate::reference::REFID_LOCAL);
+        assert_eq!(r.root_delay, 0x8000);
+        // 3 s of age at 15 ppm: 45 us of dispersion, about 3 units of 2^-16 s.
+        assert_eq!(r.root_dispersion, ns_to_ntp_short(45_000));
+        assert_eq!(r.reference_ts, NtpTimestamp::from_unix_ns(NOW));
+    }
+
+    #[test]
+    fn every_version_from_1_to_4_is_echoed_and_low_polls_are_raised() {
+        for v in 1..=4 {
+            let Verdict::Reply(p) =
+                handle_request(&request(v, 3, -6), src(), NOW, &state(), &allow_all())
+            else {
+                panic!("version {v} not answered");
+            };
+            let r = NtpHeader::parse(&p.finish(NOW)).unwrap();
+            assert_eq!((r.version, r.poll), (v, 2));
+        }
+    }
+
+    #[test]
+    fn other_modes_versions_and_lengths_are_ignored() {
+        for (v, m) in [
+            (0, 3),
+            (5, 3),
+            (4, 1),
+            (4, 2),
+            (4, 4),
+            (4, 5),
+            (4, 6),
+            (4, 7),
+            (4, 0),
+        ] {
+            assert_eq!(
+                handle_request(&request(v, m, 0), src(), NOW, &state(), &allow_all()),
+                Verdict::Ignore(Ignored::Mode),
+                "version {v} mode {m}"
+            );
+        }
+        let mut long = [0u8; 68];
+        long[..48].copy_from_slice(&request(4, 3, 0));
+        for len in [0, 47, 49, 68] {
+            assert_eq!(
+                handle_request(&long[..len.min(68)], src(), NOW, &state(), &allow_all()),
+                Verdict::Ignore(Ignored::Length)
+            );
+        }
+    }
+
+    #[test]
+    fn denied_sources_are_dropped() {
+        let mut acl = allow_all();
+        acl.apply(
+            Action::Deny,
+            false,
+            Some(Subnet::parse("198.18.0.0/24").unwrap()),
+        );
+        assert_eq!(
+            handle_request(&request(4, 3, 0), src(), NOW, &state(), &acl),
+            Verdict::Deny
+        );
+        assert!(matches!(
+            handle_request(
+                &request(4, 3, 0),
+                "198.18.1.2".parse().unwrap(),
+                NOW,
+                &state(),
+                &acl
+            ),
+            Verdict::Reply(_)
+        ));
+        assert_eq!(
+            handle_request(&request(4, 3, 0), src(), NOW, &state(), &AccessTable::new()),
+            Verdict::Deny
+        );
+    }
+}

@@ -1,0 +1,493 @@
+//! Test harness for ntpx: network namespaces joined by veth pairs, child processes that
+//! are always ended, and the privilege check every privileged test starts with.
+//!
+//! Namespaces are named `ntpxt-<pid>-<n>` so a run can remove what an earlier, killed
+//! run of its own left behind without touching anything else.
+
+pub mod frames;
+
+use anyhow::{Context, Result, bail};
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+/// Environment variable that explicitly opts out of privileged tests.
+pub const SKIP_PRIVILEGED: &str = "NTPX_SKIP_PRIVILEGED";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Whether privileged tests should run: true as root; a panic with a clear message when not
+/// root, unless NTPX_SKIP_PRIVILEGED=1 opts out (then false, and the test says it skipped).
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var(SKIP_PRIVILEGED).is_ok_and(|v| v == "1") {
+        eprintln!("SKIPPED {test}: needs root, and {SKIP_PRIVILEGED}=1 opts out");
+        return false;
+    }
+    panic!(
+        "{test} needs root (BPF, network namespaces). Run `cargo xtask test` as root, \
+         or set {SKIP_PRIVILEGED}=1 to skip privileged tests explicitly."
+    );
+}
+
+/// Directory holding the workspace's built binaries (ntpxd, ntpxc, ntpx-xdp-pass).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("NTPX_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // Test executables live in target/<profile>/deps; the binaries one level up.
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .and_then(|p| p.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// Path of a workspace binary, failing clearly if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found: build the binaries first (`cargo build -p ntp-user`; `cargo xtask test` does)",
+        p.display()
+    );
+    p
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> Result<String> {
+    run(Command::new("ip").args(args))
+}
+
+/// Removes namespaces an earlier run of this harness left behind (its pid is gone).
+pub fn remove_stale_namespaces() {
+    let Ok(list) = ip(&["netns", "list"]) else {
+        return;
+    };
+    for line in list.lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix("ntpxt-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !PathBuf::from(format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a namespace with a unique name containing `tag`, loopback up.
+    pub fn new(tag: &str) -> Result<Self> {
+        remove_stale_namespaces();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("ntpxt-{}-{n}-{tag}", std::process::id());
+        ip(&["netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip ARGS` inside the namespace.
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut a = vec!["-n", &self.name];
+        a.extend_from_slice(args);
+        ip(&a)
+    }
+
+    /// Runs `f` on a thread that has entered the namespace; sockets it creates stay there.
+    pub fn run_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a valid namespace fd affects only this thread.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!("setns({path}): {}", std::io::Error::last_os_error());
+            }
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Runs `program args` inside the namespace and returns its stdout (error on failure).
+    pub fn output(&self, program: &str, args: &[&str]) -> Result<String> {
+        run(self.command(program).args(args))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Processes still inside keep nothing alive: deleting the name unmounts it, and
+        // the veth ends are destroyed with the last reference.
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// Addresses of the two ends of a link.
+#[derive(Clone, Debug)]
+pub struct Link {
+    /// Interface name on the server side.
+    pub server_if: String,
+    /// Interface name on the client side.
+    pub client_if: String,
+    /// Server IPv4 address.
+    pub server_v4: String,
+    /// Client IPv4 address.
+    pub client_v4: String,
+    /// Server IPv6 address.
+    pub server_v6: String,
+    /// Client IPv6 address.
+    pub client_v6: String,
+}
+
+/// Joins `server` and `client` with a veth pair on subnet number `net` (0-255):
+/// 198.18.NET.1/24 and fd00:198:18:NET::1/64 on the server, .2 / ::2 on the client.
+/// 198.18.0.0/15 is the benchmarking range: nothing outside these namespaces uses it.
+pub fn veth(server: &Netns, client: &Netns, net: u8) -> Result<Link> {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let id = format!("{}{n}", std::process::id() % 100_000);
+    let (a, b) = (format!("nxs{id}"), format!("nxc{id}"));
+    ip(&[
+        "link",
+        "add",
+        &a,
+        "netns",
+        server.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &b,
+        "netns",
+        client.name(),
+    ])?;
+    let l = Link {
+        server_if: a,
+        client_if: b,
+        server_v4: format!("198.18.{net}.1"),
+        client_v4: format!("198.18.{net}.2"),
+        server_v6: format!("fd00:198:18:{net}::1"),
+        client_v6: format!("fd00:198:18:{net}::2"),
+    };
+    for (ns, ifname, v4, v6) in [
+        (server, &l.server_if, &l.server_v4, &l.server_v6),
+        (client, &l.client_if, &l.client_v4, &l.client_v6),
+    ] {
+        ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname])?;
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{v6}/64"),
+            "dev",
+            ifname,
+            "nodad",
+        ])?;
+        ns.ip(&["link", "set", ifname, "up"])?;
+    }
+    Ok(l)
+}
+
+/// A child process, ended (SIGTERM, then SIGKILL) when dropped; stderr kept in a file.
+pub struct Proc {
+    child: Option<Child>,
+    log: PathBuf,
+    label: String,
+}
+
+impl Proc {
+    /// Starts `cmd`, sending its stderr (and stdout) to a log file named after `label`.
+    pub fn spawn(label: &str, mut cmd: Command) -> Result<Self> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let log =
+            std::env::temp_dir().join(format!("ntpxt-{}-{n}-{label}.log", std::process::id()));
+        let f =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let f2 = f.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(f2))
+            .stderr(Stdio::from(f))
+            .spawn()
+            .with_context(|| format!("starting {label}: {cmd:?}"))?;
+        Ok(Proc {
+            child: Some(child),
+            log,
+            label: label.to_string(),
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Everything the process has written so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`, failing after `timeout` or if the process exits.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if self.log().contains(needle) {
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                bail!(
+                    "{} exited ({st}) before logging {needle:?}:\n{}",
+                    self.label,
+                    self.log()
+                );
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "{} did not log {needle:?} within {timeout:?}:\n{}",
+                    self.label,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` (e.g. libc SIGKILL = 9) to the process.
+    pub fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+
+    /// Waits for the process to exit, up to `timeout`; returns whether it exited with success.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<bool> {
+        let start = Instant::now();
+        let Some(c) = self.child.as_mut() else {
+            return Ok(true);
+        };
+        loop {
+            if let Some(st) = c.try_wait()? {
+                self.child = None;
+                return Ok(st.success());
+            }
+            if start.elapsed() > timeout {
+                bail!("{} still running after {timeout:?}", self.label);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// A private scratch directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `ntpxt-<pid>-<n>-<tag>` under the system temp dir.
+    pub fn new(tag: &str) -> Result<Self> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("ntpxt-{}-{n}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))?;
+        Ok(TempDir(p))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An `ntpxd` under test: its scratch dir, control socket and process.
+pub struct Ntpxd {
+    /// The process.
+    pub proc: Proc,
+    /// Its control socket.
+    pub socket: PathBuf,
+    _dir: TempDir,
+}
+
+impl Ntpxd {
+    /// Starts `ntpxd -x` in `ns` with `config` (a pidfile and control socket in a private
+    /// directory are appended) and `extra` arguments; waits until it serves.
+    pub fn start(ns: &Netns, config: &str, extra: &[&str]) -> Result<Self> {
+        let dir = TempDir::new("ntpxd")?;
+        let socket = dir.path().join("ntpxd.sock");
+        let conf = dir.path().join("ntpx.conf");
+        let full = format!(
+            "{config}\nbindcmdaddress {}\npidfile {}\n",
+            socket.display(),
+            dir.path().join("ntpxd.pid").display()
+        );
+        std::fs::write(&conf, full)?;
+        let mut cmd = ns.command(bin("ntpxd"));
+        cmd.arg("-x").arg("-f").arg(&conf).args(extra);
+        let mut proc = Proc::spawn("ntpxd", cmd)?;
+        proc.wait_for_log("Control socket at", Duration::from_secs(20))?;
+        Ok(Ntpxd {
+            proc,
+            socket,
+            _dir: dir,
+        })
+    }
+
+    /// Runs `ntpxc -h SOCKET args` and returns its stdout.
+    pub fn ntpxc(&self, args: &[&str]) -> Result<String> {
+        let mut c = Command::new(bin("ntpxc"));
+        c.arg("-h").arg(&self.socket).args(args);
+        run(&mut c)
+    }
+
+    /// A value from `ntpxc xdpstats` (kernel counter by name) or `serverstats` (by label).
+    pub fn stat(&self, command: &str, label: &str) -> Result<u64> {
+        let out = self.ntpxc(&[command])?;
+        for line in out.lines() {
+            if let Some((l, v)) = line.split_once(':')
+                && l.trim() == label
+            {
+                return v
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("value of {label:?} in {line:?}"));
+            }
+        }
+        bail!("{label:?} not in `ntpxc {command}` output:\n{out}")
+    }
+}
+
+/// Keeps ntpx's pass-through XDP program on a client-side veth so XDP_TX replies arrive.
+pub fn xdp_pass(ns: &Netns, iface: &str) -> Result<Proc> {
+    let mut cmd = ns.command(bin("ntpx-xdp-pass"));
+    cmd.arg(iface);
+    let mut p = Proc::spawn("xdp-pass", cmd)?;
+    p.wait_for_log("attached to", Duration::from_secs(20))?;
+    Ok(p)
+}
+
+/// One ntpdig measurement: offset and stratum as ntpdig reports them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dig {
+    /// Offset of the server's clock from ours, seconds.
+    pub offset: f64,
+    /// Stratum reported by the server.
+    pub stratum: u8,
+    /// The raw line.
+    pub line: String,
+}
+
+/// Queries `server` from `ns` with ntpdig (one sample, 2 s timeout).
+pub fn ntpdig(ns: &Netns, server: &str) -> Result<Dig> {
+    let out = ns.output("ntpdig", &["-t", "2", "-c", "1", server])?;
+    parse_ntpdig(&out).with_context(|| format!("parsing ntpdig output {out:?}"))
+}
+
+/// Parses ntpdig's result line: `DATE TIME (+0000) +0.000012 +/- 0.000040 HOST ADDR s3 no-leap`.
+pub fn parse_ntpdig(out: &str) -> Result<Dig> {
+    for line in out.lines() {
+        let toks: Vec<&str> = line.split_whitespace().collect();
+        let Some(pm) = toks.iter().position(|t| *t == "+/-") else {
+            continue;
+        };
+        let offset: f64 = toks
+            .get(pm.wrapping_sub(1))
+            .context("offset before +/-")?
+            .parse()
+            .context("offset")?;
+        let stratum = toks
+            .iter()
+            .find_map(|t| t.strip_prefix('s').and_then(|s| s.parse::<u8>().ok()))
+            .context("stratum token sN")?;
+        return Ok(Dig {
+            offset,
+            stratum,
+            line: line.to_string(),
+        });
+    }
+    bail!("no result line")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ntpdig_result_line_is_parsed() {
+        let d = parse_ntpdig(
+            "2026-11-24 16:00:00.123456 (+0000) -0.000021 +/- 0.000043 198.18.0.1 s3 no-leap\n",
+        )
+        .unwrap();
+        assert_eq!(d.stratum, 3);
+        assert!((d.offset + 0.000021).abs() < 1e-12);
+        assert!(parse_ntpdig("ntpdig: no eligible servers\n").is_err());
+    }
+}

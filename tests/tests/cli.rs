@@ -1,0 +1,58 @@
+//! The binaries' command lines and their errors for bad input (no privileges needed).
+
+use ntpx_tests::{TempDir, bin};
+use std::process::Command;
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn ntpxd_rejects_a_malformed_config_line_with_file_line_and_reason() {
+    let dir = TempDir::new("cli").unwrap();
+    let conf = dir.path().join("bad.conf");
+    std::fs::write(&conf, "allow all\nlocal stratum x\n").unwrap();
+    let (ok, _, err) = run(Command::new(bin("ntpxd")).arg("-x").arg("-f").arg(&conf));
+    assert!(!ok, "ntpxd accepted a bad config");
+    let expect = format!("{}:2:", conf.display());
+    assert!(err.contains(&expect), "no {expect:?} in: {err}");
+    assert!(err.contains("\"x\""), "bad token not named: {err}");
+}
+
+#[test]
+fn ntpxd_names_a_missing_config_file() {
+    let (ok, _, err) = run(Command::new(bin("ntpxd")).args(["-x", "-f", "/nonexistent/ntpx.conf"]));
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/ntpx.conf"), "{err}");
+}
+
+#[test]
+fn ntpxd_help_explains_the_options() {
+    let (ok, out, _) = run(Command::new(bin("ntpxd")).arg("--help"));
+    assert!(ok);
+    for opt in [
+        "-f, --config",
+        "-x",
+        "--no-xdp",
+        "-i, --interface",
+        "chrony.conf",
+    ] {
+        assert!(out.contains(opt), "--help lacks {opt:?}:\n{out}");
+    }
+}
+
+#[test]
+fn ntpxc_says_when_the_daemon_is_not_there() {
+    let (ok, _, err) =
+        run(Command::new(bin("ntpxc")).args(["-h", "/nonexistent/ntpxd.sock", "serverstats"]));
+    assert!(!ok);
+    assert!(
+        err.contains("/nonexistent/ntpxd.sock") && err.contains("is it running"),
+        "{err}"
+    );
+}

@@ -1,0 +1,359 @@
+//! ntpxd in a network namespace, queried from another by independent clients (ntpdig,
+//! chronyd -x). Needs root. One shared system clock: the true offset is zero.
+
+use anyhow::{Context, Result, bail};
+use ntpx_tests::{Link, Netns, Ntpxd, Proc, TempDir, ntpdig, veth, xdp_pass};
+use std::time::{Duration, Instant};
+
+const SERVE_ALL: &str = "local stratum 3\nallow all\n";
+
+struct Net {
+    server: Netns,
+    client: Netns,
+    link: Link,
+    _pass: Option<Proc>,
+}
+
+/// A server and a client namespace joined by a veth pair; with `xdp` the client end gets
+/// the pass program so XDP_TX replies reach it.
+fn net(xdp: bool, subnet: u8) -> Result<Net> {
+    let server = Netns::new("srv")?;
+    let client = Netns::new("cli")?;
+    let link = veth(&server, &client, subnet)?;
+    let pass = if xdp {
+        Some(xdp_pass(&client, &link.client_if)?)
+    } else {
+        None
+    };
+    Ok(Net {
+        server,
+        client,
+        link,
+        _pass: pass,
+    })
+}
+
+fn start(n: &Net, config: &str, no_xdp: bool) -> Result<Ntpxd> {
+    if no_xdp {
+        Ntpxd::start(&n.server, config, &["--no-xdp"])
+    } else {
+        let d = Ntpxd::start(&n.server, config, &["-i", &n.link.server_if])?;
+        if !d.proc.log().contains("native mode") {
+            bail!("XDP not attached in native mode:\n{}", d.proc.log());
+        }
+        Ok(d)
+    }
+}
+
+fn assert_dig_ok(n: &Net, addr: &str) -> Result<()> {
+    let d = ntpdig(&n.client, addr).with_context(|| format!("ntpdig {addr}"))?;
+    assert_eq!(d.stratum, 3, "{}", d.line);
+    assert!(
+        d.offset.abs() < 0.001,
+        "offset {} s over 1 ms: {}",
+        d.offset,
+        d.line
+    );
+    Ok(())
+}
+
+/// chronyd -x as a client of `server` polling every 1/16 s; returns its last offset once it
+/// has selected the server.
+fn chronyd_offset(n: &Net, server: &str) -> Result<f64> {
+    let dir = TempDir::new("chronyd")?;
+    let sock = dir.path().join("chronyd.sock");
+    let conf = dir.path().join("chrony.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "server {server} iburst minpoll -4 maxpoll -4\nport 0\ncmdport 0\nbindcmdaddress {}\npidfile {}\ndriftfile {}\n",
+            sock.display(),
+            dir.path().join("chronyd.pid").display(),
+            dir.path().join("drift").display()
+        ),
+    )?;
+    let mut cmd = n.client.command("chronyd");
+    cmd.args(["-x", "-d", "-u", "root", "-f"]).arg(&conf);
+    let chronyd = Proc::spawn("chronyd", cmd)?;
+    let start = Instant::now();
+    loop {
+        let out = n
+            .client
+            .output(
+                "chronyc",
+                &["-h", &sock.to_string_lossy(), "-n", "-c", "sources"],
+            )
+            .unwrap_or_default();
+        // CSV: mode,state,address,stratum,poll,reach,lastrx,offset,measured,error
+        for line in out.lines() {
+            let f: Vec<&str> = line.split(',').collect();
+            if f.len() >= 10 && f[1] == "*" && f[2] == server {
+                let offset: f64 = f[8].parse().context("chronyc measured offset")?;
+                drop(chronyd);
+                return Ok(offset);
+            }
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "chronyd did not select {server} in 30 s; sources: {out}\n{}",
+                chronyd.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn xdp_path_answers_ntpdig_and_chronyd() -> Result<()> {
+    if !ntpx_tests::privileged("xdp_path_answers_ntpdig_and_chronyd") {
+        return Ok(());
+    }
+    let n = net(true, 10)?;
+    let d = start(&n, SERVE_ALL, false)?;
+    assert_dig_ok(&n, &n.link.server_v4)?;
+    assert_dig_ok(&n, &n.link.server_v6)?;
+    let offset = chronyd_offset(&n, &n.link.server_v4)?;
+    assert!(offset.abs() < 0.001, "chronyd measured {offset} s");
+    let answered = d.stat("xdpstats", "answered")?;
+    assert!(answered >= 3, "kernel answered {answered}");
+    assert_eq!(
+        d.stat("serverstats", "Daemon NTP packets answered")?,
+        0,
+        "all answered in the kernel"
+    );
+    assert_eq!(
+        d.stat("serverstats", "Kernel NTP packets answered")?,
+        answered
+    );
+    assert!(d.stat("serverstats", "NTP packets received")? >= answered);
+    println!("chronyd -x via XDP: offset {offset:+.9} s; kernel answered {answered}");
+    Ok(())
+}
+
+#[test]
+fn socket_path_answers_ntpdig_and_chronyd_with_no_xdp() -> Result<()> {
+    if !ntpx_tests::privileged("socket_path_answers_ntpdig_and_chronyd_with_no_xdp") {
+        return Ok(());
+    }
+    let n = net(false, 11)?;
+    let d = start(&n, SERVE_ALL, true)?;
+    assert_dig_ok(&n, &n.link.server_v4)?;
+    assert_dig_ok(&n, &n.link.server_v6)?;
+    let offset = chronyd_offset(&n, &n.link.server_v4)?;
+    assert!(offset.abs() < 0.001, "chronyd measured {offset} s");
+    let answered = d.stat("serverstats", "Daemon NTP packets answered")?;
+    assert!(answered >= 3, "daemon answered {answered}");
+    assert!(!d.ntpxc(&["serverstats"])?.contains("Kernel"));
+    println!("chronyd -x via socket: offset {offset:+.9} s; daemon answered {answered}");
+    Ok(())
+}
+
+#[test]
+fn denied_clients_get_nothing_from_either_path() -> Result<()> {
+    if !ntpx_tests::privileged("denied_clients_get_nothing_from_either_path") {
+        return Ok(());
+    }
+    for (no_xdp, subnet) in [(false, 12), (true, 13)] {
+        let n = net(!no_xdp, subnet)?;
+        let config = format!(
+            "local stratum 3\nallow 198.18.0.0/15\ndeny {}\n",
+            n.link.client_v4
+        );
+        let d = start(&n, &config, no_xdp)?;
+        assert!(
+            ntpdig(&n.client, &n.link.server_v4).is_err(),
+            "denied client answered"
+        );
+        // IPv6 is not allowed at all.
+        assert!(
+            ntpdig(&n.client, &n.link.server_v6).is_err(),
+            "unlisted IPv6 client answered"
+        );
+        let dropped = d.stat("serverstats", "NTP packets dropped")?;
+        assert!(dropped >= 2, "no_xdp={no_xdp}: dropped {dropped}");
+        if !no_xdp {
+            assert!(d.stat("xdpstats", "drop-denied")? >= 2);
+            assert_eq!(d.stat("xdpstats", "answered")?, 0);
+        }
+    }
+    Ok(())
+}
+
+fn xdp_attached(ns: &Netns, iface: &str) -> Result<bool> {
+    Ok(ns.ip(&["link", "show", "dev", iface])?.contains("xdp"))
+}
+
+/// Sends `payload` from a UDP socket in `ns` (with `ip_options` set on it, if any) to
+/// `server`:123 and returns the reply, or `None` after one second.
+fn query_raw(
+    ns: &Netns,
+    server: &str,
+    payload: Vec<u8>,
+    ip_options: Option<Vec<u8>>,
+) -> Result<Option<Vec<u8>>> {
+    let server: std::net::IpAddr = server.parse()?;
+    ns.run_in(move || {
+        let sock = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
+        if let Some(opts) = ip_options {
+            use std::os::fd::AsRawFd;
+            // SAFETY: valid socket fd and a buffer of the given length.
+            let rc = unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_OPTIONS,
+                    opts.as_ptr().cast(),
+                    opts.len() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                bail!("IP_OPTIONS: {}", std::io::Error::last_os_error());
+            }
+        }
+        sock.set_read_timeout(Some(Duration::from_secs(1)))?;
+        sock.send_to(&payload, (server, 123))?;
+        let mut buf = [0u8; 1500];
+        match sock.recv(&mut buf) {
+            Ok(n) => Ok(Some(buf[..n].to_vec())),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+#[test]
+fn requests_the_kernel_passes_up_are_answered_by_the_daemon() -> Result<()> {
+    if !ntpx_tests::privileged("requests_the_kernel_passes_up_are_answered_by_the_daemon") {
+        return Ok(());
+    }
+    let n = net(true, 16)?;
+    let d = start(&n, SERVE_ALL, false)?;
+    let req = ntpx_tests::frames::ntp_request(4, 3, 6, 0x0102_0304_0506_0708);
+    // IPv4 options (NOP, NOP, NOP, EOL) make the fast path pass the request up.
+    let reply = query_raw(
+        &n.client,
+        &n.link.server_v4,
+        req.to_vec(),
+        Some(vec![1, 1, 1, 0]),
+    )?
+    .context("no reply to a request with IPv4 options")?;
+    let h = ntp_user::packet::NtpHeader::parse(&reply)?;
+    assert_eq!((reply.len(), h.mode, h.stratum, h.version), (48, 4, 3, 4));
+    assert_eq!(h.origin_ts.0, 0x0102_0304_0506_0708);
+    assert!(h.receive_ts <= h.transmit_ts);
+    assert_eq!(d.stat("xdpstats", "pass-ip-options")?, 1);
+    assert_eq!(d.stat("serverstats", "Daemon NTP packets answered")?, 1);
+    assert_eq!(d.stat("xdpstats", "answered")?, 0);
+
+    // A request with 20 more bytes (a MAC) is answered by neither path yet.
+    let mut long = req.to_vec();
+    long.extend_from_slice(&[0u8; 20]);
+    assert!(query_raw(&n.client, &n.link.server_v4, long, None)?.is_none());
+    assert_eq!(d.stat("xdpstats", "pass-length")?, 1);
+    assert_eq!(d.stat("serverstats", "Daemon NTP packets answered")?, 1);
+
+    // A plain request is answered by the kernel.
+    assert!(query_raw(&n.client, &n.link.server_v4, req.to_vec(), None)?.is_some());
+    assert_eq!(d.stat("xdpstats", "answered")?, 1);
+    Ok(())
+}
+
+#[test]
+fn a_stuck_daemon_stops_kernel_answers_at_the_staleness_limit() -> Result<()> {
+    if !ntpx_tests::privileged("a_stuck_daemon_stops_kernel_answers_at_the_staleness_limit") {
+        return Ok(());
+    }
+    let n = net(true, 17)?;
+    let d = start(&n, "local stratum 3\nallow all\nxdpstalelimit 2\n", false)?;
+    assert_dig_ok(&n, &n.link.server_v4)?;
+    let req = ntpx_tests::frames::ntp_request(4, 3, 6, 1);
+    // SIGSTOP: the program stays attached but the state is no longer refreshed.
+    d.proc.signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    let mut last_answer = Duration::ZERO;
+    while stopped.elapsed() < Duration::from_secs(4) {
+        let sent = stopped.elapsed();
+        if query_raw(&n.client, &n.link.server_v4, req.to_vec(), None)?.is_some() {
+            last_answer = sent;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.proc.signal(libc::SIGCONT);
+    // The last publication was at most 1 s before the stop; the limit is 2 s.
+    assert!(
+        last_answer <= Duration::from_secs(2),
+        "answered {last_answer:?} after SIGSTOP"
+    );
+    assert!(
+        last_answer >= Duration::from_millis(800),
+        "stopped answering early: {last_answer:?}"
+    );
+    assert!(d.stat("xdpstats", "pass-stale")? >= 1);
+    // Once the daemon runs again the kernel answers again.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_dig_ok(&n, &n.link.server_v4)?;
+    println!("stuck daemon: last kernel answer {last_answer:?} after SIGSTOP (limit 2 s)");
+    Ok(())
+}
+
+#[test]
+fn sigkill_stops_kernel_answers_within_the_staleness_limit() -> Result<()> {
+    if !ntpx_tests::privileged("sigkill_stops_kernel_answers_within_the_staleness_limit") {
+        return Ok(());
+    }
+    let n = net(true, 14)?;
+    let mut d = start(&n, "local stratum 3\nallow all\nxdpstalelimit 2\n", false)?;
+    assert_dig_ok(&n, &n.link.server_v4)?;
+    assert!(xdp_attached(&n.server, &n.link.server_if)?);
+    d.proc.signal(libc::SIGKILL);
+    d.proc.wait_exit(Duration::from_secs(5))?;
+    let killed = Instant::now();
+    let req = ntpx_tests::frames::ntp_request(4, 3, 6, 1);
+    let mut last_answer = None;
+    while killed.elapsed() < Duration::from_secs(3) {
+        let sent = killed.elapsed();
+        if query_raw(&n.client, &n.link.server_v4, req.to_vec(), None)?.is_some() {
+            last_answer = Some(sent);
+        }
+    }
+    assert!(
+        last_answer.is_none(),
+        "answered {last_answer:?} after SIGKILL"
+    );
+    // The XDP link belonged to the process: the kernel detached it when the process died.
+    assert!(
+        !xdp_attached(&n.server, &n.link.server_if)?,
+        "XDP left attached after SIGKILL"
+    );
+    Ok(())
+}
+
+#[test]
+fn sigterm_detaches_and_exits_cleanly() -> Result<()> {
+    if !ntpx_tests::privileged("sigterm_detaches_and_exits_cleanly") {
+        return Ok(());
+    }
+    let n = net(true, 15)?;
+    let mut d = start(&n, SERVE_ALL, false)?;
+    assert!(xdp_attached(&n.server, &n.link.server_if)?);
+    d.proc.signal(15);
+    assert!(
+        d.proc.wait_exit(Duration::from_secs(5))?,
+        "ntpxd exit status:\n{}",
+        d.proc.log()
+    );
+    assert!(
+        !xdp_attached(&n.server, &n.link.server_if)?,
+        "XDP still attached after SIGTERM"
+    );
+    assert!(d.proc.log().contains("Detached XDP program"));
+    assert!(!d.socket.exists(), "control socket left behind");
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! The XDP program run on crafted frames through BPF_PROG_TEST_RUN (needs root).
+
+use aya::programs::{TestRun, TestRunOptions};
+use ntp_common::{Counter, ServerState};
+use ntp_user::{
+    acl::{AccessTable, Action, Subnet},
+    clock,
+    kernel::KernelPath,
+    packet::{NtpHeader, NtpTimestamp},
+    reference::{PublishParams, Reference, server_state},
+};
+use ntpx_tests::frames::{self, CLIENT_MAC, SERVER_MAC, Spec, ntp_request};
+use std::time::Duration;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const CLIENT_TX: u64 = 0x1234_5678_9abc_def0;
+
+struct Fixture {
+    k: KernelPath,
+}
+
+fn state_now(stale_limit: Duration, serve: bool) -> ServerState {
+    let tai = clock::tai_ns().unwrap();
+    let off = clock::kernel_time().unwrap().tai_offset_s;
+    let now_unix = tai - off as u64 * 1_000_000_000;
+    let mut r = Reference::local(3, now_unix);
+    r.root_delay_ns = 250_000_000;
+    r.root_dispersion_ns = 1_000_000;
+    let p = PublishParams {
+        precision: -24,
+        max_age: stale_limit,
+        serve,
+        min_poll: 3,
+    };
+    server_state(&r, &p, tai, off)
+}
+
+impl Fixture {
+    /// Loads the program with a fresh state and `allow all` minus 198.18.9.0/24 and fd00:9::/32.
+    fn new() -> Option<Self> {
+        if !ntpx_tests::privileged("xdp_testrun") {
+            return None;
+        }
+        let mut k = KernelPath::load(123).expect("loading the XDP program");
+        let mut acl = AccessTable::new();
+        acl.apply(Action::Allow, false, None);
+        acl.apply(
+            Action::Deny,
+            false,
+            Some(Subnet::parse("198.18.9.0/24").unwrap()),
+        );
+        acl.apply(
+            Action::Deny,
+            false,
+            Some(Subnet::parse("fd00:9::/32").unwrap()),
+        );
+        k.set_acl(&acl).unwrap();
+        k.publish(&state_now(Duration::from_secs(10), true));
+        Some(Fixture { k })
+    }
+
+    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 512];
+        let prog = self.k.serve_program().unwrap();
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::new()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    fn counter(&self, c: Counter) -> u64 {
+        self.k.counters().unwrap()[c as usize]
+    }
+
+    /// Runs `frame` and asserts it was passed untouched.
+    fn assert_passed(&mut self, frame: &[u8], what: &str) {
+        let (rc, out) = self.run(frame);
+        assert_eq!(rc, XDP_PASS, "{what}: expected XDP_PASS");
+        assert_eq!(out, frame, "{what}: passed frame was modified");
+    }
+}
+
+fn realtime_ns() -> u64 {
+    clock::realtime_ns().unwrap()
+}
+
+/// Checks a reply to a request built from `req`: addresses, checksums, NTP fields.
+fn check_reply(req: &Spec, out: &[u8], in_len: usize, version: u8, before: u64, after: u64) {
+    assert_eq!(out.len(), in_len, "reply size differs from request size");
+    let p = frames::parse(out).expect("reply parses");
+    assert_eq!(p.dst_mac, CLIENT_MAC);
+    assert_eq!(p.src_mac, SERVER_MAC);
+    assert_eq!(p.vlans, req.vlans.iter().map(|v| v.1).collect::<Vec<_>>());
+    assert_eq!((p.src, p.dst), (req.dst, req.src), "addresses swapped");
+    assert_eq!((p.sport, p.dport), (req.dport, req.sport), "ports swapped");
+    assert_eq!(p.ttl, 64);
+    assert!(p.ip_csum_ok, "IPv4 header checksum");
+    assert!(p.udp_csum_ok, "UDP checksum");
+    let h = NtpHeader::parse(&p.payload).unwrap();
+    assert_eq!((h.leap, h.version, h.mode, h.stratum), (0, version, 4, 3));
+    assert_eq!(h.poll, 6, "client poll echoed");
+    assert_eq!(h.precision, -24);
+    assert_eq!(h.refid, [127, 127, 1, 1]);
+    assert_eq!(h.root_delay, 0x4000, "0.25 s root delay in 16.16");
+    // 1 ms at publication plus 15 ppm of a few ms: 65 or 66 units of 2^-16 s.
+    assert!(
+        (65..=67).contains(&h.root_dispersion),
+        "root dispersion {}",
+        h.root_dispersion
+    );
+    assert_eq!(h.origin_ts, NtpTimestamp(CLIENT_TX));
+    let rx = h.receive_ts.to_unix_ns(before) as u64;
+    let tx = h.transmit_ts.to_unix_ns(before) as u64;
+    assert!(rx <= tx, "receive {rx} after transmit {tx}");
+    // Served time is the system clock here: both stamps fall inside the run (+1 ns rounding).
+    assert!(
+        rx + 1 >= before && tx <= after + 1,
+        "stamps {rx}..{tx} outside {before}..{after}"
+    );
+    assert!(tx - rx < 1_000_000, "server processing took {} ns", tx - rx);
+}
+
+#[test]
+fn valid_requests_are_answered_v4_v6_and_vlan() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let tags: [Vec<(u16, u16)>; 3] = [vec![], vec![(0x8100, 42)], vec![(0x88a8, 7), (0x8100, 42)]];
+    let mut answered = 0;
+    for (src, dst) in [
+        ("198.18.0.2", "198.18.0.1"),
+        ("fd00:198:18::2", "fd00:198:18::1"),
+    ] {
+        for vlans in &tags {
+            for version in 1..=4 {
+                let mut spec = Spec::udp(src, dst, &ntp_request(version, 3, 6, CLIENT_TX));
+                spec.vlans = vlans.clone();
+                let frame = frames::build(&spec);
+                let before = realtime_ns();
+                let (rc, out) = fx.run(&frame);
+                let after = realtime_ns();
+                assert_eq!(rc, XDP_TX, "{src} vlans {vlans:?} v{version} not answered");
+                check_reply(&spec, &out, frame.len(), version, before, after);
+                answered += 1;
+            }
+        }
+    }
+    assert_eq!(fx.counter(Counter::Answered), answered);
+    assert_eq!(fx.counter(Counter::NtpReceived), answered);
+}
+
+#[test]
+fn low_client_poll_is_raised_to_the_minimum() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let spec = Spec::udp(
+        "198.18.0.2",
+        "198.18.0.1",
+        &ntp_request(4, 3, -3, CLIENT_TX),
+    );
+    let (rc, out) = fx.run(&frames::build(&spec));
+    assert_eq!(rc, XDP_TX);
+    let h = NtpHeader::parse(&frames::parse(&out).unwrap().payload).unwrap();
+    assert_eq!(h.poll, 3);
+}
+
+#[test]
+fn malformed_and_foreign_frames_pass_untouched() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let good4 = Spec::udp("198.18.0.2", "198.18.0.1", &ntp_request(4, 3, 6, CLIENT_TX));
+    let good6 = Spec::udp("fd00::2", "fd00::1", &ntp_request(4, 3, 6, CLIENT_TX));
+    let mut qinq = good6.clone();
+    qinq.vlans = vec![(0x88a8, 1), (0x8100, 2)];
+
+    // Every truncation of a valid frame down to a bare Ethernet header (BPF_PROG_TEST_RUN
+    // refuses shorter XDP input with EINVAL).
+    for spec in [&good4, &good6, &qinq] {
+        let f = frames::build(spec);
+        for len in 14..f.len() {
+            fx.assert_passed(&f[..len], &format!("truncated to {len} of {}", f.len()));
+        }
+    }
+    let mut cases: Vec<(String, Spec)> = Vec::new();
+    for frag in [0x2000u16, 0x0001, 0x3fff, 0x1fff] {
+        let mut s = good4.clone();
+        s.frag = frag;
+        cases.push((format!("IPv4 fragment field {frag:#x}"), s));
+    }
+    let mut s = good4.clone();
+    s.ipv4_options = vec![1, 1, 1, 0];
+    cases.push(("IPv4 options".into(), s));
+    for ext in [0u8, 43, 44, 60] {
+        let mut s = good6.clone();
+        s.ipv6_ext = Some(ext);
+        cases.push((format!("IPv6 extension header {ext}"), s));
+    }
+    for (v, m) in [
+        (0, 3),
+        (5, 3),
+        (7, 3),
+        (4, 0),
+        (4, 1),
+        (4, 2),
+        (4, 4),
+        (4, 5),
+        (4, 6),
+        (4, 7),
+        (1, 0),
+    ] {
+        for base in [&good4, &good6] {
+            let mut s = base.clone();
+            s.payload = ntp_request(v, m, 6, CLIENT_TX).to_vec();
+            cases.push((format!("version {v} mode {m}"), s));
+        }
+    }
+    for port in [122u16, 124, 323, 12300] {
+        let mut s = good4.clone();
+        s.dport = port;
+        cases.push((format!("port {port}"), s));
+    }
+    let mut tcp = good4.clone();
+    tcp.proto = 6;
+    cases.push(("TCP".into(), tcp));
+    for (what, spec) in &cases {
+        fx.assert_passed(&frames::build(spec), what);
+    }
+    // NTP payloads of 49..=1500 bytes (extension fields, MACs, NTS, garbage): never answered.
+    for len in 49..=1500 {
+        for base in [&good4, &good6] {
+            let mut s = base.clone();
+            let mut p = ntp_request(4, 3, 6, CLIENT_TX).to_vec();
+            p.resize(len, 0xab);
+            s.payload = p;
+            fx.assert_passed(&frames::build(&s), &format!("{len}-byte payload"));
+        }
+    }
+    // Non-IP ethertypes and a frame too short for Ethernet.
+    let mut arp = frames::build(&good4);
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    fx.assert_passed(&arp, "ARP");
+    // IPv4 version field wrong under an IPv4 ethertype.
+    let mut badver = frames::build(&good4);
+    badver[14] = 0x65;
+    fx.assert_passed(&badver, "IP version 6 under ethertype 0x0800");
+    // A frame with trailing padding beyond the IP datagram.
+    let mut padded = frames::build(&good4);
+    padded.extend_from_slice(&[0; 4]);
+    fx.assert_passed(&padded, "trailing bytes");
+
+    assert_eq!(fx.counter(Counter::Answered), 0);
+    assert!(fx.counter(Counter::PassFragment) >= 4);
+    assert!(fx.counter(Counter::PassIpOptions) >= 1);
+    assert!(fx.counter(Counter::PassIpv6Ext) >= 4);
+    assert!(fx.counter(Counter::PassLength) >= 2 * 1452);
+    assert!(fx.counter(Counter::PassMode) >= 22);
+    assert!(fx.counter(Counter::PassTruncated) > 0);
+}
+
+#[test]
+fn denied_and_unlisted_sources_are_dropped() {
+    let Some(mut fx) = Fixture::new() else { return };
+    for (src, dst) in [("198.18.9.7", "198.18.0.1"), ("fd00:9::7", "fd00::1")] {
+        let spec = Spec::udp(src, dst, &ntp_request(4, 3, 6, CLIENT_TX));
+        let (rc, _) = fx.run(&frames::build(&spec));
+        assert_eq!(rc, XDP_DROP, "{src} should be denied");
+    }
+    assert_eq!(fx.counter(Counter::DropDenied), 2);
+    // With no rule at all nothing is allowed (chrony: no client is served unless allowed).
+    fx.k.set_acl(&AccessTable::new()).unwrap();
+    let spec = Spec::udp("198.18.0.2", "198.18.0.1", &ntp_request(4, 3, 6, CLIENT_TX));
+    assert_eq!(fx.run(&frames::build(&spec)).0, XDP_DROP);
+    assert_eq!(fx.counter(Counter::DropDenied), 3);
+}
+
+#[test]
+fn stale_or_withdrawn_state_is_not_served() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let spec = Spec::udp("198.18.0.2", "198.18.0.1", &ntp_request(4, 3, 6, CLIENT_TX));
+    let frame = frames::build(&spec);
+    assert_eq!(fx.run(&frame).0, XDP_TX);
+
+    // A state published 2 s ago with a 1 s limit is stale.
+    let mut old = state_now(Duration::from_secs(1), true);
+    old.timebase.t0_tai_ns -= 2_000_000_000;
+    fx.k.publish(&old);
+    fx.assert_passed(&frame, "stale state");
+    assert_eq!(fx.counter(Counter::PassStale), 1);
+
+    fx.k.publish(&state_now(Duration::from_secs(10), false));
+    fx.assert_passed(&frame, "serve flag off");
+    assert_eq!(fx.counter(Counter::PassNotServing), 1);
+
+    fx.k.publish(&state_now(Duration::from_secs(10), true));
+    assert_eq!(fx.run(&frame).0, XDP_TX);
+}
+
+#[test]
+fn served_time_follows_the_published_timebase() {
+    let Some(mut fx) = Fixture::new() else { return };
+    // Serve time 25 ms ahead of the system clock, running 40 ppm fast.
+    let tai = clock::tai_ns().unwrap();
+    let off = clock::kernel_time().unwrap().tai_offset_s;
+    let mut r = Reference::local(2, tai - off as u64 * 1_000_000_000);
+    r.offset_ns = 25_000_000;
+    r.rate = 40e-6;
+    let p = PublishParams {
+        precision: -24,
+        max_age: Duration::from_secs(10),
+        serve: true,
+        min_poll: 0,
+    };
+    fx.k.publish(&server_state(&r, &p, tai, off));
+    std::thread::sleep(Duration::from_millis(200));
+    let spec = Spec::udp("198.18.0.2", "198.18.0.1", &ntp_request(4, 3, 6, CLIENT_TX));
+    let before = realtime_ns();
+    let (rc, out) = fx.run(&frames::build(&spec));
+    let after = realtime_ns();
+    assert_eq!(rc, XDP_TX);
+    let h = NtpHeader::parse(&frames::parse(&out).unwrap().payload).unwrap();
+    let rx = h.receive_ts.to_unix_ns(before) as u64;
+    // ~200 ms elapsed: 25 ms + 40 ppm of it (8 us) ahead of the system clock.
+    let lo = before + 25_000_000 + 7_000;
+    let hi = after + 25_000_000 + 12_000;
+    assert!((lo..=hi).contains(&rx), "receive {rx} not in {lo}..{hi}");
+    assert_eq!(h.stratum, 2);
+}
+
+#[test]
+fn cost_per_request_is_reported() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let spec = Spec::udp("198.18.0.2", "198.18.0.1", &ntp_request(4, 3, 6, CLIENT_TX));
+    let frame = frames::build(&spec);
+    // The program rewrites the frame in place, so `repeat` would time replies, not requests:
+    // time single runs instead and report their median.
+    let mut ns = Vec::new();
+    for _ in 0..2000 {
+        let mut out = vec![0u8; frame.len()];
+        let prog = fx.k.serve_program().unwrap();
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::new()
+            })
+            .unwrap();
+        assert_eq!(r.return_value, XDP_TX);
+        ns.push(r.duration.as_nanos());
+    }
+    ns.sort_unstable();
+    println!(
+        "XDP answer, IPv4: median {} ns, p99 {} ns per request (BPF_PROG_TEST_RUN, 2000 single runs)",
+        ns[1000], ns[1980]
+    );
+    assert_eq!(fx.counter(Counter::Answered), 2000);
+}

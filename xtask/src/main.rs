@@ -1,0 +1,278 @@
+//! `cargo xtask`: set up the toolchain, build, run the demo, run every test.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use ntpx_tests::{Netns, Ntpxd, veth, xdp_pass};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// ntpx project tasks.
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Args {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent): rust-src for nightly,
+    /// bpf-linker built against nightly's LLVM in .tools/, chrony and ntpdig from Debian.
+    Setup,
+    /// Build the eBPF object and the userspace binaries (release), object embedded in ntpxd.
+    Build,
+    /// Start ntpxd with its XDP fast path in a namespace and query it from another.
+    Demo,
+    /// Run every test: formatting, clippy, unit tests, BPF test runs, namespace tests.
+    /// Privileged tests need root; NTPX_SKIP_PRIVILEGED=1 skips them explicitly.
+    Test,
+}
+
+fn main() -> Result<()> {
+    match Args::parse().task {
+        Task::Setup => setup(),
+        Task::Build => {
+            setup()?;
+            cargo(&["build", "--release", "-p", "ntp-user", "--bins"])?;
+            println!(
+                "Built {}",
+                root()
+                    .join("target/release/{ntpxd,ntpxc,ntpx-xdp-pass}")
+                    .display()
+            );
+            Ok(())
+        }
+        Task::Demo => {
+            setup()?;
+            cargo(&["build", "-p", "ntp-user", "--bins"])?;
+            demo()
+        }
+        Task::Test => test(),
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn status(cmd: &mut Command) -> Result<()> {
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.output().is_ok_and(|o| o.status.success())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    status(Command::new("cargo").current_dir(root()).args(args))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn setup() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .context("running rustup (is the nightly toolchain installed?)")?;
+    if !String::from_utf8_lossy(&installed.stdout).contains("rust-src") {
+        println!("xtask setup: adding rust-src to the nightly toolchain");
+        status(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    let tools = root().join(".tools/bpf-linker");
+    let linker = tools.join("bin/bpf-linker");
+    if !succeeds(Command::new(&linker).arg("--version")) {
+        build_bpf_linker(&tools)?;
+    }
+    let missing: Vec<&str> = [
+        ("ntpdig", "ntpsec-ntpdig"),
+        ("chronyd", "chrony"),
+        ("ip", "iproute2"),
+    ]
+    .iter()
+    .filter(|(bin, _)| !succeeds(Command::new("sh").args(["-c", &format!("command -v {bin}")])))
+    .map(|(_, pkg)| *pkg)
+    .collect();
+    if !missing.is_empty() {
+        install_debian(&missing)?;
+    }
+    Ok(())
+}
+
+/// bpf-linker must use exactly the LLVM of the nightly rustc that emits the bitcode:
+/// link it against the libLLVM shipped inside that toolchain.
+fn build_bpf_linker(tools: &Path) -> Result<()> {
+    println!("xtask setup: building bpf-linker 0.13.0 against nightly's LLVM (about a minute)");
+    let sysroot = Command::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .output()?;
+    let lib = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim()).join("lib");
+    let llvm = std::fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM-") && n.ends_with(".so"))
+        .with_context(|| format!("no libLLVM-*.so in {}", lib.display()))?;
+    let major = llvm
+        .trim_start_matches("libLLVM-")
+        .split(['-', '.'])
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let dylib = llvm
+        .trim_start_matches("lib")
+        .trim_end_matches(".so")
+        .to_string();
+    let flags = format!(
+        "-L {lib} -l dylib={dylib} -C link-arg=-Wl,-rpath,{lib}",
+        lib = lib.display()
+    );
+    status(
+        Command::new("cargo")
+            .args([
+                "+nightly",
+                "install",
+                "bpf-linker",
+                "--version",
+                "0.13.0",
+                "--locked",
+                "--root",
+            ])
+            .arg(tools)
+            .args(["--no-default-features", "--features"])
+            .arg(format!("llvm-{major},no-llvm-linking"))
+            .env("RUSTFLAGS", flags),
+    )
+}
+
+fn install_debian(pkgs: &[&str]) -> Result<()> {
+    if !is_root() {
+        bail!("missing Debian packages {pkgs:?}: run `cargo xtask setup` as root or install them");
+    }
+    println!("xtask setup: installing {pkgs:?}");
+    // Installing chrony must not start a system chronyd that steers this machine's clock.
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let own_policy = !policy.exists();
+    if own_policy {
+        std::fs::write(policy, "#!/bin/sh\nexit 101\n")?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let result = status(Command::new("apt-get").arg("update").arg("-q")).and_then(|_| {
+        status(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(pkgs)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    });
+    if own_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    result
+}
+
+fn test() -> Result<()> {
+    if !is_root() && std::env::var("NTPX_SKIP_PRIVILEGED").as_deref() != Ok("1") {
+        if succeeds(Command::new("sudo").args(["-n", "true"])) {
+            let exe = std::env::current_exe()?;
+            println!("xtask test: re-running as root with sudo");
+            return status(Command::new("sudo").args(["-n", "-E"]).arg(exe).arg("test"));
+        }
+        bail!(
+            "the privileged tests (BPF, network namespaces) need root and sudo is not available: \
+             run as root, or set NTPX_SKIP_PRIVILEGED=1 to skip them explicitly"
+        );
+    }
+    setup()?;
+    cargo(&["fmt", "--all", "--check"])?;
+    cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
+    clippy_ebpf()?;
+    cargo(&["build", "-p", "ntp-user", "--bins"])?;
+    status(
+        Command::new("cargo")
+            .current_dir(root())
+            .args(["test", "--", "--nocapture"])
+            .env("NTPX_BIN_DIR", root().join("target/debug")),
+    )
+}
+
+/// The eBPF crate only builds for its own target with nightly, so it gets its own clippy run.
+fn clippy_ebpf() -> Result<()> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![root().join(".tools/bpf-linker/bin")];
+    paths.extend(std::env::split_paths(&path));
+    status(
+        Command::new("cargo")
+            .current_dir(root())
+            .args(["+nightly", "clippy", "-p", "ntp-ebpf", "--target", "bpfel-unknown-none"])
+            .args(["-Z", "build-std=core", "--target-dir", "target/ebpf-clippy"])
+            .args(["--", "-D", "warnings"])
+            .env("PATH", std::env::join_paths(paths)?)
+            .env_remove("RUSTUP_TOOLCHAIN"),
+    )
+}
+
+fn demo() -> Result<()> {
+    let bins = root().join("target/debug");
+    // SAFETY: single-threaded at this point; the harness reads it to find the binaries.
+    unsafe { std::env::set_var("NTPX_BIN_DIR", &bins) };
+    if !is_root() {
+        bail!("the demo creates network namespaces and loads XDP: run it as root");
+    }
+    println!(
+        "== ntpx demo: ntpxd (local stratum 3, XDP fast path) in one namespace, clients in another\n"
+    );
+    let server = Netns::new("demo-srv")?;
+    let client = Netns::new("demo-cli")?;
+    let link = veth(&server, &client, 200)?;
+    println!(
+        "namespaces {} ({} {} {}) and {} ({} {} {})",
+        server.name(),
+        link.server_if,
+        link.server_v4,
+        link.server_v6,
+        client.name(),
+        link.client_if,
+        link.client_v4,
+        link.client_v6
+    );
+    let _pass = xdp_pass(&client, &link.client_if)?;
+    let d = Ntpxd::start(
+        &server,
+        "local stratum 3\nallow all\n",
+        &["-i", &link.server_if],
+    )?;
+    println!("\n-- ntpxd log");
+    print!("{}", d.proc.log());
+    for addr in [&link.server_v4, &link.server_v6] {
+        println!("\n-- ntpdig {addr} (three queries, independent client)");
+        for _ in 0..3 {
+            let out = client.output("ntpdig", &["-t", "2", addr])?;
+            print!("{out}");
+        }
+    }
+    println!("\n-- ntpxc serverstats");
+    print!("{}", d.ntpxc(&["serverstats"])?);
+    println!("\n-- ntpxc xdpstats (kernel counters)");
+    print!("{}", d.ntpxc(&["xdpstats"])?);
+    println!("\n== cleaning up: stopping ntpxd, removing the namespaces");
+    Ok(())
+}
