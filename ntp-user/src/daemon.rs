@@ -192,6 +192,14 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     }
     let acl = AccessTable::from_rules(&config.acl_rules, resolve_name)
         .map_err(|e| anyhow!("allow/deny: {e}"))?;
+    let allows = |a: &crate::acl::Action| *a == crate::acl::Action::Allow;
+    if !acl.v4_entries().iter().any(|e| allows(&e.2))
+        && !acl.v6_entries().iter().any(|e| allows(&e.2))
+    {
+        warn!(
+            "No allow directive: NTP clients will not be served (add e.g. `allow 192.168.0.0/16`)"
+        );
+    }
     let kt = clock::kernel_time()?;
     let params = PublishParams {
         precision: clock::measure_precision(),

@@ -222,7 +222,14 @@ fn clippy_ebpf() -> Result<()> {
     status(
         Command::new("cargo")
             .current_dir(root())
-            .args(["+nightly", "clippy", "-p", "ntp-ebpf", "--target", "bpfel-unknown-none"])
+            .args([
+                "+nightly",
+                "clippy",
+                "-p",
+                "ntp-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+            ])
             .args(["-Z", "build-std=core", "--target-dir", "target/ebpf-clippy"])
             .args(["--", "-D", "warnings"])
             .env("PATH", std::env::join_paths(paths)?)
