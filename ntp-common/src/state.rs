@@ -73,3 +73,19 @@ pub const GLOBAL_PORT: &str = "NTPX_PORT";
 pub const PROG_SERVE: &str = "ntpx_serve";
 /// Name of the pass-through XDP program (for veth peers in tests and labs).
 pub const PROG_PASS: &str = "ntpx_pass";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_the_one_both_sides_compile() {
+        // The XDP program and the daemon agree on this layout; a change must be deliberate.
+        assert_eq!(core::mem::size_of::<Timebase>(), 32);
+        assert_eq!(core::mem::size_of::<ServerState>(), 72);
+        assert_eq!(core::mem::align_of::<ServerState>(), 8);
+        assert_eq!(core::mem::offset_of!(ServerState, seq), 0);
+        assert_eq!(core::mem::offset_of!(ServerState, root_delay), 56);
+        assert_eq!(core::mem::offset_of!(ServerState, leap), 64);
+    }
+}

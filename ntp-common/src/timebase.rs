@@ -72,3 +72,55 @@ pub fn grown_dispersion_ns(disp0_ns: u64, age_ns: u64) -> u64 {
     disp0_ns
         .saturating_add(age_ns / 1_000_000 * PHI_PPM + (age_ns % 1_000_000) * PHI_PPM / 1_000_000)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = NANOS_PER_SEC;
+
+    fn tb(rate_frac: i64) -> Timebase {
+        Timebase {
+            t0_tai_ns: 1_000 * S,
+            base_unix_ns: 1_700_000_000 * S,
+            rate_frac,
+            max_age_ns: 10 * S,
+        }
+    }
+
+    #[test]
+    fn served_time_advances_with_tai_and_rate() {
+        assert_eq!(tb(0).served_unix_ns(1_003 * S), 1_700_000_003 * S);
+        // +100 ppm over 5 s = +500 us (within 1 ns of rounding).
+        let r = tb((100e-6 * 4_294_967_296.0) as i64).served_unix_ns(1_005 * S);
+        assert!(r.abs_diff(1_700_000_005 * S + 500_000) <= 1, "{r}");
+        // Before t0 the correction has the other sign.
+        let r = tb(-MAX_RATE_FRAC).served_unix_ns(999 * S);
+        assert!(r.abs_diff(1_699_999_999 * S + 1_000_000) <= 1, "{r}");
+    }
+
+    #[test]
+    fn the_largest_age_and_rate_do_not_overflow() {
+        let mut t = tb(MAX_RATE_FRAC);
+        t.max_age_ns = MAX_AGE_NS;
+        let r = t.served_unix_ns(t.t0_tai_ns + MAX_AGE_NS);
+        // 600 s at MAX_RATE_FRAC (1000 ppm less 0.07 ppb of quantization): ~600 ms ahead,
+        // exactly what a 128-bit product gives.
+        let exact = (MAX_AGE_NS as u128 * MAX_RATE_FRAC as u128) >> 32;
+        assert!(exact.abs_diff(600_000_000) < 100);
+        assert!(
+            r.abs_diff(t.base_unix_ns + MAX_AGE_NS + exact as u64) <= 1,
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn ntp_formats() {
+        assert_eq!(unix_ns_to_ntp(0) >> 32, NTP_UNIX_OFFSET_SECS);
+        assert_eq!(unix_ns_to_ntp(250_000_000) & 0xffff_ffff, 1 << 30);
+        assert_eq!(ns_to_ntp_short(S / 2), 0x8000);
+        assert_eq!(ns_to_ntp_short(65_536 * S), u32::MAX);
+        assert_eq!(grown_dispersion_ns(7, 2 * S), 7 + 30_000);
+        assert_eq!(grown_dispersion_ns(u64::MAX, S), u64::MAX);
+    }
+}

@@ -2,7 +2,7 @@
 //! chronyd -x). Needs root. One shared system clock: the true offset is zero.
 
 use anyhow::{Context, Result, bail};
-use ntpx_tests::{Link, Netns, Ntpxd, Proc, TempDir, ntpdig, veth, xdp_pass};
+use ntpx_tests::{Link, Netns, Ntpxd, Proc, TempDir, ntpdig, ntpdig_best, veth, xdp_pass};
 use std::time::{Duration, Instant};
 
 const SERVE_ALL: &str = "local stratum 3\nallow all\n";
@@ -46,7 +46,7 @@ fn start(n: &Net, config: &str, no_xdp: bool) -> Result<Ntpxd> {
 }
 
 fn assert_dig_ok(n: &Net, addr: &str) -> Result<()> {
-    let d = ntpdig(&n.client, addr).with_context(|| format!("ntpdig {addr}"))?;
+    let d = ntpdig_best(&n.client, addr, 5).with_context(|| format!("ntpdig {addr}"))?;
     assert_eq!(d.stratum, 3, "{}", d.line);
     assert!(
         d.offset.abs() < 0.001,

@@ -206,12 +206,52 @@ fn test() -> Result<()> {
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
     clippy_ebpf()?;
     cargo(&["build", "-p", "ntp-user", "--bins"])?;
-    status(
-        Command::new("cargo")
-            .current_dir(root())
-            .args(["test", "--", "--nocapture"])
-            .env("NTPX_BIN_DIR", root().join("target/debug")),
-    )
+    run_tests()
+}
+
+/// Runs `cargo test`, echoing its output, and closes with one summary line over all test
+/// binaries (cargo's own last line is that of the doc tests).
+fn run_tests() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new("cargo")
+        .current_dir(root())
+        .args(["test", "--", "--nocapture"])
+        .env("NTPX_BIN_DIR", root().join("target/debug"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some((p, f)) = parse_result(&line) {
+                passed += p;
+                failed += f;
+            }
+        }
+    }
+    let st = child.wait()?;
+    println!("\nntpx: {passed} passed, {failed} failed");
+    if !st.success() || failed > 0 {
+        bail!("cargo test failed ({st})");
+    }
+    Ok(())
+}
+
+/// Counts from a libtest summary: `test result: ok. 5 passed; 0 failed; ...`.
+fn parse_result(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let num = |word: &str| {
+        rest.split(';').find_map(|part| {
+            let mut toks = part.split_whitespace().rev();
+            if toks.next()? != word {
+                return None;
+            }
+            toks.next()?.parse::<u64>().ok()
+        })
+    };
+    Some((num("passed")?, num("failed")?))
 }
 
 /// The eBPF crate only builds for its own target with nightly, so it gets its own clippy run.
@@ -282,4 +322,24 @@ fn demo() -> Result<()> {
     print!("{}", d.ntpxc(&["xdpstats"])?);
     println!("\n== cleaning up: stopping ntpxd, removing the namespaces");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_result;
+
+    #[test]
+    fn libtest_summaries_are_counted() {
+        assert_eq!(
+            parse_result(
+                "test result: ok. 56 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s"
+            ),
+            Some((56, 0))
+        );
+        assert_eq!(
+            parse_result("test result: FAILED. 6 passed; 1 failed; 0 ignored"),
+            Some((6, 1))
+        );
+        assert_eq!(parse_result("running 7 tests"), None);
+    }
 }
