@@ -137,33 +137,19 @@ fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     if proto != IPPROTO_UDP {
         return pass(Counter::PassNotNtp);
     }
-    let Some(dport) = f.u16(udp + 2) else {
-        return pass(Counter::PassTruncated);
+    let udp_len = match check_udp(f, udp, f.u16(ip + 2), IPV4_LEN) {
+        Ok(v) => v,
+        Err(verdict) => return verdict,
     };
-    if dport != unsafe { core::ptr::read_volatile(&NTPX_PORT) } {
-        return pass(Counter::PassNotNtp);
-    }
-    count(Counter::NtpReceived);
-    let (Some(tot_len), Some(udp_len)) = (f.u16(ip + 2), f.u16(udp + 4)) else {
-        return pass(Counter::PassTruncated);
-    };
-    if tot_len as usize != IPV4_LEN + UDP_LEN + NTP_HEADER_LEN
-        || udp_len as usize != UDP_LEN + NTP_HEADER_LEN
-        || !f.is_exactly(ntp + NTP_HEADER_LEN)
-    {
-        return pass(Counter::PassLength);
-    }
     let Some(src) = f.array::<4>(ip + 12) else {
         return pass(Counter::PassTruncated);
     };
     if !allowed(NTPX_ACL_V4.get(Key::new(32, src))) {
         return (xdp_action::XDP_DROP, Counter::DropDenied);
     }
-    let Some(reply) = prepare::<L2>(f, ntp, rx_tai) else {
-        return pass(Counter::PassMode);
-    };
-    let Some(state) = reply.state else {
-        return pass(reply.reason);
+    let (state, req) = match prepare(f, ntp, rx_tai) {
+        Ok(v) => v,
+        Err(verdict) => return verdict,
     };
 
     f.swap_macs();
@@ -172,15 +158,7 @@ fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     f.put_u16(ip + 10, 0);
     let ip_csum = f.sum_words::<{ IPV4_LEN / 2 }>(ip);
     f.put_u16(ip + 10, ip_csum.fold());
-
-    // Pseudo header: the address sum does not change when the addresses swap.
-    let mut csum = f.sum_words::<4>(ip + 12);
-    csum.add16(IPPROTO_UDP as u16);
-    csum.add16(udp_len);
-    f.swap::<2>(udp, udp + 2);
-    csum.add32(f.u32(udp).unwrap_or(0));
-    csum.add16(udp_len);
-    finish_reply(f, ntp, udp + 6, &state, reply.fields, csum)
+    answer_udp(f, udp, f.sum_words::<4>(ip + 12), udp_len, &state, req)
 }
 
 #[inline(always)]
@@ -201,46 +179,74 @@ fn ipv6<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
             _ => pass(Counter::PassNotNtp),
         };
     }
-    let Some(dport) = f.u16(udp + 2) else {
-        return pass(Counter::PassTruncated);
+    let udp_len = match check_udp(f, udp, f.u16(ip + 4), 0) {
+        Ok(v) => v,
+        Err(verdict) => return verdict,
     };
-    if dport != unsafe { core::ptr::read_volatile(&NTPX_PORT) } {
-        return pass(Counter::PassNotNtp);
-    }
-    count(Counter::NtpReceived);
-    let (Some(payload_len), Some(udp_len)) = (f.u16(ip + 4), f.u16(udp + 4)) else {
-        return pass(Counter::PassTruncated);
-    };
-    if payload_len as usize != UDP_LEN + NTP_HEADER_LEN
-        || udp_len as usize != UDP_LEN + NTP_HEADER_LEN
-        || !f.is_exactly(ntp + NTP_HEADER_LEN)
-    {
-        return pass(Counter::PassLength);
-    }
     let Some(src) = f.array::<16>(ip + 8) else {
         return pass(Counter::PassTruncated);
     };
     if !allowed(NTPX_ACL_V6.get(Key::new(128, src))) {
         return (xdp_action::XDP_DROP, Counter::DropDenied);
     }
-    let Some(reply) = prepare::<L2>(f, ntp, rx_tai) else {
-        return pass(Counter::PassMode);
-    };
-    let Some(state) = reply.state else {
-        return pass(reply.reason);
+    let (state, req) = match prepare(f, ntp, rx_tai) {
+        Ok(v) => v,
+        Err(verdict) => return verdict,
     };
 
     f.swap_macs();
     f.swap::<16>(ip + 8, ip + 24);
     f.put_u8(ip + 7, REPLY_TTL);
+    answer_udp(f, udp, f.sum_words::<16>(ip + 8), udp_len, &state, req)
+}
 
-    let mut csum = f.sum_words::<16>(ip + 8);
+/// Checks the UDP header at `udp`: served port, and the IP length field (`ip_len`, which
+/// counts `ip_hdr` bytes of IP header before UDP), UDP length and frame length all saying
+/// exactly 48 bytes of NTP. Returns the UDP length, or the verdict.
+#[inline(always)]
+fn check_udp(
+    f: &Frame,
+    udp: usize,
+    ip_len: Option<u16>,
+    ip_hdr: usize,
+) -> Result<u16, (u32, Counter)> {
+    let Some(dport) = f.u16(udp + 2) else {
+        return Err(pass(Counter::PassTruncated));
+    };
+    if dport != unsafe { core::ptr::read_volatile(&NTPX_PORT) } {
+        return Err(pass(Counter::PassNotNtp));
+    }
+    count(Counter::NtpReceived);
+    let (Some(ip_len), Some(udp_len)) = (ip_len, f.u16(udp + 4)) else {
+        return Err(pass(Counter::PassTruncated));
+    };
+    if ip_len as usize != ip_hdr + UDP_LEN + NTP_HEADER_LEN
+        || udp_len as usize != UDP_LEN + NTP_HEADER_LEN
+        || !f.is_exactly(udp + UDP_LEN + NTP_HEADER_LEN)
+    {
+        return Err(pass(Counter::PassLength));
+    }
+    Ok(udp_len)
+}
+
+/// Swaps the UDP ports and finishes the reply; `addr_sum` is the checksum sum of the two
+/// addresses (the pseudo header's, unchanged by their swap).
+#[inline(always)]
+fn answer_udp(
+    f: &Frame,
+    udp: usize,
+    addr_sum: Csum,
+    udp_len: u16,
+    state: &ServerState,
+    req: RequestFields,
+) -> (u32, Counter) {
+    let mut csum = addr_sum;
     csum.add16(IPPROTO_UDP as u16);
     csum.add16(udp_len);
     f.swap::<2>(udp, udp + 2);
     csum.add32(f.u32(udp).unwrap_or(0));
     csum.add16(udp_len);
-    finish_reply(f, ntp, udp + 6, &state, reply.fields, csum)
+    finish_reply(f, udp + UDP_LEN, udp + 6, state, req, csum)
 }
 
 #[inline(always)]
@@ -257,36 +263,36 @@ struct RequestFields {
     rx_tai: u64,
 }
 
-struct Prepared {
-    fields: RequestFields,
-    state: Option<ServerState>,
-    reason: Counter,
-}
-
-/// Checks the NTP header and reads the server state; `None` if it is not a client request.
+/// Checks the NTP header and reads the server state: the request fields to echo and the
+/// state to answer with, or the verdict.
 #[inline(always)]
-fn prepare<const L2: usize>(f: &Frame, ntp: usize, rx_tai: u64) -> Option<Prepared> {
-    let b0 = f.u8(ntp)?;
+fn prepare(
+    f: &Frame,
+    ntp: usize,
+    rx_tai: u64,
+) -> Result<(ServerState, RequestFields), (u32, Counter)> {
+    let (Some(b0), Some(poll), Some(client_tx)) = (
+        f.u8(ntp),
+        f.u8(ntp + wire::OFF_POLL),
+        f.u64(ntp + wire::OFF_TRANSMIT_TS),
+    ) else {
+        return Err(pass(Counter::PassTruncated));
+    };
     if !wire::is_answerable_request(b0) {
-        return None;
+        return Err(pass(Counter::PassMode));
     }
     let fields = RequestFields {
         version: wire::split_li_vn_mode(b0).1,
-        poll: f.u8(ntp + wire::OFF_POLL)? as i8,
-        client_tx: f.u64(ntp + wire::OFF_TRANSMIT_TS)?,
+        poll: poll as i8,
+        client_tx,
         rx_tai,
     };
-    let (state, reason) = match read_state() {
-        None => (None, Counter::PassNotServing),
-        Some(s) if s.serve == 0 => (None, Counter::PassNotServing),
-        Some(s) if s.timebase.age_ns(rx_tai).is_none() => (None, Counter::PassStale),
-        Some(s) => (Some(s), Counter::Answered),
-    };
-    Some(Prepared {
-        fields,
-        state,
-        reason,
-    })
+    match read_state() {
+        None => Err(pass(Counter::PassNotServing)),
+        Some(s) if s.serve == 0 => Err(pass(Counter::PassNotServing)),
+        Some(s) if s.timebase.age_ns(rx_tai).is_none() => Err(pass(Counter::PassStale)),
+        Some(s) => Ok((s, fields)),
+    }
 }
 
 /// Reads the state under its sequence lock; `None` while the daemon is writing it.
