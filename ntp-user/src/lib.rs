@@ -13,7 +13,9 @@ pub mod kernel;
 pub mod net;
 pub mod packet;
 pub mod reference;
+pub mod report;
 pub mod server;
+pub mod source;
 pub mod stats;
 
 /// The XDP object built from `ntp-ebpf`, embedded at build time.

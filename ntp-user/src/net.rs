@@ -144,3 +144,124 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
         v4 => v4,
     }
 }
+
+/// A UDP socket connected to one upstream server, with kernel receive and transmit
+/// timestamps (the transmit timestamp comes back on the socket's error queue).
+pub struct ClientSocket {
+    fd: AsyncFd<OwnedFd>,
+    remote: SocketAddr,
+}
+
+impl ClientSocket {
+    /// Opens an ephemeral-port socket connected to `remote`.
+    pub fn connect(remote: SocketAddr) -> Result<Self> {
+        let (family, any) = match remote {
+            SocketAddr::V4(_) => (AddressFamily::Inet, SocketAddr::from(([0, 0, 0, 0], 0))),
+            SocketAddr::V6(_) => (AddressFamily::Inet6, SocketAddr::from(([0u16; 8], 0))),
+        };
+        let fd = socket(
+            family,
+            SockType::Datagram,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .with_context(|| format!("creating a UDP socket for {remote}"))?;
+        setsockopt(
+            &fd,
+            sockopt::Timestamping,
+            &(TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
+                | TimestampingFlag::SOF_TIMESTAMPING_TX_SOFTWARE
+                | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE
+                | TimestampingFlag::SOF_TIMESTAMPING_OPT_TSONLY),
+        )
+        .context("enabling SO_TIMESTAMPING")?;
+        bind(fd.as_raw_fd(), &SockaddrStorage::from(any)).context("binding an ephemeral port")?;
+        nix::sys::socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(remote))
+            .with_context(|| format!("connecting to {remote}"))?;
+        // SAFETY: as in TimestampedSocket::bind, the AsyncFd owns the descriptor.
+        let fd =
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::ERROR) }
+                .map_err(|e| anyhow!("registering the socket with tokio: {e}"))?;
+        Ok(ClientSocket { fd, remote })
+    }
+
+    /// The server this socket talks to.
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// Sends one datagram.
+    pub fn send(&self, data: &[u8]) -> Result<()> {
+        nix::sys::socket::send(self.fd.get_ref().as_raw_fd(), data, MsgFlags::MSG_DONTWAIT)
+            .with_context(|| format!("sending to {}", self.remote))?;
+        Ok(())
+    }
+
+    /// Waits up to `wait` for the kernel transmit timestamp of the last datagram sent
+    /// (CLOCK_REALTIME ns).
+    pub async fn tx_timestamp(&self, wait: std::time::Duration) -> Option<u64> {
+        let fut = async {
+            loop {
+                let mut guard = self.fd.ready(Interest::ERROR).await.ok()?;
+                match guard.try_io(|fd| read_errqueue(fd.get_ref()).map_err(std::io::Error::from)) {
+                    Ok(Ok(Some(ts))) => return Some(ts),
+                    Ok(Ok(None)) => continue,
+                    Ok(Err(_)) => return None,
+                    Err(_would_block) => continue,
+                }
+            }
+        };
+        tokio::time::timeout(wait, fut).await.ok().flatten()
+    }
+
+    /// Receives one datagram from the server into `buf`.
+    pub async fn recv(&self, buf: &mut [u8]) -> Result<Received> {
+        loop {
+            let mut guard = self.fd.readable().await.context("waiting for a reply")?;
+            match guard.try_io(|fd| recv_now(fd.get_ref(), buf).map_err(std::io::Error::from)) {
+                Ok(r) => return r.with_context(|| format!("receiving from {}", self.remote)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// Reads one error-queue message; `Some` with its software timestamp if it carried one.
+fn read_errqueue(fd: &OwnedFd) -> nix::Result<Option<u64>> {
+    let mut buf = [0u8; 64];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(
+        nix::sys::socket::Timestamps,
+        libc::sock_extended_err,
+        libc::sockaddr_in6
+    );
+    let msg = recvmsg::<SockaddrStorage>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_ERRQUEUE,
+    )?;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmTimestampsns(ts) = c
+            && ts.system.tv_sec() > 0
+        {
+            return Ok(Some(
+                ts.system.tv_sec() as u64 * 1_000_000_000 + ts.system.tv_nsec() as u64,
+            ));
+        }
+    }
+    Ok(None)
+}
+
+/// A random 64-bit value from the kernel (for request transmit timestamps).
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into the buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == 8 {
+        u64::from_ne_bytes(b)
+    } else {
+        // getrandom cannot fail for 8 bytes after boot; the clock is a last resort.
+        crate::clock::realtime_ns().unwrap_or(0).rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15
+    }
+}

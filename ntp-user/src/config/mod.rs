@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use crate::acl::{AclError, Action, Rule, Target};
 
+mod sources;
+pub use sources::{SourceConfig, SourceKind, SyncConfig};
+
 /// Default UDP port for NTP service.
 pub const DEFAULT_PORT: u16 = 123;
 /// Default UDP port for monitoring commands, as in chrony.
@@ -42,7 +45,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "cmdallow",
     "cmddeny",
     "cmdratelimit",
-    "combinelimit",
     "confdir",
     "corrtimeratio",
     "dscp",
@@ -64,21 +66,16 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "logchange",
     "logdir",
     "mailonchange",
-    "makestep",
     "manual",
     "maxchange",
     "maxclockerror",
-    "maxdistance",
     "maxdrift",
     "maxjitter",
     "maxntsconnections",
     "maxsamples",
-    "maxslewrate",
     "maxstratum",
     "maxtxbuffers",
-    "maxupdateskew",
     "minsamples",
-    "minsources",
     "minstratum",
     "nocerttimecheck",
     "noclientlog",
@@ -98,20 +95,16 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "ntstrustedcerts",
     "opencommands",
     "peer",
-    "pool",
     "ptpdomain",
     "ptpport",
     "ratelimit",
     "refclock",
     "refresh",
-    "reselectdist",
     "rtcautotrim",
     "rtcdevice",
     "rtcfile",
     "rtconutc",
-    "rtcsync",
     "sched_priority",
-    "server",
     "smoothtime",
     "sourcedir",
     "stratumweight",
@@ -145,6 +138,10 @@ pub struct Config {
     pub pidfile: Option<PathBuf>,
     /// How old the XDP fast path's shared state may get before it stops answering.
     pub xdp_stale_limit: Duration,
+    /// `server` and `pool` lines in file order.
+    pub sources: Vec<SourceConfig>,
+    /// Selection and steering settings.
+    pub sync: SyncConfig,
     /// Non-fatal problems found while parsing, in file order.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -162,6 +159,8 @@ impl Default for Config {
             cmdport: DEFAULT_CMDPORT,
             pidfile: Some(PathBuf::from(DEFAULT_PIDFILE)),
             xdp_stale_limit: DEFAULT_XDP_STALE_LIMIT,
+            sources: Vec::new(),
+            sync: SyncConfig::default(),
             warnings: Vec::new(),
         }
     }
@@ -326,6 +325,19 @@ impl<'a> Parser<'a> {
                 self.config.pidfile = (token != "/").then(|| PathBuf::from(token));
             }
             "xdpstalelimit" => self.config.xdp_stale_limit = xdp_stale_limit(args)?,
+            "server" | "pool" => {
+                let kind = if lower == "server" {
+                    SourceKind::Server
+                } else {
+                    SourceKind::Pool
+                };
+                let (source, warnings) = sources::parse_source(kind, line, args)?;
+                self.config.sources.push(source);
+                for w in warnings {
+                    self.warn(line, w);
+                }
+            }
+            sync if sources::sync_directive(&mut self.config.sync, sync, args)? => {}
             known if UNSUPPORTED_DIRECTIVES.contains(&known) => self.warn(
                 line,
                 format!("directive \"{name}\" is not supported yet and is ignored"),
@@ -564,19 +576,20 @@ mod tests {
     }
 
     // seed.conf from shared/fixtures (copied into tests/fixtures): a user's configuration with ntpx's first target features.
-    const SEED: &str = include_str!("../tests/fixtures/chrony-conf/seed.conf");
+    const SEED: &str = include_str!("../../tests/fixtures/chrony-conf/seed.conf");
 
     // debian-default.conf from shared/fixtures (copied into tests/fixtures): Debian's packaged chrony.conf.
-    const DEBIAN_DEFAULT: &str = include_str!("../tests/fixtures/chrony-conf/debian-default.conf");
+    const DEBIAN_DEFAULT: &str =
+        include_str!("../../tests/fixtures/chrony-conf/debian-default.conf");
 
     // chrony.conf.example1 from shared/fixtures (copied into tests/fixtures): chrony's minimal example.
-    const EXAMPLE1: &str = include_str!("../tests/fixtures/chrony-conf/chrony.conf.example1");
+    const EXAMPLE1: &str = include_str!("../../tests/fixtures/chrony-conf/chrony.conf.example1");
 
     // chrony.conf.example2 from shared/fixtures (copied into tests/fixtures): chrony's distribution example.
-    const EXAMPLE2: &str = include_str!("../tests/fixtures/chrony-conf/chrony.conf.example2");
+    const EXAMPLE2: &str = include_str!("../../tests/fixtures/chrony-conf/chrony.conf.example2");
 
     // chrony.conf.example3 from shared/fixtures (copied into tests/fixtures): chrony's annotated example with every option commented out.
-    const EXAMPLE3: &str = include_str!("../tests/fixtures/chrony-conf/chrony.conf.example3");
+    const EXAMPLE3: &str = include_str!("../../tests/fixtures/chrony-conf/chrony.conf.example3");
 
     #[test]
     fn defaults_match_documentation() {
@@ -600,14 +613,16 @@ mod tests {
         let config = parse(SEED).unwrap();
         assert_eq!(
             warnings(&config),
-            vec![
-                unsupported(1, "pool"),
-                unsupported(7, "makestep"),
-                unsupported(9, "rtcsync"),
-                unsupported(20, "keyfile"),
-                unsupported(24, "logdir"),
-            ]
+            vec![unsupported(20, "keyfile"), unsupported(24, "logdir"),]
         );
+        assert_eq!(config.sources.len(), 1);
+        let pool = &config.sources[0];
+        assert_eq!(
+            (pool.kind, pool.name.as_str(), pool.iburst, pool.line),
+            (SourceKind::Pool, "2.pl.pool.ntp.org", true, 1)
+        );
+        assert_eq!(config.sync.makestep, Some((1.0, 3)));
+        assert!(config.sync.rtcsync);
         assert_eq!(
             config.acl_rules,
             vec![Rule {
@@ -631,7 +646,7 @@ mod tests {
         assert_eq!(config.port, DEFAULT_PORT);
         assert_eq!(
             config.warnings[0].to_string(),
-            "/etc/ntpx.conf:1: directive \"pool\" is not supported yet and is ignored"
+            "/etc/ntpx.conf:20: directive \"keyfile\" is not supported yet and is ignored"
         );
     }
 
@@ -642,15 +657,11 @@ mod tests {
             warnings(&config),
             vec![
                 unsupported(5, "confdir"),
-                unsupported(8, "pool"),
                 unsupported(11, "sourcedir"),
                 unsupported(14, "sourcedir"),
                 unsupported(18, "keyfile"),
                 unsupported(25, "ntsdumpdir"),
                 unsupported(31, "logdir"),
-                unsupported(34, "maxupdateskew"),
-                unsupported(38, "rtcsync"),
-                unsupported(42, "makestep"),
                 unsupported(47, "leapsectz"),
             ]
         );
@@ -664,14 +675,8 @@ mod tests {
     #[test]
     fn chrony_examples_parse_with_expected_warnings() {
         let config = parse(EXAMPLE1).unwrap();
-        assert_eq!(
-            warnings(&config),
-            vec![
-                unsupported(2, "pool"),
-                unsupported(9, "makestep"),
-                unsupported(12, "rtcsync"),
-            ]
-        );
+        assert!(warnings(&config).is_empty());
+        assert_eq!(config.sources[0].name, "pool.ntp.org");
         assert_eq!(
             config.driftfile,
             Some(PathBuf::from("/var/lib/chrony/drift"))
@@ -680,13 +685,7 @@ mod tests {
         let config = parse(EXAMPLE2).unwrap();
         assert_eq!(
             warnings(&config),
-            vec![
-                unsupported(3, "pool"),
-                unsupported(10, "makestep"),
-                unsupported(13, "rtcsync"),
-                unsupported(35, "ntsdumpdir"),
-                unsupported(44, "logdir"),
-            ]
+            vec![unsupported(35, "ntsdumpdir"), unsupported(44, "logdir"),]
         );
         // The commented-out allow and local lines must stay inert.
         assert!(config.acl_rules.is_empty() && config.local.is_none());
@@ -916,13 +915,8 @@ mod tests {
                 distance: 1.0
             })
         );
-        assert_eq!(
-            warnings(&config),
-            vec![(
-                3,
-                "directive \"MakeStep\" is not supported yet and is ignored".to_string()
-            )]
-        );
+        assert!(warnings(&config).is_empty());
+        assert_eq!(config.sync.makestep, Some((1.0, 3)));
     }
 
     #[test]
@@ -930,10 +924,7 @@ mod tests {
         let config = parse("restrict default nomodify\nserver a.example iburst\n").unwrap();
         assert_eq!(
             warnings(&config),
-            vec![
-                (1, "unknown directive \"restrict\" ignored".to_string()),
-                unsupported(2, "server"),
-            ]
+            vec![(1, "unknown directive \"restrict\" ignored".to_string())]
         );
     }
 
@@ -1096,7 +1087,10 @@ mod tests {
         assert_eq!(config.port, 1234);
         assert_eq!(config.local.map(|l| l.stratum), Some(3));
         assert_eq!(config.warnings[0].file, good);
-        assert_eq!(config.warnings[0].line, 3);
+        assert_eq!(
+            config.warnings[0].line, 22,
+            "keyfile, line 20 of the seed after 2 lines"
+        );
 
         let bad = dir.join("bad.conf");
         std::fs::write(&bad, b"port 1\ndriftfile /var/lib/\xff\n").unwrap();
