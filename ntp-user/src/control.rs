@@ -1,6 +1,7 @@
 //! The control protocol between `ntpxc` and `ntpxd`: one JSON request line, one JSON
 //! response line, over a Unix stream socket (the path chrony calls `bindcmdaddress`).
 
+use crate::report::{SourceReport, TrackingReport};
 use crate::stats::{ServerStats, XdpStats};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -19,16 +20,24 @@ pub enum Request {
     Serverstats,
     /// The XDP fast path's attachment and counters.
     Xdpstats,
+    /// The sources and their state (chronyc sources).
+    Sources,
+    /// The reference and the clock's state (chronyc tracking).
+    Tracking,
 }
 
 /// A control response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Response {
     /// Answer to [`Request::Serverstats`].
     Serverstats(ServerStats),
     /// Answer to [`Request::Xdpstats`].
     Xdpstats(XdpStats),
+    /// Answer to [`Request::Sources`].
+    Sources(Vec<SourceReport>),
+    /// Answer to [`Request::Tracking`].
+    Tracking(TrackingReport),
     /// The request failed.
     Error(String),
 }

@@ -159,6 +159,7 @@ impl Shared {
         match req {
             Ok(Request::Serverstats) => Response::Serverstats(self.server_stats()),
             Ok(Request::Xdpstats) => Response::Xdpstats(self.xdp_stats()),
+            Ok(Request::Sources | Request::Tracking) => Response::Error("not yet".into()),
             Err(e) => {
                 self.counters.cmd_dropped.fetch_add(1, Ordering::Relaxed);
                 Response::Error(format!("{e:#}"))

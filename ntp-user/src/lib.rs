@@ -4,6 +4,7 @@
 //! sans-IO; sockets, clocks and BPF maps live in `net`, `clock` and `kernel`.
 
 pub mod acl;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod control;
@@ -17,6 +18,7 @@ pub mod report;
 pub mod server;
 pub mod source;
 pub mod stats;
+pub mod sysclock;
 
 /// The XDP object built from `ntp-ebpf`, embedded at build time.
 pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ntpx.bpf.o"));

@@ -44,8 +44,8 @@ pub enum ReplyOutcome {
     Valid {
         /// The reply header.
         header: NtpHeader,
-        /// Our transmit time of the request, local clock, seconds.
-        sent: f64,
+        /// Our transmit time of the request, CLOCK_REALTIME ns.
+        sent: u64,
     },
     /// A Kiss-o'-Death.
     Kiss(Kiss),
@@ -61,7 +61,7 @@ pub struct Poller {
     poll: i8,
     reach: u8,
     burst_left: u8,
-    outstanding: Option<(u64, f64)>,
+    outstanding: Option<(u64, u64)>,
     stopped: bool,
     good_at_poll: u32,
 }
@@ -106,8 +106,8 @@ impl Poller {
     }
 
     /// Builds the next request; `cookie` (random) goes in the transmit timestamp field and
-    /// must come back as the origin. `sent` is the local send time, seconds.
-    pub fn request(&mut self, cookie: u64, sent: f64) -> [u8; NTP_HEADER_LEN] {
+    /// must come back as the origin. `sent` is the local send time, CLOCK_REALTIME ns.
+    pub fn request(&mut self, cookie: u64, sent: u64) -> [u8; NTP_HEADER_LEN] {
         // The previous request went unanswered if it is still outstanding: shift a 0 in.
         self.reach <<= 1;
         self.burst_left = self.burst_left.saturating_sub(1);
@@ -124,7 +124,7 @@ impl Poller {
 
     /// Replaces the send time of the outstanding request with the kernel's transmit
     /// timestamp, when it arrives after the send.
-    pub fn set_sent(&mut self, cookie: u64, sent: f64) {
+    pub fn set_sent(&mut self, cookie: u64, sent: u64) {
         if let Some((c, s)) = self.outstanding.as_mut()
             && *c == cookie
         {
@@ -224,7 +224,7 @@ mod tests {
         let mut intervals = Vec::new();
         for i in 0..6 {
             intervals.push(p.interval());
-            let _ = p.request(i, 0.0);
+            let _ = p.request(i, 0);
         }
         // 2^-2 s is shorter than the burst spacing, so the burst runs at minpoll.
         assert_eq!(intervals, [0.25, 0.25, 0.25, 0.25, 0.25, 0.25]);
@@ -232,7 +232,7 @@ mod tests {
         let mut intervals = Vec::new();
         for i in 0..6 {
             intervals.push(p.interval());
-            let _ = p.request(i, 0.0);
+            let _ = p.request(i, 0);
         }
         assert_eq!(intervals, [2.0, 2.0, 2.0, 2.0, 64.0, 64.0]);
     }
@@ -241,7 +241,7 @@ mod tests {
     fn reach_register_shifts_in_answers() {
         let mut p = Poller::new(6, 10, false);
         for (i, answered) in [true, false, true, true].into_iter().enumerate() {
-            let req = p.request(1000 + i as u64, i as f64);
+            let req = p.request(1000 + i as u64, i as u64);
             if answered {
                 assert!(matches!(
                     p.reply(&reply_to(&req, 2, 0, *b"GPS\0")),
@@ -251,7 +251,7 @@ mod tests {
         }
         assert_eq!(p.reach(), 0b1011);
         for i in 0..8 {
-            let _ = p.request(2000 + i, 0.0);
+            let _ = p.request(2000 + i, 0);
         }
         assert_eq!(p.reach(), 0, "eight unanswered polls clear the register");
     }
@@ -259,8 +259,8 @@ mod tests {
     #[test]
     fn only_the_matching_origin_is_accepted_once() {
         let mut p = Poller::new(6, 10, false);
-        let old = p.request(1, 0.0);
-        let req = p.request(2, 1.5);
+        let old = p.request(1, 0);
+        let req = p.request(2, 15);
         assert_eq!(
             p.reply(&reply_to(&old, 2, 0, [0; 4])),
             ReplyOutcome::Rejected(Rejected::Origin)
@@ -269,7 +269,7 @@ mod tests {
         let ReplyOutcome::Valid { sent, .. } = p.reply(&r) else {
             panic!()
         };
-        assert_eq!(sent, 1.5);
+        assert_eq!(sent, 15);
         assert_eq!(
             p.reply(&r),
             ReplyOutcome::Rejected(Rejected::Origin),
@@ -280,7 +280,7 @@ mod tests {
     #[test]
     fn bad_replies_are_rejected() {
         let mut p = Poller::new(6, 10, false);
-        let req = p.request(7, 0.0);
+        let req = p.request(7, 0);
         assert_eq!(
             p.reply(&[0u8; 20]),
             ReplyOutcome::Rejected(Rejected::Format)
@@ -295,12 +295,12 @@ mod tests {
             p.reply(&reply_to(&req, 2, 3, [0; 4])),
             ReplyOutcome::Rejected(Rejected::Unsynchronised)
         );
-        let req = p.request(8, 0.0);
+        let req = p.request(8, 0);
         assert_eq!(
             p.reply(&reply_to(&req, 16, 0, [0; 4])),
             ReplyOutcome::Rejected(Rejected::Unsynchronised)
         );
-        let req = p.request(9, 0.0);
+        let req = p.request(9, 0);
         let mut zero_tx = reply_to(&req, 2, 0, [0; 4]);
         zero_tx[40..48].fill(0);
         assert_eq!(
@@ -312,13 +312,13 @@ mod tests {
     #[test]
     fn kiss_codes_change_polling() {
         let mut p = Poller::new(4, 10, false);
-        let req = p.request(1, 0.0);
+        let req = p.request(1, 0);
         assert_eq!(
             p.reply(&reply_to(&req, 0, 3, *b"RATE")),
             ReplyOutcome::Kiss(Kiss::Rate)
         );
         assert_eq!(p.poll(), 5);
-        let req = p.request(2, 0.0);
+        let req = p.request(2, 0);
         assert_eq!(
             p.reply(&reply_to(&req, 0, 3, *b"DENY")),
             ReplyOutcome::Kiss(Kiss::Deny)

@@ -146,7 +146,10 @@ mod tests {
             ..Default::default()
         };
         let out = st.render();
-        let expected = CHRONYC_SERVERSTATS.split_once('\n').map(|(_, body)| body).unwrap_or("");
+        let expected = CHRONYC_SERVERSTATS
+            .split_once('\n')
+            .map(|(_, body)| body)
+            .unwrap_or("");
         assert!(out.starts_with(expected), "{out}");
         let tail: Vec<&str> = out.lines().skip(11).collect();
         assert_eq!(

@@ -2,7 +2,10 @@
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use ntp_user::control::{self, Request, Response};
+use ntp_user::{
+    control::{self, Request, Response},
+    report,
+};
 use std::path::PathBuf;
 
 /// Default control socket of ntpxd.
@@ -34,13 +37,23 @@ enum Command {
     Serverstats,
     /// The XDP fast path: interfaces it is attached to and every kernel counter.
     Xdpstats,
+    /// The time sources: state, stratum, poll, reachability, last sample.
+    Sources {
+        /// Print the legend explaining the columns.
+        #[arg(short = 'v')]
+        verbose: bool,
+    },
+    /// The reference and the state of the system clock.
+    Tracking,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let req = match args.command {
-        Command::Serverstats => Request::Serverstats,
-        Command::Xdpstats => Request::Xdpstats,
+    let (req, verbose) = match args.command {
+        Command::Serverstats => (Request::Serverstats, false),
+        Command::Xdpstats => (Request::Xdpstats, false),
+        Command::Sources { verbose } => (Request::Sources, verbose),
+        Command::Tracking => (Request::Tracking, false),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -50,6 +63,10 @@ fn main() -> Result<()> {
         Response::Serverstats(s) if args.csv => print!("{}", s.render_csv()),
         Response::Serverstats(s) => print!("{}", s.render()),
         Response::Xdpstats(s) => print!("{}", s.render()),
+        Response::Sources(rows) if args.csv => print!("{}", report::render_sources_csv(&rows)),
+        Response::Sources(rows) => print!("{}", report::render_sources(&rows, verbose)),
+        Response::Tracking(t) if args.csv => print!("{}", t.render_csv()),
+        Response::Tracking(t) => print!("{}", t.render()),
         Response::Error(e) => bail!("ntpxd: {e}"),
     }
     Ok(())

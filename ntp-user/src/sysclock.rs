@@ -1,0 +1,175 @@
+//! Steering the real system clock through adjtimex, adjtime and clock_settime.
+//!
+//! Only `ntpxd` without `-x` uses this; no test runs it (the machines here must never have
+//! their clock changed). What each call asks of the kernel is computed by pure functions
+//! that are unit-tested; the syscalls themselves are a few lines each.
+
+use anyhow::{Result, bail};
+
+/// The kernel's frequency limit for ADJ_FREQUENCY: 500 ppm.
+pub const MAX_KERNEL_FREQ: f64 = 500e-6;
+
+/// `timex.freq` for a frequency correction (ratio; positive speeds the clock up): scaled
+/// ppm with 16 fractional bits, clamped to the kernel's limit.
+pub fn freq_to_timex(freq: f64) -> libc::c_long {
+    let f = freq.clamp(-MAX_KERNEL_FREQ, MAX_KERNEL_FREQ);
+    (f * 1e6 * 65536.0).round() as libc::c_long
+}
+
+/// The frequency correction a `timex.freq` value stands for.
+pub fn timex_to_freq(v: libc::c_long) -> f64 {
+    v as f64 / 65536.0 / 1e6
+}
+
+/// `timex.status` bits to set for the synchronization state: STA_UNSYNC cleared while
+/// synchronized (which also lets the kernel's 11-minute mode copy the time to the RTC,
+/// `rtcsync`), and the leap second to insert or delete at the end of the day.
+pub fn status_bits(current: i32, synchronized: bool, leap: u8) -> i32 {
+    let mut s = current & !(libc::STA_UNSYNC | libc::STA_INS | libc::STA_DEL);
+    if !synchronized {
+        s |= libc::STA_UNSYNC;
+    }
+    match leap {
+        1 => s |= libc::STA_INS,
+        2 => s |= libc::STA_DEL,
+        _ => {}
+    }
+    s
+}
+
+/// Splits an offset into the `timeval` adjtime takes (microseconds, normalized).
+pub fn offset_to_timeval(offset: f64) -> libc::timeval {
+    let us = (offset * 1e6).round() as i64;
+    libc::timeval {
+        tv_sec: us.div_euclid(1_000_000) as libc::time_t,
+        tv_usec: us.rem_euclid(1_000_000) as libc::suseconds_t,
+    }
+}
+
+fn timeval_to_offset(tv: &libc::timeval) -> f64 {
+    tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6
+}
+
+/// The system clock, steered for real.
+pub struct SystemClock;
+
+impl SystemClock {
+    /// Sets the frequency correction.
+    pub fn set_frequency(&mut self, freq: f64) -> Result<()> {
+        // SAFETY: zeroed timex with only the fields named by `modes` set.
+        let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+        tx.modes = libc::ADJ_FREQUENCY;
+        tx.freq = freq_to_timex(freq);
+        adjtimex(&mut tx)
+    }
+
+    /// Reads the frequency correction in force.
+    pub fn frequency(&self) -> Result<f64> {
+        // SAFETY: as above; modes 0 only reads.
+        let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+        adjtimex(&mut tx)?;
+        Ok(timex_to_freq(tx.freq))
+    }
+
+    /// Starts slewing `offset` seconds (the kernel slews at 500 ppm), replacing a slew in
+    /// progress; returns what was left of that one.
+    pub fn slew(&mut self, offset: f64) -> Result<f64> {
+        let delta = offset_to_timeval(offset);
+        // SAFETY: valid timeval pointers.
+        let mut old: libc::timeval = unsafe { std::mem::zeroed() };
+        if unsafe { libc::adjtime(&delta, &mut old) } != 0 {
+            bail!("adjtime: {}", std::io::Error::last_os_error());
+        }
+        Ok(timeval_to_offset(&old))
+    }
+
+    /// What is left of the slew in progress.
+    pub fn slew_remaining(&self) -> Result<f64> {
+        // SAFETY: a null delta only reads the remaining adjustment.
+        let mut old: libc::timeval = unsafe { std::mem::zeroed() };
+        if unsafe { libc::adjtime(std::ptr::null(), &mut old) } != 0 {
+            bail!("adjtime: {}", std::io::Error::last_os_error());
+        }
+        Ok(timeval_to_offset(&old))
+    }
+
+    /// Steps the clock by `offset` seconds, cancelling any slew first.
+    pub fn step(&mut self, offset: f64) -> Result<()> {
+        self.slew(0.0)?;
+        let now = crate::clock::realtime_ns()? as i128;
+        let target = now + (offset * 1e9).round() as i128;
+        if target < 0 {
+            bail!("refusing to step the clock before 1970");
+        }
+        let ts = libc::timespec {
+            tv_sec: (target / 1_000_000_000) as libc::time_t,
+            tv_nsec: (target % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: valid timespec.
+        if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
+            bail!("clock_settime: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Publishes the synchronization state (and leap second) to the kernel.
+    pub fn set_status(
+        &mut self,
+        synchronized: bool,
+        leap: u8,
+        max_error: f64,
+        est_error: f64,
+    ) -> Result<()> {
+        // SAFETY: zeroed timex; read first so unrelated status bits are kept.
+        let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+        adjtimex(&mut tx)?;
+        let status = status_bits(tx.status, synchronized, leap);
+        let mut set: libc::timex = unsafe { std::mem::zeroed() };
+        set.modes = libc::ADJ_STATUS | libc::ADJ_MAXERROR | libc::ADJ_ESTERROR;
+        set.status = status;
+        set.maxerror = (max_error * 1e6).clamp(0.0, 16e6) as libc::c_long;
+        set.esterror = (est_error * 1e6).clamp(0.0, 16e6) as libc::c_long;
+        adjtimex(&mut set)
+    }
+}
+
+fn adjtimex(tx: &mut libc::timex) -> Result<()> {
+    // SAFETY: tx is a valid, initialized timex.
+    if unsafe { libc::adjtimex(tx) } < 0 {
+        bail!("adjtimex: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frequency_scaling_and_limit() {
+        assert_eq!(freq_to_timex(35e-6), 35 * 65536);
+        assert_eq!(freq_to_timex(-1e-3), -500 * 65536);
+        assert!((timex_to_freq(freq_to_timex(12.5e-6)) - 12.5e-6).abs() < 1e-12);
+    }
+
+    #[test]
+    fn status_tracks_sync_and_leap() {
+        let s = status_bits(libc::STA_UNSYNC | libc::STA_PLL, true, 1);
+        assert_eq!(s & libc::STA_UNSYNC, 0);
+        assert_ne!(s & libc::STA_INS, 0);
+        assert_ne!(s & libc::STA_PLL, 0, "unrelated bits are kept");
+        let s = status_bits(libc::STA_INS, false, 0);
+        assert_ne!(s & libc::STA_UNSYNC, 0);
+        assert_eq!(s & libc::STA_INS, 0);
+        assert_ne!(status_bits(0, true, 2) & libc::STA_DEL, 0);
+    }
+
+    #[test]
+    fn offsets_become_normalized_timevals() {
+        let tv = offset_to_timeval(-0.25);
+        assert_eq!((tv.tv_sec, tv.tv_usec), (-1, 750_000));
+        assert!((timeval_to_offset(&tv) + 0.25).abs() < 1e-9);
+        let tv = offset_to_timeval(1.5);
+        assert_eq!((tv.tv_sec, tv.tv_usec), (1, 500_000));
+    }
+}
