@@ -18,7 +18,9 @@ pub mod report;
 pub mod server;
 pub mod source;
 pub mod stats;
+pub mod sync;
 pub mod sysclock;
+pub mod virtclock;
 
 /// The XDP object built from `ntp-ebpf`, embedded at build time.
 pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ntpx.bpf.o"));

@@ -229,6 +229,121 @@ pub fn veth(server: &Netns, client: &Netns, net: u8) -> Result<Link> {
     Ok(l)
 }
 
+/// A shared segment: a hub namespace with a bridge, and nodes joined to it by veth pairs.
+/// Node N gets 198.18.NET.N/24 and fd00:198:18:NET::N/64.
+pub struct Lan {
+    hub: Netns,
+    net: u8,
+    /// Hub-side interface of each node, by node number.
+    pub hub_ifs: Vec<(u8, String)>,
+}
+
+impl Lan {
+    /// A hub namespace with bridge `br0` for subnet number `net`.
+    pub fn new(net: u8) -> Result<Self> {
+        let hub = Netns::new("hub")?;
+        hub.ip(&["link", "add", "br0", "type", "bridge"])?;
+        hub.ip(&["link", "set", "br0", "up"])?;
+        Ok(Lan {
+            hub,
+            net,
+            hub_ifs: Vec::new(),
+        })
+    }
+
+    /// The hub namespace.
+    pub fn hub(&self) -> &Netns {
+        &self.hub
+    }
+
+    /// Joins `ns` as node `n` (1-254); returns (node interface, IPv4 address).
+    pub fn join(&mut self, ns: &Netns, n: u8) -> Result<(String, String)> {
+        let c = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}{c}", std::process::id() % 100_000);
+        let (h, x) = (format!("nxh{id}"), format!("nxn{id}"));
+        ip(&[
+            "link",
+            "add",
+            &h,
+            "netns",
+            self.hub.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &x,
+            "netns",
+            ns.name(),
+        ])?;
+        self.hub.ip(&["link", "set", &h, "master", "br0"])?;
+        self.hub.ip(&["link", "set", &h, "up"])?;
+        let v4 = format!("198.18.{}.{n}", self.net);
+        ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", &x])?;
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("fd00:198:18:{}::{n}/64", self.net),
+            "dev",
+            &x,
+            "nodad",
+        ])?;
+        ns.ip(&["link", "set", &x, "up"])?;
+        self.hub_ifs.push((n, h));
+        Ok((x, v4))
+    }
+
+    /// The hub-side interface of node `n`.
+    pub fn hub_if(&self, n: u8) -> Option<&str> {
+        self.hub_ifs
+            .iter()
+            .find(|(m, _)| *m == n)
+            .map(|(_, i)| i.as_str())
+    }
+}
+
+/// chronyd -x in `ns` with `config` lines (pidfile, driftfile, command socket and cmdport 0
+/// are added); returns the process and its command socket for chronyc -h.
+pub fn chronyd(ns: &Netns, config: &str) -> Result<(Proc, TempDir, PathBuf)> {
+    let dir = TempDir::new("chronyd")?;
+    let sock = dir.path().join("chronyd.sock");
+    let conf = dir.path().join("chrony.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{config}\ncmdport 0\nbindcmdaddress {}\npidfile {}\ndriftfile {}\n",
+            sock.display(),
+            dir.path().join("chronyd.pid").display(),
+            dir.path().join("drift").display()
+        ),
+    )?;
+    let mut cmd = ns.command("chronyd");
+    cmd.args(["-x", "-d", "-u", "root", "-f"]).arg(&conf);
+    let p = Proc::spawn("chronyd", cmd)?;
+    Ok((p, dir, sock))
+}
+
+/// `chronyc -h SOCKET -n ARGS` in `ns`.
+pub fn chronyc(ns: &Netns, sock: &std::path::Path, args: &[&str]) -> Result<String> {
+    let mut a = vec!["-h", sock.to_str().context("socket path")?, "-n"];
+    a.extend_from_slice(args);
+    ns.output("chronyc", &a)
+}
+
+/// Polls `f` every 250 ms until it returns `Some`, for at most `timeout`.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// A child process, ended (SIGTERM, then SIGKILL) when dropped; stderr kept in a file.
 pub struct Proc {
     child: Option<Child>,

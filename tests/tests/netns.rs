@@ -2,7 +2,9 @@
 //! chronyd -x). Needs root. One shared system clock: the true offset is zero.
 
 use anyhow::{Context, Result, bail};
-use ntpx_tests::{Link, Netns, Ntpxd, Proc, TempDir, ntpdig, ntpdig_best, veth, xdp_pass};
+use ntpx_tests::{
+    Link, Netns, Ntpxd, Proc, chronyc, chronyd, ntpdig, ntpdig_best, veth, wait_until, xdp_pass,
+};
 use std::time::{Duration, Instant};
 
 const SERVE_ALL: &str = "local stratum 3\nallow all\n";
@@ -60,47 +62,24 @@ fn assert_dig_ok(n: &Net, addr: &str) -> Result<()> {
 /// chronyd -x as a client of `server` polling every 1/16 s; returns its last offset once it
 /// has selected the server.
 fn chronyd_offset(n: &Net, server: &str) -> Result<f64> {
-    let dir = TempDir::new("chronyd")?;
-    let sock = dir.path().join("chronyd.sock");
-    let conf = dir.path().join("chrony.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server {server} iburst minpoll -4 maxpoll -4\nport 0\ncmdport 0\nbindcmdaddress {}\npidfile {}\ndriftfile {}\n",
-            sock.display(),
-            dir.path().join("chronyd.pid").display(),
-            dir.path().join("drift").display()
-        ),
+    let (chronyd, _dir, sock) = chronyd(
+        &n.client,
+        &format!("server {server} iburst minpoll -4 maxpoll -4\nport 0"),
     )?;
-    let mut cmd = n.client.command("chronyd");
-    cmd.args(["-x", "-d", "-u", "root", "-f"]).arg(&conf);
-    let chronyd = Proc::spawn("chronyd", cmd)?;
-    let start = Instant::now();
-    loop {
-        let out = n
-            .client
-            .output(
-                "chronyc",
-                &["-h", &sock.to_string_lossy(), "-n", "-c", "sources"],
-            )
-            .unwrap_or_default();
-        // CSV: mode,state,address,stratum,poll,reach,lastrx,offset,measured,error
-        for line in out.lines() {
-            let f: Vec<&str> = line.split(',').collect();
-            if f.len() >= 10 && f[1] == "*" && f[2] == server {
-                let offset: f64 = f[8].parse().context("chronyc measured offset")?;
-                drop(chronyd);
-                return Ok(offset);
-            }
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            bail!(
-                "chronyd did not select {server} in 30 s; sources: {out}\n{}",
-                chronyd.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    // CSV: mode,state,address,stratum,poll,reach,lastrx,offset,measured,error
+    let found = wait_until(
+        Duration::from_secs(30),
+        "chronyd to select the server",
+        || {
+            let out = chronyc(&n.client, &sock, &["-c", "sources"]).unwrap_or_default();
+            out.lines().find_map(|line| {
+                let f: Vec<&str> = line.split(',').collect();
+                (f.len() >= 10 && f[1] == "*" && f[2] == server)
+                    .then(|| f[8].parse::<f64>().ok())?
+            })
+        },
+    );
+    found.with_context(|| chronyd.log())
 }
 
 #[test]

@@ -1,0 +1,243 @@
+//! ntpxd -x following real upstream servers in network namespaces (needs root).
+//!
+//! Every namespace shares the machine's one clock, so the truth is known: an upstream that
+//! serves the system clock is exactly right, and ntpx-testserver is wrong by exactly what
+//! it was told.
+
+use anyhow::{Context, Result, bail};
+use ntpx_tests::{
+    Lan, Netns, Ntpxd, Proc, bin, chronyc, chronyd, ntpdig_best, wait_until, xdp_pass,
+};
+use std::time::{Duration, Instant};
+
+/// A source line of `ntpxc -c sources`: (state, name, stratum, reach, measured offset).
+fn sources(d: &Ntpxd) -> Vec<(String, String, u8, String, f64)> {
+    d.ntpxc(&["-c", "sources"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f.len() >= 10).then(|| {
+                (
+                    f[1].to_string(),
+                    f[2].to_string(),
+                    f[3].parse().unwrap_or(0),
+                    f[5].to_string(),
+                    f[8].parse().unwrap_or(f64::NAN),
+                )
+            })
+        })
+        .collect()
+}
+
+fn selected(d: &Ntpxd) -> Option<String> {
+    sources(d).into_iter().find(|s| s.0 == "*").map(|s| s.1)
+}
+
+/// A tracking value from `ntpxc tracking` by label.
+fn tracking(d: &Ntpxd, label: &str) -> Result<String> {
+    let out = d.ntpxc(&["tracking"])?;
+    out.lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.trim() == label)
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .with_context(|| format!("{label:?} not in tracking:\n{out}"))
+}
+
+/// Parses "0.000001234 seconds fast of NTP time" / "12.345 ppm slow" to a signed number
+/// (fast positive).
+fn signed_fast_slow(v: &str) -> Result<f64> {
+    let mut t = v.split_whitespace();
+    let x: f64 = t.next().context("number")?.parse()?;
+    Ok(if v.contains("slow") { -x } else { x })
+}
+
+const FAST_POLL: &str = "iburst minpoll -4 maxpoll -4";
+
+#[test]
+fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
+    if !ntpx_tests::privileged("ntpxd_selects_chronyd_and_serves_stratum_3") {
+        return Ok(());
+    }
+    let mut lan = Lan::new(40)?;
+    let up = Netns::new("up")?;
+    let srv = Netns::new("srv")?;
+    let cli = Netns::new("cli")?;
+    let (_, up_ip) = lan.join(&up, 1)?;
+    let (srv_if, srv_ip) = lan.join(&srv, 2)?;
+    lan.join(&cli, 3)?;
+    let _pass = xdp_pass(lan.hub(), lan.hub_if(2).context("hub if")?)?;
+    let (_up, _dir, _sock) = chronyd(&up, "local stratum 2\nallow all")?;
+    let d = Ntpxd::start(
+        &srv,
+        &format!("server {up_ip} {FAST_POLL}\nallow all"),
+        &["-i", &srv_if],
+    )?;
+    let start = Instant::now();
+    wait_until(Duration::from_secs(30), "ntpxd to select chronyd", || {
+        selected(&d).filter(|s| *s == up_ip)
+    })
+    .with_context(|| d.proc.log())?;
+    println!("selected after {:?}", start.elapsed());
+    assert!(
+        d.proc.log().contains(&format!("Selected source {up_ip}")),
+        "{}",
+        d.proc.log()
+    );
+    assert_eq!(tracking(&d, "Stratum")?, "3");
+    let s = sources(&d);
+    assert_eq!(s[0].2, 2, "upstream stratum");
+    assert!(s[0].4.abs() < 0.001, "offset to chronyd {} s", s[0].4);
+    // Clients of ntpxd see stratum 3, answered by the kernel.
+    let dig = ntpdig_best(&cli, &srv_ip, 3)?;
+    assert_eq!(dig.stratum, 3, "{}", dig.line);
+    assert!(d.stat("xdpstats", "answered")? >= 1);
+    Ok(())
+}
+
+/// The seed's topology: upstream stratum 2, two stratum-3 ntpxd servers with the fast
+/// path, a client ntpxd listing both; stopping the selected server fails over.
+#[test]
+fn failover_pair_serves_a_client_and_survives_losing_one_server() -> Result<()> {
+    if !ntpx_tests::privileged("failover_pair_serves_a_client_and_survives_losing_one_server") {
+        return Ok(());
+    }
+    let mut lan = Lan::new(41)?;
+    let up = Netns::new("up")?;
+    let a = Netns::new("a")?;
+    let b = Netns::new("b")?;
+    let cli = Netns::new("cli")?;
+    let dig = Netns::new("dig")?;
+    let (_, up_ip) = lan.join(&up, 1)?;
+    let (a_if, a_ip) = lan.join(&a, 2)?;
+    let (b_if, b_ip) = lan.join(&b, 3)?;
+    lan.join(&cli, 4)?;
+    lan.join(&dig, 5)?;
+    let _pass_a = xdp_pass(lan.hub(), lan.hub_if(2).context("hub if")?)?;
+    let _pass_b = xdp_pass(lan.hub(), lan.hub_if(3).context("hub if")?)?;
+    let (_up, _dir, _sock) = chronyd(&up, "local stratum 2\nallow all")?;
+    let server_conf = format!("server {up_ip} {FAST_POLL}\nallow all\nlocal stratum 10");
+    let mut da = Some(Ntpxd::start(&a, &server_conf, &["-i", &a_if])?);
+    let mut db = Some(Ntpxd::start(&b, &server_conf, &["-i", &b_if])?);
+    let client = Ntpxd::start(
+        &cli,
+        &format!("server {a_ip} {FAST_POLL}\nserver {b_ip} {FAST_POLL}\nport 0"),
+        &["--no-xdp"],
+    )?;
+    for d in [da.as_ref(), db.as_ref()].into_iter().flatten() {
+        wait_until(Duration::from_secs(30), "servers to sync", || selected(d))
+            .with_context(|| d.proc.log())?;
+    }
+    let first = wait_until(
+        Duration::from_secs(30),
+        "the client to select a server",
+        || {
+            let s = sources(&client);
+            // Both servers at stratum 3 and one selected.
+            (s.len() == 2 && s.iter().all(|x| x.2 == 3)).then(|| selected(&client))?
+        },
+    )
+    .with_context(|| client.proc.log())?;
+    println!(
+        "client selected {first}; sources:\n{}",
+        client.ntpxc(&["sources"])?
+    );
+    assert_eq!(tracking(&client, "Stratum")?, "4");
+
+    let (survivor, survivor_ip) = if first == a_ip {
+        da = None;
+        (db.take(), b_ip.clone())
+    } else {
+        db = None;
+        (da.take(), a_ip.clone())
+    };
+    let stopped = Instant::now();
+    let next = wait_until(
+        Duration::from_secs(30),
+        "failover to the other server",
+        || selected(&client).filter(|s| *s == survivor_ip),
+    )
+    .with_context(|| client.proc.log())?;
+    println!("failed over to {next} in {:?}", stopped.elapsed());
+    let d = ntpdig_best(&dig, &survivor_ip, 3)?;
+    assert_eq!(d.stratum, 3, "surviving server: {}", d.line);
+    assert!(survivor.context("survivor")?.stat("xdpstats", "answered")? > 0);
+    let _ = (da, db);
+    Ok(())
+}
+
+/// ntpxd -x and chronyd -x follow one upstream that is 25 ms ahead, drifting +40 ppm, with
+/// 100 us of timestamp jitter; both estimates are compared with the truth.
+#[test]
+fn injected_offset_and_drift_are_estimated() -> Result<()> {
+    if !ntpx_tests::privileged("injected_offset_and_drift_are_estimated") {
+        return Ok(());
+    }
+    const OFFSET: f64 = 0.025;
+    const DRIFT_PPM: f64 = 40.0;
+    const JITTER: f64 = 100e-6;
+    let mut lan = Lan::new(42)?;
+    let up = Netns::new("up")?;
+    let x = Netns::new("ntpx")?;
+    let c = Netns::new("chrony")?;
+    let (_, up_ip) = lan.join(&up, 1)?;
+    lan.join(&x, 2)?;
+    lan.join(&c, 3)?;
+    let mut cmd = up.command(bin("ntpx-testserver"));
+    cmd.args([
+        "--listen",
+        &format!("{up_ip}:123"),
+        "--offset",
+        &OFFSET.to_string(),
+    ])
+    .args([
+        "--drift",
+        &DRIFT_PPM.to_string(),
+        "--jitter",
+        &JITTER.to_string(),
+    ]);
+    let mut server = Proc::spawn("testserver", cmd)?;
+    server.wait_for_log("listening", Duration::from_secs(10))?;
+    let started = Instant::now();
+    let line = format!("server {up_ip} iburst minpoll -3 maxpoll -3");
+    let d = Ntpxd::start(&x, &format!("{line}\nport 0"), &["--no-xdp"])?;
+    let (_chrony, _dir, sock) = chronyd(&c, &format!("{line}\nport 0"))?;
+    std::thread::sleep(Duration::from_secs(60));
+    let truth_offset = OFFSET + DRIFT_PPM * 1e-6 * started.elapsed().as_secs_f64();
+    // "System time: X seconds slow of NTP time": the system clock is behind by the offset.
+    let x_sys = signed_fast_slow(&tracking(&d, "System time")?)?;
+    let x_freq = signed_fast_slow(&tracking(&d, "Frequency")?)?;
+    let ct = chronyc(&c, &sock, &["tracking"])?;
+    let grab = |label: &str| -> Result<f64> {
+        let v = ct
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.trim() == label)
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .with_context(|| format!("{label} in chronyc tracking:\n{ct}"))?;
+        signed_fast_slow(&v)
+    };
+    let (c_sys, c_freq) = (grab("System time")?, grab("Frequency")?);
+    let report = format!(
+        "truth: system clock {:.6} s slow, {DRIFT_PPM:.3} ppm slow\n\
+         ntpxd -x:   offset error {:+.6} s, frequency error {:+.3} ppm\n\
+         chronyd -x: offset error {:+.6} s, frequency error {:+.3} ppm",
+        truth_offset,
+        x_sys + truth_offset,
+        x_freq + DRIFT_PPM,
+        c_sys + truth_offset,
+        c_freq + DRIFT_PPM
+    );
+    println!("{report}");
+    if (x_sys + truth_offset).abs() > 0.001 || (x_freq + DRIFT_PPM).abs() > 5.0 {
+        bail!(
+            "ntpxd's estimate is off:\n{report}\n{}",
+            d.ntpxc(&["tracking"])?
+        );
+    }
+    Ok(())
+}
