@@ -6,12 +6,16 @@ use crate::{
     clock,
     config::Config,
     control::{self, Request, Response},
+    drift::{self, Drift},
+    engine::{Engine, FreeRunning},
     ifaces,
     kernel::KernelPath,
     net::{self, TimestampedSocket},
-    reference::{PublishParams, Reference, server_state},
+    reference::{PublishParams, server_state},
     server::{self, Verdict},
     stats::{NamedCounter, ServerStats, XdpStats},
+    steered::SystemSteered,
+    sync_task::{self, DaemonClock, SharedEngine},
 };
 use anyhow::{Context, Result, anyhow, bail};
 use ntp_common::{Counter, ServerState};
@@ -59,26 +63,16 @@ struct Shared {
     state: Mutex<ServerState>,
     kernel: Option<Mutex<KernelPath>>,
     counters: DaemonCounters,
+    engine: SharedEngine,
 }
 
 impl Shared {
-    fn reference(&self, now_unix_ns: u64) -> Reference {
-        match &self.config.local {
-            Some(l) => Reference::local(l.stratum, now_unix_ns),
-            None => Reference::unsynchronised(),
-        }
-    }
-
     /// Recomputes the state from the reference and publishes it to both paths.
     fn publish(&self) -> Result<()> {
         let now_tai = clock::tai_ns()?;
         let now_unix = now_tai.wrapping_sub(self.tai_offset_s as i64 as u64 * 1_000_000_000);
-        let st = server_state(
-            &self.reference(now_unix),
-            &self.params,
-            now_tai,
-            self.tai_offset_s,
-        );
+        let reference = lock(&self.engine).reference(now_unix);
+        let st = server_state(&reference, &self.params, now_tai, self.tai_offset_s);
         *lock(&self.state) = st;
         if let Some(k) = &self.kernel {
             lock(k).publish(&st);
@@ -159,7 +153,12 @@ impl Shared {
         match req {
             Ok(Request::Serverstats) => Response::Serverstats(self.server_stats()),
             Ok(Request::Xdpstats) => Response::Xdpstats(self.xdp_stats()),
-            Ok(Request::Sources | Request::Tracking) => Response::Error("not yet".into()),
+            Ok(Request::Sources) => Response::Sources(
+                lock(&self.engine).sources_report(clock::realtime_ns().unwrap_or(0)),
+            ),
+            Ok(Request::Tracking) => Response::Tracking(
+                lock(&self.engine).tracking_report(clock::realtime_ns().unwrap_or(0)),
+            ),
             Err(e) => {
                 self.counters.cmd_dropped.fetch_add(1, Ordering::Relaxed);
                 Response::Error(format!("{e:#}"))
@@ -187,9 +186,6 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     );
     for w in &config.warnings {
         warn!("{w}");
-    }
-    if !opts.no_clock_control {
-        info!("No time sources configured in this version: the system clock is not adjusted");
     }
     let acl = AccessTable::from_rules(&config.acl_rules, resolve_name)
         .map_err(|e| anyhow!("allow/deny: {e}"))?;
@@ -219,7 +215,9 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     } else {
         Some(Mutex::new(start_kernel(&config, &opts, &acl)?))
     };
+    let engine = Arc::new(Mutex::new(new_engine(&config, &opts, params.precision)));
     let shared = Arc::new(Shared {
+        engine,
         acl,
         params,
         tai_offset_s: kt.tai_offset_s,
@@ -240,6 +238,13 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     );
 
     let mut tasks = tokio::task::JoinSet::new();
+    let sh = shared.clone();
+    let changed: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+        if let Err(e) = sh.publish() {
+            warn!("Publishing server state failed: {e:#}");
+        }
+    });
+    sync_task::start(&shared.config, shared.engine.clone(), changed, &mut tasks);
     for sock in bind_ntp_sockets(&shared.config)? {
         let sh = shared.clone();
         tasks.spawn(async move { serve_ntp(sock, sh).await });
@@ -256,10 +261,15 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     let sh = shared.clone();
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(PUBLISH_INTERVAL);
+        let mut n: u64 = 0;
         loop {
             tick.tick().await;
             if let Err(e) = sh.publish() {
                 warn!("Publishing server state failed: {e:#}");
+            }
+            n += 1;
+            if n.is_multiple_of(DRIFT_SAVE_EVERY) {
+                save_drift(&sh);
             }
         }
     });
@@ -286,8 +296,60 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     if let Some(path) = &cmd_socket {
         let _ = std::fs::remove_file(path);
     }
+    save_drift(&shared);
     drop(pid_guard);
     outcome
+}
+
+/// Publications between driftfile writes (an hour).
+const DRIFT_SAVE_EVERY: u64 = 3600;
+
+/// The engine over the clock chosen by `-x`, starting from the driftfile's frequency.
+fn new_engine(config: &Config, opts: &Options, precision: i8) -> Engine<DaemonClock> {
+    let drift = config.driftfile.as_deref().and_then(drift::read);
+    let freq = match drift {
+        Some(d) => {
+            info!(
+                "Frequency {:.3} +/- {:.3} ppm read from {}",
+                d.freq_ppm,
+                d.skew_ppm,
+                config
+                    .driftfile
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+            // The driftfile holds the clock's error (fast positive); the correction undoes it.
+            -d.freq_ppm * 1e-6
+        }
+        None => 0.0,
+    };
+    let clock = if opts.no_clock_control {
+        DaemonClock::Free(FreeRunning::new(freq, || clock::realtime_ns().unwrap_or(0)))
+    } else {
+        DaemonClock::System(SystemSteered::new(freq))
+    };
+    Engine::new(
+        clock,
+        &config.sync,
+        config.local,
+        2f64.powi(precision as i32),
+    )
+}
+
+/// Writes the current frequency estimate to the driftfile, if one is configured.
+fn save_drift(sh: &Shared) {
+    let Some(path) = &sh.config.driftfile else {
+        return;
+    };
+    let t = lock(&sh.engine).tracking_report(clock::realtime_ns().unwrap_or(0));
+    let d = Drift {
+        freq_ppm: t.frequency_ppm,
+        skew_ppm: t.skew_ppm,
+    };
+    if let Err(e) = drift::write(path, &d) {
+        warn!("{e:#}");
+    }
 }
 
 fn start_kernel(config: &Config, opts: &Options, acl: &AccessTable) -> Result<KernelPath> {

@@ -9,6 +9,8 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod drift;
+pub mod engine;
 pub mod ifaces;
 pub mod kernel;
 pub mod net;
@@ -18,7 +20,9 @@ pub mod report;
 pub mod server;
 pub mod source;
 pub mod stats;
+pub mod steered;
 pub mod sync;
+pub mod sync_task;
 pub mod sysclock;
 pub mod virtclock;
 

@@ -86,6 +86,18 @@ impl VirtualClock {
         self.remaining = 0.0;
         self.phase += offset;
     }
+
+    /// Moves the served time (reading plus slew left) forward by `offset` at `t`: at once
+    /// in the reading if `step`, else by adding it to the slew.
+    pub fn correct(&mut self, t: f64, offset: f64, step: bool) {
+        self.collapse(t);
+        if step {
+            self.phase += self.remaining + offset;
+            self.remaining = 0.0;
+        } else {
+            self.remaining += offset;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -116,5 +128,12 @@ mod tests {
         assert_eq!(c.remaining_at(3.0), 0.0);
         c.set_frequency(3.0, -1e-6);
         assert!((c.phase_at(4.0) - (0.499 - 1e-6)).abs() < 1e-12);
+        // A correction moves the served time by exactly its size, stepped or slewed.
+        let before = c.served_correction(4.0).0;
+        c.correct(4.0, 0.25, false);
+        assert!((c.served_correction(4.0).0 - before - 0.25).abs() < 1e-12);
+        c.correct(4.0, -0.1, true);
+        assert!((c.served_correction(4.0).0 - before - 0.15).abs() < 1e-12);
+        assert_eq!(c.remaining_at(4.0), 0.0);
     }
 }

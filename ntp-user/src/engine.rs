@@ -1,0 +1,569 @@
+//! The daemon's synchronization state, sans-IO: the source table, selection, the steering
+//! loop, and what the server says as a result (the [`Reference`] it publishes and the
+//! `sources`/`tracking` reports). Fed with replies and kernel timestamps by the IO layer.
+
+use crate::{
+    config::{LocalConfig, SyncConfig},
+    packet::{NtpHeader, ntp_short_to_secs},
+    reference::{REFID_LOCAL, Reference},
+    report::{SourceReport, TrackingReport},
+    sync::{
+        discipline::{Clock, Discipline, DisciplineParams, UpdateResult},
+        regress::{DEFAULT_MAX_SAMPLES, SourceStats},
+        sample::{Sample, SourceInfo},
+        select::{Candidate, Outcome, SelectParams, SourceState, select},
+    },
+    virtclock::VirtualClock,
+};
+use ntp_common::wire::{LEAP_UNSYNC, NANOS_PER_SEC, STRATUM_UNSYNC};
+use std::net::{IpAddr, SocketAddr};
+
+/// A clock the engine can discipline and read at past system instants.
+pub trait EngineClock: Clock {
+    /// The NTP clock's reading at system time `sys_ns` (CLOCK_REALTIME ns).
+    fn local_at(&self, sys_ns: u64) -> f64;
+    /// Served minus system time at `sys_ns` (seconds), and its rate.
+    fn served_correction(&self, sys_ns: u64) -> (f64, f64);
+}
+
+/// `ntpxd -x`'s clock: a [`VirtualClock`] over the system clock, which is never touched.
+pub struct FreeRunning {
+    vc: VirtualClock,
+    epoch_ns: u64,
+    now_ns: fn() -> u64,
+}
+
+impl FreeRunning {
+    /// A virtual clock with frequency correction `freq`, reading system time through `now_ns`.
+    pub fn new(freq: f64, now_ns: fn() -> u64) -> Self {
+        let epoch_ns = now_ns() / NANOS_PER_SEC * NANOS_PER_SEC;
+        let mut vc = VirtualClock::new(0.0);
+        vc.set_frequency(0.0, freq);
+        FreeRunning {
+            vc,
+            epoch_ns,
+            now_ns,
+        }
+    }
+
+    fn secs(&self, sys_ns: u64) -> f64 {
+        (sys_ns as i128 - self.epoch_ns as i128) as f64 * 1e-9
+    }
+}
+
+impl Clock for FreeRunning {
+    fn now(&self) -> f64 {
+        self.local_at((self.now_ns)())
+    }
+    fn frequency(&self) -> f64 {
+        self.vc.frequency()
+    }
+    fn set_frequency(&mut self, freq: f64) {
+        let t = self.secs((self.now_ns)());
+        self.vc.set_frequency(t, freq);
+    }
+    fn correct(&mut self, offset: f64, step: bool) {
+        let t = self.secs((self.now_ns)());
+        self.vc.correct(t, offset, step);
+    }
+}
+
+impl EngineClock for FreeRunning {
+    fn local_at(&self, sys_ns: u64) -> f64 {
+        let t = self.secs(sys_ns);
+        t + self.vc.served_correction(t).0
+    }
+    fn served_correction(&self, sys_ns: u64) -> (f64, f64) {
+        self.vc.served_correction(self.secs(sys_ns))
+    }
+}
+
+/// A log line in chrony's words.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Log {
+    /// Informational.
+    Info(String),
+    /// A warning.
+    Warn(String),
+}
+
+/// One upstream address and what is known of it.
+#[derive(Clone, Debug)]
+pub struct SourceEntry {
+    /// Shown name (the address).
+    pub name: String,
+    /// Where it is polled.
+    pub addr: SocketAddr,
+    /// `prefer` option.
+    pub prefer: bool,
+    /// `noselect` option.
+    pub noselect: bool,
+    /// Its sample window.
+    pub stats: SourceStats,
+    /// Reachability register.
+    pub reach: u8,
+    /// Poll exponent.
+    pub poll: i8,
+    /// Its stratum (0 before the first reply).
+    pub stratum: u8,
+    /// Its state after the last selection.
+    pub state: SourceState,
+    /// Local time of the last sample.
+    pub last_rx: Option<f64>,
+    /// Offset of the last sample as measured.
+    pub measured: f64,
+    /// Error estimate of the last sample.
+    pub error: f64,
+    /// Whether it refused service (KoD DENY/RSTR).
+    pub refused: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Synced {
+    source: usize,
+    stratum: u8,
+    leap: u8,
+    /// Local time of the update.
+    time: f64,
+    /// System time of the update, ns.
+    sys_ns: u64,
+    root_delay: f64,
+    root_dispersion: f64,
+}
+
+/// The synchronization state of the daemon.
+pub struct Engine<C: EngineClock> {
+    clock: C,
+    sources: Vec<SourceEntry>,
+    discipline: Discipline,
+    params: SelectParams,
+    local: Option<LocalConfig>,
+    precision: f64,
+    previous: Option<usize>,
+    outcome: Option<Outcome>,
+    synced: Option<Synced>,
+}
+
+/// Reference id of a source: its IPv4 address, or for IPv6 the first four bytes of a hash
+/// of the address (RFC 5905 uses MD5; any stable hash serves loop detection).
+pub fn refid_of(ip: IpAddr) -> [u8; 4] {
+    match ip {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(v6) => {
+            // FNV-1a: stable across runs and platforms.
+            let mut h: u32 = 0x811c_9dc5;
+            for b in v6.octets() {
+                h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+            }
+            h.to_be_bytes()
+        }
+    }
+}
+
+impl<C: EngineClock> Engine<C> {
+    /// An engine steering `clock` with the configured selection and loop settings.
+    pub fn new(clock: C, sync: &SyncConfig, local: Option<LocalConfig>, precision: f64) -> Self {
+        Engine {
+            clock,
+            sources: Vec::new(),
+            discipline: Discipline::new(DisciplineParams {
+                makestep: sync.makestep,
+                max_update_skew: sync.max_update_skew_ppm * 1e-6,
+                ..Default::default()
+            }),
+            params: SelectParams {
+                min_sources: sync.min_sources,
+                max_distance: sync.max_distance,
+                reselect_distance: sync.reselect_distance,
+                combine_limit: sync.combine_limit,
+                ..Default::default()
+            },
+            local,
+            precision,
+            previous: None,
+            outcome: None,
+            synced: None,
+        }
+    }
+
+    /// The clock being steered.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// Adds a source; returns its id.
+    pub fn add_source(
+        &mut self,
+        addr: SocketAddr,
+        prefer: bool,
+        noselect: bool,
+        poll: i8,
+    ) -> usize {
+        self.sources.push(SourceEntry {
+            name: addr.ip().to_string(),
+            addr,
+            prefer,
+            noselect,
+            stats: SourceStats::new(DEFAULT_MAX_SAMPLES),
+            reach: 0,
+            poll,
+            stratum: 0,
+            state: SourceState::Unselectable,
+            last_rx: None,
+            measured: 0.0,
+            error: 0.0,
+            refused: false,
+        });
+        self.sources.len() - 1
+    }
+
+    /// The source table.
+    pub fn sources(&self) -> &[SourceEntry] {
+        &self.sources
+    }
+
+    /// A request went out: the reachability register and poll after it. A source that
+    /// stopped answering may end the selection.
+    pub fn on_polled(&mut self, id: usize, reach: u8, poll: i8) -> Vec<Log> {
+        let Some(s) = self.sources.get_mut(id) else {
+            return Vec::new();
+        };
+        let lost = s.reach != 0 && reach == 0;
+        s.reach = reach;
+        s.poll = poll;
+        if lost {
+            let mut log = vec![Log::Warn(format!("Source {} is unreachable", s.name))];
+            log.extend(self.reselect());
+            return log;
+        }
+        Vec::new()
+    }
+
+    /// The source refused service.
+    pub fn on_refused(&mut self, id: usize) -> Vec<Log> {
+        if let Some(s) = self.sources.get_mut(id) {
+            s.refused = true;
+            s.reach = 0;
+        }
+        self.reselect()
+    }
+
+    /// A valid reply from source `id`: the request left at `t1_ns` and the reply arrived
+    /// at `t4_ns` (CLOCK_REALTIME). Adds the sample and updates the clock.
+    pub fn on_reply(
+        &mut self,
+        id: usize,
+        h: &NtpHeader,
+        t1_ns: u64,
+        t4_ns: u64,
+        reach: u8,
+        poll: i8,
+    ) -> Vec<Log> {
+        let t1 = self.clock.local_at(t1_ns);
+        let t4 = self.clock.local_at(t4_ns);
+        // Server timestamps on the same scale as the local ones: system time since the
+        // epoch (the local readings are that plus the clock's correction). The era is the
+        // one nearest t4.
+        let base = t4 - self.clock.served_correction(t4_ns).0;
+        let scale = |ts: crate::packet::NtpTimestamp| {
+            base + (ts.to_unix_ns(t4_ns) - t4_ns as i128) as f64 * 1e-9
+        };
+        let info = SourceInfo {
+            root_delay: ntp_short_to_secs(h.root_delay),
+            root_dispersion: ntp_short_to_secs(h.root_dispersion),
+            stratum: h.stratum,
+            leap: h.leap,
+            precision: 2f64.powi(h.precision as i32),
+        };
+        let sample = Sample::from_timestamps(
+            [t1, scale(h.receive_ts), scale(h.transmit_ts), t4],
+            self.precision,
+            &info,
+        );
+        let Some(s) = self.sources.get_mut(id) else {
+            return Vec::new();
+        };
+        s.reach = reach;
+        s.poll = poll;
+        s.stratum = h.stratum;
+        s.last_rx = Some(sample.time);
+        s.measured = sample.offset;
+        s.error = sample.delay / 2.0 + sample.dispersion;
+        s.stats.add(sample);
+        self.reselect()
+    }
+
+    /// Runs selection and, with a selection, the steering loop.
+    fn reselect(&mut self) -> Vec<Log> {
+        let mut log = Vec::new();
+        let now = self.clock.now();
+        let cands: Vec<Candidate> = self
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Candidate {
+                id: i,
+                est: s.stats.estimate(now),
+                reachable: s.reach != 0 && !s.refused,
+                prefer: s.prefer,
+                noselect: s.noselect,
+            })
+            .collect();
+        let sel = select(&cands, &self.params, self.previous);
+        for (id, st) in &sel.states {
+            if let Some(s) = self.sources.get_mut(*id) {
+                s.state = *st;
+            }
+        }
+        if sel.outcome != Outcome::Selected {
+            if self.outcome != Some(sel.outcome) {
+                let why = match sel.outcome {
+                    Outcome::NoMajority => "Can't synchronise: no majority",
+                    Outcome::NotEnoughSources => "Can't synchronise: not enough sources",
+                    _ => "Can't synchronise: no selectable sources",
+                };
+                log.push(Log::Warn(why.to_string()));
+            }
+            self.outcome = Some(sel.outcome);
+            self.synced = None;
+            return log;
+        }
+        self.outcome = Some(Outcome::Selected);
+        let (Some(id), Some(c)) = (sel.selected, sel.combined) else {
+            return log;
+        };
+        if self.previous != Some(id) {
+            log.push(Log::Info(format!(
+                "Selected source {}",
+                self.sources[id].name
+            )));
+        }
+        self.previous = Some(id);
+        let sys_ns = crate::clock::realtime_ns().unwrap_or(0);
+        let r: UpdateResult = self.discipline.update(&mut self.clock, &c);
+        for s in &mut self.sources {
+            s.stats.apply_offset_correction(r.offset);
+            s.stats.apply_frequency_change(r.time, r.dfreq);
+        }
+        if r.stepped {
+            log.push(Log::Info(format!(
+                "System clock was stepped by {:.6} s",
+                -r.offset
+            )));
+        } else if r.log_slew {
+            log.push(Log::Info(format!(
+                "System clock wrong by {:.6} seconds, adjustment started",
+                -r.offset
+            )));
+        }
+        self.synced = Some(Synced {
+            source: id,
+            stratum: c.stratum,
+            leap: c.leap,
+            time: r.time,
+            sys_ns,
+            root_delay: c.root_delay,
+            root_dispersion: c.root_dispersion + c.offset_sd,
+        });
+        log
+    }
+
+    /// What the server says now (system time `now_ns`).
+    pub fn reference(&self, now_ns: u64) -> Reference {
+        let (corr, rate) = self.clock.served_correction(now_ns);
+        let mut r = match (self.synced, self.local) {
+            (Some(s), _) => Reference {
+                leap: s.leap,
+                stratum: (s.stratum + 1).min(STRATUM_UNSYNC),
+                refid: refid_of(self.sources[s.source].addr.ip()),
+                ref_time_unix_ns: served_ns(s.sys_ns, self.clock.served_correction(s.sys_ns).0),
+                root_delay_ns: (s.root_delay * 1e9) as u64,
+                root_dispersion_ns: (s.root_dispersion * 1e9) as u64,
+                offset_ns: 0,
+                rate: 0.0,
+            },
+            (None, Some(l)) => Reference {
+                refid: REFID_LOCAL,
+                ..Reference::local(l.stratum, served_ns(now_ns, corr))
+            },
+            (None, None) => Reference::unsynchronised(),
+        };
+        r.offset_ns = (corr * 1e9).round() as i64;
+        r.rate = rate;
+        r
+    }
+
+    /// Whether a source is selected and the clock follows it.
+    pub fn synchronised(&self) -> bool {
+        self.synced.is_some()
+    }
+
+    /// The `sources` report at system time `now_ns`.
+    pub fn sources_report(&self, now_ns: u64) -> Vec<SourceReport> {
+        let now = self.clock.local_at(now_ns);
+        self.sources
+            .iter()
+            .map(|s| {
+                let adjusted = s.stats.last_sample().map(|x| x.offset).unwrap_or(0.0);
+                SourceReport {
+                    mode: '^',
+                    state: s.state.symbol(),
+                    name: s.name.clone(),
+                    stratum: s.stratum,
+                    poll: s.poll,
+                    reach: s.reach,
+                    last_rx: s.last_rx.map(|t| (now - t).max(0.0) as u64),
+                    // chronyc shows the local clock's offset from the source.
+                    adjusted_offset: -adjusted,
+                    measured_offset: -s.measured,
+                    error: s.error,
+                }
+            })
+            .collect()
+    }
+
+    /// The `tracking` report at system time `now_ns`.
+    pub fn tracking_report(&self, now_ns: u64) -> TrackingReport {
+        let (corr, _) = self.clock.served_correction(now_ns);
+        let r = self.reference(now_ns);
+        let ref_name = match self.synced {
+            Some(s) => self.sources[s.source].name.clone(),
+            None if self.local.is_some() => String::new(),
+            None => String::new(),
+        };
+        let age = self
+            .synced
+            .map(|s| self.clock.local_at(now_ns) - s.time)
+            .unwrap_or(0.0);
+        TrackingReport {
+            refid: u32::from_be_bytes(r.refid),
+            ref_name,
+            stratum: if r.leap == LEAP_UNSYNC && self.local.is_none() {
+                0
+            } else {
+                r.stratum
+            },
+            ref_time: r.ref_time_unix_ns as f64 * 1e-9,
+            system_time: -corr,
+            last_offset: -self.discipline.last_offset(),
+            rms_offset: self.discipline.rms_offset(),
+            frequency_ppm: -self.clock.frequency() * 1e6,
+            residual_freq_ppm: self.discipline.residual_freq() * 1e6,
+            skew_ppm: self.discipline.skew() * 1e6,
+            root_delay: r.root_delay_ns as f64 * 1e-9,
+            root_dispersion: r.root_dispersion_ns as f64 * 1e-9 + 15e-6 * age.max(0.0),
+            update_interval: self.discipline.update_interval(),
+            leap: r.leap,
+        }
+    }
+}
+
+fn served_ns(sys_ns: u64, corr: f64) -> u64 {
+    (sys_ns as i128 + (corr * 1e9) as i128).max(0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::NtpTimestamp;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static NOW: AtomicU64 = AtomicU64::new(1_800_000_000 * NANOS_PER_SEC);
+
+    fn now_ns() -> u64 {
+        NOW.load(Ordering::Relaxed)
+    }
+
+    /// A reply from a server whose clock is `ahead` seconds ahead of ours, 1 ms each way.
+    fn reply(t1: u64, ahead: f64) -> (NtpHeader, u64) {
+        let a = (ahead * 1e9) as i128;
+        let t2 = (t1 as i128 + 1_000_000 + a) as u64;
+        let t3 = t2 + 10_000;
+        let t4 = t1 + 2_010_000;
+        let h = NtpHeader {
+            version: 4,
+            mode: 4,
+            stratum: 2,
+            precision: -20,
+            root_delay: 0x0000_0100,
+            root_dispersion: 0x0000_0100,
+            receive_ts: NtpTimestamp::from_unix_ns(t2),
+            transmit_ts: NtpTimestamp::from_unix_ns(t3),
+            ..Default::default()
+        };
+        (h, t4)
+    }
+
+    #[test]
+    fn following_one_server_that_is_25_ms_ahead() {
+        let clock = FreeRunning::new(0.0, now_ns);
+        let mut e = Engine::new(clock, &SyncConfig::default(), None, 1e-7);
+        let id = e.add_source("198.18.0.1:123".parse().unwrap(), false, false, -4);
+        assert_eq!(e.reference(now_ns()).leap, LEAP_UNSYNC);
+        let t1 = now_ns();
+        let (h, t4) = reply(t1, 0.025);
+        NOW.store(t4, Ordering::Relaxed);
+        let log = e.on_reply(id, &h, t1, t4, 1, -4);
+        assert!(
+            log.contains(&Log::Info("Selected source 198.18.0.1".into())),
+            "{log:?}"
+        );
+        let r = e.reference(now_ns());
+        assert_eq!((r.stratum, r.leap, r.refid), (3, 0, [198, 18, 0, 1]));
+        // Served time is now 25 ms ahead of the untouched system clock.
+        assert!((r.offset_ns - 25_000_000).abs() < 1_000, "{}", r.offset_ns);
+        let t = e.tracking_report(now_ns());
+        assert!(
+            (t.system_time + 0.025).abs() < 1e-6,
+            "system clock 25 ms slow: {t:?}"
+        );
+        assert_eq!(t.stratum, 3);
+        let s = e.sources_report(now_ns());
+        assert_eq!((s[0].state, s[0].reach, s[0].stratum), ('*', 1, 2));
+        assert!((s[0].measured_offset + 0.025).abs() < 1e-6);
+        // The next exchange measures the corrected clock: nothing left to correct.
+        let t1 = now_ns();
+        let (h, t4) = reply(t1, 0.025);
+        NOW.store(t4, Ordering::Relaxed);
+        e.on_reply(id, &h, t1, t4, 3, -4);
+        let s = e.sources_report(now_ns());
+        assert!(s[0].measured_offset.abs() < 1e-6, "{:?}", s[0]);
+        assert!((e.reference(now_ns()).offset_ns - 25_000_000).abs() < 1_000);
+    }
+
+    #[test]
+    fn losing_the_only_source_falls_back_to_local() {
+        let local = LocalConfig {
+            stratum: 10,
+            ..Default::default()
+        };
+        let mut e = Engine::new(
+            FreeRunning::new(0.0, now_ns),
+            &SyncConfig::default(),
+            Some(local),
+            1e-7,
+        );
+        let id = e.add_source("198.18.0.1:123".parse().unwrap(), false, false, -4);
+        let t1 = now_ns();
+        let (h, t4) = reply(t1, 0.0);
+        e.on_reply(id, &h, t1, t4, 1, -4);
+        assert!(e.synchronised());
+        let log = e.on_polled(id, 0, -4);
+        assert!(
+            log.contains(&Log::Warn(
+                "Can't synchronise: no selectable sources".into()
+            )),
+            "{log:?}"
+        );
+        let r = e.reference(now_ns());
+        assert_eq!((r.stratum, r.refid), (10, REFID_LOCAL));
+    }
+
+    #[test]
+    fn ipv6_refids_are_a_stable_hash() {
+        let a = refid_of("fd00::1".parse().unwrap());
+        assert_eq!(a, refid_of("fd00::1".parse().unwrap()));
+        assert_ne!(a, refid_of("fd00::2".parse().unwrap()));
+        assert_eq!(refid_of("10.1.2.3".parse().unwrap()), [10, 1, 2, 3]);
+    }
+}

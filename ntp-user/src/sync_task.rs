@@ -1,0 +1,183 @@
+//! Wiring the synchronization engine to the network: resolving `server`/`pool` names,
+//! one polling task per address, and one task feeding their reports to the engine.
+
+use crate::{
+    client::{self, SourceCommand, SourceEvent},
+    config::{Config, SourceConfig, SourceKind},
+    engine::{Engine, EngineClock, FreeRunning, Log},
+    source::Poller,
+    steered::SystemSteered,
+    sync::discipline::Clock,
+};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::{sync::mpsc, task::JoinSet};
+use tracing::{info, warn};
+
+/// The clock the daemon steers: virtual with `-x`, the system clock without.
+pub enum DaemonClock {
+    /// `-x`: the system clock is never touched.
+    Free(FreeRunning),
+    /// The system clock, steered.
+    System(SystemSteered),
+}
+
+impl Clock for DaemonClock {
+    fn now(&self) -> f64 {
+        match self {
+            DaemonClock::Free(c) => c.now(),
+            DaemonClock::System(c) => c.now(),
+        }
+    }
+    fn frequency(&self) -> f64 {
+        match self {
+            DaemonClock::Free(c) => c.frequency(),
+            DaemonClock::System(c) => c.frequency(),
+        }
+    }
+    fn set_frequency(&mut self, freq: f64) {
+        match self {
+            DaemonClock::Free(c) => c.set_frequency(freq),
+            DaemonClock::System(c) => c.set_frequency(freq),
+        }
+    }
+    fn correct(&mut self, offset: f64, step: bool) {
+        match self {
+            DaemonClock::Free(c) => c.correct(offset, step),
+            DaemonClock::System(c) => c.correct(offset, step),
+        }
+    }
+}
+
+impl EngineClock for DaemonClock {
+    fn local_at(&self, sys_ns: u64) -> f64 {
+        match self {
+            DaemonClock::Free(c) => c.local_at(sys_ns),
+            DaemonClock::System(c) => c.local_at(sys_ns),
+        }
+    }
+    fn served_correction(&self, sys_ns: u64) -> (f64, f64) {
+        match self {
+            DaemonClock::Free(c) => c.served_correction(sys_ns),
+            DaemonClock::System(c) => c.served_correction(sys_ns),
+        }
+    }
+}
+
+/// The engine as the daemon's tasks share it.
+pub type SharedEngine = Arc<Mutex<Engine<DaemonClock>>>;
+
+type Commands = Arc<Mutex<HashMap<usize, mpsc::Sender<SourceCommand>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Writes the engine's log lines.
+pub fn emit(log: Vec<Log>) {
+    for l in log {
+        match l {
+            Log::Info(m) => info!("{m}"),
+            Log::Warn(m) => warn!("{m}"),
+        }
+    }
+}
+
+/// Starts resolution and polling of every configured source, and the task that feeds
+/// replies to the engine; `changed` runs after every update of the engine.
+pub fn start(
+    config: &Config,
+    engine: SharedEngine,
+    changed: Arc<dyn Fn() + Send + Sync>,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) {
+    let (tx, mut rx) = mpsc::channel::<SourceEvent>(256);
+    let commands: Commands = Arc::new(Mutex::new(HashMap::new()));
+    let in_use = Arc::new(Mutex::new(BTreeSet::<SocketAddr>::new()));
+    for sc in &config.sources {
+        let sc = sc.clone();
+        let (engine, tx, commands, in_use) =
+            (engine.clone(), tx.clone(), commands.clone(), in_use.clone());
+        // Resolution ends once the addresses are added; the daemon's task set holds only
+        // tasks that run for its whole life.
+        tokio::spawn(async move {
+            let addrs = resolve_until_done(&sc).await;
+            let wanted = match sc.kind {
+                SourceKind::Server => 1,
+                SourceKind::Pool => sc.maxsources,
+            };
+            let mut added = 0;
+            for addr in addrs {
+                if added == wanted || !lock(&in_use).insert(addr) {
+                    continue;
+                }
+                added += 1;
+                let id = lock(&engine).add_source(addr, sc.prefer, sc.noselect, sc.minpoll);
+                let (ctx, crx) = mpsc::channel(16);
+                lock(&commands).insert(id, ctx);
+                info!("Added source {addr} ({} line {})", sc.name, sc.line);
+                let poller = Poller::new(sc.minpoll, sc.maxpoll, sc.iburst);
+                tokio::spawn(client::run(id, addr, poller, tx.clone(), crx));
+            }
+        });
+    }
+    drop(tx);
+    tasks.spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let (log, used) = {
+                let mut e = lock(&engine);
+                match ev {
+                    SourceEvent::Polled { id, reach, poll } => (e.on_polled(id, reach, poll), None),
+                    SourceEvent::Reply {
+                        id,
+                        header,
+                        t1_ns,
+                        t4_ns,
+                        reach,
+                        poll,
+                    } => (e.on_reply(id, &header, t1_ns, t4_ns, reach, poll), Some(id)),
+                    SourceEvent::Refused { id } => (e.on_refused(id), None),
+                }
+            };
+            emit(log);
+            if let Some(id) = used {
+                let cmd = lock(&commands).get(&id).cloned();
+                if let Some(c) = cmd {
+                    let _ = c.try_send(SourceCommand::SampleUsed);
+                }
+            }
+            changed();
+        }
+        // Every source task has ended (no sources configured, or all refused us).
+        std::future::pending::<()>().await;
+        Ok(())
+    });
+}
+
+/// Resolves a source's name, retrying every 10 s until it resolves.
+async fn resolve_until_done(sc: &SourceConfig) -> Vec<SocketAddr> {
+    let mut warned = false;
+    loop {
+        match tokio::net::lookup_host((sc.name.as_str(), sc.port)).await {
+            Ok(it) => {
+                let v: Vec<SocketAddr> = it.collect();
+                if !v.is_empty() {
+                    return v;
+                }
+            }
+            Err(e) if !warned => {
+                warn!(
+                    "Could not resolve {} (line {}): {e}; retrying",
+                    sc.name, sc.line
+                );
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
