@@ -5,8 +5,11 @@ use super::select::Combined;
 
 /// Frequency uncertainty with nothing known (ratio).
 pub const UNKNOWN_FREQ_SD: f64 = 1e-3;
-/// Floor of the frequency uncertainty (ratio): clocks wander at least this much.
-const MIN_FREQ_SD: f64 = 1e-9;
+/// Floor of the frequency uncertainty (ratio).
+const MIN_FREQ_SD: f64 = 1e-10;
+/// How fast a clock's frequency may wander: its standard deviation grows by this per
+/// square root of a second (0.01 ppm/s^0.5, a quartz oscillator in a changing room).
+const FREQ_WANDER: f64 = 1e-8;
 
 /// The clock being disciplined, as the loop sees it (see the module note in `sync`).
 pub trait Clock {
@@ -105,20 +108,22 @@ impl Discipline {
         let mut dfreq = 0.0;
         if c.skew <= self.params.max_update_skew {
             // Weigh the estimate against the frequency already in force by their
-            // uncertainties (a one-dimensional Kalman update): early, noisy slopes move the
-            // frequency a little, well-established ones a lot.
-            let (p, r) = (self.freq_sd * self.freq_sd, c.skew * c.skew);
+            // uncertainties (a one-dimensional Kalman update). Successive estimates share
+            // all but one of their samples, so each carries only 1/n of new information:
+            // its variance counts n times. The frequency itself may wander (process noise).
+            if let Some(t) = self.last_time {
+                let dt = (now - t).max(0.0);
+                self.freq_sd = (self.freq_sd.powi(2) + FREQ_WANDER * FREQ_WANDER * dt).sqrt();
+            }
+            let p = self.freq_sd * self.freq_sd;
+            let r = c.skew * c.skew * c.samples.max(1) as f64;
             let gain = p / (p + r);
             let max = self.params.max_frequency;
             let new = (old + gain * c.frequency).clamp(-max, max);
             clock.set_frequency(new);
             dfreq = new - old;
-            // The windows of successive estimates overlap, so the uncertainty is not
-            // allowed to fall far below that of one estimate.
-            self.freq_sd = ((p * r / (p + r)).sqrt())
-                .max(c.skew / 2.0)
-                .max(MIN_FREQ_SD);
-            self.skew = self.freq_sd;
+            self.freq_sd = (p * r / (p + r)).sqrt().max(MIN_FREQ_SD);
+            self.skew = self.freq_sd.max(c.skew / (c.samples.max(1) as f64).sqrt());
         }
         self.residual_freq = c.frequency - dfreq;
 
@@ -264,6 +269,7 @@ mod tests {
             offset_sd: 1e-6,
             frequency,
             skew,
+            samples: 1,
             root_delay: 0.0,
             root_dispersion: 0.0,
             stratum: 2,

@@ -110,6 +110,8 @@ pub struct Combined {
     pub frequency: f64,
     /// Frequency uncertainty, ratio.
     pub skew: f64,
+    /// Samples behind the selected source's estimate.
+    pub samples: usize,
     /// Root delay via the selected source, seconds.
     pub root_delay: f64,
     /// Root dispersion via the selected source, seconds.
@@ -132,6 +134,11 @@ pub struct Selection {
     /// How it ended.
     pub outcome: Outcome,
 }
+
+/// Relative hysteresis on top of `reselectdist`: distances of equally good sources move
+/// by a good part of themselves as their best samples enter and leave the window, and a
+/// fixed margin alone lets the selection flap between them.
+const RESELECT_RATIO: f64 = 0.1;
 
 fn score(e: &Estimate, p: &SelectParams) -> f64 {
     e.distance() + e.stratum as f64 * p.stratum_weight
@@ -214,7 +221,8 @@ pub fn select(cands: &[Candidate], p: &SelectParams, previous: Option<usize>) ->
     let chosen = match previous.and_then(|prev| truechimers.iter().find(|t| t.0 == prev)) {
         Some(prev)
             if (prev.2 || !any_prefer)
-                && score(&prev.1, p) <= score(&best_tc.1, p) + p.reselect_distance =>
+                && score(&prev.1, p)
+                    <= score(&best_tc.1, p) * (1.0 + RESELECT_RATIO) + p.reselect_distance =>
         {
             *prev
         }
@@ -249,6 +257,7 @@ pub fn select(cands: &[Candidate], p: &SelectParams, previous: Option<usize>) ->
             offset_sd: svar.sqrt() / sw,
             frequency: sf / sw,
             skew: c.skew,
+            samples: c.samples,
             root_delay: c.root_delay,
             root_dispersion: c.root_dispersion,
             stratum: c.stratum,
@@ -352,12 +361,12 @@ mod tests {
 
     #[test]
     fn the_previous_selection_is_kept_unless_clearly_worse() {
-        let c = [cand(0, 0.0, 0.00105), cand(1, 0.0, 0.001)];
+        let c = [cand(0, 0.0, 0.00119), cand(1, 0.0, 0.001)];
         assert_eq!(
             select(&c, &SelectParams::default(), Some(0)).selected,
             Some(0)
         );
-        let c = [cand(0, 0.0, 0.0012), cand(1, 0.0, 0.001)];
+        let c = [cand(0, 0.0, 0.00125), cand(1, 0.0, 0.001)];
         assert_eq!(
             select(&c, &SelectParams::default(), Some(0)).selected,
             Some(1)

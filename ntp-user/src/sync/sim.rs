@@ -118,11 +118,13 @@ impl Sim {
 
     /// Polls every server, selects, steers, then lets one poll interval pass.
     fn round(&mut self) {
+        let mut fresh = false;
         for i in 0..self.servers.len() {
             self.reach[i] <<= 1;
             if let Some(s) = self.measure(i) {
                 self.reach[i] |= 1;
                 self.stats[i].add(s);
+                fresh = true;
             }
         }
         let now = self.clock.now();
@@ -136,7 +138,8 @@ impl Sim {
             })
             .collect();
         let sel = select(&cands, &self.params, self.selected);
-        if let (Some(id), Some(c)) = (sel.selected, sel.combined) {
+        // As in the daemon, the clock is updated when there is something new to go on.
+        if let (Some(id), Some(c), true) = (sel.selected, sel.combined, fresh) {
             self.selected = Some(id);
             let r = self.discipline.update(&mut self.clock, &c);
             for st in &mut self.stats {
@@ -178,7 +181,7 @@ impl Sim {
 
 /// Bounds for a converged clock polling three servers every 16 s through one-way delays
 /// of 1-5 ms (so path asymmetry alone reaches 2 ms). Measured over seeds 1-20 after two
-/// hours: offset RMS over the second hour 0.11-0.32 ms, frequency error 0.004-1.27 ppm.
+/// hours: offset RMS over the second hour 0.11-0.32 ms, frequency error 0.001-0.86 ppm.
 const CONVERGED_RMS: f64 = 0.0005;
 const CONVERGED_FREQ: f64 = 2e-6;
 
@@ -264,8 +267,9 @@ fn losing_the_selected_source_fails_over_without_flapping() {
         .unwrap();
     assert!(switched <= 3, "failover took {switched} polls");
     assert!(after[switched..].iter().all(|t| t.2 != Some(first)));
-    // Equal sources trade places now and then as their windows slide, but never flap.
-    assert!(shortest >= 5, "a selection lasted only {shortest} polls");
+    // Equal sources rarely trade places (over seeds 1-20 the shortest selection after
+    // start-up lasted 21 polls; most runs never reselected) and failover took 0-3 polls.
+    assert!(shortest >= 20, "a selection lasted only {shortest} polls");
     assert!(sim.rms_error_after(3600.0 + 1200.0) < CONVERGED_RMS);
 }
 
