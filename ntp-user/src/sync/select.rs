@@ -138,7 +138,7 @@ pub struct Selection {
 /// Relative hysteresis on top of `reselectdist`: distances of equally good sources move
 /// by a good part of themselves as their best samples enter and leave the window, and a
 /// fixed margin alone lets the selection flap between them.
-const RESELECT_RATIO: f64 = 0.1;
+const RESELECT_RATIO: f64 = 0.25;
 
 fn score(e: &Estimate, p: &SelectParams) -> f64 {
     e.distance() + e.stratum as f64 * p.stratum_weight
@@ -222,7 +222,9 @@ pub fn select(cands: &[Candidate], p: &SelectParams, previous: Option<usize>) ->
         Some(prev)
             if (prev.2 || !any_prefer)
                 && score(&prev.1, p)
-                    <= score(&best_tc.1, p) * (1.0 + RESELECT_RATIO) + p.reselect_distance =>
+                    <= score(&best_tc.1, p)
+                        + best_tc.1.distance() * RESELECT_RATIO
+                        + p.reselect_distance =>
         {
             *prev
         }

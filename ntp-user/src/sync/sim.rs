@@ -181,7 +181,7 @@ impl Sim {
 
 /// Bounds for a converged clock polling three servers every 16 s through one-way delays
 /// of 1-5 ms (so path asymmetry alone reaches 2 ms). Measured over seeds 1-20 after two
-/// hours: offset RMS over the second hour 0.11-0.32 ms, frequency error 0.001-0.86 ppm.
+/// hours: offset RMS over the second hour 0.11-0.32 ms, frequency error 0.004-1.27 ppm.
 const CONVERGED_RMS: f64 = 0.0005;
 const CONVERGED_FREQ: f64 = 2e-6;
 
@@ -265,10 +265,11 @@ fn losing_the_selected_source_fails_over_without_flapping() {
         .iter()
         .position(|t| t.2.is_some() && t.2 != Some(first))
         .unwrap();
-    assert!(switched <= 3, "failover took {switched} polls");
+    assert!(switched <= 5, "failover took {switched} polls");
     assert!(after[switched..].iter().all(|t| t.2 != Some(first)));
-    // Equal sources rarely trade places (over seeds 1-20 the shortest selection after
-    // start-up lasted 21 polls; most runs never reselected) and failover took 0-3 polls.
+    // Measured over seeds 1-20: after start-up equal sources traded places once in 40
+    // hours of simulated time (the shortest selection lasted 372 polls), and failover
+    // took 1-4 polls.
     assert!(shortest >= 20, "a selection lasted only {shortest} polls");
     assert!(sim.rms_error_after(3600.0 + 1200.0) < CONVERGED_RMS);
 }
