@@ -363,12 +363,12 @@ mod tests {
 
     #[test]
     fn the_previous_selection_is_kept_unless_clearly_worse() {
-        let c = [cand(0, 0.0, 0.00119), cand(1, 0.0, 0.001)];
+        let c = [cand(0, 0.0, 0.00134), cand(1, 0.0, 0.001)];
         assert_eq!(
             select(&c, &SelectParams::default(), Some(0)).selected,
             Some(0)
         );
-        let c = [cand(0, 0.0, 0.00125), cand(1, 0.0, 0.001)];
+        let c = [cand(0, 0.0, 0.0014), cand(1, 0.0, 0.001)];
         assert_eq!(
             select(&c, &SelectParams::default(), Some(0)).selected,
             Some(1)
