@@ -87,6 +87,10 @@ pub async fn run(
             let _ = events.send(SourceEvent::Refused { id }).await;
             return;
         }
+        if poller.reach() == 0 {
+            // Nothing heard for eight polls: probe at the minimum interval again.
+            poller.reset_poll();
+        }
         let cookie = net::random_u64();
         let sent_fallback = now_ns();
         let req = poller.request(cookie, sent_fallback);

@@ -243,6 +243,18 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
         if let Err(e) = sh.publish() {
             warn!("Publishing server state failed: {e:#}");
         }
+        // The kernel learns the synchronization state and leap second from us (which
+        // also lets its 11-minute mode keep the RTC in step, chrony's rtcsync).
+        let mut e = lock(&sh.engine);
+        let status = e.sync_status();
+        if let DaemonClock::System(c) = e.clock_mut() {
+            match status {
+                Some((leap, max_error, est_error)) => {
+                    c.set_status(true, leap, max_error, est_error)
+                }
+                None => c.set_status(false, 0, 16.0, 16.0),
+            }
+        }
     });
     sync_task::start(&shared.config, shared.engine.clone(), changed, &mut tasks);
     for sock in bind_ntp_sockets(&shared.config)? {

@@ -116,7 +116,12 @@ pub struct SourceEntry {
     pub error: f64,
     /// Whether it refused service (KoD DENY/RSTR).
     pub refused: bool,
+    /// Requests sent so far.
+    pub polls: u32,
 }
+
+/// Polls during which a silent source still counts toward the majority.
+const STARTUP_POLLS: u32 = 4;
 
 #[derive(Clone, Copy, Debug)]
 struct Synced {
@@ -191,6 +196,22 @@ impl<C: EngineClock> Engine<C> {
         &self.clock
     }
 
+    /// The clock being steered, for kernel status updates.
+    pub fn clock_mut(&mut self) -> &mut C {
+        &mut self.clock
+    }
+
+    /// Leap indicator, root distance and offset uncertainty while synchronised.
+    pub fn sync_status(&self) -> Option<(u8, f64, f64)> {
+        self.synced.map(|s| {
+            (
+                s.leap,
+                s.root_delay / 2.0 + s.root_dispersion,
+                self.discipline.rms_offset(),
+            )
+        })
+    }
+
     /// Adds a source; returns its id.
     pub fn add_source(
         &mut self,
@@ -213,6 +234,7 @@ impl<C: EngineClock> Engine<C> {
             measured: 0.0,
             error: 0.0,
             refused: false,
+            polls: 0,
         });
         self.sources.len() - 1
     }
@@ -229,6 +251,7 @@ impl<C: EngineClock> Engine<C> {
             return Vec::new();
         };
         let lost = s.reach != 0 && reach == 0;
+        s.polls = s.polls.saturating_add(1);
         s.reach = reach;
         s.poll = poll;
         if lost {
@@ -307,6 +330,7 @@ impl<C: EngineClock> Engine<C> {
                 reachable: s.reach != 0 && !s.refused,
                 prefer: s.prefer,
                 noselect: s.noselect,
+                pending: s.polls < STARTUP_POLLS && !s.refused,
             })
             .collect();
         let sel = select(&cands, &self.params, self.previous);

@@ -523,6 +523,35 @@ impl Ntpxd {
         run(&mut c)
     }
 
+    /// `ntpxc -c sources`, parsed.
+    pub fn sources(&self) -> Vec<SourceRow> {
+        self.ntpxc(&["-c", "sources"])
+            .unwrap_or_default()
+            .lines()
+            .filter_map(SourceRow::parse)
+            .collect()
+    }
+
+    /// The address of the selected source, if any.
+    pub fn selected(&self) -> Option<String> {
+        self.sources()
+            .into_iter()
+            .find(|s| s.state == "*")
+            .map(|s| s.name)
+    }
+
+    /// A value of `ntpxc tracking` by its label.
+    pub fn tracking(&self, label: &str) -> Result<String> {
+        let out = self.ntpxc(&["tracking"])?;
+        out.lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.trim() == label)
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .with_context(|| format!("{label:?} not in tracking:\n{out}"))
+    }
+
     /// A value from `ntpxc xdpstats` (kernel counter by name) or `serverstats` (by label).
     pub fn stat(&self, command: &str, label: &str) -> Result<u64> {
         let out = self.ntpxc(&[command])?;
@@ -537,6 +566,38 @@ impl Ntpxd {
             }
         }
         bail!("{label:?} not in `ntpxc {command}` output:\n{out}")
+    }
+}
+
+/// One line of `ntpxc -c sources`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceRow {
+    /// State symbol (`*`, `+`, `-`, `x`, `~`, `?`).
+    pub state: String,
+    /// Address.
+    pub name: String,
+    /// Stratum.
+    pub stratum: u8,
+    /// Reachability register, octal as printed.
+    pub reach: String,
+    /// Measured offset of the last sample, seconds (local clock minus source).
+    pub measured: f64,
+}
+
+impl SourceRow {
+    /// Parses `mode,state,name,stratum,poll,reach,lastrx,adjusted,measured,error`.
+    pub fn parse(line: &str) -> Option<Self> {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() < 10 {
+            return None;
+        }
+        Some(SourceRow {
+            state: f[1].to_string(),
+            name: f[2].to_string(),
+            stratum: f[3].parse().ok()?,
+            reach: f[5].to_string(),
+            measured: f[8].parse().ok()?,
+        })
     }
 }
 

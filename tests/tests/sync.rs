@@ -10,42 +10,6 @@ use ntpx_tests::{
 };
 use std::time::{Duration, Instant};
 
-/// A source line of `ntpxc -c sources`: (state, name, stratum, reach, measured offset).
-fn sources(d: &Ntpxd) -> Vec<(String, String, u8, String, f64)> {
-    d.ntpxc(&["-c", "sources"])
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (f.len() >= 10).then(|| {
-                (
-                    f[1].to_string(),
-                    f[2].to_string(),
-                    f[3].parse().unwrap_or(0),
-                    f[5].to_string(),
-                    f[8].parse().unwrap_or(f64::NAN),
-                )
-            })
-        })
-        .collect()
-}
-
-fn selected(d: &Ntpxd) -> Option<String> {
-    sources(d).into_iter().find(|s| s.0 == "*").map(|s| s.1)
-}
-
-/// A tracking value from `ntpxc tracking` by label.
-fn tracking(d: &Ntpxd, label: &str) -> Result<String> {
-    let out = d.ntpxc(&["tracking"])?;
-    out.lines()
-        .find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.trim() == label)
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .with_context(|| format!("{label:?} not in tracking:\n{out}"))
-}
-
 /// Parses "0.000001234 seconds fast of NTP time" / "12.345 ppm slow" to a signed number
 /// (fast positive).
 fn signed_fast_slow(v: &str) -> Result<f64> {
@@ -77,7 +41,7 @@ fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
     )?;
     let start = Instant::now();
     wait_until(Duration::from_secs(30), "ntpxd to select chronyd", || {
-        selected(&d).filter(|s| *s == up_ip)
+        d.selected().filter(|s| *s == up_ip)
     })
     .with_context(|| d.proc.log())?;
     println!("selected after {:?}", start.elapsed());
@@ -86,10 +50,14 @@ fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
         "{}",
         d.proc.log()
     );
-    assert_eq!(tracking(&d, "Stratum")?, "3");
-    let s = sources(&d);
-    assert_eq!(s[0].2, 2, "upstream stratum");
-    assert!(s[0].4.abs() < 0.001, "offset to chronyd {} s", s[0].4);
+    assert_eq!(d.tracking("Stratum")?, "3");
+    let s = d.sources();
+    assert_eq!(s[0].stratum, 2, "upstream stratum");
+    assert!(
+        s[0].measured.abs() < 0.001,
+        "offset to chronyd {} s",
+        s[0].measured
+    );
     // Clients of ntpxd see stratum 3, answered by the kernel.
     let dig = ntpdig_best(&cli, &srv_ip, 3)?;
     assert_eq!(dig.stratum, 3, "{}", dig.line);
@@ -127,16 +95,16 @@ fn failover_pair_serves_a_client_and_survives_losing_one_server() -> Result<()> 
         &["--no-xdp"],
     )?;
     for d in [da.as_ref(), db.as_ref()].into_iter().flatten() {
-        wait_until(Duration::from_secs(30), "servers to sync", || selected(d))
+        wait_until(Duration::from_secs(30), "servers to sync", || d.selected())
             .with_context(|| d.proc.log())?;
     }
     let first = wait_until(
         Duration::from_secs(30),
         "the client to select a server",
         || {
-            let s = sources(&client);
+            let s = client.sources();
             // Both servers at stratum 3 and one selected.
-            (s.len() == 2 && s.iter().all(|x| x.2 == 3)).then(|| selected(&client))?
+            (s.len() == 2 && s.iter().all(|x| x.stratum == 3)).then(|| client.selected())?
         },
     )
     .with_context(|| client.proc.log())?;
@@ -144,7 +112,9 @@ fn failover_pair_serves_a_client_and_survives_losing_one_server() -> Result<()> 
         "client selected {first}; sources:\n{}",
         client.ntpxc(&["sources"])?
     );
-    assert_eq!(tracking(&client, "Stratum")?, "4");
+    assert_eq!(client.tracking("Stratum")?, "4");
+    // Stop whichever server is selected now (it may have changed since).
+    let first = client.selected().context("the client lost its selection")?;
 
     let (survivor, survivor_ip) = if first == a_ip {
         da = None;
@@ -157,7 +127,7 @@ fn failover_pair_serves_a_client_and_survives_losing_one_server() -> Result<()> 
     let next = wait_until(
         Duration::from_secs(30),
         "failover to the other server",
-        || selected(&client).filter(|s| *s == survivor_ip),
+        || client.selected().filter(|s| *s == survivor_ip),
     )
     .with_context(|| client.proc.log())?;
     println!("failed over to {next} in {:?}", stopped.elapsed());
@@ -207,8 +177,8 @@ fn injected_offset_and_drift_are_estimated() -> Result<()> {
     std::thread::sleep(Duration::from_secs(60));
     let truth_offset = OFFSET + DRIFT_PPM * 1e-6 * started.elapsed().as_secs_f64();
     // "System time: X seconds slow of NTP time": the system clock is behind by the offset.
-    let x_sys = signed_fast_slow(&tracking(&d, "System time")?)?;
-    let x_freq = signed_fast_slow(&tracking(&d, "Frequency")?)?;
+    let x_sys = signed_fast_slow(&d.tracking("System time")?)?;
+    let x_freq = signed_fast_slow(&d.tracking("Frequency")?)?;
     let ct = chronyc(&c, &sock, &["tracking"])?;
     let grab = |label: &str| -> Result<f64> {
         let v = ct

@@ -2,10 +2,11 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use ntpx_tests::{Netns, Ntpxd, veth, xdp_pass};
+use ntpx_tests::{Lan, Netns, Ntpxd, wait_until, xdp_pass};
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 
 /// ntpx project tasks.
@@ -285,42 +286,93 @@ fn demo() -> Result<()> {
         bail!("the demo creates network namespaces and loads XDP: run it as root");
     }
     println!(
-        "== ntpx demo: ntpxd (local stratum 3, XDP fast path) in one namespace, clients in another\n"
+        "== ntpx demo: the seed's topology in network namespaces on one LAN (198.18.200.0/24)"
     );
-    let server = Netns::new("demo-srv")?;
-    let client = Netns::new("demo-cli")?;
-    let link = veth(&server, &client, 200)?;
     println!(
-        "namespaces {} ({} {} {}) and {} ({} {} {})",
-        server.name(),
-        link.server_if,
-        link.server_v4,
-        link.server_v6,
-        client.name(),
-        link.client_if,
-        link.client_v4,
-        link.client_v6
+        "   upstream ntpxd (stratum 2) -> time1, time2: ntpxd stratum 3, XDP fast path -> client ntpxd\n"
     );
-    let _pass = xdp_pass(&client, &link.client_if)?;
-    let d = Ntpxd::start(
-        &server,
-        "local stratum 3\nallow all\n",
-        &["-i", &link.server_if],
-    )?;
-    println!("\n-- ntpxd log");
-    print!("{}", d.proc.log());
-    for addr in [&link.server_v4, &link.server_v6] {
-        println!("\n-- ntpdig {addr} (three queries, independent client)");
-        for _ in 0..3 {
-            let out = client.output("ntpdig", &["-t", "2", addr])?;
-            print!("{out}");
-        }
+    let mut lan = Lan::new(200)?;
+    let up = Netns::new("demo-up")?;
+    let t1 = Netns::new("demo-time1")?;
+    let t2 = Netns::new("demo-time2")?;
+    let cli = Netns::new("demo-client")?;
+    let dig = Netns::new("demo-dig")?;
+    let (up_if, up_ip) = lan.join(&up, 1)?;
+    let (t1_if, t1_ip) = lan.join(&t1, 2)?;
+    let (t2_if, t2_ip) = lan.join(&t2, 3)?;
+    lan.join(&cli, 4)?;
+    lan.join(&dig, 5)?;
+    let mut passes = Vec::new();
+    for n in [1, 2, 3] {
+        passes.push(xdp_pass(
+            lan.hub(),
+            lan.hub_if(n).context("hub interface")?,
+        )?);
     }
-    println!("\n-- ntpxc serverstats");
-    print!("{}", d.ntpxc(&["serverstats"])?);
-    println!("\n-- ntpxc xdpstats (kernel counters)");
-    print!("{}", d.ntpxc(&["xdpstats"])?);
-    println!("\n== cleaning up: stopping ntpxd, removing the namespaces");
+    let fast = "iburst minpoll -2 maxpoll -2";
+    let _upstream = Ntpxd::start(&up, "local stratum 2\nallow all", &["-i", &up_if])?;
+    // The seed's server configuration, with the pool replaced by the upstream.
+    let server =
+        format!("server {up_ip} {fast}\nmakestep 1.0 3\nallow 198.18.0.0/15\nlocal stratum 3");
+    let time1 = Ntpxd::start(&t1, &server, &["-i", &t1_if])?;
+    let time2 = Ntpxd::start(&t2, &server, &["-i", &t2_if])?;
+    let client = Ntpxd::start(
+        &cli,
+        &format!("server {t1_ip} {fast}\nserver {t2_ip} {fast}\nport 0"),
+        &["--no-xdp"],
+    )?;
+    wait_until(
+        Duration::from_secs(30),
+        "the client to select a server",
+        || {
+            let s = client.sources();
+            (s.len() == 2 && s.iter().all(|x| x.stratum == 3)).then(|| client.selected())?
+        },
+    )?;
+    std::thread::sleep(Duration::from_secs(3));
+    println!("-- time1 log");
+    print!("{}", time1.proc.log());
+    println!("\n-- client: ntpxc sources -v");
+    print!("{}", client.ntpxc(&["sources", "-v"])?);
+    println!("\n-- client: ntpxc tracking");
+    print!("{}", client.ntpxc(&["tracking"])?);
+    for ip in [&t1_ip, &t2_ip] {
+        println!("\n-- ntpdig {ip} (an independent client)");
+        print!("{}", dig.output("ntpdig", &["-t", "2", ip])?);
+    }
+    println!("\n-- time1: ntpxc serverstats");
+    print!("{}", time1.ntpxc(&["serverstats"])?);
+
+    let chosen = client.selected().context("the client lost its selection")?;
+    let (stop, other) = if chosen == t1_ip {
+        ("time1", &t2_ip)
+    } else {
+        ("time2", &t1_ip)
+    };
+    println!("\n== failover: stopping {stop} ({chosen}), the client's selected server");
+    let mut survivor = if chosen == t1_ip {
+        drop(time1);
+        time2
+    } else {
+        drop(time2);
+        time1
+    };
+    let start = std::time::Instant::now();
+    wait_until(Duration::from_secs(30), "failover", || {
+        client.selected().filter(|s| s == other)
+    })?;
+    println!(
+        "client selected {other} after {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    print!("{}", client.ntpxc(&["sources"])?);
+    println!("\n-- ntpdig {other}");
+    print!("{}", dig.output("ntpdig", &["-t", "2", other])?);
+    println!("\n-- {other}: ntpxc xdpstats (kernel counters)");
+    print!("{}", survivor.ntpxc(&["xdpstats"])?);
+    survivor.proc.signal(15);
+    let _ = survivor.proc.wait_exit(Duration::from_secs(5));
+    println!("\n== cleaning up: stopping the daemons, removing the namespaces");
     Ok(())
 }
 

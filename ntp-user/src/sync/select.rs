@@ -17,6 +17,9 @@ pub struct Candidate {
     pub prefer: bool,
     /// `noselect` option.
     pub noselect: bool,
+    /// Polled but not answered yet, at start: it still counts toward the majority, so the
+    /// first source to answer cannot carry the vote alone.
+    pub pending: bool,
 }
 
 /// Selection settings (chrony's directives of the same names).
@@ -197,7 +200,11 @@ pub fn select(cands: &[Candidate], p: &SelectParams, previous: Option<usize>) ->
             hi = ends.get(i + 1).map(|e| e.0).unwrap_or(*x);
         }
     }
-    if (best as usize) * 2 <= ok.len() {
+    let pending = cands
+        .iter()
+        .filter(|c| c.pending && c.est.is_none() && !c.noselect)
+        .count();
+    if (best as usize) * 2 <= ok.len() + pending {
         for (id, _, _) in &ok {
             set(&mut states, *id, SourceState::Unselectable);
         }
@@ -296,6 +303,7 @@ mod tests {
             reachable: true,
             prefer: false,
             noselect: false,
+            pending: false,
         }
     }
 
@@ -329,6 +337,30 @@ mod tests {
         assert_eq!(
             select(&c, &SelectParams::default(), None).outcome,
             Outcome::Selected
+        );
+    }
+
+    #[test]
+    fn sources_still_starting_count_toward_the_majority() {
+        let mut c = [cand(0, 1.0, 0.01), cand(1, 0.0, 0.01), cand(2, 0.0, 0.01)];
+        for x in &mut c[1..] {
+            x.est = None;
+            x.pending = true;
+        }
+        // The falseticker answered first: one of three is no majority.
+        assert_eq!(
+            select(&c, &SelectParams::default(), None).outcome,
+            Outcome::NoMajority
+        );
+        c[1].est = Some(est(0.0, 0.01, 2));
+        let s = select(&c, &SelectParams::default(), None);
+        // Still one against one with one to come.
+        assert_eq!(s.outcome, Outcome::NoMajority);
+        c[2].est = Some(est(0.0, 0.01, 2));
+        let s = select(&c, &SelectParams::default(), None);
+        assert_eq!(
+            (s.outcome, state(&s, 0)),
+            (Outcome::Selected, SourceState::Falseticker)
         );
     }
 

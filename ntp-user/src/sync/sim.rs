@@ -135,6 +135,7 @@ impl Sim {
                 reachable: self.reach[i] != 0,
                 prefer: false,
                 noselect: false,
+                pending: false,
             })
             .collect();
         let sel = select(&cands, &self.params, self.selected);
