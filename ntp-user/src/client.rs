@@ -59,6 +59,8 @@ pub enum SourceCommand {
     SampleUsed,
     /// Poll now, in a burst of four (ntpxc burst).
     Burst,
+    /// Stop polling (the address was replaced).
+    Stop,
 }
 
 fn now_ns() -> u64 {
@@ -117,7 +119,7 @@ pub async fn run(
                 cmd = commands.recv() => match cmd {
                     Some(SourceCommand::SampleUsed) => poller.sample_used(),
                     Some(SourceCommand::Burst) => break,
-                    None => return,
+                    Some(SourceCommand::Stop) | None => return,
                 },
                 r = sock.recv(&mut buf) => {
                     let r = match r {

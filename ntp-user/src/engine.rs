@@ -239,6 +239,38 @@ impl<C: EngineClock> Engine<C> {
         self.sources.len() - 1
     }
 
+    /// Sources that have stayed silent for at least eight polls (pool members to replace).
+    pub fn dead_sources(&self) -> Vec<usize> {
+        self.sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| (s.reach == 0 && s.polls >= 8) || s.refused)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Points source `id` at a new address, forgetting everything about the old one.
+    pub fn replace_source(&mut self, id: usize, addr: SocketAddr) -> Vec<Log> {
+        let Some(s) = self.sources.get_mut(id) else {
+            return Vec::new();
+        };
+        let old = std::mem::replace(&mut s.name, addr.ip().to_string());
+        s.addr = addr;
+        s.stats.clear();
+        s.reach = 0;
+        s.polls = 0;
+        s.stratum = 0;
+        s.state = SourceState::Unselectable;
+        s.last_rx = None;
+        s.refused = false;
+        let mut log = vec![Log::Info(format!("Source {old} replaced with {}", s.name))];
+        if self.previous == Some(id) {
+            self.previous = None;
+        }
+        log.extend(self.reselect());
+        log
+    }
+
     /// The source table.
     pub fn sources(&self) -> &[SourceEntry] {
         &self.sources
@@ -581,6 +613,30 @@ mod tests {
         );
         let r = e.reference(now_ns());
         assert_eq!((r.stratum, r.refid), (10, REFID_LOCAL));
+    }
+
+    #[test]
+    fn silent_sources_are_found_and_replaced() {
+        let mut e = Engine::new(
+            FreeRunning::new(0.0, now_ns),
+            &SyncConfig::default(),
+            None,
+            1e-7,
+        );
+        let a = e.add_source("198.18.0.1:123".parse().unwrap(), false, false, 6);
+        let b = e.add_source("198.18.0.2:123".parse().unwrap(), false, false, 6);
+        for _ in 0..8 {
+            e.on_polled(a, 0, 6);
+            e.on_polled(b, 1, 6);
+        }
+        assert_eq!(e.dead_sources(), [a]);
+        let log = e.replace_source(a, "198.18.0.9:123".parse().unwrap());
+        assert_eq!(
+            log[0],
+            Log::Info("Source 198.18.0.1 replaced with 198.18.0.9".into())
+        );
+        assert!(e.dead_sources().is_empty());
+        assert_eq!(e.sources()[a].addr, "198.18.0.9:123".parse().unwrap());
     }
 
     #[test]

@@ -102,26 +102,26 @@ pub fn start(
         let sc = sc.clone();
         let (engine, tx, commands, in_use) =
             (engine.clone(), tx.clone(), commands.clone(), in_use.clone());
-        // Resolution ends once the addresses are added; the daemon's task set holds only
-        // tasks that run for its whole life.
+        // Resolution ends once the addresses are added (pools stay to replace members that
+        // fall silent); the daemon's task set holds only tasks that run for its whole life.
         tokio::spawn(async move {
             let addrs = resolve_until_done(&sc).await;
             let wanted = match sc.kind {
                 SourceKind::Server => 1,
                 SourceKind::Pool => sc.maxsources,
             };
-            let mut added = 0;
+            let mut mine = Vec::new();
             for addr in addrs {
-                if added == wanted || !lock(&in_use).insert(addr) {
+                if mine.len() == wanted || !lock(&in_use).insert(addr) {
                     continue;
                 }
-                added += 1;
                 let id = lock(&engine).add_source(addr, sc.prefer, sc.noselect, sc.minpoll);
-                let (ctx, crx) = mpsc::channel(16);
-                lock(&commands).insert(id, ctx);
                 info!("Added source {addr} ({} line {})", sc.name, sc.line);
-                let poller = Poller::new(sc.minpoll, sc.maxpoll, sc.iburst);
-                tokio::spawn(client::run(id, addr, poller, tx.clone(), crx));
+                spawn_client(id, addr, &sc, &tx, &commands);
+                mine.push(id);
+            }
+            if sc.kind == SourceKind::Pool {
+                replace_dead_members(&sc, &mine, &engine, &tx, &commands, &in_use).await;
             }
         });
     }
@@ -156,6 +156,68 @@ pub fn start(
         std::future::pending::<()>().await;
         Ok(())
     });
+}
+
+fn spawn_client(
+    id: usize,
+    addr: SocketAddr,
+    sc: &SourceConfig,
+    tx: &mpsc::Sender<SourceEvent>,
+    commands: &Commands,
+) {
+    let (ctx, crx) = mpsc::channel(16);
+    lock(commands).insert(id, ctx);
+    let poller = Poller::new(sc.minpoll, sc.maxpoll, sc.iburst);
+    tokio::spawn(client::run(id, addr, poller, tx.clone(), crx));
+}
+
+/// How often a pool looks for members to replace: about every eight polls, within
+/// 1-60 s.
+fn pool_check_interval(minpoll: i8) -> Duration {
+    Duration::from_secs_f64((8.0 * 2f64.powi(minpoll as i32)).clamp(1.0, 60.0))
+}
+
+/// Replaces pool members that stopped answering (or refused us) with other addresses the
+/// pool's name resolves to, for the daemon's life.
+async fn replace_dead_members(
+    sc: &SourceConfig,
+    mine: &[usize],
+    engine: &SharedEngine,
+    tx: &mpsc::Sender<SourceEvent>,
+    commands: &Commands,
+    in_use: &Arc<Mutex<BTreeSet<SocketAddr>>>,
+) {
+    loop {
+        tokio::time::sleep(pool_check_interval(sc.minpoll)).await;
+        let dead: Vec<usize> = lock(engine)
+            .dead_sources()
+            .into_iter()
+            .filter(|id| mine.contains(id))
+            .collect();
+        if dead.is_empty() {
+            continue;
+        }
+        let Ok(found) = tokio::net::lookup_host((sc.name.as_str(), sc.port)).await else {
+            continue;
+        };
+        let mut fresh = found.filter(|a| !lock(in_use).contains(a));
+        for id in dead {
+            let Some(addr) = fresh.next() else { break };
+            let old = lock(engine).sources().get(id).map(|s| s.addr);
+            if let Some(c) = lock(commands).get(&id) {
+                let _ = c.try_send(SourceCommand::Stop);
+            }
+            {
+                let mut used = lock(in_use);
+                if let Some(o) = old {
+                    used.remove(&o);
+                }
+                used.insert(addr);
+            }
+            emit(lock(engine).replace_source(id, addr));
+            spawn_client(id, addr, sc, tx, commands);
+        }
+    }
 }
 
 /// Resolves a source's name, retrying every 10 s until it resolves.

@@ -91,6 +91,7 @@ pub fn remove_stale_namespaces() {
         };
         if !PathBuf::from(format!("/proc/{pid}")).exists() {
             let _ = ip(&["netns", "del", name]);
+            let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(name));
         }
     }
 }
@@ -143,6 +144,14 @@ impl Netns {
         .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
     }
 
+    /// Gives the namespace its own /etc/hosts (`ip netns exec` mounts /etc/netns/NAME/hosts
+    /// over it); removed with the namespace.
+    pub fn set_hosts(&self, content: &str) -> Result<()> {
+        let dir = PathBuf::from("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("hosts"), content).context("writing the namespace's hosts file")
+    }
+
     /// A command that runs `program` inside the namespace.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");
@@ -161,6 +170,7 @@ impl Drop for Netns {
         // Processes still inside keep nothing alive: deleting the name unmounts it, and
         // the veth ends are destroyed with the last reference.
         let _ = ip(&["netns", "del", &self.name]);
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
     }
 }
 

@@ -211,3 +211,70 @@ fn injected_offset_and_drift_are_estimated() -> Result<()> {
     }
     Ok(())
 }
+
+/// A pool takes `maxsources` of the addresses its name resolves to and replaces a member
+/// that falls silent with another.
+#[test]
+fn silent_pool_members_are_replaced() -> Result<()> {
+    if !ntpx_tests::privileged("silent_pool_members_are_replaced") {
+        return Ok(());
+    }
+    let mut lan = Lan::new(43)?;
+    let cli = Netns::new("cli")?;
+    lan.join(&cli, 9)?;
+    let mut servers = Vec::new();
+    let mut hosts = String::new();
+    for n in 1..=3u8 {
+        let ns = Netns::new("pool")?;
+        let (_, ip) = lan.join(&ns, n)?;
+        let mut cmd = ns.command(bin("ntpx-testserver"));
+        cmd.args(["--listen", &format!("{ip}:123"), "--stratum", "2"]);
+        let mut p = Proc::spawn("testserver", cmd)?;
+        p.wait_for_log("listening", Duration::from_secs(10))?;
+        hosts.push_str(&format!("{ip} pool.ntpx.test\n"));
+        servers.push((ns, ip, Some(p)));
+    }
+    cli.set_hosts(&hosts)?;
+    let d = Ntpxd::start(
+        &cli,
+        "pool pool.ntpx.test iburst minpoll -4 maxpoll -4 maxsources 2\nport 0",
+        &["--no-xdp"],
+    )?;
+    let names = |d: &Ntpxd| d.sources().into_iter().map(|s| s.name).collect::<Vec<_>>();
+    wait_until(Duration::from_secs(20), "two pool members", || {
+        (names(&d).len() == 2).then_some(())
+    })?;
+    let first = names(&d);
+    assert!(
+        !first.contains(&servers[2].1),
+        "maxsources 2 took {first:?}"
+    );
+    // Silence the first member.
+    let victim = first[0].clone();
+    if let Some(s) = servers.iter_mut().find(|s| s.1 == victim) {
+        s.2 = None;
+    }
+    let start = Instant::now();
+    wait_until(
+        Duration::from_secs(20),
+        "the silent member to be replaced",
+        || {
+            let n = names(&d);
+            (n.contains(&servers[2].1) && !n.contains(&victim)).then_some(())
+        },
+    )
+    .with_context(|| d.proc.log())?;
+    assert!(
+        d.proc
+            .log()
+            .contains(&format!("Source {victim} replaced with {}", servers[2].1))
+    );
+    println!("replaced {victim} after {:?}", start.elapsed());
+    wait_until(Duration::from_secs(10), "the new member to answer", || {
+        d.sources()
+            .iter()
+            .any(|s| s.name == servers[2].1 && s.reach != "0")
+            .then_some(())
+    })?;
+    Ok(())
+}
