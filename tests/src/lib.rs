@@ -312,6 +312,58 @@ impl Lan {
     }
 }
 
+/// The seed's topology on one LAN: an upstream (node 1), the server pair time1 and time2
+/// (nodes 2 and 3, their hub ends with the pass program so XDP_TX replies cross the
+/// bridge), a client (node 4) and a namespace for independent queries (node 5).
+pub struct SeedTopology {
+    /// The shared segment.
+    pub lan: Lan,
+    /// Upstream namespace, interface, address.
+    pub up: (Netns, String, String),
+    /// First server.
+    pub time1: (Netns, String, String),
+    /// Second server.
+    pub time2: (Netns, String, String),
+    /// The client namespace.
+    pub client: Netns,
+    /// A namespace for ntpdig.
+    pub dig: Netns,
+    _passes: Vec<Proc>,
+}
+
+impl SeedTopology {
+    /// Builds it on subnet number `net`.
+    pub fn new(net: u8) -> Result<Self> {
+        let mut lan = Lan::new(net)?;
+        let mut node = |tag: &str, n: u8| -> Result<(Netns, String, String)> {
+            let ns = Netns::new(tag)?;
+            let (ifname, ip) = lan.join(&ns, n)?;
+            Ok((ns, ifname, ip))
+        };
+        let up = node("up", 1)?;
+        let time1 = node("time1", 2)?;
+        let time2 = node("time2", 3)?;
+        let client = node("client", 4)?.0;
+        let dig = node("dig", 5)?.0;
+        let mut passes = Vec::new();
+        for n in [1, 2, 3] {
+            passes.push(xdp_pass(
+                lan.hub(),
+                lan.hub_if(n).context("hub interface")?,
+            )?);
+        }
+        Ok(SeedTopology {
+            lan,
+            up,
+            time1,
+            time2,
+            client,
+            dig,
+            _passes: passes,
+        })
+    }
+}
+
 /// chronyd -x in `ns` with `config` lines (pidfile, driftfile, command socket and cmdport 0
 /// are added); returns the process and its command socket for chronyc -h.
 pub fn chronyd(ns: &Netns, config: &str) -> Result<(Proc, TempDir, PathBuf)> {

@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result, bail};
 use ntpx_tests::{
-    Lan, Netns, Ntpxd, Proc, bin, chronyc, chronyd, ntpdig_best, wait_until, xdp_pass,
+    Lan, Netns, Ntpxd, Proc, SeedTopology, bin, chronyc, chronyd, ntpdig_best, wait_until, xdp_pass,
 };
 use std::time::{Duration, Instant};
 
@@ -72,25 +72,15 @@ fn failover_pair_serves_a_client_and_survives_losing_one_server() -> Result<()> 
     if !ntpx_tests::privileged("failover_pair_serves_a_client_and_survives_losing_one_server") {
         return Ok(());
     }
-    let mut lan = Lan::new(41)?;
-    let up = Netns::new("up")?;
-    let a = Netns::new("a")?;
-    let b = Netns::new("b")?;
-    let cli = Netns::new("cli")?;
-    let dig = Netns::new("dig")?;
-    let (_, up_ip) = lan.join(&up, 1)?;
-    let (a_if, a_ip) = lan.join(&a, 2)?;
-    let (b_if, b_ip) = lan.join(&b, 3)?;
-    lan.join(&cli, 4)?;
-    lan.join(&dig, 5)?;
-    let _pass_a = xdp_pass(lan.hub(), lan.hub_if(2).context("hub if")?)?;
-    let _pass_b = xdp_pass(lan.hub(), lan.hub_if(3).context("hub if")?)?;
-    let (_up, _dir, _sock) = chronyd(&up, "local stratum 2\nallow all")?;
+    let t = SeedTopology::new(41)?;
+    let (up_ip, (a, a_if, a_ip), (b, b_if, b_ip)) = (&t.up.2, &t.time1, &t.time2);
+    let (cli, dig) = (&t.client, &t.dig);
+    let (_up, _dir, _sock) = chronyd(&t.up.0, "local stratum 2\nallow all")?;
     let server_conf = format!("server {up_ip} {FAST_POLL}\nallow all\nlocal stratum 10");
-    let mut da = Some(Ntpxd::start(&a, &server_conf, &["-i", &a_if])?);
-    let mut db = Some(Ntpxd::start(&b, &server_conf, &["-i", &b_if])?);
+    let mut da = Some(Ntpxd::start(a, &server_conf, &["-i", a_if])?);
+    let mut db = Some(Ntpxd::start(b, &server_conf, &["-i", b_if])?);
     let client = Ntpxd::start(
-        &cli,
+        cli,
         &format!("server {a_ip} {FAST_POLL}\nserver {b_ip} {FAST_POLL}\nport 0"),
         &["--no-xdp"],
     )?;
@@ -116,7 +106,7 @@ fn failover_pair_serves_a_client_and_survives_losing_one_server() -> Result<()> 
     // Stop whichever server is selected now (it may have changed since).
     let first = client.selected().context("the client lost its selection")?;
 
-    let (survivor, survivor_ip) = if first == a_ip {
+    let (survivor, survivor_ip) = if first == *a_ip {
         da = None;
         (db.take(), b_ip.clone())
     } else {
@@ -131,7 +121,7 @@ fn failover_pair_serves_a_client_and_survives_losing_one_server() -> Result<()> 
     )
     .with_context(|| client.proc.log())?;
     println!("failed over to {next} in {:?}", stopped.elapsed());
-    let d = ntpdig_best(&dig, &survivor_ip, 3)?;
+    let d = ntpdig_best(dig, &survivor_ip, 3)?;
     assert_eq!(d.stratum, 3, "surviving server: {}", d.line);
     assert!(survivor.context("survivor")?.stat("xdpstats", "answered")? > 0);
     let _ = (da, db);

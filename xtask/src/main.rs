@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use ntpx_tests::{Lan, Netns, Ntpxd, wait_until, xdp_pass};
+use ntpx_tests::{Ntpxd, SeedTopology, wait_until};
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -291,33 +291,19 @@ fn demo() -> Result<()> {
     println!(
         "   upstream ntpxd (stratum 2) -> time1, time2: ntpxd stratum 3, XDP fast path -> client ntpxd\n"
     );
-    let mut lan = Lan::new(200)?;
-    let up = Netns::new("demo-up")?;
-    let t1 = Netns::new("demo-time1")?;
-    let t2 = Netns::new("demo-time2")?;
-    let cli = Netns::new("demo-client")?;
-    let dig = Netns::new("demo-dig")?;
-    let (up_if, up_ip) = lan.join(&up, 1)?;
-    let (t1_if, t1_ip) = lan.join(&t1, 2)?;
-    let (t2_if, t2_ip) = lan.join(&t2, 3)?;
-    lan.join(&cli, 4)?;
-    lan.join(&dig, 5)?;
-    let mut passes = Vec::new();
-    for n in [1, 2, 3] {
-        passes.push(xdp_pass(
-            lan.hub(),
-            lan.hub_if(n).context("hub interface")?,
-        )?);
-    }
+    let topo = SeedTopology::new(200)?;
+    let ((up, up_if, up_ip), (t1, t1_if, t1_ip), (t2, t2_if, t2_ip)) =
+        (&topo.up, &topo.time1, &topo.time2);
+    let (cli, dig) = (&topo.client, &topo.dig);
     let fast = "iburst minpoll -2 maxpoll -2";
-    let _upstream = Ntpxd::start(&up, "local stratum 2\nallow all", &["-i", &up_if])?;
+    let _upstream = Ntpxd::start(up, "local stratum 2\nallow all", &["-i", up_if])?;
     // The seed's server configuration, with the pool replaced by the upstream.
     let server =
         format!("server {up_ip} {fast}\nmakestep 1.0 3\nallow 198.18.0.0/15\nlocal stratum 3");
-    let time1 = Ntpxd::start(&t1, &server, &["-i", &t1_if])?;
-    let time2 = Ntpxd::start(&t2, &server, &["-i", &t2_if])?;
+    let time1 = Ntpxd::start(t1, &server, &["-i", t1_if])?;
+    let time2 = Ntpxd::start(t2, &server, &["-i", t2_if])?;
     let client = Ntpxd::start(
-        &cli,
+        cli,
         &format!("server {t1_ip} {fast}\nserver {t2_ip} {fast}\nport 0"),
         &["--no-xdp"],
     )?;
@@ -336,7 +322,7 @@ fn demo() -> Result<()> {
     print!("{}", client.ntpxc(&["sources", "-v"])?);
     println!("\n-- client: ntpxc tracking");
     print!("{}", client.ntpxc(&["tracking"])?);
-    for ip in [&t1_ip, &t2_ip] {
+    for ip in [t1_ip, t2_ip] {
         println!("\n-- ntpdig {ip} (an independent client)");
         print!("{}", dig.output("ntpdig", &["-t", "2", ip])?);
     }
@@ -344,13 +330,13 @@ fn demo() -> Result<()> {
     print!("{}", time1.ntpxc(&["serverstats"])?);
 
     let chosen = client.selected().context("the client lost its selection")?;
-    let (stop, other) = if chosen == t1_ip {
+    let (stop, other) = if chosen == *t1_ip {
         ("time1", &t2_ip)
     } else {
         ("time2", &t1_ip)
     };
     println!("\n== failover: stopping {stop} ({chosen}), the client's selected server");
-    let mut survivor = if chosen == t1_ip {
+    let mut survivor = if chosen == *t1_ip {
         drop(time1);
         time2
     } else {
@@ -359,7 +345,7 @@ fn demo() -> Result<()> {
     };
     let start = std::time::Instant::now();
     wait_until(Duration::from_secs(30), "failover", || {
-        client.selected().filter(|s| s == other)
+        client.selected().filter(|s| s == *other)
     })?;
     println!(
         "client selected {other} after {:.1} s",

@@ -1,24 +1,14 @@
 //! Simulated clock, network and servers driving the real selection and steering code:
 //! days of simulated time in seconds of CPU, with the truth known exactly.
 
+use ntp_common::prng::XorShift;
+
 use super::{
     discipline::{Clock, Discipline, DisciplineParams, SimClock},
     regress::SourceStats,
     sample::{Sample, SourceInfo},
     select::{Candidate, Outcome, SelectParams, SourceState, select},
 };
-
-/// xorshift64*: deterministic, seeded per test.
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 #[derive(Clone)]
 struct Server {
@@ -62,7 +52,7 @@ struct Sim {
     discipline: Discipline,
     params: SelectParams,
     selected: Option<usize>,
-    rng: Rng,
+    rng: XorShift,
     poll: f64,
     /// One-way delay: minimum and random extra (uniform), seconds.
     delay: (f64, f64),
@@ -85,7 +75,7 @@ impl Sim {
             }),
             params: SelectParams::default(),
             selected: None,
-            rng: Rng(seed),
+            rng: XorShift::new(seed),
             poll: 16.0,
             delay: (0.001, 0.004),
             trace: Vec::new(),

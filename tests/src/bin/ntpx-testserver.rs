@@ -6,7 +6,7 @@
 //! client's error against this server's truth is exactly measurable.
 
 use anyhow::{Context, Result, bail};
-use ntp_common::{timebase::unix_ns_to_ntp, wire};
+use ntp_common::{prng::XorShift, timebase::unix_ns_to_ntp, wire};
 use std::net::UdpSocket;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -54,25 +54,13 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// xorshift64*: a seeded generator is all the jitter needs.
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 fn main() -> Result<()> {
     let a = parse_args()?;
     let sock = UdpSocket::bind(&a.listen).with_context(|| format!("binding {}", a.listen))?;
     let start = now_ns();
-    let mut rng = Rng(start | 1);
+    let mut rng = XorShift::new(start);
     // The served time: system time + offset + drift since start + jitter.
-    let served = |t: u64, rng: &mut Rng| -> u64 {
+    let served = |t: u64, rng: &mut XorShift| -> u64 {
         let err = a.offset
             + a.drift_ppm * 1e-6 * (t - start) as f64 * 1e-9
             + a.jitter * (2.0 * rng.unit() - 1.0);
