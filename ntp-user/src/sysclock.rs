@@ -71,23 +71,14 @@ impl SystemClock {
         Ok(timex_to_freq(tx.freq))
     }
 
-    /// Starts slewing `offset` seconds (the kernel slews at 500 ppm), replacing a slew in
-    /// progress; returns what was left of that one.
+    /// Starts an adjtime slew of `offset` seconds (the kernel slews at 500 ppm), replacing
+    /// one in progress; returns what was left of that one. ntpxd slews by frequency
+    /// instead and uses this only to cancel a slew someone else left.
     pub fn slew(&mut self, offset: f64) -> Result<f64> {
         let delta = offset_to_timeval(offset);
         // SAFETY: valid timeval pointers.
         let mut old: libc::timeval = unsafe { std::mem::zeroed() };
         if unsafe { libc::adjtime(&delta, &mut old) } != 0 {
-            bail!("adjtime: {}", std::io::Error::last_os_error());
-        }
-        Ok(timeval_to_offset(&old))
-    }
-
-    /// What is left of the slew in progress.
-    pub fn slew_remaining(&self) -> Result<f64> {
-        // SAFETY: a null delta only reads the remaining adjustment.
-        let mut old: libc::timeval = unsafe { std::mem::zeroed() };
-        if unsafe { libc::adjtime(std::ptr::null(), &mut old) } != 0 {
             bail!("adjtime: {}", std::io::Error::last_os_error());
         }
         Ok(timeval_to_offset(&old))

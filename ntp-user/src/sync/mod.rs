@@ -13,3 +13,4 @@ pub mod sample;
 pub mod select;
 #[cfg(test)]
 mod sim;
+pub mod slew;
