@@ -36,7 +36,10 @@ fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
     let (_up, _dir, _sock) = chronyd(&up, "local stratum 2\nallow all")?;
     let d = Ntpxd::start(
         &srv,
-        &format!("server {up_ip} {FAST_POLL}\nallow all"),
+        // The same upstream over IPv4 (listed first, so selected on a tie) and IPv6.
+        &format!(
+            "server {up_ip} {FAST_POLL} prefer\nserver fd00:198:18:40::1 {FAST_POLL}\nallow all"
+        ),
         &["-i", &srv_if],
     )?;
     let start = Instant::now();
@@ -44,6 +47,17 @@ fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
         d.selected().filter(|s| *s == up_ip)
     })
     .with_context(|| d.proc.log())?;
+    wait_until(
+        Duration::from_secs(10),
+        "the IPv6 source to be combined",
+        || {
+            d.sources()
+                .iter()
+                .any(|s| s.name == "fd00:198:18:40::1" && s.state == "+" && s.stratum == 2)
+                .then_some(())
+        },
+    )
+    .with_context(|| d.ntpxc(&["sources"]).unwrap_or_default())?;
     println!("selected after {:?}", start.elapsed());
     assert!(
         d.proc.log().contains(&format!("Selected source {up_ip}")),
