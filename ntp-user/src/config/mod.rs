@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::acl::{AclError, Action, Rule, Target};
 
+mod files;
 mod sources;
 pub use sources::{SourceConfig, SourceKind, SyncConfig};
 
@@ -45,7 +46,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "cmdallow",
     "cmddeny",
     "cmdratelimit",
-    "confdir",
     "corrtimeratio",
     "dscp",
     "dumpdir",
@@ -54,7 +54,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "hwtimestamp",
     "hwtsinterface",
     "hwtstimeout",
-    "include",
     "initstepslew",
     "keyfile",
     "leapseclist",
@@ -106,7 +105,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "rtconutc",
     "sched_priority",
     "smoothtime",
-    "sourcedir",
     "stratumweight",
     "tempcomp",
     "user",
@@ -225,45 +223,114 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
     Ok(parser.config)
 }
 
-/// Reads and parses a configuration file.
+/// Reads and parses a configuration file, with the files it includes.
 ///
 /// Bytes that are not UTF-8 are tolerated inside comments, since old configuration files
 /// often carry Latin-1 remarks, but not in directives, where they would corrupt paths.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|err| ConfigError {
-        file: path.to_path_buf(),
-        line: 0,
-        message: format!("cannot read configuration file: {err}"),
-    })?;
     let mut parser = Parser::new(path);
-    for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let number = index + 1;
-        match std::str::from_utf8(raw) {
-            Ok(line) => parser.line(number, line)?,
-            Err(_) => {
-                let lossy = String::from_utf8_lossy(raw);
-                let content = strip_comment(&lossy);
-                if content.contains(char::REPLACEMENT_CHARACTER) {
-                    return Err(parser.error(number, "line is not valid UTF-8".to_string()));
-                }
-                parser.line(number, content)?;
-            }
-        }
-    }
+    parser.load_file(path, FileKind::Config)?;
     Ok(parser.config)
 }
 
-struct Parser<'a> {
-    file: &'a Path,
-    config: Config,
+/// Deepest nesting of `include`/`confdir` (a loop of includes ends here, with an error).
+const MAX_INCLUDE_DEPTH: usize = 10;
+
+/// What a file may contain: a configuration, or (from `sourcedir`) only sources.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Config,
+    Sources,
 }
 
-impl<'a> Parser<'a> {
-    fn new(file: &'a Path) -> Self {
+struct Parser {
+    file: PathBuf,
+    config: Config,
+    depth: usize,
+    kind: FileKind,
+}
+
+impl Parser {
+    fn new(file: &Path) -> Self {
         Parser {
-            file,
+            file: file.to_path_buf(),
             config: Config::default(),
+            depth: 0,
+            kind: FileKind::Config,
         }
+    }
+
+    /// Parses `path` as a file of `kind`, then returns to the including file.
+    fn load_file(&mut self, path: &Path, kind: FileKind) -> Result<(), ConfigError> {
+        let bytes = std::fs::read(path).map_err(|err| ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            message: format!("cannot read configuration file: {err}"),
+        })?;
+        let outer = (
+            std::mem::replace(&mut self.file, path.to_path_buf()),
+            self.kind,
+        );
+        self.kind = kind;
+        self.depth += 1;
+        let result = self.parse_bytes(&bytes);
+        self.depth -= 1;
+        (self.file, self.kind) = outer;
+        result
+    }
+
+    fn parse_bytes(&mut self, bytes: &[u8]) -> Result<(), ConfigError> {
+        for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+            let number = index + 1;
+            match std::str::from_utf8(raw) {
+                Ok(line) => self.line(number, line)?,
+                Err(_) => {
+                    let lossy = String::from_utf8_lossy(raw);
+                    let content = strip_comment(&lossy);
+                    if content.contains(char::REPLACEMENT_CHARACTER) {
+                        return Err(self.error(number, "line is not valid UTF-8".to_string()));
+                    }
+                    self.line(number, content)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `include PATTERN`, `confdir DIR...`, `sourcedir DIR...`: the files they name, in order.
+    fn includes(&mut self, number: usize, name: &str, args: &[&str]) -> Result<(), ConfigError> {
+        if self.depth > MAX_INCLUDE_DEPTH {
+            return Err(self.error(
+                number,
+                format!("{name} nested more than {MAX_INCLUDE_DEPTH} deep (an include loop?)"),
+            ));
+        }
+        if args.is_empty() {
+            return Err(self.error(number, missing(name, "a path")));
+        }
+        let (files, kind) = match name {
+            "include" => {
+                let mut files = Vec::new();
+                for pattern in args {
+                    files.extend(
+                        files::glob(Path::new(pattern)).map_err(|e| self.error(number, e))?,
+                    );
+                }
+                (files, FileKind::Config)
+            }
+            "confdir" => (
+                files::dir_files(args, "conf").map_err(|e| self.error(number, e))?,
+                FileKind::Config,
+            ),
+            _ => (
+                files::dir_files(args, "sources").map_err(|e| self.error(number, e))?,
+                FileKind::Sources,
+            ),
+        };
+        for f in files {
+            self.load_file(&f, kind)?;
+        }
+        Ok(())
     }
 
     fn error(&self, line: usize, message: String) -> ConfigError {
@@ -288,6 +355,15 @@ impl<'a> Parser<'a> {
             return Ok(());
         };
         let args: Vec<&str> = tokens.collect();
+        let lower = name.to_ascii_lowercase();
+        if self.kind == FileKind::Sources
+            && !matches!(lower.as_str(), "server" | "pool" | "peer" | "refclock")
+        {
+            return Err(self.error(number, format!("directive \"{name}\" is not allowed in a sources file (only server, pool, peer, refclock)")));
+        }
+        if matches!(lower.as_str(), "include" | "confdir" | "sourcedir") {
+            return self.includes(number, &lower, &args);
+        }
         self.directive(number, name, &args)
             .map_err(|message| self.error(number, message))
     }
@@ -656,9 +732,6 @@ mod tests {
         assert_eq!(
             warnings(&config),
             vec![
-                unsupported(5, "confdir"),
-                unsupported(11, "sourcedir"),
-                unsupported(14, "sourcedir"),
                 unsupported(18, "keyfile"),
                 unsupported(25, "ntsdumpdir"),
                 unsupported(31, "logdir"),
@@ -1107,5 +1180,59 @@ mod tests {
         assert!(err.message.starts_with("cannot read configuration file: "));
 
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn include_confdir_and_sourcedir_load_their_files() {
+        let root = std::env::temp_dir().join(format!("ntpx-include-{}", std::process::id()));
+        for d in ["conf.d", "sources.d", "inc"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("inc/a.inc"), "allow 10.0.0.0/8\n").unwrap();
+        std::fs::write(root.join("conf.d/local.conf"), "local stratum 7\n").unwrap();
+        std::fs::write(
+            root.join("sources.d/up.sources"),
+            "server 198.18.0.1 iburst\npool p.example\n",
+        )
+        .unwrap();
+        let main = root.join("ntpx.conf");
+        let r = root.display();
+        std::fs::write(
+            &main,
+            format!(
+                "include {r}/inc/*.inc\nconfdir {r}/conf.d\nsourcedir {r}/sources.d\nport 1123\n"
+            ),
+        )
+        .unwrap();
+        let c = load(&main).unwrap();
+        assert_eq!(c.acl_rules.len(), 1);
+        assert_eq!(c.local.map(|l| l.stratum), Some(7));
+        assert_eq!(
+            c.sources
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            ["198.18.0.1", "p.example"]
+        );
+        assert_eq!(c.port, 1123, "parsing resumes in the including file");
+
+        // An error inside an included file names that file and its line.
+        std::fs::write(root.join("conf.d/bad.conf"), "\nlocal stratum 99\n").unwrap();
+        let e = load(&main).unwrap_err();
+        assert_eq!((e.file, e.line), (root.join("conf.d/bad.conf"), 2));
+        std::fs::remove_file(root.join("conf.d/bad.conf")).unwrap();
+
+        // Sources files take sources only.
+        std::fs::write(root.join("sources.d/bad.sources"), "allow all\n").unwrap();
+        let e = load(&main).unwrap_err();
+        assert!(e.message.contains("not allowed in a sources file"), "{e}");
+        std::fs::remove_file(root.join("sources.d/bad.sources")).unwrap();
+
+        // A file including itself stops at the depth limit.
+        let looped = root.join("loop.conf");
+        std::fs::write(&looped, format!("include {}\n", looped.display())).unwrap();
+        let e = load(&looped).unwrap_err();
+        assert!(e.message.contains("include loop"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
