@@ -34,6 +34,9 @@ struct Args {
     /// Do not detach from the terminal (accepted for chronyd compatibility).
     #[arg(short = 'n')]
     no_detach: bool,
+    /// Print the effective configuration (chrony.conf syntax) and exit; non-zero on errors.
+    #[arg(short = 'p')]
+    print_config: bool,
     /// Log level filter (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -55,6 +58,13 @@ fn main() -> Result<()> {
         .with_target(false)
         .init();
     let cfg = config::load(&args.config)?;
+    if args.print_config {
+        for w in &cfg.warnings {
+            eprintln!("warning: {w}");
+        }
+        print!("{}", config::render(&cfg));
+        return Ok(());
+    }
     let opts = daemon::Options {
         no_clock_control: args.no_clock_control,
         no_xdp: args.no_xdp,

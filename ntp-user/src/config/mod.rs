@@ -14,7 +14,9 @@ use std::time::Duration;
 use crate::acl::{AclError, Action, Rule, Target};
 
 mod files;
+mod render;
 mod sources;
+pub use render::render;
 pub use sources::{SourceConfig, SourceKind, SyncConfig};
 
 /// Default UDP port for NTP service.
