@@ -118,7 +118,10 @@ pub async fn run(
                 _ = tokio::time::sleep_until(deadline) => break,
                 cmd = commands.recv() => match cmd {
                     Some(SourceCommand::SampleUsed) => poller.sample_used(),
-                    Some(SourceCommand::Burst) => break,
+                    Some(SourceCommand::Burst) => {
+                        poller.start_burst();
+                        break;
+                    }
                     Some(SourceCommand::Stop) | None => return,
                 },
                 r = sock.recv(&mut buf) => {

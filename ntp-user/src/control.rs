@@ -1,7 +1,7 @@
 //! The control protocol between `ntpxc` and `ntpxd`: one JSON request line, one JSON
 //! response line, over a Unix stream socket (the path chrony calls `bindcmdaddress`).
 
-use crate::report::{SourceReport, TrackingReport};
+use crate::report::{ActivityReport, SourceReport, SourceStatsReport, TrackingReport};
 use crate::stats::{ServerStats, XdpStats};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use tokio::net::{UnixListener, UnixStream};
 pub const MAX_REQUEST: usize = 4096;
 
 /// A control request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase")]
 pub enum Request {
     /// Server counters (chronyc serverstats).
@@ -24,6 +24,19 @@ pub enum Request {
     Sources,
     /// The reference and the clock's state (chronyc tracking).
     Tracking,
+    /// Per-source regression statistics (chronyc sourcestats).
+    Sourcestats,
+    /// How many sources are online (chronyc activity).
+    Activity,
+    /// Poll every source now, four times (chronyc burst).
+    Burst,
+    /// Step by the correction left (no arguments) or set makestep (chronyc makestep).
+    Makestep {
+        /// Threshold in seconds, with `limit`.
+        threshold: Option<f64>,
+        /// Update limit (-1: no limit).
+        limit: Option<i32>,
+    },
 }
 
 /// A control response.
@@ -38,6 +51,12 @@ pub enum Response {
     Sources(Vec<SourceReport>),
     /// Answer to [`Request::Tracking`].
     Tracking(TrackingReport),
+    /// Answer to [`Request::Sourcestats`].
+    Sourcestats(Vec<SourceStatsReport>),
+    /// Answer to [`Request::Activity`].
+    Activity(ActivityReport),
+    /// A command was carried out (chronyc's "200 OK").
+    Ok,
     /// The request failed.
     Error(String),
 }

@@ -64,6 +64,7 @@ struct Shared {
     kernel: Option<Mutex<KernelPath>>,
     counters: DaemonCounters,
     engine: SharedEngine,
+    sync: std::sync::OnceLock<sync_task::SyncHandle>,
 }
 
 impl Shared {
@@ -159,6 +160,40 @@ impl Shared {
             Ok(Request::Tracking) => Response::Tracking(
                 lock(&self.engine).tracking_report(clock::realtime_ns().unwrap_or(0)),
             ),
+            Ok(Request::Sourcestats) => Response::Sourcestats(
+                lock(&self.engine).sourcestats_report(clock::realtime_ns().unwrap_or(0)),
+            ),
+            Ok(Request::Activity) => {
+                let e = lock(&self.engine);
+                let refused = e.sources().iter().filter(|s| s.refused).count();
+                Response::Activity(crate::report::ActivityReport {
+                    online: e.sources().len() - refused,
+                    offline: refused,
+                    unresolved: self.sync.get().map(|h| h.unresolved()).unwrap_or(0),
+                })
+            }
+            Ok(Request::Burst) => {
+                let n = self.sync.get().map(|h| h.burst()).unwrap_or(0);
+                info!("Burst requested on {n} sources");
+                Response::Ok
+            }
+            Ok(Request::Makestep { threshold, limit }) => match (threshold, limit) {
+                (Some(t), Some(l)) if t >= 0.0 && l >= -1 => {
+                    lock(&self.engine).set_makestep(t, l);
+                    Response::Ok
+                }
+                (None, None) => {
+                    let log = lock(&self.engine).make_step();
+                    sync_task::emit(log);
+                    if let Err(e) = self.publish() {
+                        warn!("Publishing server state failed: {e:#}");
+                    }
+                    Response::Ok
+                }
+                _ => Response::Error(
+                    "makestep takes no arguments, or a threshold >= 0 and a limit >= -1".into(),
+                ),
+            },
             Err(e) => {
                 self.counters.cmd_dropped.fetch_add(1, Ordering::Relaxed);
                 Response::Error(format!("{e:#}"))
@@ -218,6 +253,7 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     let engine = Arc::new(Mutex::new(new_engine(&config, &opts, params.precision)));
     let shared = Arc::new(Shared {
         engine,
+        sync: std::sync::OnceLock::new(),
         acl,
         params,
         tai_offset_s: kt.tai_offset_s,
@@ -256,7 +292,8 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
             }
         }
     });
-    sync_task::start(&shared.config, shared.engine.clone(), changed, &mut tasks);
+    let handle = sync_task::start(&shared.config, shared.engine.clone(), changed, &mut tasks);
+    let _ = shared.sync.set(handle);
     for sock in bind_ntp_sockets(&shared.config)? {
         let sh = shared.clone();
         tasks.spawn(async move { serve_ntp(sock, sh).await });

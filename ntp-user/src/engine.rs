@@ -24,6 +24,8 @@ pub trait EngineClock: Clock {
     fn local_at(&self, sys_ns: u64) -> f64;
     /// Served minus system time at `sys_ns` (seconds), and its rate.
     fn served_correction(&self, sys_ns: u64) -> (f64, f64);
+    /// Offset correction still being slewed, seconds.
+    fn slew_remaining(&self) -> f64;
 }
 
 /// `ntpxd -x`'s clock: a [`VirtualClock`] over the system clock, which is never touched.
@@ -75,6 +77,9 @@ impl EngineClock for FreeRunning {
     }
     fn served_correction(&self, sys_ns: u64) -> (f64, f64) {
         self.vc.served_correction(self.secs(sys_ns))
+    }
+    fn slew_remaining(&self) -> f64 {
+        self.vc.remaining_at(self.secs((self.now_ns)()))
     }
 }
 
@@ -447,6 +452,43 @@ impl<C: EngineClock> Engine<C> {
         r.offset_ns = (corr * 1e9).round() as i64;
         r.rate = rate;
         r
+    }
+
+    /// Steps the clock by the correction still being slewed (ntpxc makestep).
+    pub fn make_step(&mut self) -> Vec<Log> {
+        let left = self.clock.slew_remaining();
+        self.clock.correct(0.0, true);
+        vec![Log::Info(format!(
+            "System clock was stepped by {:.6} s",
+            -left
+        ))]
+    }
+
+    /// Replaces the `makestep` setting (ntpxc makestep THRESHOLD LIMIT).
+    pub fn set_makestep(&mut self, threshold: f64, limit: i32) {
+        self.discipline.set_makestep(Some((threshold, limit)));
+    }
+
+    /// The `sourcestats` report at system time `now_ns`.
+    pub fn sourcestats_report(&self, now_ns: u64) -> Vec<crate::report::SourceStatsReport> {
+        let now = self.clock.local_at(now_ns);
+        self.sources
+            .iter()
+            .map(|s| {
+                let (span, nr) = s.stats.span_and_runs(now);
+                let e = s.stats.estimate(now);
+                crate::report::SourceStatsReport {
+                    name: s.name.clone(),
+                    np: s.stats.len(),
+                    nr,
+                    span,
+                    frequency_ppm: e.map(|e| e.frequency * 1e6).unwrap_or(0.0),
+                    skew_ppm: e.map(|e| e.skew * 1e6).unwrap_or(0.0),
+                    offset: e.map(|e| -e.offset).unwrap_or(0.0),
+                    std_dev: e.map(|e| e.std_dev).unwrap_or(0.0),
+                }
+            })
+            .collect()
     }
 
     /// Whether a source is selected and the clock follows it.

@@ -190,6 +190,11 @@ impl Poller {
         }
     }
 
+    /// Starts a burst of four requests at the burst interval (ntpxc burst).
+    pub fn start_burst(&mut self) {
+        self.burst_left = IBURST_COUNT;
+    }
+
     /// Reports that the source is not reachable any more: poll at the minimum again.
     pub fn reset_poll(&mut self) {
         self.poll = self.minpoll;

@@ -107,6 +107,9 @@ impl EngineClock for SystemSteered {
         let t = self.secs(sys_ns);
         t + self.slew.remaining_at(t)
     }
+    fn slew_remaining(&self) -> f64 {
+        self.slew.remaining_at(self.now_secs())
+    }
     fn served_correction(&self, sys_ns: u64) -> (f64, f64) {
         // Served time stays on true time while the clock slews toward it.
         (self.slew.remaining_at(self.secs(sys_ns)), -self.slew.rate())

@@ -66,6 +66,12 @@ impl EngineClock for DaemonClock {
             DaemonClock::System(c) => c.served_correction(sys_ns),
         }
     }
+    fn slew_remaining(&self) -> f64 {
+        match self {
+            DaemonClock::Free(c) => c.slew_remaining(),
+            DaemonClock::System(c) => c.slew_remaining(),
+        }
+    }
 }
 
 /// The engine as the daemon's tasks share it.
@@ -87,6 +93,28 @@ pub fn emit(log: Vec<Log>) {
     }
 }
 
+/// What the control commands need of the source tasks.
+#[derive(Clone)]
+pub struct SyncHandle {
+    commands: Commands,
+    unresolved: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SyncHandle {
+    /// Source lines whose names have not resolved yet.
+    pub fn unresolved(&self) -> usize {
+        self.unresolved.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts a burst of requests on every source; returns how many.
+    pub fn burst(&self) -> usize {
+        lock(&self.commands)
+            .values()
+            .filter(|c| c.try_send(SourceCommand::Burst).is_ok())
+            .count()
+    }
+}
+
 /// Starts resolution and polling of every configured source, and the task that feeds
 /// replies to the engine; `changed` runs after every update of the engine.
 pub fn start(
@@ -94,18 +122,29 @@ pub fn start(
     engine: SharedEngine,
     changed: Arc<dyn Fn() + Send + Sync>,
     tasks: &mut JoinSet<anyhow::Result<()>>,
-) {
+) -> SyncHandle {
     let (tx, mut rx) = mpsc::channel::<SourceEvent>(256);
     let commands: Commands = Arc::new(Mutex::new(HashMap::new()));
+    let unresolved = Arc::new(std::sync::atomic::AtomicUsize::new(config.sources.len()));
+    let handle = SyncHandle {
+        commands: commands.clone(),
+        unresolved: unresolved.clone(),
+    };
     let in_use = Arc::new(Mutex::new(BTreeSet::<SocketAddr>::new()));
     for sc in &config.sources {
         let sc = sc.clone();
-        let (engine, tx, commands, in_use) =
-            (engine.clone(), tx.clone(), commands.clone(), in_use.clone());
+        let (engine, tx, commands, in_use, unresolved) = (
+            engine.clone(),
+            tx.clone(),
+            commands.clone(),
+            in_use.clone(),
+            unresolved.clone(),
+        );
         // Resolution ends once the addresses are added (pools stay to replace members that
         // fall silent); the daemon's task set holds only tasks that run for its whole life.
         tokio::spawn(async move {
             let addrs = resolve_until_done(&sc).await;
+            unresolved.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             let wanted = match sc.kind {
                 SourceKind::Server => 1,
                 SourceKind::Pool => sc.maxsources,
@@ -156,6 +195,7 @@ pub fn start(
         std::future::pending::<()>().await;
         Ok(())
     });
+    handle
 }
 
 fn spawn_client(

@@ -72,6 +72,39 @@ fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
         "offset to chronyd {} s",
         s[0].measured
     );
+    // The rest of chronyc's commands against the live daemon.
+    let np = |d: &Ntpxd| -> Option<usize> {
+        let stats = d.ntpxc(&["sourcestats"]).ok()?;
+        let row = stats.lines().nth(2)?;
+        row.starts_with(up_ip.as_str())
+            .then(|| row.split_whitespace().nth(1)?.parse().ok())?
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "eight samples in sourcestats",
+        || np(&d).filter(|n| *n >= 8),
+    )
+    .with_context(|| d.ntpxc(&["sourcestats"]).unwrap_or_default())?;
+    assert!(
+        d.ntpxc(&["sourcestats", "-v"])?
+            .contains("Number of sample points")
+    );
+    assert!(
+        d.ntpxc(&["activity"])?
+            .contains("2 sources online\n0 sources offline")
+    );
+    assert_eq!(d.ntpxc(&["burst"])?, "200 OK\n");
+    assert_eq!(d.ntpxc(&["makestep"])?, "200 OK\n");
+    assert_eq!(d.ntpxc(&["makestep", "0.5", "-1"])?, "200 OK\n");
+    let waited = d.ntpxc(&["waitsync", "10", "0.01", "0", "0.2"])?;
+    assert!(waited.starts_with("try: 1, refid: C6122801"), "{waited}");
+    let csv = d.ntpxc(&["-c", "tracking"])?;
+    assert_eq!(csv.trim_end().split(',').count(), 14, "{csv}");
+    let log = d.proc.log();
+    assert!(
+        log.contains("Burst requested on 2 sources") && log.contains("System clock was stepped by"),
+        "{log}"
+    );
     // Clients of ntpxd see stratum 3, answered by the kernel.
     let dig = ntpdig_best(&cli, &srv_ip, 3)?;
     assert_eq!(dig.stratum, 3, "{}", dig.line);

@@ -45,15 +45,102 @@ enum Command {
     },
     /// The reference and the state of the system clock.
     Tracking,
+    /// Per-source statistics: samples, runs, span, frequency, skew, offset, deviation.
+    Sourcestats {
+        /// Print the legend explaining the columns.
+        #[arg(short = 'v')]
+        verbose: bool,
+    },
+    /// How many sources are online, offline or not yet resolved.
+    Activity,
+    /// Send a burst of four requests to every source now.
+    Burst,
+    /// Step the clock by the correction left now; or, with THRESHOLD LIMIT, set makestep.
+    Makestep {
+        /// Step threshold in seconds.
+        threshold: Option<f64>,
+        /// Number of updates in which stepping is allowed (-1: no limit).
+        #[arg(allow_negative_numbers = true)]
+        limit: Option<i32>,
+    },
+    /// Wait until synchronised: MAX_TRIES (0: forever), MAX_CORRECTION seconds (0: any),
+    /// MAX_SKEW ppm (0: any), INTERVAL seconds between tries (default 10).
+    Waitsync {
+        /// Tries before giving up (0: no limit).
+        #[arg(default_value_t = 0)]
+        max_tries: u32,
+        /// Largest remaining correction accepted, seconds (0: any).
+        #[arg(default_value_t = 0.0)]
+        max_correction: f64,
+        /// Largest skew accepted, ppm (0: any).
+        #[arg(default_value_t = 0.0)]
+        max_skew: f64,
+        /// Seconds between tries.
+        #[arg(default_value_t = 10.0)]
+        interval: f64,
+    },
+}
+
+/// Polls `tracking` until the daemon is synchronised within the limits (chronyc waitsync).
+fn waitsync(
+    host: &std::path::Path,
+    max_tries: u32,
+    max_correction: f64,
+    max_skew: f64,
+    interval: f64,
+) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let t = match rt.block_on(control::call(host, &Request::Tracking))? {
+            Response::Tracking(t) => t,
+            Response::Error(e) => bail!("ntpxd: {e}"),
+            other => bail!("unexpected response {other:?}"),
+        };
+        let synced = t.refid != 0 && t.leap != 3;
+        println!(
+            "try: {tries}, refid: {:08X}, correction: {:.9}, skew: {:.3}",
+            t.refid,
+            t.system_time.abs(),
+            t.skew_ppm
+        );
+        if synced
+            && (max_correction == 0.0 || t.system_time.abs() <= max_correction)
+            && (max_skew == 0.0 || t.skew_ppm <= max_skew)
+        {
+            return Ok(());
+        }
+        if max_tries != 0 && tries >= max_tries {
+            bail!("not synchronised after {tries} tries");
+        }
+        std::thread::sleep(std::time::Duration::from_secs_f64(interval.max(0.1)));
+    }
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Command::Waitsync {
+        max_tries,
+        max_correction,
+        max_skew,
+        interval,
+    } = args.command
+    {
+        return waitsync(&args.host, max_tries, max_correction, max_skew, interval);
+    }
     let (req, verbose) = match args.command {
         Command::Serverstats => (Request::Serverstats, false),
         Command::Xdpstats => (Request::Xdpstats, false),
         Command::Sources { verbose } => (Request::Sources, verbose),
         Command::Tracking => (Request::Tracking, false),
+        Command::Sourcestats { verbose } => (Request::Sourcestats, verbose),
+        Command::Activity => (Request::Activity, false),
+        Command::Burst => (Request::Burst, false),
+        Command::Makestep { threshold, limit } => (Request::Makestep { threshold, limit }, false),
+        Command::Waitsync { .. } => unreachable!("handled above"),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -67,6 +154,9 @@ fn main() -> Result<()> {
         Response::Sources(rows) => print!("{}", report::render_sources(&rows, verbose)),
         Response::Tracking(t) if args.csv => print!("{}", t.render_csv()),
         Response::Tracking(t) => print!("{}", t.render()),
+        Response::Sourcestats(rows) => print!("{}", report::render_sourcestats(&rows, verbose)),
+        Response::Activity(a) => print!("{}", a.render()),
+        Response::Ok => println!("200 OK"),
         Response::Error(e) => bail!("ntpxd: {e}"),
     }
     Ok(())

@@ -160,6 +160,11 @@ impl Discipline {
         }
     }
 
+    /// Replaces the `makestep` setting; the update count keeps running.
+    pub fn set_makestep(&mut self, makestep: Option<(f64, i32)>) {
+        self.params.makestep = makestep;
+    }
+
     /// Updates so far.
     pub fn updates(&self) -> u32 {
         self.updates

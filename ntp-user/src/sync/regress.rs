@@ -156,6 +156,19 @@ impl SourceStats {
             .collect()
     }
 
+    /// Window length (newest minus oldest sample time) and the number of runs of equal
+    /// residual signs about the fitted line (`sourcestats` NR).
+    pub fn span_and_runs(&self, now: f64) -> (f64, usize) {
+        let span = match (self.samples.front(), self.samples.back()) {
+            (Some(a), Some(b)) => b.time - a.time,
+            _ => 0.0,
+        };
+        let runs = fit(&self.used(), now)
+            .map(|f| 1 + f.signs.windows(2).filter(|w| w[0] != w[1]).count())
+            .unwrap_or(self.samples.len().min(1));
+        (span, runs)
+    }
+
     /// The source's estimate at local time `now`; `None` without samples.
     pub fn estimate(&self, now: f64) -> Option<Estimate> {
         let last = *self.samples.back()?;
