@@ -585,6 +585,30 @@ impl Ntpxd {
         run(&mut c)
     }
 
+    /// Runs `ntpxc -h SOCKET` with no command, feeding `input` to its prompt; returns
+    /// (stdout, stderr).
+    pub fn ntpxc_interactive(&self, input: &str) -> Result<(String, String)> {
+        use std::io::Write;
+        let mut child = Command::new(bin("ntpxc"))
+            .arg("-h")
+            .arg(&self.socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting ntpxc")?;
+        child
+            .stdin
+            .take()
+            .context("ntpxc stdin")?
+            .write_all(input.as_bytes())?;
+        let out = child.wait_with_output()?;
+        Ok((
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     /// `ntpxc -c sources`, parsed.
     pub fn sources(&self) -> Vec<SourceRow> {
         self.ntpxc(&["-c", "sources"])

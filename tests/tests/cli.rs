@@ -81,3 +81,9 @@ fn ntpxd_p_prints_the_effective_configuration_and_starts_nothing() {
     let (ok, _, err) = run(Command::new(bin("ntpxd")).arg("-p").arg("-f").arg(&conf));
     assert!(!ok && err.contains("ntpx.conf:2:"), "{err}");
 }
+
+#[test]
+fn ntpxc_v_prints_its_version() {
+    let (ok, out, _) = run(Command::new(bin("ntpxc")).arg("-v"));
+    assert!(ok && out.starts_with("ntpxc "), "{out}");
+}

@@ -24,9 +24,34 @@ struct Args {
     /// Do not resolve addresses to names (accepted; nothing is resolved yet).
     #[arg(short = 'n')]
     numeric: bool,
+    /// Command port of a UDP control address (accepted for chronyc compatibility; the
+    /// Unix socket is used).
+    #[arg(short = 'p', value_name = "PORT")]
+    port: Option<u16>,
+    /// Authenticate commands (accepted for chronyc compatibility; the Unix socket needs no
+    /// authentication).
+    #[arg(short = 'a')]
+    auth: bool,
+    /// Print the version and exit.
+    #[arg(short = 'v', action = clap::ArgAction::Version)]
+    print_version: Option<bool>,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
+    /// With no command, ntpxc reads commands from its input at an `ntpxc>` prompt.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// One line typed at the interactive prompt.
+#[derive(Parser, Debug)]
+#[command(
+    name = "",
+    no_binary_name = true,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct Line {
     #[command(subcommand)]
     command: Command,
 }
@@ -122,16 +147,63 @@ fn waitsync(
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    match args.command {
+        Some(cmd) => execute(&args.host, args.csv, cmd),
+        None => interactive(&args.host, args.csv),
+    }
+}
+
+/// chronyc's interactive mode: a prompt, one command per line, `quit` or end of input ends.
+fn interactive(host: &std::path::Path, csv: bool) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let prompt = stdin.is_terminal();
+    if prompt {
+        println!("ntpxc version {}", env!("CARGO_PKG_VERSION"));
+    }
+    let mut lines = stdin.lock().lines();
+    loop {
+        if prompt {
+            print!("ntpxc> ");
+            std::io::stdout().flush()?;
+        }
+        let Some(line) = lines.next() else {
+            return Ok(());
+        };
+        let line = line?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.first().copied() {
+            None => continue,
+            Some("quit" | "exit") => return Ok(()),
+            Some("help") => {
+                let _ = <Line as clap::CommandFactory>::command().print_help();
+                continue;
+            }
+            Some(_) => {}
+        }
+        match Line::try_parse_from(&words) {
+            Ok(l) => {
+                if let Err(e) = execute(host, csv, l.command) {
+                    eprintln!("{e:#}");
+                }
+            }
+            Err(e) => eprintln!("{e}"),
+        }
+    }
+}
+
+/// Runs one command against the daemon and prints its answer.
+fn execute(host: &std::path::Path, csv: bool, command: Command) -> Result<()> {
     if let Command::Waitsync {
         max_tries,
         max_correction,
         max_skew,
         interval,
-    } = args.command
+    } = command
     {
-        return waitsync(&args.host, max_tries, max_correction, max_skew, interval);
+        return waitsync(host, max_tries, max_correction, max_skew, interval);
     }
-    let (req, verbose) = match args.command {
+    let (req, verbose) = match command {
         Command::Serverstats => (Request::Serverstats, false),
         Command::Xdpstats => (Request::Xdpstats, false),
         Command::Sources { verbose } => (Request::Sources, verbose),
@@ -145,14 +217,14 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let resp = rt.block_on(control::call(&args.host, &req))?;
+    let resp = rt.block_on(control::call(host, &req))?;
     match resp {
-        Response::Serverstats(s) if args.csv => print!("{}", s.render_csv()),
+        Response::Serverstats(s) if csv => print!("{}", s.render_csv()),
         Response::Serverstats(s) => print!("{}", s.render()),
         Response::Xdpstats(s) => print!("{}", s.render()),
-        Response::Sources(rows) if args.csv => print!("{}", report::render_sources_csv(&rows)),
+        Response::Sources(rows) if csv => print!("{}", report::render_sources_csv(&rows)),
         Response::Sources(rows) => print!("{}", report::render_sources(&rows, verbose)),
-        Response::Tracking(t) if args.csv => print!("{}", t.render_csv()),
+        Response::Tracking(t) if csv => print!("{}", t.render_csv()),
         Response::Tracking(t) => print!("{}", t.render()),
         Response::Sourcestats(rows) => print!("{}", report::render_sourcestats(&rows, verbose)),
         Response::Activity(a) => print!("{}", a.render()),
