@@ -32,11 +32,17 @@ pub enum Counter {
     PassNotServing,
     /// Dropped: source denied by the access rules.
     DropDenied,
+    /// Passed: not addressed to one of the served unicast addresses (forwarded, other
+    /// address, broadcast or multicast).
+    PassNotLocal,
+    /// Passed: a source no reply should go to (port 0; unspecified, loopback, multicast
+    /// or broadcast address) or an IPv6 datagram without a UDP checksum.
+    PassBadSource,
 }
 
 impl Counter {
     /// Number of counters (size of the per-CPU array).
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 16;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -54,6 +60,8 @@ impl Counter {
         Counter::PassStale,
         Counter::PassNotServing,
         Counter::DropDenied,
+        Counter::PassNotLocal,
+        Counter::PassBadSource,
     ];
 
     /// Short stable name, used by `ntpxc` and the tests.
@@ -73,6 +81,8 @@ impl Counter {
             Counter::PassStale => "pass-stale",
             Counter::PassNotServing => "pass-not-serving",
             Counter::DropDenied => "drop-denied",
+            Counter::PassNotLocal => "pass-not-local",
+            Counter::PassBadSource => "pass-bad-source",
         }
     }
 }

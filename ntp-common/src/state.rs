@@ -67,6 +67,12 @@ pub const MAP_COUNTERS: &str = "NTPX_COUNTERS";
 pub const MAP_ACL_V4: &str = "NTPX_ACL_V4";
 /// Name of the IPv6 access-control trie.
 pub const MAP_ACL_V6: &str = "NTPX_ACL_V6";
+/// Name of the IPv4 served-address set.
+pub const MAP_LOCAL_V4: &str = "NTPX_LOCAL_V4";
+/// Name of the IPv6 served-address set.
+pub const MAP_LOCAL_V6: &str = "NTPX_LOCAL_V6";
+/// Largest number of served addresses of each family.
+pub const LOCAL_MAX_ENTRIES: u32 = 256;
 /// Name of the served-port global (set at load time).
 pub const GLOBAL_PORT: &str = "NTPX_PORT";
 /// Name of the NTP answering XDP program.

@@ -12,12 +12,12 @@ use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, xdp_action},
     helpers::generated::bpf_ktime_get_tai_ns,
     macros::{map, xdp},
-    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use ntp_common::{
     Counter, ServerState,
-    state::{ACL_ALLOW, ACL_MAX_ENTRIES},
+    state::{ACL_ALLOW, ACL_MAX_ENTRIES, LOCAL_MAX_ENTRIES},
     timebase::{grown_dispersion_ns, ns_to_ntp_short, unix_ns_to_ntp},
     wire::{self, NTP_HEADER_LEN},
 };
@@ -39,6 +39,13 @@ static NTPX_ACL_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(ACL_MAX_EN
 
 #[map(name = "NTPX_ACL_V6")]
 static NTPX_ACL_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(ACL_MAX_ENTRIES, 0);
+
+/// Unicast addresses this server answers for; anything else is passed to the stack.
+#[map(name = "NTPX_LOCAL_V4")]
+static NTPX_LOCAL_V4: HashMap<[u8; 4], u8> = HashMap::with_max_entries(LOCAL_MAX_ENTRIES, 0);
+
+#[map(name = "NTPX_LOCAL_V6")]
+static NTPX_LOCAL_V6: HashMap<[u8; 16], u8> = HashMap::with_max_entries(LOCAL_MAX_ENTRIES, 0);
 
 const ETH_LEN: usize = 14;
 const VLAN_LEN: usize = 4;
@@ -85,9 +92,13 @@ fn pass(reason: Counter) -> (u32, Counter) {
 #[inline(always)]
 fn serve(ctx: &XdpContext, rx_tai: u64) -> (u32, Counter) {
     let f = Frame::new(ctx);
-    let Some(ethertype) = f.u16(12) else {
+    let (Some(ethertype), Some(dst0)) = (f.u16(12), f.u8(0)) else {
         return pass(Counter::PassTruncated);
     };
+    // Broadcast and multicast frames are never answered from here.
+    if dst0 & 1 != 0 {
+        return pass(Counter::PassNotLocal);
+    }
     if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
         return l3::<ETH_LEN>(&f, ethertype, rx_tai);
     }
@@ -137,13 +148,20 @@ fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     if proto != IPPROTO_UDP {
         return pass(Counter::PassNotNtp);
     }
-    let udp_len = match check_udp(f, udp, f.u16(ip + 2), IPV4_LEN) {
+    let udp_len = match check_udp(f, udp, f.u16(ip + 2), IPV4_LEN, false) {
         Ok(v) => v,
         Err(verdict) => return verdict,
     };
-    let Some(src) = f.array::<4>(ip + 12) else {
+    let (Some(src), Some(dst)) = (f.array::<4>(ip + 12), f.array::<4>(ip + 16)) else {
         return pass(Counter::PassTruncated);
     };
+    if unsafe { NTPX_LOCAL_V4.get(dst) }.is_none() {
+        return pass(Counter::PassNotLocal);
+    }
+    // 0/8, 127/8, multicast, class E and broadcast cannot be real clients.
+    if src[0] == 0 || src[0] == 127 || src[0] >= 224 {
+        return pass(Counter::PassBadSource);
+    }
     if !allowed(NTPX_ACL_V4.get(Key::new(32, src))) {
         return (xdp_action::XDP_DROP, Counter::DropDenied);
     }
@@ -179,13 +197,21 @@ fn ipv6<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
             _ => pass(Counter::PassNotNtp),
         };
     }
-    let udp_len = match check_udp(f, udp, f.u16(ip + 4), 0) {
+    let udp_len = match check_udp(f, udp, f.u16(ip + 4), 0, true) {
         Ok(v) => v,
         Err(verdict) => return verdict,
     };
-    let Some(src) = f.array::<16>(ip + 8) else {
+    let (Some(src), Some(dst)) = (f.array::<16>(ip + 8), f.array::<16>(ip + 24)) else {
         return pass(Counter::PassTruncated);
     };
+    if unsafe { NTPX_LOCAL_V6.get(dst) }.is_none() {
+        return pass(Counter::PassNotLocal);
+    }
+    // Multicast, unspecified (::) and loopback (::1) cannot be real clients.
+    let low = u128::from_be_bytes(src);
+    if src[0] == 0xff || low <= 1 {
+        return pass(Counter::PassBadSource);
+    }
     if !allowed(NTPX_ACL_V6.get(Key::new(128, src))) {
         return (xdp_action::XDP_DROP, Counter::DropDenied);
     }
@@ -209,6 +235,7 @@ fn check_udp(
     udp: usize,
     ip_len: Option<u16>,
     ip_hdr: usize,
+    ipv6: bool,
 ) -> Result<u16, (u32, Counter)> {
     let Some(dport) = f.u16(udp + 2) else {
         return Err(pass(Counter::PassTruncated));
@@ -225,6 +252,20 @@ fn check_udp(
         || !f.is_exactly(udp + UDP_LEN + NTP_HEADER_LEN)
     {
         return Err(pass(Counter::PassLength));
+    }
+    // The mode decides before access control, as in the daemon: a denied peer's packet is
+    // the stack's to judge, not a dropped client request.
+    let (Some(b0), Some(sport), Some(csum)) = (f.u8(udp + UDP_LEN), f.u16(udp), f.u16(udp + 6))
+    else {
+        return Err(pass(Counter::PassTruncated));
+    };
+    if !wire::is_answerable_request(b0) {
+        return Err(pass(Counter::PassMode));
+    }
+    // A reply to port 0 goes nowhere; IPv6 requires a UDP checksum (the stack drops
+    // datagrams without one, so must we).
+    if sport == 0 || (ipv6 && csum == 0) {
+        return Err(pass(Counter::PassBadSource));
     }
     Ok(udp_len)
 }
@@ -263,7 +304,7 @@ struct RequestFields {
     rx_tai: u64,
 }
 
-/// Checks the NTP header and reads the server state: the request fields to echo and the
+/// Reads the request fields to echo (the header was checked by `check_udp`) and the
 /// state to answer with, or the verdict.
 #[inline(always)]
 fn prepare(
@@ -278,9 +319,6 @@ fn prepare(
     ) else {
         return Err(pass(Counter::PassTruncated));
     };
-    if !wire::is_answerable_request(b0) {
-        return Err(pass(Counter::PassMode));
-    }
     let fields = RequestFields {
         version: wire::split_li_vn_mode(b0).1,
         poll: poll as i8,

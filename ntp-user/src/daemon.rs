@@ -59,7 +59,7 @@ struct Shared {
     config: Config,
     acl: AccessTable,
     params: PublishParams,
-    tai_offset_s: i32,
+    tai_offset_s: std::sync::atomic::AtomicI32,
     state: Mutex<ServerState>,
     kernel: Option<Mutex<KernelPath>>,
     counters: DaemonCounters,
@@ -71,9 +71,18 @@ impl Shared {
     /// Recomputes the state from the reference and publishes it to both paths.
     fn publish(&self) -> Result<()> {
         let now_tai = clock::tai_ns()?;
-        let now_unix = now_tai.wrapping_sub(self.tai_offset_s as i64 as u64 * 1_000_000_000);
+        // The kernel's TAI offset changes at leap seconds (and with ADJ_TAI): read it
+        // with every publication, or the kernel would serve a whole second off.
+        let tai = match clock::kernel_time() {
+            Ok(k) => {
+                self.tai_offset_s.store(k.tai_offset_s, Ordering::Relaxed);
+                k.tai_offset_s
+            }
+            Err(_) => self.tai_offset_s.load(Ordering::Relaxed),
+        };
+        let now_unix = now_tai.wrapping_sub(tai as i64 as u64 * 1_000_000_000);
         let reference = lock(&self.engine).reference(now_unix);
-        let st = server_state(&reference, &self.params, now_tai, self.tai_offset_s);
+        let st = server_state(&reference, &self.params, now_tai, tai);
         *lock(&self.state) = st;
         if let Some(k) = &self.kernel {
             lock(k).publish(&st);
@@ -256,7 +265,7 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
         sync: std::sync::OnceLock::new(),
         acl,
         params,
-        tai_offset_s: kt.tai_offset_s,
+        tai_offset_s: std::sync::atomic::AtomicI32::new(kt.tai_offset_s),
         state: Mutex::new(ServerState::default()),
         kernel,
         counters: DaemonCounters::default(),
@@ -270,7 +279,7 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
             None => "unsynchronised (no local stratum)".to_string(),
         },
         shared.params.precision,
-        shared.tai_offset_s
+        shared.tai_offset_s.load(Ordering::Relaxed)
     );
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -328,7 +337,10 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     }
     let sh = shared.clone();
     tasks.spawn(async move {
-        let mut tick = tokio::time::interval(PUBLISH_INTERVAL);
+        // Four publications fit in the staleness limit, whatever it is set to.
+        let period =
+            (sh.config.xdp_stale_limit / 4).clamp(Duration::from_millis(50), PUBLISH_INTERVAL);
+        let mut tick = tokio::time::interval(period);
         let mut n: u64 = 0;
         loop {
             tick.tick().await;
@@ -336,6 +348,9 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
                 warn!("Publishing server state failed: {e:#}");
             }
             n += 1;
+            if n.is_multiple_of(ADDRESS_REFRESH_EVERY) {
+                refresh_served_addresses(&sh);
+            }
             if n.is_multiple_of(DRIFT_SAVE_EVERY) {
                 save_drift(&sh);
             }
@@ -368,6 +383,9 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     drop(pid_guard);
     outcome
 }
+
+/// Publications between refreshes of the served addresses.
+const ADDRESS_REFRESH_EVERY: u64 = 10;
 
 /// Publications between driftfile writes (an hour).
 const DRIFT_SAVE_EVERY: u64 = 3600;
@@ -431,6 +449,7 @@ fn start_kernel(config: &Config, opts: &Options, acl: &AccessTable) -> Result<Ke
     };
     let mut k = KernelPath::load(config.port)?;
     k.set_acl(acl)?;
+    k.set_local_addresses(&served_addresses(config, &ifs)?)?;
     for i in &ifs {
         let mode = k
             .attach(i)
@@ -441,6 +460,38 @@ fn start_kernel(config: &Config, opts: &Options, acl: &AccessTable) -> Result<Ke
         );
     }
     Ok(k)
+}
+
+/// The unicast addresses the kernel answers for: the bound ones, or with no specific
+/// bind address every address of the attached interfaces.
+fn served_addresses(config: &Config, ifs: &[String]) -> Result<Vec<IpAddr>> {
+    let specific: Vec<IpAddr> = config
+        .bind_addresses
+        .iter()
+        .copied()
+        .filter(|a| !a.is_unspecified())
+        .collect();
+    let all = ifaces::list()?;
+    let mut out: Vec<IpAddr> = all
+        .iter()
+        .filter(|i| ifs.contains(&i.name))
+        .map(|i| i.addr)
+        .filter(|a| specific.is_empty() || specific.contains(a))
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Re-reads the attached interfaces' addresses into the kernel (they come and go).
+fn refresh_served_addresses(sh: &Shared) {
+    let Some(k) = &sh.kernel else { return };
+    let mut k = lock(k);
+    let ifs: Vec<String> = k.attached().into_iter().map(|(i, _)| i).collect();
+    match served_addresses(&sh.config, &ifs).and_then(|a| k.set_local_addresses(&a)) {
+        Ok(()) => {}
+        Err(e) => warn!("Could not refresh the served addresses: {e:#}"),
+    }
 }
 
 fn resolve_name(name: &str) -> std::result::Result<Vec<IpAddr>, String> {
@@ -493,7 +544,7 @@ async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Result<()> {
             }
         };
         sh.counters.received.fetch_add(1, Ordering::Relaxed);
-        let tai_ns = sh.tai_offset_s as i64 as u64 * 1_000_000_000;
+        let tai_ns = sh.tai_offset_s.load(Ordering::Relaxed) as i64 as u64 * 1_000_000_000;
         let rx_tai = match r.rx_realtime_ns {
             Some(t) => t.wrapping_add(tai_ns),
             None => clock::tai_ns()?,

@@ -5,14 +5,14 @@ use crate::acl::{AccessTable, Action};
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use ntp_common::{
     Counter, ServerState,
     state::{
-        ACL_ALLOW, ACL_DENY, ACL_MAX_ENTRIES, GLOBAL_PORT, MAP_ACL_V4, MAP_ACL_V6, MAP_COUNTERS,
-        MAP_STATE, PROG_PASS, PROG_SERVE,
+        ACL_ALLOW, ACL_DENY, ACL_MAX_ENTRIES, GLOBAL_PORT, LOCAL_MAX_ENTRIES, MAP_ACL_V4,
+        MAP_ACL_V6, MAP_COUNTERS, MAP_LOCAL_V4, MAP_LOCAL_V6, MAP_STATE, PROG_PASS, PROG_SERVE,
     },
 };
 use std::{
@@ -125,6 +125,31 @@ impl KernelPath {
         Ok(())
     }
 
+    /// Sets the unicast addresses the program answers for (requests to any other address
+    /// pass to the stack); entries no longer listed are removed after the new ones are in.
+    pub fn set_local_addresses(&mut self, addrs: &[std::net::IpAddr]) -> Result<()> {
+        use std::net::IpAddr;
+        let v4: Vec<[u8; 4]> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(v) if !v.is_unspecified() => Some(v.octets()),
+                _ => None,
+            })
+            .collect();
+        let v6: Vec<[u8; 16]> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V6(v) if !v.is_unspecified() => Some(v.octets()),
+                _ => None,
+            })
+            .collect();
+        if v4.len() > LOCAL_MAX_ENTRIES as usize || v6.len() > LOCAL_MAX_ENTRIES as usize {
+            bail!("more than {LOCAL_MAX_ENTRIES} served addresses of one family");
+        }
+        fill_set(&mut self.ebpf, MAP_LOCAL_V4, &v4)?;
+        fill_set(&mut self.ebpf, MAP_LOCAL_V6, &v6)
+    }
+
     /// Publishes `state` under the sequence lock.
     pub fn publish(&mut self, state: &ServerState) {
         self.state.write(state);
@@ -177,6 +202,27 @@ fn attach_with_fallback(prog: &mut Xdp, iface: &str) -> Result<(XdpLinkId, Attac
     }
 }
 
+fn fill_set<const N: usize>(ebpf: &mut Ebpf, name: &str, keys: &[[u8; N]]) -> Result<()> {
+    let map = ebpf
+        .map_mut(name)
+        .ok_or_else(|| anyhow!("map {name} missing"))?;
+    let mut set: HashMap<&mut MapData, [u8; N], u8> = HashMap::try_from(map)?;
+    for k in keys {
+        set.insert(k, 1, 0)
+            .with_context(|| format!("inserting into {name}"))?;
+    }
+    let stale: Vec<[u8; N]> = set
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| !keys.contains(k))
+        .collect();
+    for k in &stale {
+        set.remove(k)
+            .with_context(|| format!("removing from {name}"))?;
+    }
+    Ok(())
+}
+
 fn fill_trie<const N: usize>(
     ebpf: &mut Ebpf,
     name: &str,
@@ -186,10 +232,7 @@ fn fill_trie<const N: usize>(
         .map_mut(name)
         .ok_or_else(|| anyhow!("map {name} missing"))?;
     let mut trie: LpmTrie<&mut MapData, [u8; N], u32> = LpmTrie::try_from(map)?;
-    let old: Vec<Key<[u8; N]>> = trie.keys().filter_map(|k| k.ok()).collect();
-    for k in &old {
-        trie.remove(k).with_context(|| format!("clearing {name}"))?;
-    }
+    // New entries go in before stale ones go out, so a reload never denies everyone.
     for (addr, len, action) in entries {
         let v = match action {
             Action::Allow => ACL_ALLOW,
@@ -197,6 +240,18 @@ fn fill_trie<const N: usize>(
         };
         trie.insert(&Key::new(*len as u32, *addr), v, 0)
             .with_context(|| format!("inserting /{len} into {name}"))?;
+    }
+    let stale: Vec<Key<[u8; N]>> = trie
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| {
+            !entries
+                .iter()
+                .any(|(a, l, _)| *a == k.data() && *l as u32 == k.prefix_len())
+        })
+        .collect();
+    for k in &stale {
+        trie.remove(k).with_context(|| format!("clearing {name}"))?;
     }
     Ok(())
 }

@@ -57,6 +57,11 @@ impl Fixture {
             Some(Subnet::parse("fd00:9::/32").unwrap()),
         );
         k.set_acl(&acl).unwrap();
+        let local: Vec<std::net::IpAddr> = ["198.18.0.1", "fd00:198:18::1", "fd00::1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        k.set_local_addresses(&local).unwrap();
         k.publish(&state_now(Duration::from_secs(10), true));
         Some(Fixture { k })
     }
@@ -238,6 +243,43 @@ fn malformed_and_foreign_frames_pass_untouched() {
             fx.assert_passed(&frames::build(&s), &format!("{len}-byte payload"));
         }
     }
+    // Not for us, or nobody to answer.
+    let mut other_dst = good4.clone();
+    other_dst.dst = "198.18.0.9".parse().unwrap();
+    cases.push(("IPv4 destination not served".into(), other_dst));
+    let mut other_dst6 = good6.clone();
+    other_dst6.dst = "fd00::9".parse().unwrap();
+    cases.push(("IPv6 destination not served".into(), other_dst6));
+    let mut bcast = good4.clone();
+    bcast.dst = "255.255.255.255".parse().unwrap();
+    cases.push(("broadcast destination".into(), bcast));
+    for src in ["0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255"] {
+        let mut s = good4.clone();
+        s.src = src.parse().unwrap();
+        cases.push((format!("source {src}"), s));
+    }
+    for src in ["::", "::1", "ff02::1"] {
+        let mut s = good6.clone();
+        s.src = src.parse().unwrap();
+        cases.push((format!("source {src}"), s));
+    }
+    let mut port0 = good4.clone();
+    port0.sport = 0;
+    cases.push(("source port 0".into(), port0));
+    for (what, spec) in &cases[cases.len() - 11..] {
+        fx.assert_passed(&frames::build(spec), what);
+    }
+    let mut group_mac = frames::build(&good4);
+    group_mac[0] = 0x01;
+    fx.assert_passed(&group_mac, "multicast destination MAC");
+    let mut no_csum6 = frames::build(&good6);
+    let n = no_csum6.len();
+    no_csum6[n - 48 - 2] = 0;
+    no_csum6[n - 48 - 1] = 0;
+    fx.assert_passed(&no_csum6, "IPv6 without a UDP checksum");
+    assert_eq!(fx.counter(Counter::PassNotLocal), 4);
+    assert_eq!(fx.counter(Counter::PassBadSource), 9);
+
     // Non-IP ethertypes and a frame too short for Ethernet.
     let mut arp = frames::build(&good4);
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
@@ -258,6 +300,21 @@ fn malformed_and_foreign_frames_pass_untouched() {
     assert!(fx.counter(Counter::PassLength) >= 2 * 1452);
     assert!(fx.counter(Counter::PassMode) >= 22);
     assert!(fx.counter(Counter::PassTruncated) > 0);
+}
+
+#[test]
+fn denied_sources_with_other_modes_are_left_to_the_stack() {
+    let Some(mut fx) = Fixture::new() else { return };
+    // A denied peer's symmetric-mode packet is not a dropped client request.
+    let spec = Spec::udp("198.18.9.7", "198.18.0.1", &ntp_request(4, 1, 6, CLIENT_TX));
+    fx.assert_passed(&frames::build(&spec), "denied source, symmetric mode");
+    assert_eq!(
+        (
+            fx.counter(Counter::PassMode),
+            fx.counter(Counter::DropDenied)
+        ),
+        (1, 0)
+    );
 }
 
 #[test]
