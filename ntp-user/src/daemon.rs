@@ -272,6 +272,10 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
         config,
     });
     shared.publish()?;
+    // systemd (Type=notify) may start dependent units now: the state is published.
+    if let Err(e) = crate::notify::notify("READY=1\nSTATUS=Serving") {
+        warn!("{e:#}");
+    }
     info!(
         "Serving {} (precision {}, kernel TAI offset {} s)",
         match &shared.config.local {

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod ifaces;
 pub mod kernel;
 pub mod net;
+pub mod notify;
 pub mod packet;
 pub mod reference;
 pub mod report;

@@ -558,6 +558,16 @@ impl Ntpxd {
     /// Starts `ntpxd -x` in `ns` with `config` (a pidfile and control socket in a private
     /// directory are appended) and `extra` arguments; waits until it serves.
     pub fn start(ns: &Netns, config: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_with_env(ns, config, extra, &[])
+    }
+
+    /// As [`Ntpxd::start`], with extra environment variables.
+    pub fn start_with_env(
+        ns: &Netns,
+        config: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let dir = TempDir::new("ntpxd")?;
         let socket = dir.path().join("ntpxd.sock");
         let conf = dir.path().join("ntpx.conf");
@@ -568,7 +578,11 @@ impl Ntpxd {
         );
         std::fs::write(&conf, full)?;
         let mut cmd = ns.command(bin("ntpxd"));
-        cmd.arg("-x").arg("-f").arg(&conf).args(extra);
+        cmd.arg("-x")
+            .arg("-f")
+            .arg(&conf)
+            .args(extra)
+            .envs(env.iter().copied());
         let mut proc = Proc::spawn("ntpxd", cmd)?;
         proc.wait_for_log("Control socket at", Duration::from_secs(20))?;
         Ok(Ntpxd {

@@ -87,3 +87,36 @@ fn ntpxc_v_prints_its_version() {
     let (ok, out, _) = run(Command::new(bin("ntpxc")).arg("-v"));
     assert!(ok && out.starts_with("ntpxc "), "{out}");
 }
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dist/ntpxd.service"
+    ))
+    .unwrap();
+    assert!(
+        unit.contains("Type=notify")
+            && unit.contains("ExecStart=/usr/sbin/ntpxd -f /etc/ntpx.conf")
+    );
+    // Verify the same unit with ExecStart pointing at the binary just built (the real path
+    // only exists once installed).
+    let dir = TempDir::new("unit").unwrap();
+    let copy = dir.path().join("ntpxd.service");
+    let built = bin("ntpxd");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/sbin/ntpxd", &built.to_string_lossy()),
+    )
+    .unwrap();
+    let (ok, out, err) = run(Command::new("systemd-analyze").arg("verify").arg(&copy));
+    assert!(ok, "systemd-analyze verify failed:\n{out}{err}");
+}
+
+#[test]
+fn the_default_configuration_loads_without_warnings() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/ntpx.conf");
+    let (ok, out, err) = run(Command::new(bin("ntpxd")).args(["-p", "-f", conf]));
+    assert!(ok && err.is_empty(), "{err}");
+    assert!(out.contains("pool pool.ntp.org"), "{out}");
+}

@@ -336,3 +336,30 @@ fn sigterm_detaches_and_exits_cleanly() -> Result<()> {
     assert!(!d.socket.exists(), "control socket left behind");
     Ok(())
 }
+
+#[test]
+fn systemd_readiness_and_journal_logging() -> Result<()> {
+    if !ntpx_tests::privileged("systemd_readiness_and_journal_logging") {
+        return Ok(());
+    }
+    let n = net(false, 18)?;
+    let dir = ntpx_tests::TempDir::new("notify")?;
+    let path = dir.path().join("notify");
+    let listener = std::os::unix::net::UnixDatagram::bind(&path)?;
+    listener.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let socket = path.to_string_lossy().into_owned();
+    let d = Ntpxd::start_with_env(
+        &n.server,
+        SERVE_ALL,
+        &["--no-xdp"],
+        &[("NOTIFY_SOCKET", &socket), ("JOURNAL_STREAM", "8:1234")],
+    )?;
+    let mut buf = [0u8; 128];
+    let len = listener.recv(&mut buf).context("no READY from ntpxd")?;
+    assert!(buf[..len].starts_with(b"READY=1"), "{:?}", &buf[..len]);
+    // The journal adds its own timestamps: lines start with the level.
+    let log = d.proc.log();
+    assert!(log.lines().all(|l| !l.starts_with("20")), "{log}");
+    assert!(log.contains("INFO ntpxd version"), "{log}");
+    Ok(())
+}

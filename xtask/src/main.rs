@@ -26,6 +26,13 @@ enum Task {
     Build,
     /// Start ntpxd with its XDP fast path in a namespace and query it from another.
     Demo,
+    /// Build release binaries and install them with the systemd unit, a default
+    /// /etc/ntpx.conf (kept if present) and the state directory, under ROOT (default /).
+    Install {
+        /// Installation root (a staging directory for packaging).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
     /// Run every test: formatting, clippy, unit tests, BPF test runs, namespace tests.
     /// Privileged tests need root; NTPX_SKIP_PRIVILEGED=1 skips them explicitly.
     Test,
@@ -51,6 +58,15 @@ fn main() -> Result<()> {
             demo()
         }
         Task::Test => test(),
+        Task::Install { root: dest } => {
+            setup()?;
+            cargo(&["build", "--release", "-p", "ntp-user", "--bins"])?;
+            for line in install(&dest, &root().join("target/release"), &root())? {
+                println!("installed {line}");
+            }
+            println!("enable with: systemctl daemon-reload && systemctl enable --now ntpxd");
+            Ok(())
+        }
     }
 }
 
@@ -75,6 +91,57 @@ fn succeeds(cmd: &mut Command) -> bool {
 
 fn cargo(args: &[&str]) -> Result<()> {
     status(Command::new("cargo").current_dir(root()).args(args))
+}
+
+/// Copies the binaries from `bins` and the service files from the repository `repo`
+/// under `dest`; returns what was installed. An existing configuration is kept.
+fn install(dest: &Path, bins: &Path, repo: &Path) -> Result<Vec<String>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut done = Vec::new();
+    let mut put = |from: &Path, rel: &str, mode: u32, keep: bool| -> Result<()> {
+        let to = dest.join(rel);
+        if keep && to.exists() {
+            done.push(format!("{} (kept the existing file)", to.display()));
+            return Ok(());
+        }
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        // Copy then rename: a running daemon's binary is replaced, not overwritten.
+        let tmp = to.with_extension("ntpx-install");
+        std::fs::copy(from, &tmp)
+            .with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&tmp, &to).with_context(|| format!("installing {}", to.display()))?;
+        done.push(to.display().to_string());
+        Ok(())
+    };
+    put(&bins.join("ntpxd"), "usr/sbin/ntpxd", 0o755, false)?;
+    put(&bins.join("ntpxc"), "usr/bin/ntpxc", 0o755, false)?;
+    put(
+        &bins.join("ntpx-xdp-pass"),
+        "usr/lib/ntpx/ntpx-xdp-pass",
+        0o755,
+        false,
+    )?;
+    put(
+        &repo.join("dist/ntpxd.service"),
+        "lib/systemd/system/ntpxd.service",
+        0o644,
+        false,
+    )?;
+    put(&repo.join("dist/ntpx.conf"), "etc/ntpx.conf", 0o644, true)?;
+    put(
+        &repo.join("README.md"),
+        "usr/share/doc/ntpx/README.md",
+        0o644,
+        false,
+    )?;
+    let state = dest.join("var/lib/ntpx");
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750))?;
+    done.push(state.display().to_string());
+    Ok(done)
 }
 
 fn is_root() -> bool {
@@ -364,7 +431,35 @@ fn demo() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_result;
+    use super::{install, parse_result, root};
+
+    #[test]
+    fn install_lays_out_a_root_and_keeps_an_existing_configuration() {
+        let bins = root().join("target/debug");
+        assert!(
+            bins.join("ntpxd").exists(),
+            "build the binaries first (cargo build -p ntp-user)"
+        );
+        let dest = std::env::temp_dir().join(format!("ntpx-install-{}", std::process::id()));
+        let done = install(&dest, &bins, &root()).unwrap();
+        assert_eq!(done.len(), 7, "{done:?}");
+        for f in [
+            "usr/sbin/ntpxd",
+            "usr/bin/ntpxc",
+            "lib/systemd/system/ntpxd.service",
+            "etc/ntpx.conf",
+        ] {
+            assert!(dest.join(f).is_file(), "{f} missing");
+        }
+        std::fs::write(dest.join("etc/ntpx.conf"), "local stratum 3\n").unwrap();
+        let again = install(&dest, &bins, &root()).unwrap();
+        assert!(again.iter().any(|l| l.contains("kept the existing file")));
+        assert_eq!(
+            std::fs::read_to_string(dest.join("etc/ntpx.conf")).unwrap(),
+            "local stratum 3\n"
+        );
+        std::fs::remove_dir_all(&dest).unwrap();
+    }
 
     #[test]
     fn libtest_summaries_are_counted() {
