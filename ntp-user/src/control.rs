@@ -61,6 +61,91 @@ pub enum Response {
     Error(String),
 }
 
+impl Request {
+    /// Whether the command only reads state (allowed over the UDP command port).
+    pub fn is_read_only(&self) -> bool {
+        matches!(
+            self,
+            Request::Serverstats
+                | Request::Xdpstats
+                | Request::Sources
+                | Request::Tracking
+                | Request::Sourcestats
+                | Request::Activity
+        )
+    }
+}
+
+/// Largest UDP command datagram.
+const MAX_DATAGRAM: usize = 65_000;
+
+/// Serves read-only commands on a UDP socket (chrony's cmdport) to sources `allowed`
+/// admits; others get no answer. `handle` sees every request (denied ones as errors).
+pub async fn serve_udp<F>(
+    sock: tokio::net::UdpSocket,
+    allowed: impl Fn(std::net::IpAddr) -> bool,
+    handle: F,
+) where
+    F: Fn(Result<Request>) -> Response,
+{
+    let mut buf = vec![0u8; MAX_REQUEST + 1];
+    loop {
+        let (len, src) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("Command port: {e}");
+                continue;
+            }
+        };
+        if !allowed(crate::net::canonical_ip(src.ip())) {
+            handle(Err(anyhow::anyhow!(
+                "command from {src} denied by cmdallow/cmddeny"
+            )));
+            continue;
+        }
+        let response = match decode_request(buf[..len].trim_ascii()) {
+            Ok(r) if !r.is_read_only() => handle(Err(anyhow::anyhow!(
+                "{r:?} is only accepted on the Unix socket"
+            ))),
+            other => handle(other),
+        };
+        if let Ok(out) = serde_json::to_vec(&response)
+            && out.len() <= MAX_DATAGRAM
+        {
+            let _ = sock.send_to(&out, src).await;
+        }
+    }
+}
+
+/// Sends `req` to the daemon's UDP command port at `addr` (three tries, one second each).
+pub async fn call_udp(addr: std::net::SocketAddr, req: &Request) -> Result<Response> {
+    let any: std::net::SocketAddr = if addr.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let sock = tokio::net::UdpSocket::bind(any)
+        .await
+        .context("binding a UDP socket")?;
+    let out = serde_json::to_vec(req).context("encoding request")?;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    for _ in 0..3 {
+        sock.send_to(&out, addr)
+            .await
+            .with_context(|| format!("sending to {addr}"))?;
+        match tokio::time::timeout(std::time::Duration::from_secs(1), sock.recv_from(&mut buf))
+            .await
+        {
+            Ok(Ok((n, from))) if from == addr => {
+                return serde_json::from_slice(&buf[..n])
+                    .with_context(|| format!("malformed response from {addr}"));
+            }
+            _ => continue,
+        }
+    }
+    bail!("no response from {addr} (is ntpxd running, and is this host allowed by cmdallow?)")
+}
+
 /// Decodes one request line; errors say what was wrong with it.
 pub fn decode_request(line: &[u8]) -> Result<Request> {
     if line.len() > MAX_REQUEST {
@@ -153,6 +238,37 @@ mod tests {
         assert!(decode_request(br#"{"command":"reboot"}"#).is_err());
         assert!(decode_request(b"\xff\x00garbage").is_err());
         assert!(decode_request(&vec![b' '; MAX_REQUEST + 1]).is_err());
+    }
+
+    #[tokio::test]
+    async fn udp_serves_read_only_commands_to_allowed_hosts() {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        tokio::spawn(serve_udp(
+            sock,
+            |ip| ip.is_loopback(),
+            |req| match req {
+                Ok(Request::Tracking) => Response::Tracking(Default::default()),
+                Ok(other) => Response::Error(format!("unexpected {other:?}")),
+                Err(e) => Response::Error(e.to_string()),
+            },
+        ));
+        assert!(matches!(
+            call_udp(addr, &Request::Tracking).await.unwrap(),
+            Response::Tracking(_)
+        ));
+        let Response::Error(e) = call_udp(addr, &Request::Burst).await.unwrap() else {
+            panic!()
+        };
+        assert!(e.contains("only accepted on the Unix socket"), "{e}");
+
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        tokio::spawn(serve_udp(sock, |_| false, |_| Response::Ok));
+        assert!(
+            call_udp(addr, &Request::Tracking).await.is_err(),
+            "a denied host gets no answer"
+        );
     }
 
     #[tokio::test]

@@ -339,6 +339,19 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
             }
         });
     }
+    for sock in bind_cmd_ports(&shared.config)? {
+        let sh = shared.clone();
+        let cmd_acl = AccessTable::from_rules(&shared.config.cmd_acl_rules, resolve_name)
+            .map_err(|e| anyhow!("cmdallow/cmddeny: {e}"))?;
+        tasks.spawn(async move {
+            // Localhost may always ask, as in chrony.
+            let allowed = move |ip: IpAddr| {
+                ip.is_loopback() || cmd_acl.check(ip) == crate::acl::Action::Allow
+            };
+            control::serve_udp(sock, allowed, |req| sh.handle_control(req)).await;
+            Ok(())
+        });
+    }
     let sh = shared.clone();
     tasks.spawn(async move {
         // Four publications fit in the staleness limit, whatever it is set to.
@@ -574,6 +587,39 @@ async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Result<()> {
             }
         }
     }
+}
+
+/// The UDP command port (read-only commands): on `bindcmdaddress` addresses, by default
+/// localhost only; nothing with `cmdport 0`.
+fn bind_cmd_ports(config: &Config) -> Result<Vec<tokio::net::UdpSocket>> {
+    if config.cmdport == 0 {
+        return Ok(Vec::new());
+    }
+    let addrs: Vec<IpAddr> = if config.cmd_addresses.is_empty() {
+        vec![
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ]
+    } else {
+        config.cmd_addresses.clone()
+    };
+    let mut out = Vec::new();
+    for a in addrs {
+        let sa = SocketAddr::new(a, config.cmdport);
+        let std_sock = match std::net::UdpSocket::bind(sa) {
+            Ok(s) => s,
+            // A host without IPv6 (or without that address) still has the others.
+            Err(e) if config.cmd_addresses.is_empty() => {
+                warn!("No command port on {sa}: {e}");
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("binding the command port {sa}")),
+        };
+        std_sock.set_nonblocking(true)?;
+        info!("Command port on {sa} (read-only commands)");
+        out.push(tokio::net::UdpSocket::from_std(std_sock)?);
+    }
+    Ok(out)
 }
 
 fn bind_control(path: &Path) -> Result<tokio::net::UnixListener> {

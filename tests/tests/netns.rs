@@ -363,3 +363,32 @@ fn systemd_readiness_and_journal_logging() -> Result<()> {
     assert!(log.contains("INFO ntpxd version"), "{log}");
     Ok(())
 }
+
+#[test]
+fn udp_command_port_serves_read_only_commands_to_allowed_hosts() -> Result<()> {
+    if !ntpx_tests::privileged("udp_command_port_serves_read_only_commands_to_allowed_hosts") {
+        return Ok(());
+    }
+    let n = net(false, 19)?;
+    let config = format!("{SERVE_ALL}bindcmdaddress 0.0.0.0\ncmdallow {}\n", n.link.client_v4);
+    let d = start(&n, &config, true)?;
+    let ntpxc = |ns: &Netns, host: &str, cmd: &str| {
+        let mut c = ns.command(ntpx_tests::bin("ntpxc"));
+        c.args(["-h", host, cmd]);
+        c.output()
+    };
+    // The allowed client reads state over UDP.
+    let out = ntpxc(&n.client, &n.link.server_v4, "tracking")?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Stratum         : 3"));
+    // Modifying commands only over the Unix socket.
+    let out = ntpxc(&n.client, &n.link.server_v4, "burst")?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only accepted on the Unix socket"));
+    // A host not in cmdallow gets no answer (here: the server's own LAN address).
+    let out = ntpxc(&n.server, &n.link.server_v4, "tracking")?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no response"));
+    assert!(d.stat("serverstats", "Command packets dropped")? >= 4, "burst + 3 denied tries");
+    Ok(())
+}

@@ -8,6 +8,39 @@ use ntp_user::{
 };
 use std::path::PathBuf;
 
+/// Where the daemon is.
+enum Target {
+    /// Its Unix control socket.
+    Socket(PathBuf),
+    /// Its UDP command port.
+    Udp(std::net::SocketAddr),
+}
+
+impl Target {
+    fn parse(host: &str, port: u16) -> Result<Self> {
+        if host.starts_with('/') {
+            return Ok(Target::Socket(PathBuf::from(host)));
+        }
+        use std::net::ToSocketAddrs;
+        let addr = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| anyhow::anyhow!("cannot resolve {host}: {e}"))?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{host} has no address"))?;
+        Ok(Target::Udp(addr))
+    }
+
+    fn call(&self, req: &Request) -> Result<Response> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        match self {
+            Target::Socket(p) => rt.block_on(control::call(p, req)),
+            Target::Udp(a) => rt.block_on(control::call_udp(*a, req)),
+        }
+    }
+}
+
 /// Default control socket of ntpxd.
 const DEFAULT_SOCKET: &str = "/run/ntpx/ntpxd.sock";
 
@@ -15,19 +48,19 @@ const DEFAULT_SOCKET: &str = "/run/ntpx/ntpxd.sock";
 #[derive(Parser, Debug)]
 #[command(name = "ntpxc", version, disable_help_flag = true)]
 struct Args {
-    /// The daemon's control socket (a path, as chrony's `bindcmdaddress`).
-    #[arg(short = 'h', long = "host", default_value = DEFAULT_SOCKET, value_name = "SOCKET")]
-    host: PathBuf,
+    /// The daemon: its control socket (a path, all commands) or a host name or address
+    /// (its UDP command port, read-only commands).
+    #[arg(short = 'h', long = "host", default_value = DEFAULT_SOCKET, value_name = "HOST|SOCKET")]
+    host: String,
     /// Print comma-separated values instead of the aligned report.
     #[arg(short = 'c')]
     csv: bool,
     /// Do not resolve addresses to names (accepted; nothing is resolved yet).
     #[arg(short = 'n')]
     numeric: bool,
-    /// Command port of a UDP control address (accepted for chronyc compatibility; the
-    /// Unix socket is used).
-    #[arg(short = 'p', value_name = "PORT")]
-    port: Option<u16>,
+    /// UDP command port of a host given with -h.
+    #[arg(short = 'p', value_name = "PORT", default_value_t = 323)]
+    port: u16,
     /// Authenticate commands (accepted for chronyc compatibility; the Unix socket needs no
     /// authentication).
     #[arg(short = 'a')]
@@ -108,19 +141,16 @@ enum Command {
 
 /// Polls `tracking` until the daemon is synchronised within the limits (chronyc waitsync).
 fn waitsync(
-    host: &std::path::Path,
+    host: &Target,
     max_tries: u32,
     max_correction: f64,
     max_skew: f64,
     interval: f64,
 ) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let mut tries = 0;
     loop {
         tries += 1;
-        let t = match rt.block_on(control::call(host, &Request::Tracking))? {
+        let t = match host.call(&Request::Tracking)? {
             Response::Tracking(t) => t,
             Response::Error(e) => bail!("ntpxd: {e}"),
             other => bail!("unexpected response {other:?}"),
@@ -147,14 +177,15 @@ fn waitsync(
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    let target = Target::parse(&args.host, args.port)?;
     match args.command {
-        Some(cmd) => execute(&args.host, args.csv, cmd),
-        None => interactive(&args.host, args.csv),
+        Some(cmd) => execute(&target, args.csv, cmd),
+        None => interactive(&target, args.csv),
     }
 }
 
 /// chronyc's interactive mode: a prompt, one command per line, `quit` or end of input ends.
-fn interactive(host: &std::path::Path, csv: bool) -> Result<()> {
+fn interactive(host: &Target, csv: bool) -> Result<()> {
     use std::io::{BufRead, IsTerminal, Write};
     let stdin = std::io::stdin();
     let prompt = stdin.is_terminal();
@@ -193,7 +224,7 @@ fn interactive(host: &std::path::Path, csv: bool) -> Result<()> {
 }
 
 /// Runs one command against the daemon and prints its answer.
-fn execute(host: &std::path::Path, csv: bool, command: Command) -> Result<()> {
+fn execute(host: &Target, csv: bool, command: Command) -> Result<()> {
     if let Command::Waitsync {
         max_tries,
         max_correction,
@@ -214,10 +245,7 @@ fn execute(host: &std::path::Path, csv: bool, command: Command) -> Result<()> {
         Command::Makestep { threshold, limit } => (Request::Makestep { threshold, limit }, false),
         Command::Waitsync { .. } => unreachable!("handled above"),
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let resp = rt.block_on(control::call(host, &req))?;
+    let resp = host.call(&req)?;
     match resp {
         Response::Serverstats(s) if csv => print!("{}", s.render_csv()),
         Response::Serverstats(s) => print!("{}", s.render()),

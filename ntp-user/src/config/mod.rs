@@ -45,8 +45,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "broadcast",
     "clientloglimit",
     "clockprecision",
-    "cmdallow",
-    "cmddeny",
     "cmdratelimit",
     "corrtimeratio",
     "dscp",
@@ -132,6 +130,9 @@ pub struct Config {
     pub cmd_socket: Option<PathBuf>,
     /// Addresses for the UDP command port (`bindcmdaddress IP`), at most one per family.
     pub cmd_addresses: Vec<IpAddr>,
+    /// `cmdallow`/`cmddeny` in file order (for the UDP command port; localhost is always
+    /// allowed, as in chrony).
+    pub cmd_acl_rules: Vec<Rule>,
     /// UDP port for monitoring commands (`cmdport`); 0 disables it.
     pub cmdport: u16,
     /// PID file path; `None` when disabled with `pidfile /`.
@@ -156,6 +157,7 @@ impl Default for Config {
             driftfile: None,
             cmd_socket: Some(PathBuf::from(DEFAULT_CMD_SOCKET)),
             cmd_addresses: Vec::new(),
+            cmd_acl_rules: Vec::new(),
             cmdport: DEFAULT_CMDPORT,
             pidfile: Some(PathBuf::from(DEFAULT_PIDFILE)),
             xdp_stale_limit: DEFAULT_XDP_STALE_LIMIT,
@@ -386,6 +388,15 @@ impl Parser {
                 .config
                 .acl_rules
                 .push(acl_rule("deny", Action::Deny, args)?),
+            "cmdallow" => {
+                self.config
+                    .cmd_acl_rules
+                    .push(acl_rule("cmdallow", Action::Allow, args)?)
+            }
+            "cmddeny" => self
+                .config
+                .cmd_acl_rules
+                .push(acl_rule("cmddeny", Action::Deny, args)?),
             "port" => self.config.port = port("port", args)?,
             "cmdport" => self.config.cmdport = port("cmdport", args)?,
             "bindaddress" => {

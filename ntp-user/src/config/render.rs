@@ -58,10 +58,15 @@ pub fn render(c: &Config) -> String {
             l.distance
         ));
     }
-    for r in &c.acl_rules {
+    let rules = c
+        .acl_rules
+        .iter()
+        .map(|r| (r, ""))
+        .chain(c.cmd_acl_rules.iter().map(|r| (r, "cmd")));
+    for (r, prefix) in rules {
         let verb = match r.action {
-            Action::Allow => "allow",
-            Action::Deny => "deny",
+            Action::Allow => format!("{prefix}allow"),
+            Action::Deny => format!("{prefix}deny"),
         };
         let all = if r.all { " all" } else { "" };
         let target = match &r.target {
@@ -110,7 +115,7 @@ mod tests {
     fn rendered_configuration_parses_back_to_the_same() {
         let text = "pool p.example iburst maxsources 3\nserver 198.18.0.1 minpoll -4 maxpoll 2 prefer port 1123\n\
                     makestep 1 3\nrtcsync\nminsources 2\nlocal stratum 3 orphan\nallow 192.168.0.0/16\n\
-                    deny all 192.168.7.0/24\nallow\nport 4123\nbindaddress 198.18.0.1\n\
+                    deny all 192.168.7.0/24\nallow\ncmdallow 198.18.0.0/16\nport 4123\nbindaddress 198.18.0.1\n\
                     driftfile /var/lib/ntpx/drift\nbindcmdaddress /\npidfile /run/x.pid\nxdpstalelimit 2.5\n";
         let c = parse_str(text, Path::new("t.conf")).unwrap();
         let out = render(&c);
