@@ -61,6 +61,10 @@ pub enum SourceCommand {
     Burst,
     /// Stop polling (the address was replaced).
     Stop,
+    /// Stop polling until `Online` (ntpxc offline).
+    Offline,
+    /// Resume polling (ntpxc online).
+    Online,
 }
 
 fn now_ns() -> u64 {
@@ -123,6 +127,18 @@ pub async fn run(
                         break;
                     }
                     Some(SourceCommand::Stop) | None => return,
+                    Some(SourceCommand::Offline) => {
+                        // Wait for Online (or the end) without polling.
+                        loop {
+                            match commands.recv().await {
+                                Some(SourceCommand::Online) => break,
+                                Some(SourceCommand::Stop) | None => return,
+                                Some(_) => {}
+                            }
+                        }
+                        break;
+                    }
+                    Some(SourceCommand::Online) => {}
                 },
                 r = sock.recv(&mut buf) => {
                     let r = match r {

@@ -30,6 +30,16 @@ pub enum Request {
     Activity,
     /// Poll every source now, four times (chronyc burst).
     Burst,
+    /// Stop polling the source at `address` (all sources without one).
+    Offline {
+        /// Which source.
+        address: Option<std::net::IpAddr>,
+    },
+    /// Resume polling (chronyc online).
+    Online {
+        /// Which source.
+        address: Option<std::net::IpAddr>,
+    },
     /// Step by the correction left (no arguments) or set makestep (chronyc makestep).
     Makestep {
         /// Threshold in seconds, with `limit`.

@@ -174,16 +174,47 @@ impl Shared {
             ),
             Ok(Request::Activity) => {
                 let e = lock(&self.engine);
-                let refused = e.sources().iter().filter(|s| s.refused).count();
+                let off = e
+                    .sources()
+                    .iter()
+                    .filter(|s| s.refused || s.offline)
+                    .count();
                 Response::Activity(crate::report::ActivityReport {
-                    online: e.sources().len() - refused,
-                    offline: refused,
+                    online: e.sources().len() - off,
+                    offline: off,
                     unresolved: self.sync.get().map(|h| h.unresolved()).unwrap_or(0),
                 })
             }
             Ok(Request::Burst) => {
-                let n = self.sync.get().map(|h| h.burst()).unwrap_or(0);
+                let n = self
+                    .sync
+                    .get()
+                    .map(|h| h.send(None, crate::client::SourceCommand::Burst))
+                    .unwrap_or(0);
                 info!("Burst requested on {n} sources");
+                Response::Ok
+            }
+            Ok(Request::Offline { address } | Request::Online { address }) => {
+                let offline = matches!(req, Ok(Request::Offline { .. }));
+                let ids = lock(&self.engine).source_ids(address);
+                if ids.is_empty() {
+                    return Response::Error("no such source".into());
+                }
+                lock(&self.engine).set_offline(&ids, offline);
+                let cmd = if offline {
+                    crate::client::SourceCommand::Offline
+                } else {
+                    crate::client::SourceCommand::Online
+                };
+                let n = self
+                    .sync
+                    .get()
+                    .map(|h| h.send(Some(&ids), cmd))
+                    .unwrap_or(0);
+                info!(
+                    "{n} sources set {}",
+                    if offline { "offline" } else { "online" }
+                );
                 Response::Ok
             }
             Ok(Request::Makestep { threshold, limit }) => match (threshold, limit) {

@@ -123,6 +123,8 @@ pub struct SourceEntry {
     pub refused: bool,
     /// Requests sent so far.
     pub polls: u32,
+    /// Polling suspended by ntpxc offline.
+    pub offline: bool,
 }
 
 /// Polls during which a silent source still counts toward the majority.
@@ -240,8 +242,25 @@ impl<C: EngineClock> Engine<C> {
             error: 0.0,
             refused: false,
             polls: 0,
+            offline: false,
         });
         self.sources.len() - 1
+    }
+
+    /// Ids of the sources matching `addr` (all with `None`).
+    pub fn source_ids(&self, addr: Option<IpAddr>) -> Vec<usize> {
+        (0..self.sources.len())
+            .filter(|i| addr.is_none_or(|a| self.sources[*i].addr.ip() == a))
+            .collect()
+    }
+
+    /// Marks sources as polled or not (ntpxc online/offline).
+    pub fn set_offline(&mut self, ids: &[usize], offline: bool) {
+        for i in ids {
+            if let Some(s) = self.sources.get_mut(*i) {
+                s.offline = offline;
+            }
+        }
     }
 
     /// Sources that have stayed silent for at least eight polls (pool members to replace).
@@ -249,7 +268,7 @@ impl<C: EngineClock> Engine<C> {
         self.sources
             .iter()
             .enumerate()
-            .filter(|(_, s)| (s.reach == 0 && s.polls >= 8) || s.refused)
+            .filter(|(_, s)| ((s.reach == 0 && s.polls >= 8) || s.refused) && !s.offline)
             .map(|(i, _)| i)
             .collect()
     }

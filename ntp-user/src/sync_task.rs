@@ -106,11 +106,12 @@ impl SyncHandle {
         self.unresolved.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Starts a burst of requests on every source; returns how many.
-    pub fn burst(&self) -> usize {
+    /// Sends `cmd` to the sources `ids` (all with `None`); returns how many took it.
+    pub fn send(&self, ids: Option<&[usize]>, cmd: SourceCommand) -> usize {
         lock(&self.commands)
-            .values()
-            .filter(|c| c.try_send(SourceCommand::Burst).is_ok())
+            .iter()
+            .filter(|(id, _)| ids.is_none_or(|ids| ids.contains(id)))
+            .filter(|(_, c)| c.try_send(cmd).is_ok())
             .count()
     }
 }

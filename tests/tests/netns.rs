@@ -370,7 +370,10 @@ fn udp_command_port_serves_read_only_commands_to_allowed_hosts() -> Result<()> {
         return Ok(());
     }
     let n = net(false, 19)?;
-    let config = format!("{SERVE_ALL}bindcmdaddress 0.0.0.0\ncmdallow {}\n", n.link.client_v4);
+    let config = format!(
+        "{SERVE_ALL}bindcmdaddress 0.0.0.0\ncmdallow {}\n",
+        n.link.client_v4
+    );
     let d = start(&n, &config, true)?;
     let ntpxc = |ns: &Netns, host: &str, cmd: &str| {
         let mut c = ns.command(ntpx_tests::bin("ntpxc"));
@@ -379,7 +382,11 @@ fn udp_command_port_serves_read_only_commands_to_allowed_hosts() -> Result<()> {
     };
     // The allowed client reads state over UDP.
     let out = ntpxc(&n.client, &n.link.server_v4, "tracking")?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("Stratum         : 3"));
     // Modifying commands only over the Unix socket.
     let out = ntpxc(&n.client, &n.link.server_v4, "burst")?;
@@ -389,6 +396,9 @@ fn udp_command_port_serves_read_only_commands_to_allowed_hosts() -> Result<()> {
     let out = ntpxc(&n.server, &n.link.server_v4, "tracking")?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no response"));
-    assert!(d.stat("serverstats", "Command packets dropped")? >= 4, "burst + 3 denied tries");
+    assert!(
+        d.stat("serverstats", "Command packets dropped")? >= 4,
+        "burst + 3 denied tries"
+    );
     Ok(())
 }

@@ -113,6 +113,16 @@ enum Command {
     Activity,
     /// Send a burst of four requests to every source now.
     Burst,
+    /// Stop polling a source (every source without an address).
+    Offline {
+        /// Address of the source.
+        address: Option<std::net::IpAddr>,
+    },
+    /// Resume polling a source (every source without an address).
+    Online {
+        /// Address of the source.
+        address: Option<std::net::IpAddr>,
+    },
     /// Step the clock by the correction left now; or, with THRESHOLD LIMIT, set makestep.
     Makestep {
         /// Step threshold in seconds.
@@ -242,6 +252,8 @@ fn execute(host: &Target, csv: bool, command: Command) -> Result<()> {
         Command::Sourcestats { verbose } => (Request::Sourcestats, verbose),
         Command::Activity => (Request::Activity, false),
         Command::Burst => (Request::Burst, false),
+        Command::Offline { address } => (Request::Offline { address }, false),
+        Command::Online { address } => (Request::Online { address }, false),
         Command::Makestep { threshold, limit } => (Request::Makestep { threshold, limit }, false),
         Command::Waitsync { .. } => unreachable!("handled above"),
     };
