@@ -43,6 +43,8 @@ pub struct Options {
     pub no_xdp: bool,
     /// Interfaces to attach to (`-i`); empty means those carrying the served addresses.
     pub interfaces: Vec<String>,
+    /// Run as this user once set up (`-u`).
+    pub user: Option<String>,
 }
 
 #[derive(Default)]
@@ -405,6 +407,18 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
         }
     });
 
+    if let Some(user) = opts.user.as_ref().or(shared.config.user.as_ref()) {
+        crate::privdrop::drop_to(user, !opts.no_clock_control)
+            .with_context(|| format!("dropping privileges to {user}"))?;
+        info!(
+            "Running as {user}{}",
+            if opts.no_clock_control {
+                " with no capabilities"
+            } else {
+                " with CAP_SYS_TIME"
+            }
+        );
+    }
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let outcome = tokio::select! {

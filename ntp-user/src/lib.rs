@@ -16,6 +16,7 @@ pub mod kernel;
 pub mod net;
 pub mod notify;
 pub mod packet;
+pub mod privdrop;
 pub mod reference;
 pub mod report;
 pub mod server;

@@ -402,3 +402,53 @@ fn udp_command_port_serves_read_only_commands_to_allowed_hosts() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn privileges_are_dropped_after_set_up() -> Result<()> {
+    if !ntpx_tests::privileged("privileges_are_dropped_after_set_up") {
+        return Ok(());
+    }
+    let n = net(true, 20)?;
+    let d = Ntpxd::start(
+        &n.server,
+        SERVE_ALL,
+        &["-i", &n.link.server_if, "-u", "nobody"],
+    )?;
+    assert!(
+        d.proc
+            .log()
+            .contains("Running as nobody with no capabilities"),
+        "{}",
+        d.proc.log()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.proc.pid()))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        field("Uid:")
+            .split_whitespace()
+            .skip(1)
+            .all(|u| u == "65534"),
+        "{}",
+        field("Uid:")
+    );
+    assert_eq!(
+        field("CapEff:").split_whitespace().nth(1),
+        Some("0000000000000000")
+    );
+    // Both paths keep serving, and the control socket keeps answering.
+    assert_dig_ok(&n, &n.link.server_v4)?;
+    let mut opts = ntpx_tests::frames::ntp_request(4, 3, 6, 7).to_vec();
+    opts.truncate(48);
+    assert!(
+        query_raw(&n.client, &n.link.server_v4, opts, Some(vec![1, 1, 1, 0]))?.is_some(),
+        "socket path"
+    );
+    assert!(d.stat("xdpstats", "answered")? >= 1);
+    Ok(())
+}

@@ -96,10 +96,19 @@ fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
     assert_eq!(d.ntpxc(&["burst"])?, "200 OK\n");
     assert_eq!(d.ntpxc(&["makestep"])?, "200 OK\n");
     assert_eq!(d.ntpxc(&["offline", &up_ip])?, "200 OK\n");
-    assert!(d.ntpxc(&["activity"])?.contains("1 sources online\n1 sources offline"));
+    assert!(
+        d.ntpxc(&["activity"])?
+            .contains("1 sources online\n1 sources offline")
+    );
     assert_eq!(d.ntpxc(&["online"])?, "200 OK\n");
-    assert!(d.ntpxc(&["activity"])?.contains("2 sources online\n0 sources offline"));
-    assert!(d.ntpxc(&["offline", "203.0.113.1"]).is_err(), "unknown source");
+    assert!(
+        d.ntpxc(&["activity"])?
+            .contains("2 sources online\n0 sources offline")
+    );
+    assert!(
+        d.ntpxc(&["offline", "203.0.113.1"]).is_err(),
+        "unknown source"
+    );
     assert_eq!(d.ntpxc(&["makestep", "0.5", "-1"])?, "200 OK\n");
     let waited = d.ntpxc(&["waitsync", "10", "0.01", "0", "0.2"])?;
     assert!(waited.starts_with("try: 1, refid: C6122801"), "{waited}");

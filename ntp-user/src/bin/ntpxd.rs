@@ -34,6 +34,10 @@ struct Args {
     /// Do not detach from the terminal (accepted for chronyd compatibility).
     #[arg(short = 'n')]
     no_detach: bool,
+    /// Run as USER once the fast path is attached and the sockets are bound, keeping only
+    /// CAP_SYS_TIME (none with -x). The driftfile's directory must be writable by USER.
+    #[arg(short = 'u', value_name = "USER")]
+    user: Option<String>,
     /// Print the effective configuration (chrony.conf syntax) and exit; non-zero on errors.
     #[arg(short = 'p')]
     print_config: bool,
@@ -74,6 +78,7 @@ fn main() -> Result<()> {
         no_clock_control: args.no_clock_control,
         no_xdp: args.no_xdp,
         interfaces: args.interfaces,
+        user: args.user,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

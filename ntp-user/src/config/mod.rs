@@ -107,7 +107,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "smoothtime",
     "stratumweight",
     "tempcomp",
-    "user",
 ];
 
 /// Characters that start a comment at the beginning of a line or after whitespace.
@@ -139,6 +138,8 @@ pub struct Config {
     pub pidfile: Option<PathBuf>,
     /// How old the XDP fast path's shared state may get before it stops answering.
     pub xdp_stale_limit: Duration,
+    /// User to run as once set up (`user`; `ntpxd -u` overrides it).
+    pub user: Option<String>,
     /// `server` and `pool` lines in file order.
     pub sources: Vec<SourceConfig>,
     /// Selection and steering settings.
@@ -161,6 +162,7 @@ impl Default for Config {
             cmdport: DEFAULT_CMDPORT,
             pidfile: Some(PathBuf::from(DEFAULT_PIDFILE)),
             xdp_stale_limit: DEFAULT_XDP_STALE_LIMIT,
+            user: None,
             sources: Vec::new(),
             sync: SyncConfig::default(),
             warnings: Vec::new(),
@@ -414,6 +416,7 @@ impl Parser {
                 self.config.pidfile = (token != "/").then(|| PathBuf::from(token));
             }
             "xdpstalelimit" => self.config.xdp_stale_limit = xdp_stale_limit(args)?,
+            "user" => self.config.user = Some(single_arg("user", args, "a user name")?.to_string()),
             "server" | "pool" => {
                 let kind = if lower == "server" {
                     SourceKind::Server
