@@ -44,12 +44,25 @@ pub enum SourceEvent {
         reach: u8,
         /// Poll exponent.
         poll: i8,
+        /// How the exchange went on the wire (for ntpdata).
+        wire: WireInfo,
     },
     /// The source refused us (KoD DENY/RSTR) and is no longer polled.
     Refused {
         /// Which source.
         id: SourceId,
     },
+}
+
+/// The local side of an exchange.
+#[derive(Clone, Copy, Debug)]
+pub struct WireInfo {
+    /// Local address and port used.
+    pub local: SocketAddr,
+    /// Whether t1 is the kernel's transmit timestamp (else the daemon's clock).
+    pub tx_kernel: bool,
+    /// Whether t4 is the kernel's receive timestamp.
+    pub rx_kernel: bool,
 }
 
 /// Commands the synchronization task sends back to a source.
@@ -100,10 +113,12 @@ pub async fn run(
         let cookie = net::random_u64();
         let sent_fallback = now_ns();
         let req = poller.request(cookie, sent_fallback);
+        let mut tx_kernel = false;
         if let Err(e) = sock.send(&req) {
             debug!("{e:#}");
         } else if let Some(ts) = sock.tx_timestamp(Duration::from_millis(20)).await {
             poller.set_sent(cookie, ts);
+            tx_kernel = true;
         }
         if events
             .send(SourceEvent::Polled {
@@ -159,6 +174,11 @@ pub async fn run(
                                 t4_ns: t4,
                                 reach: poller.reach(),
                                 poll: poller.poll(),
+                                wire: WireInfo {
+                                    local: sock.local(),
+                                    tx_kernel,
+                                    rx_kernel: r.rx_realtime_ns.is_some(),
+                                },
                             };
                             if events.send(ev).await.is_err() {
                                 return;

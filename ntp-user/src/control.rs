@@ -1,7 +1,9 @@
 //! The control protocol between `ntpxc` and `ntpxd`: one JSON request line, one JSON
 //! response line, over a Unix stream socket (the path chrony calls `bindcmdaddress`).
 
-use crate::report::{ActivityReport, SourceReport, SourceStatsReport, TrackingReport};
+use crate::report::{
+    ActivityReport, NtpDataReport, SourceReport, SourceStatsReport, TrackingReport,
+};
 use crate::stats::{ServerStats, XdpStats};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -28,6 +30,11 @@ pub enum Request {
     Sourcestats,
     /// How many sources are online (chronyc activity).
     Activity,
+    /// The last exchange with each source, or one (chronyc ntpdata).
+    Ntpdata {
+        /// Which source.
+        address: Option<std::net::IpAddr>,
+    },
     /// Poll every source now, four times (chronyc burst).
     Burst,
     /// Stop polling the source at `address` (all sources without one).
@@ -65,6 +72,8 @@ pub enum Response {
     Sourcestats(Vec<SourceStatsReport>),
     /// Answer to [`Request::Activity`].
     Activity(ActivityReport),
+    /// Answer to [`Request::Ntpdata`].
+    Ntpdata(Vec<NtpDataReport>),
     /// A command was carried out (chronyc's "200 OK").
     Ok,
     /// The request failed.
@@ -82,6 +91,7 @@ impl Request {
                 | Request::Tracking
                 | Request::Sourcestats
                 | Request::Activity
+                | Request::Ntpdata { .. }
         )
     }
 }

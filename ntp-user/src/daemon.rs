@@ -174,6 +174,9 @@ impl Shared {
             Ok(Request::Sourcestats) => Response::Sourcestats(
                 lock(&self.engine).sourcestats_report(clock::realtime_ns().unwrap_or(0)),
             ),
+            Ok(Request::Ntpdata { address }) => {
+                Response::Ntpdata(lock(&self.engine).ntpdata_report(address))
+            }
             Ok(Request::Activity) => {
                 let e = lock(&self.engine);
                 let off = e

@@ -125,6 +125,14 @@ pub struct SourceEntry {
     pub polls: u32,
     /// Polling suspended by ntpxc offline.
     pub offline: bool,
+    /// The last valid reply and how it travelled.
+    pub last_reply: Option<(NtpHeader, crate::client::WireInfo)>,
+    /// The last sample taken from it.
+    pub last_sample: Option<Sample>,
+    /// Valid replies received.
+    pub replies: u32,
+    /// Samples added.
+    pub samples: u32,
 }
 
 /// Polls during which a silent source still counts toward the majority.
@@ -243,6 +251,10 @@ impl<C: EngineClock> Engine<C> {
             refused: false,
             polls: 0,
             offline: false,
+            last_reply: None,
+            last_sample: None,
+            replies: 0,
+            samples: 0,
         });
         self.sources.len() - 1
     }
@@ -329,6 +341,7 @@ impl<C: EngineClock> Engine<C> {
 
     /// A valid reply from source `id`: the request left at `t1_ns` and the reply arrived
     /// at `t4_ns` (CLOCK_REALTIME). Adds the sample and updates the clock.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_reply(
         &mut self,
         id: usize,
@@ -337,6 +350,7 @@ impl<C: EngineClock> Engine<C> {
         t4_ns: u64,
         reach: u8,
         poll: i8,
+        wire: crate::client::WireInfo,
     ) -> Vec<Log> {
         let t1 = self.clock.local_at(t1_ns);
         let t4 = self.clock.local_at(t4_ns);
@@ -368,6 +382,10 @@ impl<C: EngineClock> Engine<C> {
         s.last_rx = Some(sample.time);
         s.measured = sample.offset;
         s.error = sample.delay / 2.0 + sample.dispersion;
+        s.last_reply = Some((*h, wire));
+        s.last_sample = Some(sample);
+        s.replies += 1;
+        s.samples += 1;
         s.stats.add(sample);
         self.reselect()
     }
@@ -488,6 +506,47 @@ impl<C: EngineClock> Engine<C> {
         self.discipline.set_makestep(Some((threshold, limit)));
     }
 
+    /// The `ntpdata` report for every source that has answered (or only `addr`'s).
+    pub fn ntpdata_report(&self, addr: Option<IpAddr>) -> Vec<crate::report::NtpDataReport> {
+        self.sources
+            .iter()
+            .filter(|s| addr.is_none_or(|a| s.addr.ip() == a))
+            .filter_map(|s| {
+                let (h, w) = s.last_reply?;
+                let sample = s.last_sample?;
+                Some(crate::report::NtpDataReport {
+                    remote: s.addr,
+                    local: w.local,
+                    leap: h.leap,
+                    version: h.version,
+                    mode: h.mode,
+                    stratum: h.stratum,
+                    poll: h.poll,
+                    precision: h.precision,
+                    root_delay: ntp_short_to_secs(h.root_delay),
+                    root_dispersion: ntp_short_to_secs(h.root_dispersion),
+                    refid: u32::from_be_bytes(h.refid),
+                    ref_time: h
+                        .reference_ts
+                        .to_unix_ns(crate::clock::realtime_ns().unwrap_or(0))
+                        as f64
+                        * 1e-9,
+                    offset: -sample.offset,
+                    delay: sample.delay,
+                    dispersion: sample.dispersion,
+                    response_time: (h.transmit_ts.0.wrapping_sub(h.receive_ts.0)) as f64
+                        / 4_294_967_296.0,
+                    tx_kernel: w.tx_kernel,
+                    rx_kernel: w.rx_kernel,
+                    total_tx: s.polls,
+                    total_rx: s.replies,
+                    total_valid_rx: s.replies,
+                    total_good_rx: s.samples,
+                })
+            })
+            .collect()
+    }
+
     /// The `sourcestats` report at system time `now_ns`.
     pub fn sourcestats_report(&self, now_ns: u64) -> Vec<crate::report::SourceStatsReport> {
         let now = self.clock.local_at(now_ns);
@@ -591,6 +650,14 @@ mod tests {
         NOW.load(Ordering::Relaxed)
     }
 
+    fn wire() -> crate::client::WireInfo {
+        crate::client::WireInfo {
+            local: "198.18.0.2:40000".parse().unwrap(),
+            tx_kernel: true,
+            rx_kernel: true,
+        }
+    }
+
     /// A reply from a server whose clock is `ahead` seconds ahead of ours, 1 ms each way.
     fn reply(t1: u64, ahead: f64) -> (NtpHeader, u64) {
         let a = (ahead * 1e9) as i128;
@@ -620,7 +687,7 @@ mod tests {
         let t1 = now_ns();
         let (h, t4) = reply(t1, 0.025);
         NOW.store(t4, Ordering::Relaxed);
-        let log = e.on_reply(id, &h, t1, t4, 1, -4);
+        let log = e.on_reply(id, &h, t1, t4, 1, -4, wire());
         assert!(
             log.contains(&Log::Info("Selected source 198.18.0.1".into())),
             "{log:?}"
@@ -642,7 +709,10 @@ mod tests {
         let t1 = now_ns();
         let (h, t4) = reply(t1, 0.025);
         NOW.store(t4, Ordering::Relaxed);
-        e.on_reply(id, &h, t1, t4, 3, -4);
+        e.on_reply(id, &h, t1, t4, 3, -4, wire());
+        let nd = e.ntpdata_report(None);
+        assert_eq!((nd.len(), nd[0].stratum, nd[0].total_good_rx), (1, 2, 2));
+        assert!((nd[0].response_time - 10e-6).abs() < 1e-9);
         let s = e.sources_report(now_ns());
         assert!(s[0].measured_offset.abs() < 1e-6, "{:?}", s[0]);
         assert!((e.reference(now_ns()).offset_ns - 25_000_000).abs() < 1_000);
@@ -663,7 +733,7 @@ mod tests {
         let id = e.add_source("198.18.0.1:123".parse().unwrap(), false, false, -4);
         let t1 = now_ns();
         let (h, t4) = reply(t1, 0.0);
-        e.on_reply(id, &h, t1, t4, 1, -4);
+        e.on_reply(id, &h, t1, t4, 1, -4, wire());
         assert!(e.synchronised());
         let log = e.on_polled(id, 0, -4);
         assert!(

@@ -150,6 +150,7 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 pub struct ClientSocket {
     fd: AsyncFd<OwnedFd>,
     remote: SocketAddr,
+    local: SocketAddr,
 }
 
 impl ClientSocket {
@@ -178,16 +179,22 @@ impl ClientSocket {
         bind(fd.as_raw_fd(), &SockaddrStorage::from(any)).context("binding an ephemeral port")?;
         nix::sys::socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(remote))
             .with_context(|| format!("connecting to {remote}"))?;
+        let local = local_addr(&fd)?;
         // SAFETY: as in TimestampedSocket::bind, the AsyncFd owns the descriptor.
         let fd =
             unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::ERROR) }
                 .map_err(|e| anyhow!("registering the socket with tokio: {e}"))?;
-        Ok(ClientSocket { fd, remote })
+        Ok(ClientSocket { fd, remote, local })
     }
 
     /// The server this socket talks to.
     pub fn remote(&self) -> SocketAddr {
         self.remote
+    }
+
+    /// The local address the kernel chose for talking to it.
+    pub fn local(&self) -> SocketAddr {
+        self.local
     }
 
     /// Sends one datagram.

@@ -179,7 +179,11 @@ pub fn start(
                         t4_ns,
                         reach,
                         poll,
-                    } => (e.on_reply(id, &header, t1_ns, t4_ns, reach, poll), Some(id)),
+                        wire,
+                    } => (
+                        e.on_reply(id, &header, t1_ns, t4_ns, reach, poll, wire),
+                        Some(id),
+                    ),
                     SourceEvent::Refused { id } => (e.on_refused(id), None),
                 }
             };

@@ -94,6 +94,16 @@ fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
             .contains("2 sources online\n0 sources offline")
     );
     assert_eq!(d.ntpxc(&["burst"])?, "200 OK\n");
+    let nd = d.ntpxc(&["ntpdata", &up_ip])?;
+    assert!(
+        nd.contains("Remote address  : 198.18.40.1 (C6122801)")
+            && nd.contains("Stratum         : 2"),
+        "{nd}"
+    );
+    assert!(
+        nd.contains("TX timestamping : Kernel\nRX timestamping : Kernel"),
+        "{nd}"
+    );
     assert_eq!(d.ntpxc(&["makestep"])?, "200 OK\n");
     assert_eq!(d.ntpxc(&["offline", &up_ip])?, "200 OK\n");
     assert!(

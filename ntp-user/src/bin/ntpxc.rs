@@ -111,6 +111,11 @@ enum Command {
     },
     /// How many sources are online, offline or not yet resolved.
     Activity,
+    /// The last exchange with each source (or the one at ADDRESS), field by field.
+    Ntpdata {
+        /// Address of the source.
+        address: Option<std::net::IpAddr>,
+    },
     /// Send a burst of four requests to every source now.
     Burst,
     /// Stop polling a source (every source without an address).
@@ -251,6 +256,7 @@ fn execute(host: &Target, csv: bool, command: Command) -> Result<()> {
         Command::Tracking => (Request::Tracking, false),
         Command::Sourcestats { verbose } => (Request::Sourcestats, verbose),
         Command::Activity => (Request::Activity, false),
+        Command::Ntpdata { address } => (Request::Ntpdata { address }, false),
         Command::Burst => (Request::Burst, false),
         Command::Offline { address } => (Request::Offline { address }, false),
         Command::Online { address } => (Request::Online { address }, false),
@@ -268,6 +274,7 @@ fn execute(host: &Target, csv: bool, command: Command) -> Result<()> {
         Response::Tracking(t) => print!("{}", t.render()),
         Response::Sourcestats(rows) => print!("{}", report::render_sourcestats(&rows, verbose)),
         Response::Activity(a) => print!("{}", a.render()),
+        Response::Ntpdata(rows) => rows.iter().for_each(|r| print!("{}", r.render())),
         Response::Ok => println!("200 OK"),
         Response::Error(e) => bail!("ntpxd: {e}"),
     }
