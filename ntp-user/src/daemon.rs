@@ -295,6 +295,14 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     } else {
         Some(Mutex::new(start_kernel(&config, &opts, &acl)?))
     };
+    if let Some(dir) = &config.logdir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating logdir {}", dir.display()))?;
+    }
+    let _ = sync_task::LOG_FILES.set(Mutex::new(crate::logfiles::LogFiles::new(
+        config.logdir.as_deref(),
+        &config.logs,
+    )));
     let engine = Arc::new(Mutex::new(new_engine(&config, &opts, params.precision)));
     let shared = Arc::new(Shared {
         engine,

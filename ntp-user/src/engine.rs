@@ -90,6 +90,8 @@ pub enum Log {
     Info(String),
     /// A warning.
     Warn(String),
+    /// A line for one of the log files (`log measurements statistics tracking`).
+    Record(crate::logfiles::Record),
 }
 
 /// One upstream address and what is known of it.
@@ -387,7 +389,33 @@ impl<C: EngineClock> Engine<C> {
         s.replies += 1;
         s.samples += 1;
         s.stats.add(sample);
-        self.reselect()
+        let when = t4_ns as f64 * 1e-9;
+        let (span_nr, est) = (s.stats.span_and_runs(t4).1, s.stats.estimate(t4));
+        let mut log = vec![Log::Record(crate::logfiles::Record::Measurement {
+            time: when,
+            addr: s.name.clone(),
+            leap: h.leap,
+            stratum: h.stratum,
+            polls: (poll, h.poll),
+            figures: [
+                -sample.offset,
+                sample.delay,
+                sample.dispersion,
+                info.root_delay,
+                info.root_dispersion,
+            ],
+            refid: u32::from_be_bytes(h.refid),
+        })];
+        if let Some(e) = est {
+            log.push(Log::Record(crate::logfiles::Record::Statistics {
+                time: when,
+                addr: s.name.clone(),
+                figures: [e.std_dev, -e.offset, e.offset_sd, e.frequency, e.skew],
+                counts: (s.stats.len(), span_nr),
+            }));
+        }
+        log.extend(self.reselect());
+        log
     }
 
     /// Runs selection and, with a selection, the steering loop.
@@ -454,6 +482,27 @@ impl<C: EngineClock> Engine<C> {
                 -r.offset
             )));
         }
+        let combined = sel
+            .states
+            .iter()
+            .filter(|(_, st)| matches!(st, SourceState::Selected | SourceState::Combined))
+            .count();
+        log.push(Log::Record(crate::logfiles::Record::Tracking {
+            time: sys_ns as f64 * 1e-9,
+            addr: self.sources[id].name.clone(),
+            stratum: (c.stratum + 1).min(STRATUM_UNSYNC),
+            figures: [
+                -self.clock.frequency() * 1e6,
+                self.discipline.skew() * 1e6,
+                -r.offset,
+                c.offset_sd,
+                self.clock.slew_remaining(),
+                c.root_delay,
+                c.root_dispersion,
+            ],
+            leap: c.leap,
+            combined,
+        }));
         self.synced = Some(Synced {
             source: id,
             stratum: c.stratum,

@@ -83,12 +83,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Writes the engine's log lines.
+/// The log files the daemon writes (`logdir`, `log`), set once at start.
+pub static LOG_FILES: std::sync::OnceLock<Mutex<crate::logfiles::LogFiles>> =
+    std::sync::OnceLock::new();
+
+/// Writes the engine's log lines and log-file records.
 pub fn emit(log: Vec<Log>) {
     for l in log {
         match l {
             Log::Info(m) => info!("{m}"),
             Log::Warn(m) => warn!("{m}"),
+            Log::Record(r) => {
+                if let Some(files) = LOG_FILES.get()
+                    && let Err(e) = lock(files).write(&r)
+                {
+                    warn!("{e:#}");
+                }
+            }
         }
     }
 }

@@ -34,11 +34,14 @@ fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
     lan.join(&cli, 3)?;
     let _pass = xdp_pass(lan.hub(), lan.hub_if(2).context("hub if")?)?;
     let (_up, _dir, _sock) = chronyd(&up, "local stratum 2\nallow all")?;
+    let logs = ntpx_tests::TempDir::new("logs")?;
     let d = Ntpxd::start(
         &srv,
         // The same upstream over IPv4 (listed first, so selected on a tie) and IPv6.
         &format!(
-            "server {up_ip} {FAST_POLL} prefer\nserver fd00:198:18:40::1 {FAST_POLL}\nallow all"
+            "server {up_ip} {FAST_POLL} prefer\nserver fd00:198:18:40::1 {FAST_POLL}\nallow all\n\
+             logdir {}\nlog measurements statistics tracking",
+            logs.path().display()
         ),
         &["-i", &srv_if],
     )?;
@@ -124,6 +127,29 @@ fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
     assert!(waited.starts_with("try: 1, refid: C6122801"), "{waited}");
     let csv = d.ntpxc(&["-c", "tracking"])?;
     assert_eq!(csv.trim_end().split(',').count(), 14, "{csv}");
+    let (out, err) = d.ntpxc_interactive("tracking\n\nbogus\nsources -v\nquit\nactivity\n")?;
+    assert!(
+        out.contains("Reference ID    : C6122801") && out.contains("Source mode"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("sources online"),
+        "commands after quit ran: {out}"
+    );
+    assert!(err.contains("bogus"), "{err}");
+    for (file, column) in [
+        ("measurements.log", "Peer del."),
+        ("statistics.log", "Est offset"),
+        ("tracking.log", "Rem. corr."),
+    ] {
+        let text =
+            std::fs::read_to_string(logs.path().join(file)).with_context(|| file.to_string())?;
+        assert!(
+            text.lines().nth(1).is_some_and(|l| l.contains(column)),
+            "{file}:\n{text}"
+        );
+        assert!(text.lines().any(|l| l.contains(&up_ip)), "{file}:\n{text}");
+    }
     let log = d.proc.log();
     assert!(
         log.contains("Burst requested on 2 sources") && log.contains("System clock was stepped by"),

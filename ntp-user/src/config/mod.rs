@@ -60,10 +60,8 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "leapsecmode",
     "leapsectz",
     "lock_all",
-    "log",
     "logbanner",
     "logchange",
-    "logdir",
     "mailonchange",
     "manual",
     "maxchange",
@@ -138,6 +136,10 @@ pub struct Config {
     pub pidfile: Option<PathBuf>,
     /// How old the XDP fast path's shared state may get before it stops answering.
     pub xdp_stale_limit: Duration,
+    /// Directory of the log files (`logdir`).
+    pub logdir: Option<PathBuf>,
+    /// Log files written there (`log measurements statistics tracking`).
+    pub logs: Vec<String>,
     /// User to run as once set up (`user`; `ntpxd -u` overrides it).
     pub user: Option<String>,
     /// `server` and `pool` lines in file order.
@@ -162,6 +164,8 @@ impl Default for Config {
             cmdport: DEFAULT_CMDPORT,
             pidfile: Some(PathBuf::from(DEFAULT_PIDFILE)),
             xdp_stale_limit: DEFAULT_XDP_STALE_LIMIT,
+            logdir: None,
+            logs: Vec::new(),
             user: None,
             sources: Vec::new(),
             sync: SyncConfig::default(),
@@ -417,6 +421,38 @@ impl Parser {
             }
             "xdpstalelimit" => self.config.xdp_stale_limit = xdp_stale_limit(args)?,
             "user" => self.config.user = Some(single_arg("user", args, "a user name")?.to_string()),
+            "logdir" => {
+                self.config.logdir = Some(PathBuf::from(single_arg("logdir", args, "a directory")?))
+            }
+            "log" => {
+                if args.is_empty() {
+                    return Err(missing(
+                        "log",
+                        "measurements, statistics, tracking, rtc, refclocks or tempcomp",
+                    ));
+                }
+                for kind in args {
+                    match kind.to_ascii_lowercase().as_str() {
+                        k @ ("measurements" | "statistics" | "tracking") => {
+                            self.config.logs.push(k.to_string())
+                        }
+                        // chrony's other logs have nothing to record in ntpx yet.
+                        "rawmeasurements" | "rtc" | "refclocks" | "tempcomp" | "selection" => self
+                            .warn(
+                                line,
+                                format!("log \"{kind}\" is not supported yet and is ignored"),
+                            ),
+                        _ => {
+                            return Err(invalid(
+                                "log",
+                                kind,
+                                "log",
+                                "measurements, statistics, tracking, rtc, refclocks, tempcomp or selection",
+                            ));
+                        }
+                    }
+                }
+            }
             "server" | "pool" => {
                 let kind = if lower == "server" {
                     SourceKind::Server
@@ -703,10 +739,7 @@ mod tests {
     #[test]
     fn seed_file_parses_with_expected_warnings() {
         let config = parse(SEED).unwrap();
-        assert_eq!(
-            warnings(&config),
-            vec![unsupported(20, "keyfile"), unsupported(24, "logdir"),]
-        );
+        assert_eq!(warnings(&config), vec![unsupported(20, "keyfile")]);
         assert_eq!(config.sources.len(), 1);
         let pool = &config.sources[0];
         assert_eq!(
@@ -750,7 +783,6 @@ mod tests {
             vec![
                 unsupported(18, "keyfile"),
                 unsupported(25, "ntsdumpdir"),
-                unsupported(31, "logdir"),
                 unsupported(47, "leapsectz"),
             ]
         );
@@ -772,10 +804,7 @@ mod tests {
         );
 
         let config = parse(EXAMPLE2).unwrap();
-        assert_eq!(
-            warnings(&config),
-            vec![unsupported(35, "ntsdumpdir"), unsupported(44, "logdir"),]
-        );
+        assert_eq!(warnings(&config), vec![unsupported(35, "ntsdumpdir")]);
         // The commented-out allow and local lines must stay inert.
         assert!(config.acl_rules.is_empty() && config.local.is_none());
 
