@@ -66,6 +66,7 @@ struct Shared {
     kernel: Option<Mutex<KernelPath>>,
     counters: DaemonCounters,
     engine: SharedEngine,
+    leaps: Vec<crate::leaptz::Leap>,
     sync: std::sync::OnceLock<sync_task::SyncHandle>,
 }
 
@@ -83,7 +84,12 @@ impl Shared {
             Err(_) => self.tai_offset_s.load(Ordering::Relaxed),
         };
         let now_unix = now_tai.wrapping_sub(tai as i64 as u64 * 1_000_000_000);
-        let reference = lock(&self.engine).reference(now_unix);
+        let mut reference = lock(&self.engine).reference(now_unix);
+        // The tz database announces a leap second the sources may not (leapsectz).
+        if reference.leap == 0 && !self.leaps.is_empty() {
+            reference.leap =
+                crate::leaptz::leap_indicator(&self.leaps, (now_unix / 1_000_000_000) as i64);
+        }
         let st = server_state(&reference, &self.params, now_tai, tai);
         *lock(&self.state) = st;
         if let Some(k) = &self.kernel {
@@ -303,9 +309,11 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
         config.logdir.as_deref(),
         &config.logs,
     )));
+    let leaps = load_leaps(&config, &opts, kt.tai_offset_s);
     let engine = Arc::new(Mutex::new(new_engine(&config, &opts, params.precision)));
     let shared = Arc::new(Shared {
         engine,
+        leaps,
         sync: std::sync::OnceLock::new(),
         acl,
         params,
@@ -497,6 +505,36 @@ fn new_engine(config: &Config, opts: &Options, precision: i8) -> Engine<DaemonCl
         config.local,
         2f64.powi(precision as i32),
     )
+}
+
+/// Leap seconds from `leapsectz`; without `-x`, also brings the kernel's TAI offset in line.
+fn load_leaps(config: &Config, opts: &Options, kernel_tai: i32) -> Vec<crate::leaptz::Leap> {
+    let Some(zone) = &config.leapsectz else {
+        return Vec::new();
+    };
+    let leaps = match crate::leaptz::load(zone) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!("leapsectz {zone}: {e:#}");
+            return Vec::new();
+        }
+    };
+    info!("Using {zone} timezone to obtain leap second data");
+    let now = (clock::realtime_ns().unwrap_or(0) / 1_000_000_000) as i64;
+    let offset = crate::leaptz::tai_offset(&leaps, now);
+    if offset != kernel_tai {
+        if opts.no_clock_control {
+            info!(
+                "TAI offset is {offset} seconds (the kernel's {kernel_tai} is left alone: clock control is off)"
+            );
+        } else {
+            match crate::sysclock::SystemClock.set_tai_offset(offset) {
+                Ok(()) => info!("System clock TAI offset set to {offset} seconds"),
+                Err(e) => warn!("Could not set the TAI offset: {e:#}"),
+            }
+        }
+    }
+    leaps
 }
 
 /// Writes the current frequency estimate to the driftfile, if one is configured.

@@ -103,6 +103,15 @@ impl SystemClock {
         Ok(())
     }
 
+    /// Sets the kernel's TAI-UTC offset (CLOCK_TAI = CLOCK_REALTIME + offset).
+    pub fn set_tai_offset(&mut self, offset: i32) -> Result<()> {
+        // SAFETY: zeroed timex with only the fields named by `modes` set.
+        let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+        tx.modes = libc::ADJ_TAI;
+        tx.constant = offset as libc::c_long;
+        adjtimex(&mut tx)
+    }
+
     /// Publishes the synchronization state (and leap second) to the kernel.
     pub fn set_status(
         &mut self,

@@ -350,7 +350,7 @@ fn systemd_readiness_and_journal_logging() -> Result<()> {
     let socket = path.to_string_lossy().into_owned();
     let d = Ntpxd::start_with_env(
         &n.server,
-        SERVE_ALL,
+        &format!("{SERVE_ALL}leapsectz right/UTC\n"),
         &["--no-xdp"],
         &[("NOTIFY_SOCKET", &socket), ("JOURNAL_STREAM", "8:1234")],
     )?;
@@ -361,6 +361,16 @@ fn systemd_readiness_and_journal_logging() -> Result<()> {
     let log = d.proc.log();
     assert!(log.lines().all(|l| !l.starts_with("20")), "{log}");
     assert!(log.contains("INFO ntpxd version"), "{log}");
+    // leapsectz: known, but with -x the kernel's TAI offset is not touched.
+    assert!(
+        log.contains("Using right/UTC timezone to obtain leap second data"),
+        "{log}"
+    );
+    let kernel_tai = ntp_user::clock::kernel_time()?.tai_offset_s;
+    if kernel_tai != 37 {
+        assert!(log.contains("TAI offset is 37 seconds"), "{log}");
+    }
+    assert_eq!(ntp_user::clock::kernel_time()?.tai_offset_s, kernel_tai);
     Ok(())
 }
 

@@ -58,7 +58,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "keyfile",
     "leapseclist",
     "leapsecmode",
-    "leapsectz",
     "lock_all",
     "logbanner",
     "logchange",
@@ -140,6 +139,8 @@ pub struct Config {
     pub logdir: Option<PathBuf>,
     /// Log files written there (`log measurements statistics tracking`).
     pub logs: Vec<String>,
+    /// Zone of the tz database with leap seconds (`leapsectz`, e.g. right/UTC).
+    pub leapsectz: Option<String>,
     /// User to run as once set up (`user`; `ntpxd -u` overrides it).
     pub user: Option<String>,
     /// `server` and `pool` lines in file order.
@@ -166,6 +167,7 @@ impl Default for Config {
             xdp_stale_limit: DEFAULT_XDP_STALE_LIMIT,
             logdir: None,
             logs: Vec::new(),
+            leapsectz: None,
             user: None,
             sources: Vec::new(),
             sync: SyncConfig::default(),
@@ -421,6 +423,10 @@ impl Parser {
             }
             "xdpstalelimit" => self.config.xdp_stale_limit = xdp_stale_limit(args)?,
             "user" => self.config.user = Some(single_arg("user", args, "a user name")?.to_string()),
+            "leapsectz" => {
+                let zone = single_arg("leapsectz", args, "a zone name such as right/UTC")?;
+                self.config.leapsectz = Some(zone.to_string());
+            }
             "logdir" => {
                 self.config.logdir = Some(PathBuf::from(single_arg("logdir", args, "a directory")?))
             }
@@ -780,11 +786,7 @@ mod tests {
         let config = parse(DEBIAN_DEFAULT).unwrap();
         assert_eq!(
             warnings(&config),
-            vec![
-                unsupported(18, "keyfile"),
-                unsupported(25, "ntsdumpdir"),
-                unsupported(47, "leapsectz"),
-            ]
+            vec![unsupported(18, "keyfile"), unsupported(25, "ntsdumpdir"),]
         );
         assert_eq!(
             config.driftfile,
