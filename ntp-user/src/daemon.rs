@@ -310,6 +310,20 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
         &config.logs,
     )));
     let leaps = load_leaps(&config, &opts, kt.tai_offset_s);
+    if let Some(path) = &config.keyfile {
+        // As chronyd: a missing or bad keyfile costs authentication, not the service.
+        match std::fs::read_to_string(path) {
+            Ok(text) => match crate::keys::parse(&text, path) {
+                Ok(keys) => info!(
+                    "Loaded {} symmetric keys from {}",
+                    keys.len(),
+                    path.display()
+                ),
+                Err(e) => warn!("Ignoring keyfile: {e}"),
+            },
+            Err(e) => warn!("Could not open keyfile {}: {e}", path.display()),
+        }
+    }
     let engine = Arc::new(Mutex::new(new_engine(&config, &opts, params.precision)));
     let shared = Arc::new(Shared {
         engine,

@@ -13,6 +13,7 @@ pub mod drift;
 pub mod engine;
 pub mod ifaces;
 pub mod kernel;
+pub mod keys;
 pub mod leaptz;
 pub mod logfiles;
 pub mod net;

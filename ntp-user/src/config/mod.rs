@@ -55,7 +55,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "hwtsinterface",
     "hwtstimeout",
     "initstepslew",
-    "keyfile",
     "leapseclist",
     "leapsecmode",
     "lock_all",
@@ -139,6 +138,8 @@ pub struct Config {
     pub logdir: Option<PathBuf>,
     /// Log files written there (`log measurements statistics tracking`).
     pub logs: Vec<String>,
+    /// Symmetric keys file (`keyfile`).
+    pub keyfile: Option<PathBuf>,
     /// Zone of the tz database with leap seconds (`leapsectz`, e.g. right/UTC).
     pub leapsectz: Option<String>,
     /// User to run as once set up (`user`; `ntpxd -u` overrides it).
@@ -168,6 +169,7 @@ impl Default for Config {
             logdir: None,
             logs: Vec::new(),
             leapsectz: None,
+            keyfile: None,
             user: None,
             sources: Vec::new(),
             sync: SyncConfig::default(),
@@ -423,6 +425,10 @@ impl Parser {
             }
             "xdpstalelimit" => self.config.xdp_stale_limit = xdp_stale_limit(args)?,
             "user" => self.config.user = Some(single_arg("user", args, "a user name")?.to_string()),
+            "keyfile" => {
+                self.config.keyfile =
+                    Some(PathBuf::from(single_arg("keyfile", args, "a file path")?));
+            }
             "leapsectz" => {
                 let zone = single_arg("leapsectz", args, "a zone name such as right/UTC")?;
                 self.config.leapsectz = Some(zone.to_string());
@@ -745,7 +751,9 @@ mod tests {
     #[test]
     fn seed_file_parses_with_expected_warnings() {
         let config = parse(SEED).unwrap();
-        assert_eq!(warnings(&config), vec![unsupported(20, "keyfile")]);
+        assert!(warnings(&config).is_empty(), "{:?}", warnings(&config));
+        assert_eq!(config.keyfile, Some(PathBuf::from("/etc/chrony.keys")));
+        assert_eq!(config.logdir, Some(PathBuf::from("/var/log/chrony")));
         assert_eq!(config.sources.len(), 1);
         let pool = &config.sources[0];
         assert_eq!(
@@ -775,19 +783,12 @@ mod tests {
             Some(PathBuf::from("/var/lib/chrony/drift"))
         );
         assert_eq!(config.port, DEFAULT_PORT);
-        assert_eq!(
-            config.warnings[0].to_string(),
-            "/etc/ntpx.conf:20: directive \"keyfile\" is not supported yet and is ignored"
-        );
     }
 
     #[test]
     fn debian_default_parses_with_expected_warnings() {
         let config = parse(DEBIAN_DEFAULT).unwrap();
-        assert_eq!(
-            warnings(&config),
-            vec![unsupported(18, "keyfile"), unsupported(25, "ntsdumpdir"),]
-        );
+        assert_eq!(warnings(&config), vec![unsupported(25, "ntsdumpdir")]);
         assert_eq!(
             config.driftfile,
             Some(PathBuf::from("/var/lib/chrony/chrony.drift"))
@@ -1200,17 +1201,15 @@ mod tests {
 
         let good = dir.join("good.conf");
         let mut bytes =
-            b"# caf\xe9 in Latin-1 is fine in a comment\nport 1234 # na\xefve\n".to_vec();
+            b"# caf\xe9 in Latin-1 is fine in a comment\nport 1234 # na\xefve\nrestrict x\n"
+                .to_vec();
         bytes.extend_from_slice(SEED.as_bytes());
         std::fs::write(&good, &bytes).unwrap();
         let config = load(&good).unwrap();
         assert_eq!(config.port, 1234);
         assert_eq!(config.local.map(|l| l.stratum), Some(3));
         assert_eq!(config.warnings[0].file, good);
-        assert_eq!(
-            config.warnings[0].line, 22,
-            "keyfile, line 20 of the seed after 2 lines"
-        );
+        assert_eq!(config.warnings[0].line, 3);
 
         let bad = dir.join("bad.conf");
         std::fs::write(&bad, b"port 1\ndriftfile /var/lib/\xff\n").unwrap();

@@ -102,6 +102,9 @@ pub fn render(c: &Config) -> String {
             .unwrap_or_else(|| "/".into())
     ));
     w(format!("xdpstalelimit {}", c.xdp_stale_limit.as_secs_f64()));
+    if let Some(k) = &c.keyfile {
+        w(format!("keyfile {}", k.display()));
+    }
     if let Some(z) = &c.leapsectz {
         w(format!("leapsectz {z}"));
     }
