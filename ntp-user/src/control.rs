@@ -2,7 +2,8 @@
 //! response line, over a Unix stream socket (the path chrony calls `bindcmdaddress`).
 
 use crate::report::{
-    ActivityReport, NtpDataReport, SourceReport, SourceStatsReport, TrackingReport,
+    ActivityReport, NtpDataReport, SelectDataReport, SourceReport, SourceStatsReport,
+    TrackingReport,
 };
 use crate::stats::{ServerStats, XdpStats};
 use anyhow::{Context, Result, bail};
@@ -30,6 +31,8 @@ pub enum Request {
     Sourcestats,
     /// How many sources are online (chronyc activity).
     Activity,
+    /// Each source's state in selection (chronyc selectdata).
+    Selectdata,
     /// The last exchange with each source, or one (chronyc ntpdata).
     Ntpdata {
         /// Which source.
@@ -72,6 +75,8 @@ pub enum Response {
     Sourcestats(Vec<SourceStatsReport>),
     /// Answer to [`Request::Activity`].
     Activity(ActivityReport),
+    /// Answer to [`Request::Selectdata`].
+    Selectdata(Vec<SelectDataReport>),
     /// Answer to [`Request::Ntpdata`].
     Ntpdata(Vec<NtpDataReport>),
     /// A command was carried out (chronyc's "200 OK").
@@ -92,6 +97,7 @@ impl Request {
                 | Request::Sourcestats
                 | Request::Activity
                 | Request::Ntpdata { .. }
+                | Request::Selectdata
         )
     }
 }

@@ -180,6 +180,9 @@ impl Shared {
             Ok(Request::Sourcestats) => Response::Sourcestats(
                 lock(&self.engine).sourcestats_report(clock::realtime_ns().unwrap_or(0)),
             ),
+            Ok(Request::Selectdata) => Response::Selectdata(
+                lock(&self.engine).selectdata_report(clock::realtime_ns().unwrap_or(0)),
+            ),
             Ok(Request::Ntpdata { address }) => {
                 Response::Ntpdata(lock(&self.engine).ntpdata_report(address))
             }

@@ -596,6 +596,53 @@ impl<C: EngineClock> Engine<C> {
             .collect()
     }
 
+    /// The `selectdata` report at system time `now_ns`.
+    pub fn selectdata_report(&self, now_ns: u64) -> Vec<crate::report::SelectDataReport> {
+        let now = self.clock.local_at(now_ns);
+        let ests: Vec<_> = self.sources.iter().map(|s| s.stats.estimate(now)).collect();
+        let best = ests
+            .iter()
+            .flatten()
+            .map(|e| e.distance())
+            .fold(f64::INFINITY, f64::min);
+        self.sources
+            .iter()
+            .zip(&ests)
+            .map(|(s, e)| {
+                let state = match s.state {
+                    SourceState::Selected => '*',
+                    SourceState::Combined => '+',
+                    SourceState::NotCombined => 'D',
+                    SourceState::Falseticker => 'x',
+                    SourceState::TooVariable => '~',
+                    SourceState::TooFar => 'd',
+                    SourceState::NoSelect => 'N',
+                    SourceState::Unreachable | SourceState::Unselectable => 'M',
+                };
+                let (lo, hi, score) = match e {
+                    Some(e) => (
+                        -e.offset - e.distance(),
+                        -e.offset + e.distance(),
+                        e.distance() / best,
+                    ),
+                    None => (0.0, 0.0, 0.0),
+                };
+                crate::report::SelectDataReport {
+                    state,
+                    name: s.name.clone(),
+                    auth: false,
+                    noselect: s.noselect,
+                    prefer: s.prefer,
+                    last: s.last_rx.map(|t| (now - t).max(0.0) as u64),
+                    score,
+                    lo,
+                    hi,
+                    leap: e.map(|e| e.leap).unwrap_or(0),
+                }
+            })
+            .collect()
+    }
+
     /// The `sourcestats` report at system time `now_ns`.
     pub fn sourcestats_report(&self, now_ns: u64) -> Vec<crate::report::SourceStatsReport> {
         let now = self.clock.local_at(now_ns);

@@ -215,6 +215,84 @@ impl NtpDataReport {
     }
 }
 
+/// One line of `selectdata`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SelectDataReport {
+    /// Selection state letter (see the legend).
+    pub state: char,
+    /// Address of the source.
+    pub name: String,
+    /// Whether authentication is enabled for it.
+    pub auth: bool,
+    /// `noselect` configured.
+    pub noselect: bool,
+    /// `prefer` configured.
+    pub prefer: bool,
+    /// Seconds since its last sample.
+    pub last: Option<u64>,
+    /// Score relative to the best source (1.0 for it).
+    pub score: f64,
+    /// Lower end of its offset interval (local minus source), seconds.
+    pub lo: f64,
+    /// Upper end, seconds.
+    pub hi: f64,
+    /// Leap indicator of its last sample.
+    pub leap: u8,
+}
+
+/// chronyc's `selectdata -v` legend.
+pub const SELECTDATA_LEGEND: &str =
+    "  . State: N - noselect, s - unsynchronised, M - missing samples,
+ /         d/D - large distance, ~ - jittery, w/W - waits for others,
+|          S - stale, O - orphan, T - not trusted, P - not preferred,
+|          U - waits for update,, x - falseticker, + - combined, * - best.
+|   Effective options   ---------.  (N - noselect, P - prefer
+|   Configured options  ----.     \\  T - trust, R - require)
+|   Auth. enabled (Y/N) -.   \\     \\     Offset interval --.
+|                        |    |     |                       |
+";
+
+const SELECTDATA_HEADER: &str =
+    "S Name/IP Address        Auth COpts EOpts Last Score     Interval  Leap
+=======================================================================
+";
+
+/// `selectdata` (with `verbose`, the legend first).
+pub fn render_selectdata(rows: &[SelectDataReport], verbose: bool) -> String {
+    let mut s = String::new();
+    if verbose {
+        s.push_str(SELECTDATA_LEGEND);
+    }
+    s.push_str(SELECTDATA_HEADER);
+    for r in rows {
+        let opts = format!(
+            "{}{}---",
+            if r.noselect { 'N' } else { '-' },
+            if r.prefer { 'P' } else { '-' }
+        );
+        let leap = match r.leap {
+            0 => 'N',
+            1 => '+',
+            2 => '-',
+            _ => '?',
+        };
+        s.push_str(&format!(
+            "{} {:<25} {} {} {} {:>4} {:>5.1} {:>7} {:>7}  {}\n",
+            r.state,
+            r.name,
+            if r.auth { 'Y' } else { 'N' },
+            opts,
+            opts,
+            age(r.last),
+            r.score,
+            scaled(r.lo, true),
+            scaled(r.hi, true),
+            leap
+        ));
+    }
+    s
+}
+
 /// What `activity` shows.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivityReport {
@@ -525,6 +603,24 @@ mod tests {
                 "NTP tests       : 111 111 1111",
             );
         assert_eq!(r.render(), expected);
+    }
+
+    #[test]
+    fn selectdata_matches_chronyc_byte_for_byte() {
+        let r = SelectDataReport {
+            state: '*',
+            name: "10.231.0.1".into(),
+            auth: false,
+            noselect: false,
+            prefer: false,
+            last: Some(0),
+            score: 1.0,
+            lo: -4373e-9,
+            hi: 4435e-9,
+            leap: 0,
+        };
+        let fixture = fixture_body(include_str!("../tests/fixtures/chronyc/selectdata_v.txt"));
+        assert_eq!(render_selectdata(&[r], true), fixture);
     }
 
     #[test]

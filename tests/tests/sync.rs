@@ -97,6 +97,15 @@ fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
             .contains("2 sources online\n0 sources offline")
     );
     assert_eq!(d.ntpxc(&["burst"])?, "200 OK\n");
+    let sd = d.ntpxc(&["selectdata", "-v"])?;
+    let line = sd
+        .lines()
+        .find(|l| l.contains(up_ip.as_str()))
+        .context("selectdata row")?;
+    assert!(
+        line.starts_with("* ") && line.contains(" N -P--- -P--- "),
+        "{sd}"
+    );
     let nd = d.ntpxc(&["ntpdata", &up_ip])?;
     assert!(
         nd.contains("Remote address  : 198.18.40.1 (C6122801)")

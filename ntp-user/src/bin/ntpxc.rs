@@ -111,6 +111,12 @@ enum Command {
     },
     /// How many sources are online, offline or not yet resolved.
     Activity,
+    /// Each source's state in selection, options, score and offset interval.
+    Selectdata {
+        /// Print the legend explaining the columns.
+        #[arg(short = 'v')]
+        verbose: bool,
+    },
     /// The last exchange with each source (or the one at ADDRESS), field by field.
     Ntpdata {
         /// Address of the source.
@@ -256,6 +262,7 @@ fn execute(host: &Target, csv: bool, command: Command) -> Result<()> {
         Command::Tracking => (Request::Tracking, false),
         Command::Sourcestats { verbose } => (Request::Sourcestats, verbose),
         Command::Activity => (Request::Activity, false),
+        Command::Selectdata { verbose } => (Request::Selectdata, verbose),
         Command::Ntpdata { address } => (Request::Ntpdata { address }, false),
         Command::Burst => (Request::Burst, false),
         Command::Offline { address } => (Request::Offline { address }, false),
@@ -274,6 +281,7 @@ fn execute(host: &Target, csv: bool, command: Command) -> Result<()> {
         Response::Tracking(t) => print!("{}", t.render()),
         Response::Sourcestats(rows) => print!("{}", report::render_sourcestats(&rows, verbose)),
         Response::Activity(a) => print!("{}", a.render()),
+        Response::Selectdata(rows) => print!("{}", report::render_selectdata(&rows, verbose)),
         Response::Ntpdata(rows) => rows.iter().for_each(|r| print!("{}", r.render())),
         Response::Ok => println!("200 OK"),
         Response::Error(e) => bail!("ntpxd: {e}"),
