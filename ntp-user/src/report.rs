@@ -293,6 +293,41 @@ pub fn render_selectdata(rows: &[SelectDataReport], verbose: bool) -> String {
     s
 }
 
+/// `sourcestats` with -c.
+pub fn render_sourcestats_csv(rows: &[SourceStatsReport]) -> String {
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{},{},{},{:.0},{:.3},{:.3},{:.9},{:.9}\n",
+                r.name, r.np, r.nr, r.span, r.frequency_ppm, r.skew_ppm, r.offset, r.std_dev
+            )
+        })
+        .collect()
+}
+
+/// `selectdata` with -c.
+pub fn render_selectdata_csv(rows: &[SelectDataReport]) -> String {
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{},{},{},{}{}---,{}{}---,{},{:.1},{:.9},{:.9},{}\n",
+                r.state,
+                r.name,
+                if r.auth { 'Y' } else { 'N' },
+                if r.noselect { 'N' } else { '-' },
+                if r.prefer { 'P' } else { '-' },
+                if r.noselect { 'N' } else { '-' },
+                if r.prefer { 'P' } else { '-' },
+                r.last.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                r.score,
+                r.lo,
+                r.hi,
+                r.leap
+            )
+        })
+        .collect()
+}
+
 /// What `activity` shows.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivityReport {
@@ -305,6 +340,11 @@ pub struct ActivityReport {
 }
 
 impl ActivityReport {
+    /// `activity` with -c: online, offline, burst to online, burst to offline, unresolved.
+    pub fn render_csv(&self) -> String {
+        format!("{},{},0,0,{}\n", self.online, self.offline, self.unresolved)
+    }
+
     /// chronyc's `activity` layout.
     pub fn render(&self) -> String {
         format!(
@@ -641,6 +681,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(a.render(), fixture_body(ACTIVITY));
+        assert_eq!(a.render_csv(), "1,0,0,0,0\n");
     }
 
     fn fixture_body(f: &str) -> &str {

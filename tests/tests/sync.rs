@@ -134,8 +134,22 @@ fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
     assert_eq!(d.ntpxc(&["makestep", "0.5", "-1"])?, "200 OK\n");
     let waited = d.ntpxc(&["waitsync", "10", "0.01", "0", "0.2"])?;
     assert!(waited.starts_with("try: 1, refid: C6122801"), "{waited}");
+    // CSV output parses, with the same values the aligned reports show.
     let csv = d.ntpxc(&["-c", "tracking"])?;
     assert_eq!(csv.trim_end().split(',').count(), 14, "{csv}");
+    assert_eq!(csv.split(',').nth(2), Some("3"), "stratum: {csv}");
+    for (cmd, fields) in [
+        ("sourcestats", 8),
+        ("selectdata", 10),
+        ("activity", 5),
+        ("sources", 10),
+        ("serverstats", 15),
+    ] {
+        let out = d.ntpxc(&["-c", cmd])?;
+        for line in out.lines() {
+            assert_eq!(line.split(',').count(), fields, "{cmd}: {line}");
+        }
+    }
     let (out, err) = d.ntpxc_interactive("tracking\n\nbogus\nsources -v\nquit\nactivity\n")?;
     assert!(
         out.contains("Reference ID    : C6122801") && out.contains("Source mode"),
