@@ -40,6 +40,8 @@ pub enum Request {
     },
     /// Poll every source now, four times (chronyc burst).
     Burst,
+    /// Re-read the sourcedir files, adding and removing sources (chronyc reload sources).
+    ReloadSources,
     /// Stop polling the source at `address` (all sources without one).
     Offline {
         /// Which source.

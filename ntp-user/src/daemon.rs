@@ -45,6 +45,8 @@ pub struct Options {
     pub interfaces: Vec<String>,
     /// Run as this user once set up (`-u`).
     pub user: Option<String>,
+    /// The configuration file, re-read by `reload sources`.
+    pub config_path: PathBuf,
 }
 
 #[derive(Default)]
@@ -65,6 +67,7 @@ struct Shared {
     state: Mutex<ServerState>,
     kernel: Option<Mutex<KernelPath>>,
     counters: DaemonCounters,
+    config_path: PathBuf,
     engine: SharedEngine,
     leaps: Vec<crate::leaptz::Leap>,
     sync: std::sync::OnceLock<sync_task::SyncHandle>,
@@ -188,13 +191,10 @@ impl Shared {
             }
             Ok(Request::Activity) => {
                 let e = lock(&self.engine);
-                let off = e
-                    .sources()
-                    .iter()
-                    .filter(|s| s.refused || s.offline)
-                    .count();
+                let live: Vec<_> = e.sources().iter().filter(|s| !s.removed).collect();
+                let off = live.iter().filter(|s| s.refused || s.offline).count();
                 Response::Activity(crate::report::ActivityReport {
-                    online: e.sources().len() - off,
+                    online: live.len() - off,
                     offline: off,
                     unresolved: self.sync.get().map(|h| h.unresolved()).unwrap_or(0),
                 })
@@ -206,6 +206,23 @@ impl Shared {
                     .map(|h| h.send(None, crate::client::SourceCommand::Burst))
                     .unwrap_or(0);
                 info!("Burst requested on {n} sources");
+                Response::Ok
+            }
+            Ok(Request::ReloadSources) => {
+                let fresh = match crate::config::load(&self.config_path) {
+                    Ok(c) => c,
+                    Err(e) => return Response::Error(format!("{e}")),
+                };
+                let wanted: Vec<_> = fresh
+                    .sources
+                    .into_iter()
+                    .filter(|s| s.from_sourcedir)
+                    .collect();
+                let Some(h) = self.sync.get() else {
+                    return Response::Error("sources are not running".into());
+                };
+                let (added, removed) = h.reload(&wanted);
+                info!("Reloaded sources: {added} added, {removed} removed");
                 Response::Ok
             }
             Ok(Request::Offline { address } | Request::Online { address }) => {
@@ -330,6 +347,7 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     let engine = Arc::new(Mutex::new(new_engine(&config, &opts, params.precision)));
     let shared = Arc::new(Shared {
         engine,
+        config_path: opts.config_path.clone(),
         leaps,
         sync: std::sync::OnceLock::new(),
         acl,

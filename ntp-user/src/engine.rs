@@ -135,6 +135,8 @@ pub struct SourceEntry {
     pub replies: u32,
     /// Samples added.
     pub samples: u32,
+    /// Taken out of service (its line left the sourcedir); kept so ids stay stable.
+    pub removed: bool,
 }
 
 /// Polls during which a silent source still counts toward the majority.
@@ -257,14 +259,39 @@ impl<C: EngineClock> Engine<C> {
             last_sample: None,
             replies: 0,
             samples: 0,
+            removed: false,
         });
         self.sources.len() - 1
     }
 
+    /// Takes sources out of service (ntpxc reload sources).
+    pub fn remove_sources(&mut self, ids: &[usize]) -> Vec<Log> {
+        let mut log = Vec::new();
+        for id in ids {
+            if let Some(s) = self.sources.get_mut(*id) {
+                s.removed = true;
+                s.stats.clear();
+                s.reach = 0;
+                log.push(Log::Info(format!("Removed source {}", s.name)));
+            }
+            if self.previous == Some(*id) {
+                self.previous = None;
+            }
+        }
+        log.extend(self.reselect());
+        log
+    }
+
+    /// Sources in service, with their ids.
+    fn live(&self) -> impl Iterator<Item = (usize, &SourceEntry)> {
+        self.sources.iter().enumerate().filter(|(_, s)| !s.removed)
+    }
+
     /// Ids of the sources matching `addr` (all with `None`).
     pub fn source_ids(&self, addr: Option<IpAddr>) -> Vec<usize> {
-        (0..self.sources.len())
-            .filter(|i| addr.is_none_or(|a| self.sources[*i].addr.ip() == a))
+        self.live()
+            .filter(|(_, s)| addr.is_none_or(|a| s.addr.ip() == a))
+            .map(|(i, _)| i)
             .collect()
     }
 
@@ -279,9 +306,7 @@ impl<C: EngineClock> Engine<C> {
 
     /// Sources that have stayed silent for at least eight polls (pool members to replace).
     pub fn dead_sources(&self) -> Vec<usize> {
-        self.sources
-            .iter()
-            .enumerate()
+        self.live()
             .filter(|(_, s)| ((s.reach == 0 && s.polls >= 8) || s.refused) && !s.offline)
             .map(|(i, _)| i)
             .collect()
@@ -423,9 +448,7 @@ impl<C: EngineClock> Engine<C> {
         let mut log = Vec::new();
         let now = self.clock.now();
         let cands: Vec<Candidate> = self
-            .sources
-            .iter()
-            .enumerate()
+            .live()
             .map(|(i, s)| Candidate {
                 id: i,
                 est: s.stats.estimate(now),
@@ -559,6 +582,7 @@ impl<C: EngineClock> Engine<C> {
     pub fn ntpdata_report(&self, addr: Option<IpAddr>) -> Vec<crate::report::NtpDataReport> {
         self.sources
             .iter()
+            .filter(|s| !s.removed)
             .filter(|s| addr.is_none_or(|a| s.addr.ip() == a))
             .filter_map(|s| {
                 let (h, w) = s.last_reply?;
@@ -599,7 +623,12 @@ impl<C: EngineClock> Engine<C> {
     /// The `selectdata` report at system time `now_ns`.
     pub fn selectdata_report(&self, now_ns: u64) -> Vec<crate::report::SelectDataReport> {
         let now = self.clock.local_at(now_ns);
-        let ests: Vec<_> = self.sources.iter().map(|s| s.stats.estimate(now)).collect();
+        let ests: Vec<_> = self
+            .sources
+            .iter()
+            .filter(|s| !s.removed)
+            .map(|s| s.stats.estimate(now))
+            .collect();
         let best = ests
             .iter()
             .flatten()
@@ -607,6 +636,7 @@ impl<C: EngineClock> Engine<C> {
             .fold(f64::INFINITY, f64::min);
         self.sources
             .iter()
+            .filter(|s| !s.removed)
             .zip(&ests)
             .map(|(s, e)| {
                 let state = match s.state {
@@ -648,6 +678,7 @@ impl<C: EngineClock> Engine<C> {
         let now = self.clock.local_at(now_ns);
         self.sources
             .iter()
+            .filter(|s| !s.removed)
             .map(|s| {
                 let (span, nr) = s.stats.span_and_runs(now);
                 let e = s.stats.estimate(now);
@@ -675,6 +706,7 @@ impl<C: EngineClock> Engine<C> {
         let now = self.clock.local_at(now_ns);
         self.sources
             .iter()
+            .filter(|s| !s.removed)
             .map(|s| {
                 let adjusted = s.stats.last_sample().map(|x| x.offset).unwrap_or(0.0);
                 SourceReport {

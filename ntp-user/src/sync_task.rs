@@ -104,11 +104,22 @@ pub fn emit(log: Vec<Log>) {
     }
 }
 
+/// One `server`/`pool` line being served: its addresses' ids and its resolver task.
+struct Line {
+    config: SourceConfig,
+    ids: Arc<Mutex<Vec<usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
 /// What the control commands need of the source tasks.
 #[derive(Clone)]
 pub struct SyncHandle {
+    engine: SharedEngine,
+    tx: mpsc::Sender<SourceEvent>,
     commands: Commands,
+    in_use: Arc<Mutex<BTreeSet<SocketAddr>>>,
     unresolved: Arc<std::sync::atomic::AtomicUsize>,
+    lines: Arc<Mutex<Vec<Line>>>,
 }
 
 impl SyncHandle {
@@ -125,6 +136,96 @@ impl SyncHandle {
             .filter(|(_, c)| c.try_send(cmd).is_ok())
             .count()
     }
+
+    /// Starts resolving and polling one source line. Resolution ends once the addresses
+    /// are added (a pool's task stays to replace members that fall silent).
+    fn add_line(&self, sc: SourceConfig) {
+        self.unresolved
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ids = Arc::new(Mutex::new(Vec::new()));
+        let (h, mine) = (self.clone(), ids.clone());
+        let line = sc.clone();
+        let task = tokio::spawn(async move {
+            let addrs = resolve_until_done(&sc).await;
+            h.unresolved
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let wanted = match sc.kind {
+                SourceKind::Server => 1,
+                SourceKind::Pool => sc.maxsources,
+            };
+            for addr in addrs {
+                if lock(&mine).len() == wanted || !lock(&h.in_use).insert(addr) {
+                    continue;
+                }
+                let id = lock(&h.engine).add_source(addr, sc.prefer, sc.noselect, sc.minpoll);
+                info!("Added source {addr} ({} line {})", sc.name, sc.line);
+                spawn_client(id, addr, &sc, &h.tx, &h.commands);
+                lock(&mine).push(id);
+            }
+            if sc.kind == SourceKind::Pool {
+                replace_dead_members(&sc, &mine, &h.engine, &h.tx, &h.commands, &h.in_use).await;
+            }
+        });
+        lock(&self.lines).push(Line {
+            config: line,
+            ids,
+            task,
+        });
+    }
+
+    /// Stops a line's resolver and polling and takes its sources out of the engine.
+    fn remove_line(&self, line: Line) {
+        line.task.abort();
+        let ids = lock(&line.ids).clone();
+        self.send(Some(&ids), SourceCommand::Stop);
+        let mut e = lock(&self.engine);
+        for id in &ids {
+            if let Some(s) = e.sources().get(*id) {
+                lock(&self.in_use).remove(&s.addr);
+            }
+            lock(&self.commands).remove(id);
+        }
+        emit(e.remove_sources(&ids));
+    }
+
+    /// Brings the sourcedir lines in line with `wanted` (ntpxc reload sources); returns
+    /// (added, removed).
+    pub fn reload(&self, wanted: &[SourceConfig]) -> (usize, usize) {
+        let same = |a: &SourceConfig, b: &SourceConfig| {
+            SourceConfig {
+                line: 0,
+                ..a.clone()
+            } == SourceConfig {
+                line: 0,
+                ..b.clone()
+            }
+        };
+        let stale: Vec<Line> = {
+            let mut lines = lock(&self.lines);
+            let (keep, stale): (Vec<Line>, Vec<Line>) = lines.drain(..).partition(|l| {
+                !l.config.from_sourcedir || wanted.iter().any(|w| same(w, &l.config))
+            });
+            *lines = keep;
+            stale
+        };
+        let removed = stale.len();
+        for l in stale {
+            self.remove_line(l);
+        }
+        let new: Vec<SourceConfig> = {
+            let lines = lock(&self.lines);
+            wanted
+                .iter()
+                .filter(|w| !lines.iter().any(|l| same(w, &l.config)))
+                .cloned()
+                .collect()
+        };
+        let added = new.len();
+        for sc in new {
+            self.add_line(sc);
+        }
+        (added, removed)
+    }
 }
 
 /// Starts resolution and polling of every configured source, and the task that feeds
@@ -137,46 +238,17 @@ pub fn start(
 ) -> SyncHandle {
     let (tx, mut rx) = mpsc::channel::<SourceEvent>(256);
     let commands: Commands = Arc::new(Mutex::new(HashMap::new()));
-    let unresolved = Arc::new(std::sync::atomic::AtomicUsize::new(config.sources.len()));
     let handle = SyncHandle {
+        engine: engine.clone(),
+        tx,
         commands: commands.clone(),
-        unresolved: unresolved.clone(),
+        in_use: Arc::new(Mutex::new(BTreeSet::new())),
+        unresolved: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        lines: Arc::new(Mutex::new(Vec::new())),
     };
-    let in_use = Arc::new(Mutex::new(BTreeSet::<SocketAddr>::new()));
     for sc in &config.sources {
-        let sc = sc.clone();
-        let (engine, tx, commands, in_use, unresolved) = (
-            engine.clone(),
-            tx.clone(),
-            commands.clone(),
-            in_use.clone(),
-            unresolved.clone(),
-        );
-        // Resolution ends once the addresses are added (pools stay to replace members that
-        // fall silent); the daemon's task set holds only tasks that run for its whole life.
-        tokio::spawn(async move {
-            let addrs = resolve_until_done(&sc).await;
-            unresolved.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            let wanted = match sc.kind {
-                SourceKind::Server => 1,
-                SourceKind::Pool => sc.maxsources,
-            };
-            let mut mine = Vec::new();
-            for addr in addrs {
-                if mine.len() == wanted || !lock(&in_use).insert(addr) {
-                    continue;
-                }
-                let id = lock(&engine).add_source(addr, sc.prefer, sc.noselect, sc.minpoll);
-                info!("Added source {addr} ({} line {})", sc.name, sc.line);
-                spawn_client(id, addr, &sc, &tx, &commands);
-                mine.push(id);
-            }
-            if sc.kind == SourceKind::Pool {
-                replace_dead_members(&sc, &mine, &engine, &tx, &commands, &in_use).await;
-            }
-        });
+        handle.add_line(sc.clone());
     }
-    drop(tx);
     tasks.spawn(async move {
         while let Some(ev) = rx.recv().await {
             let (log, used) = {
@@ -237,7 +309,7 @@ fn pool_check_interval(minpoll: i8) -> Duration {
 /// pool's name resolves to, for the daemon's life.
 async fn replace_dead_members(
     sc: &SourceConfig,
-    mine: &[usize],
+    mine: &Mutex<Vec<usize>>,
     engine: &SharedEngine,
     tx: &mpsc::Sender<SourceEvent>,
     commands: &Commands,
@@ -248,7 +320,7 @@ async fn replace_dead_members(
         let dead: Vec<usize> = lock(engine)
             .dead_sources()
             .into_iter()
-            .filter(|id| mine.contains(id))
+            .filter(|id| lock(mine).contains(id))
             .collect();
         if dead.is_empty() {
             continue;

@@ -388,3 +388,63 @@ fn silent_pool_members_are_replaced() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// `ntpxc reload sources` re-reads the sourcedir: lines that left are removed, new ones
+/// added, the main configuration's sources kept.
+#[test]
+fn reload_sources_follows_the_sourcedir() -> Result<()> {
+    if !ntpx_tests::privileged("reload_sources_follows_the_sourcedir") {
+        return Ok(());
+    }
+    let mut lan = Lan::new(44)?;
+    let cli = Netns::new("cli")?;
+    lan.join(&cli, 9)?;
+    let mut servers = Vec::new();
+    for n in 1..=3u8 {
+        let ns = Netns::new("up")?;
+        let (_, ip) = lan.join(&ns, n)?;
+        let mut cmd = ns.command(bin("ntpx-testserver"));
+        cmd.args(["--listen", &format!("{ip}:123"), "--stratum", "2"]);
+        let mut p = Proc::spawn("testserver", cmd)?;
+        p.wait_for_log("listening", Duration::from_secs(10))?;
+        servers.push((ns, ip, p));
+    }
+    let dir = ntpx_tests::TempDir::new("sources")?;
+    let file = dir.path().join("upstream.sources");
+    let line = |ip: &str| format!("server {ip} {FAST_POLL}\n");
+    std::fs::write(&file, line(&servers[1].1))?;
+    let conf = format!(
+        "{}sourcedir {}\nport 0",
+        line(&servers[0].1),
+        dir.path().display()
+    );
+    let d = Ntpxd::start(&cli, &conf, &["--no-xdp"])?;
+    let names = |d: &Ntpxd| {
+        let mut v: Vec<String> = d.sources().into_iter().map(|s| s.name).collect();
+        v.sort();
+        v
+    };
+    wait_until(Duration::from_secs(10), "both sources", || {
+        (names(&d).len() == 2).then_some(())
+    })?;
+    std::fs::write(&file, line(&servers[2].1))?;
+    assert_eq!(d.ntpxc(&["reload", "sources"])?, "200 OK\n");
+    let want = vec![servers[0].1.clone(), servers[2].1.clone()];
+    wait_until(Duration::from_secs(10), "the sourcedir change", || {
+        (names(&d) == want).then_some(())
+    })
+    .with_context(|| format!("{:?}\n{}", names(&d), d.proc.log()))?;
+    assert!(
+        d.proc
+            .log()
+            .contains("Reloaded sources: 1 added, 1 removed"),
+        "{}",
+        d.proc.log()
+    );
+    assert!(
+        d.proc
+            .log()
+            .contains(&format!("Removed source {}", servers[1].1))
+    );
+    Ok(())
+}

@@ -124,6 +124,12 @@ enum Command {
     },
     /// Send a burst of four requests to every source now.
     Burst,
+    /// Re-read the sourcedir files: `reload sources`.
+    Reload {
+        /// What to reload (only "sources").
+        #[arg(value_parser = ["sources"])]
+        what: String,
+    },
     /// Stop polling a source (every source without an address).
     Offline {
         /// Address of the source.
@@ -265,6 +271,7 @@ fn execute(host: &Target, csv: bool, command: Command) -> Result<()> {
         Command::Selectdata { verbose } => (Request::Selectdata, verbose),
         Command::Ntpdata { address } => (Request::Ntpdata { address }, false),
         Command::Burst => (Request::Burst, false),
+        Command::Reload { .. } => (Request::ReloadSources, false),
         Command::Offline { address } => (Request::Offline { address }, false),
         Command::Online { address } => (Request::Online { address }, false),
         Command::Makestep { threshold, limit } => (Request::Makestep { threshold, limit }, false),

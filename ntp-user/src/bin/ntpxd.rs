@@ -79,6 +79,7 @@ fn main() -> Result<()> {
         no_xdp: args.no_xdp,
         interfaces: args.interfaces,
         user: args.user,
+        config_path: args.config.clone(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -471,7 +471,8 @@ impl Parser {
                 } else {
                     SourceKind::Pool
                 };
-                let (source, warnings) = sources::parse_source(kind, line, args)?;
+                let (mut source, warnings) = sources::parse_source(kind, line, args)?;
+                source.from_sourcedir = self.kind == FileKind::Sources;
                 self.config.sources.push(source);
                 for w in warnings {
                     self.warn(line, w);

@@ -35,6 +35,8 @@ pub struct SourceConfig {
     pub maxsources: usize,
     /// Line of the directive, for log messages.
     pub line: usize,
+    /// Read from a `sourcedir` file (reloaded by `ntpxc reload sources`).
+    pub from_sourcedir: bool,
 }
 
 /// Poll exponent limits chrony accepts.
@@ -98,6 +100,7 @@ pub fn parse_source(
         noselect: false,
         maxsources: 4,
         line,
+        from_sourcedir: false,
     };
     let mut warnings = Vec::new();
     let mut rest = options.iter();
