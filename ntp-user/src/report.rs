@@ -69,14 +69,9 @@ const SOURCESTATS_HEADER: &str =
 
 /// `sourcestats` (with `verbose`, the legend first).
 pub fn render_sourcestats(rows: &[SourceStatsReport], verbose: bool) -> String {
-    let mut s = String::new();
-    if verbose {
-        s.push_str(SOURCESTATS_LEGEND);
-    }
-    s.push_str(SOURCESTATS_HEADER);
-    for r in rows {
-        s.push_str(&format!(
-            "{:<25} {:>3} {:>3} {:>5} {:>10.3} {:>10.3} {:>8} {:>7}\n",
+    table(SOURCESTATS_LEGEND, SOURCESTATS_HEADER, verbose, rows, |r| {
+        format!(
+            "{:<25} {:>3} {:>3} {:>5} {:>10.3} {:>10.3} {:>8} {:>7}",
             r.name,
             r.np,
             r.nr,
@@ -85,9 +80,8 @@ pub fn render_sourcestats(rows: &[SourceStatsReport], verbose: bool) -> String {
             r.skew_ppm,
             scaled(r.offset, true).trim_start_matches('+'),
             scaled(r.std_dev, false)
-        ));
-    }
-    s
+        )
+    })
 }
 
 /// What `ntpdata` shows for one source.
@@ -259,12 +253,7 @@ const SELECTDATA_HEADER: &str =
 
 /// `selectdata` (with `verbose`, the legend first).
 pub fn render_selectdata(rows: &[SelectDataReport], verbose: bool) -> String {
-    let mut s = String::new();
-    if verbose {
-        s.push_str(SELECTDATA_LEGEND);
-    }
-    s.push_str(SELECTDATA_HEADER);
-    for r in rows {
+    table(SELECTDATA_LEGEND, SELECTDATA_HEADER, verbose, rows, |r| {
         let opts = format!(
             "{}{}---",
             if r.noselect { 'N' } else { '-' },
@@ -276,8 +265,8 @@ pub fn render_selectdata(rows: &[SelectDataReport], verbose: bool) -> String {
             2 => '-',
             _ => '?',
         };
-        s.push_str(&format!(
-            "{} {:<25} {} {} {} {:>4} {:>5.1} {:>7} {:>7}  {}\n",
+        format!(
+            "{} {:<25} {} {} {} {:>4} {:>5.1} {:>7} {:>7}  {}",
             r.state,
             r.name,
             if r.auth { 'Y' } else { 'N' },
@@ -288,9 +277,8 @@ pub fn render_selectdata(rows: &[SelectDataReport], verbose: bool) -> String {
             scaled(r.lo, true),
             scaled(r.hi, true),
             leap
-        ));
-    }
-    s
+        )
+    })
 }
 
 /// `sourcestats` with -c.
@@ -405,6 +393,26 @@ const SOURCES_HEADER: &str =
 ===============================================================================
 ";
 
+/// A chronyc table: the legend (with `verbose`), the header, then one line per row.
+fn table<T>(
+    legend: &str,
+    header: &str,
+    verbose: bool,
+    rows: &[T],
+    line: impl Fn(&T) -> String,
+) -> String {
+    let mut s = String::new();
+    if verbose {
+        s.push_str(legend);
+    }
+    s.push_str(header);
+    for r in rows {
+        s.push_str(&line(r));
+        s.push('\n');
+    }
+    s
+}
+
 /// A time in seconds with the unit that keeps it within four or five digits, as chronyc
 /// prints sample offsets (`+307ns`, `-1353us`, `+19ms`, `+12s`).
 fn scaled(v: f64, signed: bool) -> String {
@@ -439,12 +447,7 @@ fn age(secs: Option<u64>) -> String {
 
 /// `sources` (with `verbose`, the legend first).
 pub fn render_sources(rows: &[SourceReport], verbose: bool) -> String {
-    let mut s = String::new();
-    if verbose {
-        s.push_str(SOURCES_LEGEND);
-    }
-    s.push_str(SOURCES_HEADER);
-    for r in rows {
+    table(SOURCES_LEGEND, SOURCES_HEADER, verbose, rows, |r| {
         let sample = if r.last_rx.is_some() {
             format!(
                 "{:>7}[{:>7}] +/- {:>6}",
@@ -461,8 +464,8 @@ pub fn render_sources(rows: &[SourceReport], verbose: bool) -> String {
             name.truncate(26);
             name.push('>');
         }
-        s.push_str(&format!(
-            "{}{} {:<27}  {:>2}  {:>2}   {:>3o}  {:>4}  {}\n",
+        format!(
+            "{}{} {:<27}  {:>2}  {:>2}   {:>3o}  {:>4}  {}",
             r.mode,
             r.state,
             name,
@@ -471,9 +474,8 @@ pub fn render_sources(rows: &[SourceReport], verbose: bool) -> String {
             r.reach,
             age(r.last_rx),
             sample
-        ));
-    }
-    s
+        )
+    })
 }
 
 /// `sources` with -c: comma-separated fields, chronyc's order.

@@ -364,6 +364,22 @@ impl SeedTopology {
     }
 }
 
+/// `n` ntpx-testservers (stratum 2, no error) joined to `lan` as nodes 1..=n, each in its
+/// own namespace: (namespace, address, process).
+pub fn testservers(lan: &mut Lan, n: u8) -> Result<Vec<(Netns, String, Proc)>> {
+    let mut out = Vec::new();
+    for node in 1..=n {
+        let ns = Netns::new("up")?;
+        let (_, ip) = lan.join(&ns, node)?;
+        let mut cmd = ns.command(bin("ntpx-testserver"));
+        cmd.args(["--listen", &format!("{ip}:123"), "--stratum", "2"]);
+        let mut p = Proc::spawn("testserver", cmd)?;
+        p.wait_for_log("listening", Duration::from_secs(10))?;
+        out.push((ns, ip, p));
+    }
+    Ok(out)
+}
+
 /// chronyd -x in `ns` with `config` lines (pidfile, driftfile, command socket and cmdport 0
 /// are added); returns the process and its command socket for chronyc -h.
 pub fn chronyd(ns: &Netns, config: &str) -> Result<(Proc, TempDir, PathBuf)> {

@@ -332,18 +332,14 @@ fn silent_pool_members_are_replaced() -> Result<()> {
     let mut lan = Lan::new(43)?;
     let cli = Netns::new("cli")?;
     lan.join(&cli, 9)?;
-    let mut servers = Vec::new();
-    let mut hosts = String::new();
-    for n in 1..=3u8 {
-        let ns = Netns::new("pool")?;
-        let (_, ip) = lan.join(&ns, n)?;
-        let mut cmd = ns.command(bin("ntpx-testserver"));
-        cmd.args(["--listen", &format!("{ip}:123"), "--stratum", "2"]);
-        let mut p = Proc::spawn("testserver", cmd)?;
-        p.wait_for_log("listening", Duration::from_secs(10))?;
-        hosts.push_str(&format!("{ip} pool.ntpx.test\n"));
-        servers.push((ns, ip, Some(p)));
-    }
+    let mut servers: Vec<(Netns, String, Option<Proc>)> = ntpx_tests::testservers(&mut lan, 3)?
+        .into_iter()
+        .map(|(ns, ip, p)| (ns, ip, Some(p)))
+        .collect();
+    let hosts: String = servers
+        .iter()
+        .map(|s| format!("{} pool.ntpx.test\n", s.1))
+        .collect();
     cli.set_hosts(&hosts)?;
     let d = Ntpxd::start(
         &cli,
@@ -399,16 +395,7 @@ fn reload_sources_follows_the_sourcedir() -> Result<()> {
     let mut lan = Lan::new(44)?;
     let cli = Netns::new("cli")?;
     lan.join(&cli, 9)?;
-    let mut servers = Vec::new();
-    for n in 1..=3u8 {
-        let ns = Netns::new("up")?;
-        let (_, ip) = lan.join(&ns, n)?;
-        let mut cmd = ns.command(bin("ntpx-testserver"));
-        cmd.args(["--listen", &format!("{ip}:123"), "--stratum", "2"]);
-        let mut p = Proc::spawn("testserver", cmd)?;
-        p.wait_for_log("listening", Duration::from_secs(10))?;
-        servers.push((ns, ip, p));
-    }
+    let servers = ntpx_tests::testservers(&mut lan, 3)?;
     let dir = ntpx_tests::TempDir::new("sources")?;
     let file = dir.path().join("upstream.sources");
     let line = |ip: &str| format!("server {ip} {FAST_POLL}\n");
