@@ -49,6 +49,59 @@ pub struct ServerState {
     pub _pad: [u8; 3],
 }
 
+/// What the server knows of one client (kernel client log and `ntpxc clients`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ClientRecord {
+    /// NTP requests answered or passed on.
+    pub requests: u64,
+    /// NTP requests dropped (access denied).
+    pub dropped: u64,
+    /// CLOCK_TAI ns of the latest request.
+    pub last_tai_ns: u64,
+    /// Moving average of the interval between requests, ns (0 until a second one).
+    pub interval_ns: u64,
+}
+
+impl ClientRecord {
+    /// The record after a request at `now` (dropped or not).
+    #[inline(always)]
+    pub fn hit(&self, now: u64, dropped: bool) -> ClientRecord {
+        let gap = now.saturating_sub(self.last_tai_ns);
+        let interval_ns = if self.requests + self.dropped == 0 {
+            0
+        } else if self.interval_ns == 0 {
+            gap
+        } else {
+            // A quarter weight for the newest interval: a few polls settle it.
+            (self.interval_ns / 4) * 3 + gap / 4
+        };
+        ClientRecord {
+            requests: self.requests + if dropped { 0 } else { 1 },
+            dropped: self.dropped + if dropped { 1 } else { 0 },
+            last_tai_ns: now,
+            interval_ns,
+        }
+    }
+}
+
+/// Bytes of `clientloglimit` per client record (chrony sizes its table in bytes).
+pub const CLIENT_RECORD_BYTES: u32 = 64;
+/// Default `clientloglimit`, bytes.
+pub const DEFAULT_CLIENTLOG_LIMIT: u32 = 524_288;
+/// Name of the client log map.
+pub const MAP_CLIENTS: &str = "NTPX_CLIENTS";
+/// Name of the global that turns the kernel client log on (1) or off (0).
+pub const GLOBAL_CLIENTLOG: &str = "NTPX_CLIENTLOG";
+
+/// The key of a client: its IPv6 address, or an IPv4 one mapped (::ffff:a.b.c.d).
+#[inline(always)]
+pub fn client_key_v4(a: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
+}
+
 /// Value of the access-control LPM tries.
 pub type AclValue = u32;
 /// [`AclValue`] of a prefix whose clients are served.
@@ -93,5 +146,24 @@ mod tests {
         assert_eq!(core::mem::offset_of!(ServerState, seq), 0);
         assert_eq!(core::mem::offset_of!(ServerState, root_delay), 56);
         assert_eq!(core::mem::offset_of!(ServerState, leap), 64);
+        assert_eq!(core::mem::size_of::<ClientRecord>(), 32);
+    }
+
+    #[test]
+    fn client_records_count_and_average_intervals() {
+        let s = 1_000_000_000;
+        let r = ClientRecord::default().hit(10 * s, false);
+        assert_eq!((r.requests, r.dropped, r.interval_ns), (1, 0, 0));
+        let r = r.hit(18 * s, false);
+        assert_eq!(r.interval_ns, 8 * s);
+        let r = r.hit(22 * s, true);
+        assert_eq!(
+            (r.requests, r.dropped, r.interval_ns, r.last_tai_ns),
+            (2, 1, 7 * s, 22 * s)
+        );
+        assert_eq!(
+            client_key_v4([198, 18, 0, 2])[10..],
+            [0xff, 0xff, 198, 18, 0, 2]
+        );
     }
 }

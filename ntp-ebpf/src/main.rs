@@ -12,12 +12,15 @@ use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, xdp_action},
     helpers::generated::bpf_ktime_get_tai_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use ntp_common::{
-    Counter, ServerState,
-    state::{ACL_ALLOW, ACL_MAX_ENTRIES, LOCAL_MAX_ENTRIES},
+    ClientRecord, Counter, ServerState,
+    state::{
+        ACL_ALLOW, ACL_MAX_ENTRIES, CLIENT_RECORD_BYTES, DEFAULT_CLIENTLOG_LIMIT,
+        LOCAL_MAX_ENTRIES, client_key_v4,
+    },
     timebase::{grown_dispersion_ns, ns_to_ntp_short, unix_ns_to_ntp},
     wire::{self, NTP_HEADER_LEN},
 };
@@ -46,6 +49,30 @@ static NTPX_LOCAL_V4: HashMap<[u8; 4], u8> = HashMap::with_max_entries(LOCAL_MAX
 
 #[map(name = "NTPX_LOCAL_V6")]
 static NTPX_LOCAL_V6: HashMap<[u8; 16], u8> = HashMap::with_max_entries(LOCAL_MAX_ENTRIES, 0);
+
+/// 1 to keep the client log, 0 for `noclientlog`; set by the loader.
+#[unsafe(no_mangle)]
+static NTPX_CLIENTLOG: u8 = 1;
+
+/// Per-client records (`ntpxc clients`); the loader sizes it from `clientloglimit`.
+#[map(name = "NTPX_CLIENTS")]
+static NTPX_CLIENTS: LruHashMap<[u8; 16], ClientRecord> =
+    LruHashMap::with_max_entries(DEFAULT_CLIENTLOG_LIMIT / CLIENT_RECORD_BYTES, 0);
+
+/// Counts a request from `key` in the client log.
+#[inline(always)]
+fn log_client(key: [u8; 16], now: u64, dropped: bool) {
+    if unsafe { core::ptr::read_volatile(&NTPX_CLIENTLOG) } == 0 {
+        return;
+    }
+    match NTPX_CLIENTS.get_ptr_mut(&key) {
+        // Another CPU may update the same record at once; a lost count is acceptable.
+        Some(p) => unsafe { *p = (*p).hit(now, dropped) },
+        None => {
+            let _ = NTPX_CLIENTS.insert(&key, &ClientRecord::default().hit(now, dropped), 0);
+        }
+    }
+}
 
 const ETH_LEN: usize = 14;
 const VLAN_LEN: usize = 4;
@@ -162,7 +189,9 @@ fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     if src[0] == 0 || src[0] == 127 || src[0] >= 224 {
         return pass(Counter::PassBadSource);
     }
-    if !allowed(NTPX_ACL_V4.get(Key::new(32, src))) {
+    let ok = allowed(NTPX_ACL_V4.get(Key::new(32, src)));
+    log_client(client_key_v4(src), rx_tai, !ok);
+    if !ok {
         return (xdp_action::XDP_DROP, Counter::DropDenied);
     }
     let (state, req) = match prepare(f, ntp, rx_tai) {
@@ -212,7 +241,9 @@ fn ipv6<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     if src[0] == 0xff || low <= 1 {
         return pass(Counter::PassBadSource);
     }
-    if !allowed(NTPX_ACL_V6.get(Key::new(128, src))) {
+    let ok = allowed(NTPX_ACL_V6.get(Key::new(128, src)));
+    log_client(src, rx_tai, !ok);
+    if !ok {
         return (xdp_action::XDP_DROP, Counter::DropDenied);
     }
     let (state, req) = match prepare(f, ntp, rx_tai) {

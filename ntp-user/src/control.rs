@@ -2,7 +2,7 @@
 //! response line, over a Unix stream socket (the path chrony calls `bindcmdaddress`).
 
 use crate::report::{
-    ActivityReport, NtpDataReport, SelectDataReport, SourceReport, SourceStatsReport,
+    ActivityReport, ClientReport, NtpDataReport, SelectDataReport, SourceReport, SourceStatsReport,
     TrackingReport,
 };
 use crate::stats::{ServerStats, XdpStats};
@@ -33,6 +33,8 @@ pub enum Request {
     Activity,
     /// Each source's state in selection (chronyc selectdata).
     Selectdata,
+    /// Per-client request counts, kernel and daemon merged (chronyc clients).
+    Clients,
     /// The last exchange with each source, or one (chronyc ntpdata).
     Ntpdata {
         /// Which source.
@@ -77,6 +79,8 @@ pub enum Response {
     Sourcestats(Vec<SourceStatsReport>),
     /// Answer to [`Request::Activity`].
     Activity(ActivityReport),
+    /// Answer to [`Request::Clients`].
+    Clients(Vec<ClientReport>),
     /// Answer to [`Request::Selectdata`].
     Selectdata(Vec<SelectDataReport>),
     /// Answer to [`Request::Ntpdata`].
@@ -100,6 +104,7 @@ impl Request {
                 | Request::Activity
                 | Request::Ntpdata { .. }
                 | Request::Selectdata
+                | Request::Clients
         )
     }
 }

@@ -51,6 +51,7 @@ pub struct Options {
 
 #[derive(Default)]
 struct DaemonCounters {
+    client_log_dropped: AtomicU64,
     received: AtomicU64,
     answered: AtomicU64,
     ignored: AtomicU64,
@@ -67,6 +68,7 @@ struct Shared {
     state: Mutex<ServerState>,
     kernel: Option<Mutex<KernelPath>>,
     counters: DaemonCounters,
+    clients: Mutex<std::collections::HashMap<IpAddr, ntp_common::ClientRecord>>,
     config_path: PathBuf,
     engine: SharedEngine,
     leaps: Vec<crate::leaptz::Leap>,
@@ -108,6 +110,7 @@ impl Shared {
             ntp_dropped: c.denied.load(Ordering::Relaxed),
             cmd_received: c.cmd_received.load(Ordering::Relaxed),
             cmd_dropped: c.cmd_dropped.load(Ordering::Relaxed),
+            client_log_dropped: c.client_log_dropped.load(Ordering::Relaxed),
             daemon_answered: c.answered.load(Ordering::Relaxed),
             daemon_ignored: c.ignored.load(Ordering::Relaxed),
             ..Default::default()
@@ -169,6 +172,63 @@ impl Shared {
         }
     }
 
+    /// Counts a request from `ip` in the daemon's client log (the kernel keeps its own).
+    fn log_client(&self, ip: IpAddr, rx_tai: u64, dropped: bool) {
+        let Some(limit) = self.config.client_log else {
+            return;
+        };
+        let mut c = lock(&self.clients);
+        if !c.contains_key(&ip) && c.len() >= limit as usize {
+            // Full: the least recently seen client makes room, as the kernel's LRU map does.
+            if let Some(oldest) = c.iter().min_by_key(|(_, r)| r.last_tai_ns).map(|(k, _)| *k) {
+                c.remove(&oldest);
+                self.counters
+                    .client_log_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let r = c.entry(ip).or_default();
+        *r = r.hit(rx_tai, dropped);
+    }
+
+    /// Both paths' client logs merged, most active first.
+    fn clients_report(&self) -> Vec<crate::report::ClientReport> {
+        let mut all: std::collections::HashMap<IpAddr, ntp_common::ClientRecord> =
+            lock(&self.clients).clone();
+        if let Some(k) = &self.kernel {
+            match lock(k).clients() {
+                Ok(v) => {
+                    for (ip, r) in v {
+                        let e = all.entry(ip).or_default();
+                        e.requests += r.requests;
+                        e.dropped += r.dropped;
+                        if r.last_tai_ns > e.last_tai_ns {
+                            e.last_tai_ns = r.last_tai_ns;
+                        }
+                        if r.interval_ns != 0 {
+                            e.interval_ns = r.interval_ns;
+                        }
+                    }
+                }
+                Err(e) => warn!("Could not read the kernel's client log: {e:#}"),
+            }
+        }
+        let now = clock::tai_ns().unwrap_or(0);
+        let mut rows: Vec<crate::report::ClientReport> = all
+            .into_iter()
+            .map(|(addr, r)| crate::report::ClientReport {
+                addr,
+                ntp: r.requests + r.dropped,
+                dropped: r.dropped,
+                interval: (r.interval_ns > 0)
+                    .then(|| (r.interval_ns as f64 * 1e-9).log2().round() as i32),
+                last: Some(now.saturating_sub(r.last_tai_ns) / 1_000_000_000),
+            })
+            .collect();
+        rows.sort_by(|a, b| b.ntp.cmp(&a.ntp).then(a.addr.cmp(&b.addr)));
+        rows
+    }
+
     fn handle_control(&self, req: Result<Request>) -> Response {
         self.counters.cmd_received.fetch_add(1, Ordering::Relaxed);
         match req {
@@ -183,6 +243,7 @@ impl Shared {
             Ok(Request::Sourcestats) => Response::Sourcestats(
                 lock(&self.engine).sourcestats_report(clock::realtime_ns().unwrap_or(0)),
             ),
+            Ok(Request::Clients) => Response::Clients(self.clients_report()),
             Ok(Request::Selectdata) => Response::Selectdata(
                 lock(&self.engine).selectdata_report(clock::realtime_ns().unwrap_or(0)),
             ),
@@ -348,6 +409,7 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     let shared = Arc::new(Shared {
         engine,
         config_path: opts.config_path.clone(),
+        clients: Mutex::new(std::collections::HashMap::new()),
         leaps,
         sync: std::sync::OnceLock::new(),
         acl,
@@ -593,7 +655,7 @@ fn start_kernel(config: &Config, opts: &Options, acl: &AccessTable) -> Result<Ke
     } else {
         opts.interfaces.clone()
     };
-    let mut k = KernelPath::load(config.port)?;
+    let mut k = KernelPath::load_with(config.port, config.client_log)?;
     k.set_acl(acl)?;
     k.set_local_addresses(&served_addresses(config, &ifs)?)?;
     for i in &ifs {
@@ -697,7 +759,13 @@ async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Result<()> {
         };
         let state = *lock(&sh.state);
         let src_ip = net::canonical_ip(r.src.ip());
-        match server::handle_request(&buf[..r.len], src_ip, rx_tai, &state, &sh.acl) {
+        let verdict = server::handle_request(&buf[..r.len], src_ip, rx_tai, &state, &sh.acl);
+        match verdict {
+            Verdict::Reply(_) => sh.log_client(src_ip, rx_tai, false),
+            Verdict::Deny => sh.log_client(src_ip, rx_tai, true),
+            Verdict::Ignore(_) => {}
+        }
+        match verdict {
             Verdict::Reply(p) => {
                 let reply = p.finish(clock::tai_ns()?);
                 match sock.send_to(&reply, r.src) {

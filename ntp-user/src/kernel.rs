@@ -9,10 +9,11 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use ntp_common::{
-    Counter, ServerState,
+    ClientRecord, Counter, ServerState,
     state::{
-        ACL_ALLOW, ACL_DENY, ACL_MAX_ENTRIES, GLOBAL_PORT, LOCAL_MAX_ENTRIES, MAP_ACL_V4,
-        MAP_ACL_V6, MAP_COUNTERS, MAP_LOCAL_V4, MAP_LOCAL_V6, MAP_STATE, PROG_PASS, PROG_SERVE,
+        ACL_ALLOW, ACL_DENY, ACL_MAX_ENTRIES, CLIENT_RECORD_BYTES, DEFAULT_CLIENTLOG_LIMIT,
+        GLOBAL_CLIENTLOG, GLOBAL_PORT, LOCAL_MAX_ENTRIES, MAP_ACL_V4, MAP_ACL_V6, MAP_CLIENTS,
+        MAP_COUNTERS, MAP_LOCAL_V4, MAP_LOCAL_V6, MAP_STATE, PROG_PASS, PROG_SERVE,
     },
 };
 use std::{
@@ -48,17 +49,21 @@ pub struct KernelPath {
 }
 
 impl KernelPath {
-    /// Loads the embedded object for NTP `port` and verifies the serving program.
+    /// Loads the embedded object for NTP `port` with the default client log.
     pub fn load(port: u16) -> Result<Self> {
-        Self::load_object(crate::EBPF_OBJECT, port)
+        Self::load_with(port, Some(DEFAULT_CLIENTLOG_LIMIT / CLIENT_RECORD_BYTES))
     }
 
-    /// Loads `object` (an ntp-ebpf build) for NTP `port`.
-    pub fn load_object(object: &[u8], port: u16) -> Result<Self> {
+    /// Loads the embedded object for NTP `port`, with a client log of `clients` records
+    /// (`None`: `noclientlog`), and verifies the serving program.
+    pub fn load_with(port: u16, clients: Option<u32>) -> Result<Self> {
         raise_memlock_limit();
+        let clientlog: u8 = clients.is_some() as u8;
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_PORT, &port, true)
-            .load(object)
+            .override_global(GLOBAL_CLIENTLOG, &clientlog, true)
+            .map_max_entries(MAP_CLIENTS, clients.unwrap_or(1).max(1))
+            .load(crate::EBPF_OBJECT)
             .context("loading the ntpx eBPF object (needs root or CAP_BPF + CAP_NET_ADMIN)")?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROG_SERVE)
@@ -160,6 +165,19 @@ impl KernelPath {
         self.state.read()
     }
 
+    /// The kernel's client log: every client's address and record.
+    pub fn clients(&self) -> Result<Vec<(std::net::IpAddr, ClientRecord)>> {
+        let map = self
+            .ebpf
+            .map(MAP_CLIENTS)
+            .ok_or_else(|| anyhow!("map {MAP_CLIENTS} missing"))?;
+        let h: HashMap<&MapData, [u8; 16], ClientRecordPod> = HashMap::try_from(map)?;
+        Ok(h.iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| (crate::net::canonical_ip(std::net::IpAddr::from(k)), v.0))
+            .collect())
+    }
+
     /// Every counter summed over CPUs, indexed by [`Counter`].
     pub fn counters(&self) -> Result<Vec<u64>> {
         let map = self
@@ -255,6 +273,14 @@ fn fill_trie<const N: usize>(
     }
     Ok(())
 }
+
+/// [`ClientRecord`] as aya's map API wants it.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct ClientRecordPod(ClientRecord);
+
+// SAFETY: ClientRecord is repr(C), all-u64, without padding (bytemuck::Pod).
+unsafe impl aya::Pod for ClientRecordPod {}
 
 /// Lets older kernels charge map memory to RLIMIT_MEMLOCK without failing (newer ones use
 /// memcg accounting and ignore it).

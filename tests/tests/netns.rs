@@ -82,6 +82,22 @@ fn chronyd_offset(n: &Net, server: &str) -> Result<f64> {
     found.with_context(|| chronyd.log())
 }
 
+/// `ntpxc clients` lists `ip` with at least `min` NTP requests.
+fn assert_client_seen(d: &Ntpxd, ip: &str, min: u64) -> Result<()> {
+    let out = d.ntpxc(&["clients"])?;
+    let line = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(ip))
+        .with_context(|| format!("{ip} not in clients:\n{out}"))?;
+    let ntp: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("NTP column")?
+        .parse()?;
+    assert!(ntp >= min, "{ip}: {ntp} requests:\n{out}");
+    Ok(())
+}
+
 #[test]
 fn xdp_path_answers_ntpdig_and_chronyd() -> Result<()> {
     if !ntpx_tests::privileged("xdp_path_answers_ntpdig_and_chronyd") {
@@ -95,6 +111,8 @@ fn xdp_path_answers_ntpdig_and_chronyd() -> Result<()> {
     assert!(offset.abs() < 0.001, "chronyd measured {offset} s");
     let answered = d.stat("xdpstats", "answered")?;
     assert!(answered >= 3, "kernel answered {answered}");
+    assert_client_seen(&d, &n.link.client_v4, 5)?;
+    assert_client_seen(&d, &n.link.client_v6, 5)?;
     assert_eq!(
         d.stat("serverstats", "Daemon NTP packets answered")?,
         0,
@@ -122,6 +140,7 @@ fn socket_path_answers_ntpdig_and_chronyd_with_no_xdp() -> Result<()> {
     assert!(offset.abs() < 0.001, "chronyd measured {offset} s");
     let answered = d.stat("serverstats", "Daemon NTP packets answered")?;
     assert!(answered >= 3, "daemon answered {answered}");
+    assert_client_seen(&d, &n.link.client_v4, 5)?;
     assert!(!d.ntpxc(&["serverstats"])?.contains("Kernel"));
     println!("chronyd -x via socket: offset {offset:+.9} s; daemon answered {answered}");
     Ok(())
@@ -148,6 +167,17 @@ fn denied_clients_get_nothing_from_either_path() -> Result<()> {
             ntpdig(&n.client, &n.link.server_v6).is_err(),
             "unlisted IPv6 client answered"
         );
+        let clients = d.ntpxc(&["clients"])?;
+        let line = clients
+            .lines()
+            .find(|l| l.starts_with(&n.link.client_v4))
+            .context("denied client")?;
+        let drop: u64 = line
+            .split_whitespace()
+            .nth(2)
+            .context("Drop column")?
+            .parse()?;
+        assert!(drop >= 1, "no_xdp={no_xdp}:\n{clients}");
         let dropped = d.stat("serverstats", "NTP packets dropped")?;
         assert!(dropped >= 2, "no_xdp={no_xdp}: dropped {dropped}");
         if !no_xdp {
@@ -419,18 +449,16 @@ fn privileges_are_dropped_after_set_up() -> Result<()> {
         return Ok(());
     }
     let n = net(true, 20)?;
-    let d = Ntpxd::start(
+    let mut d = Ntpxd::start(
         &n.server,
         SERVE_ALL,
         &["-i", &n.link.server_if, "-u", "nobody"],
     )?;
-    assert!(
-        d.proc
-            .log()
-            .contains("Running as nobody with no capabilities"),
-        "{}",
-        d.proc.log()
-    );
+    // The drop comes after the sockets are bound, a moment after the control socket.
+    d.proc.wait_for_log(
+        "Running as nobody with no capabilities",
+        Duration::from_secs(10),
+    )?;
     let status = std::fs::read_to_string(format!("/proc/{}/status", d.proc.pid()))?;
     let field = |name: &str| {
         status

@@ -35,7 +35,7 @@ fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
     let _pass = xdp_pass(lan.hub(), lan.hub_if(2).context("hub if")?)?;
     let (_up, _dir, _sock) = chronyd(&up, "local stratum 2\nallow all")?;
     let logs = ntpx_tests::TempDir::new("logs")?;
-    let d = Ntpxd::start(
+    let mut d = Ntpxd::start(
         &srv,
         // The same upstream over IPv4 (listed first, so selected on a tie) and IPv6.
         &format!(
@@ -62,11 +62,9 @@ fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
     )
     .with_context(|| d.ntpxc(&["sources"]).unwrap_or_default())?;
     println!("selected after {:?}", start.elapsed());
-    assert!(
-        d.proc.log().contains(&format!("Selected source {up_ip}")),
-        "{}",
-        d.proc.log()
-    );
+    // The log line follows the state change by a moment.
+    d.proc
+        .wait_for_log(&format!("Selected source {up_ip}"), Duration::from_secs(5))?;
     assert_eq!(d.tracking("Stratum")?, "3");
     let s = d.sources();
     assert_eq!(s[0].stratum, 2, "upstream stratum");
@@ -341,7 +339,7 @@ fn silent_pool_members_are_replaced() -> Result<()> {
         .map(|s| format!("{} pool.ntpx.test\n", s.1))
         .collect();
     cli.set_hosts(&hosts)?;
-    let d = Ntpxd::start(
+    let mut d = Ntpxd::start(
         &cli,
         "pool pool.ntpx.test iburst minpoll -4 maxpoll -4 maxsources 2\nport 0",
         &["--no-xdp"],
@@ -370,11 +368,10 @@ fn silent_pool_members_are_replaced() -> Result<()> {
         },
     )
     .with_context(|| d.proc.log())?;
-    assert!(
-        d.proc
-            .log()
-            .contains(&format!("Source {victim} replaced with {}", servers[2].1))
-    );
+    d.proc.wait_for_log(
+        &format!("Source {victim} replaced with {}", servers[2].1),
+        Duration::from_secs(5),
+    )?;
     println!("replaced {victim} after {:?}", start.elapsed());
     wait_until(Duration::from_secs(10), "the new member to answer", || {
         d.sources()

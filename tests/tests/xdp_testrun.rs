@@ -414,3 +414,68 @@ fn cost_per_request_is_reported() {
     );
     assert_eq!(fx.counter(Counter::Answered), 2000);
 }
+
+#[test]
+fn client_log_counts_requests_and_drops() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let ok = frames::build(&Spec::udp(
+        "198.18.0.2",
+        "198.18.0.1",
+        &ntp_request(4, 3, 6, CLIENT_TX),
+    ));
+    let denied = frames::build(&Spec::udp(
+        "198.18.9.7",
+        "198.18.0.1",
+        &ntp_request(4, 3, 6, CLIENT_TX),
+    ));
+    let v6 = frames::build(&Spec::udp(
+        "fd00:198:18::2",
+        "fd00:198:18::1",
+        &ntp_request(4, 3, 6, CLIENT_TX),
+    ));
+    assert_eq!(fx.run(&ok).0, XDP_TX);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(fx.run(&ok).0, XDP_TX);
+    assert_eq!(fx.run(&denied).0, XDP_DROP);
+    assert_eq!(fx.run(&v6).0, XDP_TX);
+    let mut clients = fx.k.clients().unwrap();
+    clients.sort_by_key(|c| c.0);
+    let find = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        clients.iter().find(|c| c.0 == ip).map(|c| c.1).unwrap()
+    };
+    let a = find("198.18.0.2");
+    assert_eq!((a.requests, a.dropped), (2, 0));
+    assert!(
+        a.interval_ns >= 50_000_000 && a.interval_ns < 5_000_000_000,
+        "{a:?}"
+    );
+    assert_eq!(
+        (find("198.18.9.7").requests, find("198.18.9.7").dropped),
+        (0, 1)
+    );
+    assert_eq!(find("fd00:198:18::2").requests, 1);
+    assert_eq!(clients.len(), 3);
+}
+
+#[test]
+fn noclientlog_keeps_no_records() {
+    if !ntpx_tests::privileged("noclientlog_keeps_no_records") {
+        return;
+    }
+    let mut k = KernelPath::load_with(123, None).unwrap();
+    let mut acl = AccessTable::new();
+    acl.apply(Action::Allow, false, None);
+    k.set_acl(&acl).unwrap();
+    k.set_local_addresses(&["198.18.0.1".parse().unwrap()])
+        .unwrap();
+    k.publish(&state_now(Duration::from_secs(10), true));
+    let mut fx = Fixture { k };
+    let ok = frames::build(&Spec::udp(
+        "198.18.0.2",
+        "198.18.0.1",
+        &ntp_request(4, 3, 6, CLIENT_TX),
+    ));
+    assert_eq!(fx.run(&ok).0, XDP_TX);
+    assert!(fx.k.clients().unwrap().is_empty());
+}

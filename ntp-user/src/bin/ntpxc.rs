@@ -111,6 +111,8 @@ enum Command {
     },
     /// How many sources are online, offline or not yet resolved.
     Activity,
+    /// NTP clients seen by the kernel's fast path and the daemon: requests, drops, interval.
+    Clients,
     /// Each source's state in selection, options, score and offset interval.
     Selectdata {
         /// Print the legend explaining the columns.
@@ -269,6 +271,7 @@ fn execute(host: &Target, csv: bool, command: Command) -> Result<()> {
         Command::Sourcestats { verbose } => (Request::Sourcestats, verbose),
         Command::Activity => (Request::Activity, false),
         Command::Selectdata { verbose } => (Request::Selectdata, verbose),
+        Command::Clients => (Request::Clients, false),
         Command::Ntpdata { address } => (Request::Ntpdata { address }, false),
         Command::Burst => (Request::Burst, false),
         Command::Reload { .. } => (Request::ReloadSources, false),
@@ -290,6 +293,8 @@ fn execute(host: &Target, csv: bool, command: Command) -> Result<()> {
         Response::Sourcestats(rows) => print!("{}", report::render_sourcestats(&rows, verbose)),
         Response::Activity(a) if csv => print!("{}", a.render_csv()),
         Response::Activity(a) => print!("{}", a.render()),
+        Response::Clients(rows) if csv => print!("{}", report::render_clients_csv(&rows)),
+        Response::Clients(rows) => print!("{}", report::render_clients(&rows)),
         Response::Selectdata(rows) if csv => print!("{}", report::render_selectdata_csv(&rows)),
         Response::Selectdata(rows) => print!("{}", report::render_selectdata(&rows, verbose)),
         Response::Ntpdata(rows) => rows.iter().for_each(|r| print!("{}", r.render())),

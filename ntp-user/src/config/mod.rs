@@ -43,7 +43,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "bindcmddevice",
     "binddevice",
     "broadcast",
-    "clientloglimit",
     "clockprecision",
     "cmdratelimit",
     "corrtimeratio",
@@ -73,7 +72,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "minsamples",
     "minstratum",
     "nocerttimecheck",
-    "noclientlog",
     "nosystemcert",
     "ntpsigndsocket",
     "ntsaeads",
@@ -138,6 +136,8 @@ pub struct Config {
     pub logdir: Option<PathBuf>,
     /// Log files written there (`log measurements statistics tracking`).
     pub logs: Vec<String>,
+    /// Client log size in records (`clientloglimit` bytes / 64); `None`: `noclientlog`.
+    pub client_log: Option<u32>,
     /// Symmetric keys file (`keyfile`).
     pub keyfile: Option<PathBuf>,
     /// Zone of the tz database with leap seconds (`leapsectz`, e.g. right/UTC).
@@ -170,6 +170,9 @@ impl Default for Config {
             logs: Vec::new(),
             leapsectz: None,
             keyfile: None,
+            client_log: Some(
+                ntp_common::state::DEFAULT_CLIENTLOG_LIMIT / ntp_common::state::CLIENT_RECORD_BYTES,
+            ),
             user: None,
             sources: Vec::new(),
             sync: SyncConfig::default(),
@@ -425,6 +428,16 @@ impl Parser {
             }
             "xdpstalelimit" => self.config.xdp_stale_limit = xdp_stale_limit(args)?,
             "user" => self.config.user = Some(single_arg("user", args, "a user name")?.to_string()),
+            "noclientlog" => self.config.client_log = None,
+            "clientloglimit" => {
+                let v = single_arg("clientloglimit", args, "a size in bytes")?;
+                let bytes = parse_uint::<u32>(v)
+                    .ok_or_else(|| invalid("limit", v, "clientloglimit", "a size in bytes"))?;
+                if self.config.client_log.is_some() {
+                    self.config.client_log =
+                        Some((bytes / ntp_common::state::CLIENT_RECORD_BYTES).max(1));
+                }
+            }
             "keyfile" => {
                 self.config.keyfile =
                     Some(PathBuf::from(single_arg("keyfile", args, "a file path")?));

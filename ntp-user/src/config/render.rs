@@ -102,6 +102,13 @@ pub fn render(c: &Config) -> String {
             .unwrap_or_else(|| "/".into())
     ));
     w(format!("xdpstalelimit {}", c.xdp_stale_limit.as_secs_f64()));
+    match c.client_log {
+        Some(n) => w(format!(
+            "clientloglimit {}",
+            n * ntp_common::state::CLIENT_RECORD_BYTES
+        )),
+        None => w("noclientlog".into()),
+    }
     if let Some(k) = &c.keyfile {
         w(format!("keyfile {}", k.display()));
     }
