@@ -65,11 +65,11 @@ fn log_client(key: [u8; 16], now: u64, dropped: bool) {
     if unsafe { core::ptr::read_volatile(&NTPX_CLIENTLOG) } == 0 {
         return;
     }
-    match NTPX_CLIENTS.get_ptr_mut(&key) {
+    match NTPX_CLIENTS.get_ptr_mut(key) {
         // Another CPU may update the same record at once; a lost count is acceptable.
         Some(p) => unsafe { *p = (*p).hit(now, dropped) },
         None => {
-            let _ = NTPX_CLIENTS.insert(&key, &ClientRecord::default().hit(now, dropped), 0);
+            let _ = NTPX_CLIENTS.insert(key, ClientRecord::default().hit(now, dropped), 0);
         }
     }
 }
