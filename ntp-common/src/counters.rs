@@ -38,11 +38,15 @@ pub enum Counter {
     /// Passed: a source no reply should go to (port 0; unspecified, loopback, multicast
     /// or broadcast address) or an IPv6 datagram without a UDP checksum.
     PassBadSource,
+    /// Dropped: over the client's rate limit.
+    DropRateLimit,
+    /// Answered with a Kiss-o'-Death RATE (over the rate limit).
+    AnsweredKod,
 }
 
 impl Counter {
     /// Number of counters (size of the per-CPU array).
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 18;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -62,6 +66,8 @@ impl Counter {
         Counter::DropDenied,
         Counter::PassNotLocal,
         Counter::PassBadSource,
+        Counter::DropRateLimit,
+        Counter::AnsweredKod,
     ];
 
     /// Short stable name, used by `ntpxc` and the tests.
@@ -83,6 +89,8 @@ impl Counter {
             Counter::DropDenied => "drop-denied",
             Counter::PassNotLocal => "pass-not-local",
             Counter::PassBadSource => "pass-bad-source",
+            Counter::DropRateLimit => "drop-ratelimit",
+            Counter::AnsweredKod => "answered-kod",
         }
     }
 }

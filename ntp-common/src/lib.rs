@@ -11,4 +11,4 @@ pub mod timebase;
 pub mod wire;
 
 pub use counters::Counter;
-pub use state::{AclValue, ClientRecord, ServerState, Timebase};
+pub use state::{AclValue, ClientRecord, RateLimit, RateVerdict, ServerState, Timebase};

@@ -61,6 +61,67 @@ pub struct ClientRecord {
     pub last_tai_ns: u64,
     /// Moving average of the interval between requests, ns (0 until a second one).
     pub interval_ns: u64,
+    /// Rate-limit token bucket, ns of allowance (see [`RateLimit`]).
+    pub tokens_ns: u64,
+    /// Requests over the rate limit (dropped, leaked or answered with a KoD).
+    pub limited: u64,
+}
+
+/// chrony's `ratelimit interval I burst B leak L kod K`, as the fast path applies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// 2^I seconds in ns: the allowance one answer costs and the minimum average interval.
+    pub interval_ns: u64,
+    /// Answers a client may have in a burst.
+    pub burst: u64,
+    /// On average 1 in 2^L limited requests is answered anyway (L = 0: rate limiting off).
+    pub leak: u8,
+    /// 1 in 2^K of the other limited requests gets a KoD RATE (K = 0: no KoD).
+    pub kod: u8,
+}
+
+/// What the rate limit says of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateVerdict {
+    /// Within the limit, or leaked through: answer.
+    Answer,
+    /// Over the limit: answer with a Kiss-o'-Death RATE.
+    Kod,
+    /// Over the limit: drop.
+    Drop,
+}
+
+impl RateLimit {
+    /// Judges a request at `now` from the client whose bucket is `rec` (updated), with
+    /// `random` a uniformly random value.
+    #[inline(always)]
+    pub fn check(&self, rec: &mut ClientRecord, now: u64, random: u32) -> RateVerdict {
+        // No 128-bit products in BPF: the configuration bounds interval (2^12 s) and burst
+        // (255), so the product stays far below 2^64.
+        let cap = self.interval_ns.wrapping_mul(self.burst);
+        let fresh = rec.requests + rec.dropped == 0;
+        let refill = now.saturating_sub(rec.last_tai_ns);
+        rec.tokens_ns = if fresh {
+            cap
+        } else {
+            rec.tokens_ns.saturating_add(refill).min(cap)
+        };
+        if rec.tokens_ns >= self.interval_ns {
+            rec.tokens_ns -= self.interval_ns;
+            return RateVerdict::Answer;
+        }
+        rec.limited += 1;
+        // Leak: a spoofed flood must not silence its victim entirely.
+        let leak_mask = (1u32 << (self.leak & 31)) - 1;
+        if random & leak_mask == 0 {
+            return RateVerdict::Answer;
+        }
+        let kod_mask = (1u32 << (self.kod & 15)) - 1;
+        if self.kod != 0 && (random >> 16) & kod_mask == 0 {
+            return RateVerdict::Kod;
+        }
+        RateVerdict::Drop
+    }
 }
 
 impl ClientRecord {
@@ -81,9 +142,20 @@ impl ClientRecord {
             dropped: self.dropped + if dropped { 1 } else { 0 },
             last_tai_ns: now,
             interval_ns,
+            tokens_ns: self.tokens_ns,
+            limited: self.limited,
         }
     }
 }
+
+/// Names of the rate-limit globals set by the loader.
+pub const GLOBAL_RL_INTERVAL: &str = "NTPX_RL_INTERVAL_NS";
+/// Burst global.
+pub const GLOBAL_RL_BURST: &str = "NTPX_RL_BURST";
+/// Leak global (0: rate limiting off).
+pub const GLOBAL_RL_LEAK: &str = "NTPX_RL_LEAK";
+/// KoD global.
+pub const GLOBAL_RL_KOD: &str = "NTPX_RL_KOD";
 
 /// Bytes of `clientloglimit` per client record (chrony sizes its table in bytes).
 pub const CLIENT_RECORD_BYTES: u32 = 64;
@@ -146,7 +218,7 @@ mod tests {
         assert_eq!(core::mem::offset_of!(ServerState, seq), 0);
         assert_eq!(core::mem::offset_of!(ServerState, root_delay), 56);
         assert_eq!(core::mem::offset_of!(ServerState, leap), 64);
-        assert_eq!(core::mem::size_of::<ClientRecord>(), 32);
+        assert_eq!(core::mem::size_of::<ClientRecord>(), 48);
     }
 
     #[test]
@@ -165,5 +237,55 @@ mod tests {
             client_key_v4([198, 18, 0, 2])[10..],
             [0xff, 0xff, 198, 18, 0, 2]
         );
+    }
+}
+
+#[cfg(test)]
+mod ratelimit_tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn rl(leak: u8, kod: u8) -> RateLimit {
+        RateLimit {
+            interval_ns: 8 * S,
+            burst: 8,
+            leak,
+            kod,
+        }
+    }
+
+    fn run(rl: &RateLimit, n: u64, gap: u64, random: impl Fn(u64) -> u32) -> (u64, u64, u64) {
+        let mut rec = ClientRecord::default();
+        let (mut a, mut k, mut d) = (0, 0, 0);
+        for i in 0..n {
+            let now = 100 * S + i * gap;
+            match rl.check(&mut rec, now, random(i)) {
+                RateVerdict::Answer => a += 1,
+                RateVerdict::Kod => k += 1,
+                RateVerdict::Drop => d += 1,
+            }
+            rec = rec.hit(now, false);
+        }
+        (a, k, d)
+    }
+
+    #[test]
+    fn burst_then_nothing_without_leak_or_kod() {
+        // leak 31: 1 in 2^31, never in 100 tries with these random values.
+        assert_eq!(run(&rl(31, 0), 100, 1_000, |_| 1), (8, 0, 92));
+    }
+
+    #[test]
+    fn a_client_at_the_interval_is_never_limited() {
+        assert_eq!(run(&rl(31, 0), 100, 8 * S, |_| 1), (100, 0, 0));
+    }
+
+    #[test]
+    fn leak_and_kod_masks() {
+        // random 0: every limited request leaks through.
+        assert_eq!(run(&rl(2, 1), 50, 1_000, |_| 0), (50, 0, 0));
+        // Low bits set (no leak), high bits clear (KoD).
+        assert_eq!(run(&rl(2, 1), 50, 1_000, |_| 1), (8, 42, 0));
     }
 }

@@ -10,13 +10,13 @@ mod packet;
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, xdp_action},
-    helpers::generated::bpf_ktime_get_tai_ns,
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_tai_ns},
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::XdpContext,
 };
 use ntp_common::{
-    ClientRecord, Counter, ServerState,
+    ClientRecord, Counter, RateLimit, RateVerdict, ServerState,
     state::{
         ACL_ALLOW, ACL_MAX_ENTRIES, CLIENT_RECORD_BYTES, DEFAULT_CLIENTLOG_LIMIT,
         LOCAL_MAX_ENTRIES, client_key_v4,
@@ -59,19 +59,44 @@ static NTPX_CLIENTLOG: u8 = 1;
 static NTPX_CLIENTS: LruHashMap<[u8; 16], ClientRecord> =
     LruHashMap::with_max_entries(DEFAULT_CLIENTLOG_LIMIT / CLIENT_RECORD_BYTES, 0);
 
-/// Counts a request from `key` in the client log.
+/// `ratelimit` settings, set by the loader (leak 0: no rate limiting).
+#[unsafe(no_mangle)]
+static NTPX_RL_INTERVAL_NS: u64 = 8_000_000_000;
+#[unsafe(no_mangle)]
+static NTPX_RL_BURST: u64 = 8;
+#[unsafe(no_mangle)]
+static NTPX_RL_LEAK: u8 = 0;
+#[unsafe(no_mangle)]
+static NTPX_RL_KOD: u8 = 0;
+
+/// Counts a request from `key` in the client log and, for an allowed one, applies the
+/// rate limit.
 #[inline(always)]
-fn log_client(key: [u8; 16], now: u64, dropped: bool) {
+fn log_client(key: [u8; 16], now: u64, dropped: bool) -> RateVerdict {
     if unsafe { core::ptr::read_volatile(&NTPX_CLIENTLOG) } == 0 {
-        return;
+        return RateVerdict::Answer;
     }
-    match NTPX_CLIENTS.get_ptr_mut(key) {
-        // Another CPU may update the same record at once; a lost count is acceptable.
-        Some(p) => unsafe { *p = (*p).hit(now, dropped) },
-        None => {
-            let _ = NTPX_CLIENTS.insert(key, ClientRecord::default().hit(now, dropped), 0);
+    let rl = unsafe {
+        RateLimit {
+            interval_ns: core::ptr::read_volatile(&NTPX_RL_INTERVAL_NS),
+            burst: core::ptr::read_volatile(&NTPX_RL_BURST),
+            leak: core::ptr::read_volatile(&NTPX_RL_LEAK),
+            kod: core::ptr::read_volatile(&NTPX_RL_KOD),
         }
-    }
+    };
+    let mut rec = match NTPX_CLIENTS.get_ptr(key) {
+        Some(p) => unsafe { *p },
+        None => ClientRecord::default(),
+    };
+    let verdict = if dropped || rl.leak == 0 {
+        RateVerdict::Answer
+    } else {
+        rl.check(&mut rec, now, unsafe { bpf_get_prandom_u32() })
+    };
+    let rec = rec.hit(now, dropped || verdict == RateVerdict::Drop);
+    // Another CPU may update the same record at once; a lost count is acceptable.
+    let _ = NTPX_CLIENTS.insert(key, rec, 0);
+    verdict
 }
 
 const ETH_LEN: usize = 14;
@@ -190,9 +215,12 @@ fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
         return pass(Counter::PassBadSource);
     }
     let ok = allowed(NTPX_ACL_V4.get(Key::new(32, src)));
-    log_client(client_key_v4(src), rx_tai, !ok);
+    let rate = log_client(client_key_v4(src), rx_tai, !ok);
     if !ok {
         return (xdp_action::XDP_DROP, Counter::DropDenied);
+    }
+    if rate == RateVerdict::Drop {
+        return (xdp_action::XDP_DROP, Counter::DropRateLimit);
     }
     let (state, req) = match prepare(f, ntp, rx_tai) {
         Ok(v) => v,
@@ -205,7 +233,15 @@ fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     f.put_u16(ip + 10, 0);
     let ip_csum = f.sum_words::<{ IPV4_LEN / 2 }>(ip);
     f.put_u16(ip + 10, ip_csum.fold());
-    answer_udp(f, udp, f.sum_words::<4>(ip + 12), udp_len, &state, req)
+    answer_udp(
+        f,
+        udp,
+        f.sum_words::<4>(ip + 12),
+        udp_len,
+        &state,
+        req,
+        rate == RateVerdict::Kod,
+    )
 }
 
 #[inline(always)]
@@ -242,9 +278,12 @@ fn ipv6<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
         return pass(Counter::PassBadSource);
     }
     let ok = allowed(NTPX_ACL_V6.get(Key::new(128, src)));
-    log_client(src, rx_tai, !ok);
+    let rate = log_client(src, rx_tai, !ok);
     if !ok {
         return (xdp_action::XDP_DROP, Counter::DropDenied);
+    }
+    if rate == RateVerdict::Drop {
+        return (xdp_action::XDP_DROP, Counter::DropRateLimit);
     }
     let (state, req) = match prepare(f, ntp, rx_tai) {
         Ok(v) => v,
@@ -254,7 +293,15 @@ fn ipv6<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     f.swap_macs();
     f.swap::<16>(ip + 8, ip + 24);
     f.put_u8(ip + 7, REPLY_TTL);
-    answer_udp(f, udp, f.sum_words::<16>(ip + 8), udp_len, &state, req)
+    answer_udp(
+        f,
+        udp,
+        f.sum_words::<16>(ip + 8),
+        udp_len,
+        &state,
+        req,
+        rate == RateVerdict::Kod,
+    )
 }
 
 /// Checks the UDP header at `udp`: served port, and the IP length field (`ip_len`, which
@@ -311,6 +358,7 @@ fn answer_udp(
     udp_len: u16,
     state: &ServerState,
     req: RequestFields,
+    kiss: bool,
 ) -> (u32, Counter) {
     let mut csum = addr_sum;
     csum.add16(IPPROTO_UDP as u16);
@@ -318,7 +366,7 @@ fn answer_udp(
     f.swap::<2>(udp, udp + 2);
     csum.add32(f.u32(udp).unwrap_or(0));
     csum.add16(udp_len);
-    finish_reply(f, udp + UDP_LEN, udp + 6, state, req, csum)
+    finish_reply(f, udp + UDP_LEN, udp + 6, state, req, csum, kiss)
 }
 
 #[inline(always)]
@@ -392,6 +440,7 @@ fn finish_reply(
     state: &ServerState,
     req: RequestFields,
     mut csum: Csum,
+    kiss: bool,
 ) -> (u32, Counter) {
     let tb = &state.timebase;
     let age = tb.age_ns(req.rx_tai).unwrap_or(0);
@@ -400,14 +449,20 @@ fn finish_reply(
     } else {
         req.poll
     };
+    // A Kiss-o'-Death RATE: unsynchronised, stratum 0, the kiss code as reference id.
+    let (leap, stratum, refid_bytes) = if kiss {
+        (wire::LEAP_UNSYNC, 0, *b"RATE")
+    } else {
+        (state.leap, state.stratum, state.refid)
+    };
     let head = u32::from_be_bytes([
-        wire::li_vn_mode(state.leap, req.version, wire::MODE_SERVER),
-        state.stratum,
+        wire::li_vn_mode(leap, req.version, wire::MODE_SERVER),
+        stratum,
         poll as u8,
         state.precision as u8,
     ]);
     let root_disp = ns_to_ntp_short(grown_dispersion_ns(state.root_disp_ns, age));
-    let refid = u32::from_be_bytes(state.refid);
+    let refid = u32::from_be_bytes(refid_bytes);
     let rx_ntp = unix_ns_to_ntp(tb.served_unix_ns(req.rx_tai));
 
     f.put_u32(ntp, head);
@@ -432,7 +487,14 @@ fn finish_reply(
     let c = csum.fold();
     // In UDP a computed zero is sent as all ones (zero means "no checksum").
     f.put_u16(udp_csum_off, if c == 0 { 0xffff } else { c });
-    (xdp_action::XDP_TX, Counter::Answered)
+    (
+        xdp_action::XDP_TX,
+        if kiss {
+            Counter::AnsweredKod
+        } else {
+            Counter::Answered
+        },
+    )
 }
 
 #[cfg(not(test))]

@@ -52,6 +52,7 @@ pub struct Options {
 #[derive(Default)]
 struct DaemonCounters {
     client_log_dropped: AtomicU64,
+    ratelimited: AtomicU64,
     received: AtomicU64,
     answered: AtomicU64,
     ignored: AtomicU64,
@@ -107,7 +108,7 @@ impl Shared {
         let c = &self.counters;
         let mut s = ServerStats {
             ntp_received: c.received.load(Ordering::Relaxed),
-            ntp_dropped: c.denied.load(Ordering::Relaxed),
+            ntp_dropped: c.denied.load(Ordering::Relaxed) + c.ratelimited.load(Ordering::Relaxed),
             cmd_received: c.cmd_received.load(Ordering::Relaxed),
             cmd_dropped: c.cmd_dropped.load(Ordering::Relaxed),
             client_log_dropped: c.client_log_dropped.load(Ordering::Relaxed),
@@ -118,7 +119,8 @@ impl Shared {
         if let Some(k) = self.kernel_counters() {
             let get = |c: Counter| k.get(c as usize).copied().unwrap_or(0);
             let answered = get(Counter::Answered);
-            let dropped = get(Counter::DropDenied);
+            let dropped = get(Counter::DropDenied) + get(Counter::DropRateLimit);
+            let answered = answered + get(Counter::AnsweredKod);
             let passed = get(Counter::NtpReceived).saturating_sub(answered + dropped);
             // Passed requests reach the socket and are counted there; count each once.
             s.ntp_received += answered + dropped;
@@ -172,10 +174,12 @@ impl Shared {
         }
     }
 
-    /// Counts a request from `ip` in the daemon's client log (the kernel keeps its own).
-    fn log_client(&self, ip: IpAddr, rx_tai: u64, dropped: bool) {
+    /// Counts a request from `ip` in the daemon's client log (the kernel keeps its own)
+    /// and, for an allowed one, applies the rate limit as the kernel does.
+    fn log_client(&self, ip: IpAddr, rx_tai: u64, dropped: bool) -> ntp_common::RateVerdict {
+        use ntp_common::RateVerdict;
         let Some(limit) = self.config.client_log else {
-            return;
+            return RateVerdict::Answer;
         };
         let mut c = lock(&self.clients);
         if !c.contains_key(&ip) && c.len() >= limit as usize {
@@ -188,7 +192,12 @@ impl Shared {
             }
         }
         let r = c.entry(ip).or_default();
-        *r = r.hit(rx_tai, dropped);
+        let verdict = match &self.config.ratelimit {
+            Some(rl) if !dropped => rl.check(r, rx_tai, crate::net::random_u64() as u32),
+            _ => RateVerdict::Answer,
+        };
+        *r = r.hit(rx_tai, dropped || verdict == RateVerdict::Drop);
+        verdict
     }
 
     /// Both paths' client logs merged, most active first.
@@ -655,7 +664,7 @@ fn start_kernel(config: &Config, opts: &Options, acl: &AccessTable) -> Result<Ke
     } else {
         opts.interfaces.clone()
     };
-    let mut k = KernelPath::load_with(config.port, config.client_log)?;
+    let mut k = KernelPath::load_with(config.port, config.client_log, config.ratelimit)?;
     k.set_acl(acl)?;
     k.set_local_addresses(&served_addresses(config, &ifs)?)?;
     for i in &ifs {
@@ -760,11 +769,21 @@ async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Result<()> {
         let state = *lock(&sh.state);
         let src_ip = net::canonical_ip(r.src.ip());
         let verdict = server::handle_request(&buf[..r.len], src_ip, rx_tai, &state, &sh.acl);
-        match verdict {
-            Verdict::Reply(_) => sh.log_client(src_ip, rx_tai, false),
-            Verdict::Deny => sh.log_client(src_ip, rx_tai, true),
-            Verdict::Ignore(_) => {}
-        }
+        let verdict = match verdict {
+            Verdict::Reply(p) => match sh.log_client(src_ip, rx_tai, false) {
+                ntp_common::RateVerdict::Answer => Verdict::Reply(p),
+                ntp_common::RateVerdict::Kod => Verdict::Reply(p.kiss_rate()),
+                ntp_common::RateVerdict::Drop => {
+                    sh.counters.ratelimited.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            },
+            Verdict::Deny => {
+                sh.log_client(src_ip, rx_tai, true);
+                Verdict::Deny
+            }
+            other => other,
+        };
         match verdict {
             Verdict::Reply(p) => {
                 let reply = p.finish(clock::tai_ns()?);

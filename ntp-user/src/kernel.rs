@@ -12,8 +12,9 @@ use ntp_common::{
     ClientRecord, Counter, ServerState,
     state::{
         ACL_ALLOW, ACL_DENY, ACL_MAX_ENTRIES, CLIENT_RECORD_BYTES, DEFAULT_CLIENTLOG_LIMIT,
-        GLOBAL_CLIENTLOG, GLOBAL_PORT, LOCAL_MAX_ENTRIES, MAP_ACL_V4, MAP_ACL_V6, MAP_CLIENTS,
-        MAP_COUNTERS, MAP_LOCAL_V4, MAP_LOCAL_V6, MAP_STATE, PROG_PASS, PROG_SERVE,
+        GLOBAL_CLIENTLOG, GLOBAL_PORT, GLOBAL_RL_BURST, GLOBAL_RL_INTERVAL, GLOBAL_RL_KOD,
+        GLOBAL_RL_LEAK, LOCAL_MAX_ENTRIES, MAP_ACL_V4, MAP_ACL_V6, MAP_CLIENTS, MAP_COUNTERS,
+        MAP_LOCAL_V4, MAP_LOCAL_V6, MAP_STATE, PROG_PASS, PROG_SERVE,
     },
 };
 use std::{
@@ -51,17 +52,36 @@ pub struct KernelPath {
 impl KernelPath {
     /// Loads the embedded object for NTP `port` with the default client log.
     pub fn load(port: u16) -> Result<Self> {
-        Self::load_with(port, Some(DEFAULT_CLIENTLOG_LIMIT / CLIENT_RECORD_BYTES))
+        Self::load_with(
+            port,
+            Some(DEFAULT_CLIENTLOG_LIMIT / CLIENT_RECORD_BYTES),
+            None,
+        )
     }
 
     /// Loads the embedded object for NTP `port`, with a client log of `clients` records
-    /// (`None`: `noclientlog`), and verifies the serving program.
-    pub fn load_with(port: u16, clients: Option<u32>) -> Result<Self> {
+    /// (`None`: `noclientlog`) and the `ratelimit` (which needs the client log), and
+    /// verifies the serving program.
+    pub fn load_with(
+        port: u16,
+        clients: Option<u32>,
+        ratelimit: Option<ntp_common::RateLimit>,
+    ) -> Result<Self> {
         raise_memlock_limit();
         let clientlog: u8 = clients.is_some() as u8;
+        let rl = ratelimit.unwrap_or(ntp_common::RateLimit {
+            interval_ns: 8_000_000_000,
+            burst: 8,
+            leak: 0,
+            kod: 0,
+        });
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_PORT, &port, true)
             .override_global(GLOBAL_CLIENTLOG, &clientlog, true)
+            .override_global(GLOBAL_RL_INTERVAL, &rl.interval_ns, true)
+            .override_global(GLOBAL_RL_BURST, &rl.burst, true)
+            .override_global(GLOBAL_RL_LEAK, &rl.leak, true)
+            .override_global(GLOBAL_RL_KOD, &rl.kod, true)
             .map_max_entries(MAP_CLIENTS, clients.unwrap_or(1).max(1))
             .load(crate::EBPF_OBJECT)
             .context("loading the ntpx eBPF object (needs root or CAP_BPF + CAP_NET_ADMIN)")?;

@@ -41,6 +41,15 @@ pub struct PendingReply {
 }
 
 impl PendingReply {
+    /// The same reply as a Kiss-o'-Death RATE (over the rate limit): unsynchronised,
+    /// stratum 0, reference id "RATE".
+    pub fn kiss_rate(mut self) -> Self {
+        self.header.leap = wire::LEAP_UNSYNC;
+        self.header.stratum = 0;
+        self.header.refid = *b"RATE";
+        self
+    }
+
     /// The reply as sent when the transmit timestamp is taken at `tx_tai_ns`.
     pub fn finish(&self, tx_tai_ns: u64) -> [u8; NTP_HEADER_LEN] {
         let mut h = self.header;
@@ -195,6 +204,18 @@ mod tests {
                 Verdict::Ignore(Ignored::Length)
             );
         }
+    }
+
+    #[test]
+    fn a_kiss_of_death_keeps_the_timestamps() {
+        let Verdict::Reply(p) =
+            handle_request(&request(4, 3, 6), src(), NOW, &state(), &allow_all())
+        else {
+            panic!()
+        };
+        let k = NtpHeader::parse(&p.kiss_rate().finish(NOW)).unwrap();
+        assert_eq!((k.leap, k.stratum, k.refid, k.mode), (3, 0, *b"RATE", 4));
+        assert_eq!(k.origin_ts, NtpTimestamp(0x1122_3344_5566_7788));
     }
 
     #[test]

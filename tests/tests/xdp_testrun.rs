@@ -463,7 +463,7 @@ fn noclientlog_keeps_no_records() {
     if !ntpx_tests::privileged("noclientlog_keeps_no_records") {
         return;
     }
-    let mut k = KernelPath::load_with(123, None).unwrap();
+    let mut k = KernelPath::load_with(123, None, None).unwrap();
     let mut acl = AccessTable::new();
     acl.apply(Action::Allow, false, None);
     k.set_acl(&acl).unwrap();
@@ -478,4 +478,150 @@ fn noclientlog_keeps_no_records() {
     ));
     assert_eq!(fx.run(&ok).0, XDP_TX);
     assert!(fx.k.clients().unwrap().is_empty());
+}
+
+/// A fixture with a rate limit and a client log of `clients` records.
+fn limited(rl: ntp_common::RateLimit, clients: u32) -> Option<Fixture> {
+    if !ntpx_tests::privileged("rate limit") {
+        return None;
+    }
+    let mut k = KernelPath::load_with(123, Some(clients), Some(rl)).unwrap();
+    let mut acl = AccessTable::new();
+    acl.apply(Action::Allow, false, None);
+    k.set_acl(&acl).unwrap();
+    k.set_local_addresses(&["198.18.0.1".parse().unwrap()])
+        .unwrap();
+    k.publish(&state_now(Duration::from_secs(60), true));
+    Some(Fixture { k })
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct Outcome {
+    answered: u64,
+    kod: u64,
+    dropped: u64,
+}
+
+/// Sends `n` requests from `src` as fast as the test runs them.
+fn flood(fx: &mut Fixture, src: &str, n: u64) -> Outcome {
+    let frame = frames::build(&Spec::udp(
+        src,
+        "198.18.0.1",
+        &ntp_request(4, 3, 6, CLIENT_TX),
+    ));
+    let mut o = Outcome::default();
+    for _ in 0..n {
+        let (rc, out) = fx.run(&frame);
+        match rc {
+            XDP_DROP => o.dropped += 1,
+            XDP_TX => {
+                let h = NtpHeader::parse(&frames::parse(&out).unwrap().payload).unwrap();
+                if h.stratum == 0 && h.refid == *b"RATE" {
+                    assert_eq!(h.leap, 3);
+                    o.kod += 1;
+                } else {
+                    o.answered += 1;
+                }
+            }
+            other => panic!("unexpected verdict {other}"),
+        }
+    }
+    o
+}
+
+const HOUR_NS: u64 = 4096 * 1_000_000_000; // interval 12: no refill during a test
+
+#[test]
+fn rate_limit_gives_the_burst_then_leaks_and_kisses_in_proportion() {
+    let (burst, leak, kod) = (8u64, 2u8, 1u8);
+    let rl = ntp_common::RateLimit {
+        interval_ns: HOUR_NS,
+        burst,
+        leak,
+        kod,
+    };
+    let Some(mut fx) = limited(rl, 1024) else {
+        return;
+    };
+    let n = 4000;
+    assert_eq!(
+        flood(&mut fx, "198.18.0.2", burst),
+        Outcome {
+            answered: burst,
+            kod: 0,
+            dropped: 0
+        }
+    );
+    let o = flood(&mut fx, "198.18.0.2", n);
+    // Over the limit: answered with probability p = 2^-leak; of the rest, KoD with 2^-kod.
+    let p_leak = 0.5f64.powi(leak as i32);
+    let p_kod = (1.0 - p_leak) * 0.5f64.powi(kod as i32);
+    let p_drop = 1.0 - p_leak - p_kod;
+    let within = |count: u64, p: f64| {
+        let (mean, sd) = (n as f64 * p, (n as f64 * p * (1.0 - p)).sqrt());
+        (count as f64 - mean).abs() <= 5.0 * sd
+    };
+    assert!(within(o.answered, p_leak), "{o:?}");
+    assert!(within(o.kod, p_kod), "{o:?}");
+    assert!(within(o.dropped, p_drop), "{o:?}");
+    assert_eq!(fx.counter(Counter::Answered), burst + o.answered);
+    assert_eq!(fx.counter(Counter::AnsweredKod), o.kod);
+    assert_eq!(fx.counter(Counter::DropRateLimit), o.dropped);
+    println!(
+        "rate limit over {n} requests past the burst: {o:?} (expected {:.0}/{:.0}/{:.0})",
+        n as f64 * p_leak,
+        n as f64 * p_kod,
+        n as f64 * p_drop
+    );
+    // Another client is not affected by the first one's flood.
+    assert_eq!(flood(&mut fx, "198.18.0.3", burst).answered, burst);
+}
+
+#[test]
+fn without_kod_nothing_is_kissed_and_the_burst_is_exact() {
+    // kod 0: no KoD at all; leak 16: about one answer in 65536.
+    let rl = ntp_common::RateLimit {
+        interval_ns: HOUR_NS,
+        burst: 5,
+        leak: 16,
+        kod: 0,
+    };
+    let Some(mut fx) = limited(rl, 1024) else {
+        return;
+    };
+    let first = flood(&mut fx, "198.18.0.2", 5);
+    assert_eq!(
+        first,
+        Outcome {
+            answered: 5,
+            kod: 0,
+            dropped: 0
+        }
+    );
+    let o = flood(&mut fx, "198.18.0.2", 1000);
+    assert_eq!(o.kod, 0);
+    assert!(o.answered <= 3, "{o:?}");
+    assert_eq!(o.answered + o.dropped, 1000);
+}
+
+#[test]
+fn a_full_client_log_evicts_the_least_recent_clients() {
+    let rl = ntp_common::RateLimit {
+        interval_ns: HOUR_NS,
+        burst: 2,
+        leak: 16,
+        kod: 0,
+    };
+    let Some(mut fx) = limited(rl, 4) else { return };
+    for i in 0..10 {
+        flood(&mut fx, &format!("198.18.0.{}", 10 + i), 3);
+    }
+    let clients = fx.k.clients().unwrap();
+    assert!(
+        clients.len() <= 4,
+        "{} records in a 4-record table",
+        clients.len()
+    );
+    // The first client was evicted: it comes back with a fresh burst.
+    assert_eq!(flood(&mut fx, "198.18.0.10", 2).answered, 2);
 }

@@ -90,7 +90,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "peer",
     "ptpdomain",
     "ptpport",
-    "ratelimit",
     "refclock",
     "refresh",
     "rtcautotrim",
@@ -136,6 +135,8 @@ pub struct Config {
     pub logdir: Option<PathBuf>,
     /// Log files written there (`log measurements statistics tracking`).
     pub logs: Vec<String>,
+    /// `ratelimit`: the limit applied per client in both answering paths.
+    pub ratelimit: Option<ntp_common::RateLimit>,
     /// Client log size in records (`clientloglimit` bytes / 64); `None`: `noclientlog`.
     pub client_log: Option<u32>,
     /// Symmetric keys file (`keyfile`).
@@ -170,6 +171,7 @@ impl Default for Config {
             logs: Vec::new(),
             leapsectz: None,
             keyfile: None,
+            ratelimit: None,
             client_log: Some(
                 ntp_common::state::DEFAULT_CLIENTLOG_LIMIT / ntp_common::state::CLIENT_RECORD_BYTES,
             ),
@@ -429,6 +431,7 @@ impl Parser {
             "xdpstalelimit" => self.config.xdp_stale_limit = xdp_stale_limit(args)?,
             "user" => self.config.user = Some(single_arg("user", args, "a user name")?.to_string()),
             "noclientlog" => self.config.client_log = None,
+            "ratelimit" => self.config.ratelimit = Some(ratelimit(args)?),
             "clientloglimit" => {
                 let v = single_arg("clientloglimit", args, "a size in bytes")?;
                 let bytes = parse_uint::<u32>(v)
@@ -657,6 +660,44 @@ fn xdp_stale_limit(args: &[&str]) -> Result<Duration, String> {
 fn replace_same_family(list: &mut Vec<IpAddr>, addr: IpAddr) {
     list.retain(|existing| existing.is_ipv4() != addr.is_ipv4());
     list.push(addr);
+}
+
+/// `ratelimit [interval I] [burst B] [leak L] [kod K]` with chrony's defaults (3, 8, 2, 0).
+fn ratelimit(args: &[&str]) -> Result<ntp_common::RateLimit, String> {
+    let (mut interval, mut burst, mut leak, mut kod) = (3i32, 8u64, 2u8, 0u8);
+    let mut rest = args.iter();
+    while let Some(&option) = rest.next() {
+        let lower = option.to_ascii_lowercase();
+        let (range, expected) = match lower.as_str() {
+            "interval" => ((-19, 12), "an integer from -19 to 12"),
+            "burst" => ((1, 255), "an integer from 1 to 255"),
+            "leak" => ((1, 16), "an integer from 1 to 16"),
+            "kod" => ((0, 15), "an integer from 0 to 15"),
+            _ => {
+                return Err(format!(
+                    "unknown option \"{option}\" in ratelimit directive (expected interval, burst, leak or kod)"
+                ));
+            }
+        };
+        let v = option_value(&mut rest, &lower, "ratelimit", expected)?;
+        let n = v
+            .parse::<i32>()
+            .ok()
+            .filter(|n| (range.0..=range.1).contains(n))
+            .ok_or_else(|| invalid(&lower, v, "ratelimit", expected))?;
+        match lower.as_str() {
+            "interval" => interval = n,
+            "burst" => burst = n as u64,
+            "leak" => leak = n as u8,
+            _ => kod = n as u8,
+        }
+    }
+    Ok(ntp_common::RateLimit {
+        interval_ns: (2f64.powi(interval) * 1e9) as u64,
+        burst,
+        leak,
+        kod,
+    })
 }
 
 fn single_arg<'t>(directive: &str, args: &[&'t str], expected: &str) -> Result<&'t str, String> {
@@ -1240,6 +1281,31 @@ mod tests {
         assert!(err.message.starts_with("cannot read configuration file: "));
 
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ratelimit_defaults_options_and_errors() {
+        let c = parse("ratelimit\n").unwrap();
+        let r = c.ratelimit.unwrap();
+        assert_eq!(
+            (r.interval_ns, r.burst, r.leak, r.kod),
+            (8_000_000_000, 8, 2, 0)
+        );
+        let c = parse("ratelimit interval -2 burst 4 leak 3 kod 1\n").unwrap();
+        let r = c.ratelimit.unwrap();
+        assert_eq!(
+            (r.interval_ns, r.burst, r.leak, r.kod),
+            (250_000_000, 4, 3, 1)
+        );
+        for (line, expect) in [
+            ("ratelimit interval 13", "invalid interval \"13\""),
+            ("ratelimit burst 0", "invalid burst \"0\""),
+            ("ratelimit leak", "missing value for leak"),
+            ("ratelimit foo 1", "unknown option \"foo\""),
+        ] {
+            let e = parse(line).unwrap_err();
+            assert!(e.message.contains(expect), "{line}: {e}");
+        }
     }
 
     #[test]

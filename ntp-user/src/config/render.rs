@@ -102,6 +102,15 @@ pub fn render(c: &Config) -> String {
             .unwrap_or_else(|| "/".into())
     ));
     w(format!("xdpstalelimit {}", c.xdp_stale_limit.as_secs_f64()));
+    if let Some(r) = &c.ratelimit {
+        w(format!(
+            "ratelimit interval {} burst {} leak {} kod {}",
+            (r.interval_ns as f64 * 1e-9).log2().round() as i32,
+            r.burst,
+            r.leak,
+            r.kod
+        ));
+    }
     match c.client_log {
         Some(n) => w(format!(
             "clientloglimit {}",
@@ -138,7 +147,7 @@ mod tests {
         let text = "pool p.example iburst maxsources 3\nserver 198.18.0.1 minpoll -4 maxpoll 2 prefer port 1123\n\
                     makestep 1 3\nrtcsync\nminsources 2\nlocal stratum 3 orphan\nallow 192.168.0.0/16\n\
                     deny all 192.168.7.0/24\nallow\ncmdallow 198.18.0.0/16\nport 4123\nbindaddress 198.18.0.1\n\
-                    driftfile /var/lib/ntpx/drift\nbindcmdaddress /\npidfile /run/x.pid\nxdpstalelimit 2.5\nuser ntpx\nlogdir /var/log/ntpx\nlog measurements tracking\n";
+                    driftfile /var/lib/ntpx/drift\nbindcmdaddress /\npidfile /run/x.pid\nxdpstalelimit 2.5\nuser ntpx\nlogdir /var/log/ntpx\nlog measurements tracking\nratelimit interval 2 burst 4 leak 3 kod 1\n";
         let c = parse_str(text, Path::new("t.conf")).unwrap();
         let out = render(&c);
         let again = parse_str(&out, Path::new("rendered.conf")).unwrap();
