@@ -490,3 +490,89 @@ fn privileges_are_dropped_after_set_up() -> Result<()> {
     assert!(d.stat("xdpstats", "answered")? >= 1);
     Ok(())
 }
+
+/// Sends `n` client requests from a socket in `ns` to `server`:123 as fast as it can and
+/// counts the replies that arrive within a second of the last send.
+fn flood_from(ns: &Netns, server: &str, n: usize) -> Result<usize> {
+    let server: std::net::IpAddr = server.parse()?;
+    ns.run_in(move || {
+        let sock = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
+        sock.set_read_timeout(Some(Duration::from_millis(1000)))?;
+        let req = ntpx_tests::frames::ntp_request(4, 3, 6, 42);
+        for _ in 0..n {
+            sock.send_to(&req, (server, 123))?;
+        }
+        let mut buf = [0u8; 64];
+        let mut replies = 0;
+        while sock.recv(&mut buf).is_ok() {
+            replies += 1;
+        }
+        Ok(replies)
+    })
+}
+
+#[test]
+fn a_flood_is_limited_while_a_well_behaved_client_is_served() -> Result<()> {
+    if !ntpx_tests::privileged("a_flood_is_limited_while_a_well_behaved_client_is_served") {
+        return Ok(());
+    }
+    let mut lan = ntpx_tests::Lan::new(21)?;
+    let srv = Netns::new("srv")?;
+    let bad = Netns::new("flood")?;
+    let good = Netns::new("good")?;
+    let (srv_if, srv_ip) = lan.join(&srv, 1)?;
+    let (_, bad_ip) = lan.join(&bad, 2)?;
+    let (_, good_ip) = lan.join(&good, 3)?;
+    let _pass = xdp_pass(lan.hub(), lan.hub_if(1).context("hub if")?)?;
+    // interval -1: one answer per 0.5 s on average, a burst of 4, 1 in 16 leaked.
+    let conf = "local stratum 3\nallow all\nratelimit interval -1 burst 4 leak 4\n";
+    let d = Ntpxd::start(&srv, conf, &["-i", &srv_if])?;
+    const SENT: usize = 2000;
+    let replies = flood_from(&bad, &srv_ip, SENT)?;
+    // The burst, the leak (1/16) and whatever the 0.5 s refill allowed while it ran.
+    assert!(
+        (4..SENT / 4).contains(&replies),
+        "flood got {replies} of {SENT} answered"
+    );
+    for i in 0..5 {
+        let r = query_raw(
+            &good,
+            &srv_ip,
+            ntpx_tests::frames::ntp_request(4, 3, 6, i).to_vec(),
+            None,
+        )?;
+        assert!(r.is_some(), "well-behaved client lost request {i}");
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let clients = d.ntpxc(&["clients"])?;
+    let row = |ip: &str| -> Result<(u64, u64)> {
+        let l = clients
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(ip))
+            .with_context(|| format!("{ip}:\n{clients}"))?;
+        let f: Vec<&str> = l.split_whitespace().collect();
+        Ok((f[1].parse()?, f[2].parse()?))
+    };
+    let (ntp, drop) = row(&bad_ip)?;
+    // The per-client record is updated without atomics: two CPUs handling the same client
+    // at once may lose a count, so allow 1% (the per-CPU counters below are exact).
+    assert!(ntp.abs_diff(SENT as u64) <= SENT as u64 / 100, "{clients}");
+    assert!(
+        (ntp - drop).abs_diff(replies as u64) <= SENT as u64 / 100,
+        "answered = sent - dropped:\n{clients}"
+    );
+    assert_eq!(row(&good_ip)?, (5, 0));
+    // Every request was either answered or dropped by the limit, in the kernel.
+    let (answered, limited) = (
+        d.stat("xdpstats", "answered")?,
+        d.stat("xdpstats", "drop-ratelimit")?,
+    );
+    assert_eq!(answered + limited, SENT as u64 + 5);
+    assert!(replies as u64 <= answered);
+    assert_eq!(
+        d.stat("serverstats", "NTP packets received")?,
+        SENT as u64 + 5
+    );
+    println!("flood: {replies} of {SENT} answered; the other client 5 of 5");
+    Ok(())
+}
