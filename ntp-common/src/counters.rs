@@ -35,9 +35,10 @@ pub enum Counter {
     /// Passed: not addressed to one of the served unicast addresses (forwarded, other
     /// address, broadcast or multicast).
     PassNotLocal,
-    /// Passed: a source no reply should go to (port 0; unspecified, loopback, multicast
-    /// or broadcast address) or an IPv6 datagram without a UDP checksum.
-    PassBadSource,
+    /// Dropped: a source no reply may go to (a port below 1024 other than 123;
+    /// unspecified, loopback, multicast or broadcast address) or an IPv6 datagram without
+    /// a UDP checksum: reflection and amplification bait.
+    DropBadSource,
     /// Dropped: over the client's rate limit.
     DropRateLimit,
     /// Answered with a Kiss-o'-Death RATE (over the rate limit).
@@ -65,7 +66,7 @@ impl Counter {
         Counter::PassNotServing,
         Counter::DropDenied,
         Counter::PassNotLocal,
-        Counter::PassBadSource,
+        Counter::DropBadSource,
         Counter::DropRateLimit,
         Counter::AnsweredKod,
     ];
@@ -88,7 +89,7 @@ impl Counter {
             Counter::PassNotServing => "pass-not-serving",
             Counter::DropDenied => "drop-denied",
             Counter::PassNotLocal => "pass-not-local",
-            Counter::PassBadSource => "pass-bad-source",
+            Counter::DropBadSource => "drop-bad-source",
             Counter::DropRateLimit => "drop-ratelimit",
             Counter::AnsweredKod => "answered-kod",
         }

@@ -212,7 +212,7 @@ fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     }
     // 0/8, 127/8, multicast, class E and broadcast cannot be real clients.
     if src[0] == 0 || src[0] == 127 || src[0] >= 224 {
-        return pass(Counter::PassBadSource);
+        return (xdp_action::XDP_DROP, Counter::DropBadSource);
     }
     let ok = allowed(NTPX_ACL_V4.get(Key::new(32, src)));
     let rate = log_client(client_key_v4(src), rx_tai, !ok);
@@ -275,7 +275,7 @@ fn ipv6<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     // Multicast, unspecified (::) and loopback (::1) cannot be real clients.
     let low = u128::from_be_bytes(src);
     if src[0] == 0xff || low <= 1 {
-        return pass(Counter::PassBadSource);
+        return (xdp_action::XDP_DROP, Counter::DropBadSource);
     }
     let ok = allowed(NTPX_ACL_V6.get(Key::new(128, src)));
     let rate = log_client(src, rx_tai, !ok);
@@ -340,10 +340,10 @@ fn check_udp(
     if !wire::is_answerable_request(b0) {
         return Err(pass(Counter::PassMode));
     }
-    // A reply to port 0 goes nowhere; IPv6 requires a UDP checksum (the stack drops
-    // datagrams without one, so must we).
-    if sport == 0 || (ipv6 && csum == 0) {
-        return Err(pass(Counter::PassBadSource));
+    // Clients send from port 123 or an ephemeral port: a privileged source port is a
+    // spoofed request aimed at some service (reflection). IPv6 requires a UDP checksum.
+    if (sport < 1024 && sport != wire::NTP_PORT) || (ipv6 && csum == 0) {
+        return Err((xdp_action::XDP_DROP, Counter::DropBadSource));
     }
     Ok(udp_len)
 }

@@ -119,7 +119,9 @@ impl Shared {
         if let Some(k) = self.kernel_counters() {
             let get = |c: Counter| k.get(c as usize).copied().unwrap_or(0);
             let answered = get(Counter::Answered);
-            let dropped = get(Counter::DropDenied) + get(Counter::DropRateLimit);
+            let dropped = get(Counter::DropDenied)
+                + get(Counter::DropRateLimit)
+                + get(Counter::DropBadSource);
             let answered = answered + get(Counter::AnsweredKod);
             let passed = get(Counter::NtpReceived).saturating_sub(answered + dropped);
             // Passed requests reach the socket and are counted there; count each once.
@@ -768,7 +770,8 @@ async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Result<()> {
         };
         let state = *lock(&sh.state);
         let src_ip = net::canonical_ip(r.src.ip());
-        let verdict = server::handle_request(&buf[..r.len], src_ip, rx_tai, &state, &sh.acl);
+        let src = std::net::SocketAddr::new(src_ip, r.src.port());
+        let verdict = server::handle_request(&buf[..r.len], src, rx_tai, &state, &sh.acl);
         let verdict = match verdict {
             Verdict::Reply(p) => match sh.log_client(src_ip, rx_tai, false) {
                 ntp_common::RateVerdict::Answer => Verdict::Reply(p),
@@ -798,7 +801,7 @@ async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Result<()> {
                 sh.counters.ignored.fetch_add(1, Ordering::Relaxed);
                 debug!("Ignored NTP datagram from {} ({why:?})", r.src);
             }
-            Verdict::Deny => {
+            Verdict::Deny | Verdict::BadSource => {
                 sh.counters.denied.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -11,7 +11,7 @@ use ntp_common::{
     timebase::{grown_dispersion_ns, ns_to_ntp_short},
     wire::{self, NTP_HEADER_LEN},
 };
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Why a datagram got no reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +31,9 @@ pub enum Verdict {
     Ignore(Ignored),
     /// The source is not allowed; dropped.
     Deny,
+    /// No reply may go to the source (a privileged port other than 123, or a multicast,
+    /// broadcast or unspecified address): reflection bait, dropped.
+    BadSource,
 }
 
 /// A reply complete but for its transmit timestamp.
@@ -58,10 +61,23 @@ impl PendingReply {
     }
 }
 
+/// Whether a reply to `src` could be anything but reflection: the kernel path's rule
+/// (loopback is fine here: local clients reach the socket through `lo`).
+fn replyable(src: SocketAddr) -> bool {
+    let port_ok = src.port() >= 1024 || src.port() == ntp_common::wire::NTP_PORT;
+    let addr_ok = match src.ip() {
+        IpAddr::V4(v) => {
+            !(v.is_unspecified() || v.is_multicast() || v.is_broadcast() || v.octets()[0] >= 240)
+        }
+        IpAddr::V6(v) => !(v.is_unspecified() || v.is_multicast()),
+    };
+    port_ok && addr_ok
+}
+
 /// Decides how to answer `datagram` from `src`, received at kernel TAI time `rx_tai_ns`.
 pub fn handle_request(
     datagram: &[u8],
-    src: IpAddr,
+    src: SocketAddr,
     rx_tai_ns: u64,
     state: &ServerState,
     acl: &AccessTable,
@@ -72,7 +88,10 @@ pub fn handle_request(
     if !wire::is_answerable_request(datagram[0]) {
         return Verdict::Ignore(Ignored::Mode);
     }
-    if acl.check(src) != Action::Allow {
+    if !replyable(src) {
+        return Verdict::BadSource;
+    }
+    if acl.check(src.ip()) != Action::Allow {
         return Verdict::Deny;
     }
     let Ok(req) = NtpHeader::parse(datagram) else {
@@ -137,8 +156,8 @@ mod tests {
         b
     }
 
-    fn src() -> IpAddr {
-        "198.18.0.2".parse().unwrap()
+    fn src() -> SocketAddr {
+        "198.18.0.2:40000".parse().unwrap()
     }
 
     #[test]
@@ -207,6 +226,35 @@ mod tests {
     }
 
     #[test]
+    fn sources_no_reply_may_go_to_are_dropped() {
+        for bad in [
+            "198.18.0.2:1000",
+            "198.18.0.2:0",
+            "224.0.0.1:40000",
+            "255.255.255.255:40000",
+            "0.0.0.0:40000",
+            "[ff02::1]:40000",
+        ] {
+            let s: SocketAddr = bad.parse().unwrap();
+            assert_eq!(
+                handle_request(&request(4, 3, 6), s, NOW, &state(), &allow_all()),
+                Verdict::BadSource,
+                "{bad}"
+            );
+        }
+        for good in ["198.18.0.2:123", "127.0.0.1:40000", "[fd00::2]:1024"] {
+            let s: SocketAddr = good.parse().unwrap();
+            assert!(
+                matches!(
+                    handle_request(&request(4, 3, 6), s, NOW, &state(), &allow_all()),
+                    Verdict::Reply(_)
+                ),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
     fn a_kiss_of_death_keeps_the_timestamps() {
         let Verdict::Reply(p) =
             handle_request(&request(4, 3, 6), src(), NOW, &state(), &allow_all())
@@ -233,7 +281,7 @@ mod tests {
         assert!(matches!(
             handle_request(
                 &request(4, 3, 0),
-                "198.18.1.2".parse().unwrap(),
+                "198.18.1.2:40000".parse().unwrap(),
                 NOW,
                 &state(),
                 &acl

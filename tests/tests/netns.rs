@@ -576,3 +576,67 @@ fn a_flood_is_limited_while_a_well_behaved_client_is_served() -> Result<()> {
     println!("flood: {replies} of {SENT} answered; the other client 5 of 5");
     Ok(())
 }
+
+#[test]
+fn hostile_datagrams_to_the_socket_path_are_handled() -> Result<()> {
+    if !ntpx_tests::privileged("hostile_datagrams_to_the_socket_path_are_handled") {
+        return Ok(());
+    }
+    let n = net(false, 22)?;
+    let d = start(&n, SERVE_ALL, true)?;
+    let server: std::net::IpAddr = n.link.server_v4.parse()?;
+    const SENT: usize = 10_000;
+    let (valid, replies, oversized) = n.client.run_in(move || {
+        let sock = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
+        sock.set_nonblocking(true)?;
+        let mut rng = ntp_common::prng::XorShift::new(7);
+        let good = ntpx_tests::frames::ntp_request(4, 3, 6, 1);
+        let (mut valid, mut replies, mut oversized) = (0usize, 0usize, 0usize);
+        let mut buf = [0u8; 2048];
+        let mut drain = |sock: &std::net::UdpSocket, replies: &mut usize, oversized: &mut usize| {
+            while let Ok(len) = sock.recv(&mut buf) {
+                *replies += 1;
+                if len != 48 || buf[0] & 7 != 4 {
+                    *oversized += 1;
+                }
+            }
+        };
+        for i in 0..SENT {
+            let msg: Vec<u8> = if i % 2 == 0 {
+                let len = (rng.next_u64() % 1000) as usize;
+                (0..len).map(|_| rng.next_u64() as u8).collect()
+            } else {
+                let mut m = good.to_vec();
+                let at = (rng.next_u64() as usize) % m.len();
+                m[at] = rng.next_u64() as u8;
+                m
+            };
+            if msg.len() == 48 && ntp_common::wire::is_answerable_request(msg[0]) {
+                valid += 1;
+            }
+            sock.send_to(&msg, (server, 123))?;
+            if i % 100 == 99 {
+                // Paced so the daemon's receive buffer does not overflow.
+                std::thread::sleep(Duration::from_millis(5));
+                drain(&sock, &mut replies, &mut oversized);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        drain(&sock, &mut replies, &mut oversized);
+        Ok((valid, replies, oversized))
+    })?;
+    assert_eq!(oversized, 0, "replies that are not 48-byte server replies");
+    assert!(
+        replies <= valid,
+        "{replies} replies to {valid} valid requests"
+    );
+    assert!(
+        replies >= valid * 95 / 100,
+        "only {replies} of {valid} valid requests answered"
+    );
+    // The daemon is alive and counted what it saw.
+    let received = d.stat("serverstats", "NTP packets received")?;
+    assert!(received >= SENT as u64 * 90 / 100, "received {received}");
+    println!("socket path: {SENT} hostile datagrams, {valid} valid, {replies} answered");
+    Ok(())
+}

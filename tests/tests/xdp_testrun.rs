@@ -266,9 +266,27 @@ fn malformed_and_foreign_frames_pass_untouched() {
     let mut port0 = good4.clone();
     port0.sport = 0;
     cases.push(("source port 0".into(), port0));
-    for (what, spec) in &cases[cases.len() - 11..] {
+    let mut low_port = good4.clone();
+    low_port.sport = 1000;
+    cases.push(("source port 1000".into(), low_port));
+    let bad_sources = cases.split_off(cases.len() - 9);
+    for (what, spec) in &cases[cases.len() - 3..] {
         fx.assert_passed(&frames::build(spec), what);
     }
+    for (what, spec) in &bad_sources {
+        assert_eq!(
+            fx.run(&frames::build(spec)).0,
+            XDP_DROP,
+            "{what} not dropped"
+        );
+    }
+    let mut from_123 = good4.clone();
+    from_123.sport = 123;
+    assert_eq!(
+        fx.run(&frames::build(&from_123)).0,
+        XDP_TX,
+        "server-to-server requests from port 123"
+    );
     let mut group_mac = frames::build(&good4);
     group_mac[0] = 0x01;
     fx.assert_passed(&group_mac, "multicast destination MAC");
@@ -276,9 +294,9 @@ fn malformed_and_foreign_frames_pass_untouched() {
     let n = no_csum6.len();
     no_csum6[n - 48 - 2] = 0;
     no_csum6[n - 48 - 1] = 0;
-    fx.assert_passed(&no_csum6, "IPv6 without a UDP checksum");
+    assert_eq!(fx.run(&no_csum6).0, XDP_DROP, "IPv6 without a UDP checksum");
     assert_eq!(fx.counter(Counter::PassNotLocal), 4);
-    assert_eq!(fx.counter(Counter::PassBadSource), 9);
+    assert_eq!(fx.counter(Counter::DropBadSource), 10);
 
     // Non-IP ethertypes and a frame too short for Ethernet.
     let mut arp = frames::build(&good4);
@@ -293,7 +311,11 @@ fn malformed_and_foreign_frames_pass_untouched() {
     padded.extend_from_slice(&[0; 4]);
     fx.assert_passed(&padded, "trailing bytes");
 
-    assert_eq!(fx.counter(Counter::Answered), 0);
+    assert_eq!(
+        fx.counter(Counter::Answered),
+        1,
+        "only the request from port 123"
+    );
     assert!(fx.counter(Counter::PassFragment) >= 4);
     assert!(fx.counter(Counter::PassIpOptions) >= 1);
     assert!(fx.counter(Counter::PassIpv6Ext) >= 4);
@@ -624,4 +646,70 @@ fn a_full_client_log_evicts_the_least_recent_clients() {
     );
     // The first client was evicted: it comes back with a fresh burst.
     assert_eq!(flood(&mut fx, "198.18.0.10", 2).answered, 2);
+}
+
+#[test]
+fn hostile_frames_are_never_answered_wrongly() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let mut rng = ntp_common::prng::XorShift::new(0x5eed);
+    let good = frames::build(&Spec::udp(
+        "198.18.0.2",
+        "198.18.0.1",
+        &ntp_request(4, 3, 6, CLIENT_TX),
+    ));
+    let good6 = frames::build(&Spec::udp(
+        "fd00::2",
+        "fd00::1",
+        &ntp_request(4, 3, 6, CLIENT_TX),
+    ));
+    let mut answered = 0;
+    const RUNS: usize = 100_000;
+    for i in 0..RUNS {
+        let frame: Vec<u8> = match i % 3 {
+            // Random bytes of random length.
+            0 => {
+                let len = 14 + (rng.next_u64() % 1487) as usize;
+                (0..len).map(|_| rng.next_u64() as u8).collect()
+            }
+            // A valid request with a few random bytes changed.
+            1 | 2 => {
+                let mut f = if i % 3 == 1 {
+                    good.clone()
+                } else {
+                    good6.clone()
+                };
+                for _ in 0..1 + rng.next_u64() % 3 {
+                    let at = (rng.next_u64() as usize) % f.len();
+                    f[at] = rng.next_u64() as u8;
+                }
+                f
+            }
+            _ => unreachable!(),
+        };
+        let (rc, out) = fx.run(&frame);
+        match rc {
+            XDP_PASS => assert_eq!(out, frame, "run {i}: a passed frame was modified"),
+            XDP_DROP => {}
+            XDP_TX => {
+                answered += 1;
+                assert_eq!(out.len(), frame.len(), "run {i}: reply size differs");
+                // What was answered must have been a client request to us, and the reply
+                // must be a well-formed server reply.
+                let req = frames::parse(&frame).expect("answered frame parses");
+                assert_eq!(req.payload.len(), 48);
+                assert!(
+                    ntp_common::wire::is_answerable_request(req.payload[0]),
+                    "run {i}"
+                );
+                assert_eq!(req.dport, 123);
+                let rep = frames::parse(&out).expect("reply parses");
+                assert!(rep.ip_csum_ok && rep.udp_csum_ok, "run {i}: checksums");
+                assert_eq!(NtpHeader::parse(&rep.payload).unwrap().mode, 4);
+            }
+            other => panic!("run {i}: verdict {other}"),
+        }
+    }
+    // Mutations that leave a request valid (a changed poll, a timestamp byte) are answered.
+    assert!(answered > 0 && answered < RUNS / 2, "{answered} answered");
+    println!("hostile frames: {RUNS} run, {answered} still-valid requests answered");
 }
