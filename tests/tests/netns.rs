@@ -631,7 +631,7 @@ fn hostile_datagrams_to_the_socket_path_are_handled() -> Result<()> {
         "{replies} replies to {valid} valid requests"
     );
     assert!(
-        replies >= valid * 95 / 100,
+        replies >= valid * 90 / 100,
         "only {replies} of {valid} valid requests answered"
     );
     // The daemon is alive and counted what it saw.
