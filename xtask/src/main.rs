@@ -33,6 +33,13 @@ enum Task {
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
+    /// Fuzz the packet parser, the config parser and the control decoder (cargo-fuzz,
+    /// installed into .tools when missing) for SECONDS each.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+    },
     /// Run every test: formatting, clippy, unit tests, BPF test runs, namespace tests.
     /// Privileged tests need root; NTPX_SKIP_PRIVILEGED=1 skips them explicitly.
     Test,
@@ -58,6 +65,10 @@ fn main() -> Result<()> {
             demo()
         }
         Task::Test => test(),
+        Task::Fuzz { seconds } => {
+            setup()?;
+            fuzz(&[format!("-max_total_time={seconds}")])
+        }
         Task::Install { root: dest } => {
             setup()?;
             cargo(&["build", "--release", "-p", "ntp-user", "--bins"])?;
@@ -274,7 +285,9 @@ fn test() -> Result<()> {
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
     clippy_ebpf()?;
     cargo(&["build", "-p", "ntp-user", "--bins"])?;
-    run_tests()
+    run_tests()?;
+    // A short, deterministic smoke run of each fuzz target (`cargo xtask fuzz` fuzzes for real).
+    fuzz(&["-runs=20000".into(), "-seed=1".into()])
 }
 
 /// Runs `cargo test`, echoing its output, and closes with one summary line over all test
@@ -320,6 +333,45 @@ fn parse_result(line: &str) -> Option<(u64, u64)> {
         })
     };
     Some((num("passed")?, num("failed")?))
+}
+
+/// The fuzz targets (fuzz/fuzz_targets).
+const FUZZ_TARGETS: &[&str] = &["packet", "config", "control"];
+
+/// Runs every fuzz target with libFuzzer `args`, installing cargo-fuzz when missing.
+fn fuzz(args: &[String]) -> Result<()> {
+    let tools = root().join(".tools/cargo-fuzz");
+    if !succeeds(Command::new(tools.join("bin/cargo-fuzz")).arg("--version")) {
+        println!("xtask: installing cargo-fuzz into {}", tools.display());
+        status(
+            Command::new("cargo")
+                .args([
+                    "install",
+                    "cargo-fuzz",
+                    "--version",
+                    "0.13.2",
+                    "--locked",
+                    "--root",
+                ])
+                .arg(&tools),
+        )?;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![tools.join("bin"), root().join(".tools/bpf-linker/bin")];
+    paths.extend(std::env::split_paths(&path));
+    let path = std::env::join_paths(paths)?;
+    for t in FUZZ_TARGETS {
+        println!("xtask: fuzzing {t}");
+        status(
+            Command::new("cargo")
+                .current_dir(root().join("fuzz"))
+                .args(["+nightly", "fuzz", "run", t, "--"])
+                .args(args)
+                .env("PATH", &path)
+                .env_remove("RUSTUP_TOOLCHAIN"),
+        )?;
+    }
+    Ok(())
 }
 
 /// The eBPF crate only builds for its own target with nightly, so it gets its own clippy run.
