@@ -285,14 +285,17 @@ fn test() -> Result<()> {
     cargo(&["clippy", "--all-targets", "--", "-D", "warnings"])?;
     clippy_ebpf()?;
     cargo(&["build", "-p", "ntp-user", "--bins"])?;
-    run_tests()?;
+    let (passed, failed) = run_tests()?;
     // A short, deterministic smoke run of each fuzz target (`cargo xtask fuzz` fuzzes for real).
-    fuzz(&["-runs=20000".into(), "-seed=1".into()])
+    fuzz(&["-runs=20000".into(), "-seed=1".into()])?;
+    // The closing line CI reads.
+    println!("\nntpx: {passed} passed, {failed} failed");
+    Ok(())
 }
 
-/// Runs `cargo test`, echoing its output, and closes with one summary line over all test
-/// binaries (cargo's own last line is that of the doc tests).
-fn run_tests() -> Result<()> {
+/// Runs `cargo test`, echoing its output; returns the (passed, failed) counts over all
+/// test binaries (cargo's own last line is that of the doc tests).
+fn run_tests() -> Result<(u64, u64)> {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new("cargo")
         .current_dir(root())
@@ -313,11 +316,11 @@ fn run_tests() -> Result<()> {
         }
     }
     let st = child.wait()?;
-    println!("\nntpx: {passed} passed, {failed} failed");
     if !st.success() || failed > 0 {
+        println!("\nntpx: {passed} passed, {failed} failed");
         bail!("cargo test failed ({st})");
     }
-    Ok(())
+    Ok((passed, failed))
 }
 
 /// Counts from a libtest summary: `test result: ok. 5 passed; 0 failed; ...`.
