@@ -214,14 +214,14 @@ fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     if src[0] == 0 || src[0] == 127 || src[0] >= 224 {
         return (xdp_action::XDP_DROP, Counter::DropBadSource);
     }
-    let ok = allowed(NTPX_ACL_V4.get(Key::new(32, src)));
-    let rate = log_client(client_key_v4(src), rx_tai, !ok);
-    if !ok {
-        return (xdp_action::XDP_DROP, Counter::DropDenied);
-    }
-    if rate == RateVerdict::Drop {
-        return (xdp_action::XDP_DROP, Counter::DropRateLimit);
-    }
+    let kiss = match admit(
+        allowed(NTPX_ACL_V4.get(Key::new(32, src))),
+        client_key_v4(src),
+        rx_tai,
+    ) {
+        Ok(k) => k,
+        Err(verdict) => return verdict,
+    };
     let (state, req) = match prepare(f, ntp, rx_tai) {
         Ok(v) => v,
         Err(verdict) => return verdict,
@@ -240,7 +240,7 @@ fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
         udp_len,
         &state,
         req,
-        rate == RateVerdict::Kod,
+        kiss,
     )
 }
 
@@ -277,14 +277,10 @@ fn ipv6<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     if src[0] == 0xff || low <= 1 {
         return (xdp_action::XDP_DROP, Counter::DropBadSource);
     }
-    let ok = allowed(NTPX_ACL_V6.get(Key::new(128, src)));
-    let rate = log_client(src, rx_tai, !ok);
-    if !ok {
-        return (xdp_action::XDP_DROP, Counter::DropDenied);
-    }
-    if rate == RateVerdict::Drop {
-        return (xdp_action::XDP_DROP, Counter::DropRateLimit);
-    }
+    let kiss = match admit(allowed(NTPX_ACL_V6.get(Key::new(128, src))), src, rx_tai) {
+        Ok(k) => k,
+        Err(verdict) => return verdict,
+    };
     let (state, req) = match prepare(f, ntp, rx_tai) {
         Ok(v) => v,
         Err(verdict) => return verdict,
@@ -300,7 +296,7 @@ fn ipv6<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
         udp_len,
         &state,
         req,
-        rate == RateVerdict::Kod,
+        kiss,
     )
 }
 
@@ -367,6 +363,21 @@ fn answer_udp(
     csum.add32(f.u32(udp).unwrap_or(0));
     csum.add16(udp_len);
     finish_reply(f, udp + UDP_LEN, udp + 6, state, req, csum, kiss)
+}
+
+/// Access control, client log and rate limit for the client `key`: whether to answer with
+/// a Kiss-o'-Death, or the verdict that ends the request here.
+#[inline(always)]
+fn admit(ok: bool, key: [u8; 16], rx_tai: u64) -> Result<bool, (u32, Counter)> {
+    let rate = log_client(key, rx_tai, !ok);
+    if !ok {
+        return Err((xdp_action::XDP_DROP, Counter::DropDenied));
+    }
+    match rate {
+        RateVerdict::Drop => Err((xdp_action::XDP_DROP, Counter::DropRateLimit)),
+        RateVerdict::Kod => Ok(true),
+        RateVerdict::Answer => Ok(false),
+    }
 }
 
 #[inline(always)]

@@ -92,6 +92,11 @@ impl Fixture {
     }
 }
 
+/// A valid client request from `src` to `dst`.
+fn request_frame(src: &str, dst: &str) -> Vec<u8> {
+    frames::build(&Spec::udp(src, dst, &ntp_request(4, 3, 6, CLIENT_TX)))
+}
+
 fn realtime_ns() -> u64 {
     clock::realtime_ns().unwrap()
 }
@@ -440,21 +445,9 @@ fn cost_per_request_is_reported() {
 #[test]
 fn client_log_counts_requests_and_drops() {
     let Some(mut fx) = Fixture::new() else { return };
-    let ok = frames::build(&Spec::udp(
-        "198.18.0.2",
-        "198.18.0.1",
-        &ntp_request(4, 3, 6, CLIENT_TX),
-    ));
-    let denied = frames::build(&Spec::udp(
-        "198.18.9.7",
-        "198.18.0.1",
-        &ntp_request(4, 3, 6, CLIENT_TX),
-    ));
-    let v6 = frames::build(&Spec::udp(
-        "fd00:198:18::2",
-        "fd00:198:18::1",
-        &ntp_request(4, 3, 6, CLIENT_TX),
-    ));
+    let ok = request_frame("198.18.0.2", "198.18.0.1");
+    let denied = request_frame("198.18.9.7", "198.18.0.1");
+    let v6 = request_frame("fd00:198:18::2", "fd00:198:18::1");
     assert_eq!(fx.run(&ok).0, XDP_TX);
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(fx.run(&ok).0, XDP_TX);
@@ -493,11 +486,7 @@ fn noclientlog_keeps_no_records() {
         .unwrap();
     k.publish(&state_now(Duration::from_secs(10), true));
     let mut fx = Fixture { k };
-    let ok = frames::build(&Spec::udp(
-        "198.18.0.2",
-        "198.18.0.1",
-        &ntp_request(4, 3, 6, CLIENT_TX),
-    ));
+    let ok = request_frame("198.18.0.2", "198.18.0.1");
     assert_eq!(fx.run(&ok).0, XDP_TX);
     assert!(fx.k.clients().unwrap().is_empty());
 }
@@ -652,16 +641,8 @@ fn a_full_client_log_evicts_the_least_recent_clients() {
 fn hostile_frames_are_never_answered_wrongly() {
     let Some(mut fx) = Fixture::new() else { return };
     let mut rng = ntp_common::prng::XorShift::new(0x5eed);
-    let good = frames::build(&Spec::udp(
-        "198.18.0.2",
-        "198.18.0.1",
-        &ntp_request(4, 3, 6, CLIENT_TX),
-    ));
-    let good6 = frames::build(&Spec::udp(
-        "fd00::2",
-        "fd00::1",
-        &ntp_request(4, 3, 6, CLIENT_TX),
-    ));
+    let good = request_frame("198.18.0.2", "198.18.0.1");
+    let good6 = request_frame("fd00::2", "fd00::1");
     let mut answered = 0;
     const RUNS: usize = 100_000;
     for i in 0..RUNS {
