@@ -518,6 +518,8 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
         let period =
             (sh.config.xdp_stale_limit / 4).clamp(Duration::from_millis(50), PUBLISH_INTERVAL);
         let mut tick = tokio::time::interval(period);
+        let every = |d: Duration| (d.as_millis() / period.as_millis().max(1)).max(1) as u64;
+        let (refresh_every, drift_every) = (every(ADDRESS_REFRESH), every(DRIFT_SAVE));
         let mut n: u64 = 0;
         loop {
             tick.tick().await;
@@ -525,10 +527,10 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
                 warn!("Publishing server state failed: {e:#}");
             }
             n += 1;
-            if n.is_multiple_of(ADDRESS_REFRESH_EVERY) {
+            if n.is_multiple_of(refresh_every) {
                 refresh_served_addresses(&sh);
             }
-            if n.is_multiple_of(DRIFT_SAVE_EVERY) {
+            if n.is_multiple_of(drift_every) {
                 save_drift(&sh);
             }
         }
@@ -573,11 +575,11 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     outcome
 }
 
-/// Publications between refreshes of the served addresses.
-const ADDRESS_REFRESH_EVERY: u64 = 10;
+/// How often the served addresses are re-read.
+const ADDRESS_REFRESH: Duration = Duration::from_secs(10);
 
-/// Publications between driftfile writes (an hour).
-const DRIFT_SAVE_EVERY: u64 = 3600;
+/// How often the driftfile is written (and at exit).
+const DRIFT_SAVE: Duration = Duration::from_secs(3600);
 
 /// The engine over the clock chosen by `-x`, starting from the driftfile's frequency.
 fn new_engine(config: &Config, opts: &Options, precision: i8) -> Engine<DaemonClock> {
@@ -721,31 +723,51 @@ fn resolve_name(name: &str) -> std::result::Result<Vec<IpAddr>, String> {
         .map_err(|e| format!("cannot resolve {name}: {e}"))
 }
 
+/// Binds `bind` on each of `configured` (or, if none are, each of `defaults`) at `port`.
+/// A default address that cannot be bound (a host without IPv6) is skipped with a warning;
+/// a configured one is an error.
+fn bind_each<S>(
+    configured: &[IpAddr],
+    defaults: [IpAddr; 2],
+    port: u16,
+    what: &str,
+    bind: impl Fn(SocketAddr) -> Result<S>,
+) -> Result<Vec<S>> {
+    let addrs: Vec<IpAddr> = if configured.is_empty() {
+        defaults.to_vec()
+    } else {
+        configured.to_vec()
+    };
+    let mut out = Vec::new();
+    for a in addrs {
+        let sa = SocketAddr::new(a, port);
+        match bind(sa) {
+            Ok(s) => {
+                info!("Listening on {sa} for {what}");
+                out.push(s);
+            }
+            Err(e) if configured.is_empty() => warn!("Not listening on {sa} for {what}: {e:#}"),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 fn bind_ntp_sockets(config: &Config) -> Result<Vec<TimestampedSocket>> {
     if config.port == 0 {
         return Ok(Vec::new());
     }
-    let addrs: Vec<IpAddr> = if config.bind_addresses.is_empty() {
-        vec![
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        ]
-    } else {
-        config.bind_addresses.clone()
-    };
-    let mut socks = Vec::new();
-    for a in addrs {
-        let sa = SocketAddr::new(a, config.port);
-        match TimestampedSocket::bind(sa) {
-            Ok(s) => {
-                info!("Listening for NTP on {}", s.local_addr());
-                socks.push(s);
-            }
-            // A host without IPv6 still serves IPv4 (and the reverse).
-            Err(e) if config.bind_addresses.is_empty() => warn!("Not serving on {sa}: {e:#}"),
-            Err(e) => return Err(e),
-        }
-    }
+    let any = [
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    ];
+    let socks = bind_each(
+        &config.bind_addresses,
+        any,
+        config.port,
+        "NTP",
+        TimestampedSocket::bind,
+    )?;
     if socks.is_empty() {
         bail!("could not open any NTP socket on port {}", config.port);
     }
@@ -814,31 +836,22 @@ fn bind_cmd_ports(config: &Config) -> Result<Vec<tokio::net::UdpSocket>> {
     if config.cmdport == 0 {
         return Ok(Vec::new());
     }
-    let addrs: Vec<IpAddr> = if config.cmd_addresses.is_empty() {
-        vec![
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ]
-    } else {
-        config.cmd_addresses.clone()
-    };
-    let mut out = Vec::new();
-    for a in addrs {
-        let sa = SocketAddr::new(a, config.cmdport);
-        let std_sock = match std::net::UdpSocket::bind(sa) {
-            Ok(s) => s,
-            // A host without IPv6 (or without that address) still has the others.
-            Err(e) if config.cmd_addresses.is_empty() => {
-                warn!("No command port on {sa}: {e}");
-                continue;
-            }
-            Err(e) => return Err(e).with_context(|| format!("binding the command port {sa}")),
-        };
-        std_sock.set_nonblocking(true)?;
-        info!("Command port on {sa} (read-only commands)");
-        out.push(tokio::net::UdpSocket::from_std(std_sock)?);
-    }
-    Ok(out)
+    let local = [
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ];
+    bind_each(
+        &config.cmd_addresses,
+        local,
+        config.cmdport,
+        "read-only commands",
+        |sa| {
+            let s = std::net::UdpSocket::bind(sa)
+                .with_context(|| format!("binding the command port {sa}"))?;
+            s.set_nonblocking(true)?;
+            Ok(tokio::net::UdpSocket::from_std(s)?)
+        },
+    )
 }
 
 fn bind_control(path: &Path) -> Result<tokio::net::UnixListener> {

@@ -730,11 +730,10 @@ impl<C: EngineClock> Engine<C> {
     pub fn tracking_report(&self, now_ns: u64) -> TrackingReport {
         let (corr, _) = self.clock.served_correction(now_ns);
         let r = self.reference(now_ns);
-        let ref_name = match self.synced {
-            Some(s) => self.sources[s.source].name.clone(),
-            None if self.local.is_some() => String::new(),
-            None => String::new(),
-        };
+        let ref_name = self
+            .synced
+            .map(|s| self.sources[s.source].name.clone())
+            .unwrap_or_default();
         let age = self
             .synced
             .map(|s| self.clock.local_at(now_ns) - s.time)

@@ -306,7 +306,7 @@ pub fn render_selectdata_csv(rows: &[SelectDataReport]) -> String {
                 if r.prefer { 'P' } else { '-' },
                 if r.noselect { 'N' } else { '-' },
                 if r.prefer { 'P' } else { '-' },
-                r.last.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                dash(r.last),
                 r.score,
                 r.lo,
                 r.hi,
@@ -344,9 +344,7 @@ pub fn render_clients(rows: &[ClientReport]) -> String {
             r.addr.to_string(),
             r.ntp,
             r.dropped,
-            r.interval
-                .map(|i| i.to_string())
-                .unwrap_or_else(|| "-".into()),
+            dash(r.interval),
             "-",
             age(r.last),
             0,
@@ -366,10 +364,8 @@ pub fn render_clients_csv(rows: &[ClientReport]) -> String {
                 r.addr,
                 r.ntp,
                 r.dropped,
-                r.interval
-                    .map(|i| i.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                r.last.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+                dash(r.interval),
+                dash(r.last)
             )
         })
         .collect()
@@ -492,6 +488,11 @@ fn scaled(v: f64, signed: bool) -> String {
     }
 }
 
+/// An optional value as chronyc prints it: the value, or "-".
+fn dash<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
 /// LastRx: seconds, or minutes/hours/days/years once it no longer fits four characters.
 fn age(secs: Option<u64>) -> String {
     match secs {
@@ -549,9 +550,7 @@ pub fn render_sources_csv(rows: &[SourceReport]) -> String {
                 r.stratum,
                 r.poll,
                 r.reach,
-                r.last_rx
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "-".into()),
+                dash(r.last_rx),
                 r.adjusted_offset,
                 r.measured_offset,
                 r.error
