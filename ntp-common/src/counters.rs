@@ -43,11 +43,16 @@ pub enum Counter {
     DropRateLimit,
     /// Answered with a Kiss-o'-Death RATE (over the rate limit).
     AnsweredKod,
+    /// Passed: a client in interleaved mode (the daemon has the transmit timestamps).
+    PassInterleaved,
+    /// Not a verdict: client records created (a record evicted from the full table is
+    /// the difference between this and the records present).
+    ClientRecordsCreated,
 }
 
 impl Counter {
     /// Number of counters (size of the per-CPU array).
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 20;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -69,6 +74,8 @@ impl Counter {
         Counter::DropBadSource,
         Counter::DropRateLimit,
         Counter::AnsweredKod,
+        Counter::PassInterleaved,
+        Counter::ClientRecordsCreated,
     ];
 
     /// Short stable name, used by `ntpxc` and the tests.
@@ -92,6 +99,8 @@ impl Counter {
             Counter::DropBadSource => "drop-bad-source",
             Counter::DropRateLimit => "drop-ratelimit",
             Counter::AnsweredKod => "answered-kod",
+            Counter::PassInterleaved => "pass-interleaved",
+            Counter::ClientRecordsCreated => "client-records-created",
         }
     }
 }

@@ -65,7 +65,17 @@ pub struct ClientRecord {
     pub tokens_ns: u64,
     /// Requests over the rate limit (dropped, leaked or answered with a KoD).
     pub limited: u64,
+    /// Receive timestamp (NTP format) of the latest reply: a client in interleaved mode
+    /// names it in the origin field of its next request.
+    pub xleave_rx: u64,
+    /// Transmit timestamp (NTP format) of that reply as it really left (the kernel's TX
+    /// timestamp), 0 while unknown. In the kernel's records [`XLEAVE_TO_DAEMON`] instead:
+    /// the client interleaves, so its requests go to the daemon, which has TX timestamps.
+    pub xleave_tx: u64,
 }
+
+/// [`ClientRecord::xleave_tx`] of a client whose requests the kernel passes to the daemon.
+pub const XLEAVE_TO_DAEMON: u64 = u64::MAX;
 
 /// chrony's `ratelimit interval I burst B leak L kod K`, as the fast path applies it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,11 +135,12 @@ impl RateLimit {
 }
 
 impl ClientRecord {
-    /// The record after a request at `now` (dropped or not).
+    /// Counts a request at `now` (dropped or not). In place: the kernel updates the
+    /// record inside its map, with no copy on its 512-byte stack.
     #[inline(always)]
-    pub fn hit(&self, now: u64, dropped: bool) -> ClientRecord {
+    pub fn hit(&mut self, now: u64, dropped: bool) {
         let gap = now.saturating_sub(self.last_tai_ns);
-        let interval_ns = if self.requests + self.dropped == 0 {
+        self.interval_ns = if self.requests + self.dropped == 0 {
             0
         } else if self.interval_ns == 0 {
             gap
@@ -137,14 +148,12 @@ impl ClientRecord {
             // A quarter weight for the newest interval: a few polls settle it.
             (self.interval_ns / 4) * 3 + gap / 4
         };
-        ClientRecord {
-            requests: self.requests + if dropped { 0 } else { 1 },
-            dropped: self.dropped + if dropped { 1 } else { 0 },
-            last_tai_ns: now,
-            interval_ns,
-            tokens_ns: self.tokens_ns,
-            limited: self.limited,
+        if dropped {
+            self.dropped += 1;
+        } else {
+            self.requests += 1;
         }
+        self.last_tai_ns = now;
     }
 }
 
@@ -218,17 +227,18 @@ mod tests {
         assert_eq!(core::mem::offset_of!(ServerState, seq), 0);
         assert_eq!(core::mem::offset_of!(ServerState, root_delay), 56);
         assert_eq!(core::mem::offset_of!(ServerState, leap), 64);
-        assert_eq!(core::mem::size_of::<ClientRecord>(), 48);
+        assert_eq!(core::mem::size_of::<ClientRecord>(), 64);
     }
 
     #[test]
     fn client_records_count_and_average_intervals() {
         let s = 1_000_000_000;
-        let r = ClientRecord::default().hit(10 * s, false);
+        let mut r = ClientRecord::default();
+        r.hit(10 * s, false);
         assert_eq!((r.requests, r.dropped, r.interval_ns), (1, 0, 0));
-        let r = r.hit(18 * s, false);
+        r.hit(18 * s, false);
         assert_eq!(r.interval_ns, 8 * s);
-        let r = r.hit(22 * s, true);
+        r.hit(22 * s, true);
         assert_eq!(
             (r.requests, r.dropped, r.interval_ns, r.last_tai_ns),
             (2, 1, 7 * s, 22 * s)
@@ -265,7 +275,7 @@ mod ratelimit_tests {
                 RateVerdict::Kod => k += 1,
                 RateVerdict::Drop => d += 1,
             }
-            rec = rec.hit(now, false);
+            rec.hit(now, false);
         }
         (a, k, d)
     }

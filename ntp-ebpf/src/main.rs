@@ -2,7 +2,8 @@
 //!
 //! Everything that is not a 48-byte client request from an allowed source, with a fresh
 //! server state, is passed to the kernel stack untouched (where `ntpxd`'s socket sees it)
-//! or, for denied sources, dropped. See design.md, "The fast path".
+//! or, for denied sources, dropped. Clients in interleaved mode are passed too: only the
+//! daemon learns when a reply really left. See design.md, "The fast path".
 #![no_std]
 #![no_main]
 
@@ -19,7 +20,7 @@ use ntp_common::{
     ClientRecord, Counter, RateLimit, RateVerdict, ServerState,
     state::{
         ACL_ALLOW, ACL_MAX_ENTRIES, CLIENT_RECORD_BYTES, DEFAULT_CLIENTLOG_LIMIT,
-        LOCAL_MAX_ENTRIES, client_key_v4,
+        LOCAL_MAX_ENTRIES, XLEAVE_TO_DAEMON, client_key_v4,
     },
     timebase::{grown_dispersion_ns, ns_to_ntp_short, unix_ns_to_ntp},
     wire::{self, NTP_HEADER_LEN},
@@ -69,12 +70,32 @@ static NTPX_RL_LEAK: u8 = 0;
 #[unsafe(no_mangle)]
 static NTPX_RL_KOD: u8 = 0;
 
-/// Counts a request from `key` in the client log and, for an allowed one, applies the
-/// rate limit.
+/// What the client log says of a request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// The rate limit's verdict, and the client's record if it has one (to note the
+    /// reply's receive timestamp in).
+    Rate(RateVerdict, Option<*mut ClientRecord>),
+    /// An interleaved-mode client: the daemon answers, with the transmit timestamp of its
+    /// previous reply as the kernel saw it leave.
+    Daemon,
+}
+
+/// Whether the client in `rec` is in interleaved mode: its origin timestamp names our
+/// receive timestamp (chrony's clients do so from their second xleave request), or it
+/// did so before and still sends a non-zero origin. A zero origin is a basic request.
 #[inline(always)]
-fn log_client(key: [u8; 16], now: u64, dropped: bool) -> RateVerdict {
+fn interleaving(rec: &ClientRecord, origin: u64) -> bool {
+    origin != 0
+        && (rec.xleave_tx == XLEAVE_TO_DAEMON || (rec.xleave_rx != 0 && origin == rec.xleave_rx))
+}
+
+/// Counts a request from `key` in the client log and, for an allowed one, applies the
+/// rate limit; interleaved clients are left to the daemon, which logs and limits them.
+#[inline(always)]
+fn log_client(key: [u8; 16], now: u64, origin: u64, dropped: bool) -> Admission {
     if unsafe { core::ptr::read_volatile(&NTPX_CLIENTLOG) } == 0 {
-        return RateVerdict::Answer;
+        return Admission::Rate(RateVerdict::Answer, None);
     }
     let rl = unsafe {
         RateLimit {
@@ -84,19 +105,46 @@ fn log_client(key: [u8; 16], now: u64, dropped: bool) -> RateVerdict {
             kod: core::ptr::read_volatile(&NTPX_RL_KOD),
         }
     };
-    let mut rec = match NTPX_CLIENTS.get_ptr(key) {
-        Some(p) => unsafe { *p },
-        None => ClientRecord::default(),
+    // The record is updated in place: another CPU may update the same one at once, and
+    // a lost count is acceptable.
+    let rec = match NTPX_CLIENTS.get_ptr_mut(key) {
+        Some(p) => p,
+        None => {
+            count(Counter::ClientRecordsCreated);
+            let _ = NTPX_CLIENTS.insert(key, ClientRecord::default(), 0);
+            match NTPX_CLIENTS.get_ptr_mut(key) {
+                Some(p) => p,
+                None => return Admission::Rate(RateVerdict::Answer, None),
+            }
+        }
     };
+    let ptr = rec;
+    let rec = unsafe { &mut *rec };
+    if !dropped && interleaving(rec, origin) {
+        rec.xleave_tx = XLEAVE_TO_DAEMON;
+        return Admission::Daemon;
+    }
     let verdict = if dropped || rl.leak == 0 {
         RateVerdict::Answer
     } else {
-        rl.check(&mut rec, now, unsafe { bpf_get_prandom_u32() })
+        rl.check(rec, now, unsafe { bpf_get_prandom_u32() })
     };
-    let rec = rec.hit(now, dropped || verdict == RateVerdict::Drop);
-    // Another CPU may update the same record at once; a lost count is acceptable.
-    let _ = NTPX_CLIENTS.insert(key, rec, 0);
-    verdict
+    rec.hit(now, dropped || verdict == RateVerdict::Drop);
+    Admission::Rate(verdict, Some(ptr))
+}
+
+/// Notes in the client's record the receive timestamp its reply carries, for
+/// recognising an interleaved client next time; a basic request ends any hand-over to
+/// the daemon.
+#[inline(always)]
+fn remember_reply(rec: Option<*mut ClientRecord>, req: &RequestFields) {
+    if let Some(p) = rec {
+        // The pointer is into the LRU map, valid for this program run.
+        unsafe {
+            (*p).xleave_rx = req.rx_ntp;
+            (*p).xleave_tx = 0;
+        }
+    }
 }
 
 const ETH_LEN: usize = 14;
@@ -214,10 +262,11 @@ fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     if src[0] == 0 || src[0] == 127 || src[0] >= 224 {
         return (xdp_action::XDP_DROP, Counter::DropBadSource);
     }
-    let kiss = match admit(
+    let (kiss, rec) = match admit(
         allowed(NTPX_ACL_V4.get(Key::new(32, src))),
         client_key_v4(src),
         rx_tai,
+        f.u64(ntp + wire::OFF_ORIGIN_TS).unwrap_or(0),
     ) {
         Ok(k) => k,
         Err(verdict) => return verdict,
@@ -226,6 +275,7 @@ fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
         Ok(v) => v,
         Err(verdict) => return verdict,
     };
+    remember_reply(rec, &req);
 
     f.swap_macs();
     f.swap::<4>(ip + 12, ip + 16);
@@ -277,7 +327,12 @@ fn ipv6<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     if src[0] == 0xff || low <= 1 {
         return (xdp_action::XDP_DROP, Counter::DropBadSource);
     }
-    let kiss = match admit(allowed(NTPX_ACL_V6.get(Key::new(128, src))), src, rx_tai) {
+    let (kiss, rec) = match admit(
+        allowed(NTPX_ACL_V6.get(Key::new(128, src))),
+        src,
+        rx_tai,
+        f.u64(ntp + wire::OFF_ORIGIN_TS).unwrap_or(0),
+    ) {
         Ok(k) => k,
         Err(verdict) => return verdict,
     };
@@ -285,6 +340,7 @@ fn ipv6<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
         Ok(v) => v,
         Err(verdict) => return verdict,
     };
+    remember_reply(rec, &req);
 
     f.swap_macs();
     f.swap::<16>(ip + 8, ip + 24);
@@ -368,15 +424,23 @@ fn answer_udp(
 /// Access control, client log and rate limit for the client `key`: whether to answer with
 /// a Kiss-o'-Death, or the verdict that ends the request here.
 #[inline(always)]
-fn admit(ok: bool, key: [u8; 16], rx_tai: u64) -> Result<bool, (u32, Counter)> {
-    let rate = log_client(key, rx_tai, !ok);
+fn admit(
+    ok: bool,
+    key: [u8; 16],
+    rx_tai: u64,
+    origin: u64,
+) -> Result<(bool, Option<*mut ClientRecord>), (u32, Counter)> {
+    let admission = log_client(key, rx_tai, origin, !ok);
     if !ok {
         return Err((xdp_action::XDP_DROP, Counter::DropDenied));
     }
-    match rate {
-        RateVerdict::Drop => Err((xdp_action::XDP_DROP, Counter::DropRateLimit)),
-        RateVerdict::Kod => Ok(true),
-        RateVerdict::Answer => Ok(false),
+    match admission {
+        Admission::Daemon => Err(pass(Counter::PassInterleaved)),
+        Admission::Rate(RateVerdict::Drop, _) => {
+            Err((xdp_action::XDP_DROP, Counter::DropRateLimit))
+        }
+        Admission::Rate(RateVerdict::Kod, rec) => Ok((true, rec)),
+        Admission::Rate(RateVerdict::Answer, rec) => Ok((false, rec)),
     }
 }
 
@@ -392,6 +456,8 @@ struct RequestFields {
     poll: i8,
     client_tx: u64,
     rx_tai: u64,
+    /// The receive timestamp as served (NTP format).
+    rx_ntp: u64,
 }
 
 /// Reads the request fields to echo (the header was checked by `check_udp`) and the
@@ -409,18 +475,20 @@ fn prepare(
     ) else {
         return Err(pass(Counter::PassTruncated));
     };
+    let state = match read_state() {
+        None => return Err(pass(Counter::PassNotServing)),
+        Some(s) if s.serve == 0 => return Err(pass(Counter::PassNotServing)),
+        Some(s) if s.timebase.age_ns(rx_tai).is_none() => return Err(pass(Counter::PassStale)),
+        Some(s) => s,
+    };
     let fields = RequestFields {
         version: wire::split_li_vn_mode(b0).1,
         poll: poll as i8,
         client_tx,
         rx_tai,
+        rx_ntp: unix_ns_to_ntp(state.timebase.served_unix_ns(rx_tai)),
     };
-    match read_state() {
-        None => Err(pass(Counter::PassNotServing)),
-        Some(s) if s.serve == 0 => Err(pass(Counter::PassNotServing)),
-        Some(s) if s.timebase.age_ns(rx_tai).is_none() => Err(pass(Counter::PassStale)),
-        Some(s) => Ok((s, fields)),
-    }
+    Ok((state, fields))
 }
 
 /// Reads the state under its sequence lock; `None` while the daemon is writing it.
@@ -474,7 +542,7 @@ fn finish_reply(
     ]);
     let root_disp = ns_to_ntp_short(grown_dispersion_ns(state.root_disp_ns, age));
     let refid = u32::from_be_bytes(refid_bytes);
-    let rx_ntp = unix_ns_to_ntp(tb.served_unix_ns(req.rx_tai));
+    let rx_ntp = req.rx_ntp;
 
     f.put_u32(ntp, head);
     f.put_u32(ntp + wire::OFF_ROOT_DELAY, state.root_delay);

@@ -11,8 +11,9 @@ use crate::{
     ifaces,
     kernel::KernelPath,
     net::{self, TimestampedSocket},
+    packet::NtpTimestamp,
     reference::{PublishParams, server_state},
-    server::{self, Verdict},
+    server::{self, LastExchange, Verdict},
     stats::{NamedCounter, ServerStats, XdpStats},
     steered::SystemSteered,
     sync_task::{self, DaemonClock, SharedEngine},
@@ -57,6 +58,7 @@ struct DaemonCounters {
     answered: AtomicU64,
     ignored: AtomicU64,
     denied: AtomicU64,
+    interleaved: AtomicU64,
     cmd_received: AtomicU64,
     cmd_dropped: AtomicU64,
 }
@@ -114,8 +116,21 @@ impl Shared {
             client_log_dropped: c.client_log_dropped.load(Ordering::Relaxed),
             daemon_answered: c.answered.load(Ordering::Relaxed),
             daemon_ignored: c.ignored.load(Ordering::Relaxed),
+            interleaved: c.interleaved.load(Ordering::Relaxed),
             ..Default::default()
         };
+        {
+            let clients = lock(&self.clients);
+            let held: Vec<u64> = clients
+                .values()
+                .filter(|r| r.xleave_tx != 0)
+                .map(|r| r.xleave_rx)
+                .collect();
+            s.timestamps_held = held.len() as u64;
+            if let (Some(lo), Some(hi)) = (held.iter().min(), held.iter().max()) {
+                s.timestamp_span = (hi - lo) >> 32;
+            }
+        }
         if let Some(k) = self.kernel_counters() {
             let get = |c: Counter| k.get(c as usize).copied().unwrap_or(0);
             let answered = get(Counter::Answered);
@@ -130,8 +145,23 @@ impl Shared {
             s.kernel_answered = Some(answered);
             s.kernel_passed = Some(passed);
             s.kernel_dropped = Some(dropped);
+            // An LRU map evicts silently: what was created and is gone was evicted.
+            if let Some(present) = self.kernel_clients() {
+                s.client_log_dropped +=
+                    get(Counter::ClientRecordsCreated).saturating_sub(present.len() as u64);
+            }
         }
         s
+    }
+
+    fn kernel_clients(&self) -> Option<Vec<(IpAddr, ntp_common::ClientRecord)>> {
+        match lock(self.kernel.as_ref()?).clients() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!("Could not read the kernel's client log: {e:#}");
+                None
+            }
+        }
     }
 
     fn kernel_counters(&self) -> Option<Vec<u64>> {
@@ -177,11 +207,17 @@ impl Shared {
     }
 
     /// Counts a request from `ip` in the daemon's client log (the kernel keeps its own)
-    /// and, for an allowed one, applies the rate limit as the kernel does.
-    fn log_client(&self, ip: IpAddr, rx_tai: u64, dropped: bool) -> ntp_common::RateVerdict {
+    /// and, for an allowed one, applies the rate limit as the kernel does; with the
+    /// client's last exchange, for interleaved mode.
+    fn log_client(
+        &self,
+        ip: IpAddr,
+        rx_tai: u64,
+        dropped: bool,
+    ) -> (ntp_common::RateVerdict, LastExchange) {
         use ntp_common::RateVerdict;
         let Some(limit) = self.config.client_log else {
-            return RateVerdict::Answer;
+            return (RateVerdict::Answer, LastExchange::default());
         };
         let mut c = lock(&self.clients);
         if !c.contains_key(&ip) && c.len() >= limit as usize {
@@ -198,30 +234,48 @@ impl Shared {
             Some(rl) if !dropped => rl.check(r, rx_tai, crate::net::random_u64() as u32),
             _ => RateVerdict::Answer,
         };
-        *r = r.hit(rx_tai, dropped || verdict == RateVerdict::Drop);
-        verdict
+        r.hit(rx_tai, dropped || verdict == RateVerdict::Drop);
+        let last = LastExchange {
+            rx: NtpTimestamp(r.xleave_rx),
+            tx: NtpTimestamp(r.xleave_tx),
+        };
+        (verdict, last)
+    }
+
+    /// Remembers the timestamps of a reply to `ip` that a next request may interleave
+    /// with; `tx` is the one it carried until the kernel says when it really left.
+    fn note_reply(&self, ip: IpAddr, rx: NtpTimestamp, tx: NtpTimestamp) {
+        if let Some(r) = lock(&self.clients).get_mut(&ip) {
+            r.xleave_rx = rx.0;
+            r.xleave_tx = tx.0;
+        }
+    }
+
+    /// The kernel's transmit timestamp of the reply to `ip` that carried receive
+    /// timestamp `rx`, CLOCK_REALTIME ns, served on the current timebase.
+    fn note_departure(&self, ip: IpAddr, rx: NtpTimestamp, realtime_ns: u64) {
+        let tai = self.tai_offset_s.load(Ordering::Relaxed) as i64 as u64 * 1_000_000_000;
+        let tx = server::served_ntp(&lock(&self.state), realtime_ns.wrapping_add(tai));
+        if let Some(r) = lock(&self.clients).get_mut(&ip)
+            && r.xleave_rx == rx.0
+        {
+            r.xleave_tx = tx.0;
+        }
     }
 
     /// Both paths' client logs merged, most active first.
     fn clients_report(&self) -> Vec<crate::report::ClientReport> {
         let mut all: std::collections::HashMap<IpAddr, ntp_common::ClientRecord> =
             lock(&self.clients).clone();
-        if let Some(k) = &self.kernel {
-            match lock(k).clients() {
-                Ok(v) => {
-                    for (ip, r) in v {
-                        let e = all.entry(ip).or_default();
-                        e.requests += r.requests;
-                        e.dropped += r.dropped;
-                        if r.last_tai_ns > e.last_tai_ns {
-                            e.last_tai_ns = r.last_tai_ns;
-                        }
-                        if r.interval_ns != 0 {
-                            e.interval_ns = r.interval_ns;
-                        }
-                    }
-                }
-                Err(e) => warn!("Could not read the kernel's client log: {e:#}"),
+        for (ip, r) in self.kernel_clients().unwrap_or_default() {
+            let e = all.entry(ip).or_default();
+            e.requests += r.requests;
+            e.dropped += r.dropped;
+            if r.last_tai_ns > e.last_tai_ns {
+                e.last_tai_ns = r.last_tai_ns;
+            }
+            if r.interval_ns != 0 {
+                e.interval_ns = r.interval_ns;
             }
         }
         let now = clock::tai_ns().unwrap_or(0);
@@ -774,10 +828,60 @@ fn bind_ntp_sockets(config: &Config) -> Result<Vec<TimestampedSocket>> {
     Ok(socks)
 }
 
+/// Replies whose transmit timestamps are still to come back: (OPT_ID key, client,
+/// receive timestamp the reply carried). Bounded: a stamp the kernel never delivers must
+/// not grow it.
+struct AwaitingDeparture {
+    pending: std::collections::VecDeque<(u32, IpAddr, NtpTimestamp)>,
+}
+
+impl AwaitingDeparture {
+    const LIMIT: usize = 4096;
+
+    fn push(&mut self, key: u32, ip: IpAddr, rx: NtpTimestamp) {
+        if self.pending.len() == Self::LIMIT {
+            self.pending.pop_front();
+        }
+        self.pending.push_back((key, ip, rx));
+    }
+
+    /// The reply stamped under `key`; older ones whose stamps were lost are forgotten.
+    fn take(&mut self, key: u32) -> Option<(IpAddr, NtpTimestamp)> {
+        while let Some(&(k, ip, rx)) = self.pending.front() {
+            // Keys count up from 0 and wrap; anything "behind" `key` will never come.
+            if (k.wrapping_sub(key) as i32) > 0 {
+                return None;
+            }
+            self.pending.pop_front();
+            if k == key {
+                return Some((ip, rx));
+            }
+        }
+        None
+    }
+}
+
 async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Result<()> {
     let mut buf = [0u8; 1500];
+    let mut awaiting = AwaitingDeparture {
+        pending: Default::default(),
+    };
     loop {
-        let r = match sock.recv(&mut buf).await {
+        let r = tokio::select! {
+            r = sock.recv(&mut buf) => r,
+            stamp = sock.tx_stamp() => {
+                match stamp {
+                    Ok(st) => {
+                        if let Some((ip, rx)) = awaiting.take(st.key) {
+                            sh.note_departure(ip, rx, st.realtime_ns);
+                        }
+                    }
+                    Err(e) => debug!("{e:#}"),
+                }
+                continue;
+            }
+        };
+        let r = match r {
             Ok(r) => r,
             Err(e) => {
                 warn!("{e:#}");
@@ -796,9 +900,9 @@ async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Result<()> {
         let verdict = server::handle_request(&buf[..r.len], src, rx_tai, &state, &sh.acl);
         let verdict = match verdict {
             Verdict::Reply(p) => match sh.log_client(src_ip, rx_tai, false) {
-                ntp_common::RateVerdict::Answer => Verdict::Reply(p),
-                ntp_common::RateVerdict::Kod => Verdict::Reply(p.kiss_rate()),
-                ntp_common::RateVerdict::Drop => {
+                (ntp_common::RateVerdict::Answer, last) => Verdict::Reply(p.interleave(&last)),
+                (ntp_common::RateVerdict::Kod, _) => Verdict::Reply(p.kiss_rate()),
+                (ntp_common::RateVerdict::Drop, _) => {
                     sh.counters.ratelimited.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
@@ -811,10 +915,19 @@ async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Result<()> {
         };
         match verdict {
             Verdict::Reply(p) => {
-                let reply = p.finish(clock::tai_ns()?);
-                match sock.send_to(&reply, r.src) {
-                    Ok(()) => {
+                let (reply, tx_now) = p.finish(clock::tai_ns()?);
+                // Only a client that may interleave needs to know when its reply left.
+                let stamp = p.may_interleave() && sh.config.client_log.is_some();
+                match sock.send_to(&reply, r.src, stamp) {
+                    Ok(key) => {
                         sh.counters.answered.fetch_add(1, Ordering::Relaxed);
+                        if p.is_interleaved() {
+                            sh.counters.interleaved.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let Some(key) = key {
+                            sh.note_reply(src_ip, p.receive_ts(), tx_now);
+                            awaiting.push(key, src_ip, p.receive_ts());
+                        }
                     }
                     Err(e) => debug!("{e:#}"),
                 }

@@ -1,4 +1,4 @@
-//! UDP sockets with kernel receive timestamps (SO_TIMESTAMPING, software).
+//! UDP sockets with kernel receive and transmit timestamps (SO_TIMESTAMPING, software).
 
 use anyhow::{Context, Result, anyhow};
 use nix::sys::socket::TimestampingFlag;
@@ -10,6 +10,7 @@ use std::{
     io::IoSliceMut,
     net::{IpAddr, SocketAddr},
     os::fd::{AsRawFd, OwnedFd},
+    sync::atomic::Ordering,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -24,14 +25,27 @@ pub struct Received {
     pub rx_realtime_ns: Option<u64>,
 }
 
-/// A non-blocking UDP socket registered with tokio.
+/// A kernel transmit timestamp from a socket's error queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxStamp {
+    /// The datagram's number among those sent with a timestamp request (SOF_TIMESTAMPING_OPT_ID).
+    pub key: u32,
+    /// When the kernel handed it to the device, CLOCK_REALTIME ns.
+    pub realtime_ns: u64,
+}
+
+/// A non-blocking UDP socket registered with tokio, receive timestamps on every datagram
+/// and transmit timestamps on request.
 pub struct TimestampedSocket {
     fd: AsyncFd<OwnedFd>,
     local: SocketAddr,
+    /// The OPT_ID key the next timestamped datagram gets (the kernel counts from 0).
+    next_key: std::sync::atomic::AtomicU32,
 }
 
 impl TimestampedSocket {
-    /// Binds `addr` with receive timestamping on (IPv6 sockets are IPv6-only).
+    /// Binds `addr` with receive timestamping on and transmit timestamps available per
+    /// datagram (IPv6 sockets are IPv6-only).
     pub fn bind(addr: SocketAddr) -> Result<Self> {
         let family = match addr {
             SocketAddr::V4(_) => AddressFamily::Inet,
@@ -48,11 +62,15 @@ impl TimestampedSocket {
             setsockopt(&fd, sockopt::Ipv6V6Only, &true).context("setting IPV6_V6ONLY")?;
         }
         setsockopt(&fd, sockopt::ReuseAddr, &true).context("setting SO_REUSEADDR")?;
+        // Transmit timestamps are requested per datagram (see `send_to`); OPT_ID numbers
+        // them so each can be matched to its reply.
         setsockopt(
             &fd,
             sockopt::Timestamping,
             &(TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
-                | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE),
+                | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE
+                | TimestampingFlag::SOF_TIMESTAMPING_OPT_ID
+                | TimestampingFlag::SOF_TIMESTAMPING_OPT_TSONLY),
         )
         .context("enabling SO_TIMESTAMPING")?;
         bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))
@@ -60,9 +78,14 @@ impl TimestampedSocket {
         let local = local_addr(&fd)?;
         // SAFETY: the OwnedFd moves into the AsyncFd, which owns it until it is dropped,
         // so the descriptor cannot be closed or reused while registered.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-            .map_err(|e| anyhow!("registering the socket with tokio: {e}"))?;
-        Ok(TimestampedSocket { fd, local })
+        let fd =
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::ERROR) }
+                .map_err(|e| anyhow!("registering the socket with tokio: {e}"))?;
+        Ok(TimestampedSocket {
+            fd,
+            local,
+            next_key: std::sync::atomic::AtomicU32::new(0),
+        })
     }
 
     /// The bound address.
@@ -85,17 +108,78 @@ impl TimestampedSocket {
         }
     }
 
-    /// Sends `data` to `dst` (a datagram socket never blocks for long; a full buffer drops).
-    pub fn send_to(&self, data: &[u8], dst: SocketAddr) -> Result<()> {
-        sendto(
-            self.fd.get_ref().as_raw_fd(),
-            data,
-            &SockaddrStorage::from(dst),
-            MsgFlags::MSG_DONTWAIT,
-        )
-        .with_context(|| format!("sending {} bytes to {dst}", data.len()))?;
-        Ok(())
+    /// Sends `data` to `dst` (a datagram socket never blocks for long; a full buffer
+    /// drops); with `stamp`, asks for its transmit timestamp and returns the key it will
+    /// come back under from [`Self::tx_stamp`].
+    pub fn send_to(&self, data: &[u8], dst: SocketAddr, stamp: bool) -> Result<Option<u32>> {
+        let fd = self.fd.get_ref().as_raw_fd();
+        let addr = SockaddrStorage::from(dst);
+        if !stamp {
+            sendto(fd, data, &addr, MsgFlags::MSG_DONTWAIT)
+                .with_context(|| format!("sending {} bytes to {dst}", data.len()))?;
+            return Ok(None);
+        }
+        send_stamped(fd, data, &addr)
+            .with_context(|| format!("sending {} bytes to {dst}", data.len()))?;
+        Ok(Some(self.next_key.fetch_add(1, Ordering::Relaxed)))
     }
+
+    /// Waits for the next transmit timestamp on the error queue.
+    pub async fn tx_stamp(&self) -> Result<TxStamp> {
+        loop {
+            let mut guard = self
+                .fd
+                .ready(Interest::ERROR)
+                .await
+                .context("waiting for a transmit timestamp")?;
+            match guard.try_io(|fd| read_errqueue(fd.get_ref()).map_err(std::io::Error::from)) {
+                Ok(Ok(Some(TxStampRead {
+                    key: Some(key),
+                    realtime_ns,
+                }))) => return Ok(TxStamp { key, realtime_ns }),
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => return Err(e).context("reading the socket's error queue"),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// `sendmsg` with an SO_TIMESTAMPING control message asking for a software transmit
+/// timestamp of this one datagram (nix has no such control message).
+fn send_stamped(fd: std::os::fd::RawFd, data: &[u8], addr: &SockaddrStorage) -> nix::Result<()> {
+    use nix::sys::socket::SockaddrLike;
+    let flags: u32 = libc::SOF_TIMESTAMPING_TX_SOFTWARE;
+    // u64 elements: the control buffer must be aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u32>() as u32) } as usize;
+    debug_assert!(space <= std::mem::size_of_val(&control));
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call,
+    // and the control message is written within `control`, which holds `space` bytes.
+    let r = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = addr.as_ptr() as *mut libc::c_void;
+        msg.msg_namelen = addr.len();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SO_TIMESTAMPING;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u32>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u32>(), flags);
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT)
+    };
+    if r < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(())
 }
 
 fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<Received> {
@@ -211,7 +295,7 @@ impl ClientSocket {
             loop {
                 let mut guard = self.fd.ready(Interest::ERROR).await.ok()?;
                 match guard.try_io(|fd| read_errqueue(fd.get_ref()).map_err(std::io::Error::from)) {
-                    Ok(Ok(Some(ts))) => return Some(ts),
+                    Ok(Ok(Some(ts))) => return Some(ts.realtime_ns),
                     Ok(Ok(None)) => continue,
                     Ok(Err(_)) => return None,
                     Err(_would_block) => continue,
@@ -233,8 +317,14 @@ impl ClientSocket {
     }
 }
 
+/// A timestamp read from the error queue, with its OPT_ID key if the socket numbers them.
+struct TxStampRead {
+    key: Option<u32>,
+    realtime_ns: u64,
+}
+
 /// Reads one error-queue message; `Some` with its software timestamp if it carried one.
-fn read_errqueue(fd: &OwnedFd) -> nix::Result<Option<u64>> {
+fn read_errqueue(fd: &OwnedFd) -> nix::Result<Option<TxStampRead>> {
     let mut buf = [0u8; 64];
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!(
@@ -248,16 +338,22 @@ fn read_errqueue(fd: &OwnedFd) -> nix::Result<Option<u64>> {
         Some(&mut cmsg),
         MsgFlags::MSG_ERRQUEUE,
     )?;
+    let (mut key, mut stamp) = (None, None);
     for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmTimestampsns(ts) = c
-            && ts.system.tv_sec() > 0
-        {
-            return Ok(Some(
-                ts.system.tv_sec() as u64 * 1_000_000_000 + ts.system.tv_nsec() as u64,
-            ));
+        match c {
+            ControlMessageOwned::ScmTimestampsns(ts) if ts.system.tv_sec() > 0 => {
+                stamp =
+                    Some(ts.system.tv_sec() as u64 * 1_000_000_000 + ts.system.tv_nsec() as u64);
+            }
+            ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _)
+                if e.ee_origin == libc::SO_EE_ORIGIN_TIMESTAMPING =>
+            {
+                key = Some(e.ee_data);
+            }
+            _ => {}
         }
     }
-    Ok(None)
+    Ok(stamp.map(|realtime_ns| TxStampRead { key, realtime_ns }))
 }
 
 /// A random 64-bit value from the kernel (for request transmit timestamps).

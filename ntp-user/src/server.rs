@@ -41,6 +41,22 @@ pub enum Verdict {
 pub struct PendingReply {
     header: NtpHeader,
     state: ServerState,
+    /// The request's origin timestamp field (naming our previous reply in interleaved mode).
+    request_origin: NtpTimestamp,
+    /// The request's receive timestamp field (an interleaved reply's origin).
+    request_receive: NtpTimestamp,
+    /// In interleaved mode, the transmit timestamp of the previous reply to this client.
+    previous_transmit: Option<NtpTimestamp>,
+}
+
+/// The timestamps of the latest reply to a client, for interleaved mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LastExchange {
+    /// The receive timestamp that reply carried.
+    pub rx: NtpTimestamp,
+    /// When it really left (the kernel's transmit timestamp), or the one it carried;
+    /// zero while unknown.
+    pub tx: NtpTimestamp,
 }
 
 impl PendingReply {
@@ -53,12 +69,48 @@ impl PendingReply {
         self
     }
 
-    /// The reply as sent when the transmit timestamp is taken at `tx_tai_ns`.
-    pub fn finish(&self, tx_tai_ns: u64) -> [u8; NTP_HEADER_LEN] {
-        let mut h = self.header;
-        h.transmit_ts = NtpTimestamp::from_unix_ns(self.state.timebase.served_unix_ns(tx_tai_ns));
-        h.serialize()
+    /// The reply in interleaved mode (RFC 9769, as chrony serves it) when the client's
+    /// origin timestamp names the receive timestamp of `last`, whose transmit timestamp
+    /// is known: it then carries that earlier, exact transmit timestamp, and echoes the
+    /// request's receive field as its origin so the client can tell the modes apart.
+    pub fn interleave(mut self, last: &LastExchange) -> Self {
+        let origin = self.request_origin;
+        if origin.0 != 0 && origin == last.rx && last.tx.0 != 0 {
+            self.header.origin_ts = self.request_receive;
+            self.previous_transmit = Some(last.tx);
+        }
+        self
     }
+
+    /// Whether [`Self::interleave`] made this an interleaved reply.
+    pub fn is_interleaved(&self) -> bool {
+        self.previous_transmit.is_some()
+    }
+
+    /// Whether the client could be asking for interleaved mode (a non-zero origin): its
+    /// reply's real transmit time is then worth recording.
+    pub fn may_interleave(&self) -> bool {
+        self.is_interleaved() || self.request_origin.0 != 0
+    }
+
+    /// The receive timestamp the reply carries.
+    pub fn receive_ts(&self) -> NtpTimestamp {
+        self.header.receive_ts
+    }
+
+    /// The reply as sent when the transmit timestamp is taken at `tx_tai_ns`, and the
+    /// transmit timestamp of this moment (an interleaved reply carries an earlier one).
+    pub fn finish(&self, tx_tai_ns: u64) -> ([u8; NTP_HEADER_LEN], NtpTimestamp) {
+        let now = served_ntp(&self.state, tx_tai_ns);
+        let mut h = self.header;
+        h.transmit_ts = self.previous_transmit.unwrap_or(now);
+        (h.serialize(), now)
+    }
+}
+
+/// `tai_ns` (CLOCK_TAI) as the server serves it under `state`'s timebase.
+pub fn served_ntp(state: &ServerState, tai_ns: u64) -> NtpTimestamp {
+    NtpTimestamp::from_unix_ns(state.timebase.served_unix_ns(tai_ns))
 }
 
 /// Whether a reply to `src` could be anything but reflection: the kernel path's rule
@@ -111,12 +163,15 @@ pub fn handle_request(
         refid: state.refid,
         reference_ts: NtpTimestamp(state.ref_ts),
         origin_ts: req.transmit_ts,
-        receive_ts: NtpTimestamp::from_unix_ns(tb.served_unix_ns(rx_tai_ns)),
+        receive_ts: served_ntp(state, rx_tai_ns),
         transmit_ts: NtpTimestamp(0),
     };
     Verdict::Reply(PendingReply {
         header,
         state: *state,
+        request_origin: req.origin_ts,
+        request_receive: req.receive_ts,
+        previous_transmit: None,
     })
 }
 
@@ -168,7 +223,7 @@ mod tests {
         else {
             panic!("not answered");
         };
-        let r = NtpHeader::parse(&p.finish(rx + 1_000)).unwrap();
+        let r = NtpHeader::parse(&p.finish(rx + 1_000).0).unwrap();
         assert_eq!(
             (r.leap, r.version, r.mode, r.stratum, r.poll, r.precision),
             (0, 4, 4, 3, 6, -24)
@@ -191,7 +246,7 @@ mod tests {
             else {
                 panic!("version {v} not answered");
             };
-            let r = NtpHeader::parse(&p.finish(NOW)).unwrap();
+            let r = NtpHeader::parse(&p.finish(NOW).0).unwrap();
             assert_eq!((r.version, r.poll), (v, 2));
         }
     }
@@ -261,9 +316,71 @@ mod tests {
         else {
             panic!()
         };
-        let k = NtpHeader::parse(&p.kiss_rate().finish(NOW)).unwrap();
+        let k = NtpHeader::parse(&p.kiss_rate().finish(NOW).0).unwrap();
         assert_eq!((k.leap, k.stratum, k.refid, k.mode), (3, 0, *b"RATE", 4));
         assert_eq!(k.origin_ts, NtpTimestamp(0x1122_3344_5566_7788));
+    }
+
+    /// A request carrying `origin` and `receive` in its origin and receive fields.
+    fn request_naming(origin: u64, receive: u64) -> [u8; 48] {
+        let mut b = request(4, 3, 6);
+        b[24..32].copy_from_slice(&origin.to_be_bytes());
+        b[32..40].copy_from_slice(&receive.to_be_bytes());
+        b
+    }
+
+    fn answer(req: &[u8], rx: u64) -> PendingReply {
+        match handle_request(req, src(), rx, &state(), &allow_all()) {
+            Verdict::Reply(p) => p,
+            other => panic!("not answered: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_naming_our_last_receive_timestamp_gets_an_interleaved_reply() {
+        let last = LastExchange {
+            rx: NtpTimestamp(0xe000_0000_1234_0000),
+            tx: NtpTimestamp(0xe000_0000_1240_0000),
+        };
+        let client_rx = 0xe000_0001_0000_0000;
+        let rx = NOW + 3 * S;
+        let p = answer(&request_naming(last.rx.0, client_rx), rx).interleave(&last);
+        assert!(p.is_interleaved() && p.may_interleave());
+        let (bytes, tx_now) = p.finish(rx + 1_000);
+        let r = NtpHeader::parse(&bytes).unwrap();
+        // RFC 9769: origin echoes the request's receive field, receive is this
+        // exchange's, transmit is the previous reply's real departure.
+        assert_eq!(r.origin_ts, NtpTimestamp(client_rx));
+        assert_eq!(r.receive_ts, NtpTimestamp::from_unix_ns(rx));
+        assert_eq!(r.transmit_ts, last.tx);
+        assert_eq!(tx_now, NtpTimestamp::from_unix_ns(rx + 1_000));
+        assert_eq!(p.receive_ts(), NtpTimestamp::from_unix_ns(rx));
+    }
+
+    #[test]
+    fn basic_replies_unless_the_origin_names_a_reply_whose_departure_is_known() {
+        let last = LastExchange {
+            rx: NtpTimestamp(0xe000_0000_1234_0000),
+            tx: NtpTimestamp(0xe000_0000_1240_0000),
+        };
+        let unknown_tx = LastExchange {
+            tx: NtpTimestamp(0),
+            ..last
+        };
+        for (origin, last, may) in [
+            (0, last, false),
+            (0, LastExchange::default(), false),
+            (last.rx.0 + 1, last, true),
+            (last.tx.0, last, true),
+            (last.rx.0, unknown_tx, true),
+        ] {
+            let p = answer(&request_naming(origin, 77), NOW).interleave(&last);
+            assert!(!p.is_interleaved(), "origin {origin:#x} {last:?}");
+            assert_eq!(p.may_interleave(), may, "origin {origin:#x}");
+            let r = NtpHeader::parse(&p.finish(NOW + 5).0).unwrap();
+            assert_eq!(r.origin_ts, NtpTimestamp(0x1122_3344_5566_7788));
+            assert_eq!(r.transmit_ts, NtpTimestamp::from_unix_ns(NOW + 5));
+        }
     }
 
     #[test]

@@ -25,6 +25,15 @@ pub struct ServerStats {
     pub daemon_answered: u64,
     /// Requests the daemon's socket ignored (not a plain client request).
     pub daemon_ignored: u64,
+    /// Replies sent in interleaved mode.
+    #[serde(default)]
+    pub interleaved: u64,
+    /// Clients whose last reply's transmit timestamp is held for interleaved mode.
+    #[serde(default)]
+    pub timestamps_held: u64,
+    /// Seconds between the oldest and newest held timestamps.
+    #[serde(default)]
+    pub timestamp_span: u64,
 }
 
 /// One counter of the XDP program, by name.
@@ -65,9 +74,9 @@ impl ServerStats {
         line(&mut s, "NTS-KE connections accepted", 0);
         line(&mut s, "NTS-KE connections dropped", 0);
         line(&mut s, "Authenticated NTP packets", 0);
-        line(&mut s, "Interleaved NTP packets", 0);
-        line(&mut s, "NTP timestamps held", 0);
-        line(&mut s, "NTP timestamp span", 0);
+        line(&mut s, "Interleaved NTP packets", self.interleaved);
+        line(&mut s, "NTP timestamps held", self.timestamps_held);
+        line(&mut s, "NTP timestamp span", self.timestamp_span);
         if let (Some(a), Some(p), Some(d)) = (
             self.kernel_answered,
             self.kernel_passed,
@@ -92,9 +101,9 @@ impl ServerStats {
             0,
             0,
             0,
-            0,
-            0,
-            0,
+            self.interleaved,
+            self.timestamps_held,
+            self.timestamp_span,
         ];
         if let (Some(a), Some(p), Some(d)) = (
             self.kernel_answered,

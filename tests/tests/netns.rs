@@ -640,3 +640,75 @@ fn hostile_datagrams_to_the_socket_path_are_handled() -> Result<()> {
     println!("socket path: {SENT} hostile datagrams, {valid} valid, {replies} answered");
     Ok(())
 }
+
+/// chronyd -x polling `server` with `xleave` until its `ntpdata` says the replies are
+/// interleaved; returns that report.
+fn chronyd_interleaved(n: &Net, server: &str) -> Result<String> {
+    let (chronyd, _dir, sock) = chronyd(
+        &n.client,
+        &format!("server {server} iburst minpoll -4 maxpoll -4 xleave\nport 0"),
+    )?;
+    let mut last = String::new();
+    let found = wait_until(
+        Duration::from_secs(30),
+        "chronyd to see interleaved replies",
+        || {
+            let out = chronyc(&n.client, &sock, &["ntpdata", server]).unwrap_or_default();
+            let interleaved = out
+                .lines()
+                .any(|l| l.starts_with("Interleaved") && l.trim_end().ends_with("Yes"));
+            if interleaved {
+                return Some(out);
+            }
+            last = out;
+            None
+        },
+    );
+    found.with_context(|| format!("{last}\n{}", chronyd.log()))
+}
+
+/// The value of `field` in chronyc's `ntpdata` report, seconds.
+fn ntpdata_seconds(report: &str, field: &str) -> Result<f64> {
+    let line = report
+        .lines()
+        .find(|l| l.starts_with(field))
+        .with_context(|| format!("{field} missing from:\n{report}"))?;
+    let value = line.split(':').nth(1).context("no value")?;
+    Ok(value.split_whitespace().next().context("empty")?.parse()?)
+}
+
+#[test]
+fn xleave_clients_get_interleaved_replies_from_both_paths() -> Result<()> {
+    if !ntpx_tests::privileged("xleave_clients_get_interleaved_replies_from_both_paths") {
+        return Ok(());
+    }
+    for (xdp, subnet) in [(true, 23), (false, 24)] {
+        let n = net(xdp, subnet)?;
+        let d = start(&n, SERVE_ALL, !xdp)?;
+        let report = chronyd_interleaved(&n, &n.link.server_v4).with_context(|| {
+            format!(
+                "{}{}{}",
+                d.ntpxc(&["serverstats"]).unwrap_or_default(),
+                d.ntpxc(&["xdpstats"]).unwrap_or_default(),
+                d.proc.log()
+            )
+        })?;
+        let offset = ntpdata_seconds(&report, "Offset")?;
+        let delay = ntpdata_seconds(&report, "Peer delay")?;
+        assert!(offset.abs() < 0.001, "offset {offset} s:\n{report}");
+        assert!(delay > 0.0 && delay < 0.01, "delay {delay} s:\n{report}");
+        let interleaved = d.stat("serverstats", "Interleaved NTP packets")?;
+        assert!(interleaved >= 1, "{}", d.ntpxc(&["serverstats"])?);
+        assert!(d.stat("serverstats", "NTP timestamps held")? >= 1);
+        if xdp {
+            // The kernel answered the first, basic request and left the rest to the daemon.
+            assert!(d.stat("xdpstats", "pass-interleaved")? >= 1);
+            assert!(d.stat("xdpstats", "answered")? >= 1);
+        }
+        println!(
+            "chronyd -x xleave via {}: interleaved replies {interleaved}, offset {offset:+.9} s, delay {delay:.9} s",
+            if xdp { "XDP + daemon" } else { "socket" }
+        );
+    }
+    Ok(())
+}

@@ -633,8 +633,71 @@ fn a_full_client_log_evicts_the_least_recent_clients() {
         "{} records in a 4-record table",
         clients.len()
     );
+    // Evictions are what was created and is gone (serverstats' "Client log records
+    // dropped").
+    let created = fx.counter(Counter::ClientRecordsCreated);
+    assert_eq!(created, 10);
+    assert!(created - clients.len() as u64 >= 6);
     // The first client was evicted: it comes back with a fresh burst.
     assert_eq!(flood(&mut fx, "198.18.0.10", 2).answered, 2);
+    assert_eq!(fx.counter(Counter::ClientRecordsCreated), 11);
+}
+
+/// A request from `src` with `origin` and `receive` in its origin and receive fields.
+fn request_naming(src: &str, origin: u64, receive: u64) -> Vec<u8> {
+    let mut ntp = ntp_request(4, 3, 6, CLIENT_TX);
+    ntp[24..32].copy_from_slice(&origin.to_be_bytes());
+    ntp[32..40].copy_from_slice(&receive.to_be_bytes());
+    frames::build(&Spec::udp(src, "198.18.0.1", &ntp))
+}
+
+fn receive_ts(reply: &[u8]) -> u64 {
+    NtpHeader::parse(&frames::parse(reply).unwrap().payload)
+        .unwrap()
+        .receive_ts
+        .0
+}
+
+#[test]
+fn interleaved_clients_are_left_to_the_daemon() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let c = "198.18.0.5";
+    // chrony's xleave client: a basic first request (origin 0), answered here ...
+    let (rc, out) = fx.run(&request_naming(c, 0, 0));
+    assert_eq!(rc, XDP_TX);
+    let rx1 = receive_ts(&out);
+    // ... then one naming that reply's receive timestamp: only the daemon knows when its
+    // replies left, so it goes up, untouched.
+    fx.assert_passed(&request_naming(c, rx1, 0x55), "interleaved request");
+    // Its later requests name the daemon's receive timestamps: they go up too.
+    fx.assert_passed(
+        &request_naming(c, 0xdead_beef, 0x56),
+        "later interleaved request",
+    );
+    assert_eq!(fx.counter(Counter::PassInterleaved), 2);
+    // The daemon logs and limits what it answers: the kernel counted only the first.
+    let rec = fx.k.clients().unwrap();
+    let rec = rec
+        .iter()
+        .find(|r| r.0 == c.parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(rec.map(|r| r.1.requests), Some(1));
+    // A basic request again (origin 0) is answered here and ends the hand-over.
+    assert_eq!(fx.run(&request_naming(c, 0, 0)).0, XDP_TX);
+    let (rc, _) = fx.run(&request_naming(c, 0x1234, 0));
+    assert_eq!(rc, XDP_TX, "a stray non-zero origin is a basic request");
+    // Classic ntpd clients name our transmit timestamp, never the receive one: answered.
+    let d = "198.18.0.6";
+    let (_, out) = fx.run(&request_naming(d, 0, 0));
+    let tx = NtpHeader::parse(&frames::parse(&out).unwrap().payload)
+        .unwrap()
+        .transmit_ts
+        .0;
+    for _ in 0..3 {
+        assert_eq!(fx.run(&request_naming(d, tx, 0x77)).0, XDP_TX);
+    }
+    // Another client naming c's receive timestamp is not c.
+    assert_eq!(fx.run(&request_naming("198.18.0.7", rx1, 0)).0, XDP_TX);
+    assert_eq!(fx.counter(Counter::PassInterleaved), 2);
 }
 
 #[test]
