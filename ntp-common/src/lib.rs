@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod counters;
+pub mod load;
 pub mod prng;
 pub mod state;
 pub mod timebase;

@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+mod bench;
 mod packet;
 
 use aya_ebpf::{

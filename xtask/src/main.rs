@@ -43,6 +43,21 @@ enum Task {
     /// Run every test: formatting, clippy, unit tests, BPF test runs, namespace tests.
     /// Privileged tests need root; NTPX_SKIP_PRIVILEGED=1 skips them explicitly.
     Test,
+    /// Benchmark ntpx (XDP and --no-xdp) against chronyd -x, ntpd-rs and a bare XDP
+    /// bounce program under the same load, plus the accuracy comparison; rewrite the
+    /// generated part of docs/benchmarks.md and docs/benchmarks.json. Installs chrony
+    /// (Debian) and ntpd-rs (crates.io, into .tools/ntpd-rs) when missing. Needs root.
+    Bench {
+        /// Servers to run (comma-separated: ntpx-xdp, ntpx-socket, chronyd, ntpd-rs, bounce).
+        #[arg(long)]
+        servers: Option<String>,
+        /// Seconds per ramp step.
+        #[arg(long, default_value_t = 2.0)]
+        step_secs: f64,
+        /// Skip the accuracy comparison (a minute of polling).
+        #[arg(long)]
+        no_accuracy: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -65,6 +80,11 @@ fn main() -> Result<()> {
             demo()
         }
         Task::Test => test(),
+        Task::Bench {
+            servers,
+            step_secs,
+            no_accuracy,
+        } => bench(servers.as_deref(), step_secs, !no_accuracy),
         Task::Fuzz { seconds } => {
             setup()?;
             fuzz(&[format!("-max_total_time={seconds}")])
@@ -375,6 +395,107 @@ fn fuzz(args: &[String]) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// ntpd-rs's version: the `ntpd` crate, built once into .tools/ntpd-rs.
+const NTPD_RS_VERSION: &str = "1.9.0";
+
+fn bench(servers: Option<&str>, step_secs: f64, accuracy: bool) -> Result<()> {
+    if !is_root() {
+        bail!("cargo xtask bench needs root (namespaces, XDP, BPF_PROG_TEST_RUN)");
+    }
+    setup()?;
+    let tools = root().join(".tools/ntpd-rs");
+    let daemon = tools.join("bin/ntp-daemon");
+    if !succeeds(Command::new(&daemon).arg("--version")) {
+        println!(
+            "xtask bench: building ntpd-rs {NTPD_RS_VERSION} into {} (minutes, once)",
+            tools.display()
+        );
+        status(
+            Command::new("cargo")
+                .args([
+                    "install",
+                    "ntpd",
+                    "--version",
+                    NTPD_RS_VERSION,
+                    "--locked",
+                    "--root",
+                ])
+                .arg(&tools),
+        )?;
+    }
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "ntp-user",
+        "--bins",
+        "-p",
+        "ntpx-bench",
+    ])?;
+    let mut args: Vec<String> = vec![
+        "--ntpd-rs".into(),
+        daemon.display().to_string(),
+        "--step-secs".into(),
+        step_secs.to_string(),
+        "--markdown".into(),
+        "docs/benchmarks.md".into(),
+        "--json".into(),
+        "docs/benchmarks.json".into(),
+    ];
+    let mut command = String::from("cargo xtask bench");
+    if let Some(s) = servers {
+        args.extend(["--servers".into(), s.to_string()]);
+        command.push_str(&format!(" --servers {s}"));
+    }
+    if step_secs != 2.0 {
+        command.push_str(&format!(" --step-secs {step_secs}"));
+    }
+    if accuracy {
+        cargo(&["build", "-p", "ntp-user", "--bins"])?;
+        println!("xtask bench: accuracy comparison (about a minute)");
+        let out = Command::new("cargo")
+            .current_dir(root())
+            .args([
+                "test",
+                "-p",
+                "ntpx-tests",
+                "--test",
+                "sync",
+                "injected_offset_and_drift_are_estimated",
+                "--",
+                "--nocapture",
+            ])
+            .output()
+            .context("running the accuracy comparison")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "the accuracy comparison failed:\n{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let report: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("truth:")
+                    || l.starts_with("ntpxd -x:")
+                    || l.starts_with("chronyd -x:")
+            })
+            .collect();
+        let file = root().join("target/bench-accuracy.txt");
+        std::fs::write(&file, report.join("\n"))?;
+        args.extend(["--accuracy".into(), file.display().to_string()]);
+    } else {
+        command.push_str(" --no-accuracy");
+    }
+    args.extend(["--command".into(), command]);
+    status(
+        Command::new(root().join("target/release/ntpx-bench"))
+            .current_dir(root())
+            .args(&args),
+    )
 }
 
 /// The eBPF crate only builds for its own target with nightly, so it gets its own clippy run.

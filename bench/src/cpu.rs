@@ -1,0 +1,141 @@
+//! CPU time from the kernel's accounting: per CPU (/proc/stat) and per thread
+//! (/proc/PID/task/TID/schedstat, exact nanoseconds on the CPU).
+
+use anyhow::{Context, Result};
+
+/// Busy time of each CPU (user, nice, system, irq, softirq), in clock ticks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// Indexed by CPU number.
+    pub busy_ticks: Vec<u64>,
+    /// Time the hypervisor ran something else while a CPU wanted to run, all CPUs.
+    pub steal_ticks: u64,
+    /// Every tick of all CPUs (busy, idle, iowait, steal).
+    pub total_ticks: u64,
+}
+
+impl CpuTimes {
+    /// Parses the `cpuN` lines of /proc/stat.
+    pub fn parse(stat: &str) -> Result<Self> {
+        let mut busy = Vec::new();
+        let (mut steal, mut total) = (0, 0);
+        for line in stat.lines() {
+            let mut f = line.split_whitespace();
+            let Some(name) = f.next() else { continue };
+            let Some(n) = name.strip_prefix("cpu").filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let cpu: usize = n
+                .parse()
+                .with_context(|| format!("CPU number in {line:?}"))?;
+            let v: Vec<u64> = f
+                .map(|x| x.parse::<u64>())
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("parsing {line:?}"))?;
+            // user nice system idle iowait irq softirq steal ...
+            let get = |i: usize| v.get(i).copied().unwrap_or(0);
+            if busy.len() <= cpu {
+                busy.resize(cpu + 1, 0);
+            }
+            busy[cpu] = get(0) + get(1) + get(2) + get(5) + get(6);
+            steal += get(7);
+            total += (0..8).map(get).sum::<u64>();
+        }
+        anyhow::ensure!(!busy.is_empty(), "no cpuN lines in /proc/stat");
+        Ok(CpuTimes {
+            busy_ticks: busy,
+            steal_ticks: steal,
+            total_ticks: total,
+        })
+    }
+
+    /// Reads /proc/stat now.
+    pub fn now() -> Result<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?)
+    }
+
+    /// Busy seconds of `cpu` between `earlier` and `self`.
+    pub fn busy_secs_since(&self, earlier: &CpuTimes, cpu: usize) -> f64 {
+        let d = self.busy_ticks.get(cpu).copied().unwrap_or(0)
+            - earlier.busy_ticks.get(cpu).copied().unwrap_or(0);
+        d as f64 / ticks_per_sec()
+    }
+
+    /// Fraction of all CPU time stolen by the hypervisor between `earlier` and `self`.
+    pub fn steal_since(&self, earlier: &CpuTimes) -> f64 {
+        let total = self.total_ticks.saturating_sub(earlier.total_ticks);
+        if total == 0 {
+            return 0.0;
+        }
+        self.steal_ticks.saturating_sub(earlier.steal_ticks) as f64 / total as f64
+    }
+}
+
+/// Nanoseconds every thread of process `pid` has spent on a CPU (0 if it is gone).
+pub fn process_runtime_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| parse_schedstat(&s))
+        .sum()
+}
+
+/// The first field of a schedstat line: time on the CPU, ns.
+pub fn parse_schedstat(s: &str) -> Option<u64> {
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// USER_HZ, the unit of /proc/stat.
+pub fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &str = "cpu  572309 0 115300 2025274 9997 0 1048 2006 0 0
+cpu0 273361 1 52658 1033121 2459 7 184 988 0 0
+cpu1 298947 0 62642 992153 7538 0 863 1017 0 0
+intr 1234 5
+";
+
+    #[test]
+    fn busy_is_everything_but_idle_and_iowait() {
+        let t = CpuTimes::parse(STAT).unwrap();
+        assert_eq!(
+            t.busy_ticks,
+            vec![273361 + 1 + 52658 + 7 + 184, 298947 + 62642 + 863]
+        );
+        assert_eq!(t.steal_ticks, 988 + 1017);
+        let later = CpuTimes {
+            busy_ticks: vec![t.busy_ticks[0], t.busy_ticks[1] + 250],
+            steal_ticks: t.steal_ticks + 100,
+            total_ticks: t.total_ticks + 400,
+        };
+        assert_eq!(later.steal_since(&t), 0.25);
+        let hz = ticks_per_sec();
+        assert!((later.busy_secs_since(&t, 1) - 250.0 / hz).abs() < 1e-9);
+        assert_eq!(later.busy_secs_since(&t, 0), 0.0);
+    }
+
+    #[test]
+    fn schedstat_gives_nanoseconds_on_the_cpu() {
+        assert_eq!(
+            parse_schedstat("190330463 68236223 487\n"),
+            Some(190_330_463)
+        );
+        assert_eq!(parse_schedstat(""), None);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(CpuTimes::parse("cpu0 1 2 x\n").is_err());
+        assert!(CpuTimes::parse("intr 1\n").is_err());
+    }
+}

@@ -1,0 +1,415 @@
+//! The load generator: BPF_PROG_TEST_RUN live frames out of the client end of a veth pair,
+//! paced in chunks from userspace, and the reply counter on the same interface.
+
+use crate::cpu::CpuTimes;
+use crate::histogram::{Histogram, Percentiles};
+use anyhow::{Context, Result, anyhow, bail};
+use aya::{
+    Ebpf,
+    maps::{Array, PerCpuArray, PerCpuValues},
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use ntp_common::load::{
+    BUCKETS, HIST_OFFSET, HIST_PROC, HIST_RTT, HISTS, LoadConfig, MAP_LOAD_CFG, MAP_LOAD_HIST,
+    MAP_LOAD_STATS, PROG_LOAD_COUNT, PROG_LOAD_GEN, STATS, Stat,
+};
+use ntp_common::timebase::unix_ns_to_ntp;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// Requests that may leave back to back after a pause (well inside a 256-frame ring).
+const BURST: u64 = 32;
+/// Target length of one BPF_PROG_TEST_RUN call: each costs milliseconds of set-up and
+/// tear-down (a page pool), during which nothing is sent.
+const CALL: Duration = Duration::from_secs(2);
+/// Frames per batch inside the kernel (its xdp_do_flush interval).
+const BATCH: u32 = 64;
+/// How long replies may trail the last request of a step.
+const GRACE: Duration = Duration::from_millis(300);
+
+/// Addresses of the request template.
+#[derive(Clone, Debug)]
+pub struct Template {
+    /// Client-side MAC (the generator's interface).
+    pub src_mac: [u8; 6],
+    /// Server-side MAC.
+    pub dst_mac: [u8; 6],
+    /// Server address.
+    pub dst: Ipv4Addr,
+}
+
+/// A 90-byte NTPv4 client request frame to `t.dst`: the initial content of the
+/// generator's pages (the program rewrites every byte of each frame it sends).
+pub fn request_frame(t: &Template) -> Vec<u8> {
+    let mut f = Vec::with_capacity(90);
+    f.extend_from_slice(&t.dst_mac);
+    f.extend_from_slice(&t.src_mac);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    // IPv4: version/IHL, TOS, total length 76, id, DF, TTL 64, UDP, checksum, addresses.
+    f.extend_from_slice(&[0x45, 0, 0, 76, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(&t.dst.octets());
+    // UDP: source port, 123, length 56, no checksum.
+    f.extend_from_slice(&[0, 0, 0, 123, 0, 56, 0, 0]);
+    let mut ntp = [0u8; 48];
+    ntp[0] = ntp_common::wire::li_vn_mode(0, 4, ntp_common::wire::MODE_CLIENT);
+    ntp[2] = 6;
+    f.extend_from_slice(&ntp);
+    f
+}
+
+/// What one step measured.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Step {
+    /// Requested rate, per second.
+    pub target_rate: f64,
+    /// Rate actually offered (requests sent / step length), per second.
+    pub offered_rate: f64,
+    /// Requests sent.
+    pub sent: u64,
+    /// Valid replies.
+    pub answered: u64,
+    /// Replies that matched no request or were malformed.
+    pub invalid: u64,
+    /// Late replies to an earlier step.
+    pub stale: u64,
+    /// Valid replies with leap indicator 3.
+    pub unsynchronised: u64,
+    /// Valid replies that were Kiss-o'-Death.
+    pub kod: u64,
+    /// Step length, seconds (sending only).
+    pub secs: f64,
+    /// Response time (reply arrival − request departure), ns.
+    pub rtt: Option<Latency>,
+    /// Server processing delay (its transmit − receive timestamps), ns.
+    pub processing: Option<Latency>,
+    /// Absolute offset the client measures (truth 0), ns.
+    pub offset_error: Option<Percentiles>,
+    /// Busy seconds of each CPU over the step and its grace period.
+    pub cpu_busy_secs: Vec<f64>,
+}
+
+impl Step {
+    /// Answered rate, per second.
+    pub fn answered_rate(&self) -> f64 {
+        self.answered as f64 / self.secs.max(1e-9)
+    }
+
+    /// Fraction of requests not answered.
+    pub fn loss(&self) -> f64 {
+        if self.sent == 0 {
+            return 0.0;
+        }
+        1.0 - (self.answered as f64 / self.sent as f64).min(1.0)
+    }
+}
+
+/// Minimum, median, p99 and maximum of a latency, ns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Smallest.
+    pub min: u64,
+    /// Median (bucket lower bound, within 3 %).
+    pub p50: u64,
+    /// 99th percentile (bucket lower bound, within 3 %).
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+/// The generator and counter programs, loaded, with the counter attached. Interface
+/// indexes belong to a network namespace: create and step it from a thread inside the
+/// client's namespace.
+pub struct Generator {
+    ebpf: Ebpf,
+    frame: Vec<u8>,
+    ctx: [u8; 24],
+    cfg: LoadConfig,
+    /// How many program runs a second a call manages (learnt; sizes the next call).
+    runs_per_sec: f64,
+    _link: XdpLinkId,
+}
+
+fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    Ok(ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+        .try_into()?)
+}
+
+impl Generator {
+    /// Loads the programs in the calling thread's network namespace and attaches the
+    /// counter to `iface` (native mode). Requests come from `clients` addresses starting
+    /// at `first_client`; with `echo`, the target bounces requests instead of answering.
+    pub fn new(
+        iface: &str,
+        template: &Template,
+        first_client: Ipv4Addr,
+        clients: u32,
+        echo: bool,
+    ) -> Result<Self> {
+        let mut ebpf = Ebpf::load(ntp_user::EBPF_OBJECT).context("loading the ntpx eBPF object")?;
+        xdp(&mut ebpf, PROG_LOAD_GEN)?
+            .load()
+            .context("loading the generator program")?;
+        let count = xdp(&mut ebpf, PROG_LOAD_COUNT)?;
+        count.load().context("loading the counter program")?;
+        let link = count
+            .attach(iface, XdpMode::Driver)
+            .with_context(|| format!("attaching the counter to {iface} (native mode)"))?;
+        let ifindex = if_index(iface)?;
+        // struct xdp_md: data 0, data_end = frame length, data_meta 0, ingress ifindex.
+        let frame = request_frame(template);
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let cfg = LoadConfig {
+            tai_offset_ns: tai_offset_ns()?,
+            first_client: u32::from(first_client),
+            clients: clients.max(1),
+            step_start_ntp: 0,
+            interval_ns: 0,
+            burst: BURST,
+            echo: echo as u32,
+            server: u32::from(template.dst),
+            macs: {
+                let mut m = [0u8; 16];
+                m[..6].copy_from_slice(&template.dst_mac);
+                m[6..12].copy_from_slice(&template.src_mac);
+                m
+            },
+        };
+        let mut g = Generator {
+            ebpf,
+            frame,
+            ctx,
+            cfg,
+            runs_per_sec: 2e6,
+            _link: link,
+        };
+        g.write_config()?;
+        Ok(g)
+    }
+
+    fn write_config(&mut self) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_LOAD_CFG)
+            .ok_or_else(|| anyhow!("map {MAP_LOAD_CFG} missing"))?;
+        let mut a: Array<_, LoadConfigPod> = Array::try_from(map)?;
+        a.set(0, LoadConfigPod(self.cfg), 0)
+            .context("writing the load configuration")?;
+        Ok(())
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow!("counting CPUs: {e}"))?;
+        {
+            let map = self
+                .ebpf
+                .map_mut(MAP_LOAD_STATS)
+                .ok_or_else(|| anyhow!("map {MAP_LOAD_STATS} missing"))?;
+            let mut stats: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+            for i in 0..STATS {
+                let v = if i == Stat::RttMin as u32 || i == Stat::ProcMin as u32 {
+                    u64::MAX
+                } else {
+                    0
+                };
+                stats.set(i, PerCpuValues::try_from(vec![v; cpus])?, 0)?;
+            }
+        }
+        let map = self
+            .ebpf
+            .map_mut(MAP_LOAD_HIST)
+            .ok_or_else(|| anyhow!("map {MAP_LOAD_HIST} missing"))?;
+        let mut hist: Array<_, u64> = Array::try_from(map)?;
+        for i in 0..HISTS * BUCKETS {
+            hist.set(i, 0, 0)?;
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, n: u64) -> Result<()> {
+        let (frame, ctx) = (self.frame.clone(), self.ctx);
+        let prog = xdp(&mut self.ebpf, PROG_LOAD_GEN)?;
+        prog.test_run(TestRunOptions {
+            data_in: Some(&frame),
+            ctx_in: Some(&ctx),
+            repeat: n as u32,
+            attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+            ..TestRunOptions::new()
+        })
+        .context("BPF_PROG_TEST_RUN with live frames")?;
+        Ok(())
+    }
+
+    /// Offers `rate` requests per second for `length`, then waits for stragglers. The
+    /// generator program paces itself; calls run it as often as they can.
+    pub fn step(&mut self, rate: f64, length: Duration) -> Result<Step> {
+        if rate.is_nan() || rate <= 0.0 {
+            bail!("rate must be positive, not {rate}");
+        }
+        self.reset()?;
+        let now_unix = ntp_user::clock::realtime_ns()?;
+        self.cfg.step_start_ntp = unix_ns_to_ntp(now_unix);
+        self.cfg.interval_ns = (1e9 / rate).max(1.0) as u64;
+        self.write_config()?;
+        let cpu0 = CpuTimes::now()?;
+        let start = Instant::now();
+        loop {
+            let remaining = length.saturating_sub(start.elapsed());
+            if remaining.is_zero() {
+                break;
+            }
+            let n = (self.runs_per_sec * remaining.min(CALL).as_secs_f64()).clamp(1e3, 4e9);
+            let t = Instant::now();
+            self.run(n as u64)?;
+            let took = t.elapsed().as_secs_f64();
+            if took > 0.0 {
+                self.runs_per_sec = n / took;
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        std::thread::sleep(GRACE);
+        let cpu1 = CpuTimes::now()?;
+        let mut step = self.collect()?;
+        step.target_rate = rate;
+        step.secs = secs;
+        step.offered_rate = step.sent as f64 / secs;
+        step.cpu_busy_secs = (0..cpu1.busy_ticks.len())
+            .map(|c| cpu1.busy_secs_since(&cpu0, c))
+            .collect();
+        Ok(step)
+    }
+
+    fn collect(&mut self) -> Result<Step> {
+        let map = self
+            .ebpf
+            .map(MAP_LOAD_STATS)
+            .ok_or_else(|| anyhow!("map {MAP_LOAD_STATS} missing"))?;
+        let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        let sum = |s: Stat| -> Result<u64> { Ok(stats.get(&(s as u32), 0)?.iter().sum()) };
+        let min = |s: Stat| -> Result<u64> {
+            Ok(stats
+                .get(&(s as u32), 0)?
+                .iter()
+                .copied()
+                .min()
+                .unwrap_or(0))
+        };
+        let max = |s: Stat| -> Result<u64> {
+            Ok(stats
+                .get(&(s as u32), 0)?
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(0))
+        };
+        let map = self
+            .ebpf
+            .map(MAP_LOAD_HIST)
+            .ok_or_else(|| anyhow!("map {MAP_LOAD_HIST} missing"))?;
+        let hist: Array<_, u64> = Array::try_from(map)?;
+        let read = |h: u32| -> Result<Histogram> {
+            let counts = (0..BUCKETS)
+                .map(|b| hist.get(&(h * BUCKETS + b), 0))
+                .collect::<Result<Vec<u64>, _>>()?;
+            Ok(Histogram::from_counts(counts))
+        };
+        let latency = |h: Histogram, lo: u64, hi: u64| {
+            h.percentiles().map(|p| Latency {
+                min: lo,
+                p50: p.p50,
+                p99: p.p99,
+                max: hi,
+            })
+        };
+        Ok(Step {
+            sent: sum(Stat::Sent)?,
+            answered: sum(Stat::Answered)?,
+            invalid: sum(Stat::Invalid)?,
+            stale: sum(Stat::Stale)?,
+            unsynchronised: sum(Stat::Unsynchronised)?,
+            kod: sum(Stat::Kod)?,
+            rtt: latency(read(HIST_RTT)?, min(Stat::RttMin)?, max(Stat::RttMax)?),
+            processing: latency(read(HIST_PROC)?, min(Stat::ProcMin)?, max(Stat::ProcMax)?),
+            offset_error: read(HIST_OFFSET)?.percentiles(),
+            ..Default::default()
+        })
+    }
+}
+
+/// `LoadConfig` for aya's map API.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct LoadConfigPod(LoadConfig);
+// SAFETY: LoadConfig is repr(C), Copy and bytemuck::Pod: any bit pattern is valid.
+unsafe impl aya::Pod for LoadConfigPod {}
+
+fn if_index(iface: &str) -> Result<u32> {
+    let name = std::ffi::CString::new(iface).context("interface name")?;
+    // SAFETY: `name` is a valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if i == 0 {
+        bail!("no interface {iface}: {}", std::io::Error::last_os_error());
+    }
+    Ok(i)
+}
+
+/// CLOCK_TAI − CLOCK_REALTIME, ns, rounded to whole seconds (it only ever is whole).
+fn tai_offset_ns() -> Result<u64> {
+    let tai = ntp_user::clock::tai_ns()?;
+    let real = ntp_user::clock::realtime_ns()?;
+    let secs = ((tai as i128 - real as i128) as f64 / 1e9).round() as i64;
+    Ok((secs.max(0) as u64) * 1_000_000_000)
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_thread(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays within it for cpu < 1024.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_is_a_well_formed_ntp_request() {
+        let t = Template {
+            src_mac: [2, 0, 0, 0, 0, 2],
+            dst_mac: [2, 0, 0, 0, 0, 1],
+            dst: Ipv4Addr::new(198, 18, 30, 1),
+        };
+        let f = request_frame(&t);
+        assert_eq!(f.len(), 14 + 20 + 8 + 48);
+        assert_eq!(&f[0..6], &t.dst_mac);
+        assert_eq!(&f[30..34], &[198, 18, 30, 1]);
+        assert_eq!(u16::from_be_bytes([f[16], f[17]]), 76);
+        assert_eq!(u16::from_be_bytes([f[36], f[37]]), 123);
+        assert_eq!(u16::from_be_bytes([f[38], f[39]]), 56);
+        assert!(ntp_common::wire::is_answerable_request(f[42]));
+    }
+
+    #[test]
+    fn loss_and_rates_follow_the_counts() {
+        let s = Step {
+            sent: 1000,
+            answered: 990,
+            secs: 2.0,
+            ..Default::default()
+        };
+        assert!((s.loss() - 0.01).abs() < 1e-12);
+        assert_eq!(s.answered_rate(), 495.0);
+        assert_eq!(Step::default().loss(), 0.0);
+    }
+}

@@ -1,0 +1,116 @@
+//! BPF_PROG_TEST_RUN timings of the answering program beside the bare bounce program,
+//! on the same valid request.
+
+use anyhow::{Context, Result, bail};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use ntp_user::{
+    acl::{AccessTable, Action},
+    clock,
+    kernel::KernelPath,
+    reference::{PublishParams, Reference, server_state},
+};
+use ntpx_tests::frames;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+const XDP_TX: u32 = 3;
+
+/// Nanoseconds per run, median and p99 over single runs.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct RunTimes {
+    /// Median.
+    pub p50_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+}
+
+/// The two programs' timings.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct TestRunFigures {
+    /// `ntpx_serve` answering a valid IPv4 request.
+    pub serve: RunTimes,
+    /// `ntpx_bounce` on the same frame.
+    pub bounce: RunTimes,
+    /// Single runs timed per program.
+    pub runs: usize,
+}
+
+/// Times `runs` single runs of each program on one valid IPv4 request: a program
+/// rewrites its frame in place, so `repeat` would time replies after the first.
+pub fn measure(runs: usize) -> Result<TestRunFigures> {
+    let ntp = frames::ntp_request(4, 3, 6, 0x1234_5678_9abc_def0);
+    let frame = &frames::build(&frames::Spec::udp("198.19.0.1", "198.18.30.1", &ntp));
+    let mut k = KernelPath::load(123)?;
+    let mut acl = AccessTable::new();
+    acl.apply(Action::Allow, false, None);
+    k.set_acl(&acl)?;
+    k.set_local_addresses(&["198.18.30.1".parse()?])?;
+    let tai = clock::tai_ns()?;
+    let off = clock::kernel_time()?.tai_offset_s;
+    let r = Reference::local(3, tai - off as u64 * 1_000_000_000);
+    let p = PublishParams {
+        precision: -24,
+        max_age: Duration::from_secs(600),
+        serve: true,
+        min_poll: 0,
+    };
+    k.publish(&server_state(&r, &p, tai, off));
+    let serve = time(k.serve_program()?, frame, runs).context("timing ntpx_serve")?;
+
+    let mut ebpf = aya::Ebpf::load(ntp_user::EBPF_OBJECT)?;
+    let bounce: &mut Xdp = ebpf
+        .program_mut(ntp_common::load::PROG_BOUNCE)
+        .context("bounce program missing")?
+        .try_into()?;
+    bounce.load()?;
+    let bounce = time(bounce, frame, runs).context("timing ntpx_bounce")?;
+    Ok(TestRunFigures {
+        serve,
+        bounce,
+        runs,
+    })
+}
+
+fn time(prog: &Xdp, frame: &[u8], runs: usize) -> Result<RunTimes> {
+    let mut ns = Vec::with_capacity(runs);
+    let mut out = vec![0u8; frame.len()];
+    for _ in 0..runs {
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        })?;
+        if r.return_value != XDP_TX {
+            bail!("returned {} instead of XDP_TX", r.return_value);
+        }
+        ns.push(r.duration.as_nanos() as u64);
+    }
+    Ok(percentiles(ns))
+}
+
+/// Median and p99 of `v`.
+pub fn percentiles(mut v: Vec<u64>) -> RunTimes {
+    if v.is_empty() {
+        return RunTimes::default();
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+    RunTimes {
+        p50_ns: at(0.5),
+        p99_ns: at(0.99),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_known_set() {
+        let r = percentiles((1..=100).collect());
+        assert_eq!((r.p50_ns, r.p99_ns), (50, 99));
+        let r = percentiles(vec![7]);
+        assert_eq!((r.p50_ns, r.p99_ns), (7, 7));
+        assert_eq!(percentiles(vec![]).p50_ns, 0);
+    }
+}

@@ -1,0 +1,94 @@
+//! The load generator against a bare bounce program and against ntpxd's XDP path, in
+//! namespaces (needs root): every request it sends is matched and timed.
+
+use anyhow::Result;
+use ntpx_bench::generator::{Generator, Step, Template};
+use ntpx_bench::servers::{self, Peers, ServerKind};
+use ntpx_bench::topology::{BenchNet, FIRST_CLIENT, pin_napi};
+use std::time::Duration;
+
+/// Privileged tests here pin threads to the same CPUs: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run(kind: ServerKind, subnet: u8, rate: f64) -> Result<Step> {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let net = BenchNet::new(subnet)?;
+    let peers = Peers {
+        ntpd_rs: "/nonexistent".into(),
+    };
+    let _server = servers::start(kind, &net, &peers)?;
+    let template = Template {
+        src_mac: net.client_mac,
+        dst_mac: net.server_mac,
+        dst: net.link.server_v4.parse()?,
+    };
+    let (server_if, client_if) = (net.link.server_if.clone(), net.link.client_if.clone());
+    let echo = kind.echoes();
+    // Interface indexes are per namespace: the generator lives and runs inside the client's.
+    net.client.run_in(move || {
+        let mut g = Generator::new(&client_if, &template, FIRST_CLIENT, 64, echo)?;
+        pin_napi(&server_if, &client_if)?;
+        // Until the server answers (ntpxd publishes its first state within a second).
+        for _ in 0..40 {
+            if g.step(1_000.0, Duration::from_millis(250))?.answered > 0 {
+                break;
+            }
+        }
+        g.step(rate, Duration::from_secs(1))
+    })
+}
+
+fn assert_all_matched(s: &Step, rate: f64) {
+    assert!(
+        (s.offered_rate - rate).abs() < 0.15 * rate,
+        "offered {} for {rate}",
+        s.offered_rate
+    );
+    assert!(
+        s.sent > 0 && s.answered as f64 >= 0.95 * s.sent as f64,
+        "{s:?}"
+    );
+    assert!(s.answered <= s.sent, "more replies than requests: {s:?}");
+    assert_eq!((s.invalid, s.stale, s.kod), (0, 0, 0), "{s:?}");
+    let rtt = s.rtt.expect("response times");
+    assert!(
+        rtt.min <= rtt.p50 && rtt.p50 <= rtt.p99 && rtt.p99 <= rtt.max,
+        "{rtt:?}"
+    );
+    assert!(rtt.p50 > 0 && rtt.p50 < 50_000_000, "{rtt:?}");
+}
+
+#[test]
+fn generator_requests_are_matched_through_a_bare_bounce() -> Result<()> {
+    if !ntpx_tests::privileged("generator_requests_are_matched_through_a_bare_bounce") {
+        return Ok(());
+    }
+    let s = run(ServerKind::Bounce, 31, 20_000.0)?;
+    assert_all_matched(&s, 20_000.0);
+    // A bounced request carries no server timestamps.
+    assert!(s.processing.is_none() && s.offset_error.is_none());
+    Ok(())
+}
+
+#[test]
+fn generator_times_ntpx_xdp_replies() -> Result<()> {
+    if !ntpx_tests::privileged("generator_times_ntpx_xdp_replies") {
+        return Ok(());
+    }
+    let s = run(ServerKind::NtpxXdp, 32, 20_000.0)?;
+    assert_all_matched(&s, 20_000.0);
+    assert_eq!(s.unsynchronised, 0);
+    // The XDP program stamps receive and transmit microseconds apart at most; a shared
+    // clock puts the client's offset within the path's asymmetry.
+    let p = s.processing.expect("processing delay");
+    assert!(p.p50 < 100_000, "{p:?}");
+    let o = s.offset_error.expect("offset error");
+    assert!(o.p50 < 5_000_000, "{o:?}");
+    println!(
+        "ntpx XDP at 20k/s: processing p50 {} ns, offset error p50 {} ns, response p50 {} ns",
+        p.p50,
+        o.p50,
+        s.rtt.map(|r| r.p50).unwrap_or(0)
+    );
+    Ok(())
+}
