@@ -56,8 +56,12 @@ impl CpuTimes {
 
     /// Busy seconds of `cpu` between `earlier` and `self`.
     pub fn busy_secs_since(&self, earlier: &CpuTimes, cpu: usize) -> f64 {
-        let d = self.busy_ticks.get(cpu).copied().unwrap_or(0)
-            - earlier.busy_ticks.get(cpu).copied().unwrap_or(0);
+        let d = self
+            .busy_ticks
+            .get(cpu)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(earlier.busy_ticks.get(cpu).copied().unwrap_or(0));
         d as f64 / ticks_per_sec()
     }
 
@@ -71,16 +75,51 @@ impl CpuTimes {
     }
 }
 
-/// Nanoseconds every thread of process `pid` has spent on a CPU (0 if it is gone).
-pub fn process_runtime_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .filter_map(|t| t.ok())
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| parse_schedstat(&s))
-        .sum()
+/// CPU time of a process, two ways.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessCpu {
+    /// Its live threads' time on a CPU, exact (schedstat), ns.
+    pub threads_ns: u64,
+    /// utime + stime, in ticks: coarse, but it keeps the time of threads that exited.
+    pub ticks: u64,
+}
+
+impl ProcessCpu {
+    /// Reads process `pid` now (zeros if it is gone).
+    pub fn of(pid: u32) -> Self {
+        let threads_ns = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks
+                    .filter_map(|t| t.ok())
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+                    .filter_map(|s| parse_schedstat(&s))
+                    .sum()
+            })
+            .unwrap_or(0);
+        let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| parse_stat_ticks(&s))
+            .unwrap_or(0);
+        ProcessCpu { threads_ns, ticks }
+    }
+
+    /// CPU ns used since `earlier`: the exact figure, unless threads that exited in
+    /// between make the coarse one larger.
+    pub fn ns_since(&self, earlier: &ProcessCpu) -> u64 {
+        let exact = self.threads_ns.saturating_sub(earlier.threads_ns);
+        let coarse =
+            (self.ticks.saturating_sub(earlier.ticks) as f64 * 1e9 / ticks_per_sec()) as u64;
+        exact.max(coarse)
+    }
+}
+
+/// utime + stime from a /proc/PID/stat line (fields 14 and 15; the name in parentheses
+/// may hold spaces, so fields are counted after its closing parenthesis).
+pub fn parse_stat_ticks(s: &str) -> Option<u64> {
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 /// The first field of a schedstat line: time on the CPU, ns.
@@ -122,6 +161,13 @@ intr 1234 5
         let hz = ticks_per_sec();
         assert!((later.busy_secs_since(&t, 1) - 250.0 / hz).abs() < 1e-9);
         assert_eq!(later.busy_secs_since(&t, 0), 0.0);
+    }
+
+    #[test]
+    fn stat_ticks_are_utime_plus_stime_even_with_spaces_in_the_name() {
+        let line = "1234 (tokio rt) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 4 0";
+        assert_eq!(parse_stat_ticks(line), Some(325));
+        assert_eq!(parse_stat_ticks("garbage"), None);
     }
 
     #[test]

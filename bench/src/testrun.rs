@@ -29,6 +29,9 @@ pub struct RunTimes {
 pub struct TestRunFigures {
     /// `ntpx_serve` answering a valid IPv4 request.
     pub serve: RunTimes,
+    /// `ntpx_serve` with `noclientlog`.
+    #[serde(default)]
+    pub serve_no_clientlog: RunTimes,
     /// `ntpx_bounce` on the same frame.
     pub bounce: RunTimes,
     /// Single runs timed per program.
@@ -40,7 +43,29 @@ pub struct TestRunFigures {
 pub fn measure(runs: usize) -> Result<TestRunFigures> {
     let ntp = frames::ntp_request(4, 3, 6, 0x1234_5678_9abc_def0);
     let frame = &frames::build(&frames::Spec::udp("198.19.0.1", "198.18.30.1", &ntp));
-    let mut k = KernelPath::load(123)?;
+    let serve = time_serve(KernelPath::load(123)?, frame, runs).context("timing ntpx_serve")?;
+    // Without the client log (`noclientlog`): what the per-client record costs.
+    let serve_no_clientlog = time_serve(KernelPath::load_with(123, None, None)?, frame, runs)
+        .context("timing ntpx_serve without the client log")?;
+
+    let mut ebpf =
+        aya::Ebpf::load(ntp_user::EBPF_OBJECT).context("loading the ntpx eBPF object")?;
+    let bounce: &mut Xdp = ebpf
+        .program_mut(ntp_common::load::PROG_BOUNCE)
+        .context("bounce program missing")?
+        .try_into()?;
+    bounce.load().context("loading the bounce program")?;
+    let bounce = time(bounce, frame, runs).context("timing ntpx_bounce")?;
+    Ok(TestRunFigures {
+        serve,
+        serve_no_clientlog,
+        bounce,
+        runs,
+    })
+}
+
+/// Times the answering program of `k`, set up to serve `frame`'s destination.
+fn time_serve(mut k: KernelPath, frame: &[u8], runs: usize) -> Result<RunTimes> {
     let mut acl = AccessTable::new();
     acl.apply(Action::Allow, false, None);
     k.set_acl(&acl)?;
@@ -55,20 +80,7 @@ pub fn measure(runs: usize) -> Result<TestRunFigures> {
         min_poll: 0,
     };
     k.publish(&server_state(&r, &p, tai, off));
-    let serve = time(k.serve_program()?, frame, runs).context("timing ntpx_serve")?;
-
-    let mut ebpf = aya::Ebpf::load(ntp_user::EBPF_OBJECT)?;
-    let bounce: &mut Xdp = ebpf
-        .program_mut(ntp_common::load::PROG_BOUNCE)
-        .context("bounce program missing")?
-        .try_into()?;
-    bounce.load()?;
-    let bounce = time(bounce, frame, runs).context("timing ntpx_bounce")?;
-    Ok(TestRunFigures {
-        serve,
-        bounce,
-        runs,
-    })
+    time(k.serve_program()?, frame, runs)
 }
 
 fn time(prog: &Xdp, frame: &[u8], runs: usize) -> Result<RunTimes> {

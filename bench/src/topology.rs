@@ -149,7 +149,8 @@ pub fn pin_pid(pid: u32, cpu: usize) -> Result<()> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .with_context(|| format!("listing the threads of {pid}"))?;
     for t in tasks {
-        let Some(tid) = t?.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let t = t.with_context(|| format!("listing the threads of {pid}"))?;
+        let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
         // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays within it.

@@ -11,7 +11,7 @@ mod bench;
 mod packet;
 
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, xdp_action},
+    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST, xdp_action},
     helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_tai_ns},
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
@@ -106,13 +106,20 @@ fn log_client(key: [u8; 16], now: u64, origin: u64, dropped: bool) -> Admission 
             kod: core::ptr::read_volatile(&NTPX_RL_KOD),
         }
     };
-    // The record is updated in place: another CPU may update the same one at once, and
-    // a lost count is acceptable.
+    // The record is updated in place. Another CPU may update the same record at once,
+    // or the LRU may hand its slot to another client while this run holds it: the worst
+    // case is a lost count or one request judged by a neighbour's bucket or hand-over
+    // mark, which a client log can afford and locking here could not.
     let rec = match NTPX_CLIENTS.get_ptr_mut(key) {
         Some(p) => p,
         None => {
-            count(Counter::ClientRecordsCreated);
-            let _ = NTPX_CLIENTS.insert(key, ClientRecord::default(), 0);
+            // BPF_NOEXIST: of two CPUs creating the same record, one counts it.
+            if NTPX_CLIENTS
+                .insert(key, ClientRecord::default(), BPF_NOEXIST as u64)
+                .is_ok()
+            {
+                count(Counter::ClientRecordsCreated);
+            }
             match NTPX_CLIENTS.get_ptr_mut(key) {
                 Some(p) => p,
                 None => return Admission::Rate(RateVerdict::Answer, None),
@@ -440,7 +447,8 @@ fn admit(
         Admission::Rate(RateVerdict::Drop, _) => {
             Err((xdp_action::XDP_DROP, Counter::DropRateLimit))
         }
-        Admission::Rate(RateVerdict::Kod, rec) => Ok((true, rec)),
+        // Nobody interleaves with a Kiss-o'-Death (as chrony): its timestamps are not kept.
+        Admission::Rate(RateVerdict::Kod, _) => Ok((true, None)),
         Admission::Rate(RateVerdict::Answer, rec) => Ok((false, rec)),
     }
 }

@@ -59,6 +59,7 @@ struct DaemonCounters {
     ignored: AtomicU64,
     denied: AtomicU64,
     interleaved: AtomicU64,
+    tx_stamps: AtomicU64,
     cmd_received: AtomicU64,
     cmd_dropped: AtomicU64,
 }
@@ -117,6 +118,7 @@ impl Shared {
             daemon_answered: c.answered.load(Ordering::Relaxed),
             daemon_ignored: c.ignored.load(Ordering::Relaxed),
             interleaved: c.interleaved.load(Ordering::Relaxed),
+            daemon_tx_stamps: c.tx_stamps.load(Ordering::Relaxed),
             ..Default::default()
         };
         {
@@ -243,7 +245,7 @@ impl Shared {
     }
 
     /// Remembers the timestamps of a reply to `ip` that a next request may interleave
-    /// with; `tx` is the one it carried until the kernel says when it really left.
+    /// with; `tx` is when it was finished, until the kernel says when it really left.
     fn note_reply(&self, ip: IpAddr, rx: NtpTimestamp, tx: NtpTimestamp) {
         if let Some(r) = lock(&self.clients).get_mut(&ip) {
             r.xleave_rx = rx.0;
@@ -260,6 +262,7 @@ impl Shared {
             && r.xleave_rx == rx.0
         {
             r.xleave_tx = tx.0;
+            self.counters.tx_stamps.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -828,36 +831,35 @@ fn bind_ntp_sockets(config: &Config) -> Result<Vec<TimestampedSocket>> {
     Ok(socks)
 }
 
-/// Replies whose transmit timestamps are still to come back: (OPT_ID key, client,
-/// receive timestamp the reply carried). Bounded: a stamp the kernel never delivers must
-/// not grow it.
+/// Replies whose transmit timestamps are still to come back, by the receive timestamp
+/// each carried (unique per reply: the stamp's datagram names it), with the client.
+/// Bounded, and a stamp the kernel never delivers is forgotten after a while.
 struct AwaitingDeparture {
-    pending: std::collections::VecDeque<(u32, IpAddr, NtpTimestamp)>,
+    pending: std::collections::VecDeque<(NtpTimestamp, IpAddr, std::time::Instant)>,
 }
 
 impl AwaitingDeparture {
     const LIMIT: usize = 4096;
+    /// A software transmit timestamp comes back within microseconds; this is generous.
+    const PATIENCE: Duration = Duration::from_secs(2);
 
-    fn push(&mut self, key: u32, ip: IpAddr, rx: NtpTimestamp) {
+    fn push(&mut self, rx: NtpTimestamp, ip: IpAddr) {
         if self.pending.len() == Self::LIMIT {
             self.pending.pop_front();
         }
-        self.pending.push_back((key, ip, rx));
+        self.pending.push_back((rx, ip, std::time::Instant::now()));
     }
 
-    /// The reply stamped under `key`; older ones whose stamps were lost are forgotten.
-    fn take(&mut self, key: u32) -> Option<(IpAddr, NtpTimestamp)> {
-        while let Some(&(k, ip, rx)) = self.pending.front() {
-            // Keys count up from 0 and wrap; anything "behind" `key` will never come.
-            if (k.wrapping_sub(key) as i32) > 0 {
-                return None;
+    /// The client of the reply that carried receive timestamp `rx`.
+    fn take(&mut self, rx: NtpTimestamp) -> Option<IpAddr> {
+        while let Some(&(_, _, at)) = self.pending.front() {
+            if at.elapsed() < Self::PATIENCE {
+                break;
             }
             self.pending.pop_front();
-            if k == key {
-                return Some((ip, rx));
-            }
         }
-        None
+        let i = self.pending.iter().position(|(r, _, _)| *r == rx)?;
+        self.pending.remove(i).map(|(_, ip, _)| ip)
     }
 }
 
@@ -872,7 +874,12 @@ async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Result<()> {
             stamp = sock.tx_stamp() => {
                 match stamp {
                     Ok(st) => {
-                        if let Some((ip, rx)) = awaiting.take(st.key) {
+                        let rx = NtpTimestamp(u64::from_be_bytes(
+                            st.tail[ntp_common::wire::OFF_RECEIVE_TS..][..8]
+                                .try_into()
+                                .unwrap_or_default(),
+                        ));
+                        if let Some(ip) = awaiting.take(rx) {
                             sh.note_departure(ip, rx, st.realtime_ns);
                         }
                     }
@@ -916,17 +923,18 @@ async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Result<()> {
         match verdict {
             Verdict::Reply(p) => {
                 let (reply, tx_now) = p.finish(clock::tai_ns()?);
-                // Only a client that may interleave needs to know when its reply left.
-                let stamp = p.may_interleave() && sh.config.client_log.is_some();
+                // Only a client that may interleave needs to know when its reply left; a
+                // Kiss-o'-Death is never interleaved with (as chrony).
+                let stamp = p.may_interleave() && !p.is_kiss() && sh.config.client_log.is_some();
                 match sock.send_to(&reply, r.src, stamp) {
-                    Ok(key) => {
+                    Ok(()) => {
                         sh.counters.answered.fetch_add(1, Ordering::Relaxed);
                         if p.is_interleaved() {
                             sh.counters.interleaved.fetch_add(1, Ordering::Relaxed);
                         }
-                        if let Some(key) = key {
+                        if stamp {
                             sh.note_reply(src_ip, p.receive_ts(), tx_now);
-                            awaiting.push(key, src_ip, p.receive_ts());
+                            awaiting.push(p.receive_ts(), src_ip);
                         }
                     }
                     Err(e) => debug!("{e:#}"),
@@ -1028,4 +1036,31 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn departures_are_matched_by_the_receive_timestamp_their_reply_carried() {
+        let mut a = AwaitingDeparture {
+            pending: Default::default(),
+        };
+        let (c1, c2): (IpAddr, IpAddr) =
+            ("198.18.0.2".parse().unwrap(), "fd00::2".parse().unwrap());
+        a.push(NtpTimestamp(10), c1);
+        a.push(NtpTimestamp(11), c2);
+        a.push(NtpTimestamp(12), c1);
+        // Stamps may come back in any order; each is taken once.
+        assert_eq!(a.take(NtpTimestamp(11)), Some(c2));
+        assert_eq!(a.take(NtpTimestamp(11)), None);
+        assert_eq!(a.take(NtpTimestamp(12)), Some(c1));
+        assert_eq!(a.take(NtpTimestamp(99)), None);
+        for i in 0..2 * AwaitingDeparture::LIMIT as u64 {
+            a.push(NtpTimestamp(100 + i), c1);
+        }
+        assert_eq!(a.pending.len(), AwaitingDeparture::LIMIT);
+        assert_eq!(a.take(NtpTimestamp(100)), None, "the oldest made room");
+    }
 }

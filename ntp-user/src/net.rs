@@ -10,7 +10,6 @@ use std::{
     io::IoSliceMut,
     net::{IpAddr, SocketAddr},
     os::fd::{AsRawFd, OwnedFd},
-    sync::atomic::Ordering,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -25,13 +24,14 @@ pub struct Received {
     pub rx_realtime_ns: Option<u64>,
 }
 
-/// A kernel transmit timestamp from a socket's error queue.
+/// A kernel transmit timestamp from a socket's error queue, with the end of the
+/// datagram it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxStamp {
-    /// The datagram's number among those sent with a timestamp request (SOF_TIMESTAMPING_OPT_ID).
-    pub key: u32,
-    /// When the kernel handed it to the device, CLOCK_REALTIME ns.
+    /// When the kernel handed the datagram to the device, CLOCK_REALTIME ns.
     pub realtime_ns: u64,
+    /// The datagram's last 48 bytes (an NTP reply: its own identity).
+    pub tail: [u8; 48],
 }
 
 /// A non-blocking UDP socket registered with tokio, receive timestamps on every datagram
@@ -39,8 +39,6 @@ pub struct TxStamp {
 pub struct TimestampedSocket {
     fd: AsyncFd<OwnedFd>,
     local: SocketAddr,
-    /// The OPT_ID key the next timestamped datagram gets (the kernel counts from 0).
-    next_key: std::sync::atomic::AtomicU32,
 }
 
 impl TimestampedSocket {
@@ -62,15 +60,14 @@ impl TimestampedSocket {
             setsockopt(&fd, sockopt::Ipv6V6Only, &true).context("setting IPV6_V6ONLY")?;
         }
         setsockopt(&fd, sockopt::ReuseAddr, &true).context("setting SO_REUSEADDR")?;
-        // Transmit timestamps are requested per datagram (see `send_to`); OPT_ID numbers
-        // them so each can be matched to its reply.
+        // Transmit timestamps are requested per datagram (see `send_to`) and come back
+        // with the datagram itself (no OPT_TSONLY): its content names the reply, where a
+        // counter (OPT_ID) drifts whenever a failed send used up a number.
         setsockopt(
             &fd,
             sockopt::Timestamping,
             &(TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
-                | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE
-                | TimestampingFlag::SOF_TIMESTAMPING_OPT_ID
-                | TimestampingFlag::SOF_TIMESTAMPING_OPT_TSONLY),
+                | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE),
         )
         .context("enabling SO_TIMESTAMPING")?;
         bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))
@@ -81,11 +78,7 @@ impl TimestampedSocket {
         let fd =
             unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::ERROR) }
                 .map_err(|e| anyhow!("registering the socket with tokio: {e}"))?;
-        Ok(TimestampedSocket {
-            fd,
-            local,
-            next_key: std::sync::atomic::AtomicU32::new(0),
-        })
+        Ok(TimestampedSocket { fd, local })
     }
 
     /// The bound address.
@@ -109,19 +102,16 @@ impl TimestampedSocket {
     }
 
     /// Sends `data` to `dst` (a datagram socket never blocks for long; a full buffer
-    /// drops); with `stamp`, asks for its transmit timestamp and returns the key it will
-    /// come back under from [`Self::tx_stamp`].
-    pub fn send_to(&self, data: &[u8], dst: SocketAddr, stamp: bool) -> Result<Option<u32>> {
+    /// drops); with `stamp`, asks for its transmit timestamp (see [`Self::tx_stamp`]).
+    pub fn send_to(&self, data: &[u8], dst: SocketAddr, stamp: bool) -> Result<()> {
         let fd = self.fd.get_ref().as_raw_fd();
         let addr = SockaddrStorage::from(dst);
-        if !stamp {
-            sendto(fd, data, &addr, MsgFlags::MSG_DONTWAIT)
-                .with_context(|| format!("sending {} bytes to {dst}", data.len()))?;
-            return Ok(None);
+        if stamp {
+            send_stamped(fd, data, &addr)
+        } else {
+            sendto(fd, data, &addr, MsgFlags::MSG_DONTWAIT).map(|_| ())
         }
-        send_stamped(fd, data, &addr)
-            .with_context(|| format!("sending {} bytes to {dst}", data.len()))?;
-        Ok(Some(self.next_key.fetch_add(1, Ordering::Relaxed)))
+        .with_context(|| format!("sending {} bytes to {dst}", data.len()))
     }
 
     /// Waits for the next transmit timestamp on the error queue.
@@ -134,9 +124,9 @@ impl TimestampedSocket {
                 .context("waiting for a transmit timestamp")?;
             match guard.try_io(|fd| read_errqueue(fd.get_ref()).map_err(std::io::Error::from)) {
                 Ok(Ok(Some(TxStampRead {
-                    key: Some(key),
+                    tail: Some(tail),
                     realtime_ns,
-                }))) => return Ok(TxStamp { key, realtime_ns }),
+                }))) => return Ok(TxStamp { realtime_ns, tail }),
                 Ok(Ok(_)) => continue,
                 Ok(Err(e)) => return Err(e).context("reading the socket's error queue"),
                 Err(_would_block) => continue,
@@ -317,15 +307,17 @@ impl ClientSocket {
     }
 }
 
-/// A timestamp read from the error queue, with its OPT_ID key if the socket numbers them.
+/// A timestamp read from the error queue, with the end of its datagram unless the socket
+/// asked for timestamps only.
 struct TxStampRead {
-    key: Option<u32>,
+    tail: Option<[u8; 48]>,
     realtime_ns: u64,
 }
 
 /// Reads one error-queue message; `Some` with its software timestamp if it carried one.
 fn read_errqueue(fd: &OwnedFd) -> nix::Result<Option<TxStampRead>> {
-    let mut buf = [0u8; 64];
+    // The looped-back datagram comes with its link, IP and UDP headers.
+    let mut buf = [0u8; 256];
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!(
         nix::sys::socket::Timestamps,
@@ -338,22 +330,19 @@ fn read_errqueue(fd: &OwnedFd) -> nix::Result<Option<TxStampRead>> {
         Some(&mut cmsg),
         MsgFlags::MSG_ERRQUEUE,
     )?;
-    let (mut key, mut stamp) = (None, None);
+    let mut stamp = None;
     for c in msg.cmsgs()? {
-        match c {
-            ControlMessageOwned::ScmTimestampsns(ts) if ts.system.tv_sec() > 0 => {
-                stamp =
-                    Some(ts.system.tv_sec() as u64 * 1_000_000_000 + ts.system.tv_nsec() as u64);
-            }
-            ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _)
-                if e.ee_origin == libc::SO_EE_ORIGIN_TIMESTAMPING =>
-            {
-                key = Some(e.ee_data);
-            }
-            _ => {}
+        if let ControlMessageOwned::ScmTimestampsns(ts) = c
+            && ts.system.tv_sec() > 0
+        {
+            stamp = Some(ts.system.tv_sec() as u64 * 1_000_000_000 + ts.system.tv_nsec() as u64);
         }
     }
-    Ok(stamp.map(|realtime_ns| TxStampRead { key, realtime_ns }))
+    let len = msg.bytes;
+    let tail = (len >= 48 && len <= buf.len())
+        .then(|| buf[len - 48..len].try_into().ok())
+        .flatten();
+    Ok(stamp.map(|realtime_ns| TxStampRead { tail, realtime_ns }))
 }
 
 /// A random 64-bit value from the kernel (for request transmit timestamps).

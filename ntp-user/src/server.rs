@@ -82,6 +82,11 @@ impl PendingReply {
         self
     }
 
+    /// Whether this is a Kiss-o'-Death (stratum 0).
+    pub fn is_kiss(&self) -> bool {
+        self.header.stratum == 0
+    }
+
     /// Whether [`Self::interleave`] made this an interleaved reply.
     pub fn is_interleaved(&self) -> bool {
         self.previous_transmit.is_some()
@@ -316,6 +321,8 @@ mod tests {
         else {
             panic!()
         };
+        assert!(!p.is_kiss());
+        assert!(p.kiss_rate().is_kiss());
         let k = NtpHeader::parse(&p.kiss_rate().finish(NOW).0).unwrap();
         assert_eq!((k.leap, k.stratum, k.refid, k.mode), (3, 0, *b"RATE", 4));
         assert_eq!(k.origin_ts, NtpTimestamp(0x1122_3344_5566_7788));

@@ -34,6 +34,9 @@ pub struct ServerStats {
     /// Seconds between the oldest and newest held timestamps.
     #[serde(default)]
     pub timestamp_span: u64,
+    /// Kernel transmit timestamps the daemon matched to its replies (interleaved mode).
+    #[serde(default)]
+    pub daemon_tx_stamps: u64,
 }
 
 /// One counter of the XDP program, by name.
@@ -87,6 +90,7 @@ impl ServerStats {
             line(&mut s, "Kernel NTP packets dropped", d);
         }
         line(&mut s, "Daemon NTP packets answered", self.daemon_answered);
+        line(&mut s, "Daemon TX timestamps", self.daemon_tx_stamps);
         s
     }
 
@@ -113,6 +117,7 @@ impl ServerStats {
             v.extend([a, p, d]);
         }
         v.push(self.daemon_answered);
+        v.push(self.daemon_tx_stamps);
         let strs: Vec<String> = v.iter().map(u64::to_string).collect();
         strs.join(",") + "\n"
     }
@@ -152,6 +157,7 @@ mod tests {
             kernel_passed: Some(1),
             kernel_dropped: Some(0),
             daemon_answered: 1,
+            daemon_tx_stamps: 5,
             ..Default::default()
         };
         let out = st.render();
@@ -168,15 +174,16 @@ mod tests {
                 "Kernel NTP packets passed  : 1",
                 "Kernel NTP packets dropped : 0",
                 "Daemon NTP packets answered: 1",
+                "Daemon TX timestamps       : 5",
             ]
         );
-        assert_eq!(st.render_csv(), "3,0,11,0,0,0,0,0,0,0,0,2,1,0,1\n");
+        assert_eq!(st.render_csv(), "3,0,11,0,0,0,0,0,0,0,0,2,1,0,1,5\n");
     }
 
     #[test]
     fn without_the_fast_path_the_kernel_lines_are_absent() {
         let out = ServerStats::default().render();
         assert!(!out.contains("Kernel"));
-        assert_eq!(out.lines().count(), 12);
+        assert_eq!(out.lines().count(), 13);
     }
 }

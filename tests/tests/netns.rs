@@ -700,6 +700,8 @@ fn xleave_clients_get_interleaved_replies_from_both_paths() -> Result<()> {
         let interleaved = d.stat("serverstats", "Interleaved NTP packets")?;
         assert!(interleaved >= 1, "{}", d.ntpxc(&["serverstats"])?);
         assert!(d.stat("serverstats", "NTP timestamps held")? >= 1);
+        // The departures were the kernel's, matched to their replies.
+        assert!(d.stat("serverstats", "Daemon TX timestamps")? >= 1);
         if xdp {
             // The kernel answered the first, basic request and left the rest to the daemon.
             assert!(d.stat("xdpstats", "pass-interleaved")? >= 1);

@@ -485,7 +485,8 @@ fn bench(servers: Option<&str>, step_secs: f64, accuracy: bool) -> Result<()> {
             })
             .collect();
         let file = root().join("target/bench-accuracy.txt");
-        std::fs::write(&file, report.join("\n"))?;
+        std::fs::write(&file, report.join("\n"))
+            .with_context(|| format!("writing {}", file.display()))?;
         args.extend(["--accuracy".into(), file.display().to_string()]);
     } else {
         command.push_str(" --no-accuracy");

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ntpx_bench::{
-    cpu::{CpuTimes, process_runtime_ns},
+    cpu::{CpuTimes, ProcessCpu},
     generator::{Generator, Step, Template, pin_thread},
     report::{BenchReport, ServerResult, max_rate, splice},
     servers::{self, Peers, ServerKind},
@@ -198,6 +198,53 @@ impl Session {
         g.step(10_000.0, Duration::from_secs(1))?;
         Ok(Session { running, g })
     }
+
+    /// One step, with the requests and replies the veth rings refused on each side.
+    fn step(&mut self, net: &BenchNet, rate: f64, length: Duration) -> Result<Step> {
+        let before = RingDrops::read(net)?;
+        let mut s = self.g.step(rate, length)?;
+        let after = RingDrops::read(net)?;
+        s.refused_by_server_end = after.server_end.saturating_sub(before.server_end);
+        s.refused_by_client_end = after.client_end.saturating_sub(before.client_end);
+        Ok(s)
+    }
+}
+
+/// Frames a full veth ring refused, by the side that refused them.
+struct RingDrops {
+    /// Requests the server end could not take (its receive thread too slow).
+    server_end: u64,
+    /// Replies the client end could not take (the rig too slow).
+    client_end: u64,
+}
+
+impl RingDrops {
+    fn read(net: &BenchNet) -> Result<Self> {
+        let stat = |ns: &ntpx_tests::Netns, ifname: &str, name: &str| -> Result<u64> {
+            let out = ns.output("ethtool", &["-S", ifname])?;
+            Ok(ethtool_counter(&out, name).unwrap_or(0))
+        };
+        let (s, c) = (&net.link.server_if, &net.link.client_if);
+        // The sender's veth counts what its peer's ring refused: XDP frames as
+        // xdp_xmit/xdp_tx errors, socket replies as dropped transmits.
+        let tx_dropped = net.server.output(
+            "cat",
+            &[&format!("/sys/class/net/{s}/statistics/tx_dropped")],
+        )?;
+        Ok(RingDrops {
+            server_end: stat(&net.client, c, "tx_queue_0_xdp_xmit_errors")?,
+            client_end: stat(&net.server, s, "rx_queue_0_xdp_tx_errors")?
+                + tx_dropped.trim().parse::<u64>().unwrap_or(0),
+        })
+    }
+}
+
+/// The value of counter `name` in `ethtool -S` output.
+fn ethtool_counter(out: &str, name: &str) -> Option<u64> {
+    out.lines().find_map(|l| {
+        let (k, v) = l.trim().split_once(':')?;
+        (k.trim() == name).then(|| v.trim().parse().ok())?
+    })
 }
 
 fn show(s: &Step, what: &str) {
@@ -220,13 +267,12 @@ fn ramp(
     a: &Args,
 ) -> Result<ServerResult> {
     let mut sess = Session::start(kind, net, peers, template, a)?;
-    let g = &mut sess.g;
     let step = Duration::from_secs_f64(a.step_secs);
     let mut notes = Vec::new();
     let mut ramp: Vec<Step> = Vec::new();
     let mut rate = 10_000.0f64;
     loop {
-        let s = g.step(rate, step)?;
+        let s = sess.step(net, rate, step)?;
         show(&s, "");
         // The pacer keeps the offered rate within a few percent of the target while
         // the generator keeps up; well short of it, the generator is the limit.
@@ -259,7 +305,7 @@ fn ramp(
         let (mut lo, mut hi) = (good, bad);
         for _ in 0..3 {
             let mid = (lo * hi).sqrt();
-            let s = g.step(mid, step)?;
+            let s = sess.step(net, mid, step)?;
             show(&s, " (bisecting)");
             if s.loss() < 0.01 {
                 lo = mid;
@@ -294,7 +340,12 @@ fn fixed_load(
     // where XDP runs and where a socket server's packets cross the stack.
     let mut threads = net.server_napi_threads()?;
     threads.extend(sess.running.pid());
-    let runtime = || threads.iter().map(|p| process_runtime_ns(*p)).sum::<u64>();
+    let snapshot = || {
+        threads
+            .iter()
+            .map(|p| ProcessCpu::of(*p))
+            .collect::<Vec<_>>()
+    };
     // The kernel's own count of the serving program's run time (BPF_STATS_RUN_TIME),
     // on only while this file descriptor lives.
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
@@ -305,11 +356,13 @@ fn fixed_load(
         _ => None,
     };
     let prog_before = prog.map(program_stats);
-    let before = runtime();
-    let fixed = sess
-        .g
-        .step(rate, Duration::from_secs_f64(a.step_secs.max(3.0)))?;
-    let used_ns = runtime().saturating_sub(before);
+    let before = snapshot();
+    let fixed = sess.step(net, rate, Duration::from_secs_f64(a.step_secs.max(3.0)))?;
+    let used_ns: u64 = snapshot()
+        .iter()
+        .zip(&before)
+        .map(|(after, before)| after.ns_since(before))
+        .sum();
     if let (Some(p), Some((t0, n0))) = (prog, prog_before) {
         let (t1, n1) = program_stats(p);
         if n1 > n0 {
@@ -381,4 +434,17 @@ fn cpu_model(cpus: usize) -> String {
 
 fn utc_now() -> String {
     command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ethtool_counters_are_found_by_name() {
+        let out = "NIC statistics:\n     peer_ifindex: 2\n     rx_queue_0_xdp_tx_errors: 1213\n     tx_queue_0_xdp_xmit_errors: 0\n";
+        assert_eq!(ethtool_counter(out, "rx_queue_0_xdp_tx_errors"), Some(1213));
+        assert_eq!(ethtool_counter(out, "tx_queue_0_xdp_xmit_errors"), Some(0));
+        assert_eq!(ethtool_counter(out, "rx_queue_0_xdp_tx"), None);
+    }
 }
