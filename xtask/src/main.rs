@@ -20,7 +20,7 @@ struct Args {
 #[derive(Subcommand)]
 enum Task {
     /// Install what building and testing need (idempotent): rust-src for nightly,
-    /// bpf-linker built against nightly's LLVM in .tools/, chrony and ntpdig from Debian.
+    /// bpf-linker built against nightly's LLVM in .tools/, chrony, ntpdig and ethtool from Debian.
     Setup,
     /// Build the eBPF object and the userspace binaries (release), object embedded in ntpxd.
     Build,
@@ -204,6 +204,8 @@ fn setup() -> Result<()> {
         ("ntpdig", "ntpsec-ntpdig"),
         ("chronyd", "chrony"),
         ("ip", "iproute2"),
+        // The benchmark's network turns GRO on and reads veth counters.
+        ("ethtool", "ethtool"),
     ]
     .iter()
     .filter(|(bin, _)| !succeeds(Command::new("sh").args(["-c", &format!("command -v {bin}")])))
