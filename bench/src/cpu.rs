@@ -54,17 +54,6 @@ impl CpuTimes {
         Self::parse(&std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?)
     }
 
-    /// Busy seconds of `cpu` between `earlier` and `self`.
-    pub fn busy_secs_since(&self, earlier: &CpuTimes, cpu: usize) -> f64 {
-        let d = self
-            .busy_ticks
-            .get(cpu)
-            .copied()
-            .unwrap_or(0)
-            .saturating_sub(earlier.busy_ticks.get(cpu).copied().unwrap_or(0));
-        d as f64 / ticks_per_sec()
-    }
-
     /// Fraction of all CPU time stolen by the hypervisor between `earlier` and `self`.
     pub fn steal_since(&self, earlier: &CpuTimes) -> f64 {
         let total = self.total_ticks.saturating_sub(earlier.total_ticks);
@@ -158,9 +147,6 @@ intr 1234 5
             total_ticks: t.total_ticks + 400,
         };
         assert_eq!(later.steal_since(&t), 0.25);
-        let hz = ticks_per_sec();
-        assert!((later.busy_secs_since(&t, 1) - 250.0 / hz).abs() < 1e-9);
-        assert_eq!(later.busy_secs_since(&t, 0), 0.0);
     }
 
     #[test]

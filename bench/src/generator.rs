@@ -1,7 +1,6 @@
 //! The load generator: BPF_PROG_TEST_RUN live frames out of the client end of a veth pair,
 //! paced in chunks from userspace, and the reply counter on the same interface.
 
-use crate::cpu::CpuTimes;
 use crate::histogram::{Histogram, Percentiles};
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
@@ -86,8 +85,6 @@ pub struct Step {
     pub processing: Option<Latency>,
     /// Absolute offset the client measures (truth 0), ns.
     pub offset_error: Option<Percentiles>,
-    /// Busy seconds of each CPU over the step and its grace period.
-    pub cpu_busy_secs: Vec<f64>,
     /// Requests the server end's ring refused (counted by the client end's veth).
     #[serde(default)]
     pub refused_by_server_end: u64,
@@ -275,7 +272,6 @@ impl Generator {
         // At modest rates every request leaves at once (a flush per run), so the time from
         // its stamp to the wire is not a batch's wait; at high rates batches save the CPU.
         self.batch = if rate <= 200_000.0 { 1 } else { BATCH };
-        let cpu0 = CpuTimes::now()?;
         let start = Instant::now();
         loop {
             let remaining = length.saturating_sub(start.elapsed());
@@ -292,14 +288,10 @@ impl Generator {
         }
         let secs = start.elapsed().as_secs_f64();
         std::thread::sleep(GRACE);
-        let cpu1 = CpuTimes::now()?;
         let mut step = self.collect()?;
         step.target_rate = rate;
         step.secs = secs;
         step.offered_rate = step.sent as f64 / secs;
-        step.cpu_busy_secs = (0..cpu1.busy_ticks.len())
-            .map(|c| cpu1.busy_secs_since(&cpu0, c))
-            .collect();
         Ok(step)
     }
 
@@ -383,19 +375,6 @@ fn tai_offset_ns() -> Result<u64> {
     let real = ntp_user::clock::realtime_ns()?;
     let secs = ((tai as i128 - real as i128) as f64 / 1e9).round() as i64;
     Ok((secs.max(0) as u64) * 1_000_000_000)
-}
-
-/// Pins the calling thread to `cpu`.
-pub fn pin_thread(cpu: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays within it for cpu < 1024.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -153,18 +153,29 @@ pub fn pin_pid(pid: u32, cpu: usize) -> Result<()> {
         let Some(tid) = t.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays within it.
-        let rc = unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
-        };
-        if rc != 0 {
-            bail!(
-                "pinning thread {tid} of {pid} to CPU {cpu}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        pin_tid(tid, cpu).with_context(|| format!("pinning a thread of {pid}"))?;
+    }
+    Ok(())
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_thread(cpu: usize) -> Result<()> {
+    pin_tid(0, cpu)
+}
+
+/// Pins thread `tid` (0: the caller) to `cpu`.
+fn pin_tid(tid: i32, cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays within it for cpu < 1024.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        bail!(
+            "pinning thread {tid} to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! live frames, a reply counter for the client end of the link, and the bare bounce
 //! program that marks the limit of the link itself. IPv4 only.
 
-use crate::packet::{Csum, Frame};
+use crate::packet::Frame;
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::generated::bpf_ktime_get_tai_ns,
@@ -38,9 +38,9 @@ const FRAME_LEN: usize = NTP + wire::NTP_HEADER_LEN;
 const ETH_P_IP: u16 = 0x0800;
 
 #[inline(always)]
-fn stat_add(s: Stat, v: u64) {
+fn stat_inc(s: Stat) {
     if let Some(p) = NTPX_LOAD_STATS.get_ptr_mut(s as u32) {
-        unsafe { *p += v };
+        unsafe { *p += 1 };
     }
 }
 
@@ -83,7 +83,7 @@ pub fn ntpx_load_gen(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     };
     // Copied out at once: the map pointer is not kept across helper calls.
-    let (tai_offset, first, clients, server, macs, interval, burst) = (
+    let (tai_offset, first, clients, server, m, interval, burst) = (
         cfg.tai_offset_ns,
         cfg.first_client,
         cfg.clients as u64,
@@ -116,7 +116,6 @@ pub fn ntpx_load_gen(ctx: XdpContext) -> u32 {
     let client = first.wrapping_add((seq % clients) as u32);
     // Every client a different port each round, never a privileged one.
     let port = 1024 + ((seq / clients) % 64_000) as u16;
-    let m = macs;
     f.put_u32(0, u32::from_be_bytes([m[0], m[1], m[2], m[3]]));
     f.put_u32(4, u32::from_be_bytes([m[4], m[5], m[6], m[7]]));
     f.put_u32(8, u32::from_be_bytes([m[8], m[9], m[10], m[11]]));
@@ -127,8 +126,7 @@ pub fn ntpx_load_gen(ctx: XdpContext) -> u32 {
     f.put_u32(IP + 8, 0x4011_0000);
     f.put_u32(IP + 12, client);
     f.put_u32(IP + 16, server);
-    let c: Csum = f.sum_words::<10>(IP);
-    f.put_u16(IP + 10, c.fold());
+    f.put_u16(IP + 10, f.sum_words::<10>(IP).fold());
     // UDP: no checksum (IPv4 allows it; every server here accepts it).
     f.put_u16(UDP, port);
     f.put_u16(UDP + 2, wire::NTP_PORT);
@@ -201,11 +199,11 @@ pub fn ntpx_load_count(ctx: XdpContext) -> u32 {
         mode == wire::MODE_SERVER
     };
     if !mode_ok || t1 > t4 {
-        stat_add(Stat::Invalid, 1);
+        stat_inc(Stat::Invalid);
         return xdp_action::XDP_DROP;
     }
     if t1 < step_start {
-        stat_add(Stat::Stale, 1);
+        stat_inc(Stat::Stale);
         return xdp_action::XDP_DROP;
     }
     // Everything computed before the first map update, on every path: this kernel's
@@ -224,17 +222,17 @@ pub fn ntpx_load_count(ctx: XdpContext) -> u32 {
 /// Counts a valid reply. `flags`: bit 0 echo, bit 1 unsynchronised, bit 2 KoD.
 #[inline(always)]
 fn record_reply(rtt: u64, proc: u64, off: u64, flags: u64) {
-    stat_add(Stat::Answered, 1);
+    stat_inc(Stat::Answered);
     hist_add(HIST_RTT, rtt);
     stat_min_max(Stat::RttMin, Stat::RttMax, rtt);
     if flags & 1 != 0 {
         return;
     }
     if flags & 2 != 0 {
-        stat_add(Stat::Unsynchronised, 1);
+        stat_inc(Stat::Unsynchronised);
     }
     if flags & 4 != 0 {
-        stat_add(Stat::Kod, 1);
+        stat_inc(Stat::Kod);
     }
     hist_add(HIST_PROC, proc);
     stat_min_max(Stat::ProcMin, Stat::ProcMax, proc);

@@ -148,12 +148,21 @@ impl Shared {
             s.kernel_passed = Some(passed);
             s.kernel_dropped = Some(dropped);
             // An LRU map evicts silently: what was created and is gone was evicted.
-            if let Some(present) = self.kernel_clients() {
-                s.client_log_dropped +=
-                    get(Counter::ClientRecordsCreated).saturating_sub(present.len() as u64);
+            if let Some(present) = self.kernel_client_count() {
+                s.client_log_dropped += get(Counter::ClientRecordsCreated).saturating_sub(present);
             }
         }
         s
+    }
+
+    fn kernel_client_count(&self) -> Option<u64> {
+        match lock(self.kernel.as_ref()?).client_count() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                warn!("Could not count the kernel's client records: {e:#}");
+                None
+            }
+        }
     }
 
     fn kernel_clients(&self) -> Option<Vec<(IpAddr, ntp_common::ClientRecord)>> {
@@ -244,6 +253,12 @@ impl Shared {
         (verdict, last)
     }
 
+    /// A kernel CLOCK_REALTIME timestamp on CLOCK_TAI, the timebase's clock.
+    fn tai_of(&self, realtime_ns: u64) -> u64 {
+        let offset = self.tai_offset_s.load(Ordering::Relaxed) as i64 as u64 * 1_000_000_000;
+        realtime_ns.wrapping_add(offset)
+    }
+
     /// Remembers the timestamps of a reply to `ip` that a next request may interleave
     /// with; `tx` is when it was finished, until the kernel says when it really left.
     fn note_reply(&self, ip: IpAddr, rx: NtpTimestamp, tx: NtpTimestamp) {
@@ -256,8 +271,7 @@ impl Shared {
     /// The kernel's transmit timestamp of the reply to `ip` that carried receive
     /// timestamp `rx`, CLOCK_REALTIME ns, served on the current timebase.
     fn note_departure(&self, ip: IpAddr, rx: NtpTimestamp, realtime_ns: u64) {
-        let tai = self.tai_offset_s.load(Ordering::Relaxed) as i64 as u64 * 1_000_000_000;
-        let tx = server::served_ntp(&lock(&self.state), realtime_ns.wrapping_add(tai));
+        let tx = server::served_ntp(&lock(&self.state), self.tai_of(realtime_ns));
         if let Some(r) = lock(&self.clients).get_mut(&ip)
             && r.xleave_rx == rx.0
         {
@@ -874,13 +888,11 @@ async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Result<()> {
             stamp = sock.tx_stamp() => {
                 match stamp {
                     Ok(st) => {
-                        let rx = NtpTimestamp(u64::from_be_bytes(
-                            st.tail[ntp_common::wire::OFF_RECEIVE_TS..][..8]
-                                .try_into()
-                                .unwrap_or_default(),
-                        ));
-                        if let Some(ip) = awaiting.take(rx) {
-                            sh.note_departure(ip, rx, st.realtime_ns);
+                        // The looped-back reply names itself by its receive timestamp.
+                        if let Ok(h) = crate::packet::NtpHeader::parse(&st.tail)
+                            && let Some(ip) = awaiting.take(h.receive_ts)
+                        {
+                            sh.note_departure(ip, h.receive_ts, st.realtime_ns);
                         }
                     }
                     Err(e) => debug!("{e:#}"),
@@ -896,9 +908,8 @@ async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Result<()> {
             }
         };
         sh.counters.received.fetch_add(1, Ordering::Relaxed);
-        let tai_ns = sh.tai_offset_s.load(Ordering::Relaxed) as i64 as u64 * 1_000_000_000;
         let rx_tai = match r.rx_realtime_ns {
-            Some(t) => t.wrapping_add(tai_ns),
+            Some(t) => sh.tai_of(t),
             None => clock::tai_ns()?,
         };
         let state = *lock(&sh.state);

@@ -198,6 +198,17 @@ impl KernelPath {
             .collect())
     }
 
+    /// How many client records the kernel holds (keys only: half the syscalls of
+    /// [`Self::clients`]).
+    pub fn client_count(&self) -> Result<u64> {
+        let map = self
+            .ebpf
+            .map(MAP_CLIENTS)
+            .ok_or_else(|| anyhow!("map {MAP_CLIENTS} missing"))?;
+        let h: HashMap<&MapData, [u8; 16], ClientRecordPod> = HashMap::try_from(map)?;
+        Ok(h.keys().filter(|k| k.is_ok()).count() as u64)
+    }
+
     /// Every counter summed over CPUs, indexed by [`Counter`].
     pub fn counters(&self) -> Result<Vec<u64>> {
         let map = self

@@ -123,10 +123,9 @@ impl TimestampedSocket {
                 .await
                 .context("waiting for a transmit timestamp")?;
             match guard.try_io(|fd| read_errqueue(fd.get_ref()).map_err(std::io::Error::from)) {
-                Ok(Ok(Some(TxStampRead {
-                    tail: Some(tail),
-                    realtime_ns,
-                }))) => return Ok(TxStamp { realtime_ns, tail }),
+                Ok(Ok(Some((realtime_ns, Some(tail))))) => {
+                    return Ok(TxStamp { realtime_ns, tail });
+                }
                 Ok(Ok(_)) => continue,
                 Ok(Err(e)) => return Err(e).context("reading the socket's error queue"),
                 Err(_would_block) => continue,
@@ -182,7 +181,7 @@ fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<Received> {
         if let ControlMessageOwned::ScmTimestampsns(ts) = c {
             let t = ts.system;
             if t.tv_sec() > 0 {
-                rx = Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64);
+                rx = Some(timespec_ns(&t));
             }
         }
     }
@@ -285,7 +284,7 @@ impl ClientSocket {
             loop {
                 let mut guard = self.fd.ready(Interest::ERROR).await.ok()?;
                 match guard.try_io(|fd| read_errqueue(fd.get_ref()).map_err(std::io::Error::from)) {
-                    Ok(Ok(Some(ts))) => return Some(ts.realtime_ns),
+                    Ok(Ok(Some((ts, _)))) => return Some(ts),
                     Ok(Ok(None)) => continue,
                     Ok(Err(_)) => return None,
                     Err(_would_block) => continue,
@@ -307,15 +306,14 @@ impl ClientSocket {
     }
 }
 
-/// A timestamp read from the error queue, with the end of its datagram unless the socket
-/// asked for timestamps only.
-struct TxStampRead {
-    tail: Option<[u8; 48]>,
-    realtime_ns: u64,
+/// CLOCK_REALTIME ns of a kernel timestamp.
+fn timespec_ns(t: &nix::sys::time::TimeSpec) -> u64 {
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
-/// Reads one error-queue message; `Some` with its software timestamp if it carried one.
-fn read_errqueue(fd: &OwnedFd) -> nix::Result<Option<TxStampRead>> {
+/// Reads one error-queue message: `Some` with its software timestamp if it carried one,
+/// and the end of its datagram unless the socket asked for timestamps only.
+fn read_errqueue(fd: &OwnedFd) -> nix::Result<Option<(u64, Option<[u8; 48]>)>> {
     // The looped-back datagram comes with its link, IP and UDP headers.
     let mut buf = [0u8; 256];
     let mut iov = [IoSliceMut::new(&mut buf)];
@@ -335,14 +333,14 @@ fn read_errqueue(fd: &OwnedFd) -> nix::Result<Option<TxStampRead>> {
         if let ControlMessageOwned::ScmTimestampsns(ts) = c
             && ts.system.tv_sec() > 0
         {
-            stamp = Some(ts.system.tv_sec() as u64 * 1_000_000_000 + ts.system.tv_nsec() as u64);
+            stamp = Some(timespec_ns(&ts.system));
         }
     }
     let len = msg.bytes;
     let tail = (len >= 48 && len <= buf.len())
         .then(|| buf[len - 48..len].try_into().ok())
         .flatten();
-    Ok(stamp.map(|realtime_ns| TxStampRead { tail, realtime_ns }))
+    Ok(stamp.map(|realtime_ns| (realtime_ns, tail)))
 }
 
 /// A random 64-bit value from the kernel (for request transmit timestamps).

@@ -637,6 +637,7 @@ fn a_full_client_log_evicts_the_least_recent_clients() {
     // dropped").
     let created = fx.counter(Counter::ClientRecordsCreated);
     assert_eq!(created, 10);
+    assert_eq!(fx.k.client_count().unwrap(), clients.len() as u64);
     assert!(created - clients.len() as u64 >= 6);
     // The first client was evicted: it comes back with a fresh burst.
     assert_eq!(flood(&mut fx, "198.18.0.10", 2).answered, 2);

@@ -4,11 +4,11 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ntpx_bench::{
     cpu::{CpuTimes, ProcessCpu},
-    generator::{Generator, Step, Template, pin_thread},
+    generator::{Generator, Step, Template},
     report::{BenchReport, ServerResult, max_rate, splice},
     servers::{self, Peers, ServerKind},
     testrun,
-    topology::{BenchNet, CLIENT_CPU, FIRST_CLIENT, SERVER_CPU, pin_pid},
+    topology::{BenchNet, CLIENT_CPU, FIRST_CLIENT, SERVER_CPU, pin_pid, pin_thread},
 };
 use std::path::PathBuf;
 use std::time::Duration;
