@@ -1,103 +1,66 @@
-//! Builds the XDP object (ntp-ebpf) with the nightly toolchain and bpf-linker, so that
-//! `ntpxd` embeds it. `cargo xtask setup` installs what this needs.
-//!
-//! Set NTPX_EBPF_OBJ to a prebuilt object to skip the nested build.
+//! Builds the XDP objects from `ntp-ebpf` with the nightly toolchain and bpf-linker
+//! (through aya-build), so `ntpxd` embeds the serving object `ntpx`. With the `bench`
+//! feature the benchmark's object `ntpx-bench` is built as well, for the bench crate.
+//! `cargo xtask setup` installs the toolchain pieces this needs.
 
-use std::{
-    env,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use anyhow::{Context, Result, bail};
+use std::{env, path::PathBuf};
 
-fn main() {
-    let manifest =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+fn main() -> Result<()> {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
     let root = manifest
         .parent()
-        .expect("ntp-user lives in the workspace root")
+        .context("ntp-user lives in the workspace root")?
         .to_path_buf();
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("ntpx.bpf.o");
-    println!("cargo:rerun-if-env-changed=NTPX_EBPF_OBJ");
-
-    if let Some(obj) = env::var_os("NTPX_EBPF_OBJ") {
-        println!("cargo:rerun-if-changed={}", Path::new(&obj).display());
-        copy(Path::new(&obj), &out);
-        return;
-    }
-    for dir in [
-        "ntp-ebpf/src",
-        "ntp-ebpf/Cargo.toml",
-        "ntp-common/src",
-        "ntp-common/Cargo.toml",
-    ] {
-        println!("cargo:rerun-if-changed={}", root.join(dir).display());
-    }
-
-    let linker_dir = root.join(".tools/bpf-linker/bin");
+    let ebpf_dir = root.join("ntp-ebpf");
     println!(
         "cargo:rerun-if-changed={}",
-        linker_dir.join("bpf-linker").display()
+        root.join("ntp-common").display()
     );
-    let path = env::var_os("PATH").unwrap_or_default();
+
+    // bpf-linker as `cargo xtask setup` builds it, before whatever PATH has.
+    let linker_dir = root.join(".tools/bpf-linker/bin");
+    println!("cargo:rerun-if-changed={}", linker_dir.display());
     let mut paths = vec![linker_dir.clone()];
-    paths.extend(env::split_paths(&path));
-    let path = env::join_paths(paths).expect("PATH entries contain no separator");
-    if !linker_dir.join("bpf-linker").exists() && which("bpf-linker", &path).is_none() {
-        panic!(
+    paths.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
+    if !paths.iter().any(|d| d.join("bpf-linker").exists()) {
+        bail!(
             "bpf-linker not found in {} or PATH: run `cargo xtask setup` first",
             linker_dir.display()
         );
     }
-
-    let target_dir = root.join("target/ebpf");
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(&root)
-        .args(["+nightly", "build", "-p", "ntp-ebpf", "--release"])
-        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env("PATH", &path)
-        .env(
-            "CARGO_ENCODED_RUSTFLAGS",
-            "-C\x1fdebuginfo=2\x1f-C\x1flink-arg=--btf",
-        );
-    // The outer build's toolchain, wrappers and flags must not leak into the eBPF build.
-    for var in [
-        "RUSTC",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTFLAGS",
-        "RUSTUP_TOOLCHAIN",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_MAKEFLAGS",
-        "CARGO_PROFILE_RELEASE_DEBUG",
-        "CARGO_ENCODED_RUSTFLAGS_HOST",
-    ] {
-        cmd.env_remove(var);
+    let path = env::join_paths(paths).context("PATH entries contain no separator")?;
+    // SAFETY: a build script is one thread; nothing reads the environment concurrently.
+    unsafe {
+        env::set_var("PATH", path);
+        // The outer build's wrappers, flags and target must not leak into the eBPF build
+        // (aya-build sets the eBPF flags itself).
+        for var in [
+            "RUSTC_WRAPPER",
+            "RUSTFLAGS",
+            "CARGO_BUILD_TARGET",
+            "CARGO_PROFILE_RELEASE_DEBUG",
+            "CARGO_ENCODED_RUSTFLAGS_HOST",
+        ] {
+            env::remove_var(var);
+        }
     }
-    let output = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running cargo +nightly for ntp-ebpf: {e}"));
-    if !output.status.success() {
-        panic!(
-            "building ntp-ebpf failed (run `cargo xtask setup` if the nightly toolchain, rust-src or bpf-linker is missing):\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    copy(
-        &target_dir.join("bpfel-unknown-none/release/ntp-ebpf"),
-        &out,
-    );
-}
 
-fn copy(from: &Path, to: &Path) {
-    std::fs::copy(from, to)
-        .unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), to.display()));
-}
-
-fn which(name: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
-    env::split_paths(path)
-        .map(|d| d.join(name))
-        .find(|p| p.exists())
+    let bench = env::var_os("CARGO_FEATURE_BENCH").is_some();
+    let features: &[&str] = if bench { &["bench"] } else { &[] };
+    let root_dir = ebpf_dir
+        .to_str()
+        .context("the ntp-ebpf path is not UTF-8")?;
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: "ntp-ebpf",
+            root_dir,
+            features,
+            ..Default::default()
+        }],
+        aya_build::Toolchain::Nightly,
+    )
+    .context(
+        "building ntp-ebpf (run `cargo xtask setup` if the nightly toolchain, rust-src or bpf-linker is missing)",
+    )
 }

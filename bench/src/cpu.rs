@@ -29,7 +29,7 @@ impl CpuTimes {
                 .parse()
                 .with_context(|| format!("CPU number in {line:?}"))?;
             let v: Vec<u64> = f
-                .map(|x| x.parse::<u64>())
+                .map(str::parse::<u64>)
                 .collect::<Result<_, _>>()
                 .with_context(|| format!("parsing {line:?}"))?;
             // user nice system idle iowait irq softirq steal ...
@@ -76,15 +76,13 @@ pub struct ProcessCpu {
 impl ProcessCpu {
     /// Reads process `pid` now (zeros if it is gone).
     pub fn of(pid: u32) -> Self {
-        let threads_ns = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .map(|tasks| {
-                tasks
-                    .filter_map(|t| t.ok())
-                    .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-                    .filter_map(|s| parse_schedstat(&s))
-                    .sum()
-            })
-            .unwrap_or(0);
+        let threads_ns = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |tasks| {
+            tasks
+                .filter_map(std::result::Result::ok)
+                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+                .filter_map(|s| parse_schedstat(&s))
+                .sum()
+        });
         let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
             .and_then(|s| parse_stat_ticks(&s))
@@ -116,7 +114,7 @@ pub fn parse_schedstat(s: &str) -> Option<u64> {
     s.split_whitespace().next()?.parse().ok()
 }
 
-/// USER_HZ, the unit of /proc/stat.
+/// `USER_HZ`, the unit of /proc/stat.
 pub fn ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -138,7 +136,7 @@ intr 1234 5
         let t = CpuTimes::parse(STAT).unwrap();
         assert_eq!(
             t.busy_ticks,
-            vec![273361 + 1 + 52658 + 7 + 184, 298947 + 62642 + 863]
+            vec![273_361 + 1 + 52658 + 7 + 184, 298_947 + 62642 + 863]
         );
         assert_eq!(t.steal_ticks, 988 + 1017);
         let later = CpuTimes {

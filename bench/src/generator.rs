@@ -1,4 +1,4 @@
-//! The load generator: BPF_PROG_TEST_RUN live frames out of the client end of a veth pair,
+//! The load generator: `BPF_PROG_TEST_RUN` live frames out of the client end of a veth pair,
 //! paced in chunks from userspace, and the reply counter on the same interface.
 
 use crate::histogram::{Histogram, Percentiles};
@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 /// Requests that may leave back to back after a pause (well inside a 256-frame ring).
 const BURST: u64 = 32;
-/// Target length of one BPF_PROG_TEST_RUN call: each costs milliseconds of set-up and
+/// Target length of one `BPF_PROG_TEST_RUN` call: each costs milliseconds of set-up and
 /// tear-down (a page pool), during which nothing is sent.
 const CALL: Duration = Duration::from_secs(2);
-/// Frames per batch inside the kernel (its xdp_do_flush interval).
+/// Frames per batch inside the kernel (its `xdp_do_flush` interval).
 const BATCH: u32 = 64;
 /// How long replies may trail the last request of a step.
 const GRACE: Duration = Duration::from_millis(300);
@@ -38,7 +38,7 @@ pub struct Template {
     pub dst: Ipv4Addr,
 }
 
-/// A 90-byte NTPv4 client request frame to `t.dst`: the initial content of the
+/// A 90-byte `NTPv4` client request frame to `t.dst`: the initial content of the
 /// generator's pages (the program rewrites every byte of each frame it sends).
 pub fn request_frame(t: &Template) -> Vec<u8> {
     let mut f = Vec::with_capacity(90);
@@ -154,7 +154,8 @@ impl Generator {
         clients: u32,
         echo: bool,
     ) -> Result<Self> {
-        let mut ebpf = Ebpf::load(ntp_user::EBPF_OBJECT).context("loading the ntpx eBPF object")?;
+        let mut ebpf =
+            Ebpf::load(ntp_user::BENCH_OBJECT).context("loading the ntpx-bench eBPF object")?;
         xdp(&mut ebpf, PROG_LOAD_GEN)?
             .load()
             .context("loading the generator program")?;
@@ -369,7 +370,7 @@ fn if_index(iface: &str) -> Result<u32> {
     Ok(i)
 }
 
-/// CLOCK_TAI − CLOCK_REALTIME, ns, rounded to whole seconds (it only ever is whole).
+/// `CLOCK_TAI` − `CLOCK_REALTIME`, ns, rounded to whole seconds (it only ever is whole).
 fn tai_offset_ns() -> Result<u64> {
     let tai = ntp_user::clock::tai_ns()?;
     let real = ntp_user::clock::realtime_ns()?;

@@ -45,7 +45,7 @@ pub struct BenchReport {
     pub fixed_rate: f64,
     /// Fraction of CPU time the hypervisor stole over the run (noise in every figure).
     pub steal: f64,
-    /// BPF_PROG_TEST_RUN timings.
+    /// `BPF_PROG_TEST_RUN` timings.
     pub testrun: TestRunFigures,
     /// Per server, in run order.
     pub servers: Vec<ServerResult>,
@@ -82,8 +82,7 @@ fn ns(v: u64) -> String {
 }
 
 fn pair(l: Option<(u64, u64)>) -> String {
-    l.map(|(a, b)| format!("{} / {}", ns(a), ns(b)))
-        .unwrap_or_else(|| "–".into())
+    l.map_or_else(|| "–".into(), |(a, b)| format!("{} / {}", ns(a), ns(b)))
 }
 
 fn lat(l: Option<Latency>) -> Option<(u64, u64)> {
@@ -136,10 +135,7 @@ impl BenchReport {
         let beyond = |s: &ServerResult| Some((s.cpu_us_per_request? - base?).max(0.0));
         for s in &self.servers {
             let fixed = s.fixed.as_ref();
-            let us = |v: Option<f64>| {
-                v.map(|c| format!("{c:.2} µs"))
-                    .unwrap_or_else(|| "–".into())
-            };
+            let us = |v: Option<f64>| v.map_or_else(|| "–".into(), |c| format!("{c:.2} µs"));
             let cpu_ratio = match (chrony.and_then(beyond), beyond(s)) {
                 (Some(c), Some(x)) if s.kind != ServerKind::Bounce => ratio(c, x),
                 _ => "–".into(),
@@ -152,10 +148,10 @@ impl BenchReport {
                 chrony
                     .map(|c| ratio(s.max_rate, c.max_rate))
                     .unwrap_or_default(),
-                bounce
-                    .filter(|b| b.max_rate > 0.0)
-                    .map(|b| format!("{:.0} %", 100.0 * s.max_rate / b.max_rate))
-                    .unwrap_or_else(|| "–".into()),
+                bounce.filter(|b| b.max_rate > 0.0).map_or_else(
+                    || "–".into(),
+                    |b| format!("{:.0} %", 100.0 * s.max_rate / b.max_rate)
+                ),
                 us(s.cpu_us_per_request),
                 us(beyond(s)),
                 cpu_ratio,
@@ -214,9 +210,9 @@ impl BenchReport {
         );
         for s in &self.servers {
             for st in s.ramp.iter().chain(s.fixed.as_ref()) {
-                let rtt = st
-                    .rtt
-                    .map(|r| {
+                let rtt = st.rtt.map_or_else(
+                    || "–".into(),
+                    |r| {
                         format!(
                             "{} / {} / {} / {}",
                             ns(r.min),
@@ -224,8 +220,8 @@ impl BenchReport {
                             ns(r.p99),
                             ns(r.max)
                         )
-                    })
-                    .unwrap_or_else(|| "–".into());
+                    },
+                );
                 let _ = writeln!(
                     m,
                     "| {} | {} | {} | {:.2} % | {} / {} | {} | {} | {} |",

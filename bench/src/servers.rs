@@ -16,7 +16,7 @@ pub enum ServerKind {
     NtpxSocket,
     /// chronyd -x.
     Chronyd,
-    /// ntpd-rs without sources (it then never touches the clock), without CAP_SYS_TIME.
+    /// ntpd-rs without sources (it then never touches the clock), without `CAP_SYS_TIME`.
     NtpdRs,
     /// The bare bounce program: the limit of the link.
     Bounce,
@@ -166,7 +166,7 @@ fn ntpd_rs(net: &BenchNet, bin: &Path) -> Result<(Proc, TempDir)> {
 
 fn attach_bounce(ifname: &str) -> Result<aya::Ebpf> {
     let mut ebpf =
-        aya::Ebpf::load(ntp_user::EBPF_OBJECT).context("loading the ntpx eBPF object")?;
+        aya::Ebpf::load(ntp_user::BENCH_OBJECT).context("loading the ntpx-bench eBPF object")?;
     let prog: &mut aya::programs::Xdp = ebpf
         .program_mut(ntp_common::load::PROG_BOUNCE)
         .context("bounce program missing")?

@@ -1,14 +1,13 @@
-//! BPF_PROG_TEST_RUN timings of the answering program beside the bare bounce program,
+//! `BPF_PROG_TEST_RUN` timings of the answering program beside the bare bounce program,
 //! on the same valid request.
 
 use anyhow::{Context, Result, bail};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use ntp_user::{
+use ntp_proto::{
     acl::{AccessTable, Action},
-    clock,
-    kernel::KernelPath,
     reference::{PublishParams, Reference, server_state},
 };
+use ntp_user::{clock, xdp::KernelPath};
 use ntpx_tests::frames;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -49,7 +48,7 @@ pub fn measure(runs: usize) -> Result<TestRunFigures> {
         .context("timing ntpx_serve without the client log")?;
 
     let mut ebpf =
-        aya::Ebpf::load(ntp_user::EBPF_OBJECT).context("loading the ntpx eBPF object")?;
+        aya::Ebpf::load(ntp_user::BENCH_OBJECT).context("loading the ntpx-bench eBPF object")?;
     let bounce: &mut Xdp = ebpf
         .program_mut(ntp_common::load::PROG_BOUNCE)
         .context("bounce program missing")?
@@ -75,7 +74,7 @@ fn time_serve(mut k: KernelPath, frame: &[u8], runs: usize) -> Result<RunTimes> 
     let r = Reference::local(3, tai - off as u64 * 1_000_000_000);
     let p = PublishParams {
         precision: -24,
-        max_age: Duration::from_secs(600),
+        max_age: Duration::from_mins(10),
         serve: true,
         min_poll: 0,
     };

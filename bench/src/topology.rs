@@ -131,11 +131,11 @@ fn napi_threads(ifname: &str) -> Result<Vec<u32>> {
     Ok(pids)
 }
 
-/// SCHED_FIFO priority 50 for thread `pid`.
+/// `SCHED_FIFO` priority 50 for thread `pid`.
 fn realtime(pid: u32) -> Result<()> {
     let p = libc::sched_param { sched_priority: 50 };
     // SAFETY: `p` is a valid sched_param for the duration of the call.
-    if unsafe { libc::sched_setscheduler(pid as i32, libc::SCHED_FIFO, &p) } != 0 {
+    if unsafe { libc::sched_setscheduler(pid as i32, libc::SCHED_FIFO, &raw const p) } != 0 {
         bail!(
             "real-time priority for thread {pid}: {}",
             std::io::Error::last_os_error()
@@ -169,7 +169,7 @@ fn pin_tid(tid: i32, cpu: usize) -> Result<()> {
     let rc = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &raw const set)
     };
     if rc != 0 {
         bail!(

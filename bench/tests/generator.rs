@@ -11,7 +11,9 @@ use std::time::Duration;
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run(kind: ServerKind, subnet: u8, rate: f64) -> Result<Step> {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let net = BenchNet::new(subnet)?;
     let peers = Peers {
         ntpd_rs: "/nonexistent".into(),
@@ -88,7 +90,7 @@ fn generator_times_ntpx_xdp_replies() -> Result<()> {
         "ntpx XDP at 20k/s: processing p50 {} ns, offset error p50 {} ns, response p50 {} ns",
         p.p50,
         o.p50,
-        s.rtt.map(|r| r.p50).unwrap_or(0)
+        s.rtt.map_or(0, |r| r.p50)
     );
     Ok(())
 }

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = ntp_user::control::decode_request(data);
+    let _ = ntp_proto::control::decode_request(data);
 });

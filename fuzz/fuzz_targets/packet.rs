@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ntp_user::{
+use ntp_proto::{
     acl::{AccessTable, Action},
     packet::NtpHeader,
     reference::{PublishParams, Reference, server_state},

@@ -8,7 +8,7 @@ pub enum Counter {
     Frames = 0,
     /// UDP datagrams to the served port (NTP requests of any shape).
     NtpReceived,
-    /// Requests answered with XDP_TX.
+    /// Requests answered with `XDP_TX`.
     Answered,
     /// Passed: not IPv4/IPv6 (after up to two VLAN tags).
     PassNotIp,

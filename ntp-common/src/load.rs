@@ -7,11 +7,11 @@
 
 use bytemuck::{Pod, Zeroable};
 
-/// Name of the generator program (run with BPF_PROG_TEST_RUN live frames).
+/// Name of the generator program (run with `BPF_PROG_TEST_RUN` live frames).
 pub const PROG_LOAD_GEN: &str = "ntpx_load_gen";
 /// Name of the reply-counting program (attached to the client end of the link).
 pub const PROG_LOAD_COUNT: &str = "ntpx_load_count";
-/// Name of the bare bounce program (swap addresses, XDP_TX).
+/// Name of the bare bounce program (swap addresses, `XDP_TX`).
 pub const PROG_BOUNCE: &str = "ntpx_bounce";
 /// Name of the configuration map (one [`LoadConfig`]).
 pub const MAP_LOAD_CFG: &str = "NTPX_LOAD_CFG";
@@ -24,7 +24,7 @@ pub const MAP_LOAD_HIST: &str = "NTPX_LOAD_HIST";
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct LoadConfig {
-    /// CLOCK_TAI − CLOCK_REALTIME, ns (the programs read CLOCK_TAI).
+    /// `CLOCK_TAI` − `CLOCK_REALTIME`, ns (the programs read `CLOCK_TAI`).
     pub tai_offset_ns: u64,
     /// First client IPv4 address (host byte order).
     pub first_client: u32,
@@ -68,7 +68,7 @@ pub enum Stat {
     ProcMin,
     /// Largest server processing delay, ns.
     ProcMax,
-    /// The pacer's next departure time (CLOCK_TAI ns), not a statistic.
+    /// The pacer's next departure time (`CLOCK_TAI` ns), not a statistic.
     PacerNext,
 }
 

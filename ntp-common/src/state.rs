@@ -2,15 +2,15 @@
 
 use bytemuck::{Pod, Zeroable};
 
-/// How served time follows the kernel's CLOCK_TAI (see [`Timebase::served_unix_ns`]).
+/// How served time follows the kernel's `CLOCK_TAI` (see [`Timebase::served_unix_ns`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Timebase {
-    /// CLOCK_TAI reading, in ns, at which this timebase was published.
+    /// `CLOCK_TAI` reading, in ns, at which this timebase was published.
     pub t0_tai_ns: u64,
     /// Served time at `t0_tai_ns`, in ns since the Unix epoch.
     pub base_unix_ns: u64,
-    /// Rate of served time relative to CLOCK_TAI, minus one, in units of 2^-32.
+    /// Rate of served time relative to `CLOCK_TAI`, minus one, in units of 2^-32.
     pub rate_frac: i64,
     /// Age in ns after which the state is stale and the kernel stops answering.
     pub max_age_ns: u64,
@@ -25,7 +25,7 @@ pub struct Timebase {
 pub struct ServerState {
     /// Sequence lock counter (odd while an update is in progress).
     pub seq: u64,
-    /// The mapping from CLOCK_TAI to served time.
+    /// The mapping from `CLOCK_TAI` to served time.
     pub timebase: Timebase,
     /// Reference timestamp, NTP 32.32 format.
     pub ref_ts: u64,
@@ -46,7 +46,7 @@ pub struct ServerState {
     /// Lowest poll exponent put in a reply (a client's higher poll is echoed).
     pub min_poll: i8,
     /// Padding; always zero.
-    pub _pad: [u8; 3],
+    pub pad: [u8; 3],
 }
 
 /// What the server knows of one client (kernel client log and `ntpxc clients`).
@@ -57,13 +57,13 @@ pub struct ClientRecord {
     pub requests: u64,
     /// NTP requests dropped (access denied).
     pub dropped: u64,
-    /// CLOCK_TAI ns of the latest request.
+    /// `CLOCK_TAI` ns of the latest request.
     pub last_tai_ns: u64,
     /// Moving average of the interval between requests, ns (0 until a second one).
     pub interval_ns: u64,
     /// Rate-limit token bucket, ns of allowance (see [`RateLimit`]).
     pub tokens_ns: u64,
-    /// Requests over the rate limit (dropped, leaked or answered with a KoD).
+    /// Requests over the rate limit (dropped, leaked or answered with a `KoD`).
     pub limited: u64,
     /// Receive timestamp (NTP format) of the latest reply: a client in interleaved mode
     /// names it in the origin field of its next request.
@@ -86,7 +86,7 @@ pub struct RateLimit {
     pub burst: u64,
     /// On average 1 in 2^L limited requests is answered anyway (L = 0: rate limiting off).
     pub leak: u8,
-    /// 1 in 2^K of the other limited requests gets a KoD RATE (K = 0: no KoD).
+    /// 1 in 2^K of the other limited requests gets a `KoD` RATE (K = 0: no `KoD`).
     pub kod: u8,
 }
 
@@ -163,7 +163,7 @@ pub const GLOBAL_RL_INTERVAL: &str = "NTPX_RL_INTERVAL_NS";
 pub const GLOBAL_RL_BURST: &str = "NTPX_RL_BURST";
 /// Leak global (0: rate limiting off).
 pub const GLOBAL_RL_LEAK: &str = "NTPX_RL_LEAK";
-/// KoD global.
+/// `KoD` global.
 pub const GLOBAL_RL_KOD: &str = "NTPX_RL_KOD";
 
 /// Bytes of `clientloglimit` per client record (chrony sizes its table in bytes).
@@ -175,7 +175,7 @@ pub const MAP_CLIENTS: &str = "NTPX_CLIENTS";
 /// Name of the global that turns the kernel client log on (1) or off (0).
 pub const GLOBAL_CLIENTLOG: &str = "NTPX_CLIENTLOG";
 
-/// The key of a client: its IPv6 address, or an IPv4 one mapped (::ffff:a.b.c.d).
+/// The key of a client: its IPv6 address, or an IPv4 one mapped (`::ffff:a.b.c.d`).
 #[inline(always)]
 pub fn client_key_v4(a: [u8; 4]) -> [u8; 16] {
     [

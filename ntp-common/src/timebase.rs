@@ -15,7 +15,7 @@ pub const MAX_AGE_NS: u64 = 600 * NANOS_PER_SEC;
 pub const PHI_PPM: u64 = 15;
 
 impl Timebase {
-    /// Served time in ns since the Unix epoch at CLOCK_TAI reading `t_tai_ns`.
+    /// Served time in ns since the Unix epoch at `CLOCK_TAI` reading `t_tai_ns`.
     ///
     /// served = base + d + d * rate, d = t - t0 (signed: a userspace receive timestamp
     /// may precede the publication it is served with).

@@ -5,10 +5,12 @@
 //! or, for denied sources, dropped. Clients in interleaved mode are passed too: only the
 //! daemon learns when a reply really left. See design.md, "The fast path".
 #![no_std]
+// Everything is inlined into the programs on purpose: the verifier follows one function,
+// and BPF-to-BPF calls would cost more than they save here.
+#![allow(clippy::inline_always)]
+// aya's #[xdp] hands each program its context by value.
+#![allow(clippy::needless_pass_by_value)]
 #![no_main]
-
-mod bench;
-mod packet;
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_NOEXIST, xdp_action},
@@ -27,7 +29,7 @@ use ntp_common::{
     wire::{self, NTP_HEADER_LEN},
 };
 
-use packet::{Csum, Frame};
+use ntp_ebpf::packet::{Csum, Frame};
 
 /// UDP port answered; overridden by the loader from the configuration.
 #[unsafe(no_mangle)]
@@ -95,38 +97,43 @@ fn interleaving(rec: &ClientRecord, origin: u64) -> bool {
 /// rate limit; interleaved clients are left to the daemon, which logs and limits them.
 #[inline(always)]
 fn log_client(key: [u8; 16], now: u64, origin: u64, dropped: bool) -> Admission {
-    if unsafe { core::ptr::read_volatile(&NTPX_CLIENTLOG) } == 0 {
+    // SAFETY: a read of a global the loader sets before the program is loaded; volatile so the
+    // compiler keeps the load instead of folding in the compile-time default.
+    if unsafe { core::ptr::read_volatile(&raw const NTPX_CLIENTLOG) } == 0 {
         return Admission::Rate(RateVerdict::Answer, None);
     }
+    // SAFETY: a read of a global the loader sets before the program is loaded; volatile so the
+    // compiler keeps the load instead of folding in the compile-time default.
     let rl = unsafe {
         RateLimit {
-            interval_ns: core::ptr::read_volatile(&NTPX_RL_INTERVAL_NS),
-            burst: core::ptr::read_volatile(&NTPX_RL_BURST),
-            leak: core::ptr::read_volatile(&NTPX_RL_LEAK),
-            kod: core::ptr::read_volatile(&NTPX_RL_KOD),
+            interval_ns: core::ptr::read_volatile(&raw const NTPX_RL_INTERVAL_NS),
+            burst: core::ptr::read_volatile(&raw const NTPX_RL_BURST),
+            leak: core::ptr::read_volatile(&raw const NTPX_RL_LEAK),
+            kod: core::ptr::read_volatile(&raw const NTPX_RL_KOD),
         }
     };
     // The record is updated in place. Another CPU may update the same record at once,
     // or the LRU may hand its slot to another client while this run holds it: the worst
     // case is a lost count or one request judged by a neighbour's bucket or hand-over
     // mark, which a client log can afford and locking here could not.
-    let rec = match NTPX_CLIENTS.get_ptr_mut(key) {
-        Some(p) => p,
-        None => {
-            // BPF_NOEXIST: of two CPUs creating the same record, one counts it.
-            if NTPX_CLIENTS
-                .insert(key, ClientRecord::default(), BPF_NOEXIST as u64)
-                .is_ok()
-            {
-                count(Counter::ClientRecordsCreated);
-            }
-            match NTPX_CLIENTS.get_ptr_mut(key) {
-                Some(p) => p,
-                None => return Admission::Rate(RateVerdict::Answer, None),
-            }
+    let rec = if let Some(p) = NTPX_CLIENTS.get_ptr_mut(key) {
+        p
+    } else {
+        // BPF_NOEXIST: of two CPUs creating the same record, one counts it.
+        if NTPX_CLIENTS
+            .insert(key, ClientRecord::default(), BPF_NOEXIST as u64)
+            .is_ok()
+        {
+            count(Counter::ClientRecordsCreated);
+        }
+        match NTPX_CLIENTS.get_ptr_mut(key) {
+            Some(p) => p,
+            None => return Admission::Rate(RateVerdict::Answer, None),
         }
     };
     let ptr = rec;
+    // SAFETY: the pointer comes from a map lookup in this run and stays valid until it ends;
+    // concurrent updates of the record are tolerated (see above).
     let rec = unsafe { &mut *rec };
     if !dropped && interleaving(rec, origin) {
         rec.xleave_tx = XLEAVE_TO_DAEMON;
@@ -135,6 +142,7 @@ fn log_client(key: [u8; 16], now: u64, origin: u64, dropped: bool) -> Admission 
     let verdict = if dropped || rl.leak == 0 {
         RateVerdict::Answer
     } else {
+        // SAFETY: a BPF helper without arguments or preconditions.
         rl.check(rec, now, unsafe { bpf_get_prandom_u32() })
     };
     rec.hit(now, dropped || verdict == RateVerdict::Drop);
@@ -147,7 +155,7 @@ fn log_client(key: [u8; 16], now: u64, origin: u64, dropped: bool) -> Admission 
 #[inline(always)]
 fn remember_reply(rec: Option<*mut ClientRecord>, req: &RequestFields) {
     if let Some(p) = rec {
-        // The pointer is into the LRU map, valid for this program run.
+        // SAFETY: the pointer is into the LRU map, valid for this program run.
         unsafe {
             (*p).xleave_rx = req.rx_ntp;
             (*p).xleave_tx = 0;
@@ -169,8 +177,9 @@ const REPLY_TTL: u8 = 64;
 
 /// Answers NTP client requests in place.
 #[xdp]
-pub fn ntpx_serve(ctx: XdpContext) -> u32 {
+pub(crate) fn ntpx_serve(ctx: XdpContext) -> u32 {
     // The receive timestamp comes first: everything after it is server processing delay.
+    // SAFETY: a BPF helper without arguments or preconditions.
     let rx_tai = unsafe { bpf_ktime_get_tai_ns() };
     count(Counter::Frames);
     let (action, reason) = serve(&ctx, rx_tai);
@@ -178,9 +187,9 @@ pub fn ntpx_serve(ctx: XdpContext) -> u32 {
     action
 }
 
-/// Passes every frame: attached to a veth peer so XDP_TX frames reach it.
+/// Passes every frame: attached to a veth peer so `XDP_TX` frames reach it.
 #[xdp]
-pub fn ntpx_pass(_ctx: XdpContext) -> u32 {
+pub(crate) fn ntpx_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
@@ -188,6 +197,8 @@ pub fn ntpx_pass(_ctx: XdpContext) -> u32 {
 fn count(c: Counter) {
     if let Some(p) = NTPX_COUNTERS.get_ptr_mut(c as u32) {
         // Per-CPU slot: no other writer, a plain increment is exact.
+        // SAFETY: a valid pointer into a map slot; per-CPU slots have no other writer, and a
+        // counter that loses an increment to a race costs nothing.
         unsafe { *p += 1 };
     }
 }
@@ -263,6 +274,8 @@ fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     let (Some(src), Some(dst)) = (f.array::<4>(ip + 12), f.array::<4>(ip + 16)) else {
         return pass(Counter::PassTruncated);
     };
+    // SAFETY: the value is only tested for presence, never read, so a concurrent update by the
+    // daemon cannot be observed half-written.
     if unsafe { NTPX_LOCAL_V4.get(dst) }.is_none() {
         return pass(Counter::PassNotLocal);
     }
@@ -327,6 +340,8 @@ fn ipv6<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     let (Some(src), Some(dst)) = (f.array::<16>(ip + 8), f.array::<16>(ip + 24)) else {
         return pass(Counter::PassTruncated);
     };
+    // SAFETY: the value is only tested for presence, never read, so a concurrent update by the
+    // daemon cannot be observed half-written.
     if unsafe { NTPX_LOCAL_V6.get(dst) }.is_none() {
         return pass(Counter::PassNotLocal);
     }
@@ -378,7 +393,9 @@ fn check_udp(
     let Some(dport) = f.u16(udp + 2) else {
         return Err(pass(Counter::PassTruncated));
     };
-    if dport != unsafe { core::ptr::read_volatile(&NTPX_PORT) } {
+    // SAFETY: a read of a global the loader sets before the program is loaded; volatile so the
+    // compiler keeps the load instead of folding in the compile-time default.
+    if dport != unsafe { core::ptr::read_volatile(&raw const NTPX_PORT) } {
         return Err(pass(Counter::PassNotNtp));
     }
     count(Counter::NtpReceived);
@@ -506,11 +523,17 @@ fn read_state() -> Option<ServerState> {
     let p = NTPX_STATE.get_ptr(0)?;
     // Volatile reads keep the compiler from merging or reordering the lock and the copy;
     // BPF loads on the architectures served here are not reordered against each other.
+    // SAFETY: `p` points at the state map's one element, valid for the whole run; a torn
+    // read is caught by the sequence check.
     let seq1 = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*p).seq)) };
     if seq1 & 1 != 0 {
         return None;
     }
+    // SAFETY: `p` points at the state map's one element, valid for the whole run; a torn
+    // read is caught by the sequence check.
     let s = unsafe { core::ptr::read_volatile(p) };
+    // SAFETY: `p` points at the state map's one element, valid for the whole run; a torn
+    // read is caught by the sequence check.
     let seq2 = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*p).seq)) };
     if seq1 != seq2 {
         return None;
@@ -568,6 +591,7 @@ fn finish_reply(
     csum.add64(req.client_tx);
     csum.add64(rx_ntp);
 
+    // SAFETY: a BPF helper without arguments or preconditions.
     let tx_tai = unsafe { bpf_ktime_get_tai_ns() };
     let tx_ntp = unix_ns_to_ntp(tb.served_unix_ns(tx_tai));
     f.put_u64(ntp + wire::OFF_TRANSMIT_TS, tx_ntp);

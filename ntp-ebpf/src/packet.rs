@@ -45,6 +45,7 @@ impl Frame {
     #[inline(always)]
     pub fn array<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
         let p = self.ptr::<N>(off)?;
+        // SAFETY: `ptr` checked that the N bytes at `off` lie inside the frame.
         Some(unsafe { core::ptr::read_unaligned(p as *const [u8; N]) })
     }
 
@@ -52,6 +53,7 @@ impl Frame {
     #[inline(always)]
     pub fn u8(&self, off: usize) -> Option<u8> {
         let p = self.ptr::<1>(off)?;
+        // SAFETY: `ptr` checked that the N bytes at `off` lie inside the frame.
         Some(unsafe { *p })
     }
 
@@ -76,7 +78,8 @@ impl Frame {
     #[inline(always)]
     fn put<const N: usize>(&self, off: usize, v: [u8; N]) {
         if let Some(p) = self.ptr::<N>(off) {
-            unsafe { core::ptr::write_unaligned(p as *mut [u8; N], v) };
+            // SAFETY: `ptr` checked that the N bytes at `off` lie inside the frame.
+            unsafe { core::ptr::write_unaligned(p.cast::<[u8; N]>(), v) };
         }
     }
 

@@ -1,35 +1,32 @@
-//! ntpx userspace: the daemon `ntpxd`, the control client `ntpxc`, and the modules they share.
+//! ntpx's daemon `ntpxd`: the IO edges around the sans-IO core in `ntp_proto`.
 //!
-//! The protocol and decision logic (`packet`, `config`, `acl`, `server`, `reference`) are
-//! sans-IO; sockets, clocks and BPF maps live in `net`, `clock` and `kernel`.
+//! - `daemon`: start-up, the shared state, the NTP socket, the control server, the exit;
+//! - `sources`: polling upstream servers and resolving their names;
+//! - `clock`: reading and steering the system clock;
+//! - `xdp`: loading and attaching the fast path, its maps, the interfaces it serves;
+//! - `net`: UDP sockets with kernel timestamps;
+//! - `os`: files, the pidfile, privileges, systemd.
 
-pub mod acl;
-pub mod client;
 pub mod clock;
-pub mod config;
-pub mod control;
 pub mod daemon;
-pub mod drift;
-pub mod engine;
-pub mod ifaces;
-pub mod kernel;
-pub mod keys;
-pub mod leaptz;
-pub mod logfiles;
 pub mod net;
-pub mod notify;
-pub mod packet;
-pub mod privdrop;
-pub mod reference;
-pub mod report;
-pub mod server;
-pub mod source;
-pub mod stats;
-pub mod steered;
-pub mod sync;
-pub mod sync_task;
-pub mod sysclock;
-pub mod virtclock;
+pub mod os;
+pub mod sources;
+pub mod xdp;
 
-/// The XDP object built from `ntp-ebpf`, embedded at build time.
-pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ntpx.bpf.o"));
+pub use ntp_proto;
+
+/// The serving XDP object (`ntpx_serve`, `ntpx_pass`) built from `ntp-ebpf`, embedded at
+/// build time.
+pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ntpx"));
+
+/// The benchmark's XDP object (load generator, reply counter, bare bounce), for the bench.
+#[cfg(feature = "bench")]
+pub const BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ntpx-bench"));
+
+/// Locks a mutex, recovering the data if a panicking holder poisoned it (the values are
+/// plain state, valid after any partial update).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

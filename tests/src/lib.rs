@@ -19,11 +19,16 @@ pub const SKIP_PRIVILEGED: &str = "NTPX_SKIP_PRIVILEGED";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Whether this process runs with effective uid 0.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Whether privileged tests should run: true as root; a panic with a clear message when not
-/// root, unless NTPX_SKIP_PRIVILEGED=1 opts out (then false, and the test says it skipped).
+/// root, unless `NTPX_SKIP_PRIVILEGED=1` opts out (then false, and the test says it skipped).
 pub fn privileged(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if is_root() {
         return true;
     }
     if std::env::var(SKIP_PRIVILEGED).is_ok_and(|v| v == "1") {
@@ -192,7 +197,7 @@ pub struct Link {
 }
 
 /// Joins `server` and `client` with a veth pair on subnet number `net` (0-255):
-/// 198.18.NET.1/24 and fd00:198:18:NET::1/64 on the server, .2 / ::2 on the client.
+/// 198.18.NET.1/24 and `fd00:198:18:NET::1/64` on the server, .2 / `::2` on the client.
 /// 198.18.0.0/15 is the benchmarking range: nothing outside these namespaces uses it.
 pub fn veth(server: &Netns, client: &Netns, net: u8) -> Result<Link> {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -240,7 +245,7 @@ pub fn veth(server: &Netns, client: &Netns, net: u8) -> Result<Link> {
 }
 
 /// A shared segment: a hub namespace with a bridge, and nodes joined to it by veth pairs.
-/// Node N gets 198.18.NET.N/24 and fd00:198:18:NET::N/64.
+/// Node N gets 198.18.NET.N/24 and `fd00:198:18:NET::N/64`.
 pub struct Lan {
     hub: Netns,
     net: u8,
@@ -313,7 +318,7 @@ impl Lan {
 }
 
 /// The seed's topology on one LAN: an upstream (node 1), the server pair time1 and time2
-/// (nodes 2 and 3, their hub ends with the pass program so XDP_TX replies cross the
+/// (nodes 2 and 3, their hub ends with the pass program so `XDP_TX` replies cross the
 /// bridge), a client (node 4) and a namespace for independent queries (node 5).
 pub struct SeedTopology {
     /// The shared segment.
@@ -453,7 +458,7 @@ impl Proc {
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        self.child.as_ref().map_or(0, std::process::Child::id)
     }
 
     /// Everything the process has written so far.
@@ -717,7 +722,7 @@ impl SourceRow {
     }
 }
 
-/// Keeps ntpx's pass-through XDP program on a client-side veth so XDP_TX replies arrive.
+/// Keeps ntpx's pass-through XDP program on a client-side veth so `XDP_TX` replies arrive.
 pub fn xdp_pass(ns: &Netns, iface: &str) -> Result<Proc> {
     let mut cmd = ns.command(bin("ntpx-xdp-pass"));
     cmd.arg(iface);
@@ -802,8 +807,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.stratum, 3);
-        assert!((d.offset + 0.000021).abs() < 1e-12);
-        assert!((d.error - 0.000043).abs() < 1e-12);
+        assert!((d.offset + 0.000_021).abs() < 1e-12);
+        assert!((d.error - 0.000_043).abs() < 1e-12);
         assert!(parse_ntpdig("ntpdig: no eligible servers\n").is_err());
     }
 }

@@ -17,7 +17,7 @@ struct Net {
 }
 
 /// A server and a client namespace joined by a veth pair; with `xdp` the client end gets
-/// the pass program so XDP_TX replies reach it.
+/// the pass program so `XDP_TX` replies reach it.
 fn net(xdp: bool, subnet: u8) -> Result<Net> {
     let server = Netns::new("srv")?;
     let client = Netns::new("cli")?;
@@ -253,7 +253,7 @@ fn requests_the_kernel_passes_up_are_answered_by_the_daemon() -> Result<()> {
         Some(vec![1, 1, 1, 0]),
     )?
     .context("no reply to a request with IPv4 options")?;
-    let h = ntp_user::packet::NtpHeader::parse(&reply)?;
+    let h = ntp_proto::packet::NtpHeader::parse(&reply)?;
     assert_eq!((reply.len(), h.mode, h.stratum, h.version), (48, 4, 3, 4));
     assert_eq!(h.origin_ts.0, 0x0102_0304_0506_0708);
     assert!(h.receive_ts <= h.transmit_ts);
@@ -464,7 +464,7 @@ fn privileges_are_dropped_after_set_up() -> Result<()> {
         status
             .lines()
             .find(|l| l.starts_with(name))
-            .map(|l| l.to_string())
+            .map(std::string::ToString::to_string)
             .unwrap_or_default()
     };
     assert!(
@@ -497,7 +497,7 @@ fn flood_from(ns: &Netns, server: &str, n: usize) -> Result<usize> {
     let server: std::net::IpAddr = server.parse()?;
     ns.run_in(move || {
         let sock = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
-        sock.set_read_timeout(Some(Duration::from_millis(1000)))?;
+        sock.set_read_timeout(Some(Duration::from_secs(1)))?;
         let req = ntpx_tests::frames::ntp_request(4, 3, 6, 42);
         for _ in 0..n {
             sock.send_to(&req, (server, 123))?;

@@ -282,7 +282,7 @@ fn injected_offset_and_drift_are_estimated() -> Result<()> {
     let line = format!("server {up_ip} iburst minpoll -3 maxpoll -3");
     let d = Ntpxd::start(&x, &format!("{line}\nport 0"), &["--no-xdp"])?;
     let (_chrony, _dir, sock) = chronyd(&c, &format!("{line}\nport 0"))?;
-    std::thread::sleep(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_mins(1));
     let truth_offset = OFFSET + DRIFT_PPM * 1e-6 * started.elapsed().as_secs_f64();
     // "System time: X seconds slow of NTP time": the system clock is behind by the offset.
     let x_sys = signed_fast_slow(&d.tracking("System time")?)?;

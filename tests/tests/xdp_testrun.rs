@@ -1,14 +1,13 @@
-//! The XDP program run on crafted frames through BPF_PROG_TEST_RUN (needs root).
+//! The XDP program run on crafted frames through `BPF_PROG_TEST_RUN` (needs root).
 
 use aya::programs::{TestRun, TestRunOptions};
 use ntp_common::{Counter, ServerState};
-use ntp_user::{
+use ntp_proto::{
     acl::{AccessTable, Action, Subnet},
-    clock,
-    kernel::KernelPath,
     packet::{NtpHeader, NtpTimestamp},
     reference::{PublishParams, Reference, server_state},
 };
+use ntp_user::{clock, xdp::KernelPath};
 use ntpx_tests::frames::{self, CLIENT_MAC, SERVER_MAC, Spec, ntp_request};
 use std::time::Duration;
 
@@ -38,7 +37,7 @@ fn state_now(stale_limit: Duration, serve: bool) -> ServerState {
 }
 
 impl Fixture {
-    /// Loads the program with a fresh state and `allow all` minus 198.18.9.0/24 and fd00:9::/32.
+    /// Loads the program with a fresh state and `allow all` minus 198.18.9.0/24 and `fd00:9::/32`.
     fn new() -> Option<Self> {
         if !ntpx_tests::privileged("xdp_testrun") {
             return None;
@@ -502,7 +501,7 @@ fn limited(rl: ntp_common::RateLimit, clients: u32) -> Option<Fixture> {
     k.set_acl(&acl).unwrap();
     k.set_local_addresses(&["198.18.0.1".parse().unwrap()])
         .unwrap();
-    k.publish(&state_now(Duration::from_secs(60), true));
+    k.publish(&state_now(Duration::from_mins(1), true));
     Some(Fixture { k })
 }
 
@@ -723,7 +722,7 @@ fn hostile_frames_are_never_answered_wrongly() {
                 } else {
                     good6.clone()
                 };
-                for _ in 0..1 + rng.next_u64() % 3 {
+                for _ in 0..=(rng.next_u64() % 3) {
                     let at = (rng.next_u64() as usize) % f.len();
                     f[at] = rng.next_u64() as u8;
                 }

@@ -147,11 +147,11 @@ fn main() -> Result<()> {
     println!("{md}");
     if let Some(p) = &a.json {
         let json = serde_json::to_string_pretty(&report)?;
-        ntp_user::daemon::write_atomically(p, json.as_bytes())?;
+        ntp_user::os::atomic_file::write_atomically(p, json.as_bytes())?;
     }
     if let Some(p) = &a.markdown {
         let doc = std::fs::read_to_string(p).unwrap_or_default();
-        ntp_user::daemon::write_atomically(p, splice(&doc, &md).as_bytes())?;
+        ntp_user::os::atomic_file::write_atomically(p, splice(&doc, &md).as_bytes())?;
     }
     Ok(())
 }
@@ -282,7 +282,7 @@ fn ramp(
         if generator_limited {
             notes.push(format!(
                 "the generator's limit was reached at {:.0} requests/s offered",
-                ramp.last().map(|s| s.offered_rate).unwrap_or(0.0)
+                ramp.last().map_or(0.0, |s| s.offered_rate)
             ));
             break;
         }
@@ -392,7 +392,7 @@ fn fixed_load(
 /// (run time ns, runs) summed over loaded programs named `name`.
 fn program_stats(name: &str) -> (u64, u64) {
     aya::programs::loaded_programs()
-        .filter_map(|p| p.ok())
+        .filter_map(std::result::Result::ok)
         .filter(|p| p.name_as_str() == Some(name))
         .fold((0, 0), |(t, n), p| {
             (t + p.run_time().as_nanos() as u64, n + p.run_count())
@@ -427,8 +427,7 @@ fn cpu_model(cpus: usize) -> String {
         .lines()
         .find_map(|l| l.strip_prefix("model name"))
         .and_then(|l| l.split_once(':'))
-        .map(|(_, m)| m.trim().to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
+        .map_or_else(|| "unknown CPU".into(), |(_, m)| m.trim().to_string());
     format!("{model}, {cpus} CPUs")
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 /// Send NTP client requests out of IFACE at rising rates and report, per step, the
 /// offered and answered rates, loss, invalid replies and response times.
 ///
-/// Requests are crafted by an XDP program run with BPF_PROG_TEST_RUN live frames (no
+/// Requests are crafted by an XDP program run with `BPF_PROG_TEST_RUN` live frames (no
 /// socket): from CLIENTS addresses starting at 198.19.0.1, ports spread, each carrying
 /// its departure time as transmit timestamp. A second XDP program on IFACE matches
 /// replies by their origin timestamp and times them. IFACE must be a veth end whose peer

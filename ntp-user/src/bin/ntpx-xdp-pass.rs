@@ -1,6 +1,6 @@
 //! ntpx-xdp-pass: keeps a pass-through XDP program on an interface until killed.
 //!
-//! For labs and tests on veth pairs: frames an XDP program sends with XDP_TX only arrive
+//! For labs and tests on veth pairs: frames an XDP program sends with `XDP_TX` only arrive
 //! at a veth peer that has an XDP program of its own.
 
 use anyhow::{Context, Result};
@@ -16,7 +16,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let (_ebpf, mode) = ntp_user::kernel::attach_pass(&args.iface)
+    let (_ebpf, mode) = ntp_user::xdp::attach_pass(&args.iface)
         .with_context(|| format!("attaching the pass program to {}", args.iface))?;
     eprintln!("ntpx-xdp-pass: attached to {} ({mode} mode)", args.iface);
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use ntp_user::{config, daemon};
+use ntp_user::{daemon, os::config_files};
 use std::{io::IsTerminal, path::PathBuf};
 
 /// NTP server whose fast path answers client requests in the kernel (XDP).
@@ -35,13 +35,13 @@ struct Args {
     #[arg(short = 'n')]
     no_detach: bool,
     /// Run as USER once the fast path is attached and the sockets are bound, keeping only
-    /// CAP_SYS_TIME (none with -x). The driftfile's directory must be writable by USER.
+    /// `CAP_SYS_TIME` (none with -x). The driftfile's directory must be writable by USER.
     #[arg(short = 'u', value_name = "USER")]
     user: Option<String>,
     /// Print the effective configuration (chrony.conf syntax) and exit; non-zero on errors.
     #[arg(short = 'p')]
     print_config: bool,
-    /// Log level filter (error, warn, info, debug, trace); RUST_LOG overrides it.
+    /// Log level filter (error, warn, info, debug, trace); `RUST_LOG` overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
 }
@@ -66,12 +66,12 @@ fn main() -> Result<()> {
     } else {
         fmt.init();
     }
-    let cfg = config::load(&args.config)?;
+    let cfg = config_files::load(&args.config)?;
     if args.print_config {
         for w in &cfg.warnings {
             eprintln!("warning: {w}");
         }
-        print!("{}", config::render(&cfg));
+        print!("{}", ntp_proto::config::render(&cfg));
         return Ok(());
     }
     let opts = daemon::Options {

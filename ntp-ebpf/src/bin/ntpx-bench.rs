@@ -1,0 +1,290 @@
+//! Benchmark programs, run only by `ntpx-bench`: a load generator for `BPF_PROG_TEST_RUN`
+//! live frames, a reply counter for the client end of the link, and the bare bounce
+//! program that marks the limit of the link itself. IPv4 only. An object of their own,
+//! embedded only by the bench: `ntpxd` never carries them.
+#![no_std]
+// Everything is inlined into the programs on purpose: the verifier follows one function,
+// and BPF-to-BPF calls would cost more than they save here.
+#![allow(clippy::inline_always)]
+// aya's #[xdp] hands each program its context by value.
+#![allow(clippy::needless_pass_by_value)]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::generated::bpf_ktime_get_tai_ns,
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
+use ntp_common::{
+    load::{
+        BUCKETS, HIST_OFFSET, HIST_PROC, HIST_RTT, HISTS, LoadConfig, STATS, Stat, bucket_of,
+        ntp_diff_ns, pace,
+    },
+    timebase::unix_ns_to_ntp,
+    wire,
+};
+use ntp_ebpf::packet::Frame;
+
+#[map(name = "NTPX_LOAD_CFG")]
+static NTPX_LOAD_CFG: Array<LoadConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "NTPX_LOAD_STATS")]
+static NTPX_LOAD_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS, 0);
+
+/// Shared (not per-CPU) so the object stays small on many-CPU servers. Only the counter
+/// writes it, from the one receive queue of the client's veth: plain increments are exact.
+#[map(name = "NTPX_LOAD_HIST")]
+static NTPX_LOAD_HIST: Array<u64> = Array::with_max_entries(HISTS * BUCKETS, 0);
+
+const ETH: usize = 14;
+const IP: usize = ETH;
+const UDP: usize = IP + 20;
+const NTP: usize = UDP + 8;
+const FRAME_LEN: usize = NTP + wire::NTP_HEADER_LEN;
+const ETH_P_IP: u16 = 0x0800;
+
+#[inline(always)]
+fn stat_inc(s: Stat) {
+    if let Some(p) = NTPX_LOAD_STATS.get_ptr_mut(s as u32) {
+        // SAFETY: a valid pointer into a map slot; per-CPU slots have no other writer, and a
+        // counter that loses an increment to a race costs nothing.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn stat_min_max(min: Stat, max: Stat, v: u64) {
+    if let Some(p) = NTPX_LOAD_STATS.get_ptr_mut(min as u32)
+        // SAFETY: a valid pointer into a slot of the benchmark's stats array, for this run;
+        // one generator writes it at a time.
+        && v < unsafe { *p }
+    {
+        // SAFETY: a valid pointer into a slot of the benchmark's stats array, for this run;
+        // one generator writes it at a time.
+        unsafe { *p = v };
+    }
+    if let Some(p) = NTPX_LOAD_STATS.get_ptr_mut(max as u32)
+        // SAFETY: a valid pointer into a slot of the benchmark's stats array, for this run;
+        // one generator writes it at a time.
+        && v > unsafe { *p }
+    {
+        // SAFETY: a valid pointer into a slot of the benchmark's stats array, for this run;
+        // one generator writes it at a time.
+        unsafe { *p = v };
+    }
+}
+
+#[inline(always)]
+fn hist_add(h: u32, v: u64) {
+    let i = h * BUCKETS + bucket_of(v);
+    if let Some(p) = NTPX_LOAD_HIST.get_ptr_mut(i) {
+        // SAFETY: a valid pointer into a map slot; per-CPU slots have no other writer, and a
+        // counter that loses an increment to a race costs nothing.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn now_ntp(tai_offset_ns: u64) -> u64 {
+    // SAFETY: a BPF helper without arguments or preconditions.
+    let tai = unsafe { bpf_ktime_get_tai_ns() };
+    unix_ns_to_ntp(tai.wrapping_sub(tai_offset_ns))
+}
+
+/// Writes the next request over the frame. Every byte: live-frame pages are recycled
+/// without being reset, so a page may come back holding a reply or a bounced request.
+/// Client address and port come from a sequence number; the transmit timestamp (the
+/// request's identity: servers echo it as the origin) is the departure time.
+#[xdp]
+pub(crate) fn ntpx_load_gen(ctx: XdpContext) -> u32 {
+    let f = Frame::new(&ctx);
+    let Some(cfg) = NTPX_LOAD_CFG.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // Copied out at once: the map pointer is not kept across helper calls.
+    let (tai_offset, first, clients, server, m, interval, burst) = (
+        cfg.tai_offset_ns,
+        cfg.first_client,
+        cfg.clients as u64,
+        cfg.server,
+        cfg.macs,
+        cfg.interval_ns,
+        cfg.burst,
+    );
+    if !f.is_exactly(FRAME_LEN) {
+        return xdp_action::XDP_ABORTED;
+    }
+    // Paced here, not by userspace: every BPF_PROG_TEST_RUN call costs milliseconds of
+    // set-up and tear-down, so calls are long and most runs just skip their turn.
+    let Some(next) = NTPX_LOAD_STATS.get_ptr_mut(Stat::PacerNext as u32) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: a BPF helper without arguments or preconditions.
+    let now = unsafe { bpf_ktime_get_tai_ns() };
+    // SAFETY: a valid pointer into a slot of the benchmark's stats array, for this run;
+    // one generator writes it at a time.
+    match pace(unsafe { *next }, now, interval, burst) {
+        // SAFETY: a valid pointer into a slot of the benchmark's stats array, for this run;
+        // one generator writes it at a time.
+        Some(n) => unsafe { *next = n },
+        None => return xdp_action::XDP_DROP,
+    }
+    let seq = match NTPX_LOAD_STATS.get_ptr_mut(Stat::Sent as u32) {
+        // SAFETY: a valid pointer into a slot of the benchmark's stats array, for this run;
+        // one generator writes it at a time.
+        Some(p) => unsafe {
+            *p += 1;
+            *p
+        },
+        None => 0,
+    };
+    let clients = if clients == 0 { 1 } else { clients };
+    let client = first.wrapping_add((seq % clients) as u32);
+    // Every client a different port each round, never a privileged one.
+    let port = 1024 + ((seq / clients) % 64_000) as u16;
+    f.put_u32(0, u32::from_be_bytes([m[0], m[1], m[2], m[3]]));
+    f.put_u32(4, u32::from_be_bytes([m[4], m[5], m[6], m[7]]));
+    f.put_u32(8, u32::from_be_bytes([m[8], m[9], m[10], m[11]]));
+    f.put_u16(12, ETH_P_IP);
+    // IPv4: version/IHL, TOS, total length, id, DF, TTL 64, UDP, checksum, addresses.
+    f.put_u32(IP, 0x4500_0000 | (FRAME_LEN - ETH) as u32);
+    f.put_u32(IP + 4, 0x0000_4000);
+    f.put_u32(IP + 8, 0x4011_0000);
+    f.put_u32(IP + 12, client);
+    f.put_u32(IP + 16, server);
+    f.put_u16(IP + 10, f.sum_words::<10>(IP).fold());
+    // UDP: no checksum (IPv4 allows it; every server here accepts it).
+    f.put_u16(UDP, port);
+    f.put_u16(UDP + 2, wire::NTP_PORT);
+    f.put_u32(UDP + 4, ((FRAME_LEN - UDP) as u32) << 16);
+    // NTPv4 client request, poll 6, all timestamps zero but the transmit timestamp.
+    f.put_u32(
+        NTP,
+        u32::from_be_bytes([wire::li_vn_mode(0, 4, wire::MODE_CLIENT), 0, 6, 0]),
+    );
+    let mut off = NTP + 4;
+    while off < NTP + wire::OFF_TRANSMIT_TS {
+        f.put_u32(off, 0);
+        off += 4;
+    }
+    f.put_u64(NTP + wire::OFF_TRANSMIT_TS, now_ntp(tai_offset));
+    xdp_action::XDP_TX
+}
+
+/// Counts and times the replies reaching the client end; everything else (ARP, ...) goes
+/// to the stack.
+#[xdp]
+pub(crate) fn ntpx_load_count(ctx: XdpContext) -> u32 {
+    let f = Frame::new(&ctx);
+    let (tai_offset, step_start, echo) = match NTPX_LOAD_CFG.get(0) {
+        Some(c) => (c.tai_offset_ns, c.step_start_ntp, c.echo != 0),
+        None => return xdp_action::XDP_PASS,
+    };
+    // One field at a time: a tuple of Options leaves LLVM free to read a register that
+    // only some paths set, which the verifier rejects.
+    if !f.is_exactly(FRAME_LEN) {
+        return xdp_action::XDP_PASS;
+    }
+    let Some(ethertype) = f.u16(12) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(ver_ihl) = f.u8(IP) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(proto) = f.u8(IP + 9) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(sport) = f.u16(UDP) else {
+        return xdp_action::XDP_PASS;
+    };
+    if ethertype != ETH_P_IP || ver_ihl != 0x45 || proto != 17 || sport != wire::NTP_PORT {
+        return xdp_action::XDP_PASS;
+    }
+    let t4 = now_ntp(tai_offset);
+    let Some(b0) = f.u8(NTP) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(stratum) = f.u8(NTP + 1) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(origin) = f.u64(NTP + wire::OFF_ORIGIN_TS) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(t2) = f.u64(NTP + wire::OFF_RECEIVE_TS) else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(t3) = f.u64(NTP + wire::OFF_TRANSMIT_TS) else {
+        return xdp_action::XDP_PASS;
+    };
+    let (leap, _, mode) = wire::split_li_vn_mode(b0);
+    // A bounced request keeps our transmit timestamp where a reply has its origin.
+    let t1 = if echo { t3 } else { origin };
+    let mode_ok = if echo {
+        mode == wire::MODE_CLIENT
+    } else {
+        mode == wire::MODE_SERVER
+    };
+    if !mode_ok || t1 > t4 {
+        stat_inc(Stat::Invalid);
+        return xdp_action::XDP_DROP;
+    }
+    if t1 < step_start {
+        stat_inc(Stat::Stale);
+        return xdp_action::XDP_DROP;
+    }
+    // Everything computed before the first map update, on every path: this kernel's
+    // verifier (6.18) trips over stack slots that only some paths spill.
+    let rtt = ntp_diff_ns(t4, t1) as u64;
+    let proc = ntp_diff_ns(t3, t2);
+    let proc = if proc < 0 { 0 } else { proc as u64 };
+    // The client's offset: ((t2 − t1) + (t3 − t4)) / 2; one shared clock, truth 0.
+    let off = i64::midpoint(ntp_diff_ns(t2, t1), ntp_diff_ns(t3, t4)).unsigned_abs();
+    let flags =
+        (echo as u64) | ((leap == wire::LEAP_UNSYNC) as u64) << 1 | ((stratum == 0) as u64) << 2;
+    record_reply(rtt, proc, off, flags);
+    xdp_action::XDP_DROP
+}
+
+/// Counts a valid reply. `flags`: bit 0 echo, bit 1 unsynchronised, bit 2 `KoD`.
+#[inline(always)]
+fn record_reply(rtt: u64, proc: u64, off: u64, flags: u64) {
+    stat_inc(Stat::Answered);
+    hist_add(HIST_RTT, rtt);
+    stat_min_max(Stat::RttMin, Stat::RttMax, rtt);
+    if flags & 1 != 0 {
+        return;
+    }
+    if flags & 2 != 0 {
+        stat_inc(Stat::Unsynchronised);
+    }
+    if flags & 4 != 0 {
+        stat_inc(Stat::Kod);
+    }
+    hist_add(HIST_PROC, proc);
+    stat_min_max(Stat::ProcMin, Stat::ProcMax, proc);
+    hist_add(HIST_OFFSET, off);
+}
+
+/// The limit of the link: every IPv4 frame goes straight back, addresses and ports
+/// swapped (checksums are unchanged by a swap), nothing parsed beyond that.
+#[xdp]
+pub(crate) fn ntpx_bounce(ctx: XdpContext) -> u32 {
+    let f = Frame::new(&ctx);
+    match f.u16(12) {
+        Some(ETH_P_IP) if f.u8(UDP + 7).is_some() => {
+            f.swap_macs();
+            f.swap::<4>(IP + 12, IP + 16);
+            f.swap::<2>(UDP, UDP + 2);
+            xdp_action::XDP_TX
+        }
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

@@ -1,0 +1,1288 @@
+//! Parser for chrony.conf-style configuration files.
+//!
+//! Existing chrony configurations must load: directives ntpx does not implement yet are
+//! reported as warnings instead of errors, so an operator can switch daemons without editing
+//! the file first. Arguments of implemented directives are checked strictly, because a
+//! silently misread access rule or port is worse than refusing to start.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::acl::{AclError, Action, Rule, Target};
+
+pub mod files;
+mod render;
+pub use files::{ConfigFiles, matches};
+mod sources;
+pub use render::render;
+pub use sources::{SourceConfig, SourceKind, SyncConfig};
+
+/// Default UDP port for NTP service.
+pub const DEFAULT_PORT: u16 = 123;
+/// Default UDP port for monitoring commands, as in chrony.
+pub const DEFAULT_CMDPORT: u16 = 323;
+/// Default path of the Unix control socket.
+pub const DEFAULT_CMD_SOCKET: &str = "/run/ntpx/ntpxd.sock";
+/// Default path of the PID file.
+pub const DEFAULT_PIDFILE: &str = "/run/ntpx/ntpxd.pid";
+/// Default for `xdpstalelimit`.
+pub const DEFAULT_XDP_STALE_LIMIT: Duration = Duration::from_secs(10);
+/// Largest accepted `xdpstalelimit`.
+pub const MAX_XDP_STALE_LIMIT: Duration = Duration::from_mins(10);
+
+/// Directives documented in chrony 4.x's chrony.conf(5) that ntpx accepts but ignores for now.
+///
+/// Kept sorted so the test can check for duplicates; implemented directives are not listed.
+pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
+    "acquisitionport",
+    "authselectmode",
+    "bindacqaddress",
+    "bindacqdevice",
+    "bindcmddevice",
+    "binddevice",
+    "broadcast",
+    "clockprecision",
+    "cmdratelimit",
+    "corrtimeratio",
+    "dscp",
+    "dumpdir",
+    "fallbackdrift",
+    "hwclockfile",
+    "hwtimestamp",
+    "hwtsinterface",
+    "hwtstimeout",
+    "initstepslew",
+    "leapseclist",
+    "leapsecmode",
+    "lock_all",
+    "logbanner",
+    "logchange",
+    "mailonchange",
+    "manual",
+    "maxchange",
+    "maxclockerror",
+    "maxdrift",
+    "maxjitter",
+    "maxntsconnections",
+    "maxsamples",
+    "maxstratum",
+    "maxtxbuffers",
+    "minsamples",
+    "minstratum",
+    "nocerttimecheck",
+    "nosystemcert",
+    "ntpsigndsocket",
+    "ntsaeads",
+    "ntscachedir",
+    "ntsdumpdir",
+    "ntsntpserver",
+    "ntsport",
+    "ntsprocesses",
+    "ntsratelimit",
+    "ntsrefresh",
+    "ntsrotate",
+    "ntsservercert",
+    "ntsserverkey",
+    "ntstrustedcerts",
+    "opencommands",
+    "peer",
+    "ptpdomain",
+    "ptpport",
+    "refclock",
+    "refresh",
+    "rtcautotrim",
+    "rtcdevice",
+    "rtcfile",
+    "rtconutc",
+    "sched_priority",
+    "smoothtime",
+    "stratumweight",
+    "tempcomp",
+];
+
+/// Characters that start a comment at the beginning of a line or after whitespace.
+const COMMENT_CHARS: &[char] = &['#', '!', ';', '%'];
+
+/// The daemon settings read from a configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Local reference mode (`local`); `None` when not configured.
+    pub local: Option<LocalConfig>,
+    /// `allow`/`deny` directives in file order.
+    pub acl_rules: Vec<Rule>,
+    /// NTP server port (`port`); 0 disables the server port.
+    pub port: u16,
+    /// Addresses to bind the NTP socket to (`bindaddress`), at most one per family.
+    pub bind_addresses: Vec<IpAddr>,
+    /// Where the frequency offset is saved (`driftfile`).
+    pub driftfile: Option<PathBuf>,
+    /// Unix control socket path; `None` when disabled with `bindcmdaddress /`.
+    pub cmd_socket: Option<PathBuf>,
+    /// Addresses for the UDP command port (`bindcmdaddress IP`), at most one per family.
+    pub cmd_addresses: Vec<IpAddr>,
+    /// `cmdallow`/`cmddeny` in file order (for the UDP command port; localhost is always
+    /// allowed, as in chrony).
+    pub cmd_acl_rules: Vec<Rule>,
+    /// UDP port for monitoring commands (`cmdport`); 0 disables it.
+    pub cmdport: u16,
+    /// PID file path; `None` when disabled with `pidfile /`.
+    pub pidfile: Option<PathBuf>,
+    /// How old the XDP fast path's shared state may get before it stops answering.
+    pub xdp_stale_limit: Duration,
+    /// Directory of the log files (`logdir`).
+    pub logdir: Option<PathBuf>,
+    /// Log files written there (`log measurements statistics tracking`).
+    pub logs: Vec<String>,
+    /// `ratelimit`: the limit applied per client in both answering paths.
+    pub ratelimit: Option<ntp_common::RateLimit>,
+    /// Client log size in records (`clientloglimit` bytes / 64); `None`: `noclientlog`.
+    pub client_log: Option<u32>,
+    /// Symmetric keys file (`keyfile`).
+    pub keyfile: Option<PathBuf>,
+    /// Zone of the tz database with leap seconds (`leapsectz`, e.g. right/UTC).
+    pub leapsectz: Option<String>,
+    /// User to run as once set up (`user`; `ntpxd -u` overrides it).
+    pub user: Option<String>,
+    /// `server` and `pool` lines in file order.
+    pub sources: Vec<SourceConfig>,
+    /// Selection and steering settings.
+    pub sync: SyncConfig,
+    /// Non-fatal problems found while parsing, in file order.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            local: None,
+            acl_rules: Vec::new(),
+            port: DEFAULT_PORT,
+            bind_addresses: Vec::new(),
+            driftfile: None,
+            cmd_socket: Some(PathBuf::from(DEFAULT_CMD_SOCKET)),
+            cmd_addresses: Vec::new(),
+            cmd_acl_rules: Vec::new(),
+            cmdport: DEFAULT_CMDPORT,
+            pidfile: Some(PathBuf::from(DEFAULT_PIDFILE)),
+            xdp_stale_limit: DEFAULT_XDP_STALE_LIMIT,
+            logdir: None,
+            logs: Vec::new(),
+            leapsectz: None,
+            keyfile: None,
+            ratelimit: None,
+            client_log: Some(
+                ntp_common::state::DEFAULT_CLIENTLOG_LIMIT / ntp_common::state::CLIENT_RECORD_BYTES,
+            ),
+            user: None,
+            sources: Vec::new(),
+            sync: SyncConfig::default(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Options of the `local` directive.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LocalConfig {
+    /// Stratum reported while the local reference is active (1-15).
+    pub stratum: u8,
+    /// Orphan mode: peers at the same stratum are assumed not to serve real time.
+    pub orphan: bool,
+    /// Root distance in seconds at which the local reference takes over.
+    pub distance: f64,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            stratum: 10,
+            orphan: false,
+            distance: 1.0,
+        }
+    }
+}
+
+/// A non-fatal problem in the configuration, with its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The file the line came from.
+    pub file: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+    /// What was ignored and why.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+/// A configuration that cannot be used; `line` is 0 when the file itself could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{}: {}", file.display(), line, message)]
+pub struct ConfigError {
+    /// The file being parsed.
+    pub file: PathBuf,
+    /// 1-based line number, or 0 for file-level errors.
+    pub line: usize,
+    /// What is wrong, naming the bad token and what was expected.
+    pub message: String,
+}
+
+/// Parses configuration text; `file` is only used in warnings and errors.
+///
+/// `include`, `confdir` and `sourcedir` find no files: text alone names none.
+pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let mut parser = Parser::new(&NoFiles, file);
+    for (index, line) in text.lines().enumerate() {
+        parser.line(index + 1, line)?;
+    }
+    Ok(parser.config)
+}
+
+/// Reads and parses a configuration file, with the files it includes, through `fs`.
+///
+/// Bytes that are not UTF-8 are tolerated inside comments, since old configuration files
+/// often carry Latin-1 remarks, but not in directives, where they would corrupt paths.
+pub fn load(fs: &dyn ConfigFiles, path: &Path) -> Result<Config, ConfigError> {
+    let mut parser = Parser::new(fs, path);
+    parser.load_file(path, FileKind::Config)?;
+    Ok(parser.config)
+}
+
+/// Deepest nesting of `include`/`confdir` (a loop of includes ends here, with an error).
+const MAX_INCLUDE_DEPTH: usize = 10;
+
+/// What a file may contain: a configuration, or (from `sourcedir`) only sources.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Config,
+    Sources,
+}
+
+/// A file system with nothing in it.
+struct NoFiles;
+
+impl ConfigFiles for NoFiles {
+    fn read(&self, _: &Path) -> std::io::Result<Vec<u8>> {
+        Err(std::io::ErrorKind::NotFound.into())
+    }
+    fn list(&self, _: &Path) -> Option<Vec<(String, bool)>> {
+        None
+    }
+}
+
+struct Parser<'a> {
+    fs: &'a dyn ConfigFiles,
+    file: PathBuf,
+    config: Config,
+    depth: usize,
+    kind: FileKind,
+}
+
+impl<'a> Parser<'a> {
+    fn new(fs: &'a dyn ConfigFiles, file: &Path) -> Self {
+        Parser {
+            fs,
+            file: file.to_path_buf(),
+            config: Config::default(),
+            depth: 0,
+            kind: FileKind::Config,
+        }
+    }
+
+    /// Parses `path` as a file of `kind`, then returns to the including file.
+    fn load_file(&mut self, path: &Path, kind: FileKind) -> Result<(), ConfigError> {
+        let bytes = self.fs.read(path).map_err(|err| ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            message: format!("cannot read configuration file: {err}"),
+        })?;
+        let outer = (
+            std::mem::replace(&mut self.file, path.to_path_buf()),
+            self.kind,
+        );
+        self.kind = kind;
+        self.depth += 1;
+        let result = self.parse_bytes(&bytes);
+        self.depth -= 1;
+        (self.file, self.kind) = outer;
+        result
+    }
+
+    fn parse_bytes(&mut self, bytes: &[u8]) -> Result<(), ConfigError> {
+        for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+            let number = index + 1;
+            if let Ok(line) = std::str::from_utf8(raw) {
+                self.line(number, line)?;
+            } else {
+                let lossy = String::from_utf8_lossy(raw);
+                let content = strip_comment(&lossy);
+                if content.contains(char::REPLACEMENT_CHARACTER) {
+                    return Err(self.error(number, "line is not valid UTF-8".to_string()));
+                }
+                self.line(number, content)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `include PATTERN`, `confdir DIR...`, `sourcedir DIR...`: the files they name, in order.
+    fn includes(&mut self, number: usize, name: &str, args: &[&str]) -> Result<(), ConfigError> {
+        if self.depth > MAX_INCLUDE_DEPTH {
+            return Err(self.error(
+                number,
+                format!("{name} nested more than {MAX_INCLUDE_DEPTH} deep (an include loop?)"),
+            ));
+        }
+        if args.is_empty() {
+            return Err(self.error(number, missing(name, "a path")));
+        }
+        let (files, kind) = match name {
+            "include" => {
+                let mut files = Vec::new();
+                for pattern in args {
+                    files.extend(files::glob(self.fs, Path::new(pattern)));
+                }
+                (files, FileKind::Config)
+            }
+            "confdir" => (files::dir_files(self.fs, args, "conf"), FileKind::Config),
+            _ => (
+                files::dir_files(self.fs, args, "sources"),
+                FileKind::Sources,
+            ),
+        };
+        for f in files {
+            self.load_file(&f, kind)?;
+        }
+        Ok(())
+    }
+
+    fn error(&self, line: usize, message: String) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line,
+            message,
+        }
+    }
+
+    fn warn(&mut self, line: usize, message: String) {
+        self.config.warnings.push(ConfigWarning {
+            file: self.file.clone(),
+            line,
+            message,
+        });
+    }
+
+    fn line(&mut self, number: usize, text: &str) -> Result<(), ConfigError> {
+        let mut tokens = strip_comment(text).split_whitespace();
+        let Some(name) = tokens.next() else {
+            return Ok(());
+        };
+        let args: Vec<&str> = tokens.collect();
+        let lower = name.to_ascii_lowercase();
+        if self.kind == FileKind::Sources
+            && !matches!(lower.as_str(), "server" | "pool" | "peer" | "refclock")
+        {
+            return Err(self.error(number, format!("directive \"{name}\" is not allowed in a sources file (only server, pool, peer, refclock)")));
+        }
+        if matches!(lower.as_str(), "include" | "confdir" | "sourcedir") {
+            return self.includes(number, &lower, &args);
+        }
+        self.directive(number, name, &args)
+            .map_err(|message| self.error(number, message))
+    }
+
+    /// Applies one directive; the error is a message without location.
+    fn directive(&mut self, line: usize, name: &str, args: &[&str]) -> Result<(), String> {
+        let lower = name.to_ascii_lowercase();
+        match lower.as_str() {
+            "local" => {
+                let local = self.local(line, args)?;
+                self.config.local = Some(local);
+            }
+            "allow" => self
+                .config
+                .acl_rules
+                .push(acl_rule("allow", Action::Allow, args)?),
+            "deny" => self
+                .config
+                .acl_rules
+                .push(acl_rule("deny", Action::Deny, args)?),
+            "cmdallow" => {
+                self.config
+                    .cmd_acl_rules
+                    .push(acl_rule("cmdallow", Action::Allow, args)?);
+            }
+            "cmddeny" => self
+                .config
+                .cmd_acl_rules
+                .push(acl_rule("cmddeny", Action::Deny, args)?),
+            "port" => self.config.port = port("port", args)?,
+            "cmdport" => self.config.cmdport = port("cmdport", args)?,
+            "bindaddress" => {
+                let token = single_arg("bindaddress", args, "an IPv4 or IPv6 address")?;
+                let addr = IpAddr::from_str(token).map_err(|_| {
+                    invalid("address", token, "bindaddress", "an IPv4 or IPv6 address")
+                })?;
+                replace_same_family(&mut self.config.bind_addresses, addr);
+            }
+            "bindcmdaddress" => self.bindcmdaddress(args)?,
+            "driftfile" => self.driftfile(line, args)?,
+            "pidfile" => {
+                let token = single_arg("pidfile", args, "a file path, or / to disable")?;
+                // chrony documents "/" as the way to turn the PID file off.
+                self.config.pidfile = (token != "/").then(|| PathBuf::from(token));
+            }
+            "xdpstalelimit" => self.config.xdp_stale_limit = xdp_stale_limit(args)?,
+            "user" => self.config.user = Some(single_arg("user", args, "a user name")?.to_string()),
+            "noclientlog" => self.config.client_log = None,
+            "ratelimit" => self.config.ratelimit = Some(ratelimit(args)?),
+            "clientloglimit" => {
+                let v = single_arg("clientloglimit", args, "a size in bytes")?;
+                let bytes = parse_uint::<u32>(v)
+                    .ok_or_else(|| invalid("limit", v, "clientloglimit", "a size in bytes"))?;
+                if self.config.client_log.is_some() {
+                    self.config.client_log =
+                        Some((bytes / ntp_common::state::CLIENT_RECORD_BYTES).max(1));
+                }
+            }
+            "keyfile" => {
+                self.config.keyfile =
+                    Some(PathBuf::from(single_arg("keyfile", args, "a file path")?));
+            }
+            "leapsectz" => {
+                let zone = single_arg("leapsectz", args, "a zone name such as right/UTC")?;
+                self.config.leapsectz = Some(zone.to_string());
+            }
+            "logdir" => {
+                self.config.logdir =
+                    Some(PathBuf::from(single_arg("logdir", args, "a directory")?));
+            }
+            "log" => {
+                if args.is_empty() {
+                    return Err(missing(
+                        "log",
+                        "measurements, statistics, tracking, rtc, refclocks or tempcomp",
+                    ));
+                }
+                for kind in args {
+                    match kind.to_ascii_lowercase().as_str() {
+                        k @ ("measurements" | "statistics" | "tracking") => {
+                            self.config.logs.push(k.to_string());
+                        }
+                        // chrony's other logs have nothing to record in ntpx yet.
+                        "rawmeasurements" | "rtc" | "refclocks" | "tempcomp" | "selection" => self
+                            .warn(
+                                line,
+                                format!("log \"{kind}\" is not supported yet and is ignored"),
+                            ),
+                        _ => {
+                            return Err(invalid(
+                                "log",
+                                kind,
+                                "log",
+                                "measurements, statistics, tracking, rtc, refclocks, tempcomp or selection",
+                            ));
+                        }
+                    }
+                }
+            }
+            "server" | "pool" => {
+                let kind = if lower == "server" {
+                    SourceKind::Server
+                } else {
+                    SourceKind::Pool
+                };
+                let (mut source, warnings) = sources::parse_source(kind, line, args)?;
+                source.from_sourcedir = self.kind == FileKind::Sources;
+                self.config.sources.push(source);
+                for w in warnings {
+                    self.warn(line, w);
+                }
+            }
+            sync if sources::sync_directive(&mut self.config.sync, sync, args)? => {}
+            known if UNSUPPORTED_DIRECTIVES.contains(&known) => self.warn(
+                line,
+                format!("directive \"{name}\" is not supported yet and is ignored"),
+            ),
+            _ => self.warn(line, format!("unknown directive \"{name}\" ignored")),
+        }
+        Ok(())
+    }
+
+    fn local(&mut self, line: usize, args: &[&str]) -> Result<LocalConfig, String> {
+        const STRATUM: &str = "an integer 1-15";
+        const SECONDS: &str = "a non-negative number of seconds";
+        let mut local = LocalConfig::default();
+        let mut rest = args.iter();
+        while let Some(&option) = rest.next() {
+            let lower = option.to_ascii_lowercase();
+            match lower.as_str() {
+                "orphan" => local.orphan = true,
+                "stratum" => {
+                    let value = option_value(&mut rest, "stratum", "local", STRATUM)?;
+                    local.stratum = parse_uint::<u8>(value)
+                        .filter(|s| (1..=15).contains(s))
+                        .ok_or_else(|| invalid("stratum", value, "local", STRATUM))?;
+                }
+                "distance" => {
+                    let value = option_value(&mut rest, "distance", "local", SECONDS)?;
+                    local.distance = parse_float(value)
+                        .filter(|d| *d >= 0.0)
+                        .ok_or_else(|| invalid("distance", value, "local", SECONDS))?;
+                }
+                // Valid in chrony 4.x; validated so typos are caught, but not acted on yet.
+                "activate" | "waitsynced" | "waitunsynced" => {
+                    let value = option_value(&mut rest, &lower, "local", SECONDS)?;
+                    parse_float(value)
+                        .filter(|d| *d >= 0.0)
+                        .ok_or_else(|| invalid(&lower, value, "local", SECONDS))?;
+                    self.warn(
+                        line,
+                        format!(
+                            "option \"{option}\" of local directive is not supported yet \
+                             and is ignored"
+                        ),
+                    );
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown option \"{option}\" in local directive (expected stratum, \
+                         orphan, distance, activate, waitsynced or waitunsynced)"
+                    ));
+                }
+            }
+        }
+        Ok(local)
+    }
+
+    fn bindcmdaddress(&mut self, args: &[&str]) -> Result<(), String> {
+        const EXPECTED: &str = "an IP address, an absolute socket path, or / to disable";
+        let token = single_arg("bindcmdaddress", args, EXPECTED)?;
+        if token == "/" {
+            self.config.cmd_socket = None;
+        } else if token.starts_with('/') {
+            self.config.cmd_socket = Some(PathBuf::from(token));
+        } else {
+            let addr = IpAddr::from_str(token)
+                .map_err(|_| invalid("address", token, "bindcmdaddress", EXPECTED))?;
+            replace_same_family(&mut self.config.cmd_addresses, addr);
+        }
+        Ok(())
+    }
+
+    fn driftfile(&mut self, line: usize, args: &[&str]) -> Result<(), String> {
+        const SECONDS: &str = "a positive number of seconds";
+        let Some((&path, options)) = args.split_first() else {
+            return Err(missing("driftfile", "a file path"));
+        };
+        let mut rest = options.iter();
+        while let Some(&option) = rest.next() {
+            if !option.eq_ignore_ascii_case("interval") {
+                return Err(format!(
+                    "unknown option \"{option}\" in driftfile directive (expected interval)"
+                ));
+            }
+            let value = option_value(&mut rest, "interval", "driftfile", SECONDS)?;
+            parse_float(value)
+                .filter(|v| *v > 0.0)
+                .ok_or_else(|| invalid("interval", value, "driftfile", SECONDS))?;
+            self.warn(
+                line,
+                format!(
+                    "option \"{option}\" of driftfile directive is not supported yet and is \
+                     ignored"
+                ),
+            );
+        }
+        self.config.driftfile = Some(PathBuf::from(path));
+        Ok(())
+    }
+}
+
+/// Returns the part of a line before any comment.
+fn strip_comment(line: &str) -> &str {
+    let mut after_space = true;
+    for (index, c) in line.char_indices() {
+        if after_space && COMMENT_CHARS.contains(&c) {
+            return &line[..index];
+        }
+        after_space = c.is_whitespace();
+    }
+    line
+}
+
+fn acl_rule(directive: &str, action: Action, args: &[&str]) -> Result<Rule, String> {
+    let (all, rest) = match args.split_first() {
+        Some((first, rest)) if first.eq_ignore_ascii_case("all") => (true, rest),
+        _ => (false, args),
+    };
+    let target = match rest {
+        [] => Target::Everything,
+        [token] => Target::parse(token).map_err(|err| acl_message(err, directive))?,
+        [_, extra, ..] => {
+            return Err(format!(
+                "unexpected argument \"{extra}\" in {directive} directive \
+                 (expected [all] [SUBNET])"
+            ));
+        }
+    };
+    Ok(Rule {
+        action,
+        all,
+        target,
+    })
+}
+
+fn acl_message(err: AclError, directive: &str) -> String {
+    match err {
+        AclError::Invalid {
+            what,
+            token,
+            expected,
+        } => invalid(what, &token, directive, &expected),
+        other => format!("{other} in {directive} directive"),
+    }
+}
+
+fn port(directive: &str, args: &[&str]) -> Result<u16, String> {
+    const EXPECTED: &str = "an integer 0-65535";
+    let token = single_arg(directive, args, EXPECTED)?;
+    parse_uint(token).ok_or_else(|| invalid("port", token, directive, EXPECTED))
+}
+
+fn xdp_stale_limit(args: &[&str]) -> Result<Duration, String> {
+    const EXPECTED: &str = "a number of seconds greater than 0 and at most 600";
+    let token = single_arg("xdpstalelimit", args, EXPECTED)?;
+    parse_float(token)
+        .filter(|secs| *secs > 0.0)
+        .map(Duration::from_secs_f64)
+        // Tiny values round to zero nanoseconds, which would disable the check entirely.
+        .filter(|limit| !limit.is_zero() && *limit <= MAX_XDP_STALE_LIMIT)
+        .ok_or_else(|| invalid("stale limit", token, "xdpstalelimit", EXPECTED))
+}
+
+/// chrony accepts only one address per family, a later one replacing the earlier.
+fn replace_same_family(list: &mut Vec<IpAddr>, addr: IpAddr) {
+    list.retain(|existing| existing.is_ipv4() != addr.is_ipv4());
+    list.push(addr);
+}
+
+/// `ratelimit [interval I] [burst B] [leak L] [kod K]` with chrony's defaults (3, 8, 2, 0).
+fn ratelimit(args: &[&str]) -> Result<ntp_common::RateLimit, String> {
+    let (mut interval, mut burst, mut leak, mut kod) = (3i32, 8u64, 2u8, 0u8);
+    let mut rest = args.iter();
+    while let Some(&option) = rest.next() {
+        let lower = option.to_ascii_lowercase();
+        let (range, expected) = match lower.as_str() {
+            "interval" => ((-19, 12), "an integer from -19 to 12"),
+            "burst" => ((1, 255), "an integer from 1 to 255"),
+            "leak" => ((1, 16), "an integer from 1 to 16"),
+            "kod" => ((0, 15), "an integer from 0 to 15"),
+            _ => {
+                return Err(format!(
+                    "unknown option \"{option}\" in ratelimit directive (expected interval, burst, leak or kod)"
+                ));
+            }
+        };
+        let v = option_value(&mut rest, &lower, "ratelimit", expected)?;
+        let n = v
+            .parse::<i32>()
+            .ok()
+            .filter(|n| (range.0..=range.1).contains(n))
+            .ok_or_else(|| invalid(&lower, v, "ratelimit", expected))?;
+        match lower.as_str() {
+            "interval" => interval = n,
+            "burst" => burst = n as u64,
+            "leak" => leak = n as u8,
+            _ => kod = n as u8,
+        }
+    }
+    Ok(ntp_common::RateLimit {
+        interval_ns: (2f64.powi(interval) * 1e9) as u64,
+        burst,
+        leak,
+        kod,
+    })
+}
+
+fn single_arg<'t>(directive: &str, args: &[&'t str], expected: &str) -> Result<&'t str, String> {
+    match args {
+        [] => Err(missing(directive, expected)),
+        [token] => Ok(token),
+        [_, extra, ..] => Err(format!(
+            "unexpected argument \"{extra}\" in {directive} directive \
+             (expected only {expected})"
+        )),
+    }
+}
+
+fn option_value<'t>(
+    rest: &mut std::slice::Iter<'_, &'t str>,
+    option: &str,
+    directive: &str,
+    expected: &str,
+) -> Result<&'t str, String> {
+    rest.next().copied().ok_or_else(|| {
+        format!("missing value for {option} in {directive} directive (expected {expected})")
+    })
+}
+
+fn missing(directive: &str, expected: &str) -> String {
+    format!("missing argument in {directive} directive (expected {expected})")
+}
+
+fn invalid(what: &str, token: &str, directive: &str, expected: &str) -> String {
+    format!("invalid {what} \"{token}\" in {directive} directive (expected {expected})")
+}
+
+/// Plain decimal only: `FromStr` would also take a leading `+`, which chrony does not.
+fn parse_uint<T: FromStr>(token: &str) -> Option<T> {
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    token.parse().ok()
+}
+
+fn parse_float(token: &str) -> Option<f64> {
+    token.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::Subnet;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        parse_str(text, Path::new("/etc/ntpx.conf"))
+    }
+
+    fn warnings(config: &Config) -> Vec<(usize, String)> {
+        config
+            .warnings
+            .iter()
+            .map(|w| (w.line, w.message.clone()))
+            .collect()
+    }
+
+    fn unsupported(line: usize, name: &str) -> (usize, String) {
+        (
+            line,
+            format!("directive \"{name}\" is not supported yet and is ignored"),
+        )
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    // seed.conf from shared/fixtures (copied into tests/fixtures): a user's configuration with ntpx's first target features.
+    const SEED: &str = include_str!("../../tests/fixtures/chrony-conf/seed.conf");
+
+    // debian-default.conf from shared/fixtures (copied into tests/fixtures): Debian's packaged chrony.conf.
+    const DEBIAN_DEFAULT: &str =
+        include_str!("../../tests/fixtures/chrony-conf/debian-default.conf");
+
+    // chrony.conf.example1 from shared/fixtures (copied into tests/fixtures): chrony's minimal example.
+    const EXAMPLE1: &str = include_str!("../../tests/fixtures/chrony-conf/chrony.conf.example1");
+
+    // chrony.conf.example2 from shared/fixtures (copied into tests/fixtures): chrony's distribution example.
+    const EXAMPLE2: &str = include_str!("../../tests/fixtures/chrony-conf/chrony.conf.example2");
+
+    // chrony.conf.example3 from shared/fixtures (copied into tests/fixtures): chrony's annotated example with every option commented out.
+    const EXAMPLE3: &str = include_str!("../../tests/fixtures/chrony-conf/chrony.conf.example3");
+
+    #[test]
+    fn defaults_match_documentation() {
+        let config = Config::default();
+        assert_eq!(config.port, 123);
+        assert_eq!(config.cmdport, 323);
+        assert_eq!(
+            config.cmd_socket,
+            Some(PathBuf::from("/run/ntpx/ntpxd.sock"))
+        );
+        assert_eq!(config.pidfile, Some(PathBuf::from("/run/ntpx/ntpxd.pid")));
+        assert_eq!(config.xdp_stale_limit, Duration::from_secs(10));
+        assert!(config.local.is_none() && config.acl_rules.is_empty());
+        assert!(config.bind_addresses.is_empty() && config.cmd_addresses.is_empty());
+        assert!(config.driftfile.is_none() && config.warnings.is_empty());
+        assert_eq!(parse("").unwrap(), config);
+    }
+
+    #[test]
+    fn seed_file_parses_with_expected_warnings() {
+        let config = parse(SEED).unwrap();
+        assert!(warnings(&config).is_empty(), "{:?}", warnings(&config));
+        assert_eq!(config.keyfile, Some(PathBuf::from("/etc/chrony.keys")));
+        assert_eq!(config.logdir, Some(PathBuf::from("/var/log/chrony")));
+        assert_eq!(config.sources.len(), 1);
+        let pool = &config.sources[0];
+        assert_eq!(
+            (pool.kind, pool.name.as_str(), pool.iburst, pool.line),
+            (SourceKind::Pool, "2.pl.pool.ntp.org", true, 1)
+        );
+        assert_eq!(config.sync.makestep, Some((1.0, 3)));
+        assert!(config.sync.rtcsync);
+        assert_eq!(
+            config.acl_rules,
+            vec![Rule {
+                action: Action::Allow,
+                all: false,
+                target: Target::Subnet(Subnet::parse("192.168.0.0/16").unwrap()),
+            }]
+        );
+        assert_eq!(
+            config.local,
+            Some(LocalConfig {
+                stratum: 3,
+                orphan: false,
+                distance: 1.0
+            })
+        );
+        assert_eq!(
+            config.driftfile,
+            Some(PathBuf::from("/var/lib/chrony/drift"))
+        );
+        assert_eq!(config.port, DEFAULT_PORT);
+    }
+
+    #[test]
+    fn debian_default_parses_with_expected_warnings() {
+        let config = parse(DEBIAN_DEFAULT).unwrap();
+        assert_eq!(warnings(&config), vec![unsupported(25, "ntsdumpdir")]);
+        assert_eq!(
+            config.driftfile,
+            Some(PathBuf::from("/var/lib/chrony/chrony.drift"))
+        );
+        assert!(config.acl_rules.is_empty() && config.local.is_none());
+    }
+
+    #[test]
+    fn chrony_examples_parse_with_expected_warnings() {
+        let config = parse(EXAMPLE1).unwrap();
+        assert!(warnings(&config).is_empty());
+        assert_eq!(config.sources[0].name, "pool.ntp.org");
+        assert_eq!(
+            config.driftfile,
+            Some(PathBuf::from("/var/lib/chrony/drift"))
+        );
+
+        let config = parse(EXAMPLE2).unwrap();
+        assert_eq!(warnings(&config), vec![unsupported(35, "ntsdumpdir")]);
+        // The commented-out allow and local lines must stay inert.
+        assert!(config.acl_rules.is_empty() && config.local.is_none());
+
+        let config = parse(EXAMPLE3).unwrap();
+        assert_eq!(warnings(&config), vec![unsupported(95, "ntsdumpdir")]);
+        assert_eq!(
+            config.driftfile,
+            Some(PathBuf::from("/var/lib/chrony/drift"))
+        );
+        assert!(config.acl_rules.is_empty() && config.local.is_none());
+        assert_eq!(config.cmd_addresses, Vec::<IpAddr>::new());
+    }
+
+    #[test]
+    fn uncommented_example3_lines_parse() {
+        // Every "! directive" line in chrony's example is meant to be enabled by removing
+        // the "!"; doing so for all of them must still be accepted.
+        let enabled: String = EXAMPLE3
+            .lines()
+            // "! a comment" documents the comment syntax rather than a directive.
+            .map(|l| match l {
+                "! a comment" => l,
+                _ => l.strip_prefix("! ").unwrap_or(l),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = parse(&enabled).unwrap();
+        let table = crate::acl::AccessTable::from_rules(&config.acl_rules, |_| Ok(vec![])).unwrap();
+        assert_eq!(table.check(ip("192.168.1.1")), Action::Allow);
+        assert_eq!(table.check(ip("192.168.100.1")), Action::Deny);
+        assert_eq!(config.local.map(|l| l.stratum), Some(10));
+        assert_eq!(
+            config.pidfile,
+            Some(PathBuf::from("/var/run/chrony/chronyd.pid"))
+        );
+        assert_eq!(config.cmd_addresses, vec![ip("0.0.0.0"), ip("::")]);
+        assert!(
+            config
+                .warnings
+                .iter()
+                .all(|w| w.message.contains("not supported yet"))
+        );
+        assert!(
+            config
+                .warnings
+                .iter()
+                .any(|w| w.message.contains("\"mailonchange\""))
+        );
+    }
+
+    #[test]
+    fn broken_lines_report_token_expectation_and_line() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "local stratum x",
+                "invalid stratum \"x\" in local directive (expected an integer 1-15)",
+            ),
+            (
+                "local stratum 0",
+                "invalid stratum \"0\" in local directive (expected an integer 1-15)",
+            ),
+            (
+                "local stratum 16",
+                "invalid stratum \"16\" in local directive (expected an integer 1-15)",
+            ),
+            (
+                "local stratum",
+                "missing value for stratum in local directive (expected an integer 1-15)",
+            ),
+            (
+                "local stratum 3 foo",
+                "unknown option \"foo\" in local directive (expected stratum, orphan, \
+                 distance, activate, waitsynced or waitunsynced)",
+            ),
+            (
+                "local distance -1",
+                "invalid distance \"-1\" in local directive \
+                 (expected a non-negative number of seconds)",
+            ),
+            (
+                "local distance nan",
+                "invalid distance \"nan\" in local directive \
+                 (expected a non-negative number of seconds)",
+            ),
+            (
+                "local waitsynced soon",
+                "invalid waitsynced \"soon\" in local directive \
+                 (expected a non-negative number of seconds)",
+            ),
+            (
+                "allow 10.0.0.0/33",
+                "invalid prefix length \"33\" in allow directive (expected an integer 0-32)",
+            ),
+            (
+                "deny 300.1.1.1",
+                "invalid address \"300.1.1.1\" in deny directive (expected an IPv4 or IPv6 \
+                 address, optionally followed by /PREFIX)",
+            ),
+            (
+                "allow all 2001:db8::/200",
+                "invalid prefix length \"200\" in allow directive (expected an integer 0-128)",
+            ),
+            (
+                "allow 10.0.0.0/8 192.168.0.0/16",
+                "unexpected argument \"192.168.0.0/16\" in allow directive \
+                 (expected [all] [SUBNET])",
+            ),
+            (
+                "deny bad_host!",
+                "invalid subnet or hostname \"bad_host!\" in deny directive (expected \
+                 ADDRESS, ADDRESS/PREFIX, a partial IPv4 address like 192.168, or a hostname)",
+            ),
+            (
+                "port",
+                "missing argument in port directive (expected an integer 0-65535)",
+            ),
+            (
+                "port 65536",
+                "invalid port \"65536\" in port directive (expected an integer 0-65535)",
+            ),
+            (
+                "port +123",
+                "invalid port \"+123\" in port directive (expected an integer 0-65535)",
+            ),
+            (
+                "port 123 456",
+                "unexpected argument \"456\" in port directive \
+                 (expected only an integer 0-65535)",
+            ),
+            (
+                "cmdport -1",
+                "invalid port \"-1\" in cmdport directive (expected an integer 0-65535)",
+            ),
+            (
+                "bindaddress eth0",
+                "invalid address \"eth0\" in bindaddress directive \
+                 (expected an IPv4 or IPv6 address)",
+            ),
+            (
+                "bindaddress",
+                "missing argument in bindaddress directive (expected an IPv4 or IPv6 address)",
+            ),
+            (
+                "bindcmdaddress run/ntpx.sock",
+                "invalid address \"run/ntpx.sock\" in bindcmdaddress directive (expected an \
+                 IP address, an absolute socket path, or / to disable)",
+            ),
+            (
+                "driftfile",
+                "missing argument in driftfile directive (expected a file path)",
+            ),
+            (
+                "driftfile /var/lib/drift hourly",
+                "unknown option \"hourly\" in driftfile directive (expected interval)",
+            ),
+            (
+                "driftfile /var/lib/drift interval 0",
+                "invalid interval \"0\" in driftfile directive \
+                 (expected a positive number of seconds)",
+            ),
+            (
+                "pidfile /a /b",
+                "unexpected argument \"/b\" in pidfile directive \
+                 (expected only a file path, or / to disable)",
+            ),
+            (
+                "xdpstalelimit 0",
+                "invalid stale limit \"0\" in xdpstalelimit directive \
+                 (expected a number of seconds greater than 0 and at most 600)",
+            ),
+            (
+                "xdpstalelimit 600.5",
+                "invalid stale limit \"600.5\" in xdpstalelimit directive \
+                 (expected a number of seconds greater than 0 and at most 600)",
+            ),
+            (
+                "xdpstalelimit 1e-300",
+                "invalid stale limit \"1e-300\" in xdpstalelimit directive \
+                 (expected a number of seconds greater than 0 and at most 600)",
+            ),
+            (
+                "XDPSTALELIMIT ten",
+                "invalid stale limit \"ten\" in xdpstalelimit directive \
+                 (expected a number of seconds greater than 0 and at most 600)",
+            ),
+        ];
+        for (index, &(broken, message)) in cases.iter().enumerate() {
+            // Vary the position so a wrong line count cannot pass by accident.
+            let preamble = "# comment\n\nport 123\n".repeat(index % 3);
+            let line = preamble.lines().count() + 1;
+            let text = format!("{preamble}{broken}\nrtcsync\n");
+            let err = parse(&text).expect_err(broken);
+            assert_eq!(err.line, line, "{broken}");
+            assert_eq!(err.message, message, "{broken}");
+            assert_eq!(err.to_string(), format!("/etc/ntpx.conf:{line}: {message}"));
+        }
+    }
+
+    #[test]
+    fn comments_start_at_line_start_or_after_whitespace() {
+        let config = parse(
+            "  # indented comment\n\
+             ; semicolon\n\
+             % percent\n\
+             ! bang\n\
+             driftfile /var/lib/a#b   # trailing comment\n\
+             port 1123 ;trailing\n\
+             pidfile /run/x%y\n",
+        )
+        .unwrap();
+        assert!(config.warnings.is_empty());
+        assert_eq!(config.driftfile, Some(PathBuf::from("/var/lib/a#b")));
+        assert_eq!(config.port, 1123);
+        assert_eq!(config.pidfile, Some(PathBuf::from("/run/x%y")));
+    }
+
+    #[test]
+    fn directive_names_are_case_insensitive_and_crlf_is_accepted() {
+        let config = parse("PORT 4123\r\nLocal Stratum 5 ORPHAN\r\nMakeStep 1 3\r\n").unwrap();
+        assert_eq!(config.port, 4123);
+        assert_eq!(
+            config.local,
+            Some(LocalConfig {
+                stratum: 5,
+                orphan: true,
+                distance: 1.0
+            })
+        );
+        assert!(warnings(&config).is_empty());
+        assert_eq!(config.sync.makestep, Some((1.0, 3)));
+    }
+
+    #[test]
+    fn unknown_directives_warn_once_per_line() {
+        let config = parse("restrict default nomodify\nserver a.example iburst\n").unwrap();
+        assert_eq!(
+            warnings(&config),
+            vec![(1, "unknown directive \"restrict\" ignored".to_string())]
+        );
+    }
+
+    #[test]
+    fn local_options() {
+        let local = |text: &str| parse(text).unwrap().local;
+        assert_eq!(local("local"), Some(LocalConfig::default()));
+        assert_eq!(LocalConfig::default().stratum, 10);
+        assert_eq!(
+            local("local orphan distance 0.25 stratum 15"),
+            Some(LocalConfig {
+                stratum: 15,
+                orphan: true,
+                distance: 0.25
+            })
+        );
+        assert_eq!(
+            local("local stratum 4\nlocal stratum 6").map(|l| l.stratum),
+            Some(6)
+        );
+        let config = parse("local stratum 2 activate 0.5 waitunsynced 300").unwrap();
+        assert_eq!(config.local.map(|l| l.stratum), Some(2));
+        assert_eq!(
+            warnings(&config),
+            vec![
+                (
+                    1,
+                    "option \"activate\" of local directive is not supported yet and is ignored"
+                        .to_string()
+                ),
+                (
+                    1,
+                    "option \"waitunsynced\" of local directive is not supported yet and is \
+                     ignored"
+                        .to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn acl_rules_keep_order_and_keywords() {
+        let config = parse(
+            "allow\n\
+             deny all 10/8\n\
+             allow 10.1\n\
+             deny ntp.example.com\n\
+             allow all\n",
+        )
+        .unwrap();
+        let subnet = |s: &str| Target::Subnet(Subnet::parse(s).unwrap());
+        let rule = |action, all, target| Rule {
+            action,
+            all,
+            target,
+        };
+        assert_eq!(
+            config.acl_rules,
+            vec![
+                rule(Action::Allow, false, Target::Everything),
+                rule(Action::Deny, true, subnet("10.0.0.0/8")),
+                rule(Action::Allow, false, subnet("10.1.0.0/16")),
+                rule(Action::Deny, false, Target::Name("ntp.example.com".into())),
+                rule(Action::Allow, true, Target::Everything),
+            ]
+        );
+    }
+
+    #[test]
+    fn bind_addresses_keep_one_per_family() {
+        let config = parse(
+            "bindaddress 192.0.2.1\n\
+             bindaddress 2001:db8::1\n\
+             bindaddress 192.0.2.2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.bind_addresses,
+            vec![ip("2001:db8::1"), ip("192.0.2.2")]
+        );
+    }
+
+    #[test]
+    fn bindcmdaddress_paths_and_addresses() {
+        let config = parse(
+            "bindcmdaddress /var/run/ntpx/cmd.sock\n\
+             bindcmdaddress 127.0.0.1\n\
+             bindcmdaddress ::1\n\
+             bindcmdaddress 0.0.0.0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.cmd_socket,
+            Some(PathBuf::from("/var/run/ntpx/cmd.sock"))
+        );
+        assert_eq!(config.cmd_addresses, vec![ip("::1"), ip("0.0.0.0")]);
+        let config = parse("bindcmdaddress /").unwrap();
+        assert_eq!(config.cmd_socket, None);
+    }
+
+    #[test]
+    fn ports_pidfile_and_stale_limit() {
+        let config =
+            parse("port 0\ncmdport 0\npidfile /\nxdpstalelimit 2.5\ndriftfile /d interval 60\n")
+                .unwrap();
+        assert_eq!(config.port, 0);
+        assert_eq!(config.cmdport, 0);
+        assert_eq!(config.pidfile, None);
+        assert_eq!(config.xdp_stale_limit, Duration::from_millis(2500));
+        assert_eq!(config.driftfile, Some(PathBuf::from("/d")));
+        assert_eq!(
+            warnings(&config),
+            vec![(
+                5,
+                "option \"interval\" of driftfile directive is not supported yet and is \
+                 ignored"
+                    .to_string()
+            )]
+        );
+        let config = parse("xdpstalelimit 600\npidfile /tmp/p.pid").unwrap();
+        assert_eq!(config.xdp_stale_limit, MAX_XDP_STALE_LIMIT);
+        assert_eq!(config.pidfile, Some(PathBuf::from("/tmp/p.pid")));
+    }
+
+    #[test]
+    fn unsupported_list_is_sorted_unique_and_disjoint_from_implemented() {
+        assert!(UNSUPPORTED_DIRECTIVES.windows(2).all(|w| w[0] < w[1]));
+        let implemented = [
+            "local",
+            "allow",
+            "deny",
+            "port",
+            "cmdport",
+            "bindaddress",
+            "bindcmdaddress",
+            "driftfile",
+            "pidfile",
+            "xdpstalelimit",
+        ];
+        for name in implemented {
+            assert!(!UNSUPPORTED_DIRECTIVES.contains(&name), "{name}");
+        }
+        for name in UNSUPPORTED_DIRECTIVES {
+            let config = parse(&format!("{name} x")).unwrap();
+            assert_eq!(warnings(&config), vec![unsupported(1, name)]);
+        }
+    }
+
+    #[test]
+    fn ratelimit_defaults_options_and_errors() {
+        let c = parse("ratelimit\n").unwrap();
+        let r = c.ratelimit.unwrap();
+        assert_eq!(
+            (r.interval_ns, r.burst, r.leak, r.kod),
+            (8_000_000_000, 8, 2, 0)
+        );
+        let c = parse("ratelimit interval -2 burst 4 leak 3 kod 1\n").unwrap();
+        let r = c.ratelimit.unwrap();
+        assert_eq!(
+            (r.interval_ns, r.burst, r.leak, r.kod),
+            (250_000_000, 4, 3, 1)
+        );
+        for (line, expect) in [
+            ("ratelimit interval 13", "invalid interval \"13\""),
+            ("ratelimit burst 0", "invalid burst \"0\""),
+            ("ratelimit leak", "missing value for leak"),
+            ("ratelimit foo 1", "unknown option \"foo\""),
+        ] {
+            let e = parse(line).unwrap_err();
+            assert!(e.message.contains(expect), "{line}: {e}");
+        }
+    }
+}

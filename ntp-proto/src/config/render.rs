@@ -1,0 +1,160 @@
+//! The effective configuration in chrony.conf syntax (`ntpxd -p`).
+
+use super::{Config, SourceKind};
+use crate::acl::{Action, Target};
+use std::fmt::Write;
+
+/// Every setting in force, one directive per line, defaults included.
+pub fn render(c: &Config) -> String {
+    let mut o = String::new();
+    // Writing to a String cannot fail.
+    let mut w = |line: String| {
+        let _ = writeln!(o, "{line}");
+    };
+    for s in &c.sources {
+        let kind = match s.kind {
+            SourceKind::Server => "server",
+            SourceKind::Pool => "pool",
+        };
+        let mut line = format!(
+            "{kind} {} minpoll {} maxpoll {}",
+            s.name, s.minpoll, s.maxpoll
+        );
+        if s.port != 123 {
+            line += &format!(" port {}", s.port);
+        }
+        for (on, word) in [
+            (s.iburst, "iburst"),
+            (s.prefer, "prefer"),
+            (s.noselect, "noselect"),
+        ] {
+            if on {
+                line += &format!(" {word}");
+            }
+        }
+        if s.kind == SourceKind::Pool {
+            line += &format!(" maxsources {}", s.maxsources);
+        }
+        w(line);
+    }
+    let sync = &c.sync;
+    if let Some((t, l)) = sync.makestep {
+        w(format!("makestep {t} {l}"));
+    }
+    w(format!("maxdistance {}", sync.max_distance));
+    w(format!("minsources {}", sync.min_sources));
+    w(format!("maxslewrate {}", sync.max_slew_rate_ppm));
+    w(format!("reselectdist {}", sync.reselect_distance));
+    w(format!("combinelimit {}", sync.combine_limit));
+    w(format!("maxupdateskew {}", sync.max_update_skew_ppm));
+    if sync.rtcsync {
+        w("rtcsync".into());
+    }
+    if let Some(l) = &c.local {
+        w(format!(
+            "local stratum {}{} distance {}",
+            l.stratum,
+            if l.orphan { " orphan" } else { "" },
+            l.distance
+        ));
+    }
+    let rules = c
+        .acl_rules
+        .iter()
+        .map(|r| (r, ""))
+        .chain(c.cmd_acl_rules.iter().map(|r| (r, "cmd")));
+    for (r, prefix) in rules {
+        let verb = match r.action {
+            Action::Allow => format!("{prefix}allow"),
+            Action::Deny => format!("{prefix}deny"),
+        };
+        let all = if r.all { " all" } else { "" };
+        let target = match &r.target {
+            Target::Everything => String::new(),
+            Target::Subnet(s) => format!(" {s}"),
+            Target::Name(n) => format!(" {n}"),
+        };
+        w(format!("{verb}{all}{target}"));
+    }
+    w(format!("port {}", c.port));
+    for a in &c.bind_addresses {
+        w(format!("bindaddress {a}"));
+    }
+    if let Some(p) = &c.driftfile {
+        w(format!("driftfile {}", p.display()));
+    }
+    w(format!(
+        "bindcmdaddress {}",
+        c.cmd_socket
+            .as_ref()
+            .map_or_else(|| "/".into(), |p| p.display().to_string())
+    ));
+    for a in &c.cmd_addresses {
+        w(format!("bindcmdaddress {a}"));
+    }
+    w(format!("cmdport {}", c.cmdport));
+    w(format!(
+        "pidfile {}",
+        c.pidfile
+            .as_ref()
+            .map_or_else(|| "/".into(), |p| p.display().to_string())
+    ));
+    w(format!("xdpstalelimit {}", c.xdp_stale_limit.as_secs_f64()));
+    if let Some(r) = &c.ratelimit {
+        w(format!(
+            "ratelimit interval {} burst {} leak {} kod {}",
+            (r.interval_ns as f64 * 1e-9).log2().round() as i32,
+            r.burst,
+            r.leak,
+            r.kod
+        ));
+    }
+    match c.client_log {
+        Some(n) => w(format!(
+            "clientloglimit {}",
+            n * ntp_common::state::CLIENT_RECORD_BYTES
+        )),
+        None => w("noclientlog".into()),
+    }
+    if let Some(k) = &c.keyfile {
+        w(format!("keyfile {}", k.display()));
+    }
+    if let Some(z) = &c.leapsectz {
+        w(format!("leapsectz {z}"));
+    }
+    if let Some(d) = &c.logdir {
+        w(format!("logdir {}", d.display()));
+    }
+    if !c.logs.is_empty() {
+        w(format!("log {}", c.logs.join(" ")));
+    }
+    if let Some(u) = &c.user {
+        w(format!("user {u}"));
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+    use std::path::Path;
+
+    #[test]
+    fn rendered_configuration_parses_back_to_the_same() {
+        let text = "pool p.example iburst maxsources 3\nserver 198.18.0.1 minpoll -4 maxpoll 2 prefer port 1123\n\
+                    makestep 1 3\nrtcsync\nminsources 2\nlocal stratum 3 orphan\nallow 192.168.0.0/16\n\
+                    deny all 192.168.7.0/24\nallow\ncmdallow 198.18.0.0/16\nport 4123\nbindaddress 198.18.0.1\n\
+                    driftfile /var/lib/ntpx/drift\nbindcmdaddress /\npidfile /run/x.pid\nxdpstalelimit 2.5\nuser ntpx\nlogdir /var/log/ntpx\nlog measurements tracking\nratelimit interval 2 burst 4 leak 3 kod 1\n";
+        let c = parse_str(text, Path::new("t.conf")).unwrap();
+        let out = render(&c);
+        let again = parse_str(&out, Path::new("rendered.conf")).unwrap();
+        assert_eq!(again, c, "{out}");
+        assert!(
+            out.contains("server 198.18.0.1 minpoll -4 maxpoll 2 port 1123 prefer\n"),
+            "{out}"
+        );
+        assert!(out.contains("deny all 192.168.7.0/24\n"));
+        assert!(out.contains("bindcmdaddress /\n"));
+    }
+}

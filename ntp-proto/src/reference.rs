@@ -1,0 +1,215 @@
+//! What the server says about its clock, and the kernel state derived from it.
+//!
+//! The synchronization code (a later layer) produces a [`Reference`]; this module turns it
+//! into the [`ServerState`] both answering paths serve from.
+
+use ntp_common::{
+    ServerState, Timebase,
+    timebase::{MAX_RATE_FRAC, PHI_PPM, ns_to_ntp_short, unix_ns_to_ntp},
+    wire::{LEAP_UNSYNC, NANOS_PER_SEC, STRATUM_UNSYNC},
+};
+use std::time::Duration;
+
+/// Reference id chrony uses for its local reference (127.127.1.1).
+pub const REFID_LOCAL: [u8; 4] = [127, 127, 1, 1];
+
+/// The server's reference: its source of time and how far the served time is from the
+/// system clock.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reference {
+    /// Leap indicator to announce.
+    pub leap: u8,
+    /// Stratum to announce.
+    pub stratum: u8,
+    /// Reference id to announce.
+    pub refid: [u8; 4],
+    /// When the reference was last updated, ns since the Unix epoch.
+    pub ref_time_unix_ns: u64,
+    /// Root delay to announce, ns.
+    pub root_delay_ns: u64,
+    /// Root dispersion at `ref_time_unix_ns`, ns.
+    pub root_dispersion_ns: u64,
+    /// Served time minus system time, ns (the correction not yet applied to the clock).
+    pub offset_ns: i64,
+    /// Rate of served time relative to the system clock, minus one.
+    pub rate: f64,
+}
+
+impl Reference {
+    /// Not synchronized and no local reference: leap 3, stratum 16.
+    pub fn unsynchronised() -> Self {
+        Reference {
+            leap: LEAP_UNSYNC,
+            stratum: STRATUM_UNSYNC,
+            refid: [0; 4],
+            ref_time_unix_ns: 0,
+            root_delay_ns: 0,
+            root_dispersion_ns: 0,
+            offset_ns: 0,
+            rate: 0.0,
+        }
+    }
+
+    /// `local stratum N`: the system clock is served as is, at stratum N.
+    pub fn local(stratum: u8, now_unix_ns: u64) -> Self {
+        Reference {
+            leap: 0,
+            stratum,
+            refid: REFID_LOCAL,
+            ref_time_unix_ns: now_unix_ns,
+            root_delay_ns: 0,
+            root_dispersion_ns: 0,
+            offset_ns: 0,
+            rate: 0.0,
+        }
+    }
+}
+
+/// How the state is published, beyond the reference itself.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PublishParams {
+    /// Precision exponent of the server's clock.
+    pub precision: i8,
+    /// Age after which the kernel stops answering.
+    pub max_age: Duration,
+    /// Whether the kernel may answer at all.
+    pub serve: bool,
+    /// Lowest poll exponent put in replies.
+    pub min_poll: i8,
+}
+
+/// Builds the state to publish at kernel time `now_tai_ns`, with the kernel's TAI-UTC
+/// offset `tai_offset_s` (`CLOCK_TAI` = `CLOCK_REALTIME` + offset).
+pub fn server_state(
+    r: &Reference,
+    p: &PublishParams,
+    now_tai_ns: u64,
+    tai_offset_s: i32,
+) -> ServerState {
+    let now_unix_ns = now_tai_ns.wrapping_sub((tai_offset_s as i64 * NANOS_PER_SEC as i64) as u64);
+    let since_ref = if r.ref_time_unix_ns == 0 {
+        0
+    } else {
+        now_unix_ns.saturating_sub(r.ref_time_unix_ns)
+    };
+    let disp = r
+        .root_dispersion_ns
+        .saturating_add(since_ref / 1_000_000 * PHI_PPM);
+    let rate_frac = (r.rate * 4_294_967_296.0).round() as i64;
+    let max_age_ns = (p.max_age.as_nanos() as u64).min(ntp_common::timebase::MAX_AGE_NS);
+    ServerState {
+        seq: 0,
+        timebase: Timebase {
+            t0_tai_ns: now_tai_ns,
+            base_unix_ns: now_unix_ns.wrapping_add(r.offset_ns as u64),
+            rate_frac: rate_frac.clamp(-MAX_RATE_FRAC, MAX_RATE_FRAC),
+            max_age_ns,
+        },
+        ref_ts: if r.ref_time_unix_ns == 0 {
+            0
+        } else {
+            unix_ns_to_ntp(r.ref_time_unix_ns)
+        },
+        root_disp_ns: disp,
+        root_delay: ns_to_ntp_short(r.root_delay_ns),
+        refid: r.refid,
+        leap: r.leap,
+        stratum: r.stratum,
+        precision: p.precision,
+        serve: p.serve as u8,
+        min_poll: p.min_poll,
+        pad: [0; 3],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ntp_common::timebase::grown_dispersion_ns;
+
+    const S: u64 = NANOS_PER_SEC;
+
+    fn params() -> PublishParams {
+        PublishParams {
+            precision: -25,
+            max_age: Duration::from_secs(10),
+            serve: true,
+            min_poll: 0,
+        }
+    }
+
+    #[test]
+    fn local_reference_serves_the_system_clock() {
+        let now_unix = 1_800_000_000 * S + 123;
+        let tai = 37;
+        let st = server_state(
+            &Reference::local(3, now_unix),
+            &params(),
+            now_unix + 37 * S,
+            tai,
+        );
+        assert_eq!(st.stratum, 3);
+        assert_eq!(st.leap, 0);
+        assert_eq!(st.refid, REFID_LOCAL);
+        assert_eq!(st.timebase.max_age_ns, 10 * S);
+        // 2.5 s later on the kernel's TAI clock the served time is 2.5 s later in UTC.
+        let t = now_unix + 37 * S + 2_500_000_000;
+        assert_eq!(st.timebase.served_unix_ns(t), now_unix + 2_500_000_000);
+        assert_eq!(st.ref_ts, unix_ns_to_ntp(now_unix));
+    }
+
+    #[test]
+    fn offset_and_rate_shift_served_time() {
+        let now_unix = 1_800_000_000 * S;
+        let mut r = Reference::local(2, now_unix);
+        r.offset_ns = -25_000_000; // served time 25 ms behind the system clock
+        r.rate = 40e-6; // and running 40 ppm fast
+        let st = server_state(&r, &params(), now_unix, 0);
+        assert_eq!(st.timebase.served_unix_ns(now_unix), now_unix - 25_000_000);
+        let later = st.timebase.served_unix_ns(now_unix + 10 * S);
+        let expect = now_unix + 10 * S - 25_000_000 + 400_000;
+        assert!(later.abs_diff(expect) <= 1, "{later} vs {expect}");
+        // A userspace timestamp taken just before publication is still served correctly.
+        let before = st.timebase.served_unix_ns(now_unix - S);
+        assert!(before.abs_diff(now_unix - S - 25_000_000 - 40_000) <= 1);
+    }
+
+    #[test]
+    fn rate_is_clamped_to_what_the_kernel_arithmetic_allows() {
+        let mut r = Reference::local(2, 1);
+        r.rate = 0.5;
+        let st = server_state(&r, &params(), 10 * S, 0);
+        assert_eq!(st.timebase.rate_frac, MAX_RATE_FRAC);
+    }
+
+    #[test]
+    fn staleness_limit_bounds_age() {
+        let st = server_state(&Reference::local(3, 50 * S), &params(), 50 * S, 0);
+        assert_eq!(st.timebase.age_ns(60 * S), Some(10 * S));
+        assert_eq!(st.timebase.age_ns(60 * S + 1), None);
+        // Slightly before publication (a userspace timestamp) counts as fresh; far before
+        // (the clock was stepped back) as stale.
+        assert_eq!(st.timebase.age_ns(50 * S - 1), Some(0));
+        assert_eq!(st.timebase.age_ns(39 * S), None);
+    }
+
+    #[test]
+    fn dispersion_grows_15_ppm_of_age() {
+        assert_eq!(grown_dispersion_ns(1000, 10 * S), 1000 + 150_000);
+        assert_eq!(grown_dispersion_ns(0, 1_000_000), 15);
+        assert_eq!(grown_dispersion_ns(0, 1_500_000), 22);
+        assert_eq!(ns_to_ntp_short(S), 0x0001_0000);
+        assert_eq!(ns_to_ntp_short(u64::MAX), u32::MAX);
+        // An old reference has already grown its dispersion when published.
+        let mut r = Reference::local(3, 100 * S);
+        r.root_dispersion_ns = 1000;
+        let st = server_state(&r, &params(), 200 * S, 0);
+        assert_eq!(st.root_disp_ns, 1000 + 100 * 15 * 1000);
+    }
+
+    #[test]
+    fn unsynchronised_reference_says_so() {
+        let st = server_state(&Reference::unsynchronised(), &params(), 5 * S, 0);
+        assert_eq!((st.leap, st.stratum, st.ref_ts), (3, 16, 0));
+    }
+}

@@ -1,0 +1,420 @@
+//! Answering NTP client requests in userspace, by the same rules as the XDP program.
+//!
+//! A decision is a pure function of the datagram, its source, its receive timestamp and
+//! the published state; the transmit timestamp is filled in at the last moment by
+//! [`PendingReply::finish`].
+
+use crate::acl::{AccessTable, Action};
+use crate::packet::{NtpHeader, NtpTimestamp};
+use ntp_common::{
+    ServerState,
+    timebase::{grown_dispersion_ns, ns_to_ntp_short},
+    wire::{self, NTP_HEADER_LEN},
+};
+use std::net::{IpAddr, SocketAddr};
+
+/// Why a datagram got no reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ignored {
+    /// Not exactly an NTP header (extension fields, MACs and NTS are not served yet).
+    Length,
+    /// Not a client request of version 1-4.
+    Mode,
+}
+
+/// What to do with a datagram.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Verdict {
+    /// Answer it (finish the reply with a transmit timestamp).
+    Reply(PendingReply),
+    /// Not for this path; counted, not answered.
+    Ignore(Ignored),
+    /// The source is not allowed; dropped.
+    Deny,
+    /// No reply may go to the source (a privileged port other than 123, or a multicast,
+    /// broadcast or unspecified address): reflection bait, dropped.
+    BadSource,
+}
+
+/// A reply complete but for its transmit timestamp.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PendingReply {
+    header: NtpHeader,
+    state: ServerState,
+    /// The request's origin timestamp field (naming our previous reply in interleaved mode).
+    request_origin: NtpTimestamp,
+    /// The request's receive timestamp field (an interleaved reply's origin).
+    request_receive: NtpTimestamp,
+    /// In interleaved mode, the transmit timestamp of the previous reply to this client.
+    previous_transmit: Option<NtpTimestamp>,
+}
+
+/// The timestamps of the latest reply to a client, for interleaved mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LastExchange {
+    /// The receive timestamp that reply carried.
+    pub rx: NtpTimestamp,
+    /// When it really left (the kernel's transmit timestamp), or the one it carried;
+    /// zero while unknown.
+    pub tx: NtpTimestamp,
+}
+
+impl PendingReply {
+    /// The same reply as a Kiss-o'-Death RATE (over the rate limit): unsynchronised,
+    /// stratum 0, reference id "RATE".
+    pub fn kiss_rate(mut self) -> Self {
+        self.header.leap = wire::LEAP_UNSYNC;
+        self.header.stratum = 0;
+        self.header.refid = *b"RATE";
+        self
+    }
+
+    /// The reply in interleaved mode (RFC 9769, as chrony serves it) when the client's
+    /// origin timestamp names the receive timestamp of `last`, whose transmit timestamp
+    /// is known: it then carries that earlier, exact transmit timestamp, and echoes the
+    /// request's receive field as its origin so the client can tell the modes apart.
+    pub fn interleave(mut self, last: &LastExchange) -> Self {
+        let origin = self.request_origin;
+        if origin.0 != 0 && origin == last.rx && last.tx.0 != 0 {
+            self.header.origin_ts = self.request_receive;
+            self.previous_transmit = Some(last.tx);
+        }
+        self
+    }
+
+    /// Whether this is a Kiss-o'-Death (stratum 0).
+    pub fn is_kiss(&self) -> bool {
+        self.header.stratum == 0
+    }
+
+    /// Whether [`Self::interleave`] made this an interleaved reply.
+    pub fn is_interleaved(&self) -> bool {
+        self.previous_transmit.is_some()
+    }
+
+    /// Whether the client could be asking for interleaved mode (a non-zero origin): its
+    /// reply's real transmit time is then worth recording.
+    pub fn may_interleave(&self) -> bool {
+        self.is_interleaved() || self.request_origin.0 != 0
+    }
+
+    /// The receive timestamp the reply carries.
+    pub fn receive_ts(&self) -> NtpTimestamp {
+        self.header.receive_ts
+    }
+
+    /// The reply as sent when the transmit timestamp is taken at `tx_tai_ns`, and the
+    /// transmit timestamp of this moment (an interleaved reply carries an earlier one).
+    pub fn finish(&self, tx_tai_ns: u64) -> ([u8; NTP_HEADER_LEN], NtpTimestamp) {
+        let now = served_ntp(&self.state, tx_tai_ns);
+        let mut h = self.header;
+        h.transmit_ts = self.previous_transmit.unwrap_or(now);
+        (h.serialize(), now)
+    }
+}
+
+/// `tai_ns` (`CLOCK_TAI`) as the server serves it under `state`'s timebase.
+pub fn served_ntp(state: &ServerState, tai_ns: u64) -> NtpTimestamp {
+    NtpTimestamp::from_unix_ns(state.timebase.served_unix_ns(tai_ns))
+}
+
+/// Whether a reply to `src` could be anything but reflection: the kernel path's rule
+/// (loopback is fine here: local clients reach the socket through `lo`).
+fn replyable(src: SocketAddr) -> bool {
+    let port_ok = src.port() >= 1024 || src.port() == ntp_common::wire::NTP_PORT;
+    let addr_ok = match src.ip() {
+        IpAddr::V4(v) => {
+            !(v.is_unspecified() || v.is_multicast() || v.is_broadcast() || v.octets()[0] >= 240)
+        }
+        IpAddr::V6(v) => !(v.is_unspecified() || v.is_multicast()),
+    };
+    port_ok && addr_ok
+}
+
+/// Decides how to answer `datagram` from `src`, received at kernel TAI time `rx_tai_ns`.
+pub fn handle_request(
+    datagram: &[u8],
+    src: SocketAddr,
+    rx_tai_ns: u64,
+    state: &ServerState,
+    acl: &AccessTable,
+) -> Verdict {
+    if datagram.len() != NTP_HEADER_LEN {
+        return Verdict::Ignore(Ignored::Length);
+    }
+    if !wire::is_answerable_request(datagram[0]) {
+        return Verdict::Ignore(Ignored::Mode);
+    }
+    if !replyable(src) {
+        return Verdict::BadSource;
+    }
+    if acl.check(src.ip()) != Action::Allow {
+        return Verdict::Deny;
+    }
+    let Ok(req) = NtpHeader::parse(datagram) else {
+        return Verdict::Ignore(Ignored::Length);
+    };
+    let tb = &state.timebase;
+    let age = rx_tai_ns.saturating_sub(tb.t0_tai_ns);
+    let header = NtpHeader {
+        leap: state.leap,
+        version: req.version,
+        mode: wire::MODE_SERVER,
+        stratum: state.stratum,
+        poll: req.poll.max(state.min_poll),
+        precision: state.precision,
+        root_delay: state.root_delay,
+        root_dispersion: ns_to_ntp_short(grown_dispersion_ns(state.root_disp_ns, age)),
+        refid: state.refid,
+        reference_ts: NtpTimestamp(state.ref_ts),
+        origin_ts: req.transmit_ts,
+        receive_ts: served_ntp(state, rx_tai_ns),
+        transmit_ts: NtpTimestamp(0),
+    };
+    Verdict::Reply(PendingReply {
+        header,
+        state: *state,
+        request_origin: req.origin_ts,
+        request_receive: req.receive_ts,
+        previous_transmit: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::{Action, Subnet};
+    use crate::reference::{PublishParams, Reference, server_state};
+    use std::time::Duration;
+
+    const S: u64 = 1_000_000_000;
+    const NOW: u64 = 1_800_000_000 * S;
+
+    fn state() -> ServerState {
+        let p = PublishParams {
+            precision: -24,
+            max_age: Duration::from_secs(10),
+            serve: true,
+            min_poll: 2,
+        };
+        let mut r = Reference::local(3, NOW);
+        r.root_delay_ns = S / 2;
+        server_state(&r, &p, NOW, 0)
+    }
+
+    fn allow_all() -> AccessTable {
+        let mut t = AccessTable::new();
+        t.apply(Action::Allow, false, None);
+        t
+    }
+
+    fn request(version: u8, mode: u8, poll: i8) -> [u8; 48] {
+        let mut b = [0u8; 48];
+        b[0] = wire::li_vn_mode(0, version, mode);
+        b[2] = poll as u8;
+        b[40..48].copy_from_slice(&0x1122_3344_5566_7788u64.to_be_bytes());
+        b
+    }
+
+    fn src() -> SocketAddr {
+        "198.18.0.2:40000".parse().unwrap()
+    }
+
+    #[test]
+    fn client_request_gets_a_server_reply() {
+        let rx = NOW + 3 * S;
+        let Verdict::Reply(p) =
+            handle_request(&request(4, 3, 6), src(), rx, &state(), &allow_all())
+        else {
+            panic!("not answered");
+        };
+        let r = NtpHeader::parse(&p.finish(rx + 1_000).0).unwrap();
+        assert_eq!(
+            (r.leap, r.version, r.mode, r.stratum, r.poll, r.precision),
+            (0, 4, 4, 3, 6, -24)
+        );
+        assert_eq!(r.origin_ts, NtpTimestamp(0x1122_3344_5566_7788));
+        assert_eq!(r.receive_ts, NtpTimestamp::from_unix_ns(rx));
+        assert_eq!(r.transmit_ts, NtpTimestamp::from_unix_ns(rx + 1_000));
+        assert_eq!(r.refid, crate::reference::REFID_LOCAL);
+        assert_eq!(r.root_delay, 0x8000);
+        // 3 s of age at 15 ppm: 45 us of dispersion, about 3 units of 2^-16 s.
+        assert_eq!(r.root_dispersion, ns_to_ntp_short(45_000));
+        assert_eq!(r.reference_ts, NtpTimestamp::from_unix_ns(NOW));
+    }
+
+    #[test]
+    fn every_version_from_1_to_4_is_echoed_and_low_polls_are_raised() {
+        for v in 1..=4 {
+            let Verdict::Reply(p) =
+                handle_request(&request(v, 3, -6), src(), NOW, &state(), &allow_all())
+            else {
+                panic!("version {v} not answered");
+            };
+            let r = NtpHeader::parse(&p.finish(NOW).0).unwrap();
+            assert_eq!((r.version, r.poll), (v, 2));
+        }
+    }
+
+    #[test]
+    fn other_modes_versions_and_lengths_are_ignored() {
+        for (v, m) in [
+            (0, 3),
+            (5, 3),
+            (4, 1),
+            (4, 2),
+            (4, 4),
+            (4, 5),
+            (4, 6),
+            (4, 7),
+            (4, 0),
+        ] {
+            assert_eq!(
+                handle_request(&request(v, m, 0), src(), NOW, &state(), &allow_all()),
+                Verdict::Ignore(Ignored::Mode),
+                "version {v} mode {m}"
+            );
+        }
+        let mut long = [0u8; 68];
+        long[..48].copy_from_slice(&request(4, 3, 0));
+        for len in [0, 47, 49, 68] {
+            assert_eq!(
+                handle_request(&long[..len.min(68)], src(), NOW, &state(), &allow_all()),
+                Verdict::Ignore(Ignored::Length)
+            );
+        }
+    }
+
+    #[test]
+    fn sources_no_reply_may_go_to_are_dropped() {
+        for bad in [
+            "198.18.0.2:1000",
+            "198.18.0.2:0",
+            "224.0.0.1:40000",
+            "255.255.255.255:40000",
+            "0.0.0.0:40000",
+            "[ff02::1]:40000",
+        ] {
+            let s: SocketAddr = bad.parse().unwrap();
+            assert_eq!(
+                handle_request(&request(4, 3, 6), s, NOW, &state(), &allow_all()),
+                Verdict::BadSource,
+                "{bad}"
+            );
+        }
+        for good in ["198.18.0.2:123", "127.0.0.1:40000", "[fd00::2]:1024"] {
+            let s: SocketAddr = good.parse().unwrap();
+            assert!(
+                matches!(
+                    handle_request(&request(4, 3, 6), s, NOW, &state(), &allow_all()),
+                    Verdict::Reply(_)
+                ),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_kiss_of_death_keeps_the_timestamps() {
+        let Verdict::Reply(p) =
+            handle_request(&request(4, 3, 6), src(), NOW, &state(), &allow_all())
+        else {
+            panic!()
+        };
+        assert!(!p.is_kiss());
+        assert!(p.kiss_rate().is_kiss());
+        let k = NtpHeader::parse(&p.kiss_rate().finish(NOW).0).unwrap();
+        assert_eq!((k.leap, k.stratum, k.refid, k.mode), (3, 0, *b"RATE", 4));
+        assert_eq!(k.origin_ts, NtpTimestamp(0x1122_3344_5566_7788));
+    }
+
+    /// A request carrying `origin` and `receive` in its origin and receive fields.
+    fn request_naming(origin: u64, receive: u64) -> [u8; 48] {
+        let mut b = request(4, 3, 6);
+        b[24..32].copy_from_slice(&origin.to_be_bytes());
+        b[32..40].copy_from_slice(&receive.to_be_bytes());
+        b
+    }
+
+    fn answer(req: &[u8], rx: u64) -> PendingReply {
+        match handle_request(req, src(), rx, &state(), &allow_all()) {
+            Verdict::Reply(p) => p,
+            other => panic!("not answered: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_naming_our_last_receive_timestamp_gets_an_interleaved_reply() {
+        let last = LastExchange {
+            rx: NtpTimestamp(0xe000_0000_1234_0000),
+            tx: NtpTimestamp(0xe000_0000_1240_0000),
+        };
+        let client_rx = 0xe000_0001_0000_0000;
+        let rx = NOW + 3 * S;
+        let p = answer(&request_naming(last.rx.0, client_rx), rx).interleave(&last);
+        assert!(p.is_interleaved() && p.may_interleave());
+        let (bytes, tx_now) = p.finish(rx + 1_000);
+        let r = NtpHeader::parse(&bytes).unwrap();
+        // RFC 9769: origin echoes the request's receive field, receive is this
+        // exchange's, transmit is the previous reply's real departure.
+        assert_eq!(r.origin_ts, NtpTimestamp(client_rx));
+        assert_eq!(r.receive_ts, NtpTimestamp::from_unix_ns(rx));
+        assert_eq!(r.transmit_ts, last.tx);
+        assert_eq!(tx_now, NtpTimestamp::from_unix_ns(rx + 1_000));
+        assert_eq!(p.receive_ts(), NtpTimestamp::from_unix_ns(rx));
+    }
+
+    #[test]
+    fn basic_replies_unless_the_origin_names_a_reply_whose_departure_is_known() {
+        let last = LastExchange {
+            rx: NtpTimestamp(0xe000_0000_1234_0000),
+            tx: NtpTimestamp(0xe000_0000_1240_0000),
+        };
+        let unknown_tx = LastExchange {
+            tx: NtpTimestamp(0),
+            ..last
+        };
+        for (origin, last, may) in [
+            (0, last, false),
+            (0, LastExchange::default(), false),
+            (last.rx.0 + 1, last, true),
+            (last.tx.0, last, true),
+            (last.rx.0, unknown_tx, true),
+        ] {
+            let p = answer(&request_naming(origin, 77), NOW).interleave(&last);
+            assert!(!p.is_interleaved(), "origin {origin:#x} {last:?}");
+            assert_eq!(p.may_interleave(), may, "origin {origin:#x}");
+            let r = NtpHeader::parse(&p.finish(NOW + 5).0).unwrap();
+            assert_eq!(r.origin_ts, NtpTimestamp(0x1122_3344_5566_7788));
+            assert_eq!(r.transmit_ts, NtpTimestamp::from_unix_ns(NOW + 5));
+        }
+    }
+
+    #[test]
+    fn denied_sources_are_dropped() {
+        let mut acl = allow_all();
+        acl.apply(
+            Action::Deny,
+            false,
+            Some(Subnet::parse("198.18.0.0/24").unwrap()),
+        );
+        assert_eq!(
+            handle_request(&request(4, 3, 0), src(), NOW, &state(), &acl),
+            Verdict::Deny
+        );
+        assert!(matches!(
+            handle_request(
+                &request(4, 3, 0),
+                "198.18.1.2:40000".parse().unwrap(),
+                NOW,
+                &state(),
+                &acl
+            ),
+            Verdict::Reply(_)
+        ));
+        assert_eq!(
+            handle_request(&request(4, 3, 0), src(), NOW, &state(), &AccessTable::new()),
+            Verdict::Deny
+        );
+    }
+}

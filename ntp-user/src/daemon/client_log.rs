@@ -1,0 +1,150 @@
+//! The daemon's client log (the kernel keeps its own for the requests it answers): request
+//! counts, the rate limit, and the last exchange an interleaved client may name.
+
+use super::counters::DaemonCounters;
+use crate::lock;
+use ntp_common::{ClientRecord, RateLimit, RateVerdict, ServerState};
+use ntp_proto::{
+    packet::NtpTimestamp,
+    report::ClientReport,
+    server::{self, LastExchange},
+};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Mutex, atomic::Ordering},
+};
+
+/// Per-client records of requests that reached the daemon's socket.
+pub(super) struct ClientLog {
+    /// `clientloglimit` in records; `None` with `noclientlog`.
+    limit: Option<u32>,
+    ratelimit: Option<RateLimit>,
+    records: Mutex<HashMap<IpAddr, ClientRecord>>,
+}
+
+impl ClientLog {
+    /// A log of at most `limit` clients (none with `None`), rate-limiting with `ratelimit`.
+    pub(super) fn new(limit: Option<u32>, ratelimit: Option<RateLimit>) -> Self {
+        ClientLog {
+            limit,
+            ratelimit,
+            records: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether clients are logged (and so may interleave).
+    pub(super) fn enabled(&self) -> bool {
+        self.limit.is_some()
+    }
+
+    /// Counts a request from `ip` and, for an allowed one, applies the rate limit as the
+    /// kernel does; with the client's last exchange, for interleaved mode.
+    pub(super) fn log(
+        &self,
+        ip: IpAddr,
+        rx_tai: u64,
+        dropped: bool,
+        counters: &DaemonCounters,
+    ) -> (RateVerdict, LastExchange) {
+        let Some(limit) = self.limit else {
+            return (RateVerdict::Answer, LastExchange::default());
+        };
+        let mut c = lock(&self.records);
+        if !c.contains_key(&ip) && c.len() >= limit as usize {
+            // Full: the least recently seen client makes room, as the kernel's LRU map does.
+            if let Some(oldest) = c.iter().min_by_key(|(_, r)| r.last_tai_ns).map(|(k, _)| *k) {
+                c.remove(&oldest);
+                counters.client_log_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let r = c.entry(ip).or_default();
+        let verdict = match &self.ratelimit {
+            Some(rl) if !dropped => rl.check(r, rx_tai, crate::net::random_u64() as u32),
+            _ => RateVerdict::Answer,
+        };
+        r.hit(rx_tai, dropped || verdict == RateVerdict::Drop);
+        let last = LastExchange {
+            rx: NtpTimestamp(r.xleave_rx),
+            tx: NtpTimestamp(r.xleave_tx),
+        };
+        (verdict, last)
+    }
+
+    /// Remembers the timestamps of a reply to `ip` that a next request may interleave
+    /// with; `tx` is when it was finished, until the kernel says when it really left.
+    pub(super) fn note_reply(&self, ip: IpAddr, rx: NtpTimestamp, tx: NtpTimestamp) {
+        if let Some(r) = lock(&self.records).get_mut(&ip) {
+            r.xleave_rx = rx.0;
+            r.xleave_tx = tx.0;
+        }
+    }
+
+    /// The kernel's transmit timestamp of the reply to `ip` that carried receive
+    /// timestamp `rx`, on `CLOCK_TAI`, served on `state`'s timebase; true if it was noted.
+    pub(super) fn note_departure(
+        &self,
+        ip: IpAddr,
+        rx: NtpTimestamp,
+        tai_ns: u64,
+        state: &ServerState,
+    ) -> bool {
+        let tx = server::served_ntp(state, tai_ns);
+        match lock(&self.records).get_mut(&ip) {
+            Some(r) if r.xleave_rx == rx.0 => {
+                r.xleave_tx = tx.0;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// How many interleave timestamps are held, and the span (seconds) between the
+    /// oldest and the newest.
+    pub(super) fn timestamps_held(&self) -> (u64, u64) {
+        let records = lock(&self.records);
+        let held: Vec<u64> = records
+            .values()
+            .filter(|r| r.xleave_tx != 0)
+            .map(|r| r.xleave_rx)
+            .collect();
+        let span = match (held.iter().min(), held.iter().max()) {
+            (Some(lo), Some(hi)) => (hi - lo) >> 32,
+            _ => 0,
+        };
+        (held.len() as u64, span)
+    }
+
+    /// This log merged with the kernel's records, most active first, at `CLOCK_TAI` `now`.
+    pub(super) fn report(
+        &self,
+        kernel: Vec<(IpAddr, ClientRecord)>,
+        now: u64,
+    ) -> Vec<ClientReport> {
+        let mut all: HashMap<IpAddr, ClientRecord> = lock(&self.records).clone();
+        for (ip, r) in kernel {
+            let e = all.entry(ip).or_default();
+            e.requests += r.requests;
+            e.dropped += r.dropped;
+            if r.last_tai_ns > e.last_tai_ns {
+                e.last_tai_ns = r.last_tai_ns;
+            }
+            if r.interval_ns != 0 {
+                e.interval_ns = r.interval_ns;
+            }
+        }
+        let mut rows: Vec<ClientReport> = all
+            .into_iter()
+            .map(|(addr, r)| ClientReport {
+                addr,
+                ntp: r.requests + r.dropped,
+                dropped: r.dropped,
+                interval: (r.interval_ns > 0)
+                    .then(|| (r.interval_ns as f64 * 1e-9).log2().round() as i32),
+                last: Some(now.saturating_sub(r.last_tai_ns) / 1_000_000_000),
+            })
+            .collect();
+        rows.sort_by(|a, b| b.ntp.cmp(&a.ntp).then(a.addr.cmp(&b.addr)));
+        rows
+    }
+}

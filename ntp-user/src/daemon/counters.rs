@@ -1,0 +1,143 @@
+//! What the daemon counts, and `serverstats`/`xdpstats` assembled from its counters and
+//! the kernel's.
+
+use super::shared::Shared;
+use crate::lock;
+use ntp_common::{ClientRecord, Counter};
+use ntp_proto::report::stats::{NamedCounter, ServerStats, XdpStats};
+use std::{
+    net::IpAddr,
+    sync::atomic::{AtomicU64, Ordering},
+};
+use tracing::warn;
+
+/// Counters of the daemon's own socket and command ports.
+#[derive(Default)]
+pub(super) struct DaemonCounters {
+    pub client_log_dropped: AtomicU64,
+    pub ratelimited: AtomicU64,
+    pub received: AtomicU64,
+    pub answered: AtomicU64,
+    pub ignored: AtomicU64,
+    pub denied: AtomicU64,
+    pub interleaved: AtomicU64,
+    pub tx_stamps: AtomicU64,
+    pub cmd_received: AtomicU64,
+    pub cmd_dropped: AtomicU64,
+}
+
+/// Adds one to `c`.
+pub(super) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+impl Shared {
+    /// `serverstats`: the daemon's counters with the kernel's added.
+    pub(super) fn server_stats(&self) -> ServerStats {
+        let c = &self.counters;
+        let (timestamps_held, timestamp_span) = self.clients.timestamps_held();
+        let mut s = ServerStats {
+            ntp_received: get(&c.received),
+            ntp_dropped: get(&c.denied) + get(&c.ratelimited),
+            cmd_received: get(&c.cmd_received),
+            cmd_dropped: get(&c.cmd_dropped),
+            client_log_dropped: get(&c.client_log_dropped),
+            daemon_answered: get(&c.answered),
+            daemon_ignored: get(&c.ignored),
+            interleaved: get(&c.interleaved),
+            daemon_tx_stamps: get(&c.tx_stamps),
+            timestamps_held,
+            timestamp_span,
+            ..Default::default()
+        };
+        if let Some(k) = self.kernel_counters() {
+            let get = |c: Counter| k.get(c as usize).copied().unwrap_or(0);
+            let answered = get(Counter::Answered) + get(Counter::AnsweredKod);
+            let dropped = get(Counter::DropDenied)
+                + get(Counter::DropRateLimit)
+                + get(Counter::DropBadSource);
+            let passed = get(Counter::NtpReceived).saturating_sub(answered + dropped);
+            // Passed requests reach the socket and are counted there; count each once.
+            s.ntp_received += answered + dropped;
+            s.ntp_dropped += dropped;
+            s.kernel_answered = Some(answered);
+            s.kernel_passed = Some(passed);
+            s.kernel_dropped = Some(dropped);
+            // An LRU map evicts silently: what was created and is gone was evicted.
+            if let Some(present) = self.kernel_client_count() {
+                s.client_log_dropped += get(Counter::ClientRecordsCreated).saturating_sub(present);
+            }
+        }
+        s
+    }
+
+    /// `xdpstats`: where the fast path is attached, and its counters.
+    pub(super) fn xdp_stats(&self) -> XdpStats {
+        let interfaces = self
+            .kernel
+            .as_ref()
+            .map(|k| {
+                lock(k)
+                    .attached()
+                    .into_iter()
+                    .map(|(i, m)| (i, m.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let counters = self
+            .kernel_counters()
+            .map(|v| {
+                Counter::ALL
+                    .iter()
+                    .zip(v)
+                    .map(|(c, value)| NamedCounter {
+                        name: c.name().to_string(),
+                        value,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        XdpStats {
+            interfaces,
+            counters,
+        }
+    }
+
+    fn kernel_client_count(&self) -> Option<u64> {
+        match lock(self.kernel.as_ref()?).client_count() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                warn!("Could not count the kernel's client records: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// The kernel's client records (none without the fast path).
+    pub(super) fn kernel_clients(&self) -> Vec<(IpAddr, ClientRecord)> {
+        let Some(k) = self.kernel.as_ref() else {
+            return Vec::new();
+        };
+        match lock(k).clients() {
+            Ok(v) => v,
+            Err(e) => {
+                warn!("Could not read the kernel's client log: {e:#}");
+                Vec::new()
+            }
+        }
+    }
+
+    fn kernel_counters(&self) -> Option<Vec<u64>> {
+        match lock(self.kernel.as_ref()?).counters() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                warn!("Could not read XDP counters: {e:#}");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! `ntpxd`: start-up in order, the tasks that run for the daemon's life, and the orderly
+//! exit. Each step lives in a module of its own:
+//!
+//! - `startup`: the access table, the engine over its clock, leap seconds, the fast path;
+//! - `shared`: the state the tasks share, and publication to both answering paths;
+//! - `timekeeping`: the publication loop, clock-update hooks, the slew timer;
+//! - `ntp_server`: the daemon's NTP socket; `client_log`: its client records;
+//! - `control_server` and `commands`: ntpxc's transports and what each request does;
+//! - `counters`: serverstats and xdpstats; `shutdown`: signals and the orderly exit.
+
+mod bind;
+mod client_log;
+mod commands;
+mod control_server;
+mod counters;
+mod ntp_server;
+mod shared;
+mod shutdown;
+mod startup;
+mod timekeeping;
+
+pub use control_server::{serve, serve_udp};
+pub use timekeeping::PUBLISH_INTERVAL;
+
+use crate::{
+    clock,
+    os::{
+        log_files::{Journal, LogFiles},
+        notify,
+        pidfile::PidFile,
+        privdrop,
+    },
+    sources,
+};
+use anyhow::{Context, Result};
+use client_log::ClientLog;
+use ntp_common::ServerState;
+use ntp_proto::{config::Config, reference::PublishParams};
+use shared::Shared;
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, OnceLock, atomic::AtomicI32},
+};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+/// Command-line choices that are not in the configuration file.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Never touch the system clock (`-x`).
+    pub no_clock_control: bool,
+    /// Do not load the XDP program (`--no-xdp`).
+    pub no_xdp: bool,
+    /// Interfaces to attach to (`-i`); empty means those carrying the served addresses.
+    pub interfaces: Vec<String>,
+    /// Run as this user once set up (`-u`).
+    pub user: Option<String>,
+    /// The configuration file, re-read by `reload sources`.
+    pub config_path: PathBuf,
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn run(config: Config, opts: Options) -> Result<()> {
+    info!(
+        "ntpxd version {} starting (+XDP +CMDMON +NTP{})",
+        env!("CARGO_PKG_VERSION"),
+        if opts.no_clock_control {
+            ", clock control off"
+        } else {
+            ""
+        }
+    );
+    for w in &config.warnings {
+        warn!("{w}");
+    }
+    let pid_guard = match &config.pidfile {
+        Some(p) => Some(PidFile::create(p)?),
+        None => None,
+    };
+    let shared = Arc::new(set_up(config, &opts)?);
+    shared.publish()?;
+    // systemd (Type=notify) may start dependent units now: the state is published.
+    if let Err(e) = notify::notify("READY=1\nSTATUS=Serving") {
+        warn!("{e:#}");
+    }
+    announce(&shared);
+    let mut tasks = JoinSet::new();
+    start_tasks(&shared, &opts, &mut tasks)?;
+    drop_privileges(&shared.config, &opts)?;
+    let outcome = shutdown::wait(&mut tasks).await;
+    shutdown::finish(&shared, &mut tasks);
+    drop(pid_guard);
+    outcome
+}
+
+/// Everything the tasks share, set up from the configuration: the fast path attached,
+/// the log files open, the engine over its clock.
+fn set_up(config: Config, opts: &Options) -> Result<Shared> {
+    let acl = startup::access_table(&config)?;
+    let kt = clock::kernel_time()?;
+    let params = PublishParams {
+        precision: clock::measure_precision()?,
+        max_age: config.xdp_stale_limit,
+        serve: true,
+        min_poll: 0,
+    };
+    let kernel = if opts.no_xdp || config.port == 0 {
+        info!("XDP fast path off: all requests are answered from the daemon's socket");
+        None
+    } else {
+        Some(Mutex::new(startup::start_kernel(&config, opts, &acl)?))
+    };
+    if let Some(dir) = &config.logdir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating logdir {}", dir.display()))?;
+    }
+    let journal = Arc::new(Journal::new(LogFiles::new(
+        config.logdir.as_deref(),
+        &config.logs,
+    )));
+    let leaps = startup::load_leaps(&config, opts, kt.tai_offset_s)?;
+    startup::check_keyfile(&config);
+    let engine = Arc::new(Mutex::new(startup::new_engine(
+        &config,
+        opts,
+        params.precision,
+    )));
+    Ok(Shared {
+        engine,
+        journal,
+        config_path: opts.config_path.clone(),
+        clients: ClientLog::new(config.client_log, config.ratelimit),
+        leaps,
+        sync: OnceLock::new(),
+        acl,
+        params,
+        tai_offset_s: AtomicI32::new(kt.tai_offset_s),
+        state: Mutex::new(ServerState::default()),
+        kernel,
+        counters: counters::DaemonCounters::default(),
+        config,
+    })
+}
+
+fn announce(sh: &Shared) {
+    info!(
+        "Serving {} (precision {}, kernel TAI offset {} s)",
+        match &sh.config.local {
+            Some(l) => format!("local stratum {}", l.stratum),
+            None => "unsynchronised (no local stratum)".to_string(),
+        },
+        sh.params.precision,
+        sh.tai_offset_s.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
+
+/// The tasks that run for the daemon's life: sources, NTP sockets, control, the
+/// publication loop and (steering the real clock) the slew timer.
+fn start_tasks(sh: &Arc<Shared>, opts: &Options, tasks: &mut JoinSet<Result<()>>) -> Result<()> {
+    let hook = sh.clone();
+    let handle = sources::start(
+        &sh.config,
+        sh.engine.clone(),
+        sh.journal.clone(),
+        Arc::new(move || hook.on_clock_update()),
+        tasks,
+    );
+    let _ = sh.sync.set(handle);
+    for sock in ntp_server::bind_ntp_sockets(&sh.config)? {
+        tasks.spawn(ntp_server::serve_ntp(sock, sh.clone()));
+    }
+    control_server::start(sh, tasks)?;
+    if !opts.no_clock_control {
+        tasks.spawn(timekeeping::slew_timer(sh.clone()));
+    }
+    tasks.spawn(timekeeping::publish_loop(sh.clone()));
+    Ok(())
+}
+
+/// `-u USER` / `user`: everything that needed root is done by now.
+fn drop_privileges(config: &Config, opts: &Options) -> Result<()> {
+    let Some(user) = opts.user.as_ref().or(config.user.as_ref()) else {
+        return Ok(());
+    };
+    privdrop::drop_to(user, !opts.no_clock_control)
+        .with_context(|| format!("dropping privileges to {user}"))?;
+    info!(
+        "Running as {user}{}",
+        if opts.no_clock_control {
+            " with no capabilities"
+        } else {
+            " with CAP_SYS_TIME"
+        }
+    );
+    Ok(())
+}

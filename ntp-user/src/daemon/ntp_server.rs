@@ -1,0 +1,201 @@
+//! The daemon's NTP socket: requests the kernel passes up (and every request with
+//! `--no-xdp`) answered by the same rules as the XDP program, and the kernel's transmit
+//! timestamps of its replies kept for interleaved mode.
+
+use super::{bind::bind_each, counters::bump, shared::Shared};
+use crate::{
+    clock, lock,
+    net::{self, Received, TimestampedSocket, TxStamp},
+};
+use anyhow::{Result, bail};
+use ntp_common::RateVerdict;
+use ntp_proto::{
+    config::Config,
+    packet::{NtpHeader, NtpTimestamp},
+    server::{self, Verdict},
+};
+use std::{
+    collections::VecDeque,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tracing::{debug, warn};
+
+/// Binds the NTP sockets: the `bindaddress` addresses, or the wildcard of each family.
+pub(super) fn bind_ntp_sockets(config: &Config) -> Result<Vec<TimestampedSocket>> {
+    if config.port == 0 {
+        return Ok(Vec::new());
+    }
+    let any = [
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    ];
+    let socks = bind_each(
+        &config.bind_addresses,
+        any,
+        config.port,
+        "NTP",
+        TimestampedSocket::bind,
+    )?;
+    if socks.is_empty() {
+        bail!("could not open any NTP socket on port {}", config.port);
+    }
+    Ok(socks)
+}
+
+/// Replies whose transmit timestamps are still to come back, by the receive timestamp
+/// each carried (unique per reply: the stamp's datagram names it), with the client.
+/// Bounded, and a stamp the kernel never delivers is forgotten after a while.
+#[derive(Default)]
+struct AwaitingDeparture {
+    pending: VecDeque<(NtpTimestamp, IpAddr, Instant)>,
+}
+
+impl AwaitingDeparture {
+    const LIMIT: usize = 4096;
+    /// A software transmit timestamp comes back within microseconds; this is generous.
+    const PATIENCE: Duration = Duration::from_secs(2);
+
+    fn push(&mut self, rx: NtpTimestamp, ip: IpAddr) {
+        if self.pending.len() == Self::LIMIT {
+            self.pending.pop_front();
+        }
+        self.pending.push_back((rx, ip, Instant::now()));
+    }
+
+    /// The client of the reply that carried receive timestamp `rx`.
+    fn take(&mut self, rx: NtpTimestamp) -> Option<IpAddr> {
+        while let Some(&(_, _, at)) = self.pending.front() {
+            if at.elapsed() < Self::PATIENCE {
+                break;
+            }
+            self.pending.pop_front();
+        }
+        let i = self.pending.iter().position(|(r, _, _)| *r == rx)?;
+        self.pending.remove(i).map(|(_, ip, _)| ip)
+    }
+}
+
+/// Answers requests on `sock` for the daemon's life.
+pub(super) async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Result<()> {
+    let mut buf = [0u8; 1500];
+    let mut awaiting = AwaitingDeparture::default();
+    loop {
+        let r = tokio::select! {
+            r = sock.recv(&mut buf) => r,
+            stamp = sock.tx_stamp() => {
+                match stamp {
+                    Ok(st) => note_departure(&sh, &st, &mut awaiting),
+                    Err(e) => debug!("{e:#}"),
+                }
+                continue;
+            }
+        };
+        match r {
+            Ok(r) => answer(&sock, &sh, &buf[..r.len], &r, &mut awaiting)?,
+            Err(e) => warn!("{e:#}"),
+        }
+    }
+}
+
+/// A transmit timestamp came back: the reply it belongs to names itself by its receive
+/// timestamp.
+fn note_departure(sh: &Shared, st: &TxStamp, awaiting: &mut AwaitingDeparture) {
+    if let Ok(h) = NtpHeader::parse(&st.tail)
+        && let Some(ip) = awaiting.take(h.receive_ts)
+    {
+        let state = *lock(&sh.state);
+        if sh
+            .clients
+            .note_departure(ip, h.receive_ts, sh.tai_of(st.realtime_ns), &state)
+        {
+            bump(&sh.counters.tx_stamps);
+        }
+    }
+}
+
+/// Answers one datagram (or not, as the rules say).
+fn answer(
+    sock: &TimestampedSocket,
+    sh: &Shared,
+    datagram: &[u8],
+    r: &Received,
+    awaiting: &mut AwaitingDeparture,
+) -> Result<()> {
+    bump(&sh.counters.received);
+    let rx_tai = match r.rx_realtime_ns {
+        Some(t) => sh.tai_of(t),
+        None => clock::tai_ns()?,
+    };
+    let state = *lock(&sh.state);
+    let src_ip = net::canonical_ip(r.src.ip());
+    let src = SocketAddr::new(src_ip, r.src.port());
+    let verdict = match server::handle_request(datagram, src, rx_tai, &state, &sh.acl) {
+        Verdict::Reply(p) => match sh.clients.log(src_ip, rx_tai, false, &sh.counters) {
+            (RateVerdict::Answer, last) => Verdict::Reply(p.interleave(&last)),
+            (RateVerdict::Kod, _) => Verdict::Reply(p.kiss_rate()),
+            (RateVerdict::Drop, _) => {
+                bump(&sh.counters.ratelimited);
+                return Ok(());
+            }
+        },
+        Verdict::Deny => {
+            sh.clients.log(src_ip, rx_tai, true, &sh.counters);
+            Verdict::Deny
+        }
+        other => other,
+    };
+    match verdict {
+        Verdict::Reply(p) => {
+            let (reply, tx_now) = p.finish(clock::tai_ns()?);
+            // Only a client that may interleave needs to know when its reply left; a
+            // Kiss-o'-Death is never interleaved with (as chrony).
+            let stamp = p.may_interleave() && !p.is_kiss() && sh.clients.enabled();
+            match sock.send_to(&reply, r.src, stamp) {
+                Ok(()) => {
+                    bump(&sh.counters.answered);
+                    if p.is_interleaved() {
+                        bump(&sh.counters.interleaved);
+                    }
+                    if stamp {
+                        sh.clients.note_reply(src_ip, p.receive_ts(), tx_now);
+                        awaiting.push(p.receive_ts(), src_ip);
+                    }
+                }
+                Err(e) => debug!("{e:#}"),
+            }
+        }
+        Verdict::Ignore(why) => {
+            bump(&sh.counters.ignored);
+            debug!("Ignored NTP datagram from {} ({why:?})", r.src);
+        }
+        Verdict::Deny | Verdict::BadSource => bump(&sh.counters.denied),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn departures_are_matched_by_the_receive_timestamp_their_reply_carried() {
+        let mut a = AwaitingDeparture::default();
+        let (c1, c2): (IpAddr, IpAddr) =
+            ("198.18.0.2".parse().unwrap(), "fd00::2".parse().unwrap());
+        a.push(NtpTimestamp(10), c1);
+        a.push(NtpTimestamp(11), c2);
+        a.push(NtpTimestamp(12), c1);
+        // Stamps may come back in any order; each is taken once.
+        assert_eq!(a.take(NtpTimestamp(11)), Some(c2));
+        assert_eq!(a.take(NtpTimestamp(11)), None);
+        assert_eq!(a.take(NtpTimestamp(12)), Some(c1));
+        assert_eq!(a.take(NtpTimestamp(99)), None);
+        for i in 0..2 * AwaitingDeparture::LIMIT as u64 {
+            a.push(NtpTimestamp(100 + i), c1);
+        }
+        assert_eq!(a.pending.len(), AwaitingDeparture::LIMIT);
+        assert_eq!(a.take(NtpTimestamp(100)), None, "the oldest made room");
+    }
+}

@@ -1,0 +1,76 @@
+//! The daemon's state shared by its tasks, and publication of the server state to both
+//! answering paths.
+
+use super::{client_log::ClientLog, counters::DaemonCounters};
+use crate::{
+    clock, lock, os::log_files::Journal, sources::SharedEngine, sources::SyncHandle,
+    xdp::KernelPath,
+};
+use anyhow::Result;
+use ntp_common::ServerState;
+use ntp_proto::{
+    acl::AccessTable,
+    config::Config,
+    leaptz::{self, Leap},
+    reference::{PublishParams, server_state},
+};
+use std::{
+    path::PathBuf,
+    sync::{
+        Mutex, OnceLock,
+        atomic::{AtomicI32, Ordering},
+    },
+};
+
+/// What the daemon's tasks share.
+pub(super) struct Shared {
+    pub config: Config,
+    pub config_path: PathBuf,
+    pub acl: AccessTable,
+    pub params: PublishParams,
+    /// The kernel's TAI - UTC offset, seconds, as last read.
+    pub tai_offset_s: AtomicI32,
+    /// The state both paths serve from, as last published.
+    pub state: Mutex<ServerState>,
+    pub kernel: Option<Mutex<KernelPath>>,
+    pub counters: DaemonCounters,
+    pub clients: ClientLog,
+    pub engine: SharedEngine,
+    pub journal: std::sync::Arc<Journal>,
+    pub leaps: Vec<Leap>,
+    pub sync: OnceLock<SyncHandle>,
+}
+
+impl Shared {
+    /// Recomputes the state from the reference and publishes it to both paths.
+    pub(super) fn publish(&self) -> Result<()> {
+        let now_tai = clock::tai_ns()?;
+        // The kernel's TAI offset changes at leap seconds (and with ADJ_TAI): read it
+        // with every publication, or the kernel would serve a whole second off.
+        let tai = match clock::kernel_time() {
+            Ok(k) => {
+                self.tai_offset_s.store(k.tai_offset_s, Ordering::Relaxed);
+                k.tai_offset_s
+            }
+            Err(_) => self.tai_offset_s.load(Ordering::Relaxed),
+        };
+        let now_unix = now_tai.wrapping_sub(tai as i64 as u64 * 1_000_000_000);
+        let mut reference = lock(&self.engine).reference(now_unix);
+        // The tz database announces a leap second the sources may not (leapsectz).
+        if reference.leap == 0 && !self.leaps.is_empty() {
+            reference.leap = leaptz::leap_indicator(&self.leaps, (now_unix / 1_000_000_000) as i64);
+        }
+        let st = server_state(&reference, &self.params, now_tai, tai);
+        *lock(&self.state) = st;
+        if let Some(k) = &self.kernel {
+            lock(k).publish(&st);
+        }
+        Ok(())
+    }
+
+    /// A kernel `CLOCK_REALTIME` timestamp on `CLOCK_TAI`, the timebase's clock.
+    pub(super) fn tai_of(&self, realtime_ns: u64) -> u64 {
+        let offset = self.tai_offset_s.load(Ordering::Relaxed) as i64 as u64 * 1_000_000_000;
+        realtime_ns.wrapping_add(offset)
+    }
+}

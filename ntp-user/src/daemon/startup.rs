@@ -1,0 +1,166 @@
+//! Setting the daemon up from its configuration: the access table, the engine over the
+//! clock `-x` chooses, leap seconds, the keyfile, and the XDP fast path.
+
+use super::Options;
+use crate::{
+    clock::{self, DaemonClock, SystemRealtime, system::SystemClock},
+    os::{drift_file, leap_zone},
+    sources::resolve::resolve_name,
+    xdp::{KernelPath, ifaces},
+};
+use anyhow::{Context, Result, anyhow};
+use ntp_proto::{
+    acl::{AccessTable, Action},
+    clock::{FreeRunning, SteeredClock},
+    config::Config,
+    engine::Engine,
+    leaptz::{self, Leap},
+};
+use std::net::IpAddr;
+use tracing::{info, warn};
+
+/// The `allow`/`deny` table, with a warning when nobody would be served.
+pub(super) fn access_table(config: &Config) -> Result<AccessTable> {
+    let acl = AccessTable::from_rules(&config.acl_rules, resolve_name)
+        .map_err(|e| anyhow!("allow/deny: {e}"))?;
+    let allows = |a: &Action| *a == Action::Allow;
+    if !acl.v4_entries().iter().any(|e| allows(&e.2))
+        && !acl.v6_entries().iter().any(|e| allows(&e.2))
+    {
+        warn!(
+            "No allow directive: NTP clients will not be served (add e.g. `allow 192.168.0.0/16`)"
+        );
+    }
+    Ok(acl)
+}
+
+/// The engine over the clock chosen by `-x`, starting from the driftfile's frequency.
+pub(super) fn new_engine(config: &Config, opts: &Options, precision: i8) -> Engine<DaemonClock> {
+    let freq = match config
+        .driftfile
+        .as_deref()
+        .map(|p| (p, drift_file::read(p)))
+    {
+        Some((path, Some(d))) => {
+            info!(
+                "Frequency {:.3} +/- {:.3} ppm read from {}",
+                d.freq_ppm,
+                d.skew_ppm,
+                path.display()
+            );
+            // The driftfile holds the clock's error (fast positive); the correction undoes it.
+            -d.freq_ppm * 1e-6
+        }
+        _ => 0.0,
+    };
+    let clock = if opts.no_clock_control {
+        DaemonClock::Free(FreeRunning::new(freq, SystemRealtime))
+    } else {
+        DaemonClock::System(SteeredClock::new(
+            SystemClock::take_control(),
+            freq,
+            config.sync.max_slew_rate_ppm * 1e-6,
+        ))
+    };
+    Engine::new(
+        clock,
+        &config.sync,
+        config.local,
+        2f64.powi(i32::from(precision)),
+    )
+}
+
+/// Leap seconds from `leapsectz`; without `-x`, also brings the kernel's TAI offset in line.
+pub(super) fn load_leaps(config: &Config, opts: &Options, kernel_tai: i32) -> Result<Vec<Leap>> {
+    let Some(zone) = &config.leapsectz else {
+        return Ok(Vec::new());
+    };
+    let leaps = match leap_zone::load(zone) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!("leapsectz {zone}: {e:#}");
+            return Ok(Vec::new());
+        }
+    };
+    info!("Using {zone} timezone to obtain leap second data");
+    let now = (clock::realtime_ns()? / 1_000_000_000) as i64;
+    let offset = leaptz::tai_offset(&leaps, now);
+    if offset != kernel_tai {
+        if opts.no_clock_control {
+            info!(
+                "TAI offset is {offset} seconds (the kernel's {kernel_tai} is left alone: clock control is off)"
+            );
+        } else {
+            match SystemClock.set_tai_offset(offset) {
+                Ok(()) => info!("System clock TAI offset set to {offset} seconds"),
+                Err(e) => warn!("Could not set the TAI offset: {e:#}"),
+            }
+        }
+    }
+    Ok(leaps)
+}
+
+/// Reads and checks the keyfile; as chronyd, a missing or bad keyfile costs
+/// authentication, not the service.
+pub(super) fn check_keyfile(config: &Config) {
+    let Some(path) = &config.keyfile else { return };
+    match std::fs::read_to_string(path) {
+        Ok(text) => match ntp_proto::keys::parse(&text, path) {
+            Ok(keys) => info!(
+                "Loaded {} symmetric keys from {}",
+                keys.len(),
+                path.display()
+            ),
+            Err(e) => warn!("Ignoring keyfile: {e}"),
+        },
+        Err(e) => warn!("Could not open keyfile {}: {e}", path.display()),
+    }
+}
+
+/// Loads the XDP program and attaches it to `-i`'s interfaces, or to those carrying the
+/// served addresses.
+pub(super) fn start_kernel(
+    config: &Config,
+    opts: &Options,
+    acl: &AccessTable,
+) -> Result<KernelPath> {
+    let ifs = if opts.interfaces.is_empty() {
+        ifaces::select(&ifaces::list()?, &config.bind_addresses)?
+    } else {
+        opts.interfaces.clone()
+    };
+    let mut k = KernelPath::load_with(config.port, config.client_log, config.ratelimit)?;
+    k.set_acl(acl)?;
+    k.set_local_addresses(&served_addresses(config, &ifs)?)?;
+    for i in &ifs {
+        let mode = k
+            .attach(i)
+            .with_context(|| format!("attaching XDP to {i}"))?;
+        info!(
+            "XDP fast path attached to {i} ({mode} mode), port {}",
+            config.port
+        );
+    }
+    Ok(k)
+}
+
+/// The unicast addresses the kernel answers for: the bound ones, or with no specific
+/// bind address every address of the attached interfaces.
+pub(super) fn served_addresses(config: &Config, ifs: &[String]) -> Result<Vec<IpAddr>> {
+    let specific: Vec<IpAddr> = config
+        .bind_addresses
+        .iter()
+        .copied()
+        .filter(|a| !a.is_unspecified())
+        .collect();
+    let all = ifaces::list()?;
+    let mut out: Vec<IpAddr> = all
+        .iter()
+        .filter(|i| ifs.contains(&i.name))
+        .map(|i| i.addr)
+        .filter(|a| specific.is_empty() || specific.contains(a))
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}

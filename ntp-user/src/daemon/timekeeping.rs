@@ -1,0 +1,106 @@
+//! The daemon's timekeeping loops: publishing the server state on a period, telling the
+//! kernel the synchronization state after each clock update, ending slews on time, and
+//! the periodic chores (served addresses, driftfile).
+
+use super::{shared::Shared, startup::served_addresses};
+use crate::{clock, clock::DaemonClock, lock, os::drift_file};
+use ntp_proto::{clock::SteeredClock, drift::Drift};
+use std::{sync::Arc, time::Duration};
+use tracing::warn;
+
+/// How often the state is republished (the kernel's staleness limit is counted from it).
+pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the served addresses are re-read.
+const ADDRESS_REFRESH: Duration = Duration::from_secs(10);
+
+/// How often the driftfile is written (and at exit).
+const DRIFT_SAVE: Duration = Duration::from_hours(1);
+
+impl Shared {
+    /// After a clock update: publishes the new state and tells the kernel whether the
+    /// clock is synchronized and of any leap second (which also lets its 11-minute mode
+    /// keep the RTC in step, chrony's rtcsync).
+    pub(super) fn on_clock_update(&self) {
+        if let Err(e) = self.publish() {
+            warn!("Publishing server state failed: {e:#}");
+        }
+        let mut e = lock(&self.engine);
+        let status = e.sync_status();
+        if let DaemonClock::System(c) = e.clock_mut() {
+            match status {
+                Some((leap, max_error, est_error)) => {
+                    c.set_status(true, leap, max_error, est_error);
+                }
+                None => c.set_status(false, 0, 16.0, 16.0),
+            }
+        }
+    }
+
+    /// Writes the current frequency estimate to the driftfile, if one is configured.
+    pub(super) fn save_drift(&self) {
+        let Some(path) = &self.config.driftfile else {
+            return;
+        };
+        let t = match clock::realtime_ns() {
+            Ok(now) => lock(&self.engine).tracking_report(now),
+            Err(e) => {
+                warn!("Not writing the driftfile: {e:#}");
+                return;
+            }
+        };
+        let d = Drift {
+            freq_ppm: t.frequency_ppm,
+            skew_ppm: t.skew_ppm,
+        };
+        if let Err(e) = drift_file::write(path, &d) {
+            warn!("{e:#}");
+        }
+    }
+
+    /// Re-reads the attached interfaces' addresses into the kernel (they come and go).
+    fn refresh_served_addresses(&self) {
+        let Some(k) = &self.kernel else { return };
+        let mut k = lock(k);
+        let ifs: Vec<String> = k.attached().into_iter().map(|(i, _)| i).collect();
+        if let Err(e) = served_addresses(&self.config, &ifs).and_then(|a| k.set_local_addresses(&a))
+        {
+            warn!("Could not refresh the served addresses: {e:#}");
+        }
+    }
+}
+
+/// Publishes on a period, with the chores that run on multiples of it.
+pub(super) async fn publish_loop(sh: Arc<Shared>) -> anyhow::Result<()> {
+    // Four publications fit in the staleness limit, whatever it is set to.
+    let period = (sh.config.xdp_stale_limit / 4).clamp(Duration::from_millis(50), PUBLISH_INTERVAL);
+    let mut tick = tokio::time::interval(period);
+    let every = |d: Duration| (d.as_millis() / period.as_millis().max(1)).max(1) as u64;
+    let (refresh_every, drift_every) = (every(ADDRESS_REFRESH), every(DRIFT_SAVE));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        if let Err(e) = sh.publish() {
+            warn!("Publishing server state failed: {e:#}");
+        }
+        n += 1;
+        if n.is_multiple_of(refresh_every) {
+            sh.refresh_served_addresses();
+        }
+        if n.is_multiple_of(drift_every) {
+            sh.save_drift();
+        }
+    }
+}
+
+/// Ends each frequency slew of the real clock on time (the waits are the steering code's).
+pub(super) async fn slew_timer(sh: Arc<Shared>) -> anyhow::Result<()> {
+    loop {
+        let next = match lock(&sh.engine).clock_mut() {
+            DaemonClock::System(c) => c.tick(),
+            DaemonClock::Free(_) => None,
+        };
+        let wait = SteeredClock::<clock::system::SystemClock>::wait_ns(next, clock::realtime_ns()?);
+        tokio::time::sleep(Duration::from_nanos(wait)).await;
+    }
+}

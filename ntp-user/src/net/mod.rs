@@ -1,0 +1,352 @@
+//! UDP sockets with kernel receive and transmit timestamps (`SO_TIMESTAMPING`, software).
+
+use anyhow::{Context, Result, anyhow};
+use nix::sys::socket::TimestampingFlag;
+use nix::sys::socket::{
+    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrStorage, bind,
+    recvmsg, sendto, setsockopt, socket, sockopt,
+};
+use std::{
+    io::IoSliceMut,
+    net::{IpAddr, SocketAddr},
+    os::fd::{AsRawFd, OwnedFd},
+};
+use tokio::io::{Interest, unix::AsyncFd};
+
+/// A received datagram with its kernel receive timestamp.
+#[derive(Debug)]
+pub struct Received {
+    /// Bytes received (truncated to the buffer).
+    pub len: usize,
+    /// Sender.
+    pub src: SocketAddr,
+    /// Kernel software receive timestamp, `CLOCK_REALTIME` ns; `None` if the kernel gave none.
+    pub rx_realtime_ns: Option<u64>,
+}
+
+/// A kernel transmit timestamp from a socket's error queue, with the end of the
+/// datagram it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxStamp {
+    /// When the kernel handed the datagram to the device, `CLOCK_REALTIME` ns.
+    pub realtime_ns: u64,
+    /// The datagram's last 48 bytes (an NTP reply: its own identity).
+    pub tail: [u8; 48],
+}
+
+/// A non-blocking UDP socket registered with tokio, receive timestamps on every datagram
+/// and transmit timestamps on request.
+pub struct TimestampedSocket {
+    fd: AsyncFd<OwnedFd>,
+    local: SocketAddr,
+}
+
+impl TimestampedSocket {
+    /// Binds `addr` with receive timestamping on and transmit timestamps available per
+    /// datagram (IPv6 sockets are IPv6-only).
+    pub fn bind(addr: SocketAddr) -> Result<Self> {
+        let family = match addr {
+            SocketAddr::V4(_) => AddressFamily::Inet,
+            SocketAddr::V6(_) => AddressFamily::Inet6,
+        };
+        let fd = socket(
+            family,
+            SockType::Datagram,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .with_context(|| format!("creating a UDP socket for {addr}"))?;
+        if addr.is_ipv6() {
+            setsockopt(&fd, sockopt::Ipv6V6Only, &true).context("setting IPV6_V6ONLY")?;
+        }
+        setsockopt(&fd, sockopt::ReuseAddr, &true).context("setting SO_REUSEADDR")?;
+        // Transmit timestamps are requested per datagram (see `send_to`) and come back
+        // with the datagram itself (no OPT_TSONLY): its content names the reply, where a
+        // counter (OPT_ID) drifts whenever a failed send used up a number.
+        setsockopt(
+            &fd,
+            sockopt::Timestamping,
+            &(TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
+                | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE),
+        )
+        .context("enabling SO_TIMESTAMPING")?;
+        bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))
+            .with_context(|| format!("binding UDP {addr}"))?;
+        let local = local_addr(&fd)?;
+        // SAFETY: the OwnedFd moves into the AsyncFd, which owns it until it is dropped,
+        // so the descriptor cannot be closed or reused while registered.
+        let fd =
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::ERROR) }
+                .map_err(|e| anyhow!("registering the socket with tokio: {e}"))?;
+        Ok(TimestampedSocket { fd, local })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Receives one datagram into `buf`.
+    pub async fn recv(&self, buf: &mut [u8]) -> Result<Received> {
+        loop {
+            let mut guard = self
+                .fd
+                .readable()
+                .await
+                .context("waiting for the NTP socket")?;
+            match guard.try_io(|fd| recv_now(fd.get_ref(), buf).map_err(std::io::Error::from)) {
+                Ok(r) => return r.context("receiving on the NTP socket"),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Sends `data` to `dst` (a datagram socket never blocks for long; a full buffer
+    /// drops); with `stamp`, asks for its transmit timestamp (see [`Self::tx_stamp`]).
+    pub fn send_to(&self, data: &[u8], dst: SocketAddr, stamp: bool) -> Result<()> {
+        let fd = self.fd.get_ref().as_raw_fd();
+        let addr = SockaddrStorage::from(dst);
+        if stamp {
+            send_stamped(fd, data, &addr)
+        } else {
+            sendto(fd, data, &addr, MsgFlags::MSG_DONTWAIT).map(|_| ())
+        }
+        .with_context(|| format!("sending {} bytes to {dst}", data.len()))
+    }
+
+    /// Waits for the next transmit timestamp on the error queue.
+    pub async fn tx_stamp(&self) -> Result<TxStamp> {
+        loop {
+            let mut guard = self
+                .fd
+                .ready(Interest::ERROR)
+                .await
+                .context("waiting for a transmit timestamp")?;
+            match guard.try_io(|fd| read_errqueue(fd.get_ref()).map_err(std::io::Error::from)) {
+                Ok(Ok(Some((realtime_ns, Some(tail))))) => {
+                    return Ok(TxStamp { realtime_ns, tail });
+                }
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => return Err(e).context("reading the socket's error queue"),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// `sendmsg` with an `SO_TIMESTAMPING` control message asking for a software transmit
+/// timestamp of this one datagram (nix has no such control message).
+fn send_stamped(fd: std::os::fd::RawFd, data: &[u8], addr: &SockaddrStorage) -> nix::Result<()> {
+    use nix::sys::socket::SockaddrLike;
+    let flags: u32 = libc::SOF_TIMESTAMPING_TX_SOFTWARE;
+    // u64 elements: the control buffer must be aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u32>() as u32) } as usize;
+    debug_assert!(space <= std::mem::size_of_val(&control));
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call,
+    // and the control message is written within `control`, which holds `space` bytes.
+    let r = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = addr.as_ptr() as *mut libc::c_void;
+        msg.msg_namelen = addr.len();
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let c = libc::CMSG_FIRSTHDR(&raw const msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SO_TIMESTAMPING;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u32>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u32>(), flags);
+        libc::sendmsg(fd, &raw const msg, libc::MSG_DONTWAIT)
+    };
+    if r < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    Ok(())
+}
+
+fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<Received> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(nix::sys::socket::Timestamps);
+    let msg =
+        recvmsg::<SockaddrStorage>(fd.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
+    let mut rx = None;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmTimestampsns(ts) = c {
+            let t = ts.system;
+            if t.tv_sec() > 0 {
+                rx = Some(timespec_ns(&t));
+            }
+        }
+    }
+    let src = msg
+        .address
+        .and_then(|a| to_socket_addr(&a))
+        .ok_or(nix::errno::Errno::EAFNOSUPPORT)?;
+    Ok(Received {
+        len: msg.bytes,
+        src,
+        rx_realtime_ns: rx,
+    })
+}
+
+fn to_socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::new(IpAddr::V4(v4.ip()), v4.port()));
+    }
+    a.as_sockaddr_in6()
+        .map(|v6| SocketAddr::new(IpAddr::V6(v6.ip()), v6.port()))
+}
+
+fn local_addr(fd: &OwnedFd) -> Result<SocketAddr> {
+    let a: SockaddrStorage =
+        nix::sys::socket::getsockname(fd.as_raw_fd()).context("getsockname")?;
+    to_socket_addr(&a).ok_or_else(|| anyhow!("socket bound to a non-IP address"))
+}
+
+pub use ntp_proto::acl::canonical_ip;
+
+/// A UDP socket connected to one upstream server, with kernel receive and transmit
+/// timestamps (the transmit timestamp comes back on the socket's error queue).
+pub struct ClientSocket {
+    fd: AsyncFd<OwnedFd>,
+    remote: SocketAddr,
+    local: SocketAddr,
+}
+
+impl ClientSocket {
+    /// Opens an ephemeral-port socket connected to `remote`.
+    pub fn connect(remote: SocketAddr) -> Result<Self> {
+        let (family, any) = match remote {
+            SocketAddr::V4(_) => (AddressFamily::Inet, SocketAddr::from(([0, 0, 0, 0], 0))),
+            SocketAddr::V6(_) => (AddressFamily::Inet6, SocketAddr::from(([0u16; 8], 0))),
+        };
+        let fd = socket(
+            family,
+            SockType::Datagram,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .with_context(|| format!("creating a UDP socket for {remote}"))?;
+        setsockopt(
+            &fd,
+            sockopt::Timestamping,
+            &(TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
+                | TimestampingFlag::SOF_TIMESTAMPING_TX_SOFTWARE
+                | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE
+                | TimestampingFlag::SOF_TIMESTAMPING_OPT_TSONLY),
+        )
+        .context("enabling SO_TIMESTAMPING")?;
+        bind(fd.as_raw_fd(), &SockaddrStorage::from(any)).context("binding an ephemeral port")?;
+        nix::sys::socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(remote))
+            .with_context(|| format!("connecting to {remote}"))?;
+        let local = local_addr(&fd)?;
+        // SAFETY: as in TimestampedSocket::bind, the AsyncFd owns the descriptor.
+        let fd =
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::ERROR) }
+                .map_err(|e| anyhow!("registering the socket with tokio: {e}"))?;
+        Ok(ClientSocket { fd, remote, local })
+    }
+
+    /// The server this socket talks to.
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The local address the kernel chose for talking to it.
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Sends one datagram.
+    pub fn send(&self, data: &[u8]) -> Result<()> {
+        nix::sys::socket::send(self.fd.get_ref().as_raw_fd(), data, MsgFlags::MSG_DONTWAIT)
+            .with_context(|| format!("sending to {}", self.remote))?;
+        Ok(())
+    }
+
+    /// Waits up to `wait` for the kernel transmit timestamp of the last datagram sent
+    /// (`CLOCK_REALTIME` ns).
+    pub async fn tx_timestamp(&self, wait: std::time::Duration) -> Option<u64> {
+        let fut = async {
+            loop {
+                let mut guard = self.fd.ready(Interest::ERROR).await.ok()?;
+                match guard.try_io(|fd| read_errqueue(fd.get_ref()).map_err(std::io::Error::from)) {
+                    Ok(Ok(Some((ts, _)))) => return Some(ts),
+                    Ok(Ok(None)) => continue,
+                    Ok(Err(_)) => return None,
+                    Err(_would_block) => continue,
+                }
+            }
+        };
+        tokio::time::timeout(wait, fut).await.ok().flatten()
+    }
+
+    /// Receives one datagram from the server into `buf`.
+    pub async fn recv(&self, buf: &mut [u8]) -> Result<Received> {
+        loop {
+            let mut guard = self.fd.readable().await.context("waiting for a reply")?;
+            match guard.try_io(|fd| recv_now(fd.get_ref(), buf).map_err(std::io::Error::from)) {
+                Ok(r) => return r.with_context(|| format!("receiving from {}", self.remote)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// `CLOCK_REALTIME` ns of a kernel timestamp.
+fn timespec_ns(t: &nix::sys::time::TimeSpec) -> u64 {
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// Reads one error-queue message: `Some` with its software timestamp if it carried one,
+/// and the end of its datagram unless the socket asked for timestamps only.
+fn read_errqueue(fd: &OwnedFd) -> nix::Result<Option<(u64, Option<[u8; 48]>)>> {
+    // The looped-back datagram comes with its link, IP and UDP headers.
+    let mut buf = [0u8; 256];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(
+        nix::sys::socket::Timestamps,
+        libc::sock_extended_err,
+        libc::sockaddr_in6
+    );
+    let msg = recvmsg::<SockaddrStorage>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_ERRQUEUE,
+    )?;
+    let mut stamp = None;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmTimestampsns(ts) = c
+            && ts.system.tv_sec() > 0
+        {
+            stamp = Some(timespec_ns(&ts.system));
+        }
+    }
+    let len = msg.bytes;
+    let tail = (len >= 48 && len <= buf.len())
+        .then(|| buf[len - 48..len].try_into().ok())
+        .flatten();
+    Ok(stamp.map(|realtime_ns| (realtime_ns, tail)))
+}
+
+/// A random 64-bit value from the kernel (for request transmit timestamps).
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into the buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == 8 {
+        u64::from_ne_bytes(b)
+    } else {
+        // getrandom cannot fail for 8 bytes after boot; the clock is a last resort.
+        use ntp_proto::clock::RealtimeClock;
+        crate::clock::SystemRealtime.now_ns().rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15
+    }
+}

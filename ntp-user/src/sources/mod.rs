@@ -1,0 +1,238 @@
+//! Wiring the synchronization engine to the network: resolving `server`/`pool` names,
+//! one polling task per address, and one task feeding their reports to the engine.
+
+pub mod poll_task;
+pub mod resolve;
+
+use crate::{clock::DaemonClock, lock, os::log_files::Journal};
+use ntp_proto::{
+    config::{Config, SourceConfig, SourceKind},
+    engine::Engine,
+    poller::Poller,
+};
+use poll_task::{SourceCommand, SourceEvent};
+use resolve::{replace_dead_members, resolve_until_done};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+use tokio::{sync::mpsc, task::JoinSet};
+use tracing::info;
+
+/// The engine as the daemon's tasks share it.
+pub type SharedEngine = Arc<Mutex<Engine<DaemonClock>>>;
+
+type Commands = Arc<Mutex<HashMap<usize, mpsc::Sender<SourceCommand>>>>;
+
+/// One `server`/`pool` line being served: its addresses' ids and its resolver task.
+struct Line {
+    config: SourceConfig,
+    ids: Arc<Mutex<Vec<usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What the control commands need of the source tasks.
+#[derive(Clone)]
+pub struct SyncHandle {
+    engine: SharedEngine,
+    journal: Arc<Journal>,
+    tx: mpsc::Sender<SourceEvent>,
+    commands: Commands,
+    in_use: Arc<Mutex<BTreeSet<SocketAddr>>>,
+    unresolved: Arc<std::sync::atomic::AtomicUsize>,
+    lines: Arc<Mutex<Vec<Line>>>,
+}
+
+impl SyncHandle {
+    /// Source lines whose names have not resolved yet.
+    pub fn unresolved(&self) -> usize {
+        self.unresolved.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sends `cmd` to the sources `ids` (all with `None`); returns how many took it.
+    pub fn send(&self, ids: Option<&[usize]>, cmd: SourceCommand) -> usize {
+        lock(&self.commands)
+            .iter()
+            .filter(|(id, _)| ids.is_none_or(|ids| ids.contains(id)))
+            .filter(|(_, c)| c.try_send(cmd).is_ok())
+            .count()
+    }
+
+    /// Starts resolving and polling one source line. Resolution ends once the addresses
+    /// are added (a pool's task stays to replace members that fall silent).
+    fn add_line(&self, sc: SourceConfig) {
+        self.unresolved
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ids = Arc::new(Mutex::new(Vec::new()));
+        let (h, mine) = (self.clone(), ids.clone());
+        let line = sc.clone();
+        let task = tokio::spawn(async move {
+            let addrs = resolve_until_done(&sc).await;
+            h.unresolved
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let wanted = match sc.kind {
+                SourceKind::Server => 1,
+                SourceKind::Pool => sc.maxsources,
+            };
+            for addr in addrs {
+                if lock(&mine).len() == wanted || !lock(&h.in_use).insert(addr) {
+                    continue;
+                }
+                let id = lock(&h.engine).add_source(addr, sc.prefer, sc.noselect, sc.minpoll);
+                info!("Added source {addr} ({} line {})", sc.name, sc.line);
+                h.spawn_poller(id, addr, &sc);
+                lock(&mine).push(id);
+            }
+            if sc.kind == SourceKind::Pool {
+                replace_dead_members(&sc, &mine, &h).await;
+            }
+        });
+        lock(&self.lines).push(Line {
+            config: line,
+            ids,
+            task,
+        });
+    }
+
+    /// Starts polling source `id` at `addr` with the options of its line.
+    fn spawn_poller(&self, id: usize, addr: SocketAddr, sc: &SourceConfig) {
+        let (ctx, crx) = mpsc::channel(16);
+        lock(&self.commands).insert(id, ctx);
+        let poller = Poller::new(sc.minpoll, sc.maxpoll, sc.iburst);
+        tokio::spawn(poll_task::run(id, addr, poller, self.tx.clone(), crx));
+    }
+
+    /// Points source `id` at `addr` instead of the address it polled (a pool member that
+    /// fell silent), and starts polling it.
+    fn replace(&self, id: usize, addr: SocketAddr, sc: &SourceConfig) {
+        let old = lock(&self.engine).sources().get(id).map(|s| s.addr);
+        if let Some(c) = lock(&self.commands).get(&id) {
+            let _ = c.try_send(SourceCommand::Stop);
+        }
+        {
+            let mut used = lock(&self.in_use);
+            if let Some(o) = old {
+                used.remove(&o);
+            }
+            used.insert(addr);
+        }
+        self.journal
+            .emit(lock(&self.engine).replace_source(id, addr));
+        self.spawn_poller(id, addr, sc);
+    }
+
+    /// Stops a line's resolver and polling and takes its sources out of the engine.
+    fn remove_line(&self, line: &Line) {
+        line.task.abort();
+        let ids = lock(&line.ids).clone();
+        self.send(Some(&ids), SourceCommand::Stop);
+        let mut e = lock(&self.engine);
+        for id in &ids {
+            if let Some(s) = e.sources().get(*id) {
+                lock(&self.in_use).remove(&s.addr);
+            }
+            lock(&self.commands).remove(id);
+        }
+        self.journal.emit(e.remove_sources(&ids));
+    }
+
+    /// Brings the sourcedir lines in line with `wanted` (ntpxc reload sources); returns
+    /// (added, removed).
+    pub fn reload(&self, wanted: &[SourceConfig]) -> (usize, usize) {
+        let same = |a: &SourceConfig, b: &SourceConfig| {
+            SourceConfig {
+                line: 0,
+                ..a.clone()
+            } == SourceConfig {
+                line: 0,
+                ..b.clone()
+            }
+        };
+        let stale: Vec<Line> = {
+            let mut lines = lock(&self.lines);
+            let (keep, stale): (Vec<Line>, Vec<Line>) = lines.drain(..).partition(|l| {
+                !l.config.from_sourcedir || wanted.iter().any(|w| same(w, &l.config))
+            });
+            *lines = keep;
+            stale
+        };
+        let removed = stale.len();
+        for l in stale {
+            self.remove_line(&l);
+        }
+        let new: Vec<SourceConfig> = {
+            let lines = lock(&self.lines);
+            wanted
+                .iter()
+                .filter(|w| !lines.iter().any(|l| same(w, &l.config)))
+                .cloned()
+                .collect()
+        };
+        let added = new.len();
+        for sc in new {
+            self.add_line(sc);
+        }
+        (added, removed)
+    }
+}
+
+/// Starts resolution and polling of every configured source, and the task that feeds
+/// replies to the engine; `changed` runs after every update of the engine.
+pub fn start(
+    config: &Config,
+    engine: SharedEngine,
+    journal: Arc<Journal>,
+    changed: Arc<dyn Fn() + Send + Sync>,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> SyncHandle {
+    let (tx, mut rx) = mpsc::channel::<SourceEvent>(256);
+    let commands: Commands = Arc::new(Mutex::new(HashMap::new()));
+    let handle = SyncHandle {
+        engine: engine.clone(),
+        journal: journal.clone(),
+        tx,
+        commands: commands.clone(),
+        in_use: Arc::new(Mutex::new(BTreeSet::new())),
+        unresolved: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        lines: Arc::new(Mutex::new(Vec::new())),
+    };
+    for sc in &config.sources {
+        handle.add_line(sc.clone());
+    }
+    tasks.spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let (log, used) = {
+                let mut e = lock(&engine);
+                match ev {
+                    SourceEvent::Polled { id, reach, poll } => (e.on_polled(id, reach, poll), None),
+                    SourceEvent::Reply {
+                        id,
+                        header,
+                        t1_ns,
+                        t4_ns,
+                        reach,
+                        poll,
+                        wire,
+                    } => (
+                        e.on_reply(id, &header, t1_ns, t4_ns, reach, poll, wire),
+                        Some(id),
+                    ),
+                    SourceEvent::Refused { id } => (e.on_refused(id), None),
+                }
+            };
+            journal.emit(log);
+            if let Some(id) = used {
+                let cmd = lock(&commands).get(&id).cloned();
+                if let Some(c) = cmd {
+                    let _ = c.try_send(SourceCommand::SampleUsed);
+                }
+            }
+            changed();
+        }
+        // Every source task has ended (no sources configured, or all refused us).
+        std::future::pending::<()>().await;
+        Ok(())
+    });
+    handle
+}

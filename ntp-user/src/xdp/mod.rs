@@ -1,0 +1,266 @@
+//! The XDP fast path from userspace: loading the object, attaching it, publishing the
+//! server state into its maps and reading its counters.
+
+pub mod ifaces;
+mod maps;
+mod state_map;
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, Map, MapData, PerCpuArray},
+    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+};
+use maps::{ClientRecordPod, fill_set, fill_trie, raise_memlock_limit};
+use ntp_common::{
+    ClientRecord, Counter, ServerState,
+    state::{
+        ACL_MAX_ENTRIES, CLIENT_RECORD_BYTES, DEFAULT_CLIENTLOG_LIMIT, GLOBAL_CLIENTLOG,
+        GLOBAL_PORT, GLOBAL_RL_BURST, GLOBAL_RL_INTERVAL, GLOBAL_RL_KOD, GLOBAL_RL_LEAK,
+        LOCAL_MAX_ENTRIES, MAP_ACL_V4, MAP_ACL_V6, MAP_CLIENTS, MAP_COUNTERS, MAP_LOCAL_V4,
+        MAP_LOCAL_V6, MAP_STATE, PROG_PASS, PROG_SERVE,
+    },
+};
+use ntp_proto::acl::AccessTable;
+use state_map::StateMap;
+use tracing::{info, warn};
+
+/// How a program ended up attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver (native XDP).
+    Native,
+    /// In the generic stack path (skb mode), slower: the driver lacks XDP support.
+    Generic,
+}
+
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        })
+    }
+}
+
+/// The loaded XDP object with its maps.
+pub struct KernelPath {
+    ebpf: Ebpf,
+    state: StateMap,
+    links: Vec<(String, XdpLinkId, AttachMode)>,
+}
+
+impl KernelPath {
+    /// Loads the embedded object for NTP `port` with the default client log.
+    pub fn load(port: u16) -> Result<Self> {
+        Self::load_with(
+            port,
+            Some(DEFAULT_CLIENTLOG_LIMIT / CLIENT_RECORD_BYTES),
+            None,
+        )
+    }
+
+    /// Loads the embedded object for NTP `port`, with a client log of `clients` records
+    /// (`None`: `noclientlog`) and the `ratelimit` (which needs the client log), and
+    /// verifies the serving program.
+    pub fn load_with(
+        port: u16,
+        clients: Option<u32>,
+        ratelimit: Option<ntp_common::RateLimit>,
+    ) -> Result<Self> {
+        raise_memlock_limit();
+        let clientlog: u8 = clients.is_some() as u8;
+        let rl = ratelimit.unwrap_or(ntp_common::RateLimit {
+            interval_ns: 8_000_000_000,
+            burst: 8,
+            leak: 0,
+            kod: 0,
+        });
+        let mut ebpf = EbpfLoader::new()
+            .override_global(GLOBAL_PORT, &port, true)
+            .override_global(GLOBAL_CLIENTLOG, &clientlog, true)
+            .override_global(GLOBAL_RL_INTERVAL, &rl.interval_ns, true)
+            .override_global(GLOBAL_RL_BURST, &rl.burst, true)
+            .override_global(GLOBAL_RL_LEAK, &rl.leak, true)
+            .override_global(GLOBAL_RL_KOD, &rl.kod, true)
+            .map_max_entries(MAP_CLIENTS, clients.unwrap_or(1).max(1))
+            .load(crate::EBPF_OBJECT)
+            .context("loading the ntpx eBPF object (needs root or CAP_BPF + CAP_NET_ADMIN)")?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROG_SERVE)
+            .ok_or_else(|| anyhow!("program {PROG_SERVE} missing from the eBPF object"))?
+            .try_into()?;
+        prog.load().context("verifying the XDP program")?;
+        let map = ebpf
+            .take_map(MAP_STATE)
+            .ok_or_else(|| anyhow!("map {MAP_STATE} missing from the eBPF object"))?;
+        let Map::Array(data) = map else {
+            bail!("map {MAP_STATE} is not an array");
+        };
+        let state = StateMap::new(data)?;
+        Ok(KernelPath {
+            ebpf,
+            state,
+            links: Vec::new(),
+        })
+    }
+
+    /// The serving program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn serve_program(&mut self) -> Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut(PROG_SERVE)
+            .ok_or_else(|| anyhow!("program {PROG_SERVE} missing"))?
+            .try_into()?)
+    }
+
+    /// Attaches the serving program to `iface`: native mode, else generic with a warning.
+    pub fn attach(&mut self, iface: &str) -> Result<AttachMode> {
+        let prog = self.serve_program()?;
+        let (id, mode) = attach_with_fallback(prog, iface)?;
+        self.links.push((iface.to_string(), id, mode));
+        Ok(mode)
+    }
+
+    /// Interfaces the program is attached to, with the mode of each.
+    pub fn attached(&self) -> Vec<(String, AttachMode)> {
+        self.links.iter().map(|(i, _, m)| (i.clone(), *m)).collect()
+    }
+
+    /// Detaches from every interface.
+    pub fn detach_all(&mut self) {
+        let links = std::mem::take(&mut self.links);
+        for (iface, id, _) in links {
+            let result = self.serve_program().and_then(|p| Ok(p.detach(id)?));
+            match result {
+                Ok(()) => info!("Detached XDP program from {iface}"),
+                Err(e) => warn!("Could not detach XDP program from {iface}: {e:#}"),
+            }
+        }
+    }
+
+    /// Replaces the access-control tries with `table`'s entries.
+    pub fn set_acl(&mut self, table: &AccessTable) -> Result<()> {
+        let v4 = table.v4_entries();
+        let v6 = table.v6_entries();
+        if v4.len() > ACL_MAX_ENTRIES as usize || v6.len() > ACL_MAX_ENTRIES as usize {
+            bail!("more than {ACL_MAX_ENTRIES} allow/deny subnets of one address family");
+        }
+        fill_trie::<4>(&mut self.ebpf, MAP_ACL_V4, &v4)?;
+        fill_trie::<16>(&mut self.ebpf, MAP_ACL_V6, &v6)?;
+        Ok(())
+    }
+
+    /// Sets the unicast addresses the program answers for (requests to any other address
+    /// pass to the stack); entries no longer listed are removed after the new ones are in.
+    pub fn set_local_addresses(&mut self, addrs: &[std::net::IpAddr]) -> Result<()> {
+        use std::net::IpAddr;
+        let v4: Vec<[u8; 4]> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(v) if !v.is_unspecified() => Some(v.octets()),
+                _ => None,
+            })
+            .collect();
+        let v6: Vec<[u8; 16]> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V6(v) if !v.is_unspecified() => Some(v.octets()),
+                _ => None,
+            })
+            .collect();
+        if v4.len() > LOCAL_MAX_ENTRIES as usize || v6.len() > LOCAL_MAX_ENTRIES as usize {
+            bail!("more than {LOCAL_MAX_ENTRIES} served addresses of one family");
+        }
+        fill_set(&mut self.ebpf, MAP_LOCAL_V4, &v4)?;
+        fill_set(&mut self.ebpf, MAP_LOCAL_V6, &v6)
+    }
+
+    /// Publishes `state` under the sequence lock.
+    pub fn publish(&mut self, state: &ServerState) {
+        self.state.write(state);
+    }
+
+    /// The state as the kernel sees it now.
+    pub fn published(&self) -> ServerState {
+        self.state.read()
+    }
+
+    /// The kernel's client log: every client's address and record.
+    pub fn clients(&self) -> Result<Vec<(std::net::IpAddr, ClientRecord)>> {
+        let map = self
+            .ebpf
+            .map(MAP_CLIENTS)
+            .ok_or_else(|| anyhow!("map {MAP_CLIENTS} missing"))?;
+        let h: HashMap<&MapData, [u8; 16], ClientRecordPod> = HashMap::try_from(map)?;
+        Ok(h.iter()
+            .filter_map(std::result::Result::ok)
+            .map(|(k, v)| (crate::net::canonical_ip(std::net::IpAddr::from(k)), v.0))
+            .collect())
+    }
+
+    /// How many client records the kernel holds (keys only: half the syscalls of
+    /// [`Self::clients`]).
+    pub fn client_count(&self) -> Result<u64> {
+        let map = self
+            .ebpf
+            .map(MAP_CLIENTS)
+            .ok_or_else(|| anyhow!("map {MAP_CLIENTS} missing"))?;
+        let h: HashMap<&MapData, [u8; 16], ClientRecordPod> = HashMap::try_from(map)?;
+        Ok(h.keys().flatten().count() as u64)
+    }
+
+    /// Every counter summed over CPUs, indexed by [`Counter`].
+    pub fn counters(&self) -> Result<Vec<u64>> {
+        let map = self
+            .ebpf
+            .map(MAP_COUNTERS)
+            .ok_or_else(|| anyhow!("map {MAP_COUNTERS} missing"))?;
+        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        Counter::ALL
+            .iter()
+            .map(|c| {
+                let v = arr
+                    .get(&(*c as u32), 0)
+                    .with_context(|| format!("reading counter {}", c.name()))?;
+                Ok(v.iter().sum())
+            })
+            .collect()
+    }
+}
+
+impl Drop for KernelPath {
+    fn drop(&mut self) {
+        // Tell any still-attached program to stop answering before the links go.
+        let mut s = self.state.read();
+        s.serve = 0;
+        self.state.write(&s);
+        self.detach_all();
+    }
+}
+
+fn attach_with_fallback(prog: &mut Xdp, iface: &str) -> Result<(XdpLinkId, AttachMode)> {
+    match prog.attach(iface, XdpMode::Driver) {
+        Ok(id) => Ok((id, AttachMode::Native)),
+        Err(native_err) => {
+            let id = prog.attach(iface, XdpMode::Skb).with_context(|| {
+                format!("attaching XDP to {iface} (native mode failed too: {native_err})")
+            })?;
+            warn!("Native XDP not available on {iface} ({native_err}); attached in generic mode");
+            Ok((id, AttachMode::Generic))
+        }
+    }
+}
+
+/// Attaches the pass-through program to `iface` so a veth peer receives `XDP_TX` frames;
+/// the returned object keeps it attached until dropped.
+pub fn attach_pass(iface: &str) -> Result<(Ebpf, AttachMode)> {
+    let mut ebpf = Ebpf::load(crate::EBPF_OBJECT).context("loading the ntpx eBPF object")?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROG_PASS)
+        .ok_or_else(|| anyhow!("program {PROG_PASS} missing"))?
+        .try_into()?;
+    prog.load().context("verifying the pass program")?;
+    let (_, mode) = attach_with_fallback(prog, iface)?;
+    Ok((ebpf, mode))
+}

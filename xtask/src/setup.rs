@@ -1,0 +1,122 @@
+//! The `setup` task: rust-src for nightly, bpf-linker built against nightly's LLVM, and the
+//! Debian packages the tests and the demo run.
+
+use crate::cargo::{root, status, succeeds};
+use anyhow::{Context, Result, bail};
+use ntpx_tests::is_root;
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// Installs what is missing; does nothing when everything is there.
+pub(crate) fn run() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .context("running rustup (is the nightly toolchain installed?)")?;
+    if !String::from_utf8_lossy(&installed.stdout).contains("rust-src") {
+        println!("xtask setup: adding rust-src to the nightly toolchain");
+        status(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    let tools = root().join(".tools/bpf-linker");
+    let linker = tools.join("bin/bpf-linker");
+    if !succeeds(Command::new(&linker).arg("--version")) {
+        build_bpf_linker(&tools)?;
+    }
+    let missing: Vec<&str> = [
+        ("ntpdig", "ntpsec-ntpdig"),
+        ("chronyd", "chrony"),
+        ("ip", "iproute2"),
+        // The benchmark's network turns GRO on and reads veth counters.
+        ("ethtool", "ethtool"),
+    ]
+    .iter()
+    .filter(|(bin, _)| !succeeds(Command::new("sh").args(["-c", &format!("command -v {bin}")])))
+    .map(|(_, pkg)| *pkg)
+    .collect();
+    if !missing.is_empty() {
+        install_debian(&missing)?;
+    }
+    Ok(())
+}
+
+/// bpf-linker must use exactly the LLVM of the nightly rustc that emits the bitcode:
+/// link it against the libLLVM shipped inside that toolchain.
+fn build_bpf_linker(tools: &Path) -> Result<()> {
+    println!("xtask setup: building bpf-linker 0.13.0 against nightly's LLVM (about a minute)");
+    let sysroot = Command::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .output()?;
+    let lib = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim()).join("lib");
+    let llvm = std::fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM-") && Path::new(n).extension().is_some_and(|e| e == "so"))
+        .with_context(|| format!("no libLLVM-*.so in {}", lib.display()))?;
+    let major = llvm
+        .trim_start_matches("libLLVM-")
+        .split(['-', '.'])
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let dylib = llvm
+        .trim_start_matches("lib")
+        .trim_end_matches(".so")
+        .to_string();
+    let flags = format!(
+        "-L {lib} -l dylib={dylib} -C link-arg=-Wl,-rpath,{lib}",
+        lib = lib.display()
+    );
+    status(
+        Command::new("cargo")
+            .args([
+                "+nightly",
+                "install",
+                "bpf-linker",
+                "--version",
+                "0.13.0",
+                "--locked",
+                "--root",
+            ])
+            .arg(tools)
+            .args(["--no-default-features", "--features"])
+            .arg(format!("llvm-{major},no-llvm-linking"))
+            .env("RUSTFLAGS", flags),
+    )
+}
+
+/// Installs Debian packages with apt-get; needs root.
+fn install_debian(pkgs: &[&str]) -> Result<()> {
+    if !is_root() {
+        bail!("missing Debian packages {pkgs:?}: run `cargo xtask setup` as root or install them");
+    }
+    println!("xtask setup: installing {pkgs:?}");
+    // Installing chrony must not start a system chronyd that steers this machine's clock.
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let own_policy = !policy.exists();
+    if own_policy {
+        std::fs::write(policy, "#!/bin/sh\nexit 101\n")?;
+        std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let result = status(Command::new("apt-get").arg("update").arg("-q")).and_then(|()| {
+        status(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(pkgs)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    });
+    if own_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    result
+}
