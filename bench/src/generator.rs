@@ -13,6 +13,7 @@ use ntp_common::load::{
     MAP_LOAD_STATS, PROG_LOAD_COUNT, PROG_LOAD_GEN, STATS, Stat,
 };
 use ntp_common::timebase::unix_ns_to_ntp;
+use ntpx_tests::frames;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -41,21 +42,11 @@ pub struct Template {
 /// A 90-byte `NTPv4` client request frame to `t.dst`: the initial content of the
 /// generator's pages (the program rewrites every byte of each frame it sends).
 pub fn request_frame(t: &Template) -> Vec<u8> {
-    let mut f = Vec::with_capacity(90);
-    f.extend_from_slice(&t.dst_mac);
-    f.extend_from_slice(&t.src_mac);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    // IPv4: version/IHL, TOS, total length 76, id, DF, TTL 64, UDP, checksum, addresses.
-    f.extend_from_slice(&[0x45, 0, 0, 76, 0, 0, 0x40, 0, 64, 17, 0, 0]);
-    f.extend_from_slice(&[0, 0, 0, 0]);
-    f.extend_from_slice(&t.dst.octets());
-    // UDP: source port, 123, length 56, no checksum.
-    f.extend_from_slice(&[0, 0, 0, 123, 0, 56, 0, 0]);
-    let mut ntp = [0u8; 48];
-    ntp[0] = ntp_common::wire::li_vn_mode(0, 4, ntp_common::wire::MODE_CLIENT);
-    ntp[2] = 6;
-    f.extend_from_slice(&ntp);
-    f
+    let ntp = frames::ntp_request(4, ntp_common::wire::MODE_CLIENT, 6, 0);
+    let mut spec = frames::Spec::udp("0.0.0.0", &t.dst.to_string(), &ntp);
+    spec.sport = 0;
+    (spec.dst_mac, spec.src_mac) = (t.dst_mac, t.src_mac);
+    frames::build(&spec)
 }
 
 /// What one step measured.

@@ -26,6 +26,10 @@ pub struct Spec {
     pub ipv6_ext: Option<u8>,
     /// IP protocol / IPv6 next header of the transport (17 = UDP).
     pub proto: u8,
+    /// Destination MAC.
+    pub dst_mac: [u8; 6],
+    /// Source MAC.
+    pub src_mac: [u8; 6],
 }
 
 /// Client MAC used in crafted frames.
@@ -47,6 +51,8 @@ impl Spec {
             ipv4_options: Vec::new(),
             ipv6_ext: None,
             proto: 17,
+            dst_mac: SERVER_MAC,
+            src_mac: CLIENT_MAC,
         }
     }
 }
@@ -100,8 +106,8 @@ pub fn udp_checksum(src: IpAddr, dst: IpAddr, udp: &[u8]) -> u16 {
 /// Builds the frame described by `spec`, with correct IPv4 and UDP checksums.
 pub fn build(spec: &Spec) -> Vec<u8> {
     let mut f = Vec::new();
-    f.extend_from_slice(&SERVER_MAC);
-    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&spec.dst_mac);
+    f.extend_from_slice(&spec.src_mac);
     for (tpid, vid) in &spec.vlans {
         f.extend_from_slice(&tpid.to_be_bytes());
         f.extend_from_slice(&vid.to_be_bytes());

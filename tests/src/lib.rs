@@ -540,29 +540,23 @@ impl Drop for Proc {
     }
 }
 
-/// A private scratch directory, removed on drop.
-pub struct TempDir(PathBuf);
+/// A private scratch directory (mode 0700), removed on drop.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
-    /// Creates `ntpxt-<pid>-<n>-<tag>` under the system temp dir.
+    /// Creates `ntpxt-<pid>-<tag>-<random>` under the system temp dir.
     pub fn new(tag: &str) -> Result<Self> {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("ntpxt-{}-{n}-{tag}", std::process::id()));
-        std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))?;
-        Ok(TempDir(p))
+        let prefix = format!("ntpxt-{}-{tag}-", std::process::id());
+        let d = tempfile::Builder::new()
+            .prefix(&prefix)
+            .tempdir()
+            .with_context(|| format!("creating a scratch directory {prefix}*"))?;
+        Ok(TempDir(d))
     }
 
     /// The directory.
     pub fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 
