@@ -1,32 +1,109 @@
-//! The daemon's synchronization state, sans-IO: the source table, selection, the steering
-//! loop, and what the server says as a result (the [`Reference`] it publishes and the
-//! `sources`/`tracking` reports). Fed with replies and kernel timestamps by the IO layer.
+//! The daemon's synchronization state, sans-IO: the sources (each with its poller and
+//! statistics), selection, the clock update, and what the server says as a result (the
+//! [`Reference`] it publishes and chronyc's reports).
+//!
+//! The IO layer asks it what to send ([`Engine::transmit`]), when ([`Engine::interval`]),
+//! and hands it what came back ([`Engine::receive`]) with the kernel's timestamps. A reply
+//! becomes a sample if it passes chrony's tests; each sample is followed by a selection,
+//! and the clock is updated only when the selected source has a new sample.
 
 use crate::{
     clock::EngineClock,
-    config::{LocalConfig, SyncConfig},
-    packet::{NtpHeader, ntp_short_to_secs},
+    config::{LocalConfig, SourceConfig, SyncConfig},
+    packet::{NtpHeader, NtpTimestamp, ntp_short_to_secs},
+    poller::{MAX_RESPONSE_TIME, PollOptions, Poller},
     reference::{REFID_LOCAL, Reference},
-    report::{SourceReport, TrackingReport, logfile::Record},
+    report::{
+        NtpDataReport, SelectDataReport, SourceReport, SourceStatsReport, TrackingReport,
+        logfile::Record,
+    },
     sync::{
         discipline::{Discipline, DisciplineParams, UpdateResult},
-        regress::{DEFAULT_MAX_SAMPLES, SourceStats},
         sample::{Sample, SourceInfo},
-        select::{Candidate, Outcome, SelectParams, SourceState, select},
+        select::{
+            BAD_UPDATES_LIMIT, Candidate, Combined, Memory, NoSelection, Outcome, SelectParams,
+            SourceState, select,
+        },
+        sourcestats::{DEFAULT_MIN_SAMPLES, MAX_SAMPLES, SourceStats},
     },
 };
 use ntp_common::wire::{LEAP_UNSYNC, STRATUM_UNSYNC};
 use std::net::{IpAddr, SocketAddr};
 
-/// The local side of an exchange with a source.
-#[derive(Clone, Copy, Debug)]
-pub struct WireInfo {
-    /// Local address and port used.
-    pub local: SocketAddr,
-    /// Whether t1 is the kernel's transmit timestamp (else the daemon's clock).
-    pub tx_kernel: bool,
-    /// Whether t4 is the kernel's receive timestamp.
-    pub rx_kernel: bool,
+/// A source's options: its `server`/`pool` line with the global defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SourceOptions {
+    /// Polling.
+    pub poll: PollOptions,
+    /// `prefer`.
+    pub prefer: bool,
+    /// `noselect`.
+    pub noselect: bool,
+    /// `trust`.
+    pub trust: bool,
+    /// `require`.
+    pub require: bool,
+    /// `maxdelay`, seconds.
+    pub max_delay: f64,
+    /// `maxdelayratio` (0: off).
+    pub max_delay_ratio: f64,
+    /// `maxdelaydevratio`.
+    pub max_delay_dev_ratio: f64,
+    /// `minsamples`.
+    pub min_samples: usize,
+    /// `maxsamples`.
+    pub max_samples: usize,
+    /// `asymmetry` (fixed), or `None` to estimate it.
+    pub asymmetry: Option<f64>,
+    /// `offset`, seconds added to every measured offset.
+    pub offset: f64,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions {
+            poll: PollOptions::default(),
+            prefer: false,
+            noselect: false,
+            trust: false,
+            require: false,
+            max_delay: 3.0,
+            max_delay_ratio: 0.0,
+            max_delay_dev_ratio: 10.0,
+            min_samples: DEFAULT_MIN_SAMPLES,
+            max_samples: MAX_SAMPLES,
+            asymmetry: None,
+            offset: 0.0,
+        }
+    }
+}
+
+impl SourceOptions {
+    /// The options of a `server`/`pool` line.
+    pub fn from_config(sc: &SourceConfig, sync: &SyncConfig) -> Self {
+        SourceOptions {
+            poll: PollOptions {
+                minpoll: sc.minpoll,
+                maxpoll: sc.maxpoll,
+                iburst: sc.iburst,
+                polltarget: sc.polltarget,
+            },
+            prefer: sc.prefer,
+            noselect: sc.noselect,
+            trust: sc.trust,
+            require: sc.require,
+            max_delay: sc.max_delay,
+            max_delay_ratio: sc.max_delay_ratio,
+            max_delay_dev_ratio: sc.max_delay_dev_ratio,
+            min_samples: sc
+                .min_samples
+                .or(sync.min_samples)
+                .unwrap_or(DEFAULT_MIN_SAMPLES),
+            max_samples: sc.max_samples.or(sync.max_samples).unwrap_or(MAX_SAMPLES),
+            asymmetry: sc.asymmetry,
+            offset: sc.offset,
+        }
+    }
 }
 
 /// A log line in chrony's words.
@@ -40,6 +117,17 @@ pub enum Log {
     Record(Record),
 }
 
+/// The local side of an exchange with a source.
+#[derive(Clone, Copy, Debug)]
+pub struct WireInfo {
+    /// Local address and port used.
+    pub local: SocketAddr,
+    /// Whether t1 is the kernel's transmit timestamp (else the daemon's clock).
+    pub tx_kernel: bool,
+    /// Whether t4 is the kernel's receive timestamp.
+    pub rx_kernel: bool,
+}
+
 /// One upstream address and what is known of it.
 #[derive(Clone, Debug)]
 pub struct SourceEntry {
@@ -47,52 +135,61 @@ pub struct SourceEntry {
     pub name: String,
     /// Where it is polled.
     pub addr: SocketAddr,
-    /// `prefer` option.
-    pub prefer: bool,
-    /// `noselect` option.
-    pub noselect: bool,
-    /// Its sample window.
+    /// Its options.
+    pub opts: SourceOptions,
+    /// Its polling state.
+    pub poller: Poller,
+    /// Its samples and their regression.
     pub stats: SourceStats,
-    /// Reachability register.
-    pub reach: u8,
-    /// Poll exponent.
-    pub poll: i8,
+    /// What selection keeps of it.
+    pub sel: Memory,
+    /// New samples since the clock was last updated.
+    pub updates: u32,
     /// Its stratum (0 before the first reply).
     pub stratum: u8,
-    /// Its state after the last selection.
-    pub state: SourceState,
     /// Local time of the last sample.
     pub last_rx: Option<f64>,
-    /// Offset of the last sample as measured.
+    /// Offset (true − local) of the last sample as measured.
     pub measured: f64,
     /// Error estimate of the last sample.
     pub error: f64,
-    /// Whether it refused service (`KoD` DENY/RSTR).
-    pub refused: bool,
-    /// Requests sent so far.
-    pub polls: u32,
     /// Polling suspended by ntpxc offline.
     pub offline: bool,
+    /// Taken out of service (its line left the sourcedir); kept so ids stay stable.
+    pub removed: bool,
     /// The last valid reply and how it travelled.
     pub last_reply: Option<(NtpHeader, WireInfo)>,
     /// The last sample taken from it.
     pub last_sample: Option<Sample>,
-    /// Valid replies received.
+    /// Requests sent.
+    pub polls: u32,
+    /// Valid replies.
     pub replies: u32,
-    /// Samples added.
+    /// Good samples.
     pub samples: u32,
-    /// Taken out of service (its line left the sourcedir); kept so ids stay stable.
-    pub removed: bool,
 }
 
-/// Polls during which a silent source still counts toward the majority.
-const STARTUP_POLLS: u32 = 4;
+impl SourceEntry {
+    /// The reachability register.
+    pub fn reach(&self) -> u8 {
+        self.poller.reach()
+    }
+
+    /// The poll exponent.
+    pub fn poll(&self) -> i8 {
+        self.poller.poll()
+    }
+
+    /// Its state after the last selection.
+    pub fn state(&self) -> SourceState {
+        self.sel.state
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Synced {
     source: usize,
     stratum: u8,
-    leap: u8,
     /// Local time of the update.
     time: f64,
     /// System time of the update, ns.
@@ -107,52 +204,94 @@ pub struct Engine<C: EngineClock> {
     sources: Vec<SourceEntry>,
     discipline: Discipline,
     params: SelectParams,
+    sync: SyncConfig,
     local: Option<LocalConfig>,
     precision: f64,
-    previous: Option<usize>,
-    outcome: Option<Outcome>,
+    selected: Option<usize>,
     synced: Option<Synced>,
+    /// The leap second a majority of the sources announce, on a day one may happen.
+    leap: u8,
+    /// The last reason nothing was selected (logged once).
+    last_failure: Option<NoSelection>,
 }
 
-/// Reference id of a source: its IPv4 address, or for IPv6 the first four bytes of a hash
-/// of the address (RFC 5905 uses MD5; any stable hash serves loop detection).
+/// Reference id of a source: its IPv4 address, or for IPv6 the first four bytes of the
+/// MD5 digest of the address, as RFC 5905 and chrony have it (loop detection needs the
+/// same value on every server).
 pub fn refid_of(ip: IpAddr) -> [u8; 4] {
     match ip {
         IpAddr::V4(v4) => v4.octets(),
         IpAddr::V6(v6) => {
-            // FNV-1a: stable across runs and platforms.
-            let mut h: u32 = 0x811c_9dc5;
-            for b in v6.octets() {
-                h = (h ^ b as u32).wrapping_mul(0x0100_0193);
-            }
-            h.to_be_bytes()
+            use md5::Digest;
+            let d = md5::Md5::digest(v6.octets());
+            [d[0], d[1], d[2], d[3]]
         }
     }
 }
 
+/// Whether a leap second may end the UTC day of `unix_secs`: only 30 June and 31
+/// December (chrony's rule; a source announcing one on another day is ignored).
+pub fn leap_day(unix_secs: i64) -> bool {
+    let (_, month, day) = civil_date(unix_secs.div_euclid(86_400));
+    (month == 6 && day == 30) || (month == 12 && day == 31)
+}
+
+/// (year, month, day) of a count of days since 1970-01-01.
+fn civil_date(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 impl<C: EngineClock> Engine<C> {
-    /// An engine steering `clock` with the configured selection and loop settings.
-    pub fn new(clock: C, sync: &SyncConfig, local: Option<LocalConfig>, precision: f64) -> Self {
+    /// An engine steering `clock` with the configured selection and update settings;
+    /// `drift_skew` is the driftfile's frequency uncertainty (ratio), if one was read.
+    pub fn new(
+        clock: C,
+        sync: &SyncConfig,
+        local: Option<LocalConfig>,
+        precision: f64,
+        drift_skew: Option<f64>,
+    ) -> Self {
+        let mut discipline = Discipline::new(DisciplineParams {
+            makestep: sync.makestep,
+            max_update_skew: sync.max_update_skew_ppm * 1e-6,
+            corr_time_ratio: sync.corr_time_ratio,
+            max_clock_error: sync.max_clock_error_ppm * 1e-6,
+            log_change: sync.log_change,
+        });
+        if let Some(s) = drift_skew {
+            discipline = discipline.with_skew(s);
+        }
         Engine {
             clock,
             sources: Vec::new(),
-            discipline: Discipline::new(DisciplineParams {
-                makestep: sync.makestep,
-                max_update_skew: sync.max_update_skew_ppm * 1e-6,
-                ..Default::default()
-            }),
+            discipline,
             params: SelectParams {
                 min_sources: sync.min_sources,
                 max_distance: sync.max_distance,
+                max_jitter: sync.max_jitter,
                 reselect_distance: sync.reselect_distance,
+                stratum_weight: sync.stratum_weight,
                 combine_limit: sync.combine_limit,
-                ..Default::default()
+                max_clock_error: sync.max_clock_error_ppm * 1e-6,
+                min_stratum: sync.min_stratum,
+                max_stratum: 15,
             },
+            sync: sync.clone(),
             local,
             precision,
-            previous: None,
-            outcome: None,
+            selected: None,
             synced: None,
+            leap: 0,
+            last_failure: None,
         }
     }
 
@@ -161,53 +300,55 @@ impl<C: EngineClock> Engine<C> {
         &self.clock
     }
 
-    /// The clock being steered, for kernel status updates.
+    /// The clock being steered, for the slew timer and kernel status updates.
     pub fn clock_mut(&mut self) -> &mut C {
         &mut self.clock
+    }
+
+    /// The update's state (for the driftfile).
+    pub fn discipline(&self) -> &Discipline {
+        &self.discipline
     }
 
     /// Leap indicator, root distance and offset uncertainty while synchronised.
     pub fn sync_status(&self) -> Option<(u8, f64, f64)> {
         self.synced.map(|s| {
-            (
-                s.leap,
-                s.root_delay / 2.0 + s.root_dispersion,
-                self.discipline.rms_offset(),
-            )
+            let (offset_sd, _) = self.discipline.last_errors();
+            (self.leap, s.root_delay / 2.0 + s.root_dispersion, offset_sd)
         })
     }
 
     /// Adds a source; returns its id.
-    pub fn add_source(
-        &mut self,
-        addr: SocketAddr,
-        prefer: bool,
-        noselect: bool,
-        poll: i8,
-    ) -> usize {
+    pub fn add_source(&mut self, addr: SocketAddr, opts: SourceOptions) -> usize {
         self.sources.push(SourceEntry {
             name: addr.ip().to_string(),
             addr,
-            prefer,
-            noselect,
-            stats: SourceStats::new(DEFAULT_MAX_SAMPLES),
-            reach: 0,
-            poll,
+            opts,
+            poller: Poller::new(opts.poll),
+            stats: self.new_stats(&opts),
+            sel: Memory::default(),
+            updates: 0,
             stratum: 0,
-            state: SourceState::Unselectable,
             last_rx: None,
             measured: 0.0,
             error: 0.0,
-            refused: false,
-            polls: 0,
             offline: false,
+            removed: false,
             last_reply: None,
             last_sample: None,
+            polls: 0,
             replies: 0,
             samples: 0,
-            removed: false,
         });
         self.sources.len() - 1
+    }
+
+    fn new_stats(&self, opts: &SourceOptions) -> SourceStats {
+        let mut s = SourceStats::new(opts.max_samples, opts.min_samples, self.precision);
+        if let Some(a) = opts.asymmetry {
+            s.set_fixed_asymmetry(a);
+        }
+        s
     }
 
     /// Takes sources out of service (ntpxc reload sources).
@@ -216,15 +357,14 @@ impl<C: EngineClock> Engine<C> {
         for id in ids {
             if let Some(s) = self.sources.get_mut(*id) {
                 s.removed = true;
-                s.stats.clear();
-                s.reach = 0;
+                s.stats.reset();
                 log.push(Log::Info(format!("Removed source {}", s.name)));
             }
-            if self.previous == Some(*id) {
-                self.previous = None;
+            if self.selected == Some(*id) {
+                self.selected = None;
             }
         }
-        log.extend(self.reselect());
+        log.extend(self.reselect(None));
         log
     }
 
@@ -250,33 +390,51 @@ impl<C: EngineClock> Engine<C> {
         }
     }
 
-    /// Sources that have stayed silent for at least eight polls (pool members to replace).
+    /// Starts a burst on sources `ids` (ntpxc burst); how many.
+    pub fn burst(&mut self, ids: &[usize]) -> usize {
+        let mut n = 0;
+        for &i in ids {
+            if let Some(s) = self.sources.get_mut(i).filter(|s| !s.removed && !s.offline) {
+                s.poller.start_burst();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Sources to replace (pool members): silent for eight polls, or bad for four of
+    /// their own updates in a row.
     pub fn dead_sources(&self) -> Vec<usize> {
         self.live()
-            .filter(|(_, s)| ((s.reach == 0 && s.polls >= 8) || s.refused) && !s.offline)
+            .filter(|(_, s)| {
+                let silent = s.poller.reach() == 0 && s.poller.reach_size() >= 8;
+                (silent || s.sel.bad_updates >= BAD_UPDATES_LIMIT) && !s.offline
+            })
             .map(|(i, _)| i)
             .collect()
     }
 
     /// Points source `id` at a new address, forgetting everything about the old one.
     pub fn replace_source(&mut self, id: usize, addr: SocketAddr) -> Vec<Log> {
-        let Some(s) = self.sources.get_mut(id) else {
+        let Some(opts) = self.sources.get(id).map(|s| s.opts) else {
             return Vec::new();
         };
+        let stats = self.new_stats(&opts);
+        let s = &mut self.sources[id];
         let old = std::mem::replace(&mut s.name, addr.ip().to_string());
         s.addr = addr;
-        s.stats.clear();
-        s.reach = 0;
-        s.polls = 0;
+        s.stats = stats;
+        s.poller = Poller::new(opts.poll);
+        s.sel = Memory::default();
+        s.updates = 0;
         s.stratum = 0;
-        s.state = SourceState::Unselectable;
         s.last_rx = None;
-        s.refused = false;
+        s.polls = 0;
         let mut log = vec![Log::Info(format!("Source {old} replaced with {}", s.name))];
-        if self.previous == Some(id) {
-            self.previous = None;
+        if self.selected == Some(id) {
+            self.selected = None;
         }
-        log.extend(self.reselect());
+        log.extend(self.reselect(None));
         log
     }
 
@@ -285,225 +443,356 @@ impl<C: EngineClock> Engine<C> {
         &self.sources
     }
 
-    /// A request went out: the reachability register and poll after it. A source that
-    /// stopped answering may end the selection.
-    pub fn on_polled(&mut self, id: usize, reach: u8, poll: i8) -> Vec<Log> {
+    /// The next request to source `id`, with random `cookie` as its transmit timestamp;
+    /// `None` if the source is not to be polled. A request that finds the previous one
+    /// unanswered may end the selection.
+    pub fn transmit(&mut self, id: usize, cookie: u64) -> Option<([u8; 48], Vec<Log>)> {
+        let now = self.clock.system_now_ns();
+        let generation = self.clock.generation();
+        let peer = self.selected == Some(id);
+        let s = self
+            .sources
+            .get_mut(id)
+            .filter(|s| !s.removed && !s.offline)?;
+        let was_reachable = s.poller.reach() != 0;
+        let (req, missed) = s.poller.request(cookie, now, generation, peer);
+        s.polls = s.polls.saturating_add(1);
+        let mut log = Vec::new();
+        if missed && was_reachable && s.poller.reach() == 0 {
+            log.push(Log::Warn(format!("Source {} is unreachable", s.name)));
+            log.extend(self.reselect(None));
+        }
+        Some((req, log))
+    }
+
+    /// The kernel's transmit timestamp of the request with `cookie`.
+    pub fn transmitted(&mut self, id: usize, cookie: u64, t1_ns: u64) {
+        if let Some(s) = self.sources.get_mut(id) {
+            s.poller.set_sent(cookie, t1_ns);
+        }
+    }
+
+    /// Seconds from the last request to source `id` to the next.
+    pub fn interval(&self, id: usize) -> f64 {
+        self.sources.get(id).map_or(64.0, |s| s.poller.interval())
+    }
+
+    /// A datagram from source `id` that arrived at system time `t4_ns` (the kernel's
+    /// receive timestamp, `CLOCK_REALTIME`).
+    pub fn receive(&mut self, id: usize, datagram: &[u8], t4_ns: u64, wire: WireInfo) -> Vec<Log> {
         let Some(s) = self.sources.get_mut(id) else {
             return Vec::new();
         };
-        let lost = s.reach != 0 && reach == 0;
-        s.polls = s.polls.saturating_add(1);
-        s.reach = reach;
-        s.poll = poll;
-        if lost {
-            let mut log = vec![Log::Warn(format!("Source {} is unreachable", s.name))];
-            log.extend(self.reselect());
+        let was_reachable = s.poller.reach() != 0;
+        let Ok(r) = s.poller.reply(datagram) else {
+            return Vec::new();
+        };
+        s.replies += 1;
+        s.last_reply = Some((r.header, wire));
+        let mut log = Vec::new();
+        if r.kiss_rate {
+            log.push(Log::Warn(format!(
+                "Source {} sent Kiss-o'-Death RATE; polling less often",
+                s.name
+            )));
+        }
+        if !r.synchronised {
+            s.poller.sample_refused(false);
+            if was_reachable && s.poller.reach() == 0 {
+                log.extend(self.reselect(None));
+            }
             return log;
         }
-        Vec::new()
-    }
-
-    /// The source refused service.
-    pub fn on_refused(&mut self, id: usize) -> Vec<Log> {
-        if let Some(s) = self.sources.get_mut(id) {
-            s.refused = true;
-            s.reach = 0;
+        let t1_ns = self.clock.rescale(r.sent, r.generation);
+        let (sample, response_time) = self.measure(id, &r.header, t1_ns, t4_ns);
+        let good = self.sample_is_good(id, &sample, &r.header, response_time, &wire);
+        let s = &mut self.sources[id];
+        s.stratum = r.header.stratum;
+        log.push(Log::Record(measurement(s, &r.header, &sample, t4_ns)));
+        if let Err(looped) = good {
+            s.poller.sample_refused(looped);
+            return log;
         }
-        self.reselect()
+        let predicted = s.stats.predict_offset(sample.time);
+        s.stats.add(sample);
+        s.samples += 1;
+        s.updates += 1;
+        s.last_rx = Some(sample.time);
+        s.measured = sample.offset;
+        s.error = sample.delay / 2.0 + sample.dispersion;
+        s.last_sample = Some(sample);
+        s.poller.sample_taken(
+            (sample.offset - predicted).abs(),
+            sample.dispersion + sample.delay / 2.0,
+            s.stats.len(),
+            s.stats.min_delay(),
+        );
+        let now = self.clock.local_at(t4_ns);
+        if let Some(td) = s.stats.tracking_data() {
+            log.push(Log::Record(Record::Statistics {
+                time: t4_ns as f64 * 1e-9,
+                addr: s.name.clone(),
+                figures: [
+                    s.stats.std_dev(),
+                    -(td.offset + (now - td.ref_time) * td.frequency),
+                    td.offset_sd,
+                    td.frequency,
+                    td.skew,
+                ],
+                counts: (s.stats.len(), s.stats.runs()),
+            }));
+        }
+        log.extend(self.reselect(Some(id)));
+        log
     }
 
-    /// A valid reply from source `id`: the request left at `t1_ns` and the reply arrived
-    /// at `t4_ns` (`CLOCK_REALTIME`). Adds the sample and updates the clock.
-    #[allow(clippy::too_many_arguments)]
-    pub fn on_reply(
-        &mut self,
-        id: usize,
-        h: &NtpHeader,
-        t1_ns: u64,
-        t4_ns: u64,
-        reach: u8,
-        poll: i8,
-        wire: WireInfo,
-    ) -> Vec<Log> {
+    /// The sample of an exchange: local times on the NTP clock, the server's on the same
+    /// scale of seconds; and the server's response time.
+    fn measure(&self, id: usize, h: &NtpHeader, t1_ns: u64, t4_ns: u64) -> (Sample, f64) {
+        let s = &self.sources[id];
         let t1 = self.clock.local_at(t1_ns);
         let t4 = self.clock.local_at(t4_ns);
-        // Server timestamps on the same scale as the local ones: system time since the
-        // epoch (the local readings are that plus the clock's correction). The era is the
-        // one nearest t4.
-        let base = t4 - self.clock.served_correction(t4_ns).0;
-        let scale = |ts: crate::packet::NtpTimestamp| {
-            base + (ts.to_unix_ns(t4_ns) - t4_ns as i128) as f64 * 1e-9
+        // The server's timestamps as system-clock seconds, in the era nearest t4.
+        let scale = |ts: NtpTimestamp| {
+            let ns = ts.to_unix_ns(t4_ns).clamp(0, i128::from(u64::MAX)) as u64;
+            self.clock.system_secs(ns)
         };
+        let (t2, t3) = (scale(h.receive_ts), scale(h.transmit_ts));
         let info = SourceInfo {
             root_delay: ntp_short_to_secs(h.root_delay),
             root_dispersion: ntp_short_to_secs(h.root_dispersion),
             stratum: h.stratum,
             leap: h.leap,
-            precision: 2f64.powi(h.precision as i32),
+            precision: 2f64.powi(i32::from(h.precision)),
         };
-        let sample = Sample::from_timestamps(
-            [t1, scale(h.receive_ts), scale(h.transmit_ts), t4],
+        let mut sample = Sample::from_timestamps(
+            [t1, t2, t3, t4],
             self.precision,
+            s.stats.skew_for_dispersion(),
             &info,
         );
-        let Some(s) = self.sources.get_mut(id) else {
-            return Vec::new();
-        };
-        s.reach = reach;
-        s.poll = poll;
-        s.stratum = h.stratum;
-        s.last_rx = Some(sample.time);
-        s.measured = sample.offset;
-        s.error = sample.delay / 2.0 + sample.dispersion;
-        s.last_reply = Some((*h, wire));
-        s.last_sample = Some(sample);
-        s.replies += 1;
-        s.samples += 1;
-        s.stats.add(sample);
-        let when = t4_ns as f64 * 1e-9;
-        let (span_nr, est) = (s.stats.span_and_runs(t4).1, s.stats.estimate(t4));
-        let mut log = vec![Log::Record(Record::Measurement {
-            time: when,
-            addr: s.name.clone(),
-            leap: h.leap,
-            stratum: h.stratum,
-            polls: (poll, h.poll),
-            figures: [
-                -sample.offset,
-                sample.delay,
-                sample.dispersion,
-                info.root_delay,
-                info.root_dispersion,
-            ],
-            refid: u32::from_be_bytes(h.refid),
-        })];
-        if let Some(e) = est {
-            log.push(Log::Record(Record::Statistics {
-                time: when,
-                addr: s.name.clone(),
-                figures: [e.std_dev, -e.offset, e.offset_sd, e.frequency, e.skew],
-                counts: (s.stats.len(), span_nr),
-            }));
+        sample.offset += s.opts.offset;
+        (sample, (t3 - t2).abs())
+    }
+
+    /// chrony's tests of a sample (A: delay and response time, B: delay ratio, C: delay
+    /// deviation, D: not a loop back to us). `Err(true)` for a loop.
+    fn sample_is_good(
+        &self,
+        id: usize,
+        sample: &Sample,
+        h: &NtpHeader,
+        response_time: f64,
+        wire: &WireInfo,
+    ) -> Result<(), bool> {
+        let s = &self.sources[id];
+        let o = &s.opts;
+        let precision = self.precision + 2f64.powi(i32::from(h.precision));
+        if sample.delay - sample.dispersion > o.max_delay
+            || precision > o.max_delay
+            || response_time > MAX_RESPONSE_TIME
+        {
+            return Err(false);
         }
-        log.extend(self.reselect());
+        let error_rate = self.params.max_clock_error;
+        if let Some(d) = s.stats.delay_test_data(sample.time) {
+            let drift = d.last_sample_ago.abs() * (d.skew + error_rate);
+            if o.max_delay_ratio >= 1.0 && sample.delay > d.min_delay * o.max_delay_ratio + drift {
+                return Err(false);
+            }
+            let max_delta = d.std_dev * o.max_delay_dev_ratio + drift;
+            let delta = (sample.delay - d.min_delay) / 2.0;
+            let surprise = (sample.offset - d.predicted_offset).abs() - delta;
+            if delta > max_delta && surprise <= max_delta {
+                return Err(false);
+            }
+        }
+        let us = refid_of(wire.local.ip());
+        if h.stratum > 1 && h.refid == us {
+            return Err(true);
+        }
+        Ok(())
+    }
+
+    /// Runs selection (`updated`: the source that just gave a sample) and, when the
+    /// selected source has a new sample, the clock update.
+    pub fn reselect(&mut self, updated: Option<usize>) -> Vec<Log> {
+        let now = self.clock.now();
+        let cands: Vec<Candidate> = self
+            .sources
+            .iter()
+            .map(|s| {
+                let live = !s.removed;
+                Candidate {
+                    data: live
+                        .then(|| s.stats.selection_data(now, self.params.max_jitter))
+                        .flatten(),
+                    tracking: live.then(|| s.stats.tracking_data()).flatten(),
+                    reach: s.poller.reach(),
+                    reach_size: s.poller.reach_size(),
+                    unreachable_run: s.poller.unreachable_run(),
+                    noselect: s.opts.noselect || !live,
+                    prefer: s.opts.prefer,
+                    trust: s.opts.trust,
+                    require: s.opts.require && live,
+                    updates: s.updates,
+                }
+            })
+            .collect();
+        let mut mem: Vec<Memory> = self.sources.iter().map(|s| s.sel).collect();
+        let outcome = select(&cands, &mut mem, &self.params, self.selected, updated);
+        for (s, m) in self.sources.iter_mut().zip(mem) {
+            s.sel = m;
+        }
+        match outcome {
+            Outcome::None(NoSelection::WaitsStats) => Vec::new(),
+            Outcome::None(why) => self.lose_selection(why),
+            Outcome::Selected {
+                selected,
+                update,
+                leap,
+            } => {
+                let mut log = Vec::new();
+                self.last_failure = None;
+                if self.selected != Some(selected) {
+                    log.push(Log::Info(format!(
+                        "Selected source {}",
+                        self.sources[selected].name
+                    )));
+                }
+                self.selected = Some(selected);
+                let unix = (self.clock.system_now_ns() / 1_000_000_000) as i64;
+                self.leap = if leap != 0 && leap_day(unix) { leap } else { 0 };
+                if let Some(c) = update {
+                    log.extend(self.update_clock(selected, &c));
+                }
+                log
+            }
+        }
+    }
+
+    fn lose_selection(&mut self, why: NoSelection) -> Vec<Log> {
+        let mut log = Vec::new();
+        if self.last_failure != Some(why) {
+            let text = match why {
+                NoSelection::NoMajority { agree, of } if agree <= 1 => {
+                    format!("Can't synchronise: no majority (no agreement among {of} sources)")
+                }
+                NoSelection::NoMajority { agree, of } => {
+                    format!("Can't synchronise: no majority (only {agree} of {of} sources agree)")
+                }
+                NoSelection::WaitsSources => "Can't synchronise: not enough sources".to_string(),
+                NoSelection::NoSelectable | NoSelection::WaitsStats => {
+                    "Can't synchronise: no selectable sources".to_string()
+                }
+            };
+            // Nothing to lose before the first selection: only a failure after one is news.
+            if self.selected.is_some() || matches!(why, NoSelection::NoMajority { .. }) {
+                log.push(Log::Warn(text));
+            }
+        }
+        self.last_failure = Some(why);
+        self.selected = None;
+        self.synced = None;
         log
     }
 
-    /// Runs selection and, with a selection, the steering loop.
-    fn reselect(&mut self) -> Vec<Log> {
-        let mut log = Vec::new();
-        let now = self.clock.now();
-        let cands: Vec<Candidate> = self
-            .live()
-            .map(|(i, s)| Candidate {
-                id: i,
-                est: s.stats.estimate(now),
-                reachable: s.reach != 0 && !s.refused,
-                prefer: s.prefer,
-                noselect: s.noselect,
-                pending: s.polls < STARTUP_POLLS && !s.refused,
-            })
-            .collect();
-        let sel = select(&cands, &self.params, self.previous);
-        for (id, st) in &sel.states {
-            if let Some(s) = self.sources.get_mut(*id) {
-                s.state = *st;
-            }
-        }
-        if sel.outcome != Outcome::Selected {
-            if self.outcome != Some(sel.outcome) {
-                let why = match sel.outcome {
-                    Outcome::NoMajority => "Can't synchronise: no majority",
-                    Outcome::NotEnoughSources => "Can't synchronise: not enough sources",
-                    _ => "Can't synchronise: no selectable sources",
-                };
-                log.push(Log::Warn(why.to_string()));
-            }
-            self.outcome = Some(sel.outcome);
-            self.synced = None;
-            return log;
-        }
-        self.outcome = Some(Outcome::Selected);
-        let (Some(id), Some(c)) = (sel.selected, sel.combined) else {
-            return log;
-        };
-        if self.previous != Some(id) {
-            log.push(Log::Info(format!(
-                "Selected source {}",
-                self.sources[id].name
-            )));
-        }
-        self.previous = Some(id);
+    /// Updates the clock from the combined estimate, and restates every source's samples
+    /// in the clock's new scale.
+    fn update_clock(&mut self, selected: usize, c: &Combined) -> Vec<Log> {
         let sys_ns = self.clock.system_now_ns();
-        let r: UpdateResult = self.discipline.update(&mut self.clock, &c);
+        let r: UpdateResult = self.discipline.update(&mut self.clock, c);
         for s in &mut self.sources {
-            s.stats.apply_offset_correction(r.offset);
-            s.stats.apply_frequency_change(r.time, r.dfreq);
+            s.stats.restate(r.time, r.dfreq, r.offset);
+            s.updates = 0;
+            if let Some(l) = s.last_rx.as_mut() {
+                *l += r.offset + (*l - r.time) * r.dfreq;
+            }
         }
-        if r.stepped {
+        let mut log = Vec::new();
+        if let Some(step) = r.stepped {
             log.push(Log::Info(format!(
-                "System clock was stepped by {:.6} s",
-                -r.offset
+                "System clock was stepped by {step:.6} seconds"
             )));
-        } else if r.log_slew {
-            log.push(Log::Info(format!(
+        } else if r.log_change {
+            log.push(Log::Warn(format!(
                 "System clock wrong by {:.6} seconds, adjustment started",
-                -r.offset
+                r.offset
             )));
         }
-        let combined = sel
-            .states
-            .iter()
-            .filter(|(_, st)| matches!(st, SourceState::Selected | SourceState::Combined))
-            .count();
         log.push(Log::Record(Record::Tracking {
             time: sys_ns as f64 * 1e-9,
-            addr: self.sources[id].name.clone(),
+            addr: self.sources[selected].name.clone(),
             stratum: (c.stratum + 1).min(STRATUM_UNSYNC),
             figures: [
                 -self.clock.frequency() * 1e6,
                 self.discipline.skew() * 1e6,
                 -r.offset,
                 c.offset_sd,
-                self.clock.slew_remaining(),
+                self.clock.uncorrected(),
                 c.root_delay,
                 c.root_dispersion,
             ],
-            leap: c.leap,
-            combined,
+            leap: self.leap,
+            combined: c.combined,
         }));
         self.synced = Some(Synced {
-            source: id,
+            source: selected,
             stratum: c.stratum,
-            leap: c.leap,
             time: r.time,
             sys_ns,
             root_delay: c.root_delay,
-            root_dispersion: c.root_dispersion + c.offset_sd,
+            root_dispersion: c.root_dispersion,
         });
         log
+    }
+
+    /// The clock's time scale jumped by itself (an external step): everything measured is
+    /// forgotten, the sources are polled from their shortest interval again, and the next
+    /// update counts as a first one.
+    pub fn external_step(&mut self, step: f64) -> Vec<Log> {
+        for s in &mut self.sources {
+            s.stats.reset();
+            s.poller.reset();
+            s.updates = 0;
+            s.last_rx = None;
+        }
+        self.discipline.forget_last_update();
+        self.selected = None;
+        self.synced = None;
+        vec![Log::Warn(format!(
+            "System clock wrong by {step:.6} seconds (an external step): all sources reset"
+        ))]
     }
 
     /// What the server says now (system time `now_ns`).
     pub fn reference(&self, now_ns: u64) -> Reference {
         let (corr, rate) = self.clock.served_correction(now_ns);
         let mut r = match (self.synced, self.local) {
-            (Some(s), _) => Reference {
-                leap: s.leap,
-                stratum: (s.stratum + 1).min(STRATUM_UNSYNC),
-                refid: refid_of(self.sources[s.source].addr.ip()),
-                ref_time_unix_ns: served_ns(s.sys_ns, self.clock.served_correction(s.sys_ns).0),
-                root_delay_ns: (s.root_delay * 1e9) as u64,
-                root_dispersion_ns: (s.root_dispersion * 1e9) as u64,
-                offset_ns: 0,
-                rate: 0.0,
-            },
+            (Some(s), _) => {
+                let age = self.clock.local_at(now_ns) - s.time;
+                let dispersion = s.root_dispersion + age.abs() * self.discipline.dispersion_rate();
+                let ref_corr = self.clock.served_correction(s.sys_ns).0;
+                Reference {
+                    leap: self.leap,
+                    stratum: (s.stratum + 1).min(STRATUM_UNSYNC),
+                    refid: refid_of(self.sources[s.source].addr.ip()),
+                    ref_time_unix_ns: served_ns(s.sys_ns, ref_corr),
+                    root_delay_ns: (s.root_delay * 1e9) as u64,
+                    root_dispersion_ns: (dispersion * 1e9) as u64,
+                    offset_ns: 0,
+                    rate: 0.0,
+                }
+            }
             (None, Some(l)) => Reference {
                 refid: REFID_LOCAL,
                 ..Reference::local(l.stratum, served_ns(now_ns, corr))
             },
             (None, None) => Reference::unsynchronised(),
         };
+        if r.ref_time_unix_ns > served_ns(now_ns, corr) {
+            r.ref_time_unix_ns = served_ns(now_ns, corr);
+        }
         r.offset_ns = (corr * 1e9).round() as i64;
         r.rate = rate;
         r
@@ -511,11 +800,9 @@ impl<C: EngineClock> Engine<C> {
 
     /// Steps the clock by the correction still being slewed (ntpxc makestep).
     pub fn make_step(&mut self) -> Vec<Log> {
-        let left = self.clock.slew_remaining();
-        self.clock.correct(0.0, true);
+        let step = self.clock.step(0.0);
         vec![Log::Info(format!(
-            "System clock was stepped by {:.6} s",
-            -left
+            "System clock was stepped by {step:.6} seconds"
         ))]
     }
 
@@ -524,16 +811,21 @@ impl<C: EngineClock> Engine<C> {
         self.discipline.set_makestep(Some((threshold, limit)));
     }
 
+    /// Whether a source is selected and the clock follows it.
+    pub fn synchronised(&self) -> bool {
+        self.synced.is_some()
+    }
+
     /// The `ntpdata` report for every source that has answered (or only `addr`'s).
-    pub fn ntpdata_report(&self, addr: Option<IpAddr>) -> Vec<crate::report::NtpDataReport> {
-        self.sources
-            .iter()
-            .filter(|s| !s.removed)
+    pub fn ntpdata_report(&self, addr: Option<IpAddr>) -> Vec<NtpDataReport> {
+        let now_ns = self.clock.system_now_ns();
+        self.live()
+            .map(|(_, s)| s)
             .filter(|s| addr.is_none_or(|a| s.addr.ip() == a))
             .filter_map(|s| {
                 let (h, w) = s.last_reply?;
                 let sample = s.last_sample?;
-                Some(crate::report::NtpDataReport {
+                Some(NtpDataReport {
                     remote: s.addr,
                     local: w.local,
                     leap: h.leap,
@@ -545,7 +837,7 @@ impl<C: EngineClock> Engine<C> {
                     root_delay: ntp_short_to_secs(h.root_delay),
                     root_dispersion: ntp_short_to_secs(h.root_dispersion),
                     refid: u32::from_be_bytes(h.refid),
-                    ref_time: h.reference_ts.to_unix_ns(self.clock.system_now_ns()) as f64 * 1e-9,
+                    ref_time: h.reference_ts.to_unix_ns(now_ns) as f64 * 1e-9,
                     offset: -sample.offset,
                     delay: sample.delay,
                     dispersion: sample.dispersion,
@@ -563,101 +855,62 @@ impl<C: EngineClock> Engine<C> {
     }
 
     /// The `selectdata` report at system time `now_ns`.
-    pub fn selectdata_report(&self, now_ns: u64) -> Vec<crate::report::SelectDataReport> {
+    pub fn selectdata_report(&self, now_ns: u64) -> Vec<SelectDataReport> {
         let now = self.clock.local_at(now_ns);
-        let ests: Vec<_> = self
-            .sources
-            .iter()
-            .filter(|s| !s.removed)
-            .map(|s| s.stats.estimate(now))
-            .collect();
-        let best = ests
-            .iter()
-            .flatten()
-            .map(super::sync::regress::Estimate::distance)
-            .fold(f64::INFINITY, f64::min);
-        self.sources
-            .iter()
-            .filter(|s| !s.removed)
-            .zip(&ests)
-            .map(|(s, e)| {
-                let state = match s.state {
-                    SourceState::Selected => '*',
-                    SourceState::Combined => '+',
-                    SourceState::NotCombined => 'D',
-                    SourceState::Falseticker => 'x',
-                    SourceState::TooVariable => '~',
-                    SourceState::TooFar => 'd',
-                    SourceState::NoSelect => 'N',
-                    SourceState::Unreachable | SourceState::Unselectable => 'M',
-                };
-                let (lo, hi, score) = match e {
-                    Some(e) => (
-                        -e.offset - e.distance(),
-                        -e.offset + e.distance(),
-                        e.distance() / best,
-                    ),
-                    None => (0.0, 0.0, 0.0),
-                };
-                crate::report::SelectDataReport {
-                    state,
+        self.live()
+            .map(|(_, s)| {
+                let d = s.stats.selection_data(now, self.params.max_jitter);
+                let (lo, hi) = d.map_or((0.0, 0.0), |d| (-d.hi, -d.lo));
+                SelectDataReport {
+                    state: s.sel.state.select_letter(),
                     name: s.name.clone(),
                     auth: false,
-                    noselect: s.noselect,
-                    prefer: s.prefer,
+                    noselect: s.opts.noselect,
+                    prefer: s.opts.prefer,
                     last: s.last_rx.map(|t| (now - t).max(0.0) as u64),
-                    score,
+                    score: s.sel.score,
                     lo,
                     hi,
-                    leap: e.map_or(0, |e| e.leap),
+                    leap: d.map_or(0, |d| d.leap),
                 }
             })
             .collect()
     }
 
     /// The `sourcestats` report at system time `now_ns`.
-    pub fn sourcestats_report(&self, now_ns: u64) -> Vec<crate::report::SourceStatsReport> {
+    pub fn sourcestats_report(&self, now_ns: u64) -> Vec<SourceStatsReport> {
         let now = self.clock.local_at(now_ns);
-        self.sources
-            .iter()
-            .filter(|s| !s.removed)
-            .map(|s| {
-                let (span, nr) = s.stats.span_and_runs(now);
-                let e = s.stats.estimate(now);
-                crate::report::SourceStatsReport {
+        self.live()
+            .map(|(_, s)| {
+                let (frequency, skew, offset, std_dev) = s.stats.report(now);
+                let known = !s.stats.is_empty();
+                SourceStatsReport {
                     name: s.name.clone(),
                     np: s.stats.len(),
-                    nr,
-                    span,
-                    frequency_ppm: e.map_or(0.0, |e| e.frequency * 1e6),
-                    skew_ppm: e.map_or(0.0, |e| e.skew * 1e6),
-                    offset: e.map_or(0.0, |e| -e.offset),
-                    std_dev: e.map_or(0.0, |e| e.std_dev),
+                    nr: s.stats.runs(),
+                    span: s.stats.span(),
+                    frequency_ppm: if known { frequency * 1e6 } else { 0.0 },
+                    skew_ppm: if known { skew * 1e6 } else { 0.0 },
+                    offset: if known { -offset } else { 0.0 },
+                    std_dev: if known { std_dev } else { 0.0 },
                 }
             })
             .collect()
     }
 
-    /// Whether a source is selected and the clock follows it.
-    pub fn synchronised(&self) -> bool {
-        self.synced.is_some()
-    }
-
     /// The `sources` report at system time `now_ns`.
     pub fn sources_report(&self, now_ns: u64) -> Vec<SourceReport> {
         let now = self.clock.local_at(now_ns);
-        self.sources
-            .iter()
-            .filter(|s| !s.removed)
-            .map(|s| {
+        self.live()
+            .map(|(_, s)| {
                 let adjusted = s.stats.last_sample().map_or(0.0, |x| x.offset);
                 SourceReport {
                     mode: '^',
-                    state: s.state.symbol(),
+                    state: s.sel.state.symbol(),
                     name: s.name.clone(),
                     stratum: s.stratum,
-                    poll: s.poll,
-                    reach: s.reach,
+                    poll: s.poller.poll(),
+                    reach: s.poller.reach(),
                     last_rx: s.last_rx.map(|t| (now - t).max(0.0) as u64),
                     // chronyc shows the local clock's offset from the source.
                     adjusted_offset: -adjusted,
@@ -676,9 +929,6 @@ impl<C: EngineClock> Engine<C> {
             .synced
             .map(|s| self.sources[s.source].name.clone())
             .unwrap_or_default();
-        let age = self
-            .synced
-            .map_or(0.0, |s| self.clock.local_at(now_ns) - s.time);
         TrackingReport {
             refid: u32::from_be_bytes(r.refid),
             ref_name,
@@ -695,165 +945,37 @@ impl<C: EngineClock> Engine<C> {
             residual_freq_ppm: self.discipline.residual_freq() * 1e6,
             skew_ppm: self.discipline.skew() * 1e6,
             root_delay: r.root_delay_ns as f64 * 1e-9,
-            root_dispersion: r.root_dispersion_ns as f64 * 1e-9 + 15e-6 * age.max(0.0),
+            root_dispersion: r.root_dispersion_ns as f64 * 1e-9,
             update_interval: self.discipline.update_interval(),
             leap: r.leap,
         }
     }
+
+    /// The settings the engine was made with.
+    pub fn sync_config(&self) -> &SyncConfig {
+        &self.sync
+    }
+}
+
+/// The `measurements.log` line of an exchange.
+fn measurement(s: &SourceEntry, h: &NtpHeader, sample: &Sample, t4_ns: u64) -> Record {
+    Record::Measurement {
+        time: t4_ns as f64 * 1e-9,
+        addr: s.name.clone(),
+        leap: h.leap,
+        stratum: h.stratum,
+        polls: (s.poller.poll(), h.poll),
+        figures: [
+            -sample.offset,
+            sample.delay,
+            sample.dispersion,
+            ntp_short_to_secs(h.root_delay),
+            ntp_short_to_secs(h.root_dispersion),
+        ],
+        refid: u32::from_be_bytes(h.refid),
+    }
 }
 
 fn served_ns(sys_ns: u64, corr: f64) -> u64 {
-    (sys_ns as i128 + (corr * 1e9) as i128).max(0) as u64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::{FreeRunning, RealtimeClock};
-    use crate::packet::NtpTimestamp;
-    use ntp_common::wire::NANOS_PER_SEC;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    static NOW: AtomicU64 = AtomicU64::new(1_800_000_000 * NANOS_PER_SEC);
-
-    fn now_ns() -> u64 {
-        NOW.load(Ordering::Relaxed)
-    }
-
-    /// The system clock of these tests: whatever `NOW` says.
-    struct TestNow;
-
-    impl RealtimeClock for TestNow {
-        fn now_ns(&self) -> u64 {
-            now_ns()
-        }
-    }
-
-    fn wire() -> WireInfo {
-        WireInfo {
-            local: "198.18.0.2:40000".parse().unwrap(),
-            tx_kernel: true,
-            rx_kernel: true,
-        }
-    }
-
-    /// A reply from a server whose clock is `ahead` seconds ahead of ours, 1 ms each way.
-    fn reply(t1: u64, ahead: f64) -> (NtpHeader, u64) {
-        let a = (ahead * 1e9) as i128;
-        let t2 = (t1 as i128 + 1_000_000 + a) as u64;
-        let t3 = t2 + 10_000;
-        let t4 = t1 + 2_010_000;
-        let h = NtpHeader {
-            version: 4,
-            mode: 4,
-            stratum: 2,
-            precision: -20,
-            root_delay: 0x0000_0100,
-            root_dispersion: 0x0000_0100,
-            receive_ts: NtpTimestamp::from_unix_ns(t2),
-            transmit_ts: NtpTimestamp::from_unix_ns(t3),
-            ..Default::default()
-        };
-        (h, t4)
-    }
-
-    #[test]
-    fn following_one_server_that_is_25_ms_ahead() {
-        let clock = FreeRunning::new(0.0, TestNow);
-        let mut e = Engine::new(clock, &SyncConfig::default(), None, 1e-7);
-        let id = e.add_source("198.18.0.1:123".parse().unwrap(), false, false, -4);
-        assert_eq!(e.reference(now_ns()).leap, LEAP_UNSYNC);
-        let t1 = now_ns();
-        let (h, t4) = reply(t1, 0.025);
-        NOW.store(t4, Ordering::Relaxed);
-        let log = e.on_reply(id, &h, t1, t4, 1, -4, wire());
-        assert!(
-            log.contains(&Log::Info("Selected source 198.18.0.1".into())),
-            "{log:?}"
-        );
-        let r = e.reference(now_ns());
-        assert_eq!((r.stratum, r.leap, r.refid), (3, 0, [198, 18, 0, 1]));
-        // Served time is now 25 ms ahead of the untouched system clock.
-        assert!((r.offset_ns - 25_000_000).abs() < 1_000, "{}", r.offset_ns);
-        let t = e.tracking_report(now_ns());
-        assert!(
-            (t.system_time + 0.025).abs() < 1e-6,
-            "system clock 25 ms slow: {t:?}"
-        );
-        assert_eq!(t.stratum, 3);
-        let s = e.sources_report(now_ns());
-        assert_eq!((s[0].state, s[0].reach, s[0].stratum), ('*', 1, 2));
-        assert!((s[0].measured_offset + 0.025).abs() < 1e-6);
-        // The next exchange measures the corrected clock: nothing left to correct.
-        let t1 = now_ns();
-        let (h, t4) = reply(t1, 0.025);
-        NOW.store(t4, Ordering::Relaxed);
-        e.on_reply(id, &h, t1, t4, 3, -4, wire());
-        let nd = e.ntpdata_report(None);
-        assert_eq!((nd.len(), nd[0].stratum, nd[0].total_good_rx), (1, 2, 2));
-        assert!((nd[0].response_time - 10e-6).abs() < 1e-9);
-        let s = e.sources_report(now_ns());
-        assert!(s[0].measured_offset.abs() < 1e-6, "{:?}", s[0]);
-        assert!((e.reference(now_ns()).offset_ns - 25_000_000).abs() < 1_000);
-    }
-
-    #[test]
-    fn losing_the_only_source_falls_back_to_local() {
-        let local = LocalConfig {
-            stratum: 10,
-            ..Default::default()
-        };
-        let mut e = Engine::new(
-            FreeRunning::new(0.0, TestNow),
-            &SyncConfig::default(),
-            Some(local),
-            1e-7,
-        );
-        let id = e.add_source("198.18.0.1:123".parse().unwrap(), false, false, -4);
-        let t1 = now_ns();
-        let (h, t4) = reply(t1, 0.0);
-        e.on_reply(id, &h, t1, t4, 1, -4, wire());
-        assert!(e.synchronised());
-        let log = e.on_polled(id, 0, -4);
-        assert!(
-            log.contains(&Log::Warn(
-                "Can't synchronise: no selectable sources".into()
-            )),
-            "{log:?}"
-        );
-        let r = e.reference(now_ns());
-        assert_eq!((r.stratum, r.refid), (10, REFID_LOCAL));
-    }
-
-    #[test]
-    fn silent_sources_are_found_and_replaced() {
-        let mut e = Engine::new(
-            FreeRunning::new(0.0, TestNow),
-            &SyncConfig::default(),
-            None,
-            1e-7,
-        );
-        let a = e.add_source("198.18.0.1:123".parse().unwrap(), false, false, 6);
-        let b = e.add_source("198.18.0.2:123".parse().unwrap(), false, false, 6);
-        for _ in 0..8 {
-            e.on_polled(a, 0, 6);
-            e.on_polled(b, 1, 6);
-        }
-        assert_eq!(e.dead_sources(), [a]);
-        let log = e.replace_source(a, "198.18.0.9:123".parse().unwrap());
-        assert_eq!(
-            log[0],
-            Log::Info("Source 198.18.0.1 replaced with 198.18.0.9".into())
-        );
-        assert!(e.dead_sources().is_empty());
-        assert_eq!(e.sources()[a].addr, "198.18.0.9:123".parse().unwrap());
-    }
-
-    #[test]
-    fn ipv6_refids_are_a_stable_hash() {
-        let a = refid_of("fd00::1".parse().unwrap());
-        assert_eq!(a, refid_of("fd00::1".parse().unwrap()));
-        assert_ne!(a, refid_of("fd00::2".parse().unwrap()));
-        assert_eq!(refid_of("10.1.2.3".parse().unwrap()), [10, 1, 2, 3]);
-    }
+    (i128::from(sys_ns) + (corr * 1e9) as i128).max(0) as u64
 }

@@ -1,84 +1,130 @@
-//! Polling one upstream server: when to send, which replies to accept, the reachability
-//! register and the poll interval. Sans-IO: the caller supplies timestamps and datagrams.
+//! Polling one upstream server, as chrony's client does: when to send (the poll interval
+//! adapts to how well the source's offsets are predicted, backs off when it goes silent),
+//! which replies are valid (RFC 5905's tests), and the reachability register. Sans-IO:
+//! the caller supplies timestamps, datagrams and randomness.
 
-use crate::packet::{NtpHeader, NtpTimestamp};
+use crate::packet::{NtpHeader, NtpTimestamp, ntp_short_to_secs};
 use ntp_common::wire::{self, NTP_HEADER_LEN};
 
-/// Requests sent at the start with `iburst` (chrony sends four, two seconds apart).
-pub const IBURST_COUNT: u8 = 4;
-/// Interval between `iburst` requests, seconds.
-pub const IBURST_INTERVAL: f64 = 2.0;
-/// Valid samples at one poll interval before it may grow.
-pub const POLL_RAISE_AFTER: u32 = 8;
+/// Seconds from start to the first request (chrony's initial delay).
+pub const INITIAL_DELAY: f64 = 0.2;
+/// Good samples and requests of a burst (`iburst`, `ntpxc burst`).
+pub const BURST_GOOD: u8 = 4;
+/// Requests at most in a burst.
+pub const BURST_TOTAL: u8 = 8;
+/// Longest interval between burst requests, seconds.
+const MAX_BURST_INTERVAL: f64 = 2.0;
+/// Burst requests go at most this share of the poll interval apart.
+const MAX_BURST_POLL_RATIO: f64 = 0.25;
+/// Lowest and highest poll exponents.
+const MIN_POLL: i8 = -7;
+const MAX_POLL: i8 = 24;
+/// Below poll 0 only on a LAN: a path of no more delay than this.
+const MAX_LAN_DELAY: f64 = 0.01;
+/// A reply whose server held the request longer than this is not a sample.
+pub const MAX_RESPONSE_TIME: f64 = 4.0;
 
-/// Kiss-o'-Death codes that change how a source is polled (RFC 5905 section 7.4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kiss {
-    /// RATE: poll less often.
-    Rate,
-    /// DENY or RSTR: the server refuses us; stop polling.
-    Deny,
-    /// Any other code: ignore the reply.
-    Other([u8; 4]),
+/// A source's polling options (chrony's `server` options of the same names).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PollOptions {
+    /// `minpoll`.
+    pub minpoll: i8,
+    /// `maxpoll`.
+    pub maxpoll: i8,
+    /// `iburst`.
+    pub iburst: bool,
+    /// `polltarget`: samples the regression should hold at a steady poll.
+    pub polltarget: u32,
 }
 
-/// Why a datagram from the source's address was not taken as a sample.
+impl Default for PollOptions {
+    fn default() -> Self {
+        PollOptions {
+            minpoll: 6,
+            maxpoll: 10,
+            iburst: false,
+            polltarget: 8,
+        }
+    }
+}
+
+/// Why a datagram from the source was not taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejected {
     /// Too short, or not a server-mode reply of version 1-4.
     Format,
-    /// No request outstanding, or the origin timestamp is not ours (late, duplicate, spoofed).
+    /// No request outstanding, or the origin timestamp is not ours (late, spoofed).
     Origin,
-    /// The server is not synchronized (leap 3 or stratum 16 or more).
-    Unsynchronised,
-    /// Timestamps that cannot be right (zero, or transmit before receive).
+    /// The same reply again.
+    Duplicate,
+    /// A zero timestamp.
     Timestamps,
-    /// Root distance beyond any use (RFC 5905: 16 s).
-    Distance,
 }
 
-/// What a reply was.
+/// What a valid reply says of the server.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum ReplyOutcome {
-    /// A valid reply: the header and the local send timestamp of its request.
-    Valid {
-        /// The reply header.
-        header: NtpHeader,
-        /// Our transmit time of the request, `CLOCK_REALTIME` ns.
-        sent: u64,
-    },
-    /// A Kiss-o'-Death.
-    Kiss(Kiss),
-    /// Not usable.
-    Rejected(Rejected),
+pub struct Reply {
+    /// The reply header.
+    pub header: NtpHeader,
+    /// Our transmit time of the request, `CLOCK_REALTIME` ns (on the scale of `generation`).
+    pub sent: u64,
+    /// The clock's step count when the request left.
+    pub generation: u64,
+    /// Whether the server is synchronised (leap not 3, stratum 1-15, root distance
+    /// under 16 s): only then is the reply a sample.
+    pub synchronised: bool,
+    /// A Kiss-o'-Death RATE: poll less often.
+    pub kiss_rate: bool,
 }
 
 /// The polling state of one source.
 #[derive(Clone, Debug)]
 pub struct Poller {
-    minpoll: i8,
-    maxpoll: i8,
+    opts: PollOptions,
     poll: i8,
+    score: f64,
     reach: u8,
-    burst_left: u8,
-    outstanding: Option<(u64, u64)>,
-    stopped: bool,
-    good_at_poll: u32,
+    reach_size: u8,
+    unreachable_run: u32,
+    tx_count: u32,
+    burst: Option<(u8, u8)>,
+    outstanding: Option<(u64, u64, u64)>,
+    last: Option<(NtpTimestamp, NtpTimestamp)>,
+    backoff: f64,
+    /// The least round-trip delay of the source's samples (for the sub-second rule).
+    min_delay: f64,
 }
 
 impl Poller {
-    /// A poller for `minpoll..=maxpoll`, with an initial burst if `iburst`.
-    pub fn new(minpoll: i8, maxpoll: i8, iburst: bool) -> Self {
+    /// A poller with `opts`; `iburst` starts with a burst.
+    pub fn new(opts: PollOptions) -> Self {
+        let maxpoll = opts.maxpoll.max(opts.minpoll);
+        let opts = PollOptions {
+            minpoll: opts.minpoll.clamp(MIN_POLL, MAX_POLL),
+            maxpoll: maxpoll.clamp(MIN_POLL, MAX_POLL),
+            polltarget: opts.polltarget.max(1),
+            ..opts
+        };
         Poller {
-            minpoll,
-            maxpoll: maxpoll.max(minpoll),
-            poll: minpoll,
+            opts,
+            // Below poll 0 only once the path is known to be short.
+            poll: opts.minpoll.max(0).min(opts.maxpoll),
+            score: 0.0,
             reach: 0,
-            burst_left: if iburst { IBURST_COUNT } else { 0 },
+            reach_size: 0,
+            unreachable_run: 0,
+            tx_count: 0,
+            burst: opts.iburst.then_some((BURST_GOOD, BURST_TOTAL)),
             outstanding: None,
-            stopped: false,
-            good_at_poll: 0,
+            last: None,
+            backoff: 0.0,
+            min_delay: f64::INFINITY,
         }
+    }
+
+    /// The options.
+    pub fn options(&self) -> &PollOptions {
+        &self.opts
     }
 
     /// The reachability register: bit 0 is the latest poll, set if it was answered.
@@ -86,119 +132,210 @@ impl Poller {
         self.reach
     }
 
+    /// Bits of the register filled so far (at most 8).
+    pub fn reach_size(&self) -> u8 {
+        self.reach_size
+    }
+
+    /// Polls in a row without an answer.
+    pub fn unreachable_run(&self) -> u32 {
+        self.unreachable_run
+    }
+
     /// Current poll exponent.
     pub fn poll(&self) -> i8 {
         self.poll
     }
 
-    /// Whether a DENY/RSTR stopped polling.
-    pub fn stopped(&self) -> bool {
-        self.stopped
+    /// Whether a burst is running.
+    pub fn in_burst(&self) -> bool {
+        self.burst.is_some()
     }
 
-    /// Seconds to wait before the next request.
-    pub fn interval(&self) -> f64 {
-        if self.burst_left > 0 {
-            IBURST_INTERVAL.min(2f64.powi(self.poll as i32))
+    fn update_reach(&mut self, answered: bool) {
+        self.reach = (self.reach << 1) | u8::from(answered);
+        self.reach_size = (self.reach_size + 1).min(8);
+        if self.reach == 0 {
+            self.unreachable_run += 1;
         } else {
-            2f64.powi(self.poll as i32)
+            self.unreachable_run = 0;
         }
     }
 
-    /// Builds the next request; `cookie` (random) goes in the transmit timestamp field and
-    /// must come back as the origin. `sent` is the local send time, `CLOCK_REALTIME` ns.
-    pub fn request(&mut self, cookie: u64, sent: u64) -> [u8; NTP_HEADER_LEN] {
-        // The previous request went unanswered if it is still outstanding: shift a 0 in.
-        self.reach <<= 1;
-        self.burst_left = self.burst_left.saturating_sub(1);
-        self.outstanding = Some((cookie, sent));
-        NtpHeader {
+    /// Seconds from the last request to the next: the burst spacing during a burst, the
+    /// poll interval otherwise, plus any Kiss-o'-Death back-off.
+    pub fn interval(&self) -> f64 {
+        let poll = 2f64.powi(i32::from(self.poll));
+        let base = if self.burst.is_some() {
+            MAX_BURST_INTERVAL.min(MAX_BURST_POLL_RATIO * poll)
+        } else {
+            poll
+        };
+        base + self.backoff
+    }
+
+    /// Builds the next request: `cookie` (random) goes in the transmit timestamp field and
+    /// must come back as the origin; `sent` is the local send time (`CLOCK_REALTIME` ns)
+    /// until the kernel's transmit timestamp replaces it, `generation` the clock's step
+    /// count. `system_peer`: whether the source is the selected one. Returns the request,
+    /// and whether this request found the previous one unanswered (the register shifted in
+    /// a zero).
+    pub fn request(
+        &mut self,
+        cookie: u64,
+        sent: u64,
+        generation: u64,
+        system_peer: bool,
+    ) -> ([u8; NTP_HEADER_LEN], bool) {
+        self.tx_count += 1;
+        self.backoff = 0.0;
+        let missed = self.tx_count >= 2;
+        if missed {
+            self.update_reach(false);
+            self.adjust(if system_peer { 0.1 } else { 0.25 });
+        }
+        if let Some((good, total)) = self.burst.as_mut() {
+            *total = total.saturating_sub(1);
+            if *total == 0 || *good == 0 {
+                self.burst = None;
+            }
+        }
+        self.outstanding = Some((cookie, sent, generation));
+        let req = NtpHeader {
             version: 4,
             mode: wire::MODE_CLIENT,
             poll: self.poll,
             transmit_ts: NtpTimestamp(cookie),
             ..Default::default()
         }
-        .serialize()
+        .serialize();
+        (req, missed)
     }
 
     /// Replaces the send time of the outstanding request with the kernel's transmit
     /// timestamp, when it arrives after the send.
     pub fn set_sent(&mut self, cookie: u64, sent: u64) {
-        if let Some((c, s)) = self.outstanding.as_mut()
+        if let Some((c, s, _)) = self.outstanding.as_mut()
             && *c == cookie
         {
             *s = sent;
         }
     }
 
-    /// Classifies a datagram from the source.
-    pub fn reply(&mut self, datagram: &[u8]) -> ReplyOutcome {
-        let Ok(h) = NtpHeader::parse(datagram) else {
-            return ReplyOutcome::Rejected(Rejected::Format);
-        };
+    /// Checks a datagram from the source (RFC 5905's tests 1-3, 6 and 7). A valid reply
+    /// clears the outstanding request and fills a bit of the register: 1 if the server is
+    /// synchronised, else 0.
+    pub fn reply(&mut self, datagram: &[u8]) -> Result<Reply, Rejected> {
+        let h = NtpHeader::parse(datagram).map_err(|_| Rejected::Format)?;
         if h.mode != wire::MODE_SERVER || !(1..=4).contains(&h.version) {
-            return ReplyOutcome::Rejected(Rejected::Format);
+            return Err(Rejected::Format);
         }
-        let Some((cookie, sent)) = self.outstanding else {
-            return ReplyOutcome::Rejected(Rejected::Origin);
-        };
+        let (cookie, sent, generation) = self.outstanding.ok_or(Rejected::Origin)?;
         if h.origin_ts.0 != cookie {
-            return ReplyOutcome::Rejected(Rejected::Origin);
+            return Err(Rejected::Origin);
         }
-        // The origin matched: the server answered this poll, whatever it said.
+        if self.last == Some((h.receive_ts, h.transmit_ts)) {
+            return Err(Rejected::Duplicate);
+        }
+        if h.receive_ts.0 == 0 || h.transmit_ts.0 == 0 {
+            return Err(Rejected::Timestamps);
+        }
+        // The first valid reply to a request is the only one taken.
         self.outstanding = None;
-        self.reach |= 1;
-        if h.stratum == 0 {
-            let kiss = match &h.refid {
-                b"RATE" => Kiss::Rate,
-                b"DENY" | b"RSTR" => Kiss::Deny,
-                other => Kiss::Other(*other),
-            };
-            match kiss {
-                Kiss::Rate => {
-                    self.poll = (self.poll + 1).min(self.maxpoll.max(self.minpoll + 1));
-                    self.good_at_poll = 0;
-                }
-                Kiss::Deny => self.stopped = true,
-                Kiss::Other(_) => {}
+        self.last = Some((h.receive_ts, h.transmit_ts));
+        self.tx_count = 0;
+        let kiss_rate = h.leap == wire::LEAP_UNSYNC && h.stratum == 0 && &h.refid == b"RATE";
+        let distance = ntp_short_to_secs(h.root_delay) / 2.0 + ntp_short_to_secs(h.root_dispersion);
+        let synchronised = h.leap != wire::LEAP_UNSYNC
+            && h.stratum != 0
+            && h.stratum < wire::STRATUM_UNSYNC
+            && distance < 16.0;
+        self.update_reach(synchronised);
+        if kiss_rate {
+            // chrony's answer to RATE: wait four more intervals, and no burst.
+            self.backoff = 4.0 * 2f64.powi(i32::from(self.poll));
+            self.burst = None;
+        }
+        Ok(Reply {
+            header: h,
+            sent,
+            generation,
+            synchronised,
+            kiss_rate,
+        })
+    }
+
+    /// A good sample went into the statistics (`samples` of them now): the poll interval
+    /// follows how well it was predicted. An offset further from the prediction than the
+    /// sample's own distance shortens the interval at once (by the log of the ratio);
+    /// otherwise it lengthens slowly once the statistics hold `polltarget` samples.
+    /// `min_delay` is the least round-trip delay seen, for the sub-second rule.
+    pub fn sample_taken(&mut self, error: f64, distance: f64, samples: usize, min_delay: f64) {
+        if let Some((good, _)) = self.burst.as_mut() {
+            *good = good.saturating_sub(1);
+            if *good == 0 {
+                self.burst = None;
             }
-            return ReplyOutcome::Kiss(kiss);
         }
-        if h.leap == wire::LEAP_UNSYNC || h.stratum >= wire::STRATUM_UNSYNC {
-            return ReplyOutcome::Rejected(Rejected::Unsynchronised);
-        }
-        if h.transmit_ts.0 == 0 || h.receive_ts.0 == 0 || h.transmit_ts < h.receive_ts {
-            return ReplyOutcome::Rejected(Rejected::Timestamps);
-        }
-        let root_distance = crate::packet::ntp_short_to_secs(h.root_delay) / 2.0
-            + crate::packet::ntp_short_to_secs(h.root_dispersion);
-        if root_distance > 16.0 {
-            return ReplyOutcome::Rejected(Rejected::Distance);
-        }
-        ReplyOutcome::Valid { header: h, sent }
+        let adj = if error > distance && distance > 0.0 {
+            -(error / distance).log2()
+        } else {
+            let target = f64::from(self.opts.polltarget);
+            let a = (samples as f64 / target - 1.0) / target;
+            if (samples as f64) < target {
+                2.0 * a
+            } else {
+                a
+            }
+        };
+        self.min_delay = min_delay;
+        self.adjust(adj);
     }
 
-    /// Reports that a valid sample was used; after enough at this interval the interval
-    /// doubles, up to `maxpoll`.
-    pub fn sample_used(&mut self) {
-        self.good_at_poll += 1;
-        if self.burst_left == 0 && self.good_at_poll >= POLL_RAISE_AFTER && self.poll < self.maxpoll
-        {
-            self.poll += 1;
-            self.good_at_poll = 0;
-        }
+    /// A valid reply that was not a good sample: the interval lengthens a little (more if
+    /// the source looks like a loop back to us).
+    pub fn sample_refused(&mut self, looped: bool) {
+        self.adjust(if looped { 0.1 } else { 0.02 });
     }
 
-    /// Starts a burst of four requests at the burst interval (ntpxc burst).
+    fn adjust(&mut self, adj: f64) {
+        self.score += adj;
+        let mut poll = i32::from(self.poll);
+        if self.score >= 1.0 {
+            let k = self.score.floor();
+            poll += k as i32;
+            self.score -= k;
+        } else if self.score < 0.0 {
+            let k = (self.score - 1.0).trunc();
+            poll += k as i32;
+            self.score -= k;
+        }
+        if poll < i32::from(self.opts.minpoll) {
+            poll = i32::from(self.opts.minpoll);
+            self.score = 0.0;
+        } else if poll > i32::from(self.opts.maxpoll) {
+            poll = i32::from(self.opts.maxpoll);
+            self.score = 1.0;
+        }
+        // Sub-second polling only on a short path to a reachable source.
+        if poll < 0 && (self.reach == 0 || self.min_delay > MAX_LAN_DELAY) {
+            poll = 0;
+        }
+        self.poll = poll as i8;
+    }
+
+    /// Starts a burst (ntpxc burst).
     pub fn start_burst(&mut self) {
-        self.burst_left = IBURST_COUNT;
+        self.burst = Some((BURST_GOOD, BURST_TOTAL));
     }
 
-    /// Reports that the source is not reachable any more: poll at the minimum again.
-    pub fn reset_poll(&mut self) {
-        self.poll = self.minpoll;
-        self.good_at_poll = 0;
+    /// Forgets the outstanding request and the interval (the clock's scale jumped): poll
+    /// from `minpoll` again.
+    pub fn reset(&mut self) {
+        self.outstanding = None;
+        self.last = None;
+        self.poll = self.opts.minpoll.max(0).min(self.opts.maxpoll);
+        self.score = 0.0;
     }
 }
 
@@ -215,130 +352,114 @@ mod tests {
             stratum,
             refid,
             origin_ts: q.transmit_ts,
-            receive_ts: NtpTimestamp(100 << 32),
-            transmit_ts: NtpTimestamp((100 << 32) + 5),
+            receive_ts: NtpTimestamp((100 << 32) + u64::from(q.transmit_ts.0 as u16)),
+            transmit_ts: NtpTimestamp((100 << 32) + 5 + u64::from(q.transmit_ts.0 as u16)),
             ..Default::default()
         }
         .serialize()
         .to_vec()
     }
 
-    #[test]
-    fn iburst_then_minpoll() {
-        let mut p = Poller::new(-2, 3, true);
-        let mut intervals = Vec::new();
-        for i in 0..6 {
-            intervals.push(p.interval());
-            let _ = p.request(i, 0);
+    fn opts(minpoll: i8, maxpoll: i8, iburst: bool) -> PollOptions {
+        PollOptions {
+            minpoll,
+            maxpoll,
+            iburst,
+            polltarget: 8,
         }
-        // 2^-2 s is shorter than the burst spacing, so the burst runs at minpoll.
-        assert_eq!(intervals, [0.25, 0.25, 0.25, 0.25, 0.25, 0.25]);
-        let mut p = Poller::new(6, 10, true);
-        let mut intervals = Vec::new();
-        for i in 0..6 {
-            intervals.push(p.interval());
-            let _ = p.request(i, 0);
-        }
-        assert_eq!(intervals, [2.0, 2.0, 2.0, 2.0, 64.0, 64.0]);
     }
 
     #[test]
-    fn reach_register_shifts_in_answers() {
-        let mut p = Poller::new(6, 10, false);
-        for (i, answered) in [true, false, true, true].into_iter().enumerate() {
-            let req = p.request(1000 + i as u64, i as u64);
-            if answered {
-                assert!(matches!(
-                    p.reply(&reply_to(&req, 2, 0, *b"GPS\0")),
-                    ReplyOutcome::Valid { .. }
-                ));
-            }
+    fn iburst_sends_four_good_two_seconds_apart_then_polls() {
+        let mut p = Poller::new(opts(6, 10, true));
+        for i in 0..4 {
+            assert_eq!(p.interval(), 2.0, "burst request {i}");
+            let (req, _) = p.request(i + 1, 0, 0, false);
+            p.reply(&reply_to(&req, 2, 0, *b"GPS\0")).unwrap();
+            p.sample_taken(1e-6, 1e-3, i as usize + 1, 1e-3);
         }
-        assert_eq!(p.reach(), 0b1011);
-        for i in 0..8 {
-            let _ = p.request(2000 + i, 0);
-        }
-        assert_eq!(p.reach(), 0, "eight unanswered polls clear the register");
+        assert!(!p.in_burst());
+        assert_eq!(p.interval(), 64.0);
+    }
+
+    #[test]
+    fn reach_register_shifts_in_answers_and_misses() {
+        let mut p = Poller::new(opts(4, 4, false));
+        let (req, missed) = p.request(1, 0, 0, false);
+        assert!(!missed);
+        p.reply(&reply_to(&req, 2, 0, [0; 4])).unwrap();
+        assert_eq!((p.reach(), p.reach_size()), (0b1, 1));
+        p.request(2, 0, 0, false);
+        let (_, missed) = p.request(3, 0, 0, false);
+        assert!(missed, "the second request found the first unanswered");
+        assert_eq!(p.reach(), 0b10);
+        // An unsynchronised server answers, but shifts in a zero.
+        let (req, _) = p.request(4, 0, 0, false);
+        let r = p.reply(&reply_to(&req, 16, 3, [0; 4])).unwrap();
+        assert!(!r.synchronised);
+        assert_eq!(p.reach() & 1, 0);
     }
 
     #[test]
     fn only_the_matching_origin_is_accepted_once() {
-        let mut p = Poller::new(6, 10, false);
-        let old = p.request(1, 0);
-        let req = p.request(2, 15);
-        assert_eq!(
-            p.reply(&reply_to(&old, 2, 0, [0; 4])),
-            ReplyOutcome::Rejected(Rejected::Origin)
-        );
-        let r = reply_to(&req, 2, 0, [0; 4]);
-        let ReplyOutcome::Valid { sent, .. } = p.reply(&r) else {
-            panic!()
-        };
-        assert_eq!(sent, 15);
-        assert_eq!(
-            p.reply(&r),
-            ReplyOutcome::Rejected(Rejected::Origin),
-            "a duplicate is not a second sample"
-        );
+        let mut p = Poller::new(opts(6, 10, false));
+        let (req, _) = p.request(42, 7, 3, false);
+        let mut bad = reply_to(&req, 2, 0, [0; 4]);
+        bad[24..32].copy_from_slice(&43u64.to_be_bytes());
+        assert_eq!(p.reply(&bad), Err(Rejected::Origin));
+        let good = reply_to(&req, 2, 0, [0; 4]);
+        let r = p.reply(&good).unwrap();
+        assert_eq!((r.sent, r.generation), (7, 3));
+        assert_eq!(p.reply(&good), Err(Rejected::Origin), "taken once");
+        assert_eq!(p.reply(&good[..40]), Err(Rejected::Format));
     }
 
     #[test]
-    fn bad_replies_are_rejected() {
-        let mut p = Poller::new(6, 10, false);
-        let req = p.request(7, 0);
-        assert_eq!(
-            p.reply(&[0u8; 20]),
-            ReplyOutcome::Rejected(Rejected::Format)
-        );
-        let mut client_mode = reply_to(&req, 2, 0, [0; 4]);
-        client_mode[0] = wire::li_vn_mode(0, 4, 3);
-        assert_eq!(
-            p.reply(&client_mode),
-            ReplyOutcome::Rejected(Rejected::Format)
-        );
-        assert_eq!(
-            p.reply(&reply_to(&req, 2, 3, [0; 4])),
-            ReplyOutcome::Rejected(Rejected::Unsynchronised)
-        );
-        let req = p.request(8, 0);
-        assert_eq!(
-            p.reply(&reply_to(&req, 16, 0, [0; 4])),
-            ReplyOutcome::Rejected(Rejected::Unsynchronised)
-        );
-        let req = p.request(9, 0);
-        let mut zero_tx = reply_to(&req, 2, 0, [0; 4]);
-        zero_tx[40..48].fill(0);
-        assert_eq!(
-            p.reply(&zero_tx),
-            ReplyOutcome::Rejected(Rejected::Timestamps)
-        );
+    fn kiss_rate_backs_off_other_kisses_are_just_unsynchronised() {
+        let mut p = Poller::new(opts(4, 10, true));
+        let (req, _) = p.request(1, 0, 0, false);
+        let r = p.reply(&reply_to(&req, 0, 3, *b"RATE")).unwrap();
+        assert!(r.kiss_rate && !r.synchronised);
+        assert!(!p.in_burst());
+        assert_eq!(p.interval(), 16.0 + 64.0);
+        let (req, _) = p.request(2, 0, 0, false);
+        let r = p.reply(&reply_to(&req, 0, 3, *b"DENY")).unwrap();
+        assert!(!r.kiss_rate && !r.synchronised);
+        assert_eq!(p.interval(), 16.0, "DENY is not acted on (as chrony)");
     }
 
     #[test]
-    fn kiss_codes_change_polling() {
-        let mut p = Poller::new(4, 10, false);
-        let req = p.request(1, 0);
-        assert_eq!(
-            p.reply(&reply_to(&req, 0, 3, *b"RATE")),
-            ReplyOutcome::Kiss(Kiss::Rate)
-        );
-        assert_eq!(p.poll(), 5);
-        let req = p.request(2, 0);
-        assert_eq!(
-            p.reply(&reply_to(&req, 0, 3, *b"DENY")),
-            ReplyOutcome::Kiss(Kiss::Deny)
-        );
-        assert!(p.stopped());
-    }
-
-    #[test]
-    fn poll_grows_with_good_samples_up_to_maxpoll() {
-        let mut p = Poller::new(4, 5, false);
-        for _ in 0..(3 * POLL_RAISE_AFTER) {
-            p.sample_used();
+    fn the_interval_follows_prediction_quality() {
+        let mut p = Poller::new(opts(4, 10, false));
+        // Well predicted samples: after eight, the poll rises slowly.
+        for n in 1..=40 {
+            p.sample_taken(1e-6, 1e-4, n.min(64), 1e-3);
         }
-        assert_eq!(p.poll(), 5);
-        p.reset_poll();
+        assert!(p.poll() >= 6, "{}", p.poll());
+        // A surprise a hundred times the distance: down by log2(100), to minpoll here.
+        p.sample_taken(1e-2, 1e-4, 40, 1e-3);
         assert_eq!(p.poll(), 4);
+        // Silence: each missed answer adds a quarter.
+        for i in 0..16 {
+            p.request(100 + i, 0, 0, false);
+        }
+        assert!(p.poll() >= 7, "backed off: {}", p.poll());
+    }
+
+    #[test]
+    fn sub_second_polling_only_on_a_short_path() {
+        let p = Poller::new(opts(-7, -7, false));
+        assert_eq!(p.poll(), -7, "maxpoll -7: no choice");
+        let mut p = Poller::new(opts(-7, 6, false));
+        assert_eq!(p.poll(), 0, "starts at 0");
+        let (req, _) = p.request(1, 0, 0, false);
+        p.reply(&reply_to(&req, 2, 0, [0; 4])).unwrap();
+        p.sample_taken(0.1, 1e-4, 1, 1e-4);
+        assert_eq!(p.poll(), -7, "a LAN path may poll below a second");
+        let mut p = Poller::new(opts(-7, 6, false));
+        let (req, _) = p.request(1, 0, 0, false);
+        p.reply(&reply_to(&req, 2, 0, [0; 4])).unwrap();
+        p.sample_taken(0.1, 1e-4, 1, 0.02);
+        assert_eq!(p.poll(), 0, "not over a 20 ms path");
     }
 }

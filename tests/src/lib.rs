@@ -547,8 +547,11 @@ impl TempDir {
     /// Creates `ntpxt-<pid>-<tag>-<random>` under the system temp dir.
     pub fn new(tag: &str) -> Result<Self> {
         let prefix = format!("ntpxt-{}-{tag}-", std::process::id());
+        use std::os::unix::fs::PermissionsExt;
+        // chronyd refuses a state directory others may read.
         let d = tempfile::Builder::new()
             .prefix(&prefix)
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()
             .with_context(|| format!("creating a scratch directory {prefix}*"))?;
         Ok(TempDir(d))

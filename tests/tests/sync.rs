@@ -37,7 +37,7 @@ fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
     let logs = ntpx_tests::TempDir::new("logs")?;
     let mut d = Ntpxd::start(
         &srv,
-        // The same upstream over IPv4 (listed first, so selected on a tie) and IPv6.
+        // The same upstream over IPv4 (preferred) and IPv6.
         &format!(
             "server {up_ip} {FAST_POLL} prefer\nserver fd00:198:18:40::1 {FAST_POLL}\nallow all\n\
              logdir {}\nlog measurements statistics tracking",
@@ -50,13 +50,14 @@ fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
         d.selected().filter(|s| *s == up_ip)
     })
     .with_context(|| d.proc.log())?;
+    // As in chrony, `prefer` leaves the others out of the combination ('-').
     wait_until(
         Duration::from_secs(10),
-        "the IPv6 source to be combined",
+        "the IPv6 source to be measured and not preferred",
         || {
             d.sources()
                 .iter()
-                .any(|s| s.name == "fd00:198:18:40::1" && s.state == "+" && s.stratum == 2)
+                .any(|s| s.name == "fd00:198:18:40::1" && s.state == "-" && s.stratum == 2)
                 .then_some(())
         },
     )
@@ -247,7 +248,7 @@ fn failover_pair_serves_a_client_and_survives_losing_one_server() -> Result<()> 
 }
 
 /// ntpxd -x and chronyd -x follow one upstream that is 25 ms ahead, drifting +40 ppm, with
-/// 100 us of timestamp jitter; both estimates are compared with the truth.
+/// 100 us of exponential queueing each way; both estimates are compared with the truth.
 #[test]
 fn injected_offset_and_drift_are_estimated() -> Result<()> {
     if !ntpx_tests::privileged("injected_offset_and_drift_are_estimated") {

@@ -7,13 +7,14 @@
 //! the kernel's clock. So the simulation tests run the steering code the daemon runs.
 
 mod kernel;
-pub mod slew;
 mod steered;
+pub mod timescale;
 mod virtual_clock;
 
 pub use kernel::{KernelFrequency, MAX_KERNEL_FREQ, NOMINAL_TICK_US, TICK_RANGE_US};
-pub use steered::{SLEW_CHECK_NS, SteeredClock};
-pub use virtual_clock::{FreeRunning, VirtualClock};
+pub use steered::{MAX_TOTAL_FREQ, SteeredClock};
+pub use timescale::Timescale;
+pub use virtual_clock::FreeRunning;
 
 /// A kernel clock call that failed, with what the kernel said.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -56,26 +57,39 @@ pub trait Clock {
     fn now(&self) -> f64;
     /// The frequency correction in force (ratio; positive speeds the clock up).
     fn frequency(&self) -> f64;
-    /// Sets the frequency correction.
-    fn set_frequency(&mut self, freq: f64);
-    /// Moves the clock forward by `offset` seconds: at once if `step`, else by slewing
-    /// (the loop counts the correction as done either way).
-    fn correct(&mut self, offset: f64, step: bool);
+    /// Sets the frequency correction (within `maxdrift`); returns how much faster the clock
+    /// runs than before (ratio), for restating what was measured against it.
+    fn set_frequency(&mut self, freq: f64) -> f64;
+    /// Moves the clock forward by `offset` seconds now, the system clock catching up by
+    /// slewing; `corr_rate` (seconds²) sets how fast: the slew takes about
+    /// `corr_rate / |offset|` seconds (0: as fast as allowed).
+    fn accrue(&mut self, offset: f64, corr_rate: f64);
+    /// Moves the clock forward by `offset` seconds now, stepping the system clock by that
+    /// and any correction still outstanding; returns the step the system clock took.
+    fn step(&mut self, offset: f64) -> f64;
+    /// Correction not yet made on the system clock (NTP clock minus system clock), seconds.
+    fn uncorrected(&self) -> f64;
 }
 
 /// A clock the engine can discipline and read at past system instants.
 pub trait EngineClock: Clock {
     /// System time now (`CLOCK_REALTIME` ns).
     fn system_now_ns(&self) -> u64;
-    /// System time `sys_ns` (`CLOCK_REALTIME` ns) on the clock's scale of seconds, without
-    /// any correction.
+    /// System time `sys_ns` on the clock's scale of seconds, without any correction.
     fn system_secs(&self, sys_ns: u64) -> f64;
-    /// The NTP clock's reading at system time `sys_ns`.
+    /// The NTP clock's reading at system time `sys_ns`, on the scale it has now.
     fn local_at(&self, sys_ns: u64) -> f64;
     /// Served minus system time at `sys_ns` (seconds), and its rate.
     fn served_correction(&self, sys_ns: u64) -> (f64, f64);
-    /// Offset correction still being slewed, seconds.
-    fn slew_remaining(&self) -> f64;
+    /// Counts the steps of the system clock: a timestamp is tagged with it when taken.
+    fn generation(&self) -> u64 {
+        0
+    }
+    /// A system timestamp taken at `generation`, on the system clock's scale now.
+    fn rescale(&self, sys_ns: u64, generation: u64) -> u64 {
+        let _ = generation;
+        sys_ns
+    }
 }
 
 /// Seconds from `epoch_ns` to `sys_ns`.
@@ -86,4 +100,57 @@ pub(crate) fn secs_since(epoch_ns: u64, sys_ns: u64) -> f64 {
 /// `sys_ns` rounded down to a whole second: the origin of a clock's scale of seconds.
 pub(crate) fn epoch_of(sys_ns: u64) -> u64 {
     sys_ns / 1_000_000_000 * 1_000_000_000
+}
+
+/// Notices steps of the system clock that ntpx did not make: the system clock and the
+/// monotonic clock run at the same rate (both follow the frequency the kernel is given),
+/// so only a step moves one against the other.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepDetector {
+    last: Option<(i128, u64)>,
+}
+
+impl StepDetector {
+    /// Steps smaller than this show up as offsets in new samples instead (chrony's rule).
+    pub const THRESHOLD: f64 = 10.0;
+
+    /// A reading of both clocks (ns) with the steering clock's step count; the size of a
+    /// step someone else made since the last reading, if there was one.
+    pub fn check(&mut self, realtime_ns: u64, monotonic_ns: u64, generation: u64) -> Option<f64> {
+        let diff = i128::from(realtime_ns) - i128::from(monotonic_ns);
+        let last = self.last.replace((diff, generation));
+        match last {
+            // Our own steps move the clock too: start over after one.
+            Some((d, g)) if g == generation => {
+                let step = (diff - d) as f64 * 1e-9;
+                (step.abs() > Self::THRESHOLD).then_some(step)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_foreign_steps_over_ten_seconds_count() {
+        let mut d = StepDetector::default();
+        let s = 1_000_000_000u64;
+        assert_eq!(d.check(100 * s, 5 * s, 0), None);
+        assert_eq!(d.check(101 * s, 6 * s, 0), None, "time passed, no step");
+        assert_eq!(
+            d.check(106 * s, 7 * s, 0),
+            None,
+            "4 s: an offset, not a step"
+        );
+        assert_eq!(d.check(50 * s, 8 * s, 0), Some(-57.0));
+        assert_eq!(
+            d.check(200 * s, 9 * s, 1),
+            None,
+            "ours: the generation moved"
+        );
+        assert_eq!(d.check(201 * s, 10 * s, 1), None);
+    }
 }

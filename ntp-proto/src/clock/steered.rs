@@ -1,37 +1,91 @@
 //! The clock `ntpxd` steers without `-x`: the system clock itself, through a
-//! [`KernelClock`]. Offsets are slewed by running the clock at a different frequency, at
-//! most `maxslewrate` (see [`FreqSlew`]); the NTP clock is the system clock plus what is
-//! left of the slew.
+//! [`KernelClock`].
+//!
+//! The NTP clock is the system clock plus the correction still to be made (the *offset
+//! register*); every timestamp and every served time is read on the NTP clock, so a
+//! correction counts in full at once while the system clock slews toward it. Slewing runs
+//! the kernel clock faster or slower (tick and frequency together, up to `maxslewrate`),
+//! at a rate proportional to the correction: a correction as large as the measurements'
+//! own error is spread over about `corrtimeratio` times the interval between updates,
+//! a large one goes at the most the rate allows. The rate is set again whenever the
+//! correction, the base frequency or the slew's planned end changes; in between, the
+//! achieved part is booked from the time that passed.
 
 use super::{
-    Clock, EngineClock, KernelClock, KernelFrequency, epoch_of, secs_since, slew::FreqSlew,
+    Clock, EngineClock, KernelClock, KernelFrequency, epoch_of, secs_since, timescale::Timescale,
 };
+use std::collections::VecDeque;
 
-/// How long a slew may run past its end before the clock notices: the owner calls
-/// [`SteeredClock::tick`] at least this often while a slew runs, since an update may start
-/// one at any time. At 500 ppm it overshoots by 5 µs at most.
-pub const SLEW_CHECK_NS: u64 = 10_000_000;
+/// Largest total frequency offset the kernel's tick and frequency reach together (±10 %,
+/// chrony's 100000 ppm).
+pub const MAX_TOTAL_FREQ: f64 = 0.1;
+/// A correction below this is done.
+const MIN_CORRECTION: f64 = 1e-9;
+/// Shortest and longest a slew is planned to take, seconds.
+const MIN_SLEW_SECS: f64 = 1.0;
+const MAX_SLEW_SECS: f64 = 1e4;
+/// How long after a frequency change the kernel may still run at the old one: the tick
+/// takes effect within one tick of 10 µs-or-so per second of change, which gives each
+/// change of slew rate a small known error (chrony's figure for current kernels).
+const FREQ_CHANGE_DELAY: f64 = 1.1e-5;
 
 /// The system clock, steered.
 pub struct SteeredClock<K: KernelClock> {
     kernel: K,
-    slew: FreqSlew,
-    freq: f64,
     epoch_ns: u64,
+    /// Frequency correction (ratio; positive speeds the clock up).
+    base: f64,
+    /// Largest frequency correction allowed (`maxdrift`).
+    max_drift: f64,
+    /// Largest slew rate (`maxslewrate`).
+    max_slew_rate: f64,
+    /// Correction still to make (NTP clock minus system clock) at `slew_start`.
+    register: f64,
+    /// Kernel frequency in force beyond `base`.
+    slew: f64,
+    /// System time the register was last booked at.
+    slew_start: f64,
+    /// The correction-time product of the last correction (seconds²): how fast to go.
+    corr_rate: f64,
+    /// How long the slew was planned to take, and how far past plans slews ran.
+    planned: f64,
+    excess: f64,
+    /// System time of the next planned change of slew rate.
+    deadline: f64,
+    /// Error of the last slew-rate change (the kernel's latency times the change).
+    slew_error: f64,
+    scale: Timescale,
+    generation: u64,
+    /// Steps of the system clock: (generation after, seconds).
+    steps: VecDeque<(u64, f64)>,
 }
 
 impl<K: KernelClock> SteeredClock<K> {
     /// Takes control of `kernel`, starting from frequency correction `freq`, with slews of
-    /// at most `max_slew_rate` (ratio).
-    pub fn new(kernel: K, freq: f64, max_slew_rate: f64) -> Self {
+    /// at most `max_slew_rate` and corrections of at most `max_drift` (ratios).
+    pub fn new(kernel: K, freq: f64, max_slew_rate: f64, max_drift: f64) -> Self {
         let epoch_ns = epoch_of(kernel.now_ns());
+        let now = secs_since(epoch_ns, kernel.now_ns());
+        let max_drift = max_drift.clamp(0.0, MAX_TOTAL_FREQ);
         let mut c = SteeredClock {
             kernel,
-            slew: FreqSlew::new(max_slew_rate, freq),
-            freq,
             epoch_ns,
+            base: freq.clamp(-max_drift, max_drift),
+            max_drift,
+            max_slew_rate: max_slew_rate.clamp(1e-9, MAX_TOTAL_FREQ),
+            register: 0.0,
+            slew: 0.0,
+            slew_start: now,
+            corr_rate: 0.0,
+            planned: 0.0,
+            excess: 0.0,
+            deadline: now + MAX_SLEW_SECS,
+            slew_error: 0.0,
+            scale: Timescale::new(now, now, 1.0),
+            generation: 0,
+            steps: VecDeque::new(),
         };
-        c.apply(freq);
+        c.replan(now);
         c
     }
 
@@ -45,36 +99,87 @@ impl<K: KernelClock> SteeredClock<K> {
         &mut self.kernel
     }
 
-    fn now_secs(&self) -> f64 {
+    fn raw_now(&self) -> f64 {
         secs_since(self.epoch_ns, self.kernel.now_ns())
     }
 
-    // A kernel clock reports its own failures (the daemon logs them): steering carries
-    // on with what the kernel did accept, as chronyd does.
-    fn apply(&mut self, kernel_freq: f64) {
-        let _ = self
-            .kernel
-            .set_frequency(KernelFrequency::from_ratio(kernel_freq));
+    /// How much of the register the slew removes per system second: the NTP clock runs at
+    /// the base rate, the system clock at base plus slew.
+    fn booking_rate(&self) -> f64 {
+        self.slew / (1.0 + self.base + self.slew)
     }
 
-    /// Ends a completed slew; returns the system time (ns) of the next completion to wait
-    /// for, if a slew is in progress.
-    pub fn tick(&mut self) -> Option<u64> {
-        let t = self.now_secs();
-        if let Some(f) = self.slew.tick(t) {
-            self.apply(f);
+    /// Books the part of the correction done by system time `raw`.
+    fn book(&mut self, raw: f64) {
+        let elapsed = raw - self.slew_start;
+        self.register -= self.booking_rate() * elapsed;
+        // A slew that ran past its planned end tells how late the timer fires: plan the
+        // next ones no shorter than that, so the overshoot stays small.
+        self.excess = (self.excess + 1e-9) * 0.9;
+        let late = elapsed - self.planned;
+        if late > self.excess && late <= 100.0 {
+            self.excess = late;
         }
-        self.slew
-            .deadline()
-            .map(|d| (i128::from(self.epoch_ns) + (d * 1e9) as i128).max(0) as u64)
+        self.slew_start = raw;
     }
 
-    /// How long to sleep after [`Self::tick`] returned `next` at system time `now_ns`: until
-    /// the slew's end, but never longer than [`SLEW_CHECK_NS`] (a new slew may start), and
-    /// never less than a millisecond.
-    pub fn wait_ns(next: Option<u64>, now_ns: u64) -> u64 {
-        next.map_or(u64::MAX, |d| d.saturating_sub(now_ns))
-            .clamp(1_000_000, SLEW_CHECK_NS)
+    /// Books the slew so far and sets the rate for what is left.
+    fn replan(&mut self, raw: f64) {
+        self.book(raw);
+        let r = self.register;
+        let duration = if r.abs() < MIN_CORRECTION {
+            MAX_SLEW_SECS
+        } else {
+            (self.corr_rate / r.abs())
+                .max(MIN_SLEW_SECS)
+                .max(5.0 * self.excess)
+        };
+        // `maxslewrate` bounds how much faster (or slower) than the NTP clock the system
+        // clock runs.
+        let corr = (r / duration).clamp(-self.max_slew_rate, self.max_slew_rate);
+        let total = (self.base + corr * (1.0 + self.base)).clamp(-MAX_TOTAL_FREQ, MAX_TOTAL_FREQ);
+        let setting = KernelFrequency::from_ratio(total);
+        // A kernel clock reports its own failures (the daemon logs them): steering carries
+        // on with what the kernel has, as chronyd does.
+        let actual = match self.kernel.set_frequency(setting) {
+            Ok(()) => setting.ratio(),
+            Err(_) => self.base + self.slew,
+        };
+        let old = self.slew;
+        self.slew = actual - self.base;
+        self.slew_error = (old - self.slew).abs() * FREQ_CHANGE_DELAY;
+        let e = self.booking_rate();
+        self.scale.set_rate(raw, 1.0 - e);
+        self.planned = if r.abs() < MIN_CORRECTION || r * e <= 0.0 {
+            MAX_SLEW_SECS
+        } else {
+            (r / e).clamp(MIN_SLEW_SECS, MAX_SLEW_SECS)
+        };
+        self.deadline = raw + self.planned;
+    }
+
+    /// At or after the time [`Self::next_change_ns`] named: books the slew and sets the
+    /// rate for what is left. True if the rate the NTP clock runs at changed (the served
+    /// timebase must be published again).
+    pub fn tick(&mut self) -> bool {
+        let raw = self.raw_now();
+        // A timer rounded to the nanosecond may land a hair early.
+        if raw < self.deadline - 1e-6 {
+            return false;
+        }
+        let before = self.scale.rate();
+        self.replan(raw);
+        self.scale.rate() != before
+    }
+
+    /// System time (ns) at which [`Self::tick`] must run next.
+    pub fn next_change_ns(&self) -> u64 {
+        (i128::from(self.epoch_ns) + (self.deadline * 1e9) as i128).max(0) as u64
+    }
+
+    /// The error the last change of slew rate leaves in timestamps taken around it.
+    pub fn slew_error(&self) -> f64 {
+        self.slew_error
     }
 
     /// The kernel state to publish: synchronized, leap second, error bounds.
@@ -87,27 +192,56 @@ impl<K: KernelClock> SteeredClock<K> {
 
 impl<K: KernelClock> Clock for SteeredClock<K> {
     fn now(&self) -> f64 {
-        self.local_at(self.kernel.now_ns())
+        self.scale.cooked(self.raw_now())
     }
     fn frequency(&self) -> f64 {
-        self.freq
+        self.base
     }
-    fn set_frequency(&mut self, freq: f64) {
-        self.freq = freq;
-        let t = self.now_secs();
-        let f = self.slew.set_base(t, freq);
-        self.apply(f);
+    fn set_frequency(&mut self, freq: f64) -> f64 {
+        let raw = self.raw_now();
+        self.book(raw);
+        let new = freq.clamp(-self.max_drift, self.max_drift);
+        let dfreq = (1.0 + new) / (1.0 + self.base) - 1.0;
+        self.base = new;
+        self.scale.restate(raw, 0.0, dfreq);
+        self.replan(raw);
+        dfreq
     }
-    fn correct(&mut self, offset: f64, step: bool) {
-        let t = self.now_secs();
-        if step {
-            let left = self.slew.cancel(t);
-            self.apply(self.slew.kernel_frequency());
-            let _ = self.kernel.step(left + offset);
+    fn accrue(&mut self, offset: f64, corr_rate: f64) {
+        let raw = self.raw_now();
+        self.book(raw);
+        self.register += offset;
+        self.corr_rate = corr_rate;
+        self.scale.restate(raw, offset, 0.0);
+        self.replan(raw);
+    }
+    fn step(&mut self, offset: f64) -> f64 {
+        let raw = self.raw_now();
+        self.book(raw);
+        let system = self.register + offset;
+        self.scale.restate(raw, offset, 0.0);
+        if self.kernel.step(system).is_ok() {
+            self.register = 0.0;
+            self.slew_start = raw + system;
+            self.scale.shift_system(system);
+            self.generation += 1;
+            self.steps.push_back((self.generation, system));
+            while self.steps.len() > 16 {
+                self.steps.pop_front();
+            }
+            self.replan(raw + system);
+            system
         } else {
-            let f = self.slew.add(t, offset);
-            self.apply(f);
+            // The step failed: slew it instead, at the fastest rate.
+            self.register += offset;
+            self.corr_rate = 0.0;
+            self.replan(raw);
+            0.0
         }
+    }
+    fn uncorrected(&self) -> f64 {
+        let raw = self.raw_now();
+        self.register - self.booking_rate() * (raw - self.slew_start)
     }
 }
 
@@ -119,17 +253,22 @@ impl<K: KernelClock> EngineClock for SteeredClock<K> {
         secs_since(self.epoch_ns, sys_ns)
     }
     fn local_at(&self, sys_ns: u64) -> f64 {
-        let t = self.system_secs(sys_ns);
-        t + self.slew.remaining_at(t)
-    }
-    fn slew_remaining(&self) -> f64 {
-        self.slew.remaining_at(self.now_secs())
+        self.scale.cooked(self.system_secs(sys_ns))
     }
     fn served_correction(&self, sys_ns: u64) -> (f64, f64) {
-        // Served time stays on true time while the clock slews toward it.
-        (
-            self.slew.remaining_at(self.system_secs(sys_ns)),
-            -self.slew.rate(),
-        )
+        let raw = self.system_secs(sys_ns);
+        (self.scale.cooked(raw) - raw, self.scale.rate() - 1.0)
+    }
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+    fn rescale(&self, sys_ns: u64, generation: u64) -> u64 {
+        let shift: f64 = self
+            .steps
+            .iter()
+            .filter(|(g, _)| *g > generation)
+            .map(|(_, s)| s)
+            .sum();
+        (i128::from(sys_ns) + (shift * 1e9).round() as i128).max(0) as u64
     }
 }

@@ -1,146 +1,69 @@
 //! The clock `ntpxd -x` disciplines: a software clock over the untouched system clock.
 //!
-//! reading(t) = t + phase(t), where the phase follows the frequency correction and any
-//! slew in progress. The served time is the estimate of true time: the reading plus what
-//! is left of the slew, so clients see corrections at once while the local reading moves
-//! smoothly (as chronyd serves its "NTP time", not its slewing system clock).
+//! Its reading is the system clock's run through a [`Timescale`]: corrections move it at
+//! once and frequency corrections change its rate, with nothing to slew (there is no
+//! physical clock to catch up). The served time is this reading, the estimate of true time.
 
-use super::{Clock, EngineClock, RealtimeClock, epoch_of, secs_since};
+use super::{
+    Clock, EngineClock, MAX_TOTAL_FREQ, RealtimeClock, epoch_of, secs_since, timescale::Timescale,
+};
 
-/// Slew rate of the virtual clock (ratio).
-pub(super) const SLEW_RATE: f64 = 500e-6;
-
-/// A piecewise-linear phase over system time (seconds since an epoch).
-#[derive(Clone, Debug)]
-pub struct VirtualClock {
-    /// System time (s since epoch) at which `phase`/`remaining` were last collapsed.
-    t_ref: f64,
-    /// Phase at `t_ref`.
-    phase: f64,
-    /// Frequency correction (ratio).
-    freq: f64,
-    /// Slew left to apply at `t_ref` (signed seconds).
-    remaining: f64,
-}
-
-impl VirtualClock {
-    /// A clock reading exactly the system time, with `freq` as its frequency correction.
-    pub fn new(freq: f64) -> Self {
-        VirtualClock {
-            t_ref: 0.0,
-            phase: 0.0,
-            freq,
-            remaining: 0.0,
-        }
-    }
-
-    fn slewed(&self, t: f64) -> f64 {
-        let done = (SLEW_RATE * (t - self.t_ref).max(0.0)).min(self.remaining.abs());
-        done.copysign(self.remaining)
-    }
-
-    /// Phase (reading minus system time) at system time `t`.
-    pub fn phase_at(&self, t: f64) -> f64 {
-        self.phase + self.freq * (t - self.t_ref) + self.slewed(t)
-    }
-
-    /// Reading at system time `t`.
-    pub fn reading_at(&self, t: f64) -> f64 {
-        t + self.phase_at(t)
-    }
-
-    /// Slew still to apply at system time `t`.
-    pub fn remaining_at(&self, t: f64) -> f64 {
-        self.remaining - self.slewed(t)
-    }
-
-    /// Served minus system time at `t`, and its rate: for the kernel's timebase.
-    pub fn served_correction(&self, t: f64) -> (f64, f64) {
-        (self.phase_at(t) + self.remaining_at(t), self.freq)
-    }
-
-    fn collapse(&mut self, t: f64) {
-        self.phase = self.phase_at(t);
-        self.remaining = self.remaining_at(t);
-        self.t_ref = t;
-    }
-
-    /// Frequency correction in force.
-    pub fn frequency(&self) -> f64 {
-        self.freq
-    }
-
-    /// Sets the frequency correction from system time `t` on.
-    pub fn set_frequency(&mut self, t: f64, freq: f64) {
-        self.collapse(t);
-        self.freq = freq;
-    }
-
-    /// Replaces the slew in progress with `offset` seconds from `t` on.
-    pub fn slew(&mut self, t: f64, offset: f64) {
-        self.collapse(t);
-        self.remaining = offset;
-    }
-
-    /// Steps the reading by `offset` at `t`, cancelling any slew.
-    pub fn step(&mut self, t: f64, offset: f64) {
-        self.collapse(t);
-        self.remaining = 0.0;
-        self.phase += offset;
-    }
-
-    /// Moves the served time (reading plus slew left) forward by `offset` at `t`: at once
-    /// in the reading if `step`, else by adding it to the slew.
-    pub fn correct(&mut self, t: f64, offset: f64, step: bool) {
-        self.collapse(t);
-        if step {
-            self.phase += self.remaining + offset;
-            self.remaining = 0.0;
-        } else {
-            self.remaining += offset;
-        }
-    }
-}
-
-/// `ntpxd -x`'s clock: a [`VirtualClock`] over the system clock, which is never touched.
+/// `ntpxd -x`'s clock: a software clock over the system clock, which is never touched.
 pub struct FreeRunning<R: RealtimeClock> {
-    vc: VirtualClock,
-    epoch_ns: u64,
     system: R,
+    epoch_ns: u64,
+    base: f64,
+    max_drift: f64,
+    scale: Timescale,
 }
 
 impl<R: RealtimeClock> FreeRunning<R> {
-    /// A virtual clock with frequency correction `freq` over the system clock `system`.
-    pub fn new(freq: f64, system: R) -> Self {
+    /// A software clock with frequency correction `freq` (within `max_drift`) over the
+    /// system clock `system`.
+    pub fn new(freq: f64, system: R, max_drift: f64) -> Self {
         let epoch_ns = epoch_of(system.now_ns());
-        let mut vc = VirtualClock::new(0.0);
-        vc.set_frequency(0.0, freq);
+        let now = secs_since(epoch_ns, system.now_ns());
+        let max_drift = max_drift.clamp(0.0, MAX_TOTAL_FREQ);
+        let base = freq.clamp(-max_drift, max_drift);
         FreeRunning {
-            vc,
-            epoch_ns,
             system,
+            epoch_ns,
+            base,
+            max_drift,
+            scale: Timescale::new(now, now, 1.0 + base),
         }
     }
 
-    fn now_secs(&self) -> f64 {
+    fn raw_now(&self) -> f64 {
         self.system_secs(self.system.now_ns())
     }
 }
 
 impl<R: RealtimeClock> Clock for FreeRunning<R> {
     fn now(&self) -> f64 {
-        self.local_at(self.system.now_ns())
+        self.scale.cooked(self.raw_now())
     }
     fn frequency(&self) -> f64 {
-        self.vc.frequency()
+        self.base
     }
-    fn set_frequency(&mut self, freq: f64) {
-        let t = self.now_secs();
-        self.vc.set_frequency(t, freq);
+    fn set_frequency(&mut self, freq: f64) -> f64 {
+        let new = freq.clamp(-self.max_drift, self.max_drift);
+        let dfreq = (1.0 + new) / (1.0 + self.base) - 1.0;
+        self.base = new;
+        let raw = self.raw_now();
+        self.scale.restate(raw, 0.0, dfreq);
+        dfreq
     }
-    fn correct(&mut self, offset: f64, step: bool) {
-        let t = self.now_secs();
-        self.vc.correct(t, offset, step);
+    fn accrue(&mut self, offset: f64, _corr_rate: f64) {
+        let raw = self.raw_now();
+        self.scale.restate(raw, offset, 0.0);
+    }
+    fn step(&mut self, offset: f64) -> f64 {
+        self.accrue(offset, 0.0);
+        offset
+    }
+    fn uncorrected(&self) -> f64 {
+        0.0
     }
 }
 
@@ -152,51 +75,48 @@ impl<R: RealtimeClock> EngineClock for FreeRunning<R> {
         secs_since(self.epoch_ns, sys_ns)
     }
     fn local_at(&self, sys_ns: u64) -> f64 {
-        let t = self.system_secs(sys_ns);
-        t + self.vc.served_correction(t).0
+        self.scale.cooked(self.system_secs(sys_ns))
     }
     fn served_correction(&self, sys_ns: u64) -> (f64, f64) {
-        self.vc.served_correction(self.system_secs(sys_ns))
-    }
-    fn slew_remaining(&self) -> f64 {
-        self.vc.remaining_at(self.now_secs())
+        let raw = self.system_secs(sys_ns);
+        (self.scale.cooked(raw) - raw, self.scale.rate() - 1.0)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
 
-    #[test]
-    fn frequency_and_slew_move_the_reading() {
-        let mut c = VirtualClock::new(10e-6);
-        assert!((c.reading_at(100.0) - 100.001).abs() < 1e-12);
-        c.slew(100.0, 0.001);
-        // 500 ppm: 1 ms takes 2 s; the served time has it all at once.
-        assert!((c.remaining_at(101.0) - 0.0005).abs() < 1e-12);
-        let (corr, rate) = c.served_correction(101.0);
-        assert!((corr - (10e-6 * 101.0 + 0.001)).abs() < 1e-12, "{corr}");
-        assert_eq!(rate, 10e-6);
-        assert!((c.phase_at(105.0) - (10e-6 * 105.0 + 0.001)).abs() < 1e-12);
-        assert_eq!(c.remaining_at(105.0), 0.0);
+    struct Fake(Cell<u64>);
+
+    impl RealtimeClock for &Fake {
+        fn now_ns(&self) -> u64 {
+            self.0.get()
+        }
     }
 
     #[test]
-    fn negative_slews_and_steps() {
-        let mut c = VirtualClock::new(0.0);
-        c.slew(0.0, -0.002);
-        assert!((c.phase_at(2.0) + 0.001).abs() < 1e-12);
-        c.step(2.0, 0.5);
-        assert!((c.phase_at(3.0) - 0.499).abs() < 1e-12);
-        assert_eq!(c.remaining_at(3.0), 0.0);
-        c.set_frequency(3.0, -1e-6);
-        assert!((c.phase_at(4.0) - (0.499 - 1e-6)).abs() < 1e-12);
-        // A correction moves the served time by exactly its size, stepped or slewed.
-        let before = c.served_correction(4.0).0;
-        c.correct(4.0, 0.25, false);
-        assert!((c.served_correction(4.0).0 - before - 0.25).abs() < 1e-12);
-        c.correct(4.0, -0.1, true);
-        assert!((c.served_correction(4.0).0 - before - 0.15).abs() < 1e-12);
-        assert_eq!(c.remaining_at(4.0), 0.0);
+    fn corrections_move_the_served_time_at_once_and_frequency_its_rate() {
+        let sys = Fake(Cell::new(1_800_000_000_000_000_000));
+        let mut c = FreeRunning::new(10e-6, &sys, 0.1);
+        let t0 = sys.0.get();
+        sys.0.set(t0 + 100_000_000_000);
+        let (corr, rate) = c.served_correction(sys.0.get());
+        assert!((corr - 10e-6 * 100.0).abs() < 1e-9 && (rate - 10e-6).abs() < 1e-15);
+        c.accrue(0.25, 1.0);
+        assert!((c.served_correction(sys.0.get()).0 - 0.25 - 1e-3).abs() < 1e-9);
+        assert_eq!(c.uncorrected(), 0.0, "nothing is left to slew");
+        let dfreq = c.set_frequency(-1e-6);
+        assert!((dfreq + 11e-6).abs() < 1e-9);
+        sys.0.set(sys.0.get() + 10_000_000_000);
+        let (corr, _) = c.served_correction(sys.0.get());
+        assert!((corr - (0.251 - 1e-5)).abs() < 1e-9, "{corr}");
+        // Readings before the change are restated onto the new rate.
+        let earlier = c.local_at(t0 + 50_000_000_000);
+        assert!(
+            (earlier - (50.0 + 0.25 + 5e-4 + 11e-6 * 50.0)).abs() < 1e-6,
+            "{earlier}"
+        );
     }
 }

@@ -32,8 +32,36 @@ pub fn render(c: &Config) -> String {
                 line += &format!(" {word}");
             }
         }
+        for (on, word) in [(s.trust, "trust"), (s.require, "require")] {
+            if on {
+                line += &format!(" {word}");
+            }
+        }
         if s.kind == SourceKind::Pool {
             line += &format!(" maxsources {}", s.maxsources);
+        }
+        // Only what differs from chrony's defaults, so a rendered line reads like its source.
+        for (value, default, word) in [
+            (f64::from(s.polltarget), 8.0, "polltarget"),
+            (s.max_delay, 3.0, "maxdelay"),
+            (s.max_delay_ratio, 0.0, "maxdelayratio"),
+            (s.max_delay_dev_ratio, 10.0, "maxdelaydevratio"),
+        ] {
+            if value != default {
+                line += &format!(" {word} {value}");
+            }
+        }
+        if let Some(n) = s.min_samples {
+            line += &format!(" minsamples {n}");
+        }
+        if let Some(n) = s.max_samples {
+            line += &format!(" maxsamples {n}");
+        }
+        if let Some(a) = s.asymmetry {
+            line += &format!(" asymmetry {a}");
+        }
+        if s.offset != 0.0 {
+            line += &format!(" offset {}", s.offset);
         }
         w(line);
     }
@@ -47,6 +75,19 @@ pub fn render(c: &Config) -> String {
     w(format!("reselectdist {}", sync.reselect_distance));
     w(format!("combinelimit {}", sync.combine_limit));
     w(format!("maxupdateskew {}", sync.max_update_skew_ppm));
+    w(format!("corrtimeratio {}", sync.corr_time_ratio));
+    w(format!("maxclockerror {}", sync.max_clock_error_ppm));
+    w(format!("maxdrift {}", sync.max_drift_ppm));
+    w(format!("maxjitter {}", sync.max_jitter));
+    w(format!("stratumweight {}", sync.stratum_weight));
+    w(format!("logchange {}", sync.log_change));
+    w(format!("minstratum {}", sync.min_stratum));
+    if let Some(n) = sync.min_samples {
+        w(format!("minsamples {n}"));
+    }
+    if let Some(n) = sync.max_samples {
+        w(format!("maxsamples {n}"));
+    }
     if sync.rtcsync {
         w("rtcsync".into());
     }

@@ -33,6 +33,29 @@ pub struct SourceConfig {
     pub noselect: bool,
     /// Largest number of pool members used (`maxsources`, default 4, pools only).
     pub maxsources: usize,
+    /// Samples the regression should hold at a steady poll (`polltarget`, default 8).
+    pub polltarget: u32,
+    /// `trust`: assumed right, its interval outvotes untrusted sources.
+    pub trust: bool,
+    /// `require`: nothing is selected unless this source (or another required one) agrees.
+    pub require: bool,
+    /// Samples with a longer round trip are dropped (`maxdelay`, default 3 s).
+    pub max_delay: f64,
+    /// Samples with a round trip more than this many times the shortest are dropped
+    /// (`maxdelayratio`, 0: off).
+    pub max_delay_ratio: f64,
+    /// Samples whose extra delay exceeds this many standard deviations are dropped
+    /// unless their offset says otherwise (`maxdelaydevratio`, default 10).
+    pub max_delay_dev_ratio: f64,
+    /// `minsamples` (default: the global one, else 6).
+    pub min_samples: Option<usize>,
+    /// `maxsamples` (default: the global one, else 64).
+    pub max_samples: Option<usize>,
+    /// `asymmetry`: the fixed share of delay variation on the way out (−0.5 to 0.5);
+    /// `None` estimates it.
+    pub asymmetry: Option<f64>,
+    /// `offset`: seconds added to every measured offset (a known path asymmetry).
+    pub offset: f64,
     /// Line of the directive, for log messages.
     pub line: usize,
     /// Read from a `sourcedir` file (reloaded by `ntpxc reload sources`).
@@ -46,7 +69,6 @@ const MAX_POLL_LIMIT: i8 = 24;
 /// Options chrony documents for server/pool that ntpx accepts without acting on yet:
 /// (name, takes a value).
 const IGNORED_OPTIONS: &[(&str, bool)] = &[
-    ("asymmetry", true),
     ("auto_offline", false),
     ("burst", false),
     ("certset", true),
@@ -56,21 +78,12 @@ const IGNORED_OPTIONS: &[(&str, bool)] = &[
     ("ipv4", false),
     ("ipv6", false),
     ("key", true),
-    ("maxdelay", true),
-    ("maxdelaydevratio", true),
     ("maxdelayquant", true),
-    ("maxdelayratio", true),
-    ("maxsamples", true),
     ("mindelay", true),
-    ("minsamples", true),
     ("minstratum", true),
     ("nts", false),
     ("offline", false),
-    ("offset", true),
-    ("polltarget", true),
     ("presend", true),
-    ("require", false),
-    ("trust", false),
     ("version", true),
     ("xleave", false),
 ];
@@ -99,6 +112,16 @@ pub(super) fn parse_source(
         prefer: false,
         noselect: false,
         maxsources: 4,
+        polltarget: 8,
+        trust: false,
+        require: false,
+        max_delay: 3.0,
+        max_delay_ratio: 0.0,
+        max_delay_dev_ratio: 10.0,
+        min_samples: None,
+        max_samples: None,
+        asymmetry: None,
+        offset: 0.0,
         line,
         from_sourcedir: false,
     };
@@ -110,6 +133,40 @@ pub(super) fn parse_source(
             "iburst" => s.iburst = true,
             "prefer" => s.prefer = true,
             "noselect" => s.noselect = true,
+            "trust" => s.trust = true,
+            "require" => s.require = true,
+            "maxdelay" | "maxdelayratio" | "maxdelaydevratio" | "asymmetry" | "offset" => {
+                let (expected, ok): (&str, fn(f64) -> bool) = match lower.as_str() {
+                    "maxdelay" => ("a positive number of seconds", |x| x > 0.0),
+                    "maxdelayratio" => ("a number, 1 or more (0: off)", |x| x == 0.0 || x >= 1.0),
+                    "maxdelaydevratio" => ("a positive number", |x| x > 0.0),
+                    "asymmetry" => ("a number from -0.5 to 0.5", |x| x.abs() <= 0.5),
+                    _ => ("a number of seconds", |x| x.abs() < 1e6),
+                };
+                let v = option_value(&mut rest, &lower, directive, expected)?;
+                let x = parse_float(v)
+                    .filter(|x| ok(*x))
+                    .ok_or_else(|| invalid(&lower, v, directive, expected))?;
+                match lower.as_str() {
+                    "maxdelay" => s.max_delay = x,
+                    "maxdelayratio" => s.max_delay_ratio = x,
+                    "maxdelaydevratio" => s.max_delay_dev_ratio = x,
+                    "asymmetry" => s.asymmetry = Some(x),
+                    _ => s.offset = x,
+                }
+            }
+            "minsamples" | "maxsamples" | "polltarget" => {
+                const COUNT: &str = "an integer 1-64";
+                let v = option_value(&mut rest, &lower, directive, COUNT)?;
+                let n = parse_uint::<usize>(v)
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or_else(|| invalid(&lower, v, directive, COUNT))?;
+                match lower.as_str() {
+                    "minsamples" => s.min_samples = Some(n),
+                    "maxsamples" => s.max_samples = Some(n),
+                    _ => s.polltarget = n as u32,
+                }
+            }
             "minpoll" | "maxpoll" => {
                 let v = option_value(&mut rest, &lower, directive, POLL)?;
                 let p = v
@@ -179,6 +236,25 @@ pub struct SyncConfig {
     pub max_update_skew_ppm: f64,
     /// `rtcsync`: let the kernel copy the system time to the RTC every 11 minutes.
     pub rtcsync: bool,
+    /// `corrtimeratio` (default 3): how much longer than the update interval a correction
+    /// as large as the estimate's error is spread over, times two.
+    pub corr_time_ratio: f64,
+    /// `maxclockerror` in ppm (default 1): how fast an unchecked clock may drift.
+    pub max_clock_error_ppm: f64,
+    /// `maxdrift` in ppm (default 500000, the kernel allows 100000).
+    pub max_drift_ppm: f64,
+    /// `maxjitter` (default 1 s): sources with more jitter are not selectable.
+    pub max_jitter: f64,
+    /// `stratumweight` (default 1 ms of distance per stratum).
+    pub stratum_weight: f64,
+    /// `logchange` (default 1 s): corrections larger than this are logged as warnings.
+    pub log_change: f64,
+    /// `minstratum`: sources of a lower stratum are not selectable (default 0).
+    pub min_stratum: u8,
+    /// Global `minsamples`.
+    pub min_samples: Option<usize>,
+    /// Global `maxsamples`.
+    pub max_samples: Option<usize>,
 }
 
 impl Default for SyncConfig {
@@ -192,6 +268,15 @@ impl Default for SyncConfig {
             combine_limit: 3.0,
             max_update_skew_ppm: 1000.0,
             rtcsync: false,
+            corr_time_ratio: 3.0,
+            max_clock_error_ppm: 1.0,
+            max_drift_ppm: 500_000.0,
+            max_jitter: 1.0,
+            stratum_weight: 1e-3,
+            log_change: 1.0,
+            min_stratum: 0,
+            min_samples: None,
+            max_samples: None,
         }
     }
 }
@@ -258,6 +343,40 @@ pub(super) fn sync_directive(
         }
         "maxupdateskew" => {
             cfg.max_update_skew_ppm = one_float("skew", "a positive number in ppm", &|x| x > 0.0)?;
+        }
+        "corrtimeratio" => {
+            cfg.corr_time_ratio = one_float("ratio", "a positive number", &|x| x > 0.0)?;
+        }
+        "maxclockerror" => {
+            cfg.max_clock_error_ppm =
+                one_float("error", "a non-negative number in ppm", &|x| x >= 0.0)?;
+        }
+        "maxdrift" => {
+            cfg.max_drift_ppm = one_float("drift", "a positive number in ppm", &|x| x > 0.0)?;
+        }
+        "maxjitter" => {
+            cfg.max_jitter = one_float("jitter", "a positive number of seconds", &|x| x > 0.0)?;
+        }
+        "stratumweight" => {
+            cfg.stratum_weight =
+                one_float("weight", "a non-negative number of seconds", &|x| x >= 0.0)?;
+        }
+        "logchange" => {
+            cfg.log_change = one_float("threshold", "a positive number of seconds", &|x| x > 0.0)?;
+        }
+        "minstratum" | "minsamples" | "maxsamples" => {
+            const COUNT: &str = "an integer 0-64";
+            let [v] = args else {
+                return Err(missing(name, COUNT));
+            };
+            let n = parse_uint::<usize>(v)
+                .filter(|n| *n <= 64)
+                .ok_or_else(|| invalid("value", v, name, COUNT))?;
+            match name {
+                "minstratum" => cfg.min_stratum = n.min(15) as u8,
+                "minsamples" => cfg.min_samples = Some(n.max(1)),
+                _ => cfg.max_samples = Some(n.max(1)),
+            }
         }
         "rtcsync" => {
             if let Some(extra) = args.first() {

@@ -46,9 +46,10 @@ impl KernelModel {
         }
     }
 
-    /// How fast the reading moves against true time, minus one.
+    /// How fast the reading moves against true time, minus one: the oscillator's rate
+    /// times the rate the tick and frequency offset make of it.
     pub(crate) fn rate(&self) -> f64 {
-        self.intrinsic + self.setting.ratio()
+        (1.0 + self.intrinsic) * (1.0 + self.setting.ratio()) - 1.0
     }
 
     /// True time now, seconds.
@@ -127,19 +128,20 @@ impl KernelClock for KernelModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{Clock, EngineClock, SteeredClock};
+    use crate::clock::{Clock, SteeredClock};
 
-    /// Runs the clock's slew timer as the daemon does, until true time `end`.
+    /// Runs the clock's slew timer as the daemon does (on time), until true time `end`.
     fn run_until(c: &mut SteeredClock<KernelModel>, end: f64) {
         loop {
-            let next = c.tick();
-            let t = c.kernel().true_time();
-            if t >= end {
+            let k = c.kernel();
+            let ahead = (c.next_change_ns() as f64 - k.now_ns() as f64) * 1e-9 / (1.0 + k.rate());
+            let at = k.true_time() + ahead.max(0.0) + 1e-9;
+            if at > end {
+                c.kernel_mut().advance_to(end);
                 return;
             }
-            let wait = SteeredClock::<KernelModel>::wait_ns(next, c.kernel().now_ns());
-            let to = (t + wait as f64 * 1e-9).min(end);
-            c.kernel_mut().advance_to(to);
+            c.kernel_mut().advance_to(at);
+            c.tick();
         }
     }
 
@@ -165,27 +167,82 @@ mod tests {
 
     #[test]
     fn a_slew_ends_on_time() {
-        // 1 ms at 500 ppm takes 2 s: the NTP clock has it at once, the system clock gets
-        // there in 2 s and then runs at the base frequency again. The base (-10 ppm, which
-        // cancels the oscillator's +10 ppm) leaves 490 ppm of the kernel's range to slew.
-        let mut c = SteeredClock::new(KernelModel::new(0.0, 10e-6), -10e-6, 500e-6);
-        assert!(c.kernel().rate().abs() < 1e-10);
-        c.correct(0.001, false);
-        assert!((c.kernel().rate() - 490e-6).abs() < 1e-10);
-        assert!((c.slew_remaining() - 0.001).abs() < 1e-9);
-        run_until(&mut c, 1.0);
-        assert!((c.kernel().error() - 0.00049).abs() < 1e-8);
-        run_until(&mut c, 3.0);
-        assert!(c.kernel().rate().abs() < 1e-10, "slew over");
-        let overshoot = c.kernel().error() - 0.001;
-        // The timer notices the end within 10 ms: at most 5 µs past it. The slew is
-        // counted in system seconds, which run 490 ppm fast meanwhile: 0.49 µs short.
+        // 1 ms at a 500 ppm limit takes 2 s: the NTP clock has it at once, the system
+        // clock gets there and then runs at the base frequency again (which cancels the
+        // oscillator's own 10 ppm).
+        let mut c = SteeredClock::new(KernelModel::new(0.0, 10e-6), -10e-6, 500e-6, 0.1);
+        assert!(c.kernel().rate().abs() < 1e-9);
+        c.accrue(0.001, 0.0);
         assert!(
-            (-0.5e-6..=5e-6).contains(&overshoot),
-            "overshoot {overshoot}"
+            (c.kernel().rate() - 500e-6).abs() < 1e-6,
+            "{}",
+            c.kernel().rate()
         );
-        assert_eq!(c.slew_remaining(), 0.0);
+        assert!((c.uncorrected() - 0.001).abs() < 1e-9);
+        run_until(&mut c, 1.0);
+        assert!((c.kernel().error() - 0.0005).abs() < 1e-6);
+        run_until(&mut c, 3.0);
+        assert!(
+            c.kernel().rate().abs() < 1e-9,
+            "slew over: {}",
+            c.kernel().rate()
+        );
+        assert!(
+            (c.kernel().error() - 0.001).abs() < 1e-8,
+            "{}",
+            c.kernel().error()
+        );
+        assert!(c.uncorrected().abs() < 1e-9);
         assert!(c.kernel().steps.is_empty());
+    }
+
+    #[test]
+    fn a_small_correction_is_spread_over_its_correction_time() {
+        // 10 µs with the error of a 10 µs estimate after a 64 s interval (corrtimeratio
+        // 3): about 96 s, at 0.1 ppm, no faster.
+        let mut c = SteeredClock::new(KernelModel::new(0.0, 0.0), 0.0, 0.083, 0.1);
+        c.accrue(1e-5, 1.5 * 1e-5 * 64.0);
+        assert!(
+            (c.kernel().rate() - 1e-5 / 96.0).abs() < 1e-10,
+            "{}",
+            c.kernel().rate()
+        );
+        run_until(&mut c, 48.0);
+        assert!(
+            (c.kernel().error() - 5e-6).abs() < 1e-8,
+            "{}",
+            c.kernel().error()
+        );
+        run_until(&mut c, 200.0);
+        assert!((c.kernel().error() - 1e-5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn large_slews_use_the_tick() {
+        // 0.1 s at the default 83333 ppm takes 1.2 s: beyond what ADJ_FREQUENCY alone does.
+        let mut c = SteeredClock::new(KernelModel::new(0.0, 0.0), 0.0, 0.083_333, 0.1);
+        c.accrue(0.1, 0.0);
+        assert!(
+            c.kernel().setting.tick_us > 10_700,
+            "{:?}",
+            c.kernel().setting
+        );
+        run_until(&mut c, 1.3);
+        assert!(
+            (c.kernel().error() - 0.1).abs() < 1e-7,
+            "{}",
+            c.kernel().error()
+        );
+        // What the rounding of the rates left (nanoseconds) goes within a second.
+        assert!(c.kernel().rate().abs() < 1e-7, "{}", c.kernel().rate());
+        run_until(&mut c, 3.0);
+        assert!(c.kernel().rate().abs() < 1e-9, "{}", c.kernel().rate());
+        assert!(
+            (c.kernel().error() - 0.1).abs() < 1e-8,
+            "{}",
+            c.kernel().error()
+        );
+        assert_eq!(c.kernel().refused, 0);
     }
 
     #[test]
@@ -193,31 +250,33 @@ mod tests {
         use crate::sync::discipline::{Discipline, DisciplineParams};
         use crate::sync::select::Combined;
         let update = |offset| Combined {
+            ref_time: 0.0,
             offset,
             offset_sd: 1e-6,
             frequency: 0.0,
+            frequency_sd: 1e-8,
             skew: 1e-6,
-            samples: 1,
             root_delay: 0.0,
             root_dispersion: 0.0,
             stratum: 2,
-            leap: 0,
+            combined: 1,
         };
         let mut d = Discipline::new(DisciplineParams {
             makestep: Some((1.0, 1)),
             ..Default::default()
         });
-        let mut c = SteeredClock::new(KernelModel::new(-2.0, 0.0), 0.0, 500e-6);
+        let mut c = SteeredClock::new(KernelModel::new(-2.0, 0.0), 0.0, 500e-6, 0.1);
         // The first update may step: 2 s is over the threshold.
-        assert!(d.update(&mut c, &update(2.0)).stepped);
+        let r = d.update(&mut c, &update(2.0));
+        assert_eq!(r.stepped, Some(2.0));
         assert_eq!(c.kernel().steps, [2.0]);
         assert!(c.kernel().error().abs() < 1e-9);
         // The second may not: 1.5 s is slewed at 500 ppm, 3000 s of it.
-        assert!(!d.update(&mut c, &update(1.5)).stepped);
+        assert!(d.update(&mut c, &update(1.5)).stepped.is_none());
         assert_eq!(c.kernel().steps.len(), 1);
-        assert!((c.kernel().rate() - 500e-6).abs() < 1e-10);
+        assert!((c.kernel().rate() - 500e-6).abs() < 1e-6);
         run_until(&mut c, 1000.0);
-        assert!((c.kernel().error() - 0.5).abs() < 1e-6);
-        assert!((c.slew_remaining() - 1.0).abs() < 1e-3);
+        assert!((c.kernel().error() - 0.5).abs() < 1e-3);
+        assert!((c.uncorrected() - 1.0).abs() < 1e-3);
     }
 }

@@ -1,26 +1,10 @@
-//! Source selection: reject falsetickers by intersecting the sources' correctness
-//! intervals (a majority must agree), pick the best of the rest without flapping, and
-//! combine the good ones.
+//! Source selection, as chrony does it: classify each source, intersect the correctness
+//! intervals of the good ones (a majority must agree), keep the admissible ones, pick the
+//! best by a score with hysteresis, and combine the admissible sources that are close
+//! enough to the selected one. The clock is updated only when the selected source has a
+//! new sample.
 
-use super::regress::Estimate;
-
-/// One source as selection sees it.
-#[derive(Clone, Copy, Debug)]
-pub struct Candidate {
-    /// The caller's index for the source.
-    pub id: usize,
-    /// Its current estimate; `None` before its first sample.
-    pub est: Option<Estimate>,
-    /// Whether it answered any of its last eight polls.
-    pub reachable: bool,
-    /// `prefer` option.
-    pub prefer: bool,
-    /// `noselect` option.
-    pub noselect: bool,
-    /// Polled but not answered yet, at start: it still counts toward the majority, so the
-    /// first source to answer cannot carry the vote alone.
-    pub pending: bool,
-}
+use super::sourcestats::{SelectionData, TrackingData};
 
 /// Selection settings (chrony's directives of the same names).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -29,14 +13,20 @@ pub struct SelectParams {
     pub min_sources: usize,
     /// `maxdistance`, seconds.
     pub max_distance: f64,
-    /// `reselectdist`, seconds.
-    pub reselect_distance: f64,
-    /// `combinelimit`.
-    pub combine_limit: f64,
-    /// `stratumweight`, seconds of distance per stratum.
-    pub stratum_weight: f64,
     /// `maxjitter`, seconds.
     pub max_jitter: f64,
+    /// `reselectdist`, seconds.
+    pub reselect_distance: f64,
+    /// `stratumweight`, seconds of distance per stratum.
+    pub stratum_weight: f64,
+    /// `combinelimit`.
+    pub combine_limit: f64,
+    /// `maxclockerror`, ratio: how fast an unchecked clock may drift.
+    pub max_clock_error: f64,
+    /// `minstratum` and the highest stratum accepted.
+    pub min_stratum: u8,
+    /// Highest stratum a source may have.
+    pub max_stratum: u8,
 }
 
 impl Default for SelectParams {
@@ -44,13 +34,23 @@ impl Default for SelectParams {
         SelectParams {
             min_sources: 1,
             max_distance: 3.0,
-            reselect_distance: 1e-4,
-            combine_limit: 3.0,
-            stratum_weight: 1e-3,
             max_jitter: 1.0,
+            reselect_distance: 1e-4,
+            stratum_weight: 1e-3,
+            combine_limit: 3.0,
+            max_clock_error: 1e-6,
+            min_stratum: 0,
+            max_stratum: 15,
         }
     }
 }
+
+/// Score beyond which another source replaces the selected one.
+const SCORE_LIMIT: f64 = 10.0;
+/// How long a source found distant stays out of the combination (updates).
+const DISTANT_PENALTY: i32 = 32;
+/// Updates in a row a source may stay bad before it is reported for replacement.
+pub const BAD_UPDATES_LIMIT: u32 = 4;
 
 /// A source's state after selection, as chronyc shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,378 +59,713 @@ pub enum SourceState {
     Selected,
     /// Combined with the selected one ('+').
     Combined,
-    /// A truechimer too far from the selected one to combine ('-').
+    /// Admissible, but too far from the selected one to combine ('-').
     NotCombined,
+    /// Admissible, but others are preferred ('-').
+    NotPreferred,
+    /// Selected but waiting for a new sample ('-').
+    WaitsUpdate,
     /// Its interval misses the majority's ('x').
     Falseticker,
     /// Too much jitter ('~').
     TooVariable,
     /// Root distance over `maxdistance` ('?').
     TooFar,
-    /// Not answering ('?').
-    Unreachable,
+    /// Silent for longer than the others have samples ('?').
+    Stale,
+    /// Outside the trusted sources' interval ('?').
+    Untrusted,
+    /// Fewer agreeing sources than `minsources`, or no `require` source ('?').
+    WaitsSources,
+    /// Not enough samples yet ('?').
+    NotEnoughSamples,
+    /// It says it is not synchronised ('?').
+    Unsynchronised,
+    /// Its stratum is outside the allowed range ('?').
+    BadStratum,
     /// `noselect` ('?').
     NoSelect,
-    /// No sample yet, or nothing could be selected ('?').
-    Unselectable,
+    /// Not answering, nothing known ('?').
+    Unreachable,
 }
 
 impl SourceState {
-    /// chronyc's state column.
+    /// chronyc's `sources` state column.
     pub fn symbol(self) -> char {
         match self {
             SourceState::Selected => '*',
             SourceState::Combined => '+',
-            SourceState::NotCombined => '-',
+            SourceState::NotCombined | SourceState::NotPreferred | SourceState::WaitsUpdate => '-',
             SourceState::Falseticker => 'x',
             SourceState::TooVariable => '~',
             _ => '?',
         }
     }
+
+    /// chronyc's `selectdata` state letter.
+    pub fn select_letter(self) -> char {
+        match self {
+            SourceState::Selected => '*',
+            SourceState::Combined => '+',
+            SourceState::NotCombined => 'D',
+            SourceState::NotPreferred => 'P',
+            SourceState::WaitsUpdate => 'U',
+            SourceState::Falseticker => 'x',
+            SourceState::TooVariable => '~',
+            SourceState::TooFar => 'd',
+            SourceState::Stale => 'S',
+            SourceState::Untrusted => 'T',
+            SourceState::WaitsSources => 'w',
+            SourceState::NotEnoughSamples | SourceState::Unreachable => 'M',
+            SourceState::Unsynchronised | SourceState::BadStratum => 's',
+            SourceState::NoSelect => 'N',
+        }
+    }
+
+    /// Whether this state counts against a source that keeps it (a pool replaces it).
+    pub fn is_bad(self) -> bool {
+        matches!(
+            self,
+            SourceState::Falseticker
+                | SourceState::TooFar
+                | SourceState::BadStratum
+                | SourceState::TooVariable
+        )
+    }
 }
 
-/// How selection ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// A source was selected.
-    Selected,
-    /// The sources disagree and no majority agrees.
-    NoMajority,
-    /// Fewer selectable sources than `minsources`.
-    NotEnoughSources,
-    /// No source is selectable at all.
-    NoSelectable,
+/// One source as selection sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate {
+    /// Its interval and quality now; `None` before it has enough samples.
+    pub data: Option<SelectionData>,
+    /// Its regression's estimate.
+    pub tracking: Option<TrackingData>,
+    /// Reachability register and how many of its bits have been filled.
+    pub reach: u8,
+    /// Bits of the register filled so far (up to 8).
+    pub reach_size: u8,
+    /// Polls in a row without an answer.
+    pub unreachable_run: u32,
+    /// `noselect`, `prefer`, `trust`, `require`.
+    pub noselect: bool,
+    /// `prefer`.
+    pub prefer: bool,
+    /// `trust`.
+    pub trust: bool,
+    /// `require`.
+    pub require: bool,
+    /// New samples since the clock was last updated.
+    pub updates: u32,
+}
+
+/// What selection keeps about a source from one run to the next.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Memory {
+    /// Its state after the last run.
+    pub state: SourceState,
+    /// Its score against the selected source.
+    pub score: f64,
+    /// Updates it stays out of the combination.
+    pub distant: i32,
+    /// Its own updates in a row it was bad.
+    pub bad_updates: u32,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Memory {
+            state: SourceState::Unreachable,
+            score: 1.0,
+            distant: 0,
+            bad_updates: 0,
+        }
+    }
 }
 
 /// The combined estimate of the selected sources.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Combined {
-    /// Offset (true minus local), seconds.
+    /// Local time the estimate is for.
+    pub ref_time: f64,
+    /// Offset (true minus local) at `ref_time`, seconds.
     pub offset: f64,
-    /// Its standard error, seconds.
+    /// Its standard error, including how far the combined sources disagree.
     pub offset_sd: f64,
-    /// Local clock's frequency error against the sources (positive: slow), ratio.
+    /// Rate at which the offset grows (positive: the local clock runs slow), ratio.
     pub frequency: f64,
-    /// Frequency uncertainty, ratio.
+    /// Its standard error.
+    pub frequency_sd: f64,
+    /// Its 99.9 % bound.
     pub skew: f64,
-    /// Samples behind the selected source's estimate.
-    pub samples: usize,
     /// Root delay via the selected source, seconds.
     pub root_delay: f64,
-    /// Root dispersion via the selected source, seconds.
+    /// Root dispersion via the selected source at `ref_time`, seconds.
     pub root_dispersion: f64,
     /// The selected source's stratum.
     pub stratum: u8,
-    /// The selected source's leap indicator.
-    pub leap: u8,
+    /// Sources combined.
+    pub combined: usize,
+}
+
+/// Why nothing could be selected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoSelection {
+    /// No source is selectable at all.
+    NoSelectable,
+    /// The sources disagree and no majority agrees.
+    NoMajority {
+        /// Sources in the largest agreeing group.
+        agree: usize,
+        /// Selectable sources.
+        of: usize,
+    },
+    /// Fewer agreeing sources than `minsources`, or none of the `require` ones.
+    WaitsSources,
+    /// Some sources are one sample from selectable: wait for them.
+    WaitsStats,
 }
 
 /// The result of one selection.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Selection {
-    /// Every candidate's state, in input order.
-    pub states: Vec<(usize, SourceState)>,
-    /// The selected source.
-    pub selected: Option<usize>,
-    /// The combination of the selected and combined sources.
-    pub combined: Option<Combined>,
-    /// How it ended.
-    pub outcome: Outcome,
+pub enum Outcome {
+    /// Nothing selected.
+    None(NoSelection),
+    /// `selected` stays (or becomes) the reference; with a new sample from it, `update`.
+    Selected {
+        /// The selected source.
+        selected: usize,
+        /// The estimate to update the clock with, when the selected source has a new sample.
+        update: Option<Combined>,
+        /// The leap indicator a majority of the admissible sources announce.
+        leap: u8,
+    },
 }
 
-/// Relative hysteresis on top of `reselectdist`: distances of equally good sources move
-/// by a good part of themselves as their best samples enter and leave the window, and a
-/// fixed margin alone lets the selection flap between them.
-const RESELECT_RATIO: f64 = 0.25;
-
-fn score(e: &Estimate, p: &SelectParams) -> f64 {
-    e.distance() + e.stratum as f64 * p.stratum_weight
+/// One interval endpoint.
+#[derive(Clone, Copy)]
+struct Endpoint {
+    at: f64,
+    low: bool,
+    trusted: bool,
 }
 
-/// Selects among `cands`; `previous` is the source selected last time.
-pub fn select(cands: &[Candidate], p: &SelectParams, previous: Option<usize>) -> Selection {
-    let mut states: Vec<(usize, SourceState)> = Vec::with_capacity(cands.len());
-    let mut ok: Vec<(usize, Estimate, bool)> = Vec::new();
-    for c in cands {
-        let st = match c.est {
-            _ if c.noselect => SourceState::NoSelect,
-            _ if !c.reachable => SourceState::Unreachable,
-            None => SourceState::Unselectable,
-            Some(e) if e.distance() > p.max_distance => SourceState::TooFar,
-            Some(e) if e.std_dev > p.max_jitter => SourceState::TooVariable,
-            Some(e) => {
-                ok.push((c.id, e, c.prefer));
-                SourceState::Unselectable
+/// Runs selection over `cands` (indexed like `mem`), `previous` being the selected source
+/// and `updated` the source that just gave a sample, if any.
+#[allow(clippy::too_many_lines)]
+pub fn select(
+    cands: &[Candidate],
+    mem: &mut [Memory],
+    params: &SelectParams,
+    previous: Option<usize>,
+    updated: Option<usize>,
+) -> Outcome {
+    // Step 1: classify.
+    let mut ok: Vec<usize> = Vec::new();
+    let mut stats_reach = 0u8;
+    let mut bad_stats = false;
+    let mut data: Vec<Option<SelectionData>> = vec![None; cands.len()];
+    let mut max_reach_ago = 0.0f64;
+    for (i, c) in cands.iter().enumerate() {
+        let state = if c.noselect {
+            SourceState::NoSelect
+        } else if let Some(mut d) = c.data {
+            // A source without new samples ages: its interval widens by how far an
+            // unchecked clock may drift in the time it has been silent.
+            if d.first_sample_ago < 2.0 * d.last_sample_ago {
+                let extra = params.max_clock_error * (2.0 * d.last_sample_ago - d.first_sample_ago);
+                d.root_distance += extra;
+                d.lo -= extra;
+                d.hi += extra;
+            }
+            data[i] = Some(d);
+            if d.leap == ntp_common::wire::LEAP_UNSYNC {
+                SourceState::Unsynchronised
+            } else if d.stratum < params.min_stratum || d.stratum > params.max_stratum {
+                SourceState::BadStratum
+            } else if d.root_distance > params.max_distance || d.lo > d.hi {
+                SourceState::TooFar
+            } else if d.std_dev > params.max_jitter {
+                SourceState::TooVariable
+            } else {
+                if c.reach != 0 {
+                    max_reach_ago = max_reach_ago.max(d.first_sample_ago);
+                }
+                ok.push(i);
+                SourceState::Combined
+            }
+        } else {
+            bad_stats = true;
+            stats_reach = stats_reach.max(c.reach);
+            if c.reach == 0 {
+                SourceState::Unreachable
+            } else {
+                SourceState::NotEnoughSamples
             }
         };
-        states.push((c.id, st));
+        mem[i].state = state;
     }
-    let set = |states: &mut Vec<(usize, SourceState)>, id: usize, st: SourceState| {
-        if let Some(s) = states.iter_mut().find(|s| s.0 == id) {
-            s.1 = st;
+    // Sources silent for longer than any reachable one has samples are stale.
+    let mut cand: Vec<usize> = Vec::new();
+    for &i in &ok {
+        let c = &cands[i];
+        let d = data[i].unwrap_or_else(|| unreachable!("classified OK with data"));
+        if c.reach == 0 && (d.last_sample_ago > max_reach_ago || c.unreachable_run > 100_000) {
+            mem[i].state = SourceState::Stale;
+        } else {
+            cand.push(i);
         }
-    };
-    let fail = |states: Vec<(usize, SourceState)>, outcome| Selection {
-        states,
-        selected: None,
-        combined: None,
-        outcome,
-    };
-    if ok.is_empty() {
-        return fail(states, Outcome::NoSelectable);
     }
-    if ok.len() < p.min_sources {
-        return fail(states, Outcome::NotEnoughSources);
+    count_bad_updates(cands, mem, updated);
+
+    // Wait for sources that are one sample behind the others at start.
+    let (cand_reach, cand_size) = cand.iter().fold((0u8, 0u8), |(r, s), &i| {
+        (r.max(cands[i].reach), s.max(cands[i].reach_size))
+    });
+    if bad_stats
+        && !cand.is_empty()
+        && previous.is_none()
+        && cand_size < 8
+        && cand_reach >> 1 == stats_reach
+    {
+        return Outcome::None(NoSelection::WaitsStats);
+    }
+    if cand.is_empty() {
+        return Outcome::None(NoSelection::NoSelectable);
     }
 
-    // Intersection: the region covered by the most intervals (sweep over endpoints; at
-    // equal positions starts come first so touching intervals count as overlapping).
-    let mut ends: Vec<(f64, i32)> = Vec::with_capacity(2 * ok.len());
-    for (_, e, _) in &ok {
-        ends.push((e.offset - e.distance(), 1));
-        ends.push((e.offset + e.distance(), -1));
+    // Step 2: the interval the most sources agree on.
+    let mut ends: Vec<Endpoint> = Vec::with_capacity(2 * cand.len());
+    for &i in &cand {
+        let d = data[i].unwrap_or_else(|| unreachable!("candidates have data"));
+        let trusted = cands[i].trust;
+        ends.push(Endpoint {
+            at: d.lo,
+            low: true,
+            trusted,
+        });
+        ends.push(Endpoint {
+            at: d.hi,
+            low: false,
+            trusted,
+        });
     }
-    ends.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
-    let (mut depth, mut best, mut lo, mut hi) = (0, 0, 0.0, 0.0);
-    for (i, (x, d)) in ends.iter().enumerate() {
-        depth += d;
-        if *d > 0 && depth > best {
-            best = depth;
-            lo = *x;
-            hi = ends.get(i + 1).map_or(*x, |e| e.0);
+    ends.sort_by(|a, b| a.at.total_cmp(&b.at).then(b.low.cmp(&a.low)));
+    let (mut depth, mut tdepth, mut best_depth, mut best_tdepth) = (0usize, 0usize, 0usize, 0usize);
+    let (mut best_lo, mut best_hi, mut best_tlo, mut best_thi) = (0.0, 0.0, 0.0, 0.0);
+    for e in &ends {
+        if e.low {
+            depth += 1;
+            if e.trusted {
+                tdepth += 1;
+            }
+            if tdepth > best_tdepth || (tdepth == best_tdepth && depth > best_depth) {
+                if tdepth > best_tdepth {
+                    best_tdepth = tdepth;
+                    best_tlo = e.at;
+                }
+                best_depth = depth;
+                best_lo = e.at;
+            }
+        } else {
+            if tdepth == best_tdepth {
+                if depth == best_depth {
+                    best_hi = e.at;
+                }
+                best_thi = e.at;
+            }
+            if e.trusted {
+                tdepth -= 1;
+            }
+            depth -= 1;
         }
     }
-    let pending = cands
+    let trusted_count = cand.iter().filter(|&&i| cands[i].trust).count();
+    let (agree, of) = if best_tdepth > 0 {
+        (best_tdepth, trusted_count)
+    } else {
+        (best_depth, cand.len())
+    };
+    if agree <= of / 2 {
+        for &i in &cand {
+            mem[i].state = SourceState::Falseticker;
+        }
+        return Outcome::None(NoSelection::NoMajority { agree, of });
+    }
+    let mut admissible: Vec<usize> = Vec::new();
+    for &i in &cand {
+        let d = data[i].unwrap_or_else(|| unreachable!("candidates have data"));
+        let contains = d.lo <= best_lo && d.hi >= best_hi;
+        let inside = d.lo >= best_lo && d.hi <= best_hi;
+        if !(contains || inside) {
+            mem[i].state = SourceState::Falseticker;
+        } else if best_tdepth > 0 && !cands[i].trust && (d.lo < best_tlo || d.hi > best_thi) {
+            mem[i].state = SourceState::Untrusted;
+        } else {
+            admissible.push(i);
+        }
+    }
+    let require_missing =
+        cands.iter().any(|c| c.require) && !admissible.iter().any(|&i| cands[i].require);
+    if admissible.is_empty() || admissible.len() < params.min_sources || require_missing {
+        for &i in &cand {
+            if matches!(mem[i].state, SourceState::Combined) {
+                mem[i].state = SourceState::WaitsSources;
+            }
+        }
+        return Outcome::None(NoSelection::WaitsSources);
+    }
+    let leap = leap_vote(&admissible, &data, cands);
+
+    // Step 3: prefer, stratum, scores.
+    if admissible.iter().any(|&i| cands[i].prefer) {
+        admissible.retain(|&i| {
+            if cands[i].prefer {
+                true
+            } else {
+                mem[i].state = SourceState::NotPreferred;
+                false
+            }
+        });
+    }
+    let min_stratum = admissible
         .iter()
-        .filter(|c| c.pending && c.est.is_none() && !c.noselect)
-        .count();
-    if (best as usize) * 2 <= ok.len() + pending {
-        for (id, _, _) in &ok {
-            set(&mut states, *id, SourceState::Unselectable);
-        }
-        return fail(states, Outcome::NoMajority);
-    }
-    let mut truechimers = Vec::new();
-    for (id, e, prefer) in &ok {
-        if e.offset + e.distance() >= lo && e.offset - e.distance() <= hi {
-            truechimers.push((*id, *e, *prefer));
-        } else {
-            set(&mut states, *id, SourceState::Falseticker);
-        }
-    }
-
-    // The best truechimer; preferred sources first; the previous one kept unless clearly worse.
-    let any_prefer = truechimers.iter().any(|t| t.2);
-    let pool = truechimers.iter().filter(|t| t.2 || !any_prefer);
-    let Some(best_tc) = pool.min_by(|a, b| score(&a.1, p).total_cmp(&score(&b.1, p))) else {
-        return fail(states, Outcome::NoSelectable);
+        .filter_map(|&i| data[i].map(|d| d.stratum))
+        .min()
+        .unwrap_or(0);
+    let distance = |i: usize, bonus: bool| {
+        let d = data[i].unwrap_or_else(|| unreachable!("admissible sources have data"));
+        d.root_distance
+            + f64::from(d.stratum.saturating_sub(min_stratum)) * params.stratum_weight
+            + if bonus { params.reselect_distance } else { 0.0 }
     };
-    let chosen = match previous.and_then(|prev| truechimers.iter().find(|t| t.0 == prev)) {
-        Some(prev)
-            if (prev.2 || !any_prefer)
-                && score(&prev.1, p)
-                    <= score(&best_tc.1, p)
-                        + best_tc.1.distance() * RESELECT_RATIO
-                        + p.reselect_distance =>
-        {
-            *prev
+    let sel_distance = previous.and_then(|s| {
+        data.get(s).copied().flatten().map(|d| {
+            d.root_distance
+                + f64::from(d.stratum.saturating_sub(min_stratum)) * params.stratum_weight
+        })
+    });
+    let mut best: Option<(usize, f64)> = None;
+    for (i, m) in mem.iter_mut().enumerate() {
+        if !admissible.contains(&i) {
+            m.score = 1.0;
+            m.distant = DISTANT_PENALTY;
+            continue;
         }
-        _ => *best_tc,
+        let di = distance(i, true);
+        match (previous, sel_distance) {
+            (Some(s), Some(ds)) => {
+                if updated == Some(i) || updated == Some(s) {
+                    m.score = (m.score * ds / di).max(1.0);
+                }
+            }
+            _ => m.score = 1.0 / di,
+        }
+        if best.is_none_or(|(_, b)| m.score > b) {
+            best = Some((i, m.score));
+        }
+    }
+    let Some((best_id, best_score)) = best else {
+        return Outcome::None(NoSelection::WaitsSources);
     };
-
-    let limit = chosen.1.distance() * p.combine_limit;
-    let (mut sw, mut so, mut sf, mut svar) = (0.0, 0.0, 0.0, 0.0);
-    for (id, e, _) in &truechimers {
-        let st = if *id == chosen.0 {
-            SourceState::Selected
-        } else if e.distance() <= limit {
-            SourceState::Combined
-        } else {
-            SourceState::NotCombined
+    let stay = previous.filter(|&s| admissible.contains(&s) && best_score <= SCORE_LIMIT);
+    let selected = if let Some(s) = stay {
+        s
+    } else {
+        if cands[best_id].updates == 0 {
+            if let Some(s) = previous.filter(|s| admissible.contains(s)) {
+                mem[s].state = SourceState::WaitsUpdate;
+            }
+            return Outcome::None(NoSelection::WaitsSources);
+        }
+        for m in mem.iter_mut() {
+            m.score = 1.0;
+            m.distant = 0;
+        }
+        best_id
+    };
+    mem[selected].state = SourceState::Selected;
+    if cands[selected].updates == 0 {
+        return Outcome::Selected {
+            selected,
+            update: None,
+            leap,
         };
-        set(&mut states, *id, st);
-        if st != SourceState::NotCombined {
-            let w = 1.0 / e.distance().max(1e-9);
-            sw += w;
-            so += w * e.offset;
-            sf += w * e.frequency;
-            svar += w * w * e.offset_sd * e.offset_sd;
+    }
+    let update = combine(cands, mem, &admissible, &data, selected, params);
+    Outcome::Selected {
+        selected,
+        update,
+        leap,
+    }
+}
+
+/// Counts, for the source that just gave a sample, how many of its updates in a row found
+/// it bad.
+fn count_bad_updates(cands: &[Candidate], mem: &mut [Memory], updated: Option<usize>) {
+    let Some(u) = updated else { return };
+    if mem[u].state.is_bad() {
+        mem[u].bad_updates += 1;
+    } else {
+        mem[u].bad_updates = 0;
+    }
+    let _ = cands;
+}
+
+/// The leap indicator more than half of the admissible sources announce (trusted ones
+/// only, if any are trusted); 0 otherwise.
+fn leap_vote(admissible: &[usize], data: &[Option<SelectionData>], cands: &[Candidate]) -> u8 {
+    let trusted = admissible.iter().any(|&i| cands[i].trust);
+    let (mut voters, mut insert, mut delete) = (0usize, 0usize, 0usize);
+    for d in admissible
+        .iter()
+        .filter(|&&i| !trusted || cands[i].trust)
+        .filter_map(|&i| data[i])
+    {
+        voters += 1;
+        match d.leap {
+            1 => insert += 1,
+            2 => delete += 1,
+            _ => {}
         }
     }
-    let c = chosen.1;
-    Selection {
-        states,
-        selected: Some(chosen.0),
-        combined: Some(Combined {
-            offset: so / sw,
-            offset_sd: svar.sqrt() / sw,
-            frequency: sf / sw,
-            skew: c.skew,
-            samples: c.samples,
-            root_delay: c.root_delay,
-            root_dispersion: c.root_dispersion,
-            stratum: c.stratum,
-            leap: c.leap,
-        }),
-        outcome: Outcome::Selected,
+    if insert > voters / 2 {
+        1
+    } else if delete > voters / 2 {
+        2
+    } else {
+        0
     }
+}
+
+/// The selected source's estimate combined with the admissible sources close to it:
+/// offsets weighted by the inverse of their root distance, frequencies by the inverse of
+/// their variance; the offset's error includes how far they disagree.
+fn combine(
+    cands: &[Candidate],
+    mem: &mut [Memory],
+    admissible: &[usize],
+    data: &[Option<SelectionData>],
+    selected: usize,
+    params: &SelectParams,
+) -> Option<Combined> {
+    let s = cands[selected].tracking?;
+    let sd = data[selected]?;
+    let dist_s = sd.root_distance + params.reselect_distance;
+    let (mut sw, mut so, mut sosd) = (0.0f64, 0.0f64, 0.0f64);
+    let (mut sv, mut sf, mut sk) = (0.0f64, 0.0f64, 0.0f64);
+    let mut n = 0;
+    let mut parts: Vec<(f64, f64, f64)> = Vec::new();
+    for &i in admissible {
+        let (Some(t), Some(d)) = (cands[i].tracking, data[i]) else {
+            continue;
+        };
+        if i != selected {
+            let far = d.root_distance > params.combine_limit * dist_s
+                || (s.frequency - t.frequency).abs()
+                    > params.combine_limit * (s.skew + t.skew + params.max_clock_error);
+            if far {
+                mem[i].distant = if cands[i].reach_size >= 8 {
+                    DISTANT_PENALTY
+                } else {
+                    1
+                };
+            } else if mem[i].distant > 0 {
+                mem[i].distant -= 1;
+            }
+            if mem[i].distant > 0 {
+                mem[i].state = SourceState::NotCombined;
+                continue;
+            }
+            mem[i].state = SourceState::Combined;
+        }
+        let elapsed = s.ref_time - t.ref_time;
+        let offset = t.offset + elapsed * t.frequency;
+        let offset_sd = t.offset_sd + elapsed * t.frequency_sd;
+        let w = 1.0 / d.root_distance.max(1e-12);
+        parts.push((w, offset, offset_sd));
+        sw += w;
+        so += w * offset;
+        let v = 1.0 / (t.frequency_sd * t.frequency_sd).max(1e-30);
+        sv += v;
+        sf += v * t.frequency;
+        sk += 1.0 / (t.skew * t.skew).max(1e-30);
+        n += 1;
+    }
+    if n <= 1 {
+        return Some(Combined {
+            ref_time: s.ref_time,
+            offset: s.offset,
+            offset_sd: s.offset_sd,
+            frequency: s.frequency,
+            frequency_sd: s.frequency_sd,
+            skew: s.skew,
+            root_delay: s.root_delay,
+            root_dispersion: s.root_dispersion,
+            stratum: sd.stratum,
+            combined: 1,
+        });
+    }
+    let offset = so / sw;
+    for (w, o, osd) in &parts {
+        sosd += w * (osd * osd + (o - s.offset) * (o - s.offset));
+    }
+    Some(Combined {
+        ref_time: s.ref_time,
+        offset,
+        offset_sd: (sosd / sw).sqrt(),
+        frequency: sf / sv,
+        frequency_sd: 1.0 / sv.sqrt(),
+        skew: 1.0 / sk.sqrt(),
+        root_delay: s.root_delay,
+        root_dispersion: s.root_dispersion,
+        stratum: sd.stratum,
+        combined: n,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn est(offset: f64, distance: f64, stratum: u8) -> Estimate {
-        Estimate {
-            offset,
-            offset_sd: 1e-6,
-            frequency: 0.0,
-            skew: 1e-8,
-            std_dev: 1e-6,
-            root_delay: 0.0,
-            root_dispersion: distance,
-            stratum,
-            leap: 0,
-            samples: 8,
-            last_time: 0.0,
-        }
-    }
-
-    fn cand(id: usize, offset: f64, distance: f64) -> Candidate {
+    fn cand(offset: f64, distance: f64) -> Candidate {
         Candidate {
-            id,
-            est: Some(est(offset, distance, 2)),
-            reachable: true,
-            prefer: false,
+            data: Some(SelectionData {
+                offset,
+                root_distance: distance,
+                lo: offset - distance,
+                hi: offset + distance,
+                std_dev: 1e-5,
+                first_sample_ago: 600.0,
+                last_sample_ago: 10.0,
+                stratum: 2,
+                leap: 0,
+            }),
+            tracking: Some(TrackingData {
+                ref_time: 0.0,
+                offset,
+                offset_sd: 1e-5,
+                frequency: 0.0,
+                frequency_sd: 1e-8,
+                skew: 1e-7,
+                root_delay: distance,
+                root_dispersion: distance / 2.0,
+            }),
+            reach: 0xff,
+            reach_size: 8,
+            unreachable_run: 0,
             noselect: false,
-            pending: false,
+            prefer: false,
+            trust: false,
+            require: false,
+            updates: 1,
         }
     }
 
-    fn state(s: &Selection, id: usize) -> SourceState {
-        s.states.iter().find(|x| x.0 == id).map(|x| x.1).unwrap()
+    fn run(c: &[Candidate], prev: Option<usize>) -> (Outcome, Vec<Memory>) {
+        let mut mem = vec![Memory::default(); c.len()];
+        let o = select(c, &mut mem, &SelectParams::default(), prev, Some(0));
+        (o, mem)
     }
 
     #[test]
-    fn a_falseticker_among_three_is_rejected() {
-        let c = [
-            cand(0, 0.001, 0.01),
-            cand(1, -0.002, 0.01),
-            cand(2, 1.0, 0.01),
-        ];
-        let s = select(&c, &SelectParams::default(), None);
-        assert_eq!(s.outcome, Outcome::Selected);
-        assert_eq!(state(&s, 2), SourceState::Falseticker);
-        assert_ne!(s.selected, Some(2));
-        let off = s.combined.unwrap().offset;
-        assert!((off - (-0.0005)).abs() < 1e-9, "{off}");
+    fn a_majority_outvotes_a_falseticker() {
+        let c = [cand(0.0, 0.001), cand(0.0002, 0.001), cand(1.0, 0.001)];
+        let (o, mem) = run(&c, None);
+        let Outcome::Selected {
+            selected, update, ..
+        } = o
+        else {
+            panic!("{o:?}")
+        };
+        assert!(selected < 2);
+        assert_eq!(mem[2].state, SourceState::Falseticker);
+        let u = update.unwrap();
+        assert_eq!(u.combined, 2);
+        assert!((u.offset - 0.0001).abs() < 1e-9, "{u:?}");
+        assert!(u.offset_sd > 1e-5, "their disagreement counts");
     }
 
     #[test]
     fn two_that_disagree_have_no_majority() {
-        let c = [cand(0, 0.0, 0.01), cand(1, 1.0, 0.01)];
-        let s = select(&c, &SelectParams::default(), None);
-        assert_eq!(s.outcome, Outcome::NoMajority);
-        assert_eq!(s.selected, None);
-        // Two that agree do.
-        let c = [cand(0, 0.0, 0.01), cand(1, 0.015, 0.01)];
+        let (o, mem) = run(&[cand(0.0, 0.001), cand(1.0, 0.001)], None);
         assert_eq!(
-            select(&c, &SelectParams::default(), None).outcome,
-            Outcome::Selected
+            o,
+            Outcome::None(NoSelection::NoMajority { agree: 1, of: 2 })
         );
+        assert!(mem.iter().all(|m| m.state == SourceState::Falseticker));
     }
 
     #[test]
-    fn sources_still_starting_count_toward_the_majority() {
-        let mut c = [cand(0, 1.0, 0.01), cand(1, 0.0, 0.01), cand(2, 0.0, 0.01)];
-        for x in &mut c[1..] {
-            x.est = None;
-            x.pending = true;
+    fn the_selected_source_stays_until_another_is_much_better() {
+        let c = [cand(0.0, 0.002), cand(0.0, 0.001)];
+        let mut mem = vec![Memory::default(); 2];
+        let p = SelectParams::default();
+        // Source 0 is the reference; source 1 is twice as good: its score grows by two
+        // with each of its updates and replaces 0 once past ten.
+        let mut switched_after = None;
+        for k in 1..10 {
+            if let Outcome::Selected { selected: 1, .. } =
+                select(&c, &mut mem, &p, Some(0), Some(1))
+            {
+                switched_after = Some(k);
+                break;
+            }
         }
-        // The falseticker answered first: one of three is no majority.
-        assert_eq!(
-            select(&c, &SelectParams::default(), None).outcome,
-            Outcome::NoMajority
-        );
-        c[1].est = Some(est(0.0, 0.01, 2));
-        let s = select(&c, &SelectParams::default(), None);
-        // Still one against one with one to come.
-        assert_eq!(s.outcome, Outcome::NoMajority);
-        c[2].est = Some(est(0.0, 0.01, 2));
-        let s = select(&c, &SelectParams::default(), None);
-        assert_eq!(
-            (s.outcome, state(&s, 0)),
-            (Outcome::Selected, SourceState::Falseticker)
+        assert_eq!(switched_after, Some(4), "{mem:?}");
+    }
+
+    #[test]
+    fn no_update_without_a_new_sample_of_the_selected_source() {
+        let mut c = [cand(0.0, 0.001), cand(0.0, 0.001)];
+        c[0].updates = 0;
+        let mut mem = vec![Memory::default(); 2];
+        let o = select(&c, &mut mem, &SelectParams::default(), Some(0), Some(1));
+        assert!(
+            matches!(
+                o,
+                Outcome::Selected {
+                    selected: 0,
+                    update: None,
+                    ..
+                }
+            ),
+            "{o:?}"
         );
     }
 
     #[test]
-    fn one_source_is_its_own_majority_but_minsources_can_forbid_it() {
-        let c = [cand(0, 0.3, 0.01)];
-        assert_eq!(select(&c, &SelectParams::default(), None).selected, Some(0));
+    fn leap_needs_a_majority() {
+        let mut c = [cand(0.0, 0.001), cand(0.0, 0.001), cand(0.0, 0.001)];
+        c[0].data.as_mut().unwrap().leap = 1;
+        let (o, _) = run(&c, None);
+        assert!(
+            matches!(o, Outcome::Selected { leap: 0, .. }),
+            "one of three: {o:?}"
+        );
+        c[1].data.as_mut().unwrap().leap = 1;
+        let (o, _) = run(&c, None);
+        assert!(
+            matches!(o, Outcome::Selected { leap: 1, .. }),
+            "two of three: {o:?}"
+        );
+    }
+
+    #[test]
+    fn minsources_and_require() {
+        let c = [cand(0.0, 0.001), cand(0.0, 0.001)];
+        let mut mem = vec![Memory::default(); 2];
         let p = SelectParams {
-            min_sources: 2,
+            min_sources: 3,
             ..Default::default()
         };
-        assert_eq!(select(&c, &p, None).outcome, Outcome::NotEnoughSources);
-    }
-
-    #[test]
-    fn best_is_lowest_stratum_then_distance_and_prefer_wins() {
-        let mut c = [cand(0, 0.0, 0.002), cand(1, 0.0, 0.001), cand(2, 0.0, 0.01)];
-        let s = select(&c, &SelectParams::default(), None);
-        assert_eq!(s.selected, Some(1));
-        assert_eq!(state(&s, 0), SourceState::Combined);
         assert_eq!(
-            state(&s, 2),
-            SourceState::NotCombined,
-            "over 3x the selected distance"
+            select(&c, &mut mem, &p, None, Some(0)),
+            Outcome::None(NoSelection::WaitsSources)
         );
-        c[2].prefer = true;
-        assert_eq!(select(&c, &SelectParams::default(), None).selected, Some(2));
-        c[2].est = Some(est(0.0, 0.001, 3));
-        c[2].prefer = false;
-        assert_eq!(select(&c, &SelectParams::default(), None).selected, Some(1));
-    }
-
-    #[test]
-    fn the_previous_selection_is_kept_unless_clearly_worse() {
-        let c = [cand(0, 0.0, 0.00134), cand(1, 0.0, 0.001)];
-        assert_eq!(
-            select(&c, &SelectParams::default(), Some(0)).selected,
-            Some(0)
-        );
-        let c = [cand(0, 0.0, 0.0014), cand(1, 0.0, 0.001)];
-        assert_eq!(
-            select(&c, &SelectParams::default(), Some(0)).selected,
-            Some(1)
-        );
-    }
-
-    #[test]
-    fn unusable_sources_get_their_state() {
-        let mut c = [
-            cand(0, 0.0, 0.01),
-            cand(1, 0.0, 0.01),
-            cand(2, 0.0, 5.0),
-            cand(3, 0.0, 0.01),
-            cand(4, 0.0, 0.01),
-        ];
-        c[1].reachable = false;
-        c[3].noselect = true;
-        c[4].est = None;
-        let s = select(&c, &SelectParams::default(), None);
-        assert_eq!(s.selected, Some(0));
-        assert_eq!(
-            s.states.iter().map(|x| x.1.symbol()).collect::<String>(),
-            "*????"
-        );
-        assert_eq!(state(&s, 2), SourceState::TooFar);
-        assert_eq!(state(&s, 1), SourceState::Unreachable);
-        c[0].reachable = false;
-        assert_eq!(
-            select(&c, &SelectParams::default(), None).outcome,
-            Outcome::NoSelectable
-        );
+        let mut c = [cand(0.0, 0.001), cand(0.0, 0.001), cand(5.0, 0.001)];
+        c[2].require = true;
+        let (o, _) = run(&c, None);
+        assert_eq!(o, Outcome::None(NoSelection::WaitsSources));
     }
 }

@@ -4,7 +4,7 @@
 pub mod read;
 pub mod system;
 
-pub use read::{SystemRealtime, kernel_time, measure_precision, realtime_ns, tai_ns};
+pub use read::{SystemRealtime, kernel_time, measure_precision, monotonic_ns, realtime_ns, tai_ns};
 
 use ntp_proto::clock::{Clock, EngineClock, FreeRunning, SteeredClock};
 use system::SystemClock;
@@ -18,6 +18,15 @@ pub enum DaemonClock {
 }
 
 impl DaemonClock {
+    /// Runs the slew timer if it is due; true if the served rate changed. The system time
+    /// (ns) it is due next, if the clock has one.
+    pub fn tick(&mut self) -> (bool, Option<u64>) {
+        match self {
+            DaemonClock::Free(_) => (false, None),
+            DaemonClock::System(c) => (c.tick(), Some(c.next_change_ns())),
+        }
+    }
+
     fn inner(&self) -> &dyn EngineClock {
         match self {
             DaemonClock::Free(c) => c,
@@ -40,11 +49,17 @@ impl Clock for DaemonClock {
     fn frequency(&self) -> f64 {
         self.inner().frequency()
     }
-    fn set_frequency(&mut self, freq: f64) {
-        self.inner_mut().set_frequency(freq);
+    fn set_frequency(&mut self, freq: f64) -> f64 {
+        self.inner_mut().set_frequency(freq)
     }
-    fn correct(&mut self, offset: f64, step: bool) {
-        self.inner_mut().correct(offset, step);
+    fn accrue(&mut self, offset: f64, corr_rate: f64) {
+        self.inner_mut().accrue(offset, corr_rate);
+    }
+    fn step(&mut self, offset: f64) -> f64 {
+        self.inner_mut().step(offset)
+    }
+    fn uncorrected(&self) -> f64 {
+        self.inner().uncorrected()
     }
 }
 
@@ -61,7 +76,10 @@ impl EngineClock for DaemonClock {
     fn served_correction(&self, sys_ns: u64) -> (f64, f64) {
         self.inner().served_correction(sys_ns)
     }
-    fn slew_remaining(&self) -> f64 {
-        self.inner().slew_remaining()
+    fn generation(&self) -> u64 {
+        self.inner().generation()
+    }
+    fn rescale(&self, sys_ns: u64, generation: u64) -> u64 {
+        self.inner().rescale(sys_ns, generation)
     }
 }

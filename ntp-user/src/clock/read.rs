@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use nix::time::{ClockId, clock_gettime};
-use ntp_proto::clock::RealtimeClock;
+use ntp_proto::clock::{KernelFrequency, RealtimeClock};
 
 /// Nanoseconds on `clock`.
 fn now_ns(clock: ClockId) -> Result<u64> {
@@ -13,6 +13,11 @@ fn now_ns(clock: ClockId) -> Result<u64> {
 /// `CLOCK_TAI` in ns: the clock the XDP program timestamps with.
 pub fn tai_ns() -> Result<u64> {
     now_ns(ClockId::CLOCK_TAI)
+}
+
+/// `CLOCK_MONOTONIC` in ns: runs at the system clock's rate, but is never stepped.
+pub fn monotonic_ns() -> Result<u64> {
+    now_ns(ClockId::CLOCK_MONOTONIC)
 }
 
 /// `CLOCK_REALTIME` in ns since the Unix epoch.
@@ -27,6 +32,8 @@ pub struct KernelTime {
     pub tai_offset_s: i32,
     /// Whether the kernel considers the clock synchronized (`STA_UNSYNC` clear).
     pub synchronized: bool,
+    /// The tick and frequency offset in force (what an earlier daemon left).
+    pub frequency: KernelFrequency,
 }
 
 /// Reads the TAI offset and sync status with `adjtimex(modes = 0)`, which changes nothing.
@@ -42,6 +49,10 @@ pub fn kernel_time() -> Result<KernelTime> {
     Ok(KernelTime {
         tai_offset_s: tx.tai,
         synchronized: tx.status & libc::STA_UNSYNC == 0,
+        frequency: KernelFrequency {
+            tick_us: tx.tick,
+            freq_scaled: tx.freq,
+        },
     })
 }
 

@@ -49,7 +49,9 @@ impl Shared {
             }
             Request::Activity => Response::Activity(self.activity()),
             Request::Burst => {
-                let n = self.send_sources(None, SourceCommand::Burst);
+                let ids = lock(&self.engine).source_ids(None);
+                let n = lock(&self.engine).burst(&ids);
+                self.send_sources(Some(&ids), SourceCommand::Burst);
                 info!("Burst requested on {n} sources");
                 Response::Ok
             }
@@ -63,7 +65,7 @@ impl Shared {
     fn activity(&self) -> ActivityReport {
         let e = lock(&self.engine);
         let live: Vec<_> = e.sources().iter().filter(|s| !s.removed).collect();
-        let off = live.iter().filter(|s| s.refused || s.offline).count();
+        let off = live.iter().filter(|s| s.offline).count();
         ActivityReport {
             online: live.len() - off,
             offline: off,

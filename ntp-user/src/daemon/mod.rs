@@ -124,6 +124,7 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         &config,
         opts,
         params.precision,
+        &kt,
     )));
     Ok(Shared {
         engine,
@@ -138,6 +139,7 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         state: Mutex::new(ServerState::default()),
         kernel,
         counters: counters::DaemonCounters::default(),
+        slew_wake: tokio::sync::Notify::new(),
         config,
     })
 }
@@ -163,7 +165,6 @@ fn start_tasks(sh: &Arc<Shared>, opts: &Options, tasks: &mut JoinSet<Result<()>>
         sh.engine.clone(),
         sh.journal.clone(),
         Arc::new(move || hook.on_clock_update()),
-        tasks,
     );
     let _ = sh.sync.set(handle);
     for sock in ntp_server::bind_ntp_sockets(&sh.config)? {

@@ -39,6 +39,8 @@ pub(super) struct Shared {
     pub journal: std::sync::Arc<Journal>,
     pub leaps: Vec<Leap>,
     pub sync: OnceLock<SyncHandle>,
+    /// Wakes the slew timer when an update planned a new slew.
+    pub slew_wake: tokio::sync::Notify,
 }
 
 impl Shared {

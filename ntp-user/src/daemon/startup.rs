@@ -34,14 +34,20 @@ pub(super) fn access_table(config: &Config) -> Result<AccessTable> {
     Ok(acl)
 }
 
-/// The engine over the clock chosen by `-x`, starting from the driftfile's frequency.
-pub(super) fn new_engine(config: &Config, opts: &Options, precision: i8) -> Engine<DaemonClock> {
-    let freq = match config
+/// The engine over the clock chosen by `-x`, starting from the driftfile's frequency and
+/// skew; without a driftfile, from the frequency the kernel has (an earlier daemon's).
+pub(super) fn new_engine(
+    config: &Config,
+    opts: &Options,
+    precision: i8,
+    kernel: &clock::read::KernelTime,
+) -> Engine<DaemonClock> {
+    let drift = config
         .driftfile
         .as_deref()
-        .map(|p| (p, drift_file::read(p)))
-    {
-        Some((path, Some(d))) => {
+        .and_then(|p| drift_file::read(p).map(|d| (p, d)));
+    let (freq, skew) = match drift {
+        Some((path, d)) => {
             info!(
                 "Frequency {:.3} +/- {:.3} ppm read from {}",
                 d.freq_ppm,
@@ -49,17 +55,20 @@ pub(super) fn new_engine(config: &Config, opts: &Options, precision: i8) -> Engi
                 path.display()
             );
             // The driftfile holds the clock's error (fast positive); the correction undoes it.
-            -d.freq_ppm * 1e-6
+            (-d.freq_ppm * 1e-6, Some(d.skew_ppm * 1e-6))
         }
-        _ => 0.0,
+        None if !opts.no_clock_control => (kernel.frequency.ratio(), None),
+        None => (0.0, None),
     };
+    let max_drift = config.sync.max_drift_ppm * 1e-6;
     let clock = if opts.no_clock_control {
-        DaemonClock::Free(FreeRunning::new(freq, SystemRealtime))
+        DaemonClock::Free(FreeRunning::new(freq, SystemRealtime, max_drift))
     } else {
         DaemonClock::System(SteeredClock::new(
             SystemClock::take_control(),
             freq,
             config.sync.max_slew_rate_ppm * 1e-6,
+            max_drift,
         ))
     };
     Engine::new(
@@ -67,6 +76,7 @@ pub(super) fn new_engine(config: &Config, opts: &Options, precision: i8) -> Engi
         &config.sync,
         config.local,
         2f64.powi(i32::from(precision)),
+        skew,
     )
 }
 

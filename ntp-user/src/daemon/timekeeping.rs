@@ -4,7 +4,10 @@
 
 use super::{shared::Shared, startup::served_addresses};
 use crate::{clock, clock::DaemonClock, lock, os::drift_file};
-use ntp_proto::{clock::SteeredClock, drift::Drift};
+use ntp_proto::{
+    clock::{EngineClock, StepDetector},
+    drift::Drift,
+};
 use std::{sync::Arc, time::Duration};
 use tracing::warn;
 
@@ -34,6 +37,22 @@ impl Shared {
                 }
                 None => c.set_status(false, 0, 16.0, 16.0),
             }
+        }
+        // The correction may have planned a new slew: the timer must wake for it.
+        self.slew_wake.notify_one();
+    }
+
+    /// Compares the system clock with the monotonic clock: a step ntpx did not make resets
+    /// the sources (their samples are on the old scale).
+    fn check_for_external_step(&self, detector: &mut StepDetector) {
+        let (Ok(real), Ok(mono)) = (clock::realtime_ns(), clock::monotonic_ns()) else {
+            return;
+        };
+        let generation = lock(&self.engine).clock().generation();
+        if let Some(step) = detector.check(real, mono, generation) {
+            let log = lock(&self.engine).external_step(step);
+            self.journal.emit(log);
+            self.on_clock_update();
         }
     }
 
@@ -78,8 +97,10 @@ pub(super) async fn publish_loop(sh: Arc<Shared>) -> anyhow::Result<()> {
     let every = |d: Duration| (d.as_millis() / period.as_millis().max(1)).max(1) as u64;
     let (refresh_every, drift_every) = (every(ADDRESS_REFRESH), every(DRIFT_SAVE));
     let mut n: u64 = 0;
+    let mut steps = StepDetector::default();
     loop {
         tick.tick().await;
+        sh.check_for_external_step(&mut steps);
         if let Err(e) = sh.publish() {
             warn!("Publishing server state failed: {e:#}");
         }
@@ -93,14 +114,22 @@ pub(super) async fn publish_loop(sh: Arc<Shared>) -> anyhow::Result<()> {
     }
 }
 
-/// Ends each frequency slew of the real clock on time (the waits are the steering code's).
+/// Runs the steered clock's slew timer: at each planned change of the slew rate (or when
+/// an update planned a new slew), books the slew, sets the next rate, and republishes if
+/// the served rate changed, so both answering paths stay exact.
 pub(super) async fn slew_timer(sh: Arc<Shared>) -> anyhow::Result<()> {
     loop {
-        let next = match lock(&sh.engine).clock_mut() {
-            DaemonClock::System(c) => c.tick(),
-            DaemonClock::Free(_) => None,
+        let (changed, next) = lock(&sh.engine).clock_mut().tick();
+        if changed && let Err(e) = sh.publish() {
+            warn!("Publishing server state failed: {e:#}");
+        }
+        let wait = match next {
+            Some(at) => Duration::from_nanos(at.saturating_sub(clock::realtime_ns()?)),
+            None => Duration::from_hours(1),
         };
-        let wait = SteeredClock::<clock::system::SystemClock>::wait_ns(next, clock::realtime_ns()?);
-        tokio::time::sleep(Duration::from_nanos(wait)).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = sh.slew_wake.notified() => {}
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! Wiring the synchronization engine to the network: resolving `server`/`pool` names,
-//! one polling task per address, and one task feeding their reports to the engine.
+//! Wiring the synchronization engine to the network: resolving `server`/`pool` names and
+//! one polling task per address, each handing its replies to the engine.
 
 pub mod poll_task;
 pub mod resolve;
@@ -7,17 +7,16 @@ pub mod resolve;
 use crate::{clock::DaemonClock, lock, os::log_files::Journal};
 use ntp_proto::{
     config::{Config, SourceConfig, SourceKind},
-    engine::Engine,
-    poller::Poller,
+    engine::{Engine, SourceOptions},
 };
-use poll_task::{SourceCommand, SourceEvent};
+use poll_task::{PollContext, SourceCommand};
 use resolve::{replace_dead_members, resolve_until_done};
 use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::sync::mpsc;
 use tracing::info;
 
 /// The engine as the daemon's tasks share it.
@@ -37,7 +36,7 @@ struct Line {
 pub struct SyncHandle {
     engine: SharedEngine,
     journal: Arc<Journal>,
-    tx: mpsc::Sender<SourceEvent>,
+    ctx: PollContext,
     commands: Commands,
     in_use: Arc<Mutex<BTreeSet<SocketAddr>>>,
     unresolved: Arc<std::sync::atomic::AtomicUsize>,
@@ -79,9 +78,10 @@ impl SyncHandle {
                 if lock(&mine).len() == wanted || !lock(&h.in_use).insert(addr) {
                     continue;
                 }
-                let id = lock(&h.engine).add_source(addr, sc.prefer, sc.noselect, sc.minpoll);
+                let opts = SourceOptions::from_config(&sc, lock(&h.engine).sync_config());
+                let id = lock(&h.engine).add_source(addr, opts);
                 info!("Added source {addr} ({} line {})", sc.name, sc.line);
-                h.spawn_poller(id, addr, &sc);
+                h.spawn_poller(id, addr);
                 lock(&mine).push(id);
             }
             if sc.kind == SourceKind::Pool {
@@ -96,16 +96,15 @@ impl SyncHandle {
     }
 
     /// Starts polling source `id` at `addr` with the options of its line.
-    fn spawn_poller(&self, id: usize, addr: SocketAddr, sc: &SourceConfig) {
+    fn spawn_poller(&self, id: usize, addr: SocketAddr) {
         let (ctx, crx) = mpsc::channel(16);
         lock(&self.commands).insert(id, ctx);
-        let poller = Poller::new(sc.minpoll, sc.maxpoll, sc.iburst);
-        tokio::spawn(poll_task::run(id, addr, poller, self.tx.clone(), crx));
+        tokio::spawn(poll_task::run(id, addr, self.ctx.clone(), crx));
     }
 
     /// Points source `id` at `addr` instead of the address it polled (a pool member that
     /// fell silent), and starts polling it.
-    fn replace(&self, id: usize, addr: SocketAddr, sc: &SourceConfig) {
+    fn replace(&self, id: usize, addr: SocketAddr) {
         let old = lock(&self.engine).sources().get(id).map(|s| s.addr);
         if let Some(c) = lock(&self.commands).get(&id) {
             let _ = c.try_send(SourceCommand::Stop);
@@ -119,7 +118,7 @@ impl SyncHandle {
         }
         self.journal
             .emit(lock(&self.engine).replace_source(id, addr));
-        self.spawn_poller(id, addr, sc);
+        self.spawn_poller(id, addr);
     }
 
     /// Stops a line's resolver and polling and takes its sources out of the engine.
@@ -177,22 +176,23 @@ impl SyncHandle {
     }
 }
 
-/// Starts resolution and polling of every configured source, and the task that feeds
-/// replies to the engine; `changed` runs after every update of the engine.
+/// Starts resolution and polling of every configured source; `changed` runs after each
+/// reply the engine takes.
 pub fn start(
     config: &Config,
     engine: SharedEngine,
     journal: Arc<Journal>,
     changed: Arc<dyn Fn() + Send + Sync>,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> SyncHandle {
-    let (tx, mut rx) = mpsc::channel::<SourceEvent>(256);
-    let commands: Commands = Arc::new(Mutex::new(HashMap::new()));
     let handle = SyncHandle {
-        engine: engine.clone(),
-        journal: journal.clone(),
-        tx,
-        commands: commands.clone(),
+        ctx: PollContext {
+            engine: engine.clone(),
+            journal: journal.clone(),
+            changed,
+        },
+        engine,
+        journal,
+        commands: Arc::new(Mutex::new(HashMap::new())),
         in_use: Arc::new(Mutex::new(BTreeSet::new())),
         unresolved: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         lines: Arc::new(Mutex::new(Vec::new())),
@@ -200,39 +200,5 @@ pub fn start(
     for sc in &config.sources {
         handle.add_line(sc.clone());
     }
-    tasks.spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            let (log, used) = {
-                let mut e = lock(&engine);
-                match ev {
-                    SourceEvent::Polled { id, reach, poll } => (e.on_polled(id, reach, poll), None),
-                    SourceEvent::Reply {
-                        id,
-                        header,
-                        t1_ns,
-                        t4_ns,
-                        reach,
-                        poll,
-                        wire,
-                    } => (
-                        e.on_reply(id, &header, t1_ns, t4_ns, reach, poll, wire),
-                        Some(id),
-                    ),
-                    SourceEvent::Refused { id } => (e.on_refused(id), None),
-                }
-            };
-            journal.emit(log);
-            if let Some(id) = used {
-                let cmd = lock(&commands).get(&id).cloned();
-                if let Some(c) = cmd {
-                    let _ = c.try_send(SourceCommand::SampleUsed);
-                }
-            }
-            changed();
-        }
-        // Every source task has ended (no sources configured, or all refused us).
-        std::future::pending::<()>().await;
-        Ok(())
-    });
     handle
 }

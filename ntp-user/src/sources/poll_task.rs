@@ -1,70 +1,31 @@
-//! Polling one upstream address: the IO around [`ntp_proto::poller::Poller`].
+//! Polling one upstream address: the IO around the engine's poller for it.
 //!
-//! Each source runs as its own task, sends requests on its own connected socket, takes
-//! the kernel's transmit and receive timestamps, and reports to the synchronization task
-//! over a channel. It never reads the clock it measures except as a fallback when the
-//! kernel gives no timestamp.
+//! Each source runs as its own task on its own connected socket: it asks the engine for
+//! the next request and when to send it, takes the kernel's transmit and receive
+//! timestamps, and hands every reply to the engine (all on the daemon's one thread). It
+//! never reads the clock it measures except as a fallback when the kernel gives no
+//! timestamp.
 
+use super::SharedEngine;
 use crate::{
-    clock,
+    clock, lock,
     net::{self, ClientSocket},
+    os::log_files::Journal,
 };
-use ntp_proto::{
-    engine::WireInfo,
-    packet::NtpHeader,
-    poller::{Kiss, Poller, ReplyOutcome},
-};
-use std::{net::SocketAddr, time::Duration};
-use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use ntp_proto::{engine::WireInfo, poller::INITIAL_DELAY};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tokio::{sync::mpsc, time::Instant};
+use tracing::{debug, warn};
 
 /// Index of a source in the daemon's source table.
 pub type SourceId = usize;
 
-/// What a source task reports.
-#[derive(Clone, Debug)]
-pub enum SourceEvent {
-    /// A request went out (the reachability register and poll after it).
-    Polled {
-        /// Which source.
-        id: SourceId,
-        /// Reachability register.
-        reach: u8,
-        /// Poll exponent.
-        poll: i8,
-    },
-    /// A valid reply, with the kernel timestamps of the exchange (`CLOCK_REALTIME` ns).
-    Reply {
-        /// Which source.
-        id: SourceId,
-        /// The reply.
-        header: NtpHeader,
-        /// Request transmit time.
-        t1_ns: u64,
-        /// Reply receive time.
-        t4_ns: u64,
-        /// Reachability register.
-        reach: u8,
-        /// Poll exponent.
-        poll: i8,
-        /// How the exchange went on the wire (for ntpdata).
-        wire: WireInfo,
-    },
-    /// The source refused us (`KoD` DENY/RSTR) and is no longer polled.
-    Refused {
-        /// Which source.
-        id: SourceId,
-    },
-}
-
-/// Commands the synchronization task sends back to a source.
+/// Commands the daemon sends a source's task.
 #[derive(Clone, Copy, Debug)]
 pub enum SourceCommand {
-    /// The sample was used: the poll interval may grow.
-    SampleUsed,
-    /// Poll now, in a burst of four (ntpxc burst).
+    /// Poll now (ntpxc burst: the engine has started the burst).
     Burst,
-    /// Stop polling (the address was replaced).
+    /// Stop polling (the address was replaced or removed).
     Stop,
     /// Stop polling until `Online` (ntpxc offline).
     Offline,
@@ -72,17 +33,41 @@ pub enum SourceCommand {
     Online,
 }
 
+/// What a source's task works with.
+#[derive(Clone)]
+pub struct PollContext {
+    /// The engine.
+    pub engine: SharedEngine,
+    /// Where the engine's log lines go.
+    pub journal: Arc<Journal>,
+    /// Runs after each reply the engine took (the clock may have been updated).
+    pub changed: Arc<dyn Fn() + Send + Sync>,
+}
+
 fn now_ns() -> u64 {
     use ntp_proto::clock::RealtimeClock;
     clock::SystemRealtime.now_ns()
 }
 
-/// Polls `addr` until the channel closes. Replies are awaited until the next poll is due.
+/// chrony's scheduling randomness: intervals stretched by a factor in [1, 1.02], so
+/// clients started together drift apart.
+fn randomness() -> f64 {
+    1.0 + 0.02 * (net::random_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// What ended a wait between polls.
+enum Woken {
+    /// Time for the next request.
+    Due,
+    /// The task is to end.
+    Stop,
+}
+
+/// Polls `addr` as source `id` until told to stop.
 pub async fn run(
     id: SourceId,
     addr: SocketAddr,
-    mut poller: Poller,
-    events: mpsc::Sender<SourceEvent>,
+    ctx: PollContext,
     mut commands: mpsc::Receiver<SourceCommand>,
 ) {
     let sock = match ClientSocket::connect(addr) {
@@ -92,98 +77,99 @@ pub async fn run(
             return;
         }
     };
-    let mut buf = [0u8; 1024];
+    let first = Instant::now() + Duration::from_secs_f64(INITIAL_DELAY * randomness());
+    if let Woken::Stop = wait(&sock, id, &ctx, &mut commands, first, None).await {
+        return;
+    }
     loop {
-        if poller.stopped() {
-            info!("Source {addr} refused service (Kiss-o'-Death); no longer polled");
-            let _ = events.send(SourceEvent::Refused { id }).await;
-            return;
-        }
-        if poller.reach() == 0 {
-            // Nothing heard for eight polls: probe at the minimum interval again.
-            poller.reset_poll();
-        }
         let cookie = net::random_u64();
         let sent_fallback = now_ns();
-        let req = poller.request(cookie, sent_fallback);
+        let Some((req, log)) = lock(&ctx.engine).transmit(id, cookie) else {
+            // Offline or removed: wait for a command.
+            match commands.recv().await {
+                Some(SourceCommand::Stop) | None => return,
+                Some(_) => continue,
+            }
+        };
+        ctx.journal.emit(log);
+        let sent_at = Instant::now();
+        let stretch = randomness();
         let mut tx_kernel = false;
         if let Err(e) = sock.send(&req) {
-            debug!("{e:#}");
+            debug!("Source {addr}: {e:#}");
         } else if let Some(ts) = sock.tx_timestamp(Duration::from_millis(20)).await {
-            poller.set_sent(cookie, ts);
+            lock(&ctx.engine).transmitted(id, cookie, ts);
             tx_kernel = true;
+        } else {
+            lock(&ctx.engine).transmitted(id, cookie, sent_fallback);
         }
-        if events
-            .send(SourceEvent::Polled {
-                id,
-                reach: poller.reach(),
-                poll: poller.poll(),
-            })
-            .await
-            .is_err()
+        if let Woken::Stop = wait(
+            &sock,
+            id,
+            &ctx,
+            &mut commands,
+            sent_at,
+            Some((stretch, tx_kernel)),
+        )
+        .await
         {
             return;
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(poller.interval());
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => break,
-                cmd = commands.recv() => match cmd {
-                    Some(SourceCommand::SampleUsed) => poller.sample_used(),
-                    Some(SourceCommand::Burst) => {
-                        poller.start_burst();
-                        break;
+    }
+}
+
+/// Waits until the next request is due: at `until`, or with `after_send` (the stretch
+/// factor and whether the kernel stamped the send) at the engine's interval after
+/// `until`, which a reply may change. Replies and commands are handled meanwhile.
+async fn wait(
+    sock: &ClientSocket,
+    id: SourceId,
+    ctx: &PollContext,
+    commands: &mut mpsc::Receiver<SourceCommand>,
+    until: Instant,
+    after_send: Option<(f64, bool)>,
+) -> Woken {
+    let mut buf = [0u8; 1024];
+    loop {
+        let deadline = match after_send {
+            Some((stretch, _)) => {
+                let interval = lock(&ctx.engine).interval(id) * stretch;
+                until + Duration::from_secs_f64(interval)
+            }
+            None => until,
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return Woken::Due,
+            cmd = commands.recv() => match cmd {
+                Some(SourceCommand::Burst) => return Woken::Due,
+                Some(SourceCommand::Stop) | None => return Woken::Stop,
+                Some(SourceCommand::Offline) => loop {
+                    match commands.recv().await {
+                        Some(SourceCommand::Online) => return Woken::Due,
+                        Some(SourceCommand::Stop) | None => return Woken::Stop,
+                        Some(_) => {}
                     }
-                    Some(SourceCommand::Stop) | None => return,
-                    Some(SourceCommand::Offline) => {
-                        // Wait for Online (or the end) without polling.
-                        loop {
-                            match commands.recv().await {
-                                Some(SourceCommand::Online) => break,
-                                Some(SourceCommand::Stop) | None => return,
-                                Some(_) => {}
-                            }
-                        }
-                        break;
-                    }
-                    Some(SourceCommand::Online) => {}
                 },
-                r = sock.recv(&mut buf) => {
-                    let r = match r {
-                        Ok(r) => r,
-                        Err(e) => {
-                            // ICMP port unreachable and the like: the poll counts as unanswered.
-                            debug!("Source {addr}: {e:#}");
-                            continue;
-                        }
-                    };
-                    let t4 = r.rx_realtime_ns.unwrap_or_else(now_ns);
-                    match poller.reply(&buf[..r.len]) {
-                        ReplyOutcome::Valid { header, sent } => {
-                            let ev = SourceEvent::Reply {
-                                id,
-                                header,
-                                t1_ns: sent,
-                                t4_ns: t4,
-                                reach: poller.reach(),
-                                poll: poller.poll(),
-                                wire: WireInfo {
-                                    local: sock.local(),
-                                    tx_kernel,
-                                    rx_kernel: r.rx_realtime_ns.is_some(),
-                                },
-                            };
-                            if events.send(ev).await.is_err() {
-                                return;
-                            }
-                        }
-                        ReplyOutcome::Kiss(Kiss::Rate) => {
-                            warn!("Source {addr} sent Kiss-o'-Death RATE; polling less often");
-                        }
-                        ReplyOutcome::Kiss(k) => debug!("Source {addr}: Kiss-o'-Death {k:?}"),
-                        ReplyOutcome::Rejected(why) => debug!("Source {addr}: reply rejected ({why:?})"),
+                Some(SourceCommand::Online) => {}
+            },
+            r = sock.recv(&mut buf) => {
+                let r = match r {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // ICMP port unreachable and the like: the poll counts as unanswered.
+                        debug!("Source {}: {e:#}", sock.remote());
+                        continue;
                     }
-                }
+                };
+                let t4 = r.rx_realtime_ns.unwrap_or_else(now_ns);
+                let wire = WireInfo {
+                    local: sock.local(),
+                    tx_kernel: after_send.is_some_and(|(_, k)| k),
+                    rx_kernel: r.rx_realtime_ns.is_some(),
+                };
+                let log = lock(&ctx.engine).receive(id, &buf[..r.len], t4, wire);
+                ctx.journal.emit(log);
+                (ctx.changed)();
             }
         }
     }

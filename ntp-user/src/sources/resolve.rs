@@ -36,7 +36,7 @@ pub(super) async fn replace_dead_members(
         let mut fresh = found.filter(|a| !lock(&h.in_use).contains(a));
         for id in dead {
             let Some(addr) = fresh.next() else { break };
-            h.replace(id, addr, sc);
+            h.replace(id, addr);
         }
     }
 }

@@ -1,14 +1,15 @@
 //! ntpx-testserver: an NTP server whose time is wrong by a known amount.
 //!
 //! Serves the system clock plus `--offset`, drifting by `--drift` ppm from the moment it
-//! starts, with uniform random jitter of up to `--jitter` seconds added to each receive
-//! and transmit timestamp independently. Every process here shares one system clock, so a
-//! client's error against this server's truth is exactly measurable.
+//! starts. `--jitter S` adds queueing on both ways, exponential with mean S each: a
+//! request waits before it is stamped and a reply after, as in a loaded network, so the
+//! delays a client measures are real and asymmetric. Every process here shares one system
+//! clock, so a client's error against this server's truth is exactly measurable.
 
 use anyhow::{Context, Result, bail};
 use ntp_common::{prng::XorShift, timebase::unix_ns_to_ntp, wire};
 use std::net::UdpSocket;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 struct Args {
     listen: String,
@@ -58,12 +59,14 @@ fn main() -> Result<()> {
     let sock = UdpSocket::bind(&a.listen).with_context(|| format!("binding {}", a.listen))?;
     let start = now_ns();
     let mut rng = XorShift::new(start);
-    // The served time: system time + offset + drift since start + jitter.
-    let served = |t: u64, rng: &mut XorShift| -> u64 {
-        let err = a.offset
-            + a.drift_ppm * 1e-6 * (t - start) as f64 * 1e-9
-            + a.jitter * (2.0 * rng.unit() - 1.0);
+    // The served time: system time + offset + drift since start.
+    let served = |t: u64| -> u64 {
+        let err = a.offset + a.drift_ppm * 1e-6 * (t - start) as f64 * 1e-9;
         unix_ns_to_ntp((t as i128 + (err * 1e9) as i128) as u64)
+    };
+    // One queueing delay, exponential with mean `--jitter`.
+    let queue = |rng: &mut XorShift| -> Duration {
+        Duration::from_secs_f64(-a.jitter * (1.0 - rng.unit()).ln())
     };
     eprintln!(
         "ntpx-testserver: listening on {} (offset {} s, drift {} ppm, jitter {} s, stratum {})",
@@ -76,10 +79,12 @@ fn main() -> Result<()> {
     let mut buf = [0u8; 1500];
     loop {
         let (n, src) = sock.recv_from(&mut buf).context("receiving")?;
-        let rx = served(now_ns(), &mut rng);
         if n != wire::NTP_HEADER_LEN || !wire::is_answerable_request(buf[0]) {
             continue;
         }
+        // The request waited in a queue before it was stamped.
+        std::thread::sleep(queue(&mut rng));
+        let rx = served(now_ns());
         let (_, version, _) = wire::split_li_vn_mode(buf[0]);
         let mut reply = [0u8; wire::NTP_HEADER_LEN];
         reply[0] = wire::li_vn_mode(0, version, wire::MODE_SERVER);
@@ -91,9 +96,10 @@ fn main() -> Result<()> {
         reply[wire::OFF_REF_TS..][..8].copy_from_slice(&rx.to_be_bytes());
         reply[wire::OFF_ORIGIN_TS..][..8].copy_from_slice(&buf[wire::OFF_TRANSMIT_TS..][..8]);
         reply[wire::OFF_RECEIVE_TS..][..8].copy_from_slice(&rx.to_be_bytes());
-        // Jitter must not make the server appear to answer before it received.
-        let tx = served(now_ns(), &mut rng).max(rx);
+        let tx = served(now_ns());
         reply[wire::OFF_TRANSMIT_TS..][..8].copy_from_slice(&tx.to_be_bytes());
+        // And the reply waits after it.
+        std::thread::sleep(queue(&mut rng));
         sock.send_to(&reply, src).context("sending")?;
     }
 }
