@@ -540,6 +540,36 @@ impl Drop for Proc {
     }
 }
 
+/// What `ntpx-testserver` serves, as its error against the system clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Truth {
+    /// Seconds ahead at the start.
+    pub offset: f64,
+    /// Frequency error, ppm.
+    pub drift_ppm: f64,
+    /// Amplitude of the sine wander of the frequency, ppm.
+    pub wander_ppm: f64,
+    /// Period of the wander, seconds.
+    pub wander_period: f64,
+}
+
+impl Truth {
+    /// Served minus system time `elapsed` seconds after the start: the offset, the drift,
+    /// and the phase the wander has built up.
+    pub fn error(&self, elapsed: f64) -> f64 {
+        let w = std::f64::consts::TAU / self.wander_period;
+        self.offset
+            + self.drift_ppm * 1e-6 * elapsed
+            + self.wander_ppm * 1e-6 * (1.0 - (w * elapsed).cos()) / w
+    }
+
+    /// The frequency error (ppm) `elapsed` seconds after the start.
+    pub fn frequency_ppm(&self, elapsed: f64) -> f64 {
+        let w = std::f64::consts::TAU / self.wander_period;
+        self.drift_ppm + self.wander_ppm * (w * elapsed).sin()
+    }
+}
+
 /// A private scratch directory (mode 0700), removed on drop.
 pub struct TempDir(tempfile::TempDir);
 

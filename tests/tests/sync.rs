@@ -433,3 +433,120 @@ fn reload_sources_follows_the_sourcedir() -> Result<()> {
     );
     Ok(())
 }
+
+/// Both daemons serve what they follow: an upstream 25 ms ahead, drifting +40 ppm, its
+/// frequency wandering by ±1 ppm over a minute, behind 50 µs of queueing each way. After
+/// a minute to settle, each is asked for the time every half second for a minute, and
+/// the time it serves is compared with the truth: the RMS and largest error, and the
+/// frequency error (the slope of the error). ntpxd -x beside chronyd -x.
+#[test]
+fn served_time_under_wander_and_jitter_beside_chronyd() -> Result<()> {
+    if !ntpx_tests::privileged("served_time_under_wander_and_jitter_beside_chronyd") {
+        return Ok(());
+    }
+    let truth = ntpx_tests::Truth {
+        offset: 0.025,
+        drift_ppm: 40.0,
+        wander_ppm: 1.0,
+        wander_period: 60.0,
+    };
+    let mut lan = Lan::new(44)?;
+    let up = Netns::new("up")?;
+    let x = Netns::new("ntpx")?;
+    let c = Netns::new("chrony")?;
+    let probe = Netns::new("probe")?;
+    let (_, up_ip) = lan.join(&up, 1)?;
+    let (_, x_ip) = lan.join(&x, 2)?;
+    let (_, c_ip) = lan.join(&c, 3)?;
+    lan.join(&probe, 4)?;
+    let mut cmd = up.command(bin("ntpx-testserver"));
+    cmd.args(["--listen", &format!("{up_ip}:123")])
+        .args(["--offset", &truth.offset.to_string()])
+        .args(["--drift", &truth.drift_ppm.to_string()])
+        .args(["--wander", &truth.wander_ppm.to_string()])
+        .args(["--wander-period", &truth.wander_period.to_string()])
+        .args(["--jitter", "50e-6"]);
+    let mut server = Proc::spawn("testserver", cmd)?;
+    server.wait_for_log("listening", Duration::from_secs(10))?;
+    let start: u64 = server
+        .log()
+        .rsplit("start ")
+        .next()
+        .and_then(|s| s.trim().parse().ok())
+        .context("the test server's start time")?;
+    let line = format!("server {up_ip} iburst minpoll -3 maxpoll -3\nallow all");
+    let _d = Ntpxd::start(&x, &line, &["--no-xdp"])?;
+    let (_chrony, _dir, _sock) = chronyd(&c, &line)?;
+    std::thread::sleep(Duration::from_mins(1));
+    let measure = |ip: &str| -> Result<(f64, f64, f64, f64)> {
+        let out = probe.output(
+            bin("ntpx-probe").to_str().context("path")?,
+            &[&format!("{ip}:123"), "120", "0.5"],
+        )?;
+        // Served minus true time at each exchange's midpoint.
+        let mut points = Vec::new();
+        for l in out.lines() {
+            let t: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            let [t1, t2, t3, t4] = t[..] else { continue };
+            let mid = |a: u64, b: u64| (a as f64 + b as f64) * 0.5e-9;
+            let local = mid(t1, t4);
+            let served = mid(t2, t3);
+            let elapsed = local - start as f64 * 1e-9;
+            points.push((elapsed, served - local - truth.error(elapsed)));
+        }
+        anyhow::ensure!(
+            points.len() >= 100,
+            "only {} answers from {ip}",
+            points.len()
+        );
+        let n = points.len() as f64;
+        let rms = (points.iter().map(|p| p.1 * p.1).sum::<f64>() / n).sqrt();
+        let max = points.iter().fold(0.0f64, |m, p| m.max(p.1.abs()));
+        let (mx, my) = (
+            points.iter().map(|p| p.0).sum::<f64>() / n,
+            points.iter().map(|p| p.1).sum::<f64>() / n,
+        );
+        let slope = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>()
+            / points.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>();
+        Ok((rms, max, my, slope * 1e6))
+    };
+    let (xr, xm, xb, xf) = measure(&x_ip)?;
+    let (cr, cm, cb, cf) = measure(&c_ip)?;
+    let report = format!(
+        "served time against the truth over a minute (wander ±1 ppm/60 s, jitter 50 us each way):\n\
+         ntpxd -x:   RMS {:.1} us (mean {:+.1}, spread {:.1}), max {:.1} us, frequency error {:+.3} ppm\n\
+         chronyd -x: RMS {:.1} us (mean {:+.1}, spread {:.1}), max {:.1} us, frequency error {:+.3} ppm",
+        xr * 1e6,
+        xb * 1e6,
+        (xr * xr - xb * xb).max(0.0).sqrt() * 1e6,
+        xm * 1e6,
+        xf,
+        cr * 1e6,
+        cb * 1e6,
+        (cr * cr - cb * cb).max(0.0).sqrt() * 1e6,
+        cm * 1e6,
+        cf
+    );
+    println!("{report}");
+    // The mean is mostly the rig's path asymmetry (the test server's threads and sleeps,
+    // the probe's own wake-ups), which neither daemon can see; the spread about it and
+    // the frequency error are the daemons' own. Measured over runs here, ntpxd's spread
+    // was 0.6-1.9 times chronyd's (docs/benchmarks.md): the bound leaves room for a run's
+    // luck and fails a daemon that serves clearly worse time.
+    let (xs, cs) = (
+        (xr * xr - xb * xb).max(0.0).sqrt(),
+        (cr * cr - cb * cb).max(0.0).sqrt(),
+    );
+    anyhow::ensure!(
+        xs <= (2.0 * cs).max(30e-6)
+            && xb.abs() <= cb.abs() + 50e-6
+            && xf.abs() <= (2.0 * cf.abs()).max(1.0),
+        "ntpxd serves worse time than chronyd (spread {:.1} us against {:.1} us):\n{report}",
+        xs * 1e6,
+        cs * 1e6
+    );
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! ntpx-testserver: an NTP server whose time is wrong by a known amount.
 //!
 //! Serves the system clock plus `--offset`, drifting by `--drift` ppm from the moment it
-//! starts. `--jitter S` adds queueing on both ways, exponential with mean S each: a
+//! starts, its frequency wandering by `--wander` ppm (a sine of period `--wander-period`
+//! seconds, so the truth stays a formula the tests can evaluate). `--jitter S` adds queueing on both ways, exponential with mean S each: a
 //! request waits before it is stamped and a reply after, as in a loaded network, so the
 //! delays a client measures are real and asymmetric. Every process here shares one system
 //! clock, so a client's error against this server's truth is exactly measurable.
@@ -16,6 +17,8 @@ struct Args {
     offset: f64,
     drift_ppm: f64,
     jitter: f64,
+    wander_ppm: f64,
+    wander_period: f64,
     stratum: u8,
 }
 
@@ -25,6 +28,8 @@ fn parse_args() -> Result<Args> {
         offset: 0.0,
         drift_ppm: 0.0,
         jitter: 0.0,
+        wander_ppm: 0.0,
+        wander_period: 60.0,
         stratum: 1,
     };
     let mut it = std::env::args().skip(1);
@@ -35,10 +40,14 @@ fn parse_args() -> Result<Args> {
             "--offset" => a.offset = value()?.parse().context("--offset SECONDS")?,
             "--drift" => a.drift_ppm = value()?.parse().context("--drift PPM")?,
             "--jitter" => a.jitter = value()?.parse().context("--jitter SECONDS")?,
+            "--wander" => a.wander_ppm = value()?.parse().context("--wander PPM")?,
+            "--wander-period" => {
+                a.wander_period = value()?.parse().context("--wander-period SECONDS")?;
+            }
             "--stratum" => a.stratum = value()?.parse().context("--stratum N")?,
             "--help" | "-h" => {
                 println!(
-                    "ntpx-testserver [--listen ADDR:PORT] [--offset S] [--drift PPM] [--jitter S] [--stratum N]"
+                    "ntpx-testserver [--listen ADDR:PORT] [--offset S] [--drift PPM] [--jitter S] [--wander PPM] [--wander-period S] [--stratum N]"
                 );
                 std::process::exit(0);
             }
@@ -57,23 +66,32 @@ fn now_ns() -> u64 {
 fn main() -> Result<()> {
     let a = parse_args()?;
     let sock = UdpSocket::bind(&a.listen).with_context(|| format!("binding {}", a.listen))?;
+    let truth = ntpx_tests::Truth {
+        offset: a.offset,
+        drift_ppm: a.drift_ppm,
+        wander_ppm: a.wander_ppm,
+        wander_period: a.wander_period,
+    };
     let start = now_ns();
     let mut rng = XorShift::new(start);
-    // The served time: system time + offset + drift since start.
-    let served = |t: u64| -> u64 {
-        let err = a.offset + a.drift_ppm * 1e-6 * (t - start) as f64 * 1e-9;
+    // The served time: system time + offset + drift since start + the wander's phase.
+    let served = move |t: u64| -> u64 {
+        let err = truth.error((t - start) as f64 * 1e-9);
         unix_ns_to_ntp((t as i128 + (err * 1e9) as i128) as u64)
     };
+    let stratum = a.stratum;
     // One queueing delay, exponential with mean `--jitter`.
     let queue = |rng: &mut XorShift| -> Duration {
         Duration::from_secs_f64(-a.jitter * (1.0 - rng.unit()).ln())
     };
     eprintln!(
-        "ntpx-testserver: listening on {} (offset {} s, drift {} ppm, jitter {} s, stratum {})",
+        "ntpx-testserver: listening on {} (offset {} s, drift {} ppm, jitter {} s, wander {} ppm over {} s, stratum {}), start {start}",
         sock.local_addr()?,
         a.offset,
         a.drift_ppm,
         a.jitter,
+        a.wander_ppm,
+        a.wander_period,
         a.stratum
     );
     let mut buf = [0u8; 1500];
@@ -82,24 +100,39 @@ fn main() -> Result<()> {
         if n != wire::NTP_HEADER_LEN || !wire::is_answerable_request(buf[0]) {
             continue;
         }
-        // The request waited in a queue before it was stamped.
-        std::thread::sleep(queue(&mut rng));
-        let rx = served(now_ns());
-        let (_, version, _) = wire::split_li_vn_mode(buf[0]);
-        let mut reply = [0u8; wire::NTP_HEADER_LEN];
-        reply[0] = wire::li_vn_mode(0, version, wire::MODE_SERVER);
-        reply[wire::OFF_STRATUM] = a.stratum;
-        reply[wire::OFF_POLL] = buf[wire::OFF_POLL];
-        reply[wire::OFF_PRECISION] = (-20i8) as u8;
-        reply[wire::OFF_ROOT_DISP..][..4].copy_from_slice(&0x10u32.to_be_bytes());
-        reply[wire::OFF_REFID..][..4].copy_from_slice(b"TEST");
-        reply[wire::OFF_REF_TS..][..8].copy_from_slice(&rx.to_be_bytes());
-        reply[wire::OFF_ORIGIN_TS..][..8].copy_from_slice(&buf[wire::OFF_TRANSMIT_TS..][..8]);
-        reply[wire::OFF_RECEIVE_TS..][..8].copy_from_slice(&rx.to_be_bytes());
-        let tx = served(now_ns());
-        reply[wire::OFF_TRANSMIT_TS..][..8].copy_from_slice(&tx.to_be_bytes());
-        // And the reply waits after it.
-        std::thread::sleep(queue(&mut rng));
-        sock.send_to(&reply, src).context("sending")?;
+        let request: [u8; wire::NTP_HEADER_LEN] = buf[..n].try_into().context("request length")?;
+        let (q_in, q_out) = (queue(&mut rng), queue(&mut rng));
+        let sock = sock.try_clone().context("cloning the socket")?;
+        // Each request queues on its own: one client's wait is not another's.
+        std::thread::spawn(move || {
+            // The request waited in a queue before it was stamped.
+            std::thread::sleep(q_in);
+            let reply = answer(&request, served(now_ns()), stratum, || served(now_ns()));
+            // And the reply waits after it.
+            std::thread::sleep(q_out);
+            let _ = sock.send_to(&reply, src);
+        });
     }
+}
+
+/// The reply to `request` received at served time `rx`; `tx` stamps its departure.
+fn answer(
+    request: &[u8; wire::NTP_HEADER_LEN],
+    rx: u64,
+    stratum: u8,
+    tx: impl Fn() -> u64,
+) -> [u8; wire::NTP_HEADER_LEN] {
+    let (_, version, _) = wire::split_li_vn_mode(request[0]);
+    let mut reply = [0u8; wire::NTP_HEADER_LEN];
+    reply[0] = wire::li_vn_mode(0, version, wire::MODE_SERVER);
+    reply[wire::OFF_STRATUM] = stratum;
+    reply[wire::OFF_POLL] = request[wire::OFF_POLL];
+    reply[wire::OFF_PRECISION] = (-20i8) as u8;
+    reply[wire::OFF_ROOT_DISP..][..4].copy_from_slice(&0x10u32.to_be_bytes());
+    reply[wire::OFF_REFID..][..4].copy_from_slice(b"TEST");
+    reply[wire::OFF_REF_TS..][..8].copy_from_slice(&rx.to_be_bytes());
+    reply[wire::OFF_ORIGIN_TS..][..8].copy_from_slice(&request[wire::OFF_TRANSMIT_TS..][..8]);
+    reply[wire::OFF_RECEIVE_TS..][..8].copy_from_slice(&rx.to_be_bytes());
+    reply[wire::OFF_TRANSMIT_TS..][..8].copy_from_slice(&tx().to_be_bytes());
+    reply
 }
