@@ -473,8 +473,10 @@ fn asymmetry_correction_reduces_the_bias() {
     // Jitter 0.5 ms of which 97 % on the way out: the offsets lean with the delay. The
     // automatic correction must bring the mean error closer to zero than none does.
     let mean = |asym: Option<f64>| {
-        let mut o = SourceOptions::default();
-        o.asymmetry = asym;
+        let o = SourceOptions {
+            asymmetry: asym,
+            ..SourceOptions::default()
+        };
         let trace = super::Sim::new(Scenario {
             servers: vec![Server::good(o)],
             net: Network {
