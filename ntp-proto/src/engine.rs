@@ -8,6 +8,7 @@
 //! and the clock is updated only when the selected source has a new sample.
 
 use crate::{
+    calendar::leap_day,
     clock::EngineClock,
     config::{LocalConfig, SourceConfig, SyncConfig},
     packet::{NtpHeader, NtpTimestamp, ntp_short_to_secs},
@@ -227,27 +228,6 @@ pub fn refid_of(ip: IpAddr) -> [u8; 4] {
             [d[0], d[1], d[2], d[3]]
         }
     }
-}
-
-/// Whether a leap second may end the UTC day of `unix_secs`: only 30 June and 31
-/// December (chrony's rule; a source announcing one on another day is ignored).
-pub fn leap_day(unix_secs: i64) -> bool {
-    let (_, month, day) = civil_date(unix_secs.div_euclid(86_400));
-    (month == 6 && day == 30) || (month == 12 && day == 31)
-}
-
-/// (year, month, day) of a count of days since 1970-01-01.
-fn civil_date(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 impl<C: EngineClock> Engine<C> {
