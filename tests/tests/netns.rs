@@ -367,6 +367,30 @@ fn sigterm_detaches_and_exits_cleanly() -> Result<()> {
     Ok(())
 }
 
+/// SIGHUP and SIGQUIT are clean quits too (as in chrony): status 0, socket removed.
+#[test]
+fn sighup_and_sigquit_quit_cleanly() -> Result<()> {
+    if !ntpx_tests::privileged("sighup_and_sigquit_quit_cleanly") {
+        return Ok(());
+    }
+    let n = net(false, 23)?;
+    for (sig, name) in [(1, "SIGHUP"), (3, "SIGQUIT")] {
+        let mut d = start(&n, SERVE_ALL, true)?;
+        d.proc.signal(sig);
+        assert!(
+            d.proc.wait_exit(Duration::from_secs(5))?,
+            "ntpxd exit status after {name}:\n{}",
+            d.proc.log()
+        );
+        assert!(d.proc.log().contains(&format!("ntpxd exiting ({name})")));
+        assert!(
+            !d.socket.exists(),
+            "control socket left behind after {name}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn systemd_readiness_and_journal_logging() -> Result<()> {
     if !ntpx_tests::privileged("systemd_readiness_and_journal_logging") {

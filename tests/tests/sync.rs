@@ -450,7 +450,7 @@ fn served_time_under_wander_and_jitter_beside_chronyd() -> Result<()> {
         wander_ppm: 1.0,
         wander_period: 60.0,
     };
-    let mut lan = Lan::new(44)?;
+    let mut lan = Lan::new(45)?;
     let up = Netns::new("up")?;
     let x = Netns::new("ntpx")?;
     let c = Netns::new("chrony")?;
@@ -548,5 +548,44 @@ fn served_time_under_wander_and_jitter_beside_chronyd() -> Result<()> {
         xs * 1e6,
         cs * 1e6
     );
+    Ok(())
+}
+
+/// The only upstream announces a leap second on a day none can happen: ntpxd serves no
+/// leap and tells the kernel none (chrony's rule: 30 June and 31 December only).
+#[test]
+fn a_leap_second_from_one_source_on_a_wrong_day_is_ignored() -> Result<()> {
+    if !ntpx_tests::privileged("a_leap_second_from_one_source_on_a_wrong_day_is_ignored") {
+        return Ok(());
+    }
+    let mut lan = Lan::new(46)?;
+    let cli = Netns::new("cli")?;
+    lan.join(&cli, 9)?;
+    let liar = Netns::new("liar")?;
+    let (_, liar_ip) = lan.join(&liar, 1)?;
+    let mut cmd = liar.command(bin("ntpx-testserver"));
+    cmd.args(["--listen", &format!("{liar_ip}:123"), "--leap", "1"]);
+    let mut server = Proc::spawn("testserver", cmd)?;
+    server.wait_for_log("listening", Duration::from_secs(10))?;
+    let d = Ntpxd::start(
+        &cli,
+        &format!("server {liar_ip} {FAST_POLL}\nallow all"),
+        &["--no-xdp"],
+    )?;
+    wait_until(
+        Duration::from_secs(30),
+        "ntpxd to select the source",
+        || d.selected(),
+    )?;
+    let nd = d.ntpxc(&["ntpdata", &liar_ip])?;
+    assert!(nd.contains("Leap status     : Insert second"), "{nd}");
+    // Today is not the last day of June or December: nothing is announced.
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let days = unix / 86_400;
+    let leap_day = ntp_proto::calendar::leap_day((days * 86_400) as i64);
+    anyhow::ensure!(!leap_day, "this test cannot run on a leap day");
+    assert_eq!(d.tracking("Leap status")?, "Normal");
     Ok(())
 }

@@ -182,6 +182,25 @@ impl<K: KernelClock> SteeredClock<K> {
         self.slew_error
     }
 
+    /// Lets go of the clock (the daemon is exiting): the slew in progress is cancelled and
+    /// the kernel left at the base frequency, so the clock does not run on at a slew's
+    /// rate until something else steers it. Returns the correction left unmade.
+    pub fn release(&mut self) -> f64 {
+        let raw = self.raw_now();
+        self.book(raw);
+        let left = self.register;
+        self.register = 0.0;
+        self.corr_rate = 0.0;
+        let _ = self
+            .kernel
+            .set_frequency(KernelFrequency::from_ratio(self.base));
+        self.slew = 0.0;
+        self.scale.restate(raw, -left, 0.0);
+        self.scale.set_rate(raw, 1.0);
+        self.deadline = raw + MAX_SLEW_SECS;
+        left
+    }
+
     /// The kernel state to publish: synchronized, leap second, error bounds.
     pub fn set_status(&mut self, synchronized: bool, leap: u8, max_error: f64, est_error: f64) {
         let _ = self

@@ -197,6 +197,27 @@ mod tests {
     }
 
     #[test]
+    fn releasing_the_clock_cancels_the_slew_and_keeps_the_base_frequency() {
+        // The oscillator is 50 ppm fast; the base corrects it. A 0.1 s slew is running when
+        // the daemon exits: the kernel must go back to the base, not stay at the slew rate.
+        let base = 1.0 / (1.0 + 50e-6) - 1.0;
+        let mut c = SteeredClock::new(KernelModel::new(0.0, 50e-6), base, 0.083, 0.1);
+        c.accrue(0.1, 0.0);
+        run_until(&mut c, 0.5);
+        assert!(c.kernel().rate() > 0.08);
+        let left = c.release();
+        assert!(left > 0.05 && left < 0.1, "{left}");
+        assert!(c.kernel().rate().abs() < 1e-9, "{}", c.kernel().rate());
+        assert_eq!(c.uncorrected(), 0.0);
+        let error = c.kernel().error();
+        run_until(&mut c, 100.0);
+        assert!(
+            (c.kernel().error() - error).abs() < 1e-7,
+            "no drift after release"
+        );
+    }
+
+    #[test]
     fn a_small_correction_is_spread_over_its_correction_time() {
         // 10 µs with the error of a 10 µs estimate after a 64 s interval (corrtimeratio
         // 3): about 96 s, at 0.1 ppm, no faster.

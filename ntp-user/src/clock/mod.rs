@@ -27,6 +27,15 @@ impl DaemonClock {
         }
     }
 
+    /// Lets go of the clock at exit: a running slew is cancelled and the kernel left at
+    /// the base frequency. The correction left unmade, seconds.
+    pub fn release(&mut self) -> f64 {
+        match self {
+            DaemonClock::Free(_) => 0.0,
+            DaemonClock::System(c) => c.release(),
+        }
+    }
+
     fn inner(&self) -> &dyn EngineClock {
         match self {
             DaemonClock::Free(c) => c,

@@ -78,6 +78,8 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
         None => None,
     };
     let shared = Arc::new(set_up(config, &opts)?);
+    // From here on, any way out (an error, a panic) lets go of the clock in order.
+    let _exit = shutdown::ExitGuard(shared.clone());
     shared.publish()?;
     // systemd (Type=notify) may start dependent units now: the state is published.
     if let Err(e) = notify::notify("READY=1\nSTATUS=Serving") {
@@ -88,7 +90,8 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     start_tasks(&shared, &opts, &mut tasks)?;
     drop_privileges(&shared.config, &opts)?;
     let outcome = shutdown::wait(&mut tasks).await;
-    shutdown::finish(&shared, &mut tasks);
+    tasks.abort_all();
+    shutdown::finish(&shared);
     drop(pid_guard);
     outcome
 }
@@ -140,6 +143,7 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         kernel,
         counters: counters::DaemonCounters::default(),
         slew_wake: tokio::sync::Notify::new(),
+        finished: std::sync::atomic::AtomicBool::new(false),
         config,
     })
 }

@@ -41,6 +41,8 @@ pub(super) struct Shared {
     pub sync: OnceLock<SyncHandle>,
     /// Wakes the slew timer when an update planned a new slew.
     pub slew_wake: tokio::sync::Notify,
+    /// Set once the orderly exit has run.
+    pub finished: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -58,16 +60,23 @@ impl Shared {
         };
         let now_unix = now_tai.wrapping_sub(tai as i64 as u64 * 1_000_000_000);
         let mut reference = lock(&self.engine).reference(now_unix);
-        // The tz database announces a leap second the sources may not (leapsectz).
-        if reference.leap == 0 && !self.leaps.is_empty() {
-            reference.leap = leaptz::leap_indicator(&self.leaps, (now_unix / 1_000_000_000) as i64);
-        }
+        reference.leap = self.served_leap(reference.leap, now_unix);
         let st = server_state(&reference, &self.params, now_tai, tai);
         *lock(&self.state) = st;
         if let Some(k) = &self.kernel {
             lock(k).publish(&st);
         }
         Ok(())
+    }
+
+    /// The leap indicator to serve and to give the kernel at `now_unix_ns`: with
+    /// `leapsectz`, the tz database's, whatever the sources say (chrony's rule: the
+    /// database is authoritative); without it, the sources' majority.
+    pub(super) fn served_leap(&self, sources: u8, now_unix_ns: u64) -> u8 {
+        if sources == ntp_common::wire::LEAP_UNSYNC || self.leaps.is_empty() {
+            return sources;
+        }
+        leaptz::leap_indicator(&self.leaps, (now_unix_ns / 1_000_000_000) as i64)
     }
 
     /// A kernel `CLOCK_REALTIME` timestamp on `CLOCK_TAI`, the timebase's clock.

@@ -3,13 +3,18 @@
 //! the periodic chores (served addresses, driftfile).
 
 use super::{shared::Shared, startup::served_addresses};
-use crate::{clock, clock::DaemonClock, lock, os::drift_file};
+use crate::{
+    clock,
+    clock::DaemonClock,
+    lock,
+    os::{drift_file, notify},
+};
 use ntp_proto::{
     clock::{EngineClock, StepDetector},
     drift::Drift,
 };
 use std::{sync::Arc, time::Duration};
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// How often the state is republished (the kernel's staleness limit is counted from it).
 pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
@@ -28,12 +33,13 @@ impl Shared {
         if let Err(e) = self.publish() {
             warn!("Publishing server state failed: {e:#}");
         }
+        let now = clock::realtime_ns().unwrap_or_default();
         let mut e = lock(&self.engine);
         let status = e.sync_status();
         if let DaemonClock::System(c) = e.clock_mut() {
             match status {
                 Some((leap, max_error, est_error)) => {
-                    c.set_status(true, leap, max_error, est_error);
+                    c.set_status(true, self.served_leap(leap, now), max_error, est_error);
                 }
                 None => c.set_status(false, 0, 16.0, 16.0),
             }
@@ -101,8 +107,15 @@ pub(super) async fn publish_loop(sh: Arc<Shared>) -> anyhow::Result<()> {
     loop {
         tick.tick().await;
         sh.check_for_external_step(&mut steps);
-        if let Err(e) = sh.publish() {
-            warn!("Publishing server state failed: {e:#}");
+        match sh.publish() {
+            // systemd's watchdog hears from the path that keeps the kernel's state fresh:
+            // a daemon stuck there is restarted.
+            Ok(()) => {
+                if let Err(e) = notify::notify("WATCHDOG=1") {
+                    debug!("{e:#}");
+                }
+            }
+            Err(e) => warn!("Publishing server state failed: {e:#}"),
         }
         n += 1;
         if n.is_multiple_of(refresh_every) {

@@ -8,6 +8,7 @@ use ntp_proto::{
 };
 use std::{
     io::Write,
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     sync::Mutex,
 };
@@ -36,9 +37,11 @@ impl LogFiles {
             return Ok(());
         };
         let path = dir.join(file);
+        // Never through a link someone planted in the log directory.
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
         f.write_all(text.as_bytes())

@@ -20,6 +20,7 @@ struct Args {
     wander_ppm: f64,
     wander_period: f64,
     stratum: u8,
+    leap: u8,
 }
 
 fn parse_args() -> Result<Args> {
@@ -31,6 +32,7 @@ fn parse_args() -> Result<Args> {
         wander_ppm: 0.0,
         wander_period: 60.0,
         stratum: 1,
+        leap: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,9 +47,10 @@ fn parse_args() -> Result<Args> {
                 a.wander_period = value()?.parse().context("--wander-period SECONDS")?;
             }
             "--stratum" => a.stratum = value()?.parse().context("--stratum N")?,
+            "--leap" => a.leap = value()?.parse().context("--leap 0-3")?,
             "--help" | "-h" => {
                 println!(
-                    "ntpx-testserver [--listen ADDR:PORT] [--offset S] [--drift PPM] [--jitter S] [--wander PPM] [--wander-period S] [--stratum N]"
+                    "ntpx-testserver [--listen ADDR:PORT] [--offset S] [--drift PPM] [--jitter S] [--wander PPM] [--wander-period S] [--stratum N] [--leap 0-3]"
                 );
                 std::process::exit(0);
             }
@@ -79,7 +82,7 @@ fn main() -> Result<()> {
         let err = truth.error((t - start) as f64 * 1e-9);
         unix_ns_to_ntp((t as i128 + (err * 1e9) as i128) as u64)
     };
-    let stratum = a.stratum;
+    let (stratum, leap) = (a.stratum, a.leap);
     // One queueing delay, exponential with mean `--jitter`.
     let queue = |rng: &mut XorShift| -> Duration {
         Duration::from_secs_f64(-a.jitter * (1.0 - rng.unit()).ln())
@@ -107,7 +110,9 @@ fn main() -> Result<()> {
         std::thread::spawn(move || {
             // The request waited in a queue before it was stamped.
             std::thread::sleep(q_in);
-            let reply = answer(&request, served(now_ns()), stratum, || served(now_ns()));
+            let reply = answer(&request, served(now_ns()), (stratum, leap), || {
+                served(now_ns())
+            });
             // And the reply waits after it.
             std::thread::sleep(q_out);
             let _ = sock.send_to(&reply, src);
@@ -115,16 +120,17 @@ fn main() -> Result<()> {
     }
 }
 
-/// The reply to `request` received at served time `rx`; `tx` stamps its departure.
+/// The reply to `request` received at served time `rx` with (stratum, leap indicator);
+/// `tx` stamps its departure.
 fn answer(
     request: &[u8; wire::NTP_HEADER_LEN],
     rx: u64,
-    stratum: u8,
+    (stratum, leap): (u8, u8),
     tx: impl Fn() -> u64,
 ) -> [u8; wire::NTP_HEADER_LEN] {
     let (_, version, _) = wire::split_li_vn_mode(request[0]);
     let mut reply = [0u8; wire::NTP_HEADER_LEN];
-    reply[0] = wire::li_vn_mode(0, version, wire::MODE_SERVER);
+    reply[0] = wire::li_vn_mode(leap, version, wire::MODE_SERVER);
     reply[wire::OFF_STRATUM] = stratum;
     reply[wire::OFF_POLL] = request[wire::OFF_POLL];
     reply[wire::OFF_PRECISION] = (-20i8) as u8;
