@@ -107,6 +107,22 @@ impl SourceOptions {
     }
 }
 
+/// Why a valid reply was not taken as a sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// chrony's tests A and B: too much delay, a slow server.
+    Delay,
+    /// Test C: more delay than the source's spread explains.
+    DelayDeviation,
+    /// Test D: the source follows us.
+    Loop,
+}
+
+/// Samples in a row whose delays, the best of them included, are well above the best the
+/// statistics hold before the path is taken to have changed (a lasting route change, not
+/// spikes): the statistics start over with them.
+const ROUTE_CHANGE_SAMPLES: usize = 8;
+
 /// A log line in chrony's words.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Log {
@@ -168,6 +184,8 @@ pub struct SourceEntry {
     pub replies: u32,
     /// Good samples.
     pub samples: u32,
+    /// The latest samples, taken or refused for their delay (a route change shows here).
+    recent: std::collections::VecDeque<Sample>,
 }
 
 impl SourceEntry {
@@ -319,6 +337,7 @@ impl<C: EngineClock> Engine<C> {
             polls: 0,
             replies: 0,
             samples: 0,
+            recent: std::collections::VecDeque::new(),
         });
         self.sources.len() - 1
     }
@@ -489,10 +508,26 @@ impl<C: EngineClock> Engine<C> {
         let s = &mut self.sources[id];
         s.stratum = r.header.stratum;
         log.push(Log::Record(measurement(s, &r.header, &sample, t4_ns)));
-        if let Err(looped) = good {
-            s.poller.sample_refused(looped);
-            return log;
+        match good {
+            Ok(()) => {}
+            Err(Refusal::DelayDeviation) => {
+                s.poller.sample_refused(false);
+                if let Some(l) = self.watch_route(id, sample) {
+                    log.push(l);
+                    self.sources[id].updates += 1;
+                    log.extend(self.reselect(Some(id)));
+                }
+                return log;
+            }
+            Err(why) => {
+                s.poller.sample_refused(why == Refusal::Loop);
+                return log;
+            }
         }
+        if let Some(l) = self.watch_route(id, sample) {
+            log.push(l);
+        }
+        let s = &mut self.sources[id];
         let predicted = s.stats.predict_offset(sample.time);
         s.stats.add(sample);
         s.samples += 1;
@@ -564,7 +599,7 @@ impl<C: EngineClock> Engine<C> {
         h: &NtpHeader,
         response_time: f64,
         wire: &WireInfo,
-    ) -> Result<(), bool> {
+    ) -> Result<(), Refusal> {
         let s = &self.sources[id];
         let o = &s.opts;
         let precision = self.precision + 2f64.powi(i32::from(h.precision));
@@ -572,26 +607,60 @@ impl<C: EngineClock> Engine<C> {
             || precision > o.max_delay
             || response_time > MAX_RESPONSE_TIME
         {
-            return Err(false);
+            return Err(Refusal::Delay);
         }
         let error_rate = self.params.max_clock_error;
         if let Some(d) = s.stats.delay_test_data(sample.time) {
             let drift = d.last_sample_ago.abs() * (d.skew + error_rate);
             if o.max_delay_ratio >= 1.0 && sample.delay > d.min_delay * o.max_delay_ratio + drift {
-                return Err(false);
+                return Err(Refusal::Delay);
             }
             let max_delta = d.std_dev * o.max_delay_dev_ratio + drift;
             let delta = (sample.delay - d.min_delay) / 2.0;
             let surprise = (sample.offset - d.predicted_offset).abs() - delta;
             if delta > max_delta && surprise <= max_delta {
-                return Err(false);
+                return Err(Refusal::DelayDeviation);
             }
         }
         let us = refid_of(wire.local.ip());
         if h.stratum > 1 && h.refid == us {
-            return Err(true);
+            return Err(Refusal::Loop);
         }
         Ok(())
+    }
+
+    /// Notes a sample of source `id` (taken or refused for its delay) and looks for a
+    /// route change: when even the best of the latest samples took far longer than the
+    /// best the statistics hold (by four times their median excess), the path changed and
+    /// the old samples only mislead (weighted by delay, they would outvote the new path
+    /// for hours). The statistics start over from the latest samples.
+    fn watch_route(&mut self, id: usize, sample: Sample) -> Option<Log> {
+        let s = &mut self.sources[id];
+        s.recent.push_back(sample);
+        while s.recent.len() > ROUTE_CHANGE_SAMPLES {
+            s.recent.pop_front();
+        }
+        if s.recent.len() < ROUTE_CHANGE_SAMPLES || s.stats.len() < ROUTE_CHANGE_SAMPLES {
+            return None;
+        }
+        let (old_min, old_median) = (s.stats.min_delay(), s.stats.median_delay());
+        let new_min = s
+            .recent
+            .iter()
+            .map(|r| r.delay)
+            .fold(f64::INFINITY, f64::min);
+        let threshold = (4.0 * (old_median - old_min)).max(10.0 * self.precision);
+        if new_min - old_min <= threshold {
+            return None;
+        }
+        s.stats.reset();
+        for r in std::mem::take(&mut s.recent) {
+            s.stats.add(r);
+        }
+        Some(Log::Warn(format!(
+            "Source {}: the path's delay changed from {old_min:.6} to {new_min:.6} seconds; its statistics start over",
+            s.name
+        )))
     }
 
     /// Runs selection (`updated`: the source that just gave a sample) and, when the

@@ -37,6 +37,8 @@ pub(crate) struct Server {
     pub opts: SourceOptions,
     /// Extra one-way delay on the way to it, seconds (a slower path).
     pub extra_delay: f64,
+    /// A route change: from this true time on, this much more delay on the way to it.
+    pub route_change: Option<(f64, f64)>,
     /// Its clock's frequency error (ratio), from the start.
     pub drift: f64,
 }
@@ -50,6 +52,7 @@ impl Server {
             stratum: 1,
             opts,
             extra_delay: 0.0,
+            route_change: None,
             drift: 0.0,
         }
     }
@@ -503,11 +506,12 @@ impl Sim {
         } else {
             1.0 + 2.0 * net.asymmetry
         };
-        let extra = if out {
-            self.sc.servers[src].extra_delay
-        } else {
-            0.0
-        };
+        let s = &self.sc.servers[src];
+        let changed = s
+            .route_change
+            .filter(|(at, _)| self.now >= *at)
+            .map_or(0.0, |(_, d)| d);
+        let extra = if out { s.extra_delay + changed } else { 0.0 };
         Some(net.base_delay + extra + a * net.jitter * self.exponential())
     }
 
@@ -569,8 +573,13 @@ pub(crate) fn run_seeds(name: &str, sc: &Scenario, seeds: &[u64], b: &Bounds) ->
         let trace = Sim::new(Scenario { seed, ..sc.clone() }).run();
         let (ok, f) = trace.check(b);
         println!(
-            "{name} seed {seed}: synced {:.0} s, max {:.2e} s, RMS {:.2e} s, max freq {:.2e}, RMS freq {:.2e}",
-            f.sync_time, f.max_offset, f.rms_offset, f.max_freq, f.rms_freq
+            "{name} seed {seed}: synced {:.0} s, max {:.2e} s, RMS {:.2e} s, max freq {:.2e}, RMS freq {:.2e}, route restarts {}",
+            f.sync_time,
+            f.max_offset,
+            f.rms_offset,
+            f.max_freq,
+            f.rms_freq,
+            trace.count("statistics start over")
         );
         if !ok {
             failed.push((seed, f));

@@ -499,3 +499,54 @@ fn asymmetry_correction_reduces_the_bias() {
     );
     assert!(auto.abs() < off.abs(), "auto {auto}, none {off}");
 }
+
+#[test]
+fn a_lasting_route_change_is_taken_in_stride() {
+    // From 4000 s the way to the server is 2 ms longer: the offset moves by 1 ms, and the
+    // client must follow the new path (not reject it as outliers for hours). Offsets are
+    // judged against what the new path makes right: ahead by half the extra delay.
+    let sc = Scenario {
+        servers: vec![Server {
+            route_change: Some((4000.0, 2e-3)),
+            ..Server::good(opts(4, 6, true))
+        }],
+        limit: 8000.0,
+        ..Scenario::default()
+    };
+    for seed in SEEDS {
+        let trace = super::Sim::new(Scenario {
+            seed: *seed,
+            ..sc.clone()
+        })
+        .run();
+        // After the change the client's best estimate is 1 ms ahead of true time.
+        let after: Vec<f64> = trace.offset[5000..].iter().map(|o| o - 1e-3).collect();
+        let rms = (after.iter().map(|x| x * x).sum::<f64>() / after.len() as f64).sqrt();
+        println!(
+            "route-change seed {seed}: RMS about the new path's offset {:.1} µs ({} restarts)",
+            rms * 1e6,
+            trace.count("statistics start over")
+        );
+        assert!(rms < 1e-4, "still following the old path: {rms}");
+        assert_eq!(trace.count("statistics start over"), 1);
+    }
+}
+
+#[test]
+fn sources_at_different_polls() {
+    // Three servers polled at 16 s, 64 s and 256 s: the clock syncs and stays within
+    // chrony's default bounds, whichever is selected.
+    let sc = Scenario {
+        servers: vec![
+            Server::good(opts(4, 4, true)),
+            Server::good(opts(6, 6, false)),
+            Server::good(opts(8, 8, false)),
+        ],
+        ..Scenario::default()
+    };
+    let b = Bounds {
+        min_sync: 2.0,
+        ..Bounds::default()
+    };
+    run_seeds("different-polls", &sc, SEEDS, &b);
+}

@@ -274,6 +274,13 @@ impl SourceStats {
             .fold(f64::INFINITY, f64::min)
     }
 
+    /// The median round-trip delay of the current samples.
+    pub fn median_delay(&self) -> f64 {
+        let mut d: Vec<f64> = self.samples.iter().map(|s| s.delay).collect();
+        d.sort_by(f64::total_cmp);
+        d.get(d.len() / 2).copied().unwrap_or(f64::INFINITY)
+    }
+
     /// Offsets corrected for jitter asymmetry: how much of each sample's extra delay
     /// shows up as offset, estimated by fitting offset on time and extra delay together.
     fn corrected_offsets(&mut self, x: &[f64], y: &[f64], delays: &[f64]) -> Vec<f64> {
