@@ -496,13 +496,19 @@ impl<C: EngineClock> Engine<C> {
             )));
         }
         if !r.synchronised {
-            s.poller.sample_refused(false);
+            // chrony's test D fails for these (as for a loop): +0.1 to the poll.
+            s.poller.sample_refused(true);
             if was_reachable && s.poller.reach() == 0 {
                 log.extend(self.reselect(None));
             }
             return log;
         }
-        let t1_ns = self.clock.rescale(r.sent, r.generation);
+        if r.generation != self.clock.generation() {
+            // The clock was stepped while the exchange was in flight: the receive stamp may
+            // be on either side of the step. Counted as an answer, not taken as a sample.
+            return log;
+        }
+        let t1_ns = r.sent;
         let (sample, response_time) = self.measure(id, &r.header, t1_ns, t4_ns);
         let good = self.sample_is_good(id, &sample, &r.header, response_time, &wire);
         let s = &mut self.sources[id];
@@ -524,12 +530,15 @@ impl<C: EngineClock> Engine<C> {
                 return log;
             }
         }
-        if let Some(l) = self.watch_route(id, sample) {
-            log.push(l);
-        }
+        // A route change restarts the statistics from the latest samples, this one included.
+        let restarted = self.watch_route(id, sample);
         let s = &mut self.sources[id];
         let predicted = s.stats.predict_offset(sample.time);
-        s.stats.add(sample);
+        if let Some(l) = restarted {
+            log.push(l);
+        } else {
+            s.stats.add(sample);
+        }
         s.samples += 1;
         s.updates += 1;
         s.last_rx = Some(sample.time);
@@ -551,7 +560,8 @@ impl<C: EngineClock> Engine<C> {
                     s.stats.std_dev(),
                     -(td.offset + (now - td.ref_time) * td.frequency),
                     td.offset_sd,
-                    td.frequency,
+                    // chrony's sign: positive when the local clock runs fast.
+                    -td.frequency,
                     td.skew,
                 ],
                 counts: (s.stats.len(), s.stats.runs()),
@@ -753,6 +763,11 @@ impl<C: EngineClock> Engine<C> {
         let r: UpdateResult = self.discipline.update(&mut self.clock, c);
         for s in &mut self.sources {
             s.stats.restate(r.time, r.dfreq, r.offset);
+            for h in &mut s.recent {
+                let shift = r.offset + (h.time - r.time) * r.dfreq;
+                h.time += shift;
+                h.offset -= shift;
+            }
             s.updates = 0;
             if let Some(l) = s.last_rx.as_mut() {
                 *l += r.offset + (*l - r.time) * r.dfreq;
@@ -788,8 +803,9 @@ impl<C: EngineClock> Engine<C> {
         self.synced = Some(Synced {
             source: selected,
             stratum: c.stratum,
-            time: r.time,
-            sys_ns,
+            // On the clock's scale after the correction (a step moves both).
+            time: r.time + r.offset,
+            sys_ns: self.clock.system_now_ns(),
             root_delay: c.root_delay,
             root_dispersion: c.root_dispersion,
         });
@@ -800,11 +816,13 @@ impl<C: EngineClock> Engine<C> {
     /// forgotten, the sources are polled from their shortest interval again, and the next
     /// update counts as a first one.
     pub fn external_step(&mut self, step: f64) -> Vec<Log> {
+        self.clock.external_step();
         for s in &mut self.sources {
             s.stats.reset();
             s.poller.reset();
             s.updates = 0;
             s.last_rx = None;
+            s.recent.clear();
         }
         self.discipline.forget_last_update();
         self.selected = None;
@@ -938,7 +956,8 @@ impl<C: EngineClock> Engine<C> {
                     np: s.stats.len(),
                     nr: s.stats.runs(),
                     span: s.stats.span(),
-                    frequency_ppm: if known { frequency * 1e6 } else { 0.0 },
+                    // chrony's sign: positive when the local clock runs fast.
+                    frequency_ppm: if known { -frequency * 1e6 } else { 0.0 },
                     skew_ppm: if known { skew * 1e6 } else { 0.0 },
                     offset: if known { -offset } else { 0.0 },
                     std_dev: if known { std_dev } else { 0.0 },
@@ -991,7 +1010,7 @@ impl<C: EngineClock> Engine<C> {
             last_offset: -self.discipline.last_offset(),
             rms_offset: self.discipline.rms_offset(),
             frequency_ppm: -self.clock.frequency() * 1e6,
-            residual_freq_ppm: self.discipline.residual_freq() * 1e6,
+            residual_freq_ppm: -self.discipline.residual_freq() * 1e6,
             skew_ppm: self.discipline.skew() * 1e6,
             root_delay: r.root_delay_ns as f64 * 1e-9,
             root_dispersion: r.root_dispersion_ns as f64 * 1e-9,

@@ -293,9 +293,9 @@ impl Poller {
     }
 
     /// A valid reply that was not a good sample: the interval lengthens a little (more if
-    /// the source looks like a loop back to us).
-    pub fn sample_refused(&mut self, looped: bool) {
-        self.adjust(if looped { 0.1 } else { 0.02 });
+    /// the reply failed chrony's test D: a loop back to us, an unsynchronised server).
+    pub fn sample_refused(&mut self, test_d_failed: bool) {
+        self.adjust(if test_d_failed { 0.1 } else { 0.02 });
     }
 
     fn adjust(&mut self, adj: f64) {
@@ -334,6 +334,7 @@ impl Poller {
     pub fn reset(&mut self) {
         self.outstanding = None;
         self.last = None;
+        self.tx_count = 0;
         self.poll = self.opts.minpoll.max(0).min(self.opts.maxpoll);
         self.score = 0.0;
     }

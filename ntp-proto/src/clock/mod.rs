@@ -90,6 +90,9 @@ pub trait EngineClock: Clock {
         let _ = generation;
         sys_ns
     }
+    /// Someone else stepped the system clock: every correction pending or applied is
+    /// meaningless on the new scale. The NTP clock starts over as the system clock.
+    fn external_step(&mut self);
 }
 
 /// Seconds from `epoch_ns` to `sys_ns`.

@@ -281,6 +281,21 @@ impl<K: KernelClock> EngineClock for SteeredClock<K> {
     fn generation(&self) -> u64 {
         self.generation
     }
+    fn external_step(&mut self) {
+        // As chrony cancels its offset correction: nothing of the old plan is booked, the
+        // register is empty, and the scale starts over at the system clock. The epoch
+        // stays: a step of decades costs the f64 seconds about 0.1 µs of resolution, and
+        // moving it would move every time the engine holds.
+        let raw = self.raw_now();
+        self.register = 0.0;
+        self.corr_rate = 0.0;
+        self.slew_start = raw;
+        self.planned = 0.0;
+        self.excess = 0.0;
+        self.scale = Timescale::new(raw, raw, 1.0);
+        self.generation += 1;
+        self.replan(raw);
+    }
     fn rescale(&self, sys_ns: u64, generation: u64) -> u64 {
         let shift: f64 = self
             .steps

@@ -81,6 +81,10 @@ impl<R: RealtimeClock> EngineClock for FreeRunning<R> {
         let raw = self.system_secs(sys_ns);
         (self.scale.cooked(raw) - raw, self.scale.rate() - 1.0)
     }
+    fn external_step(&mut self) {
+        let raw = self.raw_now();
+        self.scale = Timescale::new(raw, raw, 1.0 + self.base);
+    }
 }
 
 #[cfg(test)]

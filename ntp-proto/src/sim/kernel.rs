@@ -128,7 +128,7 @@ impl KernelClock for KernelModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{Clock, SteeredClock};
+    use crate::clock::{Clock, EngineClock, SteeredClock};
 
     /// Runs the clock's slew timer as the daemon does (on time), until true time `end`.
     fn run_until(c: &mut SteeredClock<KernelModel>, end: f64) {
@@ -215,6 +215,29 @@ mod tests {
             (c.kernel().error() - error).abs() < 1e-7,
             "no drift after release"
         );
+    }
+
+    #[test]
+    fn an_external_step_drops_the_plan_and_keeps_the_base_frequency() {
+        // A 10 ms slew is under way when someone else steps the clock by 2 s: the slew is
+        // dropped (it was for the old scale), the NTP clock reads the system clock again,
+        // the base frequency still holds, and samples taken before are on another scale.
+        let base = 1.0 / (1.0 + 20e-6) - 1.0;
+        let mut c = SteeredClock::new(KernelModel::new(0.0, 20e-6), base, 500e-6, 0.1);
+        c.accrue(0.01, 0.0);
+        run_until(&mut c, 5.0);
+        let before = c.generation();
+        c.kernel_mut().phase += 2.0;
+        c.external_step();
+        assert!(c.generation() > before);
+        assert_eq!(c.uncorrected(), 0.0);
+        let sys = c.kernel().now_ns();
+        let (corr, rate) = c.served_correction(sys);
+        assert!(corr.abs() < 1e-9 && rate.abs() < 1e-9, "{corr} {rate}");
+        assert!(c.kernel().rate().abs() < 1e-9, "{}", c.kernel().rate());
+        let error = c.kernel().error();
+        run_until(&mut c, 60.0);
+        assert!((c.kernel().error() - error).abs() < 1e-7, "no slew left");
     }
 
     #[test]

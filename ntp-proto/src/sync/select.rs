@@ -252,8 +252,20 @@ struct Endpoint {
 
 /// Runs selection over `cands` (indexed like `mem`), `previous` being the selected source
 /// and `updated` the source that just gave a sample, if any.
-#[allow(clippy::too_many_lines)]
 pub fn select(
+    cands: &[Candidate],
+    mem: &mut [Memory],
+    params: &SelectParams,
+    previous: Option<usize>,
+    updated: Option<usize>,
+) -> Outcome {
+    let outcome = select_states(cands, mem, params, previous, updated);
+    count_bad_updates(mem, updated);
+    outcome
+}
+
+#[allow(clippy::too_many_lines)]
+fn select_states(
     cands: &[Candidate],
     mem: &mut [Memory],
     params: &SelectParams,
@@ -316,7 +328,6 @@ pub fn select(
             cand.push(i);
         }
     }
-    count_bad_updates(cands, mem, updated);
 
     // Wait for sources that are one sample behind the others at start.
     let (cand_reach, cand_size) = cand.iter().fold((0u8, 0u8), |(r, s), &i| {
@@ -501,15 +512,16 @@ pub fn select(
 }
 
 /// Counts, for the source that just gave a sample, how many of its updates in a row found
-/// it bad.
-fn count_bad_updates(cands: &[Candidate], mem: &mut [Memory], updated: Option<usize>) {
-    let Some(u) = updated else { return };
-    if mem[u].state.is_bad() {
-        mem[u].bad_updates += 1;
+/// it bad (in its final state: a falseticker is known only after the intersection).
+fn count_bad_updates(mem: &mut [Memory], updated: Option<usize>) {
+    let Some(m) = updated.and_then(|u| mem.get_mut(u)) else {
+        return;
+    };
+    if m.state.is_bad() {
+        m.bad_updates += 1;
     } else {
-        mem[u].bad_updates = 0;
+        m.bad_updates = 0;
     }
-    let _ = cands;
 }
 
 /// The leap indicator more than half of the admissible sources announce (trusted ones
@@ -684,6 +696,17 @@ mod tests {
         assert_eq!(u.combined, 2);
         assert!((u.offset - 0.0001).abs() < 1e-9, "{u:?}");
         assert!(u.offset_sd > 1e-5, "their disagreement counts");
+    }
+
+    #[test]
+    fn a_falseticker_counts_as_bad_for_replacement() {
+        let c = [cand(0.0, 0.001), cand(0.0002, 0.001), cand(1.0, 0.001)];
+        let mut mem = vec![Memory::default(); 3];
+        for _ in 0..BAD_UPDATES_LIMIT {
+            select(&c, &mut mem, &SelectParams::default(), None, Some(2));
+        }
+        assert_eq!(mem[2].bad_updates, BAD_UPDATES_LIMIT);
+        assert_eq!(mem[0].bad_updates, 0);
     }
 
     #[test]

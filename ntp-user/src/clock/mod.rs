@@ -91,4 +91,7 @@ impl EngineClock for DaemonClock {
     fn rescale(&self, sys_ns: u64, generation: u64) -> u64 {
         self.inner().rescale(sys_ns, generation)
     }
+    fn external_step(&mut self) {
+        self.inner_mut().external_step();
+    }
 }

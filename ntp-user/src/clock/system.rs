@@ -78,20 +78,13 @@ impl SystemClock {
     /// Steps the clock by `offset` seconds, cancelling any slew first.
     pub fn step(&mut self, offset: f64) -> Result<()> {
         self.slew(0.0)?;
-        let now = i128::from(super::read::realtime_ns()?);
-        let target = now + (offset * 1e9).round() as i128;
-        if target < 0 {
-            bail!("refusing to step the clock before 1970");
+        match step_relative(offset) {
+            Ok(()) => Ok(()),
+            // Kernels before 2.6.39 lack ADJ_SETOFFSET: read-then-set loses the time
+            // between the two calls, but is the only way left.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => step_absolute(offset),
+            Err(e) => bail!("adjtimex(ADJ_SETOFFSET): {e}"),
         }
-        let ts = libc::timespec {
-            tv_sec: (target / 1_000_000_000) as libc::time_t,
-            tv_nsec: (target % 1_000_000_000) as libc::c_long,
-        };
-        // SAFETY: valid timespec.
-        if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &raw const ts) } != 0 {
-            bail!("clock_settime: {}", std::io::Error::last_os_error());
-        }
-        Ok(())
     }
 
     /// Sets the kernel's TAI-UTC offset (`CLOCK_TAI` = `CLOCK_REALTIME` + offset).
@@ -154,7 +147,7 @@ impl KernelClock for SystemClock {
     fn step(&mut self, offset: f64) -> Result<(), ClockError> {
         let r = SystemClock::step(self, offset);
         report(
-            "clock_settime",
+            "adjtimex(ADJ_SETOFFSET)",
             &format!("step the clock by {offset:.6} s"),
             r,
         )
@@ -179,6 +172,41 @@ fn adjtimex(tx: &mut libc::timex) -> Result<()> {
     // SAFETY: tx is a valid, initialized timex.
     if unsafe { libc::adjtimex(tx) } < 0 {
         bail!("adjtimex: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Adds `offset` seconds to the clock in one call, so no time passes between reading the
+/// clock and setting it (chrony does the same).
+fn step_relative(offset: f64) -> std::io::Result<()> {
+    let ns = (offset * 1e9).round() as i64;
+    // SAFETY: zeroed timex with only the fields named by `modes` set.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    tx.modes = libc::ADJ_SETOFFSET | libc::ADJ_NANO;
+    // The kernel wants the nanoseconds non-negative and below a second.
+    tx.time.tv_sec = ns.div_euclid(1_000_000_000) as libc::time_t;
+    tx.time.tv_usec = ns.rem_euclid(1_000_000_000) as libc::suseconds_t;
+    // SAFETY: valid timex on this stack frame.
+    if unsafe { libc::adjtimex(&raw mut tx) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets the clock to its reading plus `offset` seconds.
+fn step_absolute(offset: f64) -> Result<()> {
+    let now = i128::from(super::read::realtime_ns()?);
+    let target = now + (offset * 1e9).round() as i128;
+    if target < 0 {
+        bail!("refusing to step the clock before 1970");
+    }
+    let ts = libc::timespec {
+        tv_sec: (target / 1_000_000_000) as libc::time_t,
+        tv_nsec: (target % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: valid timespec.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &raw const ts) } != 0 {
+        bail!("clock_settime: {}", std::io::Error::last_os_error());
     }
     Ok(())
 }

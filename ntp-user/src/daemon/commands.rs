@@ -77,7 +77,7 @@ impl Shared {
     }
 
     /// Sends `cmd` to the sources `ids` (all with `None`); how many took it.
-    fn send_sources(&self, ids: Option<&[usize]>, cmd: SourceCommand) -> usize {
+    pub(super) fn send_sources(&self, ids: Option<&[usize]>, cmd: SourceCommand) -> usize {
         self.sync.get().map_or(0, |h| h.send(ids, cmd))
     }
 

@@ -8,6 +8,7 @@ use crate::{
     clock::DaemonClock,
     lock,
     os::{drift_file, notify},
+    sources::poll_task::SourceCommand,
 };
 use ntp_proto::{
     clock::{EngineClock, StepDetector},
@@ -59,6 +60,9 @@ impl Shared {
             let log = lock(&self.engine).external_step(step);
             self.journal.emit(log);
             self.on_clock_update();
+            // The sources start over at their shortest poll: waiting out the old interval
+            // would leave the clock unsteered for up to 2^maxpoll seconds.
+            self.send_sources(None, SourceCommand::Burst);
         }
     }
 
