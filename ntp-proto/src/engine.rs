@@ -564,7 +564,8 @@ impl<C: EngineClock> Engine<C> {
                     -td.frequency,
                     td.skew,
                 ],
-                counts: (s.stats.len(), s.stats.runs()),
+                fit: s.stats.last_fit(),
+                runs: s.stats.runs(),
             }));
         }
         log.extend(self.reselect(Some(id)));
@@ -905,7 +906,7 @@ impl<C: EngineClock> Engine<C> {
                     root_dispersion: ntp_short_to_secs(h.root_dispersion),
                     refid: u32::from_be_bytes(h.refid),
                     ref_time: h.reference_ts.to_unix_ns(now_ns) as f64 * 1e-9,
-                    offset: -sample.offset,
+                    offset: sample.offset,
                     delay: sample.delay,
                     dispersion: sample.dispersion,
                     response_time: (h.transmit_ts.0.wrapping_sub(h.receive_ts.0)) as f64
@@ -1033,8 +1034,9 @@ fn measurement(s: &SourceEntry, h: &NtpHeader, sample: &Sample, t4_ns: u64) -> R
         leap: h.leap,
         stratum: h.stratum,
         polls: (s.poller.poll(), h.poll),
+        score: s.poller.score(),
         figures: [
-            -sample.offset,
+            sample.offset,
             sample.delay,
             sample.dispersion,
             ntp_short_to_secs(h.root_delay),

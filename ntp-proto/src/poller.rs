@@ -142,6 +142,11 @@ impl Poller {
         self.unreachable_run
     }
 
+    /// The score towards the next poll change (chrony's measurements.log column).
+    pub fn score(&self) -> f64 {
+        self.score
+    }
+
     /// Current poll exponent.
     pub fn poll(&self) -> i8 {
         self.poll

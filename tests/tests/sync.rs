@@ -513,10 +513,20 @@ fn served_time_under_wander_and_jitter_beside_chronyd() -> Result<()> {
             / points.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>();
         Ok((rms, max, my, slope * 1e6))
     };
-    let (xr, xm, xb, xf) = measure(&x_ip)?;
-    let (cr, cm, cb, cf) = measure(&c_ip)?;
+    // Both at once: the wander is the same for both, whatever phase of it they are in.
+    let (x, c) = std::thread::scope(|s| {
+        let x = s.spawn(|| measure(&x_ip));
+        let c = s.spawn(|| measure(&c_ip));
+        (x.join(), c.join())
+    });
+    let (x, c) = (
+        x.map_err(|_| anyhow::anyhow!("the ntpxd probe panicked"))?,
+        c.map_err(|_| anyhow::anyhow!("the chronyd probe panicked"))?,
+    );
+    let (xr, xm, xb, xf) = x?;
+    let (cr, cm, cb, cf) = c?;
     let report = format!(
-        "served time against the truth over a minute (wander ±1 ppm/60 s, jitter 50 us each way):\n\
+        "served time against the truth over the same minute (wander ±1 ppm/60 s, jitter 50 us each way):\n\
          ntpxd -x:   RMS {:.1} us (mean {:+.1}, spread {:.1}), max {:.1} us, frequency error {:+.3} ppm\n\
          chronyd -x: RMS {:.1} us (mean {:+.1}, spread {:.1}), max {:.1} us, frequency error {:+.3} ppm",
         xr * 1e6,

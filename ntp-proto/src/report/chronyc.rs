@@ -71,14 +71,14 @@ const SOURCESTATS_HEADER: &str =
 pub fn render_sourcestats(rows: &[SourceStatsReport], verbose: bool) -> String {
     table(SOURCESTATS_LEGEND, SOURCESTATS_HEADER, verbose, rows, |r| {
         format!(
-            "{:<25} {:>3} {:>3} {:>5} {:>10.3} {:>10.3} {:>8} {:>7}",
+            "{:<25} {:>3} {:>3} {:>5} {:>+10.3} {:>10.3} {:>8} {:>7}",
             r.name,
             r.np,
             r.nr,
             age(Some(r.span.max(0.0) as u64)),
             r.frequency_ppm,
             r.skew_ppm,
-            scaled(r.offset, true).trim_start_matches('+'),
+            scaled(r.offset, true),
             scaled(r.std_dev, false)
         )
     })
@@ -744,6 +744,21 @@ mod tests {
             std_dev: 83e-9,
         };
         assert_eq!(render_sourcestats(&[r], true), fixture_body(SOURCESTATS_V));
+        // chronyd 4.3 beside ntpxd in a test namespace: positive figures carry their sign.
+        let p = SourceStatsReport {
+            name: "10.231.0.1".into(),
+            np: 64,
+            nr: 32,
+            span: 8.0,
+            frequency_ppm: 0.298,
+            skew_ppm: 6.426,
+            offset: 2e-9,
+            std_dev: 35e-6,
+        };
+        assert_eq!(
+            render_sourcestats(&[p], false).lines().nth(2),
+            Some("10.231.0.1                 64  32     8     +0.298      6.426     +2ns    35us")
+        );
         let a = ActivityReport {
             online: 1,
             ..Default::default()

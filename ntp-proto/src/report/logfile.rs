@@ -1,6 +1,7 @@
 //! chrony's log files (`logdir`, `log measurements statistics tracking`): one line per
 //! event in chrony's column layouts, with the banner repeated every `logbanner` lines.
 
+use crate::sync::sourcestats::FitRecord;
 use std::collections::HashMap;
 
 /// Lines between banners (chrony's `logbanner` default).
@@ -21,7 +22,10 @@ pub enum Record {
         stratum: u8,
         /// Local and remote poll exponents.
         polls: (i8, i8),
-        /// Offset (local minus source), delay, dispersion, root delay, root dispersion.
+        /// The poller's score towards a poll change.
+        score: f64,
+        /// Offset (source minus local: positive when the local clock is slow), delay,
+        /// dispersion, root delay, root dispersion.
         figures: [f64; 5],
         /// Reference id.
         refid: u32,
@@ -34,8 +38,10 @@ pub enum Record {
         addr: String,
         /// Std deviation, estimated offset, offset sd, frequency (ratio), skew (ratio).
         figures: [f64; 5],
-        /// Samples, runs.
-        counts: (usize, usize),
+        /// What the regression was given and dropped.
+        fit: FitRecord,
+        /// Runs of residual signs among the samples kept.
+        runs: usize,
     },
     /// A clock update (tracking.log).
     Tracking {
@@ -128,16 +134,18 @@ impl Record {
                 leap: l,
                 stratum,
                 polls,
+                score,
                 figures: f,
                 refid,
             } => format!(
-                "{} {:<15} {} {:2} 111 111 1111 {:3} {:2} 1.00 {} {} {} {} {} {:08X} 4B K K",
+                "{} {:<15} {} {:2} 111 111 1111 {:3} {:2} {:4.2} {} {} {} {} {} {:08X} 4B K K",
                 date(*time),
                 addr,
                 leap(*l),
                 stratum,
                 polls.0,
                 polls.1,
+                score,
                 e(f[0]),
                 e(f[1]),
                 e(f[2]),
@@ -149,7 +157,8 @@ impl Record {
                 time,
                 addr,
                 figures: f,
-                counts,
+                fit,
+                runs,
             } => format!(
                 "{} {:<15} {} {} {} {} {} {} {:3} {:3} {:3} {:5.2}",
                 date(*time),
@@ -159,11 +168,11 @@ impl Record {
                 e(f[2]),
                 e(f[3]),
                 e(f[4]),
-                sci(0.0, 8, 2),
-                counts.0,
-                0,
-                counts.1,
-                0.0
+                sci(fit.stress, 7, 1),
+                fit.samples,
+                fit.dropped,
+                runs,
+                fit.asymmetry
             ),
             Record::Tracking {
                 time,
@@ -270,6 +279,7 @@ mod tests {
             leap: 0,
             stratum: 2,
             polls: (6, 6),
+            score: 1.0,
             figures: [-4.966e-3, 0.2296, 1.577e-5, 0.1615, 7.446e-3],
             refid: 0xCB00_717B,
         };
@@ -279,6 +289,23 @@ mod tests {
             m.line()
         );
         assert!(m.line().contains("CB00717B"));
+        // The example line of chrony.conf(5), columns and all.
+        let st = Record::Statistics {
+            time: 1_470_807_650.0,
+            addr: "203.0.113.15".into(),
+            figures: [6.261e-3, -3.247e-3, 2.220e-3, 1.874e-6, 1.080e-6],
+            fit: FitRecord {
+                samples: 16,
+                dropped: 0,
+                stress: 7.8e-2,
+                asymmetry: 0.0,
+            },
+            runs: 8,
+        };
+        assert_eq!(
+            st.line(),
+            "2016-08-10 05:40:50 203.0.113.15     6.261e-03 -3.247e-03  2.220e-03  1.874e-06  1.080e-06 7.8e-02  16   0   8  0.00"
+        );
     }
 
     #[test]
@@ -294,7 +321,8 @@ mod tests {
             time: 0.0,
             addr: "x".into(),
             figures: [0.0; 5],
-            counts: (1, 1),
+            fit: FitRecord::default(),
+            runs: 1,
         };
         assert_eq!(book.entry(&stats), None);
         assert_eq!(text.lines().filter(|l| l.contains("Date (UTC)")).count(), 2);

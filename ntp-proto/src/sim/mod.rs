@@ -10,7 +10,7 @@ mod kernel;
 mod scenarios;
 
 use crate::{
-    clock::{Clock, RealtimeClock, SteeredClock},
+    clock::{Clock, EngineClock, RealtimeClock, SteeredClock},
     config::SyncConfig,
     engine::{Engine, Log, SourceOptions, WireInfo},
     packet::{NtpHeader, NtpTimestamp},
@@ -152,6 +152,14 @@ pub(crate) struct Trace {
     pub log: Vec<(f64, String)>,
     /// Steps of the system clock.
     pub steps: Vec<f64>,
+    /// The served time's offset (system clock plus the correction a reply carries) at
+    /// second k.
+    pub served: Vec<f64>,
+    /// The served time's offset just before and just after each change of the slew rate:
+    /// they differ where the served rate and the kernel's disagree.
+    pub served_across_ticks: Vec<(f64, f64)>,
+    /// The log-file lines (measurements, statistics, tracking) in order.
+    pub records: Vec<String>,
 }
 
 /// chrony's pass bounds (`check_sync` in its test harness).
@@ -407,6 +415,8 @@ impl Sim {
                 let reference = self.reference_error(self.now);
                 self.trace.offset.push(error - reference);
                 self.trace.freq.push(rate);
+                let served = self.served_error();
+                self.trace.served.push(served);
                 let base = self.engine.clock().frequency();
                 let intrinsic = self.model().intrinsic;
                 self.trace
@@ -420,7 +430,10 @@ impl Sim {
             }
             Event::ClockTimer { token } => {
                 if token == self.clock_token {
+                    let before = self.served_error();
                     self.engine.clock_mut().tick();
+                    let after = self.served_error();
+                    self.trace.served_across_ticks.push((before, after));
                     self.arm_clock_timer();
                 }
             }
@@ -446,6 +459,14 @@ impl Sim {
                 self.rearm_transmit(src, next.max(self.now));
             }
         }
+    }
+
+    /// What a reply sent now would be off by: the system clock's reading plus the
+    /// correction the daemon adds to it, against the reference.
+    fn served_error(&self) -> f64 {
+        let sys = self.model().now_ns();
+        let (corr, _) = self.engine.clock().served_correction(sys);
+        self.model().error() + corr - self.reference_error(self.now)
     }
 
     /// The servers' error where all of them stepped: the client should follow them.
@@ -558,7 +579,7 @@ impl Sim {
         for l in log {
             match l {
                 Log::Info(m) | Log::Warn(m) => self.trace.log.push((self.now, m)),
-                Log::Record(_) => {}
+                Log::Record(r) => self.trace.records.push(r.line()),
             }
         }
     }

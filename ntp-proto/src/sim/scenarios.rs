@@ -1,7 +1,7 @@
 //! chrony's simulation scenarios, run against the daemon's code with chrony's bounds.
 //! Each is run with three seeds; the figures are printed (`--nocapture`) for the docs.
 
-use super::{Bounds, Network, Scenario, Server, run_seeds};
+use super::{Bounds, Network, Scenario, Server, Sim, run_seeds};
 use crate::{config::SyncConfig, engine::SourceOptions, poller::PollOptions};
 
 const SEEDS: &[u64] = &[1, 2, 3];
@@ -58,6 +58,103 @@ fn iburst_fast_start() {
         ..Bounds::default()
     };
     run_seeds("fast-start", &sc, SEEDS, &b);
+}
+
+#[test]
+fn the_served_time_is_exact_across_slews() {
+    // What a client of this server receives: the system clock plus the correction the
+    // reply carries. A slew changing rate must not move it (the outside simulator saw
+    // 0.5 ms jumps there before the offset register), and after the fast start it stays
+    // within the bounds the clock itself meets (chronyd's served time: 14 µs at most).
+    let sc = Scenario {
+        servers: vec![Server::good(opts(4, 6, true))],
+        net: Network {
+            jitter: 1e-5,
+            ..Network::default()
+        },
+        sync: makestep(0.01, 1),
+        limit: 1800.0,
+        ..Scenario::default()
+    };
+    for &seed in SEEDS {
+        let t = Sim::new(Scenario { seed, ..sc.clone() }).run();
+        assert!(
+            t.served_across_ticks.len() >= 3,
+            "{}",
+            t.served_across_ticks.len()
+        );
+        let jump = t
+            .served_across_ticks
+            .iter()
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        let window = &t.served[20..];
+        let max = window.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let rms = (window.iter().map(|x| x * x).sum::<f64>() / window.len() as f64).sqrt();
+        println!(
+            "served seed {seed}: jump at slew changes {jump:.1e} s, max {max:.2e} s, RMS {rms:.2e} s"
+        );
+        assert!(
+            jump < 1e-8,
+            "seed {seed}: the served time jumped {jump} s at a slew change"
+        );
+        assert!(
+            max < 5e-5 && rms < 1e-5,
+            "seed {seed}: max {max}, RMS {rms}"
+        );
+    }
+}
+
+#[test]
+fn log_lines_carry_chronys_signs() {
+    // The client starts 0.1 s fast and 100 ppm fast. chrony's measurements.log: the
+    // offset is positive when the local clock is slow; statistics.log: the estimated
+    // offset and frequency are positive when it is fast (gaining); tracking.log: the
+    // frequency is the clock's own, positive when it runs fast (as chronyd logs it).
+    let t = Sim::new(Scenario {
+        limit: 200.0,
+        ..Scenario::default()
+    })
+    .run();
+    let column = |file_start: &str, k: usize| -> f64 {
+        let line = t
+            .records
+            .iter()
+            .find(|l| l.contains(file_start))
+            .unwrap_or_else(|| panic!("no line with {file_start}: {:?}", t.records));
+        line.split_whitespace()
+            .nth(k)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("column {k} of {line}"))
+    };
+    // The first of each: measurements carry " 111 111 1111 ", statistics do not.
+    let first_measurement = column(" 111 111 1111 ", 11);
+    assert!(
+        (first_measurement + 0.1).abs() < 1e-3,
+        "{first_measurement}"
+    );
+    let stats = t
+        .records
+        .iter()
+        .find(|l| !l.contains(" 111 ") && l.split_whitespace().count() == 13)
+        .expect("a statistics line");
+    let est_offset: f64 = stats
+        .split_whitespace()
+        .nth(4)
+        .and_then(|v| v.parse().ok())
+        .expect("offset");
+    assert!((est_offset - 0.1).abs() < 1e-3, "{stats}");
+    let tracking = t
+        .records
+        .iter()
+        .rev()
+        .find(|l| l.split_whitespace().count() == 14)
+        .expect("a tracking line");
+    let freq: f64 = tracking
+        .split_whitespace()
+        .nth(4)
+        .and_then(|v| v.parse().ok())
+        .expect("freq");
+    assert!((freq - 100.0).abs() < 1.0, "{tracking}");
 }
 
 #[test]

@@ -122,6 +122,20 @@ pub struct SourceStats {
     std_dev: f64,
     runs: usize,
     best: usize,
+    last_fit: FitRecord,
+}
+
+/// What the last regression did, for the statistics log (chrony's columns).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FitRecord {
+    /// Samples it was given.
+    pub samples: usize,
+    /// Oldest samples it dropped to pass the runs test.
+    pub dropped: usize,
+    /// How far the frequency moved, in units of the previous skew.
+    pub stress: f64,
+    /// The jitter asymmetry it corrected the offsets for.
+    pub asymmetry: f64,
 }
 
 impl SourceStats {
@@ -148,6 +162,7 @@ impl SourceStats {
             std_dev: WORST_SD,
             runs: 0,
             best: 0,
+            last_fit: FitRecord::default(),
         }
     }
 
@@ -190,6 +205,11 @@ impl SourceStats {
     /// Runs of residual signs in the current fit (`sourcestats` NR).
     pub fn runs(&self) -> usize {
         self.runs
+    }
+
+    /// What the last regression did.
+    pub fn last_fit(&self) -> FitRecord {
+        self.last_fit
     }
 
     /// Seconds between the oldest and the newest sample.
@@ -354,6 +374,7 @@ impl SourceStats {
         let Some(fit) = find_best_line(&x, &y, &w, extra, self.min_samples) else {
             return;
         };
+        let (old_frequency, old_skew) = (self.frequency, self.skew);
         self.fit_ok = true;
         self.offset_time = newest;
         self.offset = fit.a;
@@ -363,6 +384,12 @@ impl SourceStats {
         self.offset_sd = fit.sd_a;
         self.std_dev = fit.variance.sqrt().max(MIN_STDDEV);
         self.runs = fit.runs;
+        self.last_fit = FitRecord {
+            samples: n,
+            dropped: fit.start,
+            stress: (old_frequency - fit.b).abs() / old_skew,
+            asymmetry: self.fixed_asymmetry.unwrap_or(self.asymmetry),
+        };
         self.prune(fit.start);
         // The best single sample: the least distance once aged by the frequency bound.
         self.best = self

@@ -109,7 +109,8 @@ mod tests {
             time: 0.0,
             addr: "x".into(),
             figures: [0.0; 5],
-            counts: (1, 1),
+            fit: ntp_proto::sync::sourcestats::FitRecord::default(),
+            runs: 1,
         };
         logs.write(&stats).unwrap();
         let text = std::fs::read_to_string(dir.join("tracking.log")).unwrap();
