@@ -13,13 +13,14 @@ use crate::{
     config::{LocalConfig, SourceConfig, SyncConfig},
     packet::{NtpHeader, NtpTimestamp, ntp_short_to_secs},
     poller::{MAX_RESPONSE_TIME, PollOptions, Poller},
-    reference::{REFID_LOCAL, Reference},
+    reference::Reference,
     report::{
         NtpDataReport, SelectDataReport, SourceReport, SourceStatsReport, TrackingReport,
         logfile::Record,
     },
     sync::{
         discipline::{Discipline, DisciplineParams, UpdateResult},
+        filter::SampleFilter,
         sample::{Sample, SourceInfo},
         select::{
             BAD_UPDATES_LIMIT, Candidate, Combined, Memory, NoSelection, Outcome, SelectParams,
@@ -58,6 +59,8 @@ pub struct SourceOptions {
     pub asymmetry: Option<f64>,
     /// `offset`, seconds added to every measured offset.
     pub offset: f64,
+    /// `filter`: polls whose samples are combined into one.
+    pub filter: Option<usize>,
 }
 
 impl Default for SourceOptions {
@@ -75,6 +78,7 @@ impl Default for SourceOptions {
             max_samples: MAX_SAMPLES,
             asymmetry: None,
             offset: 0.0,
+            filter: None,
         }
     }
 }
@@ -103,6 +107,7 @@ impl SourceOptions {
             max_samples: sc.max_samples.or(sync.max_samples).unwrap_or(MAX_SAMPLES),
             asymmetry: sc.asymmetry,
             offset: sc.offset,
+            filter: sc.filter,
         }
     }
 }
@@ -186,6 +191,8 @@ pub struct SourceEntry {
     pub samples: u32,
     /// The latest samples, taken or refused for their delay (a route change shows here).
     recent: std::collections::VecDeque<Sample>,
+    /// `filter`: samples waiting to be combined, and the polls counted towards it.
+    filter: Option<(SampleFilter, usize)>,
 }
 
 impl SourceEntry {
@@ -232,6 +239,10 @@ pub struct Engine<C: EngineClock> {
     leap: u8,
     /// The last reason nothing was selected (logged once).
     last_failure: Option<NoSelection>,
+    /// Local time since which the clock has been unsynchronised (`local waitunsynced`).
+    unsynced_since: f64,
+    /// Whether the root distance has been below `local activate` (or it is 0).
+    local_activated: bool,
 }
 
 /// Reference id of a source: its IPv4 address, or for IPv6 the first four bytes of the
@@ -269,7 +280,6 @@ impl<C: EngineClock> Engine<C> {
             discipline = discipline.with_skew(s);
         }
         Engine {
-            clock,
             sources: Vec::new(),
             discipline,
             params: SelectParams {
@@ -282,14 +292,18 @@ impl<C: EngineClock> Engine<C> {
                 max_clock_error: sync.max_clock_error_ppm * 1e-6,
                 min_stratum: sync.min_stratum,
                 max_stratum: 15,
+                orphan_stratum: local.filter(|l| l.orphan).map(|l| l.stratum),
             },
             sync: sync.clone(),
+            local_activated: local.is_some_and(|l| l.activate == 0.0),
             local,
             precision,
             selected: None,
             synced: None,
             leap: 0,
             last_failure: None,
+            unsynced_since: clock.now(),
+            clock,
         }
     }
 
@@ -338,6 +352,9 @@ impl<C: EngineClock> Engine<C> {
             replies: 0,
             samples: 0,
             recent: std::collections::VecDeque::new(),
+            filter: opts
+                .filter
+                .map(|n| (SampleFilter::for_ntp(n, self.precision), 0)),
         });
         self.sources.len() - 1
     }
@@ -461,6 +478,9 @@ impl<C: EngineClock> Engine<C> {
             log.push(Log::Warn(format!("Source {} is unreachable", s.name)));
             log.extend(self.reselect(None));
         }
+        if missed {
+            log.extend(self.missing_sample(id, now));
+        }
         Some((req, log))
     }
 
@@ -501,6 +521,7 @@ impl<C: EngineClock> Engine<C> {
             if was_reachable && s.poller.reach() == 0 {
                 log.extend(self.reselect(None));
             }
+            log.extend(self.missing_sample(id, t4_ns));
             return log;
         }
         if r.generation != self.clock.generation() {
@@ -522,39 +543,95 @@ impl<C: EngineClock> Engine<C> {
                     log.push(l);
                     self.sources[id].updates += 1;
                     log.extend(self.reselect(Some(id)));
+                } else {
+                    log.extend(self.missing_sample(id, t4_ns));
                 }
                 return log;
             }
             Err(why) => {
                 s.poller.sample_refused(why == Refusal::Loop);
+                log.extend(self.missing_sample(id, t4_ns));
                 return log;
             }
         }
         // A route change restarts the statistics from the latest samples, this one included.
         let restarted = self.watch_route(id, sample);
         let s = &mut self.sources[id];
-        let predicted = s.stats.predict_offset(sample.time);
-        if let Some(l) = restarted {
-            log.push(l);
-        } else {
-            s.stats.add(sample);
-        }
         s.samples += 1;
-        s.updates += 1;
-        s.last_rx = Some(sample.time);
         s.measured = sample.offset;
         s.error = sample.delay / 2.0 + sample.dispersion;
         s.last_sample = Some(sample);
-        s.poller.sample_taken(
+        s.poller.good_reply();
+        if let Some(l) = restarted {
+            log.push(l);
+            if let Some((f, n)) = s.filter.as_mut() {
+                f.clear();
+                *n = 0;
+            }
+            log.extend(self.process_sample(id, sample, t4_ns, false));
+            return log;
+        }
+        if let Some(sample) = self.filtered(id, Some(sample)) {
+            log.extend(self.process_sample(id, sample, t4_ns, true));
+        }
+        log
+    }
+
+    /// With `filter`: takes the poll's sample (`None`: the poll brought none) and, once
+    /// the configured number of polls is counted, gives the combined sample. Without a
+    /// filter the sample passes through.
+    fn filtered(&mut self, id: usize, sample: Option<Sample>) -> Option<Sample> {
+        let Some((f, count)) = self.sources.get_mut(id)?.filter.as_mut() else {
+            return sample;
+        };
+        if let Some(s) = sample {
+            f.add(s);
+        }
+        *count += 1;
+        if *count < f.max_samples() {
+            return None;
+        }
+        // As chrony: a failed combination keeps counting, and the next poll tries again.
+        let combined = f.combine()?;
+        *count = 0;
+        Some(combined)
+    }
+
+    /// A poll of source `id` that brought no good sample: with `filter` it still counts
+    /// towards the combination.
+    fn missing_sample(&mut self, id: usize, now_ns: u64) -> Vec<Log> {
+        match self.filtered(id, None) {
+            Some(sample) => self.process_sample(id, sample, now_ns, true),
+            None => Vec::new(),
+        }
+    }
+
+    /// Puts `sample` into source `id`'s statistics (`add` false: they were just restarted
+    /// with it), adapts the poll, and selects.
+    fn process_sample(&mut self, id: usize, sample: Sample, now_ns: u64, add: bool) -> Vec<Log> {
+        let mut log = Vec::new();
+        let s = &mut self.sources[id];
+        let predicted = s.stats.predict_offset(sample.time);
+        if add {
+            s.stats.add(sample);
+        }
+        s.updates += 1;
+        s.last_rx = Some(sample.time);
+        let filter_delay = s
+            .filter
+            .as_ref()
+            .and_then(|(f, _)| f.last())
+            .map_or(f64::INFINITY, |l| l.delay);
+        s.poller.sample_processed(
             (sample.offset - predicted).abs(),
             sample.dispersion + sample.delay / 2.0,
             s.stats.len(),
-            s.stats.min_delay(),
+            s.stats.min_delay().min(filter_delay),
         );
-        let now = self.clock.local_at(t4_ns);
+        let now = self.clock.local_at(now_ns);
         if let Some(td) = s.stats.tracking_data() {
             log.push(Log::Record(Record::Statistics {
-                time: t4_ns as f64 * 1e-9,
+                time: now_ns as f64 * 1e-9,
                 addr: s.name.clone(),
                 figures: [
                     s.stats.std_dev(),
@@ -696,6 +773,10 @@ impl<C: EngineClock> Engine<C> {
                     trust: s.opts.trust,
                     require: s.opts.require && live,
                     updates: s.updates,
+                    ref_id: u32::from_be_bytes(refid_of(s.addr.ip())),
+                    local_ref_id: s
+                        .last_reply
+                        .map(|(_, w)| u32::from_be_bytes(refid_of(w.local.ip()))),
                 }
             })
             .collect();
@@ -753,8 +834,19 @@ impl<C: EngineClock> Engine<C> {
         }
         self.last_failure = Some(why);
         self.selected = None;
-        self.synced = None;
+        // As chrony: with no source selectable the clock keeps its last reference, whose
+        // distance grows until clients (or `local`) give up on it; only sources that
+        // disagree with no majority make it unsynchronised at once.
+        if matches!(why, NoSelection::NoMajority { .. }) {
+            self.set_unsynchronised();
+        }
         log
+    }
+
+    fn set_unsynchronised(&mut self) {
+        if self.synced.take().is_some() {
+            self.unsynced_since = self.clock.now();
+        }
     }
 
     /// Updates the clock from the combined estimate, and restates every source's samples
@@ -764,6 +856,9 @@ impl<C: EngineClock> Engine<C> {
         let r: UpdateResult = self.discipline.update(&mut self.clock, c);
         for s in &mut self.sources {
             s.stats.restate(r.time, r.dfreq, r.offset);
+            if let Some((f, _)) = s.filter.as_mut() {
+                f.restate(r.time, r.dfreq, r.offset);
+            }
             for h in &mut s.recent {
                 let shift = r.offset + (h.time - r.time) * r.dfreq;
                 h.time += shift;
@@ -810,6 +905,11 @@ impl<C: EngineClock> Engine<C> {
             root_delay: c.root_delay,
             root_dispersion: c.root_dispersion,
         });
+        if let Some(l) = self.local
+            && c.root_delay / 2.0 + c.root_dispersion < l.activate
+        {
+            self.local_activated = true;
+        }
         log
     }
 
@@ -824,22 +924,41 @@ impl<C: EngineClock> Engine<C> {
             s.updates = 0;
             s.last_rx = None;
             s.recent.clear();
+            if let Some((f, n)) = s.filter.as_mut() {
+                f.clear();
+                *n = 0;
+            }
         }
         self.discipline.forget_last_update();
         self.selected = None;
-        self.synced = None;
+        self.set_unsynchronised();
         vec![Log::Warn(format!(
             "System clock wrong by {step:.6} seconds (an external step): all sources reset"
         ))]
     }
 
-    /// What the server says now (system time `now_ns`).
+    /// What the server says now (system time `now_ns`): the reference it follows, or
+    /// with `local` its own clock once the reference is too far or too long gone (or
+    /// never was), as chrony decides.
     pub fn reference(&self, now_ns: u64) -> Reference {
         let (corr, rate) = self.clock.served_correction(now_ns);
-        let mut r = match (self.synced, self.local) {
-            (Some(s), _) => {
-                let age = self.clock.local_at(now_ns) - s.time;
-                let dispersion = s.root_dispersion + age.abs() * self.discipline.dispersion_rate();
+        let now = self.clock.local_at(now_ns);
+        let synced = self.synced.map(|s| {
+            let age = now - s.time;
+            let dispersion = s.root_dispersion + age.abs() * self.discipline.dispersion_rate();
+            (s, age, dispersion)
+        });
+        let local = self.local.filter(|l| {
+            let waited = match synced {
+                Some((_, age, _)) => age >= l.wait_synced,
+                None => now - self.unsynced_since >= l.wait_unsynced(),
+            };
+            self.local_activated && waited
+        });
+        let mut r = match (synced, local) {
+            (Some((s, _, dispersion)), l)
+                if l.is_none_or(|l| s.root_delay / 2.0 + dispersion <= l.distance) =>
+            {
                 let ref_corr = self.clock.served_correction(s.sys_ns).0;
                 Reference {
                     leap: self.leap,
@@ -852,11 +971,12 @@ impl<C: EngineClock> Engine<C> {
                     rate: 0.0,
                 }
             }
-            (None, Some(l)) => Reference {
-                refid: REFID_LOCAL,
-                ..Reference::local(l.stratum, served_ns(now_ns, corr))
-            },
-            (None, None) => Reference::unsynchronised(),
+            // A second back, so no transmit timestamp a client sees precedes it.
+            (_, Some(l)) => Reference::local(
+                l.stratum,
+                served_ns(now_ns, corr).saturating_sub(1_000_000_000),
+            ),
+            (_, None) => Reference::unsynchronised(),
         };
         if r.ref_time_unix_ns > served_ns(now_ns, corr) {
             r.ref_time_unix_ns = served_ns(now_ns, corr);
@@ -994,18 +1114,18 @@ impl<C: EngineClock> Engine<C> {
     pub fn tracking_report(&self, now_ns: u64) -> TrackingReport {
         let (corr, _) = self.clock.served_correction(now_ns);
         let r = self.reference(now_ns);
+        // The source's name only while its reference is the one served.
         let ref_name = self
             .synced
+            .filter(|s| {
+                r.leap != LEAP_UNSYNC && r.refid == refid_of(self.sources[s.source].addr.ip())
+            })
             .map(|s| self.sources[s.source].name.clone())
             .unwrap_or_default();
         TrackingReport {
             refid: u32::from_be_bytes(r.refid),
             ref_name,
-            stratum: if r.leap == LEAP_UNSYNC && self.local.is_none() {
-                0
-            } else {
-                r.stratum
-            },
+            stratum: if r.leap == LEAP_UNSYNC { 0 } else { r.stratum },
             ref_time: r.ref_time_unix_ns as f64 * 1e-9,
             system_time: -corr,
             last_offset: -self.discipline.last_offset(),

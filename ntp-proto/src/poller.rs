@@ -107,8 +107,9 @@ impl Poller {
         };
         Poller {
             opts,
-            // Below poll 0 only once the path is known to be short.
-            poll: opts.minpoll.max(0).min(opts.maxpoll),
+            // Below poll 0 only once the path is known to be short, whatever maxpoll says
+            // (as chrony: the sub-second rule has the last word).
+            poll: opts.minpoll.max(0),
             score: 0.0,
             reach: 0,
             reach_size: 0,
@@ -276,12 +277,24 @@ impl Poller {
     /// otherwise it lengthens slowly once the statistics hold `polltarget` samples.
     /// `min_delay` is the least round-trip delay seen, for the sub-second rule.
     pub fn sample_taken(&mut self, error: f64, distance: f64, samples: usize, min_delay: f64) {
+        self.good_reply();
+        self.sample_processed(error, distance, samples, min_delay);
+    }
+
+    /// A good reply: one fewer for a burst to collect.
+    pub fn good_reply(&mut self) {
         if let Some((good, _)) = self.burst.as_mut() {
             *good = good.saturating_sub(1);
             if *good == 0 {
                 self.burst = None;
             }
         }
+    }
+
+    /// A sample reached the statistics (with `filter`, one per several replies): the
+    /// poll follows how well it was predicted (`error` against `distance`) and how many
+    /// samples the statistics hold.
+    pub fn sample_processed(&mut self, error: f64, distance: f64, samples: usize, min_delay: f64) {
         let adj = if error > distance && distance > 0.0 {
             -(error / distance).log2()
         } else {
@@ -340,7 +353,7 @@ impl Poller {
         self.outstanding = None;
         self.last = None;
         self.tx_count = 0;
-        self.poll = self.opts.minpoll.max(0).min(self.opts.maxpoll);
+        self.poll = self.opts.minpoll.max(0);
         self.score = 0.0;
     }
 }
@@ -454,8 +467,14 @@ mod tests {
 
     #[test]
     fn sub_second_polling_only_on_a_short_path() {
-        let p = Poller::new(opts(-7, -7, false));
-        assert_eq!(p.poll(), -7, "maxpoll -7: no choice");
+        // Even with maxpoll -7 the path must first prove short (chrony's 127-filter: ten
+        // requests in ten seconds over 20 ms).
+        let mut p = Poller::new(opts(-7, -7, false));
+        assert_eq!(p.poll(), 0, "maxpoll -7 starts at 0 too");
+        let (req, _) = p.request(1, 0, 0, false);
+        p.reply(&reply_to(&req, 2, 0, [0; 4])).unwrap();
+        p.sample_taken(1e-6, 1e-4, 1, 1e-4);
+        assert_eq!(p.poll(), -7);
         let mut p = Poller::new(opts(-7, 6, false));
         assert_eq!(p.poll(), 0, "starts at 0");
         let (req, _) = p.request(1, 0, 0, false);

@@ -599,3 +599,69 @@ fn a_leap_second_from_one_source_on_a_wrong_day_is_ignored() -> Result<()> {
     assert_eq!(d.tracking("Leap status")?, "Normal");
     Ok(())
 }
+
+/// chrony's orphan mode on the typical pair with no upstream: both run
+/// `local stratum 10 orphan` and poll each other. The one with the lower address serves
+/// its own clock at stratum 10; the other follows it at stratum 11. When the lower one
+/// dies, the other serves its own clock once its last update is older than `waitsynced`.
+#[test]
+fn an_orphan_pair_settles_on_one_and_fails_over() -> Result<()> {
+    if !ntpx_tests::privileged("an_orphan_pair_settles_on_one_and_fails_over") {
+        return Ok(());
+    }
+    let mut lan = Lan::new(47)?;
+    let a = Netns::new("orphan-a")?;
+    let b = Netns::new("orphan-b")?;
+    let (_, a_ip) = lan.join(&a, 1)?;
+    let (_, b_ip) = lan.join(&b, 2)?;
+    let conf = |peer: &str| {
+        format!(
+            "server {peer} iburst minpoll 0 maxpoll 0\n\
+             local stratum 10 orphan distance 0 waitsynced 4 waitunsynced 0\nallow all"
+        )
+    };
+    let mut da = Ntpxd::start(&a, &conf(&b_ip), &["--no-xdp"])?;
+    let db = Ntpxd::start(&b, &conf(&a_ip), &["--no-xdp"])?;
+    let a_hex = a_ip
+        .split('.')
+        .filter_map(|o| o.parse::<u8>().ok())
+        .map(|o| format!("{o:02X}"))
+        .collect::<String>();
+    wait_until(
+        Duration::from_secs(40),
+        "the higher server to follow the lower one at stratum 11",
+        || {
+            let refid = db.tracking("Reference ID").ok()?;
+            let stratum = db.tracking("Stratum").ok()?;
+            (refid.starts_with(&a_hex) && stratum == "11").then_some(())
+        },
+    )?;
+    assert!(
+        da.tracking("Reference ID")?.starts_with("7F7F0101") && da.tracking("Stratum")? == "10",
+        "the lower server serves its own clock:\n{}",
+        da.ntpxc(&["tracking"])?
+    );
+    let sd = da.ntpxc(&["selectdata"])?;
+    assert!(
+        sd.lines().any(|l| l.starts_with("O ") && l.contains(&b_ip)),
+        "the follower is an orphan to the lower server:\n{sd}"
+    );
+    da.proc.signal(9);
+    da.proc.wait_exit(Duration::from_secs(5))?;
+    let gone = std::time::Instant::now();
+    wait_until(
+        Duration::from_secs(20),
+        "the survivor to serve its own clock",
+        || {
+            let refid = db.tracking("Reference ID").ok()?;
+            (refid.starts_with("7F7F0101") && db.tracking("Stratum").ok()? == "10").then_some(())
+        },
+    )?;
+    let took = gone.elapsed();
+    println!("the survivor took over after {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "not before waitsynced: {took:?}"
+    );
+    Ok(())
+}

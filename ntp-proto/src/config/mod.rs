@@ -184,6 +184,14 @@ pub struct LocalConfig {
     pub orphan: bool,
     /// Root distance in seconds at which the local reference takes over.
     pub distance: f64,
+    /// The local reference is used only once the root distance has been below this
+    /// (seconds; 0: from the start).
+    pub activate: f64,
+    /// Least time since the last clock update before it takes over, seconds.
+    pub wait_synced: f64,
+    /// Least time unsynchronised before it takes over, seconds (`None`: 300 with
+    /// `orphan`, else 0).
+    pub wait_unsynced: Option<f64>,
 }
 
 impl Default for LocalConfig {
@@ -192,7 +200,18 @@ impl Default for LocalConfig {
             stratum: 10,
             orphan: false,
             distance: 1.0,
+            activate: 0.0,
+            wait_synced: 0.0,
+            wait_unsynced: None,
         }
+    }
+}
+
+impl LocalConfig {
+    /// Seconds unsynchronised before the local reference takes over.
+    pub fn wait_unsynced(&self) -> f64 {
+        self.wait_unsynced
+            .unwrap_or(if self.orphan { 300.0 } else { 0.0 })
     }
 }
 
@@ -394,7 +413,7 @@ impl<'a> Parser<'a> {
         let lower = name.to_ascii_lowercase();
         match lower.as_str() {
             "local" => {
-                let local = self.local(line, args)?;
+                let local = Self::local(args)?;
                 self.config.local = Some(local);
             }
             "allow" => self
@@ -507,7 +526,7 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn local(&mut self, line: usize, args: &[&str]) -> Result<LocalConfig, String> {
+    fn local(args: &[&str]) -> Result<LocalConfig, String> {
         const STRATUM: &str = "an integer 1-15";
         const SECONDS: &str = "a non-negative number of seconds";
         let mut local = LocalConfig::default();
@@ -528,19 +547,16 @@ impl<'a> Parser<'a> {
                         .filter(|d| *d >= 0.0)
                         .ok_or_else(|| invalid("distance", value, "local", SECONDS))?;
                 }
-                // Valid in chrony 4.x; validated so typos are caught, but not acted on yet.
                 "activate" | "waitsynced" | "waitunsynced" => {
                     let value = option_value(&mut rest, &lower, "local", SECONDS)?;
-                    parse_float(value)
+                    let v = parse_float(value)
                         .filter(|d| *d >= 0.0)
                         .ok_or_else(|| invalid(&lower, value, "local", SECONDS))?;
-                    self.warn(
-                        line,
-                        format!(
-                            "option \"{option}\" of local directive is not supported yet \
-                             and is ignored"
-                        ),
-                    );
+                    match lower.as_str() {
+                        "activate" => local.activate = v,
+                        "waitsynced" => local.wait_synced = v,
+                        _ => local.wait_unsynced = Some(v),
+                    }
                 }
                 _ => {
                     return Err(format!(
@@ -832,8 +848,7 @@ mod tests {
             config.local,
             Some(LocalConfig {
                 stratum: 3,
-                orphan: false,
-                distance: 1.0
+                ..LocalConfig::default()
             })
         );
         assert_eq!(
@@ -1091,7 +1106,7 @@ mod tests {
             Some(LocalConfig {
                 stratum: 5,
                 orphan: true,
-                distance: 1.0
+                ..LocalConfig::default()
             })
         );
         assert!(warnings(&config).is_empty());
@@ -1117,31 +1132,28 @@ mod tests {
             Some(LocalConfig {
                 stratum: 15,
                 orphan: true,
-                distance: 0.25
+                distance: 0.25,
+                ..LocalConfig::default()
             })
         );
         assert_eq!(
             local("local stratum 4\nlocal stratum 6").map(|l| l.stratum),
             Some(6)
         );
-        let config = parse("local stratum 2 activate 0.5 waitunsynced 300").unwrap();
-        assert_eq!(config.local.map(|l| l.stratum), Some(2));
+        let config = parse("local stratum 2 activate 0.5 waitsynced 7200 waitunsynced 30").unwrap();
+        assert!(warnings(&config).is_empty());
+        let l = config.local.expect("local");
         assert_eq!(
-            warnings(&config),
-            vec![
-                (
-                    1,
-                    "option \"activate\" of local directive is not supported yet and is ignored"
-                        .to_string()
-                ),
-                (
-                    1,
-                    "option \"waitunsynced\" of local directive is not supported yet and is \
-                     ignored"
-                        .to_string()
-                ),
-            ]
+            (l.stratum, l.activate, l.wait_synced, l.wait_unsynced()),
+            (2, 0.5, 7200.0, 30.0)
         );
+        // chrony's defaults: 300 s unsynchronised before an orphan takes over, else none.
+        assert_eq!(
+            local("local orphan").map(|l| l.wait_unsynced()),
+            Some(300.0)
+        );
+        assert_eq!(local("local").map(|l| l.wait_unsynced()), Some(0.0));
+        assert!(parse("local waitsynced -1").is_err());
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub fn render(c: &Config) -> String {
         if s.offset != 0.0 {
             line += &format!(" offset {}", s.offset);
         }
+        if let Some(n) = s.filter {
+            line += &format!(" filter {n}");
+        }
         w(line);
     }
     let sync = &c.sync;
@@ -92,12 +95,22 @@ pub fn render(c: &Config) -> String {
         w("rtcsync".into());
     }
     if let Some(l) = &c.local {
-        w(format!(
+        let mut line = format!(
             "local stratum {}{} distance {}",
             l.stratum,
             if l.orphan { " orphan" } else { "" },
             l.distance
-        ));
+        );
+        if l.activate != 0.0 {
+            line += &format!(" activate {}", l.activate);
+        }
+        if l.wait_synced != 0.0 {
+            line += &format!(" waitsynced {}", l.wait_synced);
+        }
+        if let Some(w) = l.wait_unsynced {
+            line += &format!(" waitunsynced {w}");
+        }
+        w(line);
     }
     let rules = c
         .acl_rules

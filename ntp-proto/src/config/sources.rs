@@ -56,6 +56,8 @@ pub struct SourceConfig {
     pub asymmetry: Option<f64>,
     /// `offset`: seconds added to every measured offset (a known path asymmetry).
     pub offset: f64,
+    /// `filter N`: the samples of N polls are combined into one (their median).
+    pub filter: Option<usize>,
     /// Line of the directive, for log messages.
     pub line: usize,
     /// Read from a `sourcedir` file (reloaded by `ntpxc reload sources`).
@@ -74,7 +76,6 @@ const IGNORED_OPTIONS: &[(&str, bool)] = &[
     ("certset", true),
     ("copy", false),
     ("extfield", true),
-    ("filter", true),
     ("ipv4", false),
     ("ipv6", false),
     ("key", true),
@@ -122,6 +123,7 @@ pub(super) fn parse_source(
         max_samples: None,
         asymmetry: None,
         offset: 0.0,
+        filter: None,
         line,
         from_sourcedir: false,
     };
@@ -166,6 +168,14 @@ pub(super) fn parse_source(
                     "maxsamples" => s.max_samples = Some(n),
                     _ => s.polltarget = n as u32,
                 }
+            }
+            "filter" => {
+                const POLLS: &str = "a number of polls, 1-256";
+                let v = option_value(&mut rest, "filter", directive, POLLS)?;
+                let n = parse_uint::<usize>(v)
+                    .filter(|n| (1..=256).contains(n))
+                    .ok_or_else(|| invalid("filter", v, directive, POLLS))?;
+                s.filter = Some(n);
             }
             "minpoll" | "maxpoll" => {
                 let v = option_value(&mut rest, &lower, directive, POLL)?;
@@ -428,6 +438,13 @@ mod tests {
     }
 
     #[test]
+    fn filter_takes_a_number_of_polls() {
+        let (s, w) = server(&["ntp1", "filter", "15"]).unwrap();
+        assert_eq!((s.filter, w.len()), (Some(15), 0));
+        assert_eq!(server(&["ntp1"]).unwrap().0.filter, None);
+    }
+
+    #[test]
     fn pool_maxsources_and_ignored_options() {
         let (p, w) = parse_source(
             SourceKind::Pool,
@@ -456,6 +473,8 @@ mod tests {
             (&["a", "minpoll", "x"][..], "invalid minpoll \"x\""),
             (&["a", "maxpoll", "25"][..], "invalid maxpoll \"25\""),
             (&["a", "port", "0"][..], "invalid port \"0\""),
+            (&["a", "filter", "0"][..], "invalid filter \"0\""),
+            (&["a", "filter", "257"][..], "invalid filter \"257\""),
             (&["a", "bogus"][..], "unknown option \"bogus\""),
             (
                 &["a", "maxsources", "2"][..],

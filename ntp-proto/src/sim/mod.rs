@@ -116,6 +116,8 @@ pub(crate) struct Scenario {
     pub sync: SyncConfig,
     /// The driftfile's frequency (ppm, the clock's error, fast positive) and skew (ppm).
     pub drift: Option<(f64, f64)>,
+    /// `local`.
+    pub local: Option<crate::config::LocalConfig>,
     /// Seconds simulated.
     pub limit: f64,
     /// Seed of the randomness.
@@ -132,6 +134,7 @@ impl Default for Scenario {
             net: Network::default(),
             sync: SyncConfig::default(),
             drift: None,
+            local: None,
             limit: 10_000.0,
             seed: 1,
         }
@@ -160,6 +163,10 @@ pub(crate) struct Trace {
     pub served_across_ticks: Vec<(f64, f64)>,
     /// The log-file lines (measurements, statistics, tracking) in order.
     pub records: Vec<String>,
+    /// Requests sent.
+    pub requests: u64,
+    /// What the server said at second k: stratum, reference id, root distance.
+    pub reference: Vec<(u8, [u8; 4], f64)>,
 }
 
 /// chrony's pass bounds (`check_sync` in its test harness).
@@ -323,7 +330,7 @@ impl Sim {
         let mut engine = Engine::new(
             clock,
             &sc.sync,
-            None,
+            sc.local,
             PRECISION,
             sc.drift.map(|(_, s)| s * 1e-6),
         );
@@ -405,6 +412,7 @@ impl Sim {
             self.handle(q.event);
         }
         self.trace.steps = self.model().steps.clone();
+        self.trace.requests = self.requests;
         self.trace
     }
 
@@ -417,6 +425,9 @@ impl Sim {
                 self.trace.freq.push(rate);
                 let served = self.served_error();
                 self.trace.served.push(served);
+                let r = self.engine.reference(self.model().now_ns());
+                let distance = (r.root_delay_ns as f64 / 2.0 + r.root_dispersion_ns as f64) * 1e-9;
+                self.trace.reference.push((r.stratum, r.refid, distance));
                 let base = self.engine.clock().frequency();
                 let intrinsic = self.model().intrinsic;
                 self.trace

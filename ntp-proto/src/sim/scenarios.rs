@@ -647,3 +647,111 @@ fn sources_at_different_polls() {
     };
     run_seeds("different-polls", &sc, SEEDS, &b);
 }
+
+#[test]
+fn filter() {
+    // chrony's 127-filter. The samples of 15 polls at 16 s make one: three of them, the
+    // least a source needs to be selected, take 720 s.
+    let sc = Scenario {
+        servers: vec![Server::good(SourceOptions {
+            max_delay: 3.5e-4,
+            filter: Some(15),
+            ..opts(4, 4, false)
+        })],
+        ..Scenario::default()
+    };
+    let b = Bounds {
+        min_sync: 710.0,
+        max_sync: 720.0,
+        ..Bounds::default()
+    };
+    run_seeds("127-filter 15", &sc, SEEDS, &b);
+    // 30 % of the packets lost: missing polls still count, so the filter keeps its pace.
+    let sc = Scenario {
+        servers: vec![Server::good(SourceOptions {
+            filter: Some(3),
+            ..opts(4, 4, false)
+        })],
+        net: Network {
+            loss: 0.3,
+            ..Network::default()
+        },
+        ..Scenario::default()
+    };
+    let b = Bounds {
+        min_sync: 130.0,
+        max_sync: 720.0,
+        ..Bounds::default()
+    };
+    run_seeds("127-filter 3, 30 % loss", &sc, SEEDS, &b);
+}
+
+#[test]
+fn filter_at_sub_second_polls_only_on_a_lan() {
+    // chrony's 127-filter, last cases: poll -6 with filter 1 for 10 s sends 590-640
+    // requests on a 100 µs path, and 9-10 (one a second) on a 20 ms one.
+    for (delay, lo, hi) in [(1e-4, 590, 640), (2e-2, 9, 10)] {
+        let sc = Scenario {
+            servers: vec![Server::good(SourceOptions {
+                filter: Some(1),
+                ..opts(-6, -6, false)
+            })],
+            net: Network {
+                base_delay: delay,
+                ..Network::default()
+            },
+            limit: 10.0,
+            ..Scenario::default()
+        };
+        let t = Sim::new(sc).run();
+        println!("poll -6, filter 1, delay {delay}: {} requests", t.requests);
+        assert!(
+            (lo..=hi).contains(&t.requests),
+            "delay {delay}: {} requests",
+            t.requests
+        );
+    }
+}
+
+#[test]
+fn the_local_reference_takes_over_when_the_distance_has_grown() {
+    // `local stratum 10 distance 0.002`: synchronised, the server serves its source's
+    // reference; when the source goes silent it keeps doing so (as chronyd does) while
+    // the root distance grows with the time since the last update, and serves its own
+    // clock at stratum 10 once the distance passes 2 ms.
+    let sc = Scenario {
+        servers: vec![Server::good(opts(6, 6, true))],
+        net: Network {
+            outages: vec![(2000.0, 1e9)],
+            ..Network::default()
+        },
+        local: Some(crate::config::LocalConfig {
+            distance: 0.002,
+            ..crate::config::LocalConfig::default()
+        }),
+        limit: 6000.0,
+        ..Scenario::default()
+    };
+    let t = Sim::new(sc).run();
+    let server_refid = [192, 168, 123, 1];
+    assert_eq!(t.reference[1500].0, 2);
+    assert_eq!(t.reference[1500].1, server_refid);
+    assert_eq!(
+        t.reference[2100].1, server_refid,
+        "still following after 100 s"
+    );
+    let handover = 1500
+        + t.reference[1500..]
+            .iter()
+            .position(|r| r.1 == crate::reference::REFID_LOCAL)
+            .expect("the local reference took over");
+    let (_, _, distance_before) = t.reference[handover - 1];
+    println!("local reference from {handover} s, the distance then {distance_before:.6} s");
+    assert!(
+        handover > 2100 && distance_before > 0.0019,
+        "{handover} {distance_before}"
+    );
+    assert!(t.reference[handover..].iter().all(|r| r.0 == 10));
+    // Before the first synchronisation it was serving its local time too (waitunsynced 0).
+    assert_eq!(t.reference[0].1, crate::reference::REFID_LOCAL);
+}

@@ -8,6 +8,7 @@
 //! offset corrections need to be reflected in stored samples.
 
 pub mod discipline;
+pub mod filter;
 pub mod regression;
 pub mod sample;
 pub mod select;

@@ -27,6 +27,9 @@ pub struct SelectParams {
     pub min_stratum: u8,
     /// Highest stratum a source may have.
     pub max_stratum: u8,
+    /// `local ... orphan`: the local stratum, at and above which sources are orphans
+    /// (serving local time, not real time).
+    pub orphan_stratum: Option<u8>,
 }
 
 impl Default for SelectParams {
@@ -41,6 +44,7 @@ impl Default for SelectParams {
             max_clock_error: 1e-6,
             min_stratum: 0,
             max_stratum: 15,
+            orphan_stratum: None,
         }
     }
 }
@@ -87,6 +91,8 @@ pub enum SourceState {
     NoSelect,
     /// Not answering, nothing known ('?').
     Unreachable,
+    /// At or above the orphan stratum: it serves local time, not real time ('?').
+    Orphan,
 }
 
 impl SourceState {
@@ -115,10 +121,12 @@ impl SourceState {
             SourceState::TooFar => 'd',
             SourceState::Stale => 'S',
             SourceState::Untrusted => 'T',
-            SourceState::WaitsSources => 'w',
             SourceState::NotEnoughSamples | SourceState::Unreachable => 'M',
-            SourceState::Unsynchronised | SourceState::BadStratum => 's',
+            SourceState::Unsynchronised => 's',
+            SourceState::BadStratum => 'r',
+            SourceState::WaitsSources => 'W',
             SourceState::NoSelect => 'N',
+            SourceState::Orphan => 'O',
         }
     }
 
@@ -157,6 +165,10 @@ pub struct Candidate {
     pub require: bool,
     /// New samples since the clock was last updated.
     pub updates: u32,
+    /// Its reference id (from its address), for the orphan election.
+    pub ref_id: u32,
+    /// The reference id of our own address towards it, once known.
+    pub local_ref_id: Option<u32>,
 }
 
 /// What selection keeps about a source from one run to the next.
@@ -317,16 +329,36 @@ fn select_states(
         };
         mem[i].state = state;
     }
-    // Sources silent for longer than any reachable one has samples are stale.
+    // Sources silent for longer than any reachable one has samples are stale. With
+    // `local orphan`, sources at the local stratum serve local time, and those above it
+    // follow one that does: neither is real time. When nothing else is selectable, the
+    // orphan with the lowest reference id is followed if it is below ours: servers that
+    // poll each other settle on one serving its local time and the rest following it.
     let mut cand: Vec<usize> = Vec::new();
+    let mut orphan: Option<usize> = None;
     for &i in &ok {
         let c = &cands[i];
         let d = data[i].unwrap_or_else(|| unreachable!("classified OK with data"));
         if c.reach == 0 && (d.last_sample_ago > max_reach_ago || c.unreachable_run > 100_000) {
             mem[i].state = SourceState::Stale;
+        } else if let Some(os) = params.orphan_stratum
+            && d.stratum >= os
+        {
+            mem[i].state = SourceState::Orphan;
+            if d.stratum == os && c.reach != 0 && orphan.is_none_or(|o| c.ref_id < cands[o].ref_id)
+            {
+                orphan = Some(i);
+            }
         } else {
             cand.push(i);
         }
+    }
+    if cand.is_empty()
+        && let Some(o) = orphan
+        && cands[o].local_ref_id.is_some_and(|l| cands[o].ref_id < l)
+    {
+        mem[o].state = SourceState::Combined;
+        cand.push(o);
     }
 
     // Wait for sources that are one sample behind the others at start.
@@ -671,6 +703,8 @@ mod tests {
             trust: false,
             require: false,
             updates: 1,
+            ref_id: 0,
+            local_ref_id: None,
         }
     }
 
@@ -790,5 +824,52 @@ mod tests {
         c[2].require = true;
         let (o, _) = run(&c, None);
         assert_eq!(o, Outcome::None(NoSelection::WaitsSources));
+    }
+
+    #[test]
+    fn orphans_are_followed_only_by_servers_with_a_higher_id() {
+        // `local stratum 10 orphan` on both of a pair with no upstream: each sees the other
+        // at stratum 10. The one whose own address (as reference id) is higher follows;
+        // the lower one keeps serving its local time.
+        let params = SelectParams {
+            orphan_stratum: Some(10),
+            ..SelectParams::default()
+        };
+        let mut peer = cand(0.0, 0.001);
+        peer.data.as_mut().unwrap().stratum = 10;
+        peer.ref_id = 0x0A00_0001;
+        peer.local_ref_id = Some(0x0A00_0002);
+        let mut mem = vec![Memory::default()];
+        let o = select(&[peer], &mut mem, &params, None, Some(0));
+        assert!(matches!(o, Outcome::Selected { selected: 0, .. }), "{o:?}");
+        peer.local_ref_id = Some(0x0A00_0000);
+        let o = select(&[peer], &mut mem, &params, None, Some(0));
+        assert_eq!(o, Outcome::None(NoSelection::NoSelectable));
+        assert_eq!(mem[0].state, SourceState::Orphan);
+        assert_eq!(mem[0].state.select_letter(), 'O');
+    }
+
+    #[test]
+    fn a_real_source_is_preferred_to_an_orphan_and_followers_of_orphans_are_ignored() {
+        let params = SelectParams {
+            orphan_stratum: Some(10),
+            ..SelectParams::default()
+        };
+        let mut orphan = cand(0.0, 0.001);
+        orphan.data.as_mut().unwrap().stratum = 10;
+        (orphan.ref_id, orphan.local_ref_id) = (1, Some(2));
+        let mut follower = cand(0.0, 0.001);
+        follower.data.as_mut().unwrap().stratum = 11;
+        (follower.ref_id, follower.local_ref_id) = (0, Some(2));
+        let real = cand(0.0005, 0.001);
+        let mut mem = vec![Memory::default(); 3];
+        let o = select(&[orphan, follower, real], &mut mem, &params, None, Some(2));
+        assert!(matches!(o, Outcome::Selected { selected: 2, .. }), "{o:?}");
+        assert_eq!(mem[0].state, SourceState::Orphan);
+        assert_eq!(mem[1].state, SourceState::Orphan);
+        // Without the real one, only the orphan itself may be followed, never a follower.
+        let mut mem = vec![Memory::default(); 2];
+        let o = select(&[orphan, follower], &mut mem, &params, None, Some(0));
+        assert!(matches!(o, Outcome::Selected { selected: 0, .. }), "{o:?}");
     }
 }
