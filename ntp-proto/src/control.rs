@@ -90,6 +90,26 @@ pub enum Response {
 }
 
 impl Request {
+    /// chronyc's name of the command (as `opencommands` names it).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Serverstats => "serverstats",
+            Request::Xdpstats => "xdpstats",
+            Request::Sources => "sources",
+            Request::Tracking => "tracking",
+            Request::Sourcestats => "sourcestats",
+            Request::Activity => "activity",
+            Request::Selectdata => "selectdata",
+            Request::Clients => "clients",
+            Request::Ntpdata { .. } => "ntpdata",
+            Request::Burst => "burst",
+            Request::ReloadSources => "reload sources",
+            Request::Offline { .. } => "offline",
+            Request::Online { .. } => "online",
+            Request::Makestep { .. } => "makestep",
+        }
+    }
+
     /// Whether the command only reads state (allowed over the UDP command port).
     pub fn is_read_only(&self) -> bool {
         matches!(
@@ -109,6 +129,32 @@ impl Request {
 
 /// Largest UDP command datagram.
 pub const MAX_DATAGRAM: usize = 65_000;
+
+/// What ntpxc pads its UDP requests to: the daemon never answers with more bytes than
+/// it received (no amplification), so the request makes room for the reply.
+pub const UDP_REQUEST_SIZE: usize = 16_384;
+
+/// The commands the UDP command port answers by default (chrony's open set, of those
+/// ntpx has).
+pub const DEFAULT_OPEN_COMMANDS: &[&str] = &["activity", "sources", "sourcestats", "tracking"];
+
+/// The commands `opencommands` may open (chrony's names; `xdpstats` is ntpx's own).
+pub const OPENABLE_COMMANDS: &[&str] = &[
+    "activity",
+    "authdata",
+    "clients",
+    "manual",
+    "ntpdata",
+    "rtcdata",
+    "selectdata",
+    "serverstats",
+    "smoothing",
+    "sourcename",
+    "sources",
+    "sourcestats",
+    "tracking",
+    "xdpstats",
+];
 
 /// Why a control message could not be decoded.
 #[derive(Debug, thiserror::Error)]

@@ -61,6 +61,8 @@ pub struct SourceOptions {
     pub offset: f64,
     /// `filter`: polls whose samples are combined into one.
     pub filter: Option<usize>,
+    /// `minstratum`: the least stratum the source is taken to have.
+    pub min_stratum: u8,
 }
 
 impl Default for SourceOptions {
@@ -79,6 +81,7 @@ impl Default for SourceOptions {
             asymmetry: None,
             offset: 0.0,
             filter: None,
+            min_stratum: 0,
         }
     }
 }
@@ -108,6 +111,7 @@ impl SourceOptions {
             asymmetry: sc.asymmetry,
             offset: sc.offset,
             filter: sc.filter,
+            min_stratum: sc.min_stratum,
         }
     }
 }
@@ -137,6 +141,8 @@ pub enum Log {
     Warn(String),
     /// A line for one of the log files (`log measurements statistics tracking`).
     Record(Record),
+    /// An error after which the daemon must exit (chrony's `maxchange` giving up).
+    Fatal(String),
 }
 
 /// The local side of an exchange with a source.
@@ -243,6 +249,9 @@ pub struct Engine<C: EngineClock> {
     unsynced_since: f64,
     /// Whether the root distance has been below `local activate` (or it is 0).
     local_activated: bool,
+    /// `maxchange`: the limit, updates before it applies, large corrections still to
+    /// ignore (negative: all).
+    max_change: Option<(f64, i32, i32)>,
 }
 
 /// Reference id of a source: its IPv4 address, or for IPv6 the first four bytes of the
@@ -291,7 +300,7 @@ impl<C: EngineClock> Engine<C> {
                 combine_limit: sync.combine_limit,
                 max_clock_error: sync.max_clock_error_ppm * 1e-6,
                 min_stratum: sync.min_stratum,
-                max_stratum: 15,
+                max_stratum: sync.max_stratum,
                 orphan_stratum: local.filter(|l| l.orphan).map(|l| l.stratum),
             },
             sync: sync.clone(),
@@ -303,6 +312,7 @@ impl<C: EngineClock> Engine<C> {
             leap: 0,
             last_failure: None,
             unsynced_since: clock.now(),
+            max_change: sync.max_change,
             clock,
         }
     }
@@ -664,7 +674,8 @@ impl<C: EngineClock> Engine<C> {
         let info = SourceInfo {
             root_delay: ntp_short_to_secs(h.root_delay),
             root_dispersion: ntp_short_to_secs(h.root_dispersion),
-            stratum: h.stratum,
+            // `minstratum`: a backup source looks further away than it says.
+            stratum: h.stratum.max(self.sources[id].opts.min_stratum),
             leap: h.leap,
             precision: 2f64.powi(i32::from(h.precision)),
         };
@@ -852,6 +863,12 @@ impl<C: EngineClock> Engine<C> {
     /// Updates the clock from the combined estimate, and restates every source's samples
     /// in the clock's new scale.
     fn update_clock(&mut self, selected: usize, c: &Combined) -> Vec<Log> {
+        if let Some(refused) = self.check_max_change(c) {
+            for s in &mut self.sources {
+                s.updates = 0;
+            }
+            return vec![refused];
+        }
         let sys_ns = self.clock.system_now_ns();
         let r: UpdateResult = self.discipline.update(&mut self.clock, c);
         for s in &mut self.sources {
@@ -911,6 +928,37 @@ impl<C: EngineClock> Engine<C> {
             self.local_activated = true;
         }
         log
+    }
+
+    /// `maxchange`: a correction too large once the first updates are past is refused
+    /// (a warning) a configured number of times, then the daemon gives up (fatal), as
+    /// chrony does: a man in the middle cannot walk the clock far.
+    fn check_max_change(&mut self, c: &Combined) -> Option<Log> {
+        let (limit, start, ignore) = self.max_change.as_mut()?;
+        if *start < 0 {
+            return None;
+        }
+        if *start > 0 {
+            *start -= 1;
+            return None;
+        }
+        let offset = c.offset + (self.clock.now() - c.ref_time) * c.frequency;
+        if offset.abs() <= *limit {
+            return None;
+        }
+        let text = format!(
+            "Adjustment of {:.3} seconds exceeds the allowed maximum of {:.3} seconds ({})",
+            offset,
+            *limit,
+            if *ignore == 0 { "exiting" } else { "ignored" }
+        );
+        if *ignore == 0 {
+            return Some(Log::Fatal(text));
+        }
+        if *ignore > 0 {
+            *ignore -= 1;
+        }
+        Some(Log::Warn(text))
     }
 
     /// The clock's time scale jumped by itself (an external step): everything measured is

@@ -2,7 +2,7 @@
 //! UDP command port, with plain blocking sockets.
 
 use anyhow::{Context, Result, bail};
-use ntp_proto::control::{self, MAX_DATAGRAM, Request, Response};
+use ntp_proto::control::{self, MAX_DATAGRAM, Request, Response, UDP_REQUEST_SIZE};
 use std::{
     io::{BufRead, BufReader, Write},
     net::{SocketAddr, UdpSocket},
@@ -51,7 +51,12 @@ pub fn call_udp(addr: SocketAddr, req: &Request) -> Result<Response> {
     let sock = UdpSocket::bind(any).context("binding a UDP socket")?;
     sock.set_read_timeout(Some(UDP_TIMEOUT))
         .context("setting a read timeout")?;
-    let out = control::encode_request(req);
+    // Padded so the daemon, which never answers with more bytes than it received, has
+    // room for the reply.
+    let mut out = control::encode_request(req);
+    if out.len() < UDP_REQUEST_SIZE {
+        out.resize(UDP_REQUEST_SIZE, b' ');
+    }
     let mut buf = vec![0u8; MAX_DATAGRAM];
     for _ in 0..3 {
         sock.send_to(&out, addr)

@@ -38,14 +38,12 @@ pub const MAX_XDP_STALE_LIMIT: Duration = Duration::from_mins(10);
 /// Kept sorted so the test can check for duplicates; implemented directives are not listed.
 pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "acquisitionport",
-    "authselectmode",
     "bindacqaddress",
     "bindacqdevice",
     "bindcmddevice",
     "binddevice",
     "broadcast",
     "clockprecision",
-    "cmdratelimit",
     "dscp",
     "dumpdir",
     "fallbackdrift",
@@ -54,15 +52,11 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "hwtsinterface",
     "hwtstimeout",
     "initstepslew",
-    "leapseclist",
-    "leapsecmode",
     "lock_all",
     "logbanner",
     "mailonchange",
     "manual",
-    "maxchange",
     "maxntsconnections",
-    "maxstratum",
     "maxtxbuffers",
     "nocerttimecheck",
     "nosystemcert",
@@ -76,21 +70,16 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "ntsratelimit",
     "ntsrefresh",
     "ntsrotate",
-    "ntsservercert",
-    "ntsserverkey",
     "ntstrustedcerts",
-    "opencommands",
     "peer",
     "ptpdomain",
     "ptpport",
-    "refclock",
     "refresh",
     "rtcautotrim",
     "rtcdevice",
     "rtcfile",
     "rtconutc",
     "sched_priority",
-    "smoothtime",
     "tempcomp",
 ];
 
@@ -119,6 +108,10 @@ pub struct Config {
     pub cmd_acl_rules: Vec<Rule>,
     /// UDP port for monitoring commands (`cmdport`); 0 disables it.
     pub cmdport: u16,
+    /// `opencommands`: the monitoring commands the UDP command port answers.
+    pub open_commands: Vec<String>,
+    /// `cmdratelimit`: the limit per host on the UDP command port (localhost exempt).
+    pub cmd_ratelimit: ntp_common::RateLimit,
     /// PID file path; `None` when disabled with `pidfile /`.
     pub pidfile: Option<PathBuf>,
     /// How old the XDP fast path's shared state may get before it stops answering.
@@ -157,6 +150,14 @@ impl Default for Config {
             cmd_addresses: Vec::new(),
             cmd_acl_rules: Vec::new(),
             cmdport: DEFAULT_CMDPORT,
+            open_commands: crate::control::DEFAULT_OPEN_COMMANDS
+                .iter()
+                .map(|c| (*c).to_string())
+                .collect(),
+            // chrony limits the command port only when asked; an exposed port is better
+            // limited by default, with chrony's cmdratelimit defaults.
+            cmd_ratelimit: rate_limit("cmdratelimit", &[], -4, false)
+                .unwrap_or_else(|_| unreachable!("the defaults are valid")),
             pidfile: Some(PathBuf::from(DEFAULT_PIDFILE)),
             xdp_stale_limit: DEFAULT_XDP_STALE_LIMIT,
             logdir: None,
@@ -452,7 +453,26 @@ impl<'a> Parser<'a> {
             "xdpstalelimit" => self.config.xdp_stale_limit = xdp_stale_limit(args)?,
             "user" => self.config.user = Some(single_arg("user", args, "a user name")?.to_string()),
             "noclientlog" => self.config.client_log = None,
-            "ratelimit" => self.config.ratelimit = Some(ratelimit(args)?),
+            "ratelimit" => self.config.ratelimit = Some(rate_limit("ratelimit", args, 3, true)?),
+            "cmdratelimit" => {
+                self.config.cmd_ratelimit = rate_limit("cmdratelimit", args, -4, false)?;
+            }
+            "opencommands" => {
+                let mut open = Vec::new();
+                for c in args {
+                    let c = c.to_ascii_lowercase();
+                    if !crate::control::OPENABLE_COMMANDS.contains(&c.as_str()) {
+                        return Err(invalid(
+                            "command",
+                            &c,
+                            "opencommands",
+                            &crate::control::OPENABLE_COMMANDS.join(", "),
+                        ));
+                    }
+                    open.push(c);
+                }
+                self.config.open_commands = open;
+            }
             "clientloglimit" => {
                 let v = single_arg("clientloglimit", args, "a size in bytes")?;
                 let bytes = parse_uint::<u32>(v)
@@ -514,6 +534,54 @@ impl<'a> Parser<'a> {
                 self.config.sources.push(source);
                 for w in warnings {
                     self.warn(line, w);
+                }
+            }
+            "refclock" | "smoothtime" | "leapseclist" | "ntsservercert" | "ntsserverkey" => {
+                return Err(fail_closed(&lower));
+            }
+            "authselectmode" => {
+                let mode = single_arg(&lower, args, "require, prefer, mix or ignore")?;
+                match mode.to_ascii_lowercase().as_str() {
+                    // No source can be authenticated yet (key and nts refuse to start), so
+                    // these all select among the same unauthenticated sources.
+                    "prefer" | "mix" | "ignore" => {}
+                    "require" => {
+                        return Err(
+                            "authselectmode require: authenticated sources are not supported \
+                             yet, and ntpxd will not select unauthenticated ones in their place"
+                                .to_string(),
+                        );
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "mode",
+                            mode,
+                            "authselectmode",
+                            "require, prefer, mix or ignore",
+                        ));
+                    }
+                }
+            }
+            "leapsecmode" => {
+                let mode = single_arg(&lower, args, "system, step, slew or ignore")?;
+                match mode.to_ascii_lowercase().as_str() {
+                    // The kernel inserts or deletes the second: chrony's default on Linux.
+                    "system" => {}
+                    "step" | "slew" | "ignore" => {
+                        return Err(format!(
+                            "leapsecmode {mode} is not supported yet (only system: the kernel \
+                             applies the leap second); refusing to handle leap seconds \
+                             differently from what this configuration asks"
+                        ));
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "mode",
+                            mode,
+                            "leapsecmode",
+                            "system, step, slew or ignore",
+                        ));
+                    }
                 }
             }
             sync if sources::sync_directive(&mut self.config.sync, sync, args)? => {}
@@ -682,8 +750,14 @@ fn replace_same_family(list: &mut Vec<IpAddr>, addr: IpAddr) {
 }
 
 /// `ratelimit [interval I] [burst B] [leak L] [kod K]` with chrony's defaults (3, 8, 2, 0).
-fn ratelimit(args: &[&str]) -> Result<ntp_common::RateLimit, String> {
-    let (mut interval, mut burst, mut leak, mut kod) = (3i32, 8u64, 2u8, 0u8);
+/// `ratelimit` and `cmdratelimit` (which has no `kod` and a shorter default interval).
+fn rate_limit(
+    directive: &str,
+    args: &[&str],
+    default_interval: i32,
+    kod_allowed: bool,
+) -> Result<ntp_common::RateLimit, String> {
+    let (mut interval, mut burst, mut leak, mut kod) = (default_interval, 8u64, 2u8, 0u8);
     let mut rest = args.iter();
     while let Some(&option) = rest.next() {
         let lower = option.to_ascii_lowercase();
@@ -691,19 +765,20 @@ fn ratelimit(args: &[&str]) -> Result<ntp_common::RateLimit, String> {
             "interval" => ((-19, 12), "an integer from -19 to 12"),
             "burst" => ((1, 255), "an integer from 1 to 255"),
             "leak" => ((1, 16), "an integer from 1 to 16"),
-            "kod" => ((0, 15), "an integer from 0 to 15"),
+            "kod" if kod_allowed => ((0, 15), "an integer from 0 to 15"),
             _ => {
                 return Err(format!(
-                    "unknown option \"{option}\" in ratelimit directive (expected interval, burst, leak or kod)"
+                    "unknown option \"{option}\" in {directive} directive (expected interval, burst, leak{})",
+                    if kod_allowed { " or kod" } else { "" }
                 ));
             }
         };
-        let v = option_value(&mut rest, &lower, "ratelimit", expected)?;
+        let v = option_value(&mut rest, &lower, directive, expected)?;
         let n = v
             .parse::<i32>()
             .ok()
             .filter(|n| (range.0..=range.1).contains(n))
-            .ok_or_else(|| invalid(&lower, v, "ratelimit", expected))?;
+            .ok_or_else(|| invalid(&lower, v, directive, expected))?;
         match lower.as_str() {
             "interval" => interval = n,
             "burst" => burst = n as u64,
@@ -739,6 +814,21 @@ fn option_value<'t>(
     rest.next().copied().ok_or_else(|| {
         format!("missing value for {option} in {directive} directive (expected {expected})")
     })
+}
+
+/// The refusal for a directive ntpxd cannot honour yet and must not run without: its
+/// absence would weaken what the operator configured (fail closed).
+fn fail_closed(directive: &str) -> String {
+    let what = match directive {
+        "refclock" => "the reference clock this configuration relies on",
+        "smoothtime" => "the smoothing its clients expect (a leap smear)",
+        "leapseclist" => "the leap seconds that list announces",
+        _ => "the NTS service its clients expect",
+    };
+    format!(
+        "directive \"{directive}\" is not supported yet; refusing to start without {what} \
+         (remove the line to run without it)"
+    )
 }
 
 fn missing(directive: &str, expected: &str) -> String {
@@ -897,7 +987,15 @@ mod tests {
     #[test]
     fn uncommented_example3_lines_parse() {
         // Every "! directive" line in chrony's example is meant to be enabled by removing
-        // the "!"; doing so for all of them must still be accepted.
+        // the "!"; doing so for all of them must be accepted, except the lines that ask for
+        // what ntpx cannot do yet, which refuse to start (fail closed) naming their line.
+        const REFUSED: &[&str] = &[
+            "authselectmode require",
+            "ntsservercert",
+            "ntsserverkey",
+            "leapsecmode slew",
+        ];
+        let mut refused = Vec::new();
         let enabled: String = EXAMPLE3
             .lines()
             // "! a comment" documents the comment syntax rather than a directive.
@@ -905,8 +1003,26 @@ mod tests {
                 "! a comment" => l,
                 _ => l.strip_prefix("! ").unwrap_or(l),
             })
+            .enumerate()
+            .map(|(i, l)| {
+                if REFUSED.iter().any(|r| l.starts_with(r)) {
+                    refused.push((i + 1, l));
+                    return "#".to_string();
+                }
+                l.to_string()
+            })
             .collect::<Vec<_>>()
             .join("\n");
+        assert_eq!(refused.len(), 4, "{refused:?}");
+        for (line, text) in refused {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, 1);
+            assert!(
+                e.message.contains("not supported yet"),
+                "{line}: {}",
+                e.message
+            );
+        }
         let config = parse(&enabled).unwrap();
         let table = crate::acl::AccessTable::from_rules(&config.acl_rules, |_| Ok(vec![])).unwrap();
         assert_eq!(table.check(ip("192.168.1.1")), Action::Allow);
@@ -1262,6 +1378,77 @@ mod tests {
             let config = parse(&format!("{name} x")).unwrap();
             assert_eq!(warnings(&config), vec![unsupported(1, name)]);
         }
+    }
+
+    #[test]
+    fn what_cannot_be_honoured_refuses_to_start_with_its_line() {
+        for (text, expect) in [
+            (
+                "refclock PHC /dev/ptp0",
+                "directive \"refclock\" is not supported yet; refusing",
+            ),
+            (
+                "smoothtime 400 0.001",
+                "directive \"smoothtime\" is not supported yet",
+            ),
+            (
+                "leapseclist /usr/share/zoneinfo/leap-seconds.list",
+                "\"leapseclist\"",
+            ),
+            (
+                "ntsserverkey /etc/k.pem",
+                "the NTS service its clients expect",
+            ),
+            (
+                "authselectmode require",
+                "will not select unauthenticated ones",
+            ),
+            ("leapsecmode slew", "leapsecmode slew is not supported yet"),
+            ("authselectmode sometimes", "invalid mode \"sometimes\""),
+            ("server a nts", "without the authentication it asks for"),
+        ] {
+            let e = parse(&format!("allow all\n{text}\n")).unwrap_err();
+            assert_eq!(e.line, 2, "{text}");
+            assert!(e.message.contains(expect), "{text}: {}", e.message);
+        }
+        for text in [
+            "authselectmode mix",
+            "authselectmode ignore",
+            "leapsecmode system",
+        ] {
+            let c = parse(text).unwrap();
+            assert!(warnings(&c).is_empty(), "{text}: {:?}", warnings(&c));
+        }
+    }
+
+    #[test]
+    fn maxchange_maxstratum_opencommands_and_cmdratelimit() {
+        let c = parse("maxchange 1000 1 2\nmaxstratum 4\n").unwrap();
+        assert_eq!(c.sync.max_change, Some((1000.0, 1, 2)));
+        assert_eq!(c.sync.max_stratum, 4);
+        assert!(parse("maxchange 1000 1").is_err());
+        assert!(parse("maxchange -1 1 2").is_err());
+        let d = Config::default();
+        assert_eq!(
+            d.open_commands,
+            ["activity", "sources", "sourcestats", "tracking"]
+        );
+        assert_eq!(
+            (d.cmd_ratelimit.interval_ns, d.cmd_ratelimit.burst),
+            (62_500_000, 8)
+        );
+        let c = parse("opencommands tracking clients\ncmdratelimit interval 1 burst 2\n").unwrap();
+        assert_eq!(c.open_commands, ["tracking", "clients"]);
+        assert_eq!(
+            (c.cmd_ratelimit.interval_ns, c.cmd_ratelimit.burst),
+            (2_000_000_000, 2)
+        );
+        assert!(parse("opencommands").unwrap().open_commands.is_empty());
+        assert!(parse("opencommands makestep").is_err());
+        assert!(
+            parse("cmdratelimit kod 1").is_err(),
+            "no kod on the command port"
+        );
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub fn render(c: &Config) -> String {
         if let Some(n) = s.filter {
             line += &format!(" filter {n}");
         }
+        if s.min_stratum != 0 {
+            line += &format!(" minstratum {}", s.min_stratum);
+        }
         w(line);
     }
     let sync = &c.sync;
@@ -85,6 +88,10 @@ pub fn render(c: &Config) -> String {
     w(format!("stratumweight {}", sync.stratum_weight));
     w(format!("logchange {}", sync.log_change));
     w(format!("minstratum {}", sync.min_stratum));
+    w(format!("maxstratum {}", sync.max_stratum));
+    if let Some((o, start, ignore)) = sync.max_change {
+        w(format!("maxchange {o} {start} {ignore}"));
+    }
     if let Some(n) = sync.min_samples {
         w(format!("minsamples {n}"));
     }

@@ -58,6 +58,8 @@ pub struct SourceConfig {
     pub offset: f64,
     /// `filter N`: the samples of N polls are combined into one (their median).
     pub filter: Option<usize>,
+    /// `minstratum`: the source's stratum is taken to be at least this (a backup source).
+    pub min_stratum: u8,
     /// Line of the directive, for log messages.
     pub line: usize,
     /// Read from a `sourcedir` file (reloaded by `ntpxc reload sources`).
@@ -73,16 +75,12 @@ const MAX_POLL_LIMIT: i8 = 24;
 const IGNORED_OPTIONS: &[(&str, bool)] = &[
     ("auto_offline", false),
     ("burst", false),
-    ("certset", true),
     ("copy", false),
     ("extfield", true),
     ("ipv4", false),
     ("ipv6", false),
-    ("key", true),
     ("maxdelayquant", true),
     ("mindelay", true),
-    ("minstratum", true),
-    ("nts", false),
     ("offline", false),
     ("presend", true),
     ("version", true),
@@ -124,6 +122,7 @@ pub(super) fn parse_source(
         asymmetry: None,
         offset: 0.0,
         filter: None,
+        min_stratum: 0,
         line,
         from_sourcedir: false,
     };
@@ -168,6 +167,20 @@ pub(super) fn parse_source(
                     "maxsamples" => s.max_samples = Some(n),
                     _ => s.polltarget = n as u32,
                 }
+            }
+            "nts" | "key" | "certset" => {
+                return Err(format!(
+                    "option \"{option}\" of {directive} directive is not supported yet; \
+                     refusing to poll this source without the authentication it asks for \
+                     (remove the option to poll it unauthenticated)"
+                ));
+            }
+            "minstratum" => {
+                const STRATUM: &str = "an integer 0-15";
+                let v = option_value(&mut rest, "minstratum", directive, STRATUM)?;
+                s.min_stratum = parse_uint::<u8>(v)
+                    .filter(|n| *n <= 15)
+                    .ok_or_else(|| invalid("minstratum", v, directive, STRATUM))?;
             }
             "filter" => {
                 const POLLS: &str = "a number of polls, 1-256";
@@ -265,6 +278,11 @@ pub struct SyncConfig {
     pub min_samples: Option<usize>,
     /// Global `maxsamples`.
     pub max_samples: Option<usize>,
+    /// `maxstratum`: sources of a higher stratum are not selectable (default 15).
+    pub max_stratum: u8,
+    /// `maxchange OFFSET START IGNORE`: after START updates, corrections larger than
+    /// OFFSET seconds are ignored IGNORE times, then the daemon exits (IGNORE < 0: never).
+    pub max_change: Option<(f64, i32, i32)>,
 }
 
 impl Default for SyncConfig {
@@ -287,6 +305,8 @@ impl Default for SyncConfig {
             min_stratum: 0,
             min_samples: None,
             max_samples: None,
+            max_stratum: 15,
+            max_change: None,
         }
     }
 }
@@ -374,6 +394,31 @@ pub(super) fn sync_directive(
         "logchange" => {
             cfg.log_change = one_float("threshold", "a positive number of seconds", &|x| x > 0.0)?;
         }
+        "maxchange" => {
+            const EXPECTED: &str = "an offset in seconds, a number of updates and a number of \
+                                    ignored corrections (-1: never exit)";
+            let [offset, start, ignore] = args else {
+                return Err(format!(
+                    "maxchange directive needs three arguments ({EXPECTED})"
+                ));
+            };
+            let o = parse_float(offset)
+                .filter(|x| *x > 0.0)
+                .ok_or_else(|| invalid("offset", offset, name, "a positive number of seconds"))?;
+            let int = |what: &str, v: &str| {
+                v.parse::<i32>()
+                    .map_err(|_| invalid(what, v, name, "an integer"))
+            };
+            cfg.max_change = Some((o, int("start", start)?, int("ignore", ignore)?));
+        }
+        "maxstratum" => {
+            let [v] = args else {
+                return Err(missing(name, "an integer 0-15"));
+            };
+            cfg.max_stratum = parse_uint::<u8>(v)
+                .filter(|n| *n <= 15)
+                .ok_or_else(|| invalid("value", v, name, "an integer 0-15"))?;
+        }
         "minstratum" | "minsamples" | "maxsamples" => {
             const COUNT: &str = "an integer 0-64";
             let [v] = args else {
@@ -454,7 +499,7 @@ mod tests {
                 "iburst",
                 "maxsources",
                 "3",
-                "key",
+                "presend",
                 "5",
                 "xleave",
             ],
@@ -462,7 +507,24 @@ mod tests {
         .unwrap();
         assert_eq!((p.kind, p.maxsources), (SourceKind::Pool, 3));
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].contains("\"key\""));
+        assert!(w[0].contains("\"presend\""));
+    }
+
+    #[test]
+    fn authentication_options_fail_closed_and_minstratum_is_read() {
+        for opt in [&["nts"][..], &["key", "5"], &["certset", "1"]] {
+            let args: Vec<&str> = ["ntp1"].iter().chain(opt).copied().collect();
+            let e = server(&args).unwrap_err();
+            assert!(
+                e.contains("refusing to poll this source without the authentication"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            server(&["ntp1", "minstratum", "4"]).unwrap().0.min_stratum,
+            4
+        );
+        assert!(server(&["ntp1", "minstratum", "16"]).is_err());
     }
 
     #[test]

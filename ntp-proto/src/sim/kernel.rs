@@ -62,6 +62,11 @@ impl KernelModel {
         self.phase
     }
 
+    /// The clock jumps by `x` seconds without the daemon's doing (someone else stepped it).
+    pub(crate) fn jump(&mut self, x: f64) {
+        self.phase += x;
+    }
+
     /// Lets true time run on to `t` at the rate in force.
     pub(crate) fn advance_to(&mut self, t: f64) {
         if t > self.true_time {

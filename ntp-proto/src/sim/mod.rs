@@ -118,6 +118,8 @@ pub(crate) struct Scenario {
     pub drift: Option<(f64, f64)>,
     /// `local`.
     pub local: Option<crate::config::LocalConfig>,
+    /// Jumps of the client's clock nobody announced: (true time, seconds).
+    pub client_jumps: Vec<(f64, f64)>,
     /// Seconds simulated.
     pub limit: f64,
     /// Seed of the randomness.
@@ -135,6 +137,7 @@ impl Default for Scenario {
             sync: SyncConfig::default(),
             drift: None,
             local: None,
+            client_jumps: Vec::new(),
             limit: 10_000.0,
             seed: 1,
         }
@@ -167,6 +170,8 @@ pub(crate) struct Trace {
     pub requests: u64,
     /// What the server said at second k: stratum, reference id, root distance.
     pub reference: Vec<(u8, [u8; 4], f64)>,
+    /// The daemon gave up (a fatal log line), at this second.
+    pub exited: Option<f64>,
 }
 
 /// chrony's pass bounds (`check_sync` in its test harness).
@@ -404,11 +409,21 @@ impl Sim {
     /// Runs to the scenario's limit.
     pub(crate) fn run(mut self) -> Trace {
         while let Some(q) = self.queue.pop() {
-            if q.at > self.sc.limit {
+            if q.at > self.sc.limit || self.trace.exited.is_some() {
                 break;
             }
-            self.now = q.at;
+            let jumps: Vec<f64> = self
+                .sc
+                .client_jumps
+                .iter()
+                .filter(|(t, _)| *t > self.now && *t <= q.at)
+                .map(|(_, x)| *x)
+                .collect();
             self.engine.clock_mut().kernel_mut().advance_to(q.at);
+            for x in jumps {
+                self.engine.clock_mut().kernel_mut().jump(x);
+            }
+            self.now = q.at;
             self.handle(q.event);
         }
         self.trace.steps = self.model().steps.clone();
@@ -590,6 +605,10 @@ impl Sim {
         for l in log {
             match l {
                 Log::Info(m) | Log::Warn(m) => self.trace.log.push((self.now, m)),
+                Log::Fatal(m) => {
+                    self.trace.log.push((self.now, m));
+                    self.trace.exited = Some(self.now);
+                }
                 Log::Record(r) => self.trace.records.push(r.line()),
             }
         }

@@ -755,3 +755,34 @@ fn the_local_reference_takes_over_when_the_distance_has_grown() {
     // Before the first synchronisation it was serving its local time too (waitunsynced 0).
     assert_eq!(t.reference[0].1, crate::reference::REFID_LOCAL);
 }
+
+#[test]
+fn maxchange_ignores_then_gives_up() {
+    // chrony's 131-maxchange: 2 s off at the start (the first update may correct it),
+    // then the clock jumps 1 s at 300 s behind the daemon's back (under the 10 s an
+    // external step needs): three corrections over 0.1 s are ignored, the fourth ends
+    // the daemon.
+    let sc = Scenario {
+        time_offset: 2.0,
+        sync: SyncConfig {
+            max_change: Some((0.1, 1, 3)),
+            ..SyncConfig::default()
+        },
+        client_jumps: vec![(300.0, 1.0)],
+        limit: 5000.0,
+        ..Scenario::default()
+    };
+    for &seed in SEEDS {
+        let t = Sim::new(Scenario { seed, ..sc.clone() }).run();
+        let ignored = t.count("seconds exceeds the allowed maximum of 0.100 seconds (ignored)");
+        let exiting = t.count("seconds exceeds the allowed maximum of 0.100 seconds (exiting)");
+        println!(
+            "131-maxchange seed {seed}: {ignored} ignored, exit at {:?} s",
+            t.exited
+        );
+        assert_eq!((ignored, exiting), (3, 1), "{:?}", t.log);
+        assert!(t.exited.is_some_and(|e| e > 300.0));
+        // Before the jump the clock was synchronised: the first update's 2 s was allowed.
+        assert!(t.offset[250].abs() < 1e-3, "{}", t.offset[250]);
+    }
+}

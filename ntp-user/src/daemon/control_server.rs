@@ -2,13 +2,16 @@
 //! (read-only commands), each answering with [`Shared::handle_control`].
 
 use super::{bind::bind_each, shared::Shared};
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
+use ntp_common::{ClientRecord, RateVerdict};
 use ntp_proto::{
     acl::{AccessTable, Action},
     config::Config,
-    control::{self, MAX_DATAGRAM, MAX_REQUEST, Request, Response},
+    control::{self, MAX_REQUEST, Request, Response, UDP_REQUEST_SIZE},
 };
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::{
+    collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
     sync::Arc,
@@ -17,7 +20,7 @@ use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UdpSocket, UnixListener, UnixStream},
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// How long a control client may take to send its request.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -46,38 +49,146 @@ pub(super) fn bind_cmd_ports(config: &Config) -> Result<Vec<UdpSocket>> {
     )
 }
 
-/// The Unix control socket at `path`, readable and writable by owner and group.
-pub(super) fn bind_control(path: &Path) -> Result<UnixListener> {
+/// The Unix control socket at `path`, readable and writable by owner and group; `None`
+/// (logged) when its directory could let other users in, as chrony disables it.
+pub(super) fn bind_control(path: &Path) -> Result<Option<UnixListener>> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the control socket directory {}", dir.display()))?;
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .with_context(|| {
+                    format!("creating the control socket directory {}", dir.display())
+                })?;
+        }
+        if let Err(e) = check_socket_dir(dir) {
+            error!("{e}; control socket {} disabled", path.display());
+            return Ok(None);
+        }
     }
     // A socket left by a crashed daemon would make bind fail; a live daemon holds the pidfile.
     let _ = std::fs::remove_file(path);
     let l = UnixListener::bind(path)
         .with_context(|| format!("binding the control socket {}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("restricting {}", path.display()))?;
     info!("Control socket at {}", path.display());
-    Ok(l)
+    Ok(Some(l))
 }
 
-/// Who may use the UDP command port: `cmdallow`/`cmddeny`, and localhost always, as in
-/// chrony.
-pub(super) fn cmd_access(config: &Config) -> Result<impl Fn(IpAddr) -> bool + use<>> {
+/// The control socket's directory must be ours (or root's) and closed to other users:
+/// anyone who can write there could replace the socket, anyone who can search it could
+/// connect and change the clock.
+fn check_socket_dir(dir: &Path) -> Result<()> {
+    let md =
+        std::fs::symlink_metadata(dir).with_context(|| format!("checking {}", dir.display()))?;
+    if !md.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    if md.mode() & 0o007 != 0 {
+        bail!(
+            "wrong permissions on {} ({:o}: other users have access)",
+            dir.display(),
+            md.mode() & 0o777
+        );
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if md.uid() != euid && md.uid() != 0 {
+        bail!(
+            "wrong owner of {} (uid {} is neither {euid} nor root)",
+            dir.display(),
+            md.uid()
+        );
+    }
+    Ok(())
+}
+
+/// What the UDP command port answers, and to whom.
+pub struct CommandPolicy<A: Fn(IpAddr) -> bool> {
+    /// `cmdallow`/`cmddeny` (localhost is always allowed, as in chrony).
+    pub allowed: A,
+    /// `opencommands`: the commands answered.
+    pub open: Vec<String>,
+    /// `cmdratelimit`, per host; localhost is never limited.
+    pub limit: ntp_common::RateLimit,
+}
+
+/// The command port's policy from the configuration.
+pub(super) fn cmd_policy(
+    config: &Config,
+) -> Result<CommandPolicy<impl Fn(IpAddr) -> bool + use<>>> {
     let acl = AccessTable::from_rules(&config.cmd_acl_rules, crate::sources::resolve::resolve_name)
         .map_err(|e| anyhow!("cmdallow/cmddeny: {e}"))?;
-    Ok(move |ip: IpAddr| ip.is_loopback() || acl.check(ip) == Action::Allow)
+    Ok(CommandPolicy {
+        allowed: move |ip: IpAddr| ip.is_loopback() || acl.check(ip) == Action::Allow,
+        open: config.open_commands.clone(),
+        limit: config.cmd_ratelimit,
+    })
 }
 
-/// Serves read-only commands on a UDP socket (chrony's cmdport) to sources `allowed`
-/// admits; others get no answer. `handle` sees every request (denied ones as errors).
-pub async fn serve_udp<F>(sock: UdpSocket, allowed: impl Fn(IpAddr) -> bool, handle: F)
+/// Hosts the command port's rate limit remembers; the least recent makes room.
+const LIMITED_HOSTS: usize = 1024;
+
+/// Per-host token buckets of the command port.
+#[derive(Default)]
+struct HostLimits(HashMap<IpAddr, ClientRecord>);
+
+impl HostLimits {
+    /// Whether a request from `ip` at monotonic `now_ns` is within `limit`.
+    fn admit(&mut self, ip: IpAddr, now_ns: u64, limit: &ntp_common::RateLimit) -> bool {
+        if !self.0.contains_key(&ip)
+            && self.0.len() >= LIMITED_HOSTS
+            && let Some(oldest) = self
+                .0
+                .iter()
+                .min_by_key(|(_, r)| r.last_tai_ns)
+                .map(|(k, _)| *k)
+        {
+            self.0.remove(&oldest);
+        }
+        let r = self.0.entry(ip).or_default();
+        let verdict = limit.check(r, now_ns, crate::net::random_u64() as u32);
+        r.hit(now_ns, verdict != RateVerdict::Answer);
+        verdict == RateVerdict::Answer
+    }
+}
+
+/// The reply to one datagram of `len` bytes, or nothing: never more bytes than came in
+/// (so the port cannot amplify a spoofed request), only the open commands.
+fn udp_reply<F>(datagram: &[u8], open: &[String], handle: &F) -> Option<Vec<u8>>
 where
     F: Fn(Result<Request>) -> Response,
 {
-    let mut buf = vec![0u8; MAX_REQUEST + 1];
+    let response = match control::decode_request(datagram.trim_ascii()) {
+        Ok(r) if !open.iter().any(|c| c == r.name()) => handle(Err(anyhow!(
+            "{} is not open on the command port (opencommands); use the Unix socket",
+            r.name()
+        ))),
+        other => handle(other.map_err(anyhow::Error::from)),
+    };
+    let out = control::encode_response(&response);
+    if out.len() <= datagram.len() {
+        return Some(out);
+    }
+    let too_big = control::encode_response(&Response::Error(format!(
+        "reply of {} bytes exceeds the request's {}: pad the request (ntpxc does) or use the Unix socket",
+        out.len(),
+        datagram.len()
+    )));
+    (too_big.len() <= datagram.len()).then_some(too_big)
+}
+
+/// Serves the open monitoring commands on a UDP socket (chrony's cmdport) to the hosts
+/// `policy` admits, within its rate limit; others get no answer. `handle` sees every
+/// request (refused ones as errors).
+pub async fn serve_udp<A, F>(sock: UdpSocket, policy: CommandPolicy<A>, handle: F)
+where
+    A: Fn(IpAddr) -> bool,
+    F: Fn(Result<Request>) -> Response,
+{
+    let mut buf = vec![0u8; UDP_REQUEST_SIZE + 1];
+    let mut limits = HostLimits::default();
     loop {
         let (len, src) = match sock.recv_from(&mut buf).await {
             Ok(r) => r,
@@ -86,30 +197,37 @@ where
                 continue;
             }
         };
-        if !allowed(crate::net::canonical_ip(src.ip())) {
+        let ip = crate::net::canonical_ip(src.ip());
+        // Port 0 cannot be answered; an oversized datagram is no ntpxc request.
+        if src.port() == 0 || len > UDP_REQUEST_SIZE {
+            continue;
+        }
+        if !(policy.allowed)(ip) {
             handle(Err(anyhow!(
                 "command from {src} denied by cmdallow/cmddeny"
             )));
             continue;
         }
-        let response = match control::decode_request(buf[..len].trim_ascii()) {
-            Ok(r) if !r.is_read_only() => {
-                handle(Err(anyhow!("{r:?} is only accepted on the Unix socket")))
-            }
-            other => handle(other.map_err(anyhow::Error::from)),
-        };
-        let out = control::encode_response(&response);
-        if out.len() <= MAX_DATAGRAM {
+        let now = crate::clock::monotonic_ns().unwrap_or_default();
+        if !ip.is_loopback() && !limits.admit(ip, now, &policy.limit) {
+            continue;
+        }
+        if let Some(out) = udp_reply(&buf[..len], &policy.open, &handle) {
             let _ = sock.send_to(&out, src).await;
         }
     }
 }
+
+/// Control connections served at once; more are closed at once (a client that opens many
+/// and sends nothing must not pile up tasks).
+const MAX_CONNECTIONS: usize = 16;
 
 /// Serves control connections on `listener`, answering each request with `handle`.
 pub async fn serve<F>(listener: UnixListener, handle: F)
 where
     F: Fn(Result<Request>) -> Response + Send + Sync + Clone + 'static,
 {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -118,11 +236,16 @@ where
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!("Control connection refused: {MAX_CONNECTIONS} already open");
+            continue;
+        };
         let handle = handle.clone();
         tokio::spawn(async move {
             if let Err(e) = answer(stream, handle).await {
                 debug!("Control connection: {e:#}");
             }
+            drop(slot);
         });
     }
 }
@@ -141,16 +264,20 @@ where
     let request = control::decode_request(line.trim_ascii()).map_err(anyhow::Error::from);
     let mut out = control::encode_response(&handle(request));
     out.push(b'\n');
-    w.write_all(&out)
+    tokio::time::timeout(REQUEST_TIMEOUT, w.write_all(&out))
         .await
+        .context("control client took no response within 5 s")?
         .context("writing control response")?;
     Ok(())
 }
 
 /// Starts the control transports the configuration asks for, answering from `sh`.
 pub(super) fn start(sh: &Arc<Shared>, tasks: &mut tokio::task::JoinSet<Result<()>>) -> Result<()> {
-    if let Some(path) = &sh.config.cmd_socket {
-        let listener = bind_control(path)?;
+    if let Some(path) = &sh.config.cmd_socket
+        && let Some(listener) = bind_control(path)?
+    {
+        sh.socket_bound
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let sh = sh.clone();
         tasks.spawn(async move {
             serve(listener, move |req| sh.handle_control(req)).await;
@@ -158,10 +285,10 @@ pub(super) fn start(sh: &Arc<Shared>, tasks: &mut tokio::task::JoinSet<Result<()
         });
     }
     for sock in bind_cmd_ports(&sh.config)? {
-        let allowed = cmd_access(&sh.config)?;
+        let policy = cmd_policy(&sh.config)?;
         let sh = sh.clone();
         tasks.spawn(async move {
-            serve_udp(sock, allowed, |req| sh.handle_control(req)).await;
+            serve_udp(sock, policy, |req| sh.handle_control(req)).await;
             Ok(())
         });
     }
@@ -178,32 +305,101 @@ mod tests {
         tokio::task::spawn_blocking(f).await.unwrap()
     }
 
+    fn policy(allow: bool, open: &[&str]) -> CommandPolicy<impl Fn(IpAddr) -> bool> {
+        CommandPolicy {
+            allowed: move |ip: IpAddr| allow && ip.is_loopback(),
+            open: open.iter().map(|c| (*c).to_string()).collect(),
+            limit: ntp_proto::config::Config::default().cmd_ratelimit,
+        }
+    }
+
+    fn tracking_only(req: Result<Request>) -> Response {
+        match req {
+            Ok(Request::Tracking) => Response::Tracking(TrackingReport::default()),
+            Ok(other) => Response::Error(format!("unexpected {other:?}")),
+            Err(e) => Response::Error(e.to_string()),
+        }
+    }
+
     #[tokio::test]
-    async fn udp_serves_read_only_commands_to_allowed_hosts() {
+    async fn udp_serves_open_commands_to_allowed_hosts() {
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = sock.local_addr().unwrap();
-        tokio::spawn(serve_udp(
-            sock,
-            |ip| ip.is_loopback(),
-            |req| match req {
-                Ok(Request::Tracking) => Response::Tracking(TrackingReport::default()),
-                Ok(other) => Response::Error(format!("unexpected {other:?}")),
-                Err(e) => Response::Error(e.to_string()),
-            },
-        ));
+        tokio::spawn(serve_udp(sock, policy(true, &["tracking"]), tracking_only));
         let r = blocking(move || ntpxc::client::call_udp(addr, &Request::Tracking)).await;
         assert!(matches!(r.unwrap(), Response::Tracking(_)));
-        let r = blocking(move || ntpxc::client::call_udp(addr, &Request::Burst)).await;
-        let Response::Error(e) = r.unwrap() else {
-            panic!()
-        };
-        assert!(e.contains("only accepted on the Unix socket"), "{e}");
+        for req in [Request::Burst, Request::Clients] {
+            let r = blocking(move || ntpxc::client::call_udp(addr, &req)).await;
+            let Response::Error(e) = r.unwrap() else {
+                panic!()
+            };
+            assert!(e.contains("not open on the command port"), "{e}");
+        }
 
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = sock.local_addr().unwrap();
-        tokio::spawn(serve_udp(sock, |_| false, |_| Response::Ok));
+        tokio::spawn(serve_udp(sock, policy(false, &["tracking"]), |_| {
+            Response::Ok
+        }));
         let r = blocking(move || ntpxc::client::call_udp(addr, &Request::Tracking)).await;
         assert!(r.is_err(), "a denied host gets no answer");
+    }
+
+    #[test]
+    fn a_reply_is_never_larger_than_its_request() {
+        let open = vec!["tracking".to_string()];
+        let bare = control::encode_request(&Request::Tracking);
+        let full = control::encode_response(&tracking_only(Ok(Request::Tracking)));
+        assert!(
+            full.len() > bare.len(),
+            "the test needs a reply larger than the request"
+        );
+        // Unpadded: too small even for the error, so nothing at all.
+        assert_eq!(udp_reply(&bare, &open, &tracking_only), None);
+        // Room for the error but not the reply: the error, within the request's size.
+        let mut padded = bare.clone();
+        padded.resize(200, b' ');
+        let r = udp_reply(&padded, &open, &tracking_only).expect("an error reply");
+        assert!(r.len() <= 200 && String::from_utf8_lossy(&r).contains("exceeds the request"));
+        // Padded as ntpxc pads: the reply.
+        padded.resize(UDP_REQUEST_SIZE, b' ');
+        assert_eq!(udp_reply(&padded, &open, &tracking_only), Some(full));
+    }
+
+    #[test]
+    fn the_command_port_limits_each_host() {
+        // chrony's cmdratelimit defaults: 16 a second after a burst of 8.
+        let limit = ntp_proto::config::Config::default().cmd_ratelimit;
+        let mut limits = HostLimits::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let answered = (0..1000)
+            .filter(|i| limits.admit(ip, 1_000_000_000 + i * 1000, &limit))
+            .count();
+        // Eight from the burst, and about one in four of the rest leaks (leak 2).
+        assert!((8..400).contains(&answered), "{answered}");
+        assert!(
+            limits.admit(other, 1_000_001_000, &limit),
+            "another host has its own bucket"
+        );
+        // A second later there are tokens again.
+        assert!(limits.admit(ip, 3_000_000_000, &limit));
+    }
+
+    #[test]
+    fn the_socket_directory_must_be_closed_to_others() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(check_socket_dir(dir.path()).is_ok());
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = check_socket_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("wrong permissions"), "{e}");
+        let sock = dir.path().join("s.sock");
+        assert!(
+            bind_control(&sock).unwrap().is_none(),
+            "disabled, as chrony does"
+        );
+        assert!(!sock.exists());
     }
 
     #[tokio::test]

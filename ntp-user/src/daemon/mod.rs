@@ -89,7 +89,7 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     let mut tasks = JoinSet::new();
     start_tasks(&shared, &opts, &mut tasks)?;
     drop_privileges(&shared.config, &opts)?;
-    let outcome = shutdown::wait(&mut tasks).await;
+    let outcome = shutdown::wait(&mut tasks, shared.journal.fatal()).await;
     tasks.abort_all();
     shutdown::finish(&shared);
     drop(pid_guard);
@@ -144,6 +144,7 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         counters: counters::DaemonCounters::default(),
         slew_wake: tokio::sync::Notify::new(),
         finished: std::sync::atomic::AtomicBool::new(false),
+        socket_bound: std::sync::atomic::AtomicBool::new(false),
         config,
     })
 }

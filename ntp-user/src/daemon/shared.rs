@@ -43,6 +43,8 @@ pub(super) struct Shared {
     pub slew_wake: tokio::sync::Notify,
     /// Set once the orderly exit has run.
     pub finished: std::sync::atomic::AtomicBool,
+    /// Set once the control socket is bound: only then is it ours to remove at exit.
+    pub socket_bound: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {

@@ -13,8 +13,12 @@ use tokio::{
 };
 use tracing::info;
 
-/// Waits for a quitting signal (Ok) or for a task to end (an error: none should).
-pub(super) async fn wait(tasks: &mut JoinSet<Result<()>>) -> Result<()> {
+/// Waits for a quitting signal (Ok), a fatal error from the engine, or a task to end (an
+/// error: none should).
+pub(super) async fn wait(
+    tasks: &mut JoinSet<Result<()>>,
+    mut fatal: tokio::sync::watch::Receiver<Option<String>>,
+) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
@@ -24,6 +28,9 @@ pub(super) async fn wait(tasks: &mut JoinSet<Result<()>>) -> Result<()> {
         _ = sigint.recv() => { info!("ntpxd exiting (SIGINT)"); Ok(()) }
         _ = sighup.recv() => { info!("ntpxd exiting (SIGHUP)"); Ok(()) }
         _ = sigquit.recv() => { info!("ntpxd exiting (SIGQUIT)"); Ok(()) }
+        Ok(why) = fatal.wait_for(Option::is_some) => {
+            Err(anyhow!("{}", why.clone().unwrap_or_default()))
+        }
         Some(r) = tasks.join_next() => match r {
             Ok(Err(e)) => Err(e),
             Ok(Ok(())) => Err(anyhow!("a daemon task ended unexpectedly")),
@@ -58,7 +65,9 @@ pub(super) fn finish(sh: &Arc<Shared>) {
         k.publish(&st);
         k.detach_all();
     }
-    if let Some(path) = &sh.config.cmd_socket {
+    if let Some(path) = &sh.config.cmd_socket
+        && sh.socket_bound.load(std::sync::atomic::Ordering::SeqCst)
+    {
         let _ = std::fs::remove_file(path);
     }
     sh.save_drift();

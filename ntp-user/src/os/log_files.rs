@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
     sync::Mutex,
 };
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// The log files enabled by `log`, in `logdir`.
 #[derive(Debug, Default)]
@@ -50,10 +50,17 @@ impl LogFiles {
 }
 
 /// Where the engine's log lines go: messages to the daemon's log, records to the log
-/// files.
-#[derive(Debug, Default)]
+/// files, and a fatal error to whoever waits to end the daemon.
+#[derive(Debug)]
 pub struct Journal {
     files: Mutex<LogFiles>,
+    fatal: tokio::sync::watch::Sender<Option<String>>,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Journal::new(LogFiles::default())
+    }
 }
 
 impl Journal {
@@ -61,7 +68,13 @@ impl Journal {
     pub fn new(files: LogFiles) -> Self {
         Journal {
             files: Mutex::new(files),
+            fatal: tokio::sync::watch::channel(None).0,
         }
+    }
+
+    /// Learns of the first fatal error the engine reports (the daemon must then exit).
+    pub fn fatal(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.fatal.subscribe()
     }
 
     /// Writes the engine's log lines and log-file records.
@@ -70,6 +83,16 @@ impl Journal {
             match l {
                 Log::Info(m) => info!("{m}"),
                 Log::Warn(m) => warn!("{m}"),
+                Log::Fatal(m) => {
+                    error!("{m}");
+                    self.fatal.send_if_modified(|f| {
+                        let first = f.is_none();
+                        if first {
+                            *f = Some(m);
+                        }
+                        first
+                    });
+                }
                 Log::Record(r) => {
                     if let Err(e) = crate::lock(&self.files).write(&r) {
                         warn!("{e:#}");
@@ -117,5 +140,19 @@ mod tests {
         assert_eq!(text.lines().filter(|l| l.contains("Date (UTC)")).count(), 2);
         assert_eq!(text.lines().filter(|l| l.starts_with("2026-")).count(), 40);
         assert!(!dir.join("statistics.log").exists());
+    }
+
+    #[test]
+    fn a_fatal_line_reaches_whoever_ends_the_daemon_once() {
+        let j = Journal::default();
+        let rx = j.fatal();
+        assert!(rx.borrow().is_none());
+        j.emit(vec![Log::Warn("just a warning".into())]);
+        assert!(rx.borrow().is_none());
+        j.emit(vec![
+            Log::Fatal("first".into()),
+            Log::Fatal("second".into()),
+        ]);
+        assert_eq!(rx.borrow().as_deref(), Some("first"));
     }
 }
