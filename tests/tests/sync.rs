@@ -665,3 +665,38 @@ fn an_orphan_pair_settles_on_one_and_fails_over() -> Result<()> {
     );
     Ok(())
 }
+
+/// A source whose socket cannot be opened (no route to it yet) is not given up: each
+/// poll tries again, and once the route is there the source is polled and selected.
+#[test]
+fn a_source_without_a_route_is_retried_at_each_poll() -> Result<()> {
+    if !ntpx_tests::privileged("a_source_without_a_route_is_retried_at_each_poll") {
+        return Ok(());
+    }
+    let mut lan = Lan::new(48)?;
+    let up = Netns::new("up")?;
+    let cli = Netns::new("noroute")?;
+    let (_, up_ip) = lan.join(&up, 1)?;
+    let (cli_if, _) = lan.join(&cli, 2)?;
+    let mut cmd = up.command(bin("ntpx-testserver"));
+    cmd.args(["--listen", &format!("{up_ip}:123")]);
+    let mut server = Proc::spawn("testserver", cmd)?;
+    server.wait_for_log("listening", Duration::from_secs(10))?;
+    cli.ip(&["route", "del", "198.18.48.0/24", "dev", &cli_if])?;
+    let mut d = Ntpxd::start(
+        &cli,
+        &format!("server {up_ip} iburst minpoll 0 maxpoll 0\nlocal stratum 3\nallow all"),
+        &["--no-xdp"],
+    )?;
+    d.proc
+        .wait_for_log("trying again at each poll", Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(d.selected().is_none(), "nothing to select yet");
+    cli.ip(&["route", "add", "198.18.48.0/24", "dev", &cli_if])?;
+    d.proc
+        .wait_for_log("socket open again", Duration::from_secs(10))?;
+    wait_until(Duration::from_secs(20), "the source to be selected", || {
+        d.selected()
+    })?;
+    Ok(())
+}

@@ -11,13 +11,14 @@ use ntp_proto::{
 };
 use poll_task::{PollContext, SourceCommand};
 use resolve::{replace_dead_members, resolve_until_done};
+use std::time::Duration;
 use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
     sync::{Arc, Mutex},
 };
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{error, info};
 
 /// The engine as the daemon's tasks share it.
 pub type SharedEngine = Arc<Mutex<Engine<DaemonClock>>>;
@@ -95,11 +96,35 @@ impl SyncHandle {
         });
     }
 
-    /// Starts polling source `id` at `addr` with the options of its line.
+    /// Starts polling source `id` at `addr` with the options of its line, supervised: a
+    /// polling task that panics is reported and started again (after 2, 4, ... 64 s),
+    /// unless the source was stopped or given another address meanwhile.
     fn spawn_poller(&self, id: usize, addr: SocketAddr) {
-        let (ctx, crx) = mpsc::channel(16);
-        lock(&self.commands).insert(id, ctx);
-        tokio::spawn(poll_task::run(id, addr, self.ctx.clone(), crx));
+        let h = self.clone();
+        let (tx, rx) = mpsc::channel(16);
+        lock(&self.commands).insert(id, tx.clone());
+        tokio::spawn(async move {
+            let (mut tx, mut rx) = (tx, rx);
+            let mut failures = 0u32;
+            loop {
+                let task = tokio::spawn(poll_task::run(id, addr, h.ctx.clone(), rx));
+                let Err(e) = task.await else {
+                    return;
+                };
+                failures += 1;
+                let wait = Duration::from_secs(1 << failures.min(6));
+                error!(
+                    "Source {addr}: its polling task failed ({e}); starting it again in {wait:?}"
+                );
+                tokio::time::sleep(wait).await;
+                let mut commands = lock(&h.commands);
+                if !commands.get(&id).is_some_and(|c| c.same_channel(&tx)) {
+                    return;
+                }
+                (tx, rx) = mpsc::channel(16);
+                commands.insert(id, tx.clone());
+            }
+        });
     }
 
     /// Points source `id` at `addr` instead of the address it polled (a pool member that

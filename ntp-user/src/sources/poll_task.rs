@@ -63,25 +63,38 @@ enum Woken {
     Stop,
 }
 
-/// Polls `addr` as source `id` until told to stop.
+/// Polls `addr` as source `id` until told to stop. A socket that cannot be opened (no
+/// route yet, no address of that family) is tried again at every poll, each try counted
+/// as an unanswered poll: the source shows as unreachable, and a pool replaces it.
 pub async fn run(
     id: SourceId,
     addr: SocketAddr,
     ctx: PollContext,
     mut commands: mpsc::Receiver<SourceCommand>,
 ) {
-    let sock = match ClientSocket::connect(addr) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("Source {addr}: {e:#}");
-            return;
-        }
-    };
+    let mut sock: Option<ClientSocket> = None;
     let first = Instant::now() + Duration::from_secs_f64(INITIAL_DELAY * randomness());
-    if let Woken::Stop = wait(&sock, id, &ctx, &mut commands, first, None).await {
+    if let Woken::Stop = wait(None, id, &ctx, &mut commands, first, None).await {
         return;
     }
+    let mut reported = false;
     loop {
+        if sock.is_none() {
+            match ClientSocket::connect(addr) {
+                Ok(s) => {
+                    if reported {
+                        warn!("Source {addr}: socket open again");
+                    }
+                    sock = Some(s);
+                    reported = false;
+                }
+                Err(e) if !reported => {
+                    warn!("Source {addr}: {e:#}; trying again at each poll");
+                    reported = true;
+                }
+                Err(e) => debug!("Source {addr}: {e:#}"),
+            }
+        }
         let cookie = net::random_u64();
         let sent_fallback = now_ns();
         let Some((req, log)) = lock(&ctx.engine).transmit(id, cookie) else {
@@ -95,16 +108,18 @@ pub async fn run(
         let sent_at = Instant::now();
         let stretch = randomness();
         let mut tx_kernel = false;
-        if let Err(e) = sock.send(&req) {
-            debug!("Source {addr}: {e:#}");
-        } else if let Some(ts) = sock.tx_timestamp(Duration::from_millis(20)).await {
-            lock(&ctx.engine).transmitted(id, cookie, ts);
-            tx_kernel = true;
-        } else {
-            lock(&ctx.engine).transmitted(id, cookie, sent_fallback);
+        if let Some(s) = &sock {
+            if let Err(e) = s.send(&req) {
+                debug!("Source {addr}: {e:#}");
+            } else if let Some(ts) = s.tx_timestamp(Duration::from_millis(20)).await {
+                lock(&ctx.engine).transmitted(id, cookie, ts);
+                tx_kernel = true;
+            } else {
+                lock(&ctx.engine).transmitted(id, cookie, sent_fallback);
+            }
         }
         if let Woken::Stop = wait(
-            &sock,
+            sock.as_ref(),
             id,
             &ctx,
             &mut commands,
@@ -122,7 +137,7 @@ pub async fn run(
 /// factor and whether the kernel stamped the send) at the engine's interval after
 /// `until`, which a reply may change. Replies and commands are handled meanwhile.
 async fn wait(
-    sock: &ClientSocket,
+    sock: Option<&ClientSocket>,
     id: SourceId,
     ctx: &PollContext,
     commands: &mut mpsc::Receiver<SourceCommand>,
@@ -152,16 +167,17 @@ async fn wait(
                 },
                 Some(SourceCommand::Online) => {}
             },
-            r = sock.recv(&mut buf) => {
+            Some(r) = recv(sock, &mut buf) => {
                 let r = match r {
                     Ok(r) => r,
                     Err(e) => {
                         // ICMP port unreachable and the like: the poll counts as unanswered.
-                        debug!("Source {}: {e:#}", sock.remote());
+                        debug!("{e:#}");
                         continue;
                     }
                 };
                 let t4 = r.rx_realtime_ns.unwrap_or_else(now_ns);
+                let Some(sock) = sock else { continue };
                 let wire = WireInfo {
                     local: sock.local(),
                     tx_kernel: after_send.is_some_and(|(_, k)| k),
@@ -172,5 +188,16 @@ async fn wait(
                 (ctx.changed)();
             }
         }
+    }
+}
+
+/// A reply on `sock`; without a socket, never.
+async fn recv(
+    sock: Option<&ClientSocket>,
+    buf: &mut [u8],
+) -> Option<anyhow::Result<net::Received>> {
+    match sock {
+        Some(s) => Some(s.recv(buf).await),
+        None => std::future::pending().await,
     }
 }
