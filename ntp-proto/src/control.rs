@@ -85,6 +85,9 @@ pub enum Response {
     Ntpdata(Vec<NtpDataReport>),
     /// A command was carried out (chronyc's "200 OK").
     Ok,
+    /// Over the UDP command port: the reply needs this many bytes, more than the request
+    /// had; send it again padded to that size.
+    TooLarge(usize),
     /// The request failed.
     Error(String),
 }
@@ -130,9 +133,11 @@ impl Request {
 /// Largest UDP command datagram.
 pub const MAX_DATAGRAM: usize = 65_000;
 
-/// What ntpxc pads its UDP requests to: the daemon never answers with more bytes than
-/// it received (no amplification), so the request makes room for the reply.
-pub const UDP_REQUEST_SIZE: usize = 16_384;
+/// What ntpxc pads its UDP requests to at first (one unfragmented packet): the daemon
+/// never answers with more bytes than it received (no amplification), so the request
+/// makes room for the reply; a larger reply asks for a larger request
+/// ([`Response::TooLarge`]).
+pub const UDP_REQUEST_SIZE: usize = 1400;
 
 /// The commands the UDP command port answers by default (chrony's open set, of those
 /// ntpx has).

@@ -218,9 +218,12 @@ impl SourceEntry {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Synced {
-    source: usize,
+    /// The reference id and name of the source as it was when the clock followed it (a
+    /// pool may give the slot another address later).
+    refid: [u8; 4],
+    name: String,
     stratum: u8,
     /// Local time of the update.
     time: f64,
@@ -334,7 +337,7 @@ impl<C: EngineClock> Engine<C> {
 
     /// Leap indicator, root distance and offset uncertainty while synchronised.
     pub fn sync_status(&self) -> Option<(u8, f64, f64)> {
-        self.synced.map(|s| {
+        self.synced.as_ref().map(|s| {
             let (offset_sd, _) = self.discipline.last_errors();
             (self.leap, s.root_delay / 2.0 + s.root_dispersion, offset_sd)
         })
@@ -456,6 +459,14 @@ impl<C: EngineClock> Engine<C> {
         s.stratum = 0;
         s.last_rx = None;
         s.polls = 0;
+        // Nothing measured of the old address may count for the new one.
+        s.recent.clear();
+        s.last_reply = None;
+        s.last_sample = None;
+        if let Some((f, n)) = s.filter.as_mut() {
+            f.clear();
+            *n = 0;
+        }
         let mut log = vec![Log::Info(format!("Source {old} replaced with {}", s.name))];
         if self.selected == Some(id) {
             self.selected = None;
@@ -537,6 +548,7 @@ impl<C: EngineClock> Engine<C> {
         if r.generation != self.clock.generation() {
             // The clock was stepped while the exchange was in flight: the receive stamp may
             // be on either side of the step. Counted as an answer, not taken as a sample.
+            log.extend(self.missing_sample(id, t4_ns));
             return log;
         }
         let t1_ns = r.sent;
@@ -544,7 +556,9 @@ impl<C: EngineClock> Engine<C> {
         let good = self.sample_is_good(id, &sample, &r.header, response_time, &wire);
         let s = &mut self.sources[id];
         s.stratum = r.header.stratum;
-        log.push(Log::Record(measurement(s, &r.header, &sample, t4_ns)));
+        log.push(Log::Record(measurement(
+            s, &r.header, &sample, t4_ns, good, wire,
+        )));
         match good {
             Ok(()) => {}
             Err(Refusal::DelayDeviation) => {
@@ -814,9 +828,9 @@ impl<C: EngineClock> Engine<C> {
                 }
                 self.selected = Some(selected);
                 let unix = (self.clock.system_now_ns() / 1_000_000_000) as i64;
-                self.leap = if leap != 0 && leap_day(unix) { leap } else { 0 };
+                let leap = if leap != 0 && leap_day(unix) { leap } else { 0 };
                 if let Some(c) = update {
-                    log.extend(self.update_clock(selected, &c));
+                    log.extend(self.update_clock(selected, &c, leap));
                 }
                 log
             }
@@ -862,13 +876,15 @@ impl<C: EngineClock> Engine<C> {
 
     /// Updates the clock from the combined estimate, and restates every source's samples
     /// in the clock's new scale.
-    fn update_clock(&mut self, selected: usize, c: &Combined) -> Vec<Log> {
+    fn update_clock(&mut self, selected: usize, c: &Combined, leap: u8) -> Vec<Log> {
         if let Some(refused) = self.check_max_change(c) {
             for s in &mut self.sources {
                 s.updates = 0;
             }
             return vec![refused];
         }
+        // As chrony: the leap indicator changes only with an update that was taken.
+        self.leap = leap;
         let sys_ns = self.clock.system_now_ns();
         let r: UpdateResult = self.discipline.update(&mut self.clock, c);
         for s in &mut self.sources {
@@ -914,7 +930,8 @@ impl<C: EngineClock> Engine<C> {
             combined: c.combined,
         }));
         self.synced = Some(Synced {
-            source: selected,
+            refid: refid_of(self.sources[selected].addr.ip()),
+            name: self.sources[selected].name.clone(),
             stratum: c.stratum,
             // On the clock's scale after the correction (a step moves both).
             time: r.time + r.offset,
@@ -991,7 +1008,7 @@ impl<C: EngineClock> Engine<C> {
     pub fn reference(&self, now_ns: u64) -> Reference {
         let (corr, rate) = self.clock.served_correction(now_ns);
         let now = self.clock.local_at(now_ns);
-        let synced = self.synced.map(|s| {
+        let synced = self.synced.as_ref().map(|s| {
             let age = now - s.time;
             let dispersion = s.root_dispersion + age.abs() * self.discipline.dispersion_rate();
             (s, age, dispersion)
@@ -1011,7 +1028,7 @@ impl<C: EngineClock> Engine<C> {
                 Reference {
                     leap: self.leap,
                     stratum: (s.stratum + 1).min(STRATUM_UNSYNC),
-                    refid: refid_of(self.sources[s.source].addr.ip()),
+                    refid: s.refid,
                     ref_time_unix_ns: served_ns(s.sys_ns, ref_corr),
                     root_delay_ns: (s.root_delay * 1e9) as u64,
                     root_dispersion_ns: (dispersion * 1e9) as u64,
@@ -1165,10 +1182,9 @@ impl<C: EngineClock> Engine<C> {
         // The source's name only while its reference is the one served.
         let ref_name = self
             .synced
-            .filter(|s| {
-                r.leap != LEAP_UNSYNC && r.refid == refid_of(self.sources[s.source].addr.ip())
-            })
-            .map(|s| self.sources[s.source].name.clone())
+            .as_ref()
+            .filter(|s| r.leap != LEAP_UNSYNC && r.refid == s.refid)
+            .map(|s| s.name.clone())
             .unwrap_or_default();
         TrackingReport {
             refid: u32::from_be_bytes(r.refid),
@@ -1195,8 +1211,22 @@ impl<C: EngineClock> Engine<C> {
 }
 
 /// The `measurements.log` line of an exchange.
-fn measurement(s: &SourceEntry, h: &NtpHeader, sample: &Sample, t4_ns: u64) -> Record {
+fn measurement(
+    s: &SourceEntry,
+    h: &NtpHeader,
+    sample: &Sample,
+    t4_ns: u64,
+    good: Result<(), Refusal>,
+    wire: WireInfo,
+) -> Record {
     Record::Measurement {
+        delay_tests: [
+            good != Err(Refusal::Delay),
+            true,
+            good != Err(Refusal::DelayDeviation),
+            good != Err(Refusal::Loop),
+        ],
+        kernel_stamps: (wire.tx_kernel, wire.rx_kernel),
         time: t4_ns as f64 * 1e-9,
         addr: s.name.clone(),
         leap: h.leap,

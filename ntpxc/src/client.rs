@@ -42,7 +42,28 @@ pub fn call(socket: &Path, req: &Request) -> Result<Response> {
 }
 
 /// Sends `req` to the daemon's UDP command port at `addr` (three tries, one second each).
+/// The request is padded to one packet, and to what the reply needs when the daemon says
+/// that is more (it never answers with more bytes than it received).
 pub fn call_udp(addr: SocketAddr, req: &Request) -> Result<Response> {
+    let mut size = UDP_REQUEST_SIZE;
+    for _ in 0..2 {
+        match call_udp_padded(addr, req, size)? {
+            // Reports vary a little from one call to the next: some room to spare.
+            Response::TooLarge(needed) if needed < MAX_DATAGRAM => {
+                size = (needed + needed / 8 + 64).min(MAX_DATAGRAM);
+            }
+            Response::TooLarge(needed) => {
+                bail!(
+                    "the reply would be {needed} bytes, too large for the command port; use the Unix socket"
+                )
+            }
+            r => return Ok(r),
+        }
+    }
+    bail!("the reply kept growing beyond the request; use the Unix socket")
+}
+
+fn call_udp_padded(addr: SocketAddr, req: &Request, size: usize) -> Result<Response> {
     let any: SocketAddr = if addr.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
@@ -51,11 +72,9 @@ pub fn call_udp(addr: SocketAddr, req: &Request) -> Result<Response> {
     let sock = UdpSocket::bind(any).context("binding a UDP socket")?;
     sock.set_read_timeout(Some(UDP_TIMEOUT))
         .context("setting a read timeout")?;
-    // Padded so the daemon, which never answers with more bytes than it received, has
-    // room for the reply.
     let mut out = control::encode_request(req);
-    if out.len() < UDP_REQUEST_SIZE {
-        out.resize(UDP_REQUEST_SIZE, b' ');
+    if out.len() < size {
+        out.resize(size, b' ');
     }
     let mut buf = vec![0u8; MAX_DATAGRAM];
     for _ in 0..3 {

@@ -298,6 +298,9 @@ fn execute(host: &Target, csv: bool, command: &Command) -> Result<()> {
         Response::Ntpdata(rows) => rows.iter().for_each(|r| print!("{}", r.render())),
         Response::Ok => println!("200 OK"),
         Response::Error(e) => bail!("ntpxd: {e}"),
+        Response::TooLarge(n) => {
+            bail!("ntpxd: the reply ({n} bytes) does not fit the command port")
+        }
     }
     Ok(())
 }

@@ -229,6 +229,56 @@ pub fn parse(f: &[u8]) -> Option<Parsed> {
     })
 }
 
+/// Sends raw Ethernet `frames` out of `iface` in namespace `ns` (an `AF_PACKET` socket: the
+/// source addresses are whatever the frames say, so one namespace can be many clients).
+pub fn send_frames(ns: &crate::Netns, iface: &str, frames: Vec<Vec<u8>>) -> anyhow::Result<()> {
+    use anyhow::{Context, bail};
+    let iface = std::ffi::CString::new(iface).context("interface name")?;
+    ns.run_in(move || {
+        // SAFETY: plain socket call; the descriptor is owned below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        if fd < 0 {
+            bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        // SAFETY: the name is a valid C string.
+        let index = unsafe { libc::if_nametoindex(iface.as_ptr()) };
+        if index == 0 {
+            bail!("no interface {iface:?}");
+        }
+        // SAFETY: zeroed sockaddr_ll with the fields sendto needs set.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = index as i32;
+        addr.sll_halen = 6;
+        use std::os::fd::AsRawFd;
+        for f in &frames {
+            // SAFETY: valid buffer and address of the stated lengths.
+            let n = unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&raw const addr).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                // A full queue: let it drain and go on.
+                if e.raw_os_error() == Some(libc::ENOBUFS) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    continue;
+                }
+                bail!("sending a frame: {e}");
+            }
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -744,3 +744,106 @@ fn xleave_clients_get_interleaved_replies_from_both_paths() -> Result<()> {
     }
     Ok(())
 }
+
+/// The value in microseconds of `label` in `ntpxc serverstats` ("N us").
+fn serverstats_us(d: &Ntpxd, label: &str) -> Result<u64> {
+    let out = d.ntpxc(&["serverstats"])?;
+    out.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == label).then(|| v.trim().trim_end_matches(" us").parse().ok())?
+        })
+        .with_context(|| format!("{label:?} in serverstats:\n{out}"))
+}
+
+/// One request over the control socket, the reply read to its end; its length.
+fn raw_control(sock: &std::path::Path, request: &str) -> usize {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
+        return 0;
+    };
+    let _ = s.write_all(format!("{request}\n").as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out.len()
+}
+
+/// Nothing a control client does delays timekeeping: with 8192 clients in the kernel's
+/// log, rounds of sixteen `clients` dumps at once and a `reload sources` leave the
+/// publication of the server state (and so the kernel's answers) within 5 ms of its
+/// time. The daemon runs with `sched_priority`, so what is measured is its own blocking
+/// (locks, work on the timekeeping thread), not the test machine's other load.
+#[test]
+fn control_floods_do_not_delay_timekeeping() -> Result<()> {
+    if !ntpx_tests::privileged("control_floods_do_not_delay_timekeeping") {
+        return Ok(());
+    }
+    const CLIENTS: u32 = 8192;
+    let n = net(true, 26)?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("a.sources"), "server 198.18.26.9 iburst\n")?;
+    let config = format!(
+        "{SERVE_ALL}sched_priority 20\nsourcedir {}\n",
+        dir.path().display()
+    );
+    let d = start(&n, &config, false)?;
+    let mac = |ns: &Netns, iface: &str| -> Result<[u8; 6]> {
+        let text = ns.output("cat", &[&format!("/sys/class/net/{iface}/address")])?;
+        let b: Vec<u8> = text
+            .trim()
+            .split(':')
+            .filter_map(|x| u8::from_str_radix(x, 16).ok())
+            .collect();
+        b.try_into()
+            .map_err(|_| anyhow::anyhow!("MAC of {iface}: {text}"))
+    };
+    let (server_mac, client_mac) = (
+        mac(&n.server, &n.link.server_if)?,
+        mac(&n.client, &n.link.client_if)?,
+    );
+    let request = ntpx_tests::frames::ntp_request(4, 3, 6, 0x1234_5678_9abc_def0);
+    let frames: Vec<Vec<u8>> = (0..CLIENTS)
+        .map(|i| {
+            let src = format!("198.19.{}.{}", i / 250, i % 250 + 1);
+            let mut spec = ntpx_tests::frames::Spec::udp(&src, &n.link.server_v4, &request);
+            (spec.dst_mac, spec.src_mac) = (server_mac, client_mac);
+            ntpx_tests::frames::build(&spec)
+        })
+        .collect();
+    ntpx_tests::frames::send_frames(&n.client, &n.link.client_if, frames)?;
+    let logged = wait_until(Duration::from_secs(10), "the client log to fill", || {
+        let lines = d.ntpxc(&["clients"]).ok()?.lines().count() as u32;
+        (lines >= CLIENTS * 9 / 10).then_some(lines)
+    })?;
+    let before = serverstats_us(&d, "Longest publication delay")?;
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    for _ in 0..10 {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let sock = d.socket.clone();
+                std::thread::spawn(move || raw_control(&sock, r#"{"command":"clients"}"#))
+            })
+            .collect();
+        raw_control(&d.socket, r#"{"command":"reloadsources"}"#);
+        for h in handles {
+            bytes += h.join().unwrap_or(0);
+        }
+    }
+    let worst = serverstats_us(&d, "Longest publication delay")?;
+    println!(
+        "{logged} clients logged; 160 dumps ({} MB) and 10 reloads in {:?}: longest publication delay {worst} us (before the flood: {before} us)",
+        bytes / 1_000_000,
+        started.elapsed()
+    );
+    // Each dump carries every client (about 60 bytes of JSON each).
+    assert!(
+        bytes > 160 * CLIENTS as usize * 40,
+        "the dumps were answered: {bytes} bytes"
+    );
+    assert!(
+        worst <= 5000,
+        "publication delayed {worst} us by control requests"
+    );
+    Ok(())
+}

@@ -40,8 +40,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "acquisitionport",
     "bindacqaddress",
     "bindacqdevice",
-    "bindcmddevice",
-    "binddevice",
     "broadcast",
     "clockprecision",
     "dscp",
@@ -52,7 +50,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "hwtsinterface",
     "hwtstimeout",
     "initstepslew",
-    "lock_all",
     "logbanner",
     "mailonchange",
     "manual",
@@ -79,9 +76,11 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "rtcdevice",
     "rtcfile",
     "rtconutc",
-    "sched_priority",
     "tempcomp",
 ];
+
+/// Most clients the logs keep, whatever `clientloglimit` says (32 MiB of records).
+pub const MAX_CLIENT_RECORDS: u32 = 1 << 19;
 
 /// Characters that start a comment at the beginning of a line or after whitespace.
 const COMMENT_CHARS: &[char] = &['#', '!', ';', '%'];
@@ -130,6 +129,10 @@ pub struct Config {
     pub leapsectz: Option<String>,
     /// User to run as once set up (`user`; `ntpxd -u` overrides it).
     pub user: Option<String>,
+    /// `sched_priority`: run timekeeping under `SCHED_FIFO` at this priority (1-99).
+    pub sched_priority: Option<i32>,
+    /// `lock_all`: keep the daemon's memory locked in RAM.
+    pub lock_all: bool,
     /// `server` and `pool` lines in file order.
     pub sources: Vec<SourceConfig>,
     /// Selection and steering settings.
@@ -169,6 +172,8 @@ impl Default for Config {
                 ntp_common::state::DEFAULT_CLIENTLOG_LIMIT / ntp_common::state::CLIENT_RECORD_BYTES,
             ),
             user: None,
+            sched_priority: None,
+            lock_all: false,
             sources: Vec::new(),
             sync: SyncConfig::default(),
             warnings: Vec::new(),
@@ -453,6 +458,15 @@ impl<'a> Parser<'a> {
             "xdpstalelimit" => self.config.xdp_stale_limit = xdp_stale_limit(args)?,
             "user" => self.config.user = Some(single_arg("user", args, "a user name")?.to_string()),
             "noclientlog" => self.config.client_log = None,
+            "lock_all" => self.config.lock_all = true,
+            "sched_priority" => {
+                const PRIORITY: &str = "a priority from 0 (off) to 99";
+                let v = single_arg("sched_priority", args, PRIORITY)?;
+                let p = parse_uint::<i32>(v)
+                    .filter(|p| *p <= 99)
+                    .ok_or_else(|| invalid("priority", v, "sched_priority", PRIORITY))?;
+                self.config.sched_priority = (p > 0).then_some(p);
+            }
             "ratelimit" => self.config.ratelimit = Some(rate_limit("ratelimit", args, 3, true)?),
             "cmdratelimit" => {
                 self.config.cmd_ratelimit = rate_limit("cmdratelimit", args, -4, false)?;
@@ -477,9 +491,22 @@ impl<'a> Parser<'a> {
                 let v = single_arg("clientloglimit", args, "a size in bytes")?;
                 let bytes = parse_uint::<u32>(v)
                     .ok_or_else(|| invalid("limit", v, "clientloglimit", "a size in bytes"))?;
+                let mut records = (bytes / ntp_common::state::CLIENT_RECORD_BYTES).max(1);
+                if records > MAX_CLIENT_RECORDS {
+                    // Kernel memory (the LRU map is allocated whole) and the time a
+                    // `clients` dump takes both grow with it.
+                    self.warn(
+                        line,
+                        format!(
+                            "clientloglimit {bytes} is more than ntpx keeps; using {} bytes \
+                             ({MAX_CLIENT_RECORDS} clients)",
+                            MAX_CLIENT_RECORDS * ntp_common::state::CLIENT_RECORD_BYTES
+                        ),
+                    );
+                    records = MAX_CLIENT_RECORDS;
+                }
                 if self.config.client_log.is_some() {
-                    self.config.client_log =
-                        Some((bytes / ntp_common::state::CLIENT_RECORD_BYTES).max(1));
+                    self.config.client_log = Some(records);
                 }
             }
             "keyfile" => {
@@ -536,7 +563,8 @@ impl<'a> Parser<'a> {
                     self.warn(line, w);
                 }
             }
-            "refclock" | "smoothtime" | "leapseclist" | "ntsservercert" | "ntsserverkey" => {
+            "refclock" | "smoothtime" | "leapseclist" | "ntsservercert" | "ntsserverkey"
+            | "binddevice" | "bindcmddevice" => {
                 return Err(fail_closed(&lower));
             }
             "authselectmode" => {
@@ -823,6 +851,8 @@ fn fail_closed(directive: &str) -> String {
         "refclock" => "the reference clock this configuration relies on",
         "smoothtime" => "the smoothing its clients expect (a leap smear)",
         "leapseclist" => "the leap seconds that list announces",
+        "binddevice" => "keeping the NTP port to that interface",
+        "bindcmddevice" => "keeping the command port to that interface",
         _ => "the NTS service its clients expect",
     };
     format!(
@@ -1404,6 +1434,7 @@ mod tests {
                 "will not select unauthenticated ones",
             ),
             ("leapsecmode slew", "leapsecmode slew is not supported yet"),
+            ("binddevice eth1", "keeping the NTP port to that interface"),
             ("authselectmode sometimes", "invalid mode \"sometimes\""),
             ("server a nts", "without the authentication it asks for"),
         ] {
@@ -1448,6 +1479,20 @@ mod tests {
         assert!(
             parse("cmdratelimit kod 1").is_err(),
             "no kod on the command port"
+        );
+    }
+
+    #[test]
+    fn clientloglimit_is_bounded() {
+        assert_eq!(parse("clientloglimit 6400").unwrap().client_log, Some(100));
+        let c = parse("clientloglimit 4000000000").unwrap();
+        assert_eq!(c.client_log, Some(MAX_CLIENT_RECORDS));
+        assert!(warnings(&c)[0].1.contains("more than ntpx keeps"));
+        assert_eq!(
+            parse("noclientlog\nclientloglimit 6400")
+                .unwrap()
+                .client_log,
+            None
         );
     }
 

@@ -24,6 +24,11 @@ pub enum Record {
         polls: (i8, i8),
         /// The poller's score towards a poll change.
         score: f64,
+        /// chrony's tests A-D: maxdelay (with the precision and response time),
+        /// maxdelayratio, maxdelaydevratio, no synchronisation loop.
+        delay_tests: [bool; 4],
+        /// Whether the kernel stamped the transmission and the reception.
+        kernel_stamps: (bool, bool),
         /// Offset (source minus local: positive when the local clock is slow), delay,
         /// dispersion, root delay, root dispersion.
         figures: [f64; 5],
@@ -135,14 +140,20 @@ impl Record {
                 stratum,
                 polls,
                 score,
+                delay_tests,
+                kernel_stamps,
                 figures: f,
                 refid,
             } => format!(
-                "{} {:<15} {} {:2} 111 111 1111 {:3} {:2} {:4.2} {} {} {} {} {} {:08X} 4B K K",
+                "{} {:<15} {} {:2} 111 111 {} {:3} {:2} {:4.2} {} {} {} {} {} {:08X} 4B {} {}",
                 date(*time),
                 addr,
                 leap(*l),
                 stratum,
+                delay_tests
+                    .iter()
+                    .map(|ok| if *ok { '1' } else { '0' })
+                    .collect::<String>(),
                 polls.0,
                 polls.1,
                 score,
@@ -151,7 +162,9 @@ impl Record {
                 e(f[2]),
                 e(f[3]),
                 e(f[4]),
-                refid
+                refid,
+                if kernel_stamps.0 { 'K' } else { 'D' },
+                if kernel_stamps.1 { 'K' } else { 'D' }
             ),
             Record::Statistics {
                 time,
@@ -280,15 +293,17 @@ mod tests {
             stratum: 2,
             polls: (6, 6),
             score: 1.0,
+            delay_tests: [true, true, false, true],
+            kernel_stamps: (false, true),
             figures: [-4.966e-3, 0.2296, 1.577e-5, 0.1615, 7.446e-3],
             refid: 0xCB00_717B,
         };
         assert!(
-            m.line().contains(" N  2 111 111 1111   6  6 1.00 "),
+            m.line().contains(" N  2 111 111 1101   6  6 1.00 "),
             "{}",
             m.line()
         );
-        assert!(m.line().contains("CB00717B"));
+        assert!(m.line().ends_with("CB00717B 4B D K"), "{}", m.line());
         // The example line of chrony.conf(5), columns and all.
         let st = Record::Statistics {
             time: 1_470_807_650.0,

@@ -37,6 +37,12 @@ pub struct ServerStats {
     /// Kernel transmit timestamps the daemon matched to its replies (interleaved mode).
     #[serde(default)]
     pub daemon_tx_stamps: u64,
+    /// The longest the publication of the server state came after its time, µs.
+    #[serde(default)]
+    pub publish_late_max_us: u64,
+    /// The longest a planned change of the slew rate came after its time, µs.
+    #[serde(default)]
+    pub slew_late_max_us: u64,
 }
 
 /// One counter of the XDP program, by name.
@@ -91,6 +97,16 @@ impl ServerStats {
         }
         line(&mut s, "Daemon NTP packets answered", self.daemon_answered);
         line(&mut s, "Daemon TX timestamps", self.daemon_tx_stamps);
+        line(
+            &mut s,
+            "Longest publication delay",
+            format!("{} us", self.publish_late_max_us),
+        );
+        line(
+            &mut s,
+            "Longest slew change delay",
+            format!("{} us", self.slew_late_max_us),
+        );
         s
     }
 
@@ -118,6 +134,8 @@ impl ServerStats {
         }
         v.push(self.daemon_answered);
         v.push(self.daemon_tx_stamps);
+        v.push(self.publish_late_max_us);
+        v.push(self.slew_late_max_us);
         let strs: Vec<String> = v.iter().map(u64::to_string).collect();
         strs.join(",") + "\n"
     }
@@ -158,6 +176,8 @@ mod tests {
             kernel_dropped: Some(0),
             daemon_answered: 1,
             daemon_tx_stamps: 5,
+            publish_late_max_us: 1200,
+            slew_late_max_us: 3,
             ..Default::default()
         };
         let out = st.render();
@@ -174,15 +194,17 @@ mod tests {
                 "Kernel NTP packets dropped : 0",
                 "Daemon NTP packets answered: 1",
                 "Daemon TX timestamps       : 5",
+                "Longest publication delay  : 1200 us",
+                "Longest slew change delay  : 3 us",
             ]
         );
-        assert_eq!(st.render_csv(), "3,0,11,0,0,0,0,0,0,0,0,2,1,0,1,5\n");
+        assert_eq!(st.render_csv(), "3,0,11,0,0,0,0,0,0,0,0,2,1,0,1,5,1200,3\n");
     }
 
     #[test]
     fn without_the_fast_path_the_kernel_lines_are_absent() {
         let out = ServerStats::default().render();
         assert!(!out.contains("Kernel"));
-        assert_eq!(out.lines().count(), 13);
+        assert_eq!(out.lines().count(), 15);
     }
 }

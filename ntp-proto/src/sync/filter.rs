@@ -110,14 +110,19 @@ impl SampleFilter {
     }
 
     /// Combines the waiting samples into one and empties the filter (the newest stays
-    /// known); `None` with too few, or when the result is too uncertain.
+    /// known); `None` with too few, or when the result is too uncertain (the samples then
+    /// stay).
     pub fn combine(&mut self) -> Option<Sample> {
         if self.samples.len() < self.min_samples {
             return None;
         }
         let selected = self.select();
         let result = self.combine_selected(&selected);
-        self.samples.clear();
+        // As chrony: only a combination that was made empties the filter; after a failed
+        // one the samples stay, the oldest making room for the next.
+        if result.is_some() {
+            self.samples.clear();
+        }
         result
     }
 
@@ -337,5 +342,19 @@ mod tests {
                 chi2_90(dof)
             );
         }
+    }
+
+    #[test]
+    fn a_failed_combination_keeps_the_samples() {
+        // Two samples a second apart and 20 s off each other: variance far beyond the
+        // 1 s allowed here. The samples stay for the next try.
+        let mut f = SampleFilter::new(1, 2, 1.0, 0.0, 1e-7);
+        f.add(sample(1.0, -10.0, 1e-6));
+        f.add(sample(2.0, 10.0, 1e-6));
+        assert_eq!(f.combine(), None);
+        assert_eq!(f.len(), 2);
+        f.add(sample(3.0, 10.0, 1e-6));
+        assert_eq!(f.len(), 2, "the oldest made room");
+        assert_eq!(f.combine().map(|c| c.offset), Some(10.0));
     }
 }

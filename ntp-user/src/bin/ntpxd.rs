@@ -81,8 +81,12 @@ fn main() -> Result<()> {
         user: args.user,
         config_path: args.config.clone(),
     };
+    // Timekeeping runs on this thread; the runtime's other threads only do blocking work
+    // for control requests (reports of many thousand clients, file reads), at a lower
+    // priority so a flood of them cannot take the CPU from the clock.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_start(ntp_user::os::lower_thread_priority)
         .build()
         .context("starting the tokio runtime")?;
     rt.block_on(daemon::run(cfg, opts))

@@ -7,7 +7,7 @@ use ntp_common::{ClientRecord, RateVerdict};
 use ntp_proto::{
     acl::{AccessTable, Action},
     config::Config,
-    control::{self, MAX_REQUEST, Request, Response, UDP_REQUEST_SIZE},
+    control::{self, MAX_DATAGRAM, MAX_REQUEST, Request, Response},
 };
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::{
@@ -16,10 +16,7 @@ use std::{
     path::Path,
     sync::Arc,
 };
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::{UdpSocket, UnixListener, UnixStream},
-};
+use tokio::net::{UdpSocket, UnixListener, UnixStream};
 use tracing::{debug, error, info, warn};
 
 /// How long a control client may take to send its request.
@@ -101,6 +98,15 @@ fn check_socket_dir(dir: &Path) -> Result<()> {
             md.uid()
         );
     }
+    // Members of a group that may write there could replace the socket.
+    let egid = nix::unistd::getegid().as_raw();
+    if md.mode() & 0o020 != 0 && md.gid() != egid {
+        bail!(
+            "wrong group of {} (gid {} may write there, ours is {egid})",
+            dir.display(),
+            md.gid()
+        );
+    }
     Ok(())
 }
 
@@ -171,11 +177,7 @@ where
     if out.len() <= datagram.len() {
         return Some(out);
     }
-    let too_big = control::encode_response(&Response::Error(format!(
-        "reply of {} bytes exceeds the request's {}: pad the request (ntpxc does) or use the Unix socket",
-        out.len(),
-        datagram.len()
-    )));
+    let too_big = control::encode_response(&Response::TooLarge(out.len()));
     (too_big.len() <= datagram.len()).then_some(too_big)
 }
 
@@ -185,9 +187,10 @@ where
 pub async fn serve_udp<A, F>(sock: UdpSocket, policy: CommandPolicy<A>, handle: F)
 where
     A: Fn(IpAddr) -> bool,
-    F: Fn(Result<Request>) -> Response,
+    F: Fn(Result<Request>) -> Response + Send + Sync + Clone + 'static,
 {
-    let mut buf = vec![0u8; UDP_REQUEST_SIZE + 1];
+    let open = Arc::new(policy.open.clone());
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut limits = HostLimits::default();
     loop {
         let (len, src) = match sock.recv_from(&mut buf).await {
@@ -199,7 +202,7 @@ where
         };
         let ip = crate::net::canonical_ip(src.ip());
         // Port 0 cannot be answered; an oversized datagram is no ntpxc request.
-        if src.port() == 0 || len > UDP_REQUEST_SIZE {
+        if src.port() == 0 || len > MAX_DATAGRAM {
             continue;
         }
         if !(policy.allowed)(ip) {
@@ -212,7 +215,11 @@ where
         if !ip.is_loopback() && !limits.admit(ip, now, &policy.limit) {
             continue;
         }
-        if let Some(out) = udp_reply(&buf[..len], &policy.open, &handle) {
+        // Reports may take a while (a client log of many thousand records): off the
+        // thread that keeps time.
+        let (datagram, open, handle) = (buf[..len].to_vec(), open.clone(), handle.clone());
+        let reply = tokio::task::spawn_blocking(move || udp_reply(&datagram, &open, &handle)).await;
+        if let Ok(Some(out)) = reply {
             let _ = sock.send_to(&out, src).await;
         }
     }
@@ -250,24 +257,53 @@ where
     }
 }
 
-/// One request, one response.
+/// One request, one response, all of it off the thread that keeps time: reading,
+/// answering (a report of many thousand clients), encoding and writing (megabytes).
 async fn answer<F>(stream: UnixStream, handle: F) -> Result<()>
+where
+    F: Fn(Result<Request>) -> Response + Send + 'static,
+{
+    let stream = stream.into_std().context("taking the control connection")?;
+    tokio::task::spawn_blocking(move || answer_blocking(&stream, &handle))
+        .await
+        .context("answering the control request")?
+}
+
+fn answer_blocking<F>(stream: &std::os::unix::net::UnixStream, handle: &F) -> Result<()>
 where
     F: Fn(Result<Request>) -> Response,
 {
-    let (r, mut w) = stream.into_split();
+    use std::io::{Read, Write};
+    stream.set_nonblocking(false)?;
+    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+    // One deadline for the whole request: a client trickling bytes cannot hold the
+    // connection (and its thread) longer.
+    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
     let mut line = Vec::new();
-    let mut reader = BufReader::new(r).take(MAX_REQUEST as u64 + 1);
-    tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line))
-        .await
-        .context("control client sent nothing within 5 s")??;
+    let mut chunk = [0u8; 1024];
+    while !line.contains(&b'\n') && line.len() <= MAX_REQUEST {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            bail!("control client sent no complete request within 5 s");
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = (&*stream)
+            .read(&mut chunk)
+            .context("reading the control request")?;
+        if n == 0 {
+            break;
+        }
+        line.extend_from_slice(&chunk[..n]);
+    }
+    if let Some(end) = line.iter().position(|b| *b == b'\n') {
+        line.truncate(end);
+    }
     let request = control::decode_request(line.trim_ascii()).map_err(anyhow::Error::from);
     let mut out = control::encode_response(&handle(request));
     out.push(b'\n');
-    tokio::time::timeout(REQUEST_TIMEOUT, w.write_all(&out))
-        .await
-        .context("control client took no response within 5 s")?
-        .context("writing control response")?;
+    (&*stream)
+        .write_all(&out)
+        .context("writing control response (the client took none within 5 s)")?;
     Ok(())
 }
 
@@ -288,7 +324,7 @@ pub(super) fn start(sh: &Arc<Shared>, tasks: &mut tokio::task::JoinSet<Result<()
         let policy = cmd_policy(&sh.config)?;
         let sh = sh.clone();
         tasks.spawn(async move {
-            serve_udp(sock, policy, |req| sh.handle_control(req)).await;
+            serve_udp(sock, policy, move |req| sh.handle_control(req)).await;
             Ok(())
         });
     }
@@ -354,15 +390,19 @@ mod tests {
             full.len() > bare.len(),
             "the test needs a reply larger than the request"
         );
-        // Unpadded: too small even for the error, so nothing at all.
-        assert_eq!(udp_reply(&bare, &open, &tracking_only), None);
-        // Room for the error but not the reply: the error, within the request's size.
+        // Too short even to say the reply needs more room: nothing at all.
+        assert_eq!(udp_reply(b"{}", &open, &tracking_only), None);
+        // Unpadded: only the answer that the reply needs more room, no larger than the
+        // request.
+        let r = udp_reply(&bare, &open, &tracking_only).expect("a short answer");
+        assert!(r.len() <= bare.len());
+        assert_eq!(
+            control::decode_response(&r).unwrap(),
+            Response::TooLarge(full.len())
+        );
         let mut padded = bare.clone();
-        padded.resize(200, b' ');
-        let r = udp_reply(&padded, &open, &tracking_only).expect("an error reply");
-        assert!(r.len() <= 200 && String::from_utf8_lossy(&r).contains("exceeds the request"));
-        // Padded as ntpxc pads: the reply.
-        padded.resize(UDP_REQUEST_SIZE, b' ');
+        // Padded to that size: the reply.
+        padded.resize(full.len(), b' ');
         assert_eq!(udp_reply(&padded, &open, &tracking_only), Some(full));
     }
 
@@ -391,6 +431,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
         assert!(check_socket_dir(dir.path()).is_ok());
+        // Group-writable is fine for our own group (the test runs as its owner).
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o770)).unwrap();
+        assert!(check_socket_dir(dir.path()).is_ok());
+        // Handing the directory to another group needs root (as `cargo xtask test` runs).
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(dir.path(), None, Some(nix::unistd::Gid::from_raw(65534))).unwrap();
+            let e = check_socket_dir(dir.path()).unwrap_err().to_string();
+            assert!(e.contains("wrong group"), "{e}");
+            nix::unistd::chown(dir.path(), None, Some(nix::unistd::getegid())).unwrap();
+        } else {
+            println!("not root: the foreign-group case is checked only as root");
+        }
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let e = check_socket_dir(dir.path()).unwrap_err().to_string();
         assert!(e.contains("wrong permissions"), "{e}");

@@ -24,6 +24,10 @@ pub(super) struct DaemonCounters {
     pub tx_stamps: AtomicU64,
     pub cmd_received: AtomicU64,
     pub cmd_dropped: AtomicU64,
+    /// The latest a publication ran after its time, ns.
+    pub publish_late_max_ns: AtomicU64,
+    /// The latest a planned slew change ran after its time, ns.
+    pub slew_late_max_ns: AtomicU64,
 }
 
 /// Adds one to `c`.
@@ -52,6 +56,8 @@ impl Shared {
             daemon_tx_stamps: get(&c.tx_stamps),
             timestamps_held,
             timestamp_span,
+            publish_late_max_us: get(&c.publish_late_max_ns) / 1000,
+            slew_late_max_us: get(&c.slew_late_max_ns) / 1000,
             ..Default::default()
         };
         if let Some(k) = self.kernel_counters() {
@@ -108,7 +114,7 @@ impl Shared {
     }
 
     fn kernel_client_count(&self) -> Option<u64> {
-        match lock(self.kernel.as_ref()?).client_count() {
+        match self.monitor.as_ref()?.client_count() {
             Ok(n) => Some(n),
             Err(e) => {
                 warn!("Could not count the kernel's client records: {e:#}");
@@ -119,10 +125,10 @@ impl Shared {
 
     /// The kernel's client records (none without the fast path).
     pub(super) fn kernel_clients(&self) -> Vec<(IpAddr, ClientRecord)> {
-        let Some(k) = self.kernel.as_ref() else {
+        let Some(k) = self.monitor.as_ref() else {
             return Vec::new();
         };
-        match lock(k).clients() {
+        match k.clients() {
             Ok(v) => v,
             Err(e) => {
                 warn!("Could not read the kernel's client log: {e:#}");
@@ -132,7 +138,7 @@ impl Shared {
     }
 
     fn kernel_counters(&self) -> Option<Vec<u64>> {
-        match lock(self.kernel.as_ref()?).counters() {
+        match self.monitor.as_ref()?.counters() {
             Ok(v) => Some(v),
             Err(e) => {
                 warn!("Could not read XDP counters: {e:#}");

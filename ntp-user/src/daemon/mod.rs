@@ -86,6 +86,12 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
         warn!("{e:#}");
     }
     announce(&shared);
+    if let Some(p) = shared.config.sched_priority {
+        crate::os::set_realtime_priority(p);
+    }
+    if shared.config.lock_all {
+        crate::os::lock_memory();
+    }
     let mut tasks = JoinSet::new();
     start_tasks(&shared, &opts, &mut tasks)?;
     drop_privileges(&shared.config, &opts)?;
@@ -112,6 +118,10 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         None
     } else {
         Some(Mutex::new(startup::start_kernel(&config, opts, &acl)?))
+    };
+    let monitor = match &kernel {
+        Some(k) => Some(crate::lock(k).monitor()?),
+        None => None,
     };
     if let Some(dir) = &config.logdir {
         std::fs::create_dir_all(dir)
@@ -140,6 +150,7 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         params,
         tai_offset_s: AtomicI32::new(kt.tai_offset_s),
         state: Mutex::new(ServerState::default()),
+        monitor,
         kernel,
         counters: counters::DaemonCounters::default(),
         slew_wake: tokio::sync::Notify::new(),

@@ -33,6 +33,9 @@ pub(super) struct Shared {
     /// The state both paths serve from, as last published.
     pub state: Mutex<ServerState>,
     pub kernel: Option<Mutex<KernelPath>>,
+    /// The kernel's client log and counters on handles of their own: reading them takes
+    /// no lock the publication needs.
+    pub monitor: Option<crate::xdp::KernelMonitor>,
     pub counters: DaemonCounters,
     pub clients: ClientLog,
     pub engine: SharedEngine,

@@ -14,7 +14,10 @@ use ntp_proto::{
     clock::{EngineClock, StepDetector},
     drift::Drift,
 };
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 use tracing::{debug, warn};
 
 /// How often the state is republished (the kernel's staleness limit is counted from it).
@@ -109,7 +112,11 @@ pub(super) async fn publish_loop(sh: Arc<Shared>) -> anyhow::Result<()> {
     let mut n: u64 = 0;
     let mut steps = StepDetector::default();
     loop {
-        tick.tick().await;
+        let scheduled = tick.tick().await;
+        let late = tokio::time::Instant::now().saturating_duration_since(scheduled);
+        sh.counters
+            .publish_late_max_ns
+            .fetch_max(late.as_nanos() as u64, Ordering::Relaxed);
         sh.check_for_external_step(&mut steps);
         match sh.publish() {
             // systemd's watchdog hears from the path that keeps the kernel's state fresh:
@@ -145,7 +152,12 @@ pub(super) async fn slew_timer(sh: Arc<Shared>) -> anyhow::Result<()> {
             None => Duration::from_hours(1),
         };
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep(wait) => {
+                if let Some(at) = next {
+                    let late = clock::realtime_ns()?.saturating_sub(at);
+                    sh.counters.slew_late_max_ns.fetch_max(late, Ordering::Relaxed);
+                }
+            }
             () = sh.slew_wake.notified() => {}
         }
     }

@@ -107,10 +107,15 @@ impl SyncHandle {
             let (mut tx, mut rx) = (tx, rx);
             let mut failures = 0u32;
             loop {
+                let started = std::time::Instant::now();
                 let task = tokio::spawn(poll_task::run(id, addr, h.ctx.clone(), rx));
                 let Err(e) = task.await else {
                     return;
                 };
+                // A task that ran a long while before failing starts the back-off over.
+                if started.elapsed() > Duration::from_mins(10) {
+                    failures = 0;
+                }
                 failures += 1;
                 let wait = Duration::from_secs(1 << failures.min(6));
                 error!(

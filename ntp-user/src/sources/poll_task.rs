@@ -95,6 +95,15 @@ pub async fn run(
                 Err(e) => debug!("Source {addr}: {e:#}"),
             }
         }
+        // The slot may have been given another address (or removed) while a Stop was
+        // lost: the engine, not the message, says whose it is.
+        if lock(&ctx.engine)
+            .sources()
+            .get(id)
+            .is_none_or(|s| s.addr != addr || s.removed)
+        {
+            return;
+        }
         let cookie = net::random_u64();
         let sent_fallback = now_ns();
         let Some((req, log)) = lock(&ctx.engine).transmit(id, cookie) else {

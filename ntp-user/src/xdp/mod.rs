@@ -192,11 +192,7 @@ impl KernelPath {
             .ebpf
             .map(MAP_CLIENTS)
             .ok_or_else(|| anyhow!("map {MAP_CLIENTS} missing"))?;
-        let h: HashMap<&MapData, [u8; 16], ClientRecordPod> = HashMap::try_from(map)?;
-        Ok(h.iter()
-            .filter_map(std::result::Result::ok)
-            .map(|(k, v)| (crate::net::canonical_ip(std::net::IpAddr::from(k)), v.0))
-            .collect())
+        client_records(map)
     }
 
     /// How many client records the kernel holds (keys only: half the syscalls of
@@ -206,8 +202,31 @@ impl KernelPath {
             .ebpf
             .map(MAP_CLIENTS)
             .ok_or_else(|| anyhow!("map {MAP_CLIENTS} missing"))?;
-        let h: HashMap<&MapData, [u8; 16], ClientRecordPod> = HashMap::try_from(map)?;
-        Ok(h.keys().flatten().count() as u64)
+        client_record_count(map)
+    }
+
+    /// Handles of their own on the kernel's client log and counters, so reading them (a
+    /// syscall per record) holds no lock the publication needs. Opened while privileged:
+    /// reopening a map by id needs `CAP_SYS_ADMIN`.
+    pub fn monitor(&self) -> Result<KernelMonitor> {
+        let reopen = |name: &str| -> Result<MapData> {
+            let map = self
+                .ebpf
+                .map(name)
+                .ok_or_else(|| anyhow!("map {name} missing"))?;
+            let (Map::LruHashMap(data) | Map::PerCpuArray(data)) = map else {
+                bail!("map {name} is not of the kind expected");
+            };
+            let id = data
+                .info()
+                .with_context(|| format!("reading the id of map {name}"))?
+                .id();
+            MapData::from_id(id).with_context(|| format!("opening map {name} by id"))
+        };
+        Ok(KernelMonitor {
+            clients: Map::LruHashMap(reopen(MAP_CLIENTS)?),
+            counters: Map::PerCpuArray(reopen(MAP_COUNTERS)?),
+        })
     }
 
     /// Every counter summed over CPUs, indexed by [`Counter`].
@@ -216,16 +235,7 @@ impl KernelPath {
             .ebpf
             .map(MAP_COUNTERS)
             .ok_or_else(|| anyhow!("map {MAP_COUNTERS} missing"))?;
-        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
-        Counter::ALL
-            .iter()
-            .map(|c| {
-                let v = arr
-                    .get(&(*c as u32), 0)
-                    .with_context(|| format!("reading counter {}", c.name()))?;
-                Ok(v.iter().sum())
-            })
-            .collect()
+        counter_values(map)
     }
 }
 
@@ -263,4 +273,54 @@ pub fn attach_pass(iface: &str) -> Result<(Ebpf, AttachMode)> {
     prog.load().context("verifying the pass program")?;
     let (_, mode) = attach_with_fallback(prog, iface)?;
     Ok((ebpf, mode))
+}
+
+/// The kernel's client log and counters, opened on their own (see
+/// [`KernelPath::monitor`]).
+pub struct KernelMonitor {
+    clients: Map,
+    counters: Map,
+}
+
+impl KernelMonitor {
+    /// Every client's address and record.
+    pub fn clients(&self) -> Result<Vec<(std::net::IpAddr, ClientRecord)>> {
+        client_records(&self.clients)
+    }
+
+    /// How many client records the kernel holds.
+    pub fn client_count(&self) -> Result<u64> {
+        client_record_count(&self.clients)
+    }
+
+    /// Every counter summed over CPUs, indexed by [`Counter`].
+    pub fn counters(&self) -> Result<Vec<u64>> {
+        counter_values(&self.counters)
+    }
+}
+
+fn counter_values(map: &Map) -> Result<Vec<u64>> {
+    let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+    Counter::ALL
+        .iter()
+        .map(|c| {
+            let v = arr
+                .get(&(*c as u32), 0)
+                .with_context(|| format!("reading counter {}", c.name()))?;
+            Ok(v.iter().sum())
+        })
+        .collect()
+}
+
+fn client_records(map: &Map) -> Result<Vec<(std::net::IpAddr, ClientRecord)>> {
+    let h: HashMap<&MapData, [u8; 16], ClientRecordPod> = HashMap::try_from(map)?;
+    Ok(h.iter()
+        .filter_map(std::result::Result::ok)
+        .map(|(k, v)| (crate::net::canonical_ip(std::net::IpAddr::from(k)), v.0))
+        .collect())
+}
+
+fn client_record_count(map: &Map) -> Result<u64> {
+    let h: HashMap<&MapData, [u8; 16], ClientRecordPod> = HashMap::try_from(map)?;
+    Ok(h.keys().flatten().count() as u64)
 }
