@@ -12,6 +12,7 @@ pub(crate) fn run(dest: &Path) -> Result<()> {
     for line in install(dest, &root().join("target/release"), &root())? {
         println!("installed {line}");
     }
+    println!("{}", service_user(dest)?);
     println!("enable with: systemctl daemon-reload && systemctl enable --now ntpxd");
     Ok(())
 }
@@ -59,12 +60,56 @@ fn install(dest: &Path, bins: &Path, repo: &Path) -> Result<Vec<String>> {
         0o644,
         false,
     )?;
+    // timedatectl reports "NTP service: active" for the units listed here.
+    let units = dest.join("usr/lib/systemd/ntp-units.d");
+    std::fs::create_dir_all(&units).with_context(|| format!("creating {}", units.display()))?;
+    std::fs::write(units.join("60-ntpx.list"), "ntpxd.service\n")?;
+    done.push(units.join("60-ntpx.list").display().to_string());
     let state = dest.join("var/lib/ntpx");
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o750))?;
     done.push(state.display().to_string());
     Ok(done)
 }
+
+/// The service user: created on a real install (`dest` = /), given the state directory;
+/// under a staging root only said what to do.
+fn service_user(dest: &Path) -> Result<String> {
+    let state = dest.join("var/lib/ntpx");
+    let exists = || {
+        std::process::Command::new("id")
+            .args(["-u", SERVICE_USER])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if dest != Path::new("/") {
+        return Ok(format!(
+            "on the target: useradd --system --home-dir /var/lib/ntpx --shell /usr/sbin/nologin {SERVICE_USER} && chown {SERVICE_USER}: /var/lib/ntpx"
+        ));
+    }
+    if !exists() {
+        crate::cargo::status(std::process::Command::new("useradd").args([
+            "--system",
+            "--home-dir",
+            "/var/lib/ntpx",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            SERVICE_USER,
+        ]))
+        .context("creating the service user")?;
+    }
+    crate::cargo::status(
+        std::process::Command::new("chown")
+            .arg(format!("{SERVICE_USER}:"))
+            .arg(&state),
+    )
+    .context("giving the state directory to the service user")?;
+    Ok(format!("user {SERVICE_USER}, owner of {}", state.display()))
+}
+
+/// The user the shipped configuration runs the daemon as.
+const SERVICE_USER: &str = "ntpx";
 
 #[cfg(test)]
 mod tests {
@@ -83,7 +128,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dest = tmp.path();
         let done = install(dest, &bins, &root()).unwrap();
-        assert_eq!(done.len(), 7, "{done:?}");
+        assert_eq!(done.len(), 8, "{done:?}");
         for f in [
             "usr/sbin/ntpxd",
             "usr/bin/ntpxc",
@@ -92,6 +137,23 @@ mod tests {
         ] {
             assert!(dest.join(f).is_file(), "{f} missing");
         }
+        assert_eq!(
+            std::fs::read_to_string(dest.join("usr/lib/systemd/ntp-units.d/60-ntpx.list")).unwrap(),
+            "ntpxd.service\n"
+        );
+        // The shipped configuration parses, and runs the daemon as the service user.
+        let conf = ntp_proto::config::parse_str(
+            &std::fs::read_to_string(dest.join("etc/ntpx.conf")).unwrap(),
+            &dest.join("etc/ntpx.conf"),
+        )
+        .unwrap();
+        assert_eq!(conf.user.as_deref(), Some(super::SERVICE_USER));
+        // Under a staging root the user is only named, never created.
+        assert!(
+            super::service_user(dest)
+                .unwrap()
+                .starts_with("on the target: useradd")
+        );
         std::fs::write(dest.join("etc/ntpx.conf"), "local stratum 3\n").unwrap();
         let again = install(dest, &bins, &root()).unwrap();
         assert!(again.iter().any(|l| l.contains("kept the existing file")));

@@ -60,9 +60,14 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
-    // Under systemd the journal stamps every line itself.
+    // Under systemd the journal stamps every line itself, and reads its priority from a
+    // "<N>" prefix (sd-daemon(3)).
     if std::env::var_os("JOURNAL_STREAM").is_some() {
-        fmt.without_time().init();
+        let format = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_target(false);
+        fmt.event_format(ntp_user::os::journal_priority::Prefixed(format))
+            .init();
     } else {
         fmt.init();
     }

@@ -124,7 +124,13 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         None => None,
     };
     if let Some(dir) = &config.logdir {
-        std::fs::create_dir_all(dir)
+        // As chrony: a logdir made here belongs to the user the daemon will run as, who
+        // writes the files.
+        let owner = match opts.user.as_ref().or(config.user.as_ref()) {
+            Some(u) => Some(privdrop::ids_of(u)?),
+            None => None,
+        };
+        crate::os::create_dir_owned(dir, 0o750, owner)
             .with_context(|| format!("creating logdir {}", dir.display()))?;
     }
     let journal = Arc::new(Journal::new(LogFiles::new(

@@ -4,6 +4,7 @@
 pub mod atomic_file;
 pub mod config_files;
 pub mod drift_file;
+pub mod journal_priority;
 pub mod leap_zone;
 pub mod log_files;
 pub mod notify;
@@ -59,5 +60,70 @@ pub fn lock_memory() {
             "lock_all: mlockall failed: {}",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+/// Creates `dir` and its missing parents (those 0755), the last with `mode` and, if given,
+/// owned by `owner`; an existing directory is left as it is (a file there is an error).
+pub fn create_dir_owned(
+    dir: &std::path::Path,
+    mode: u32,
+    owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+) -> anyhow::Result<()> {
+    use anyhow::{Context, bail};
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::symlink_metadata(dir) {
+        Ok(md) if md.is_dir() => return Ok(()),
+        Ok(_) => bail!("{} is not a directory", dir.display()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("checking {}", dir.display()));
+        }
+        Err(_) => {}
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::DirBuilder::new()
+        .mode(mode)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    if let Some((uid, gid)) = owner
+        && let Err(e) = nix::unistd::chown(dir, Some(uid), Some(gid))
+    {
+        // Not left behind with the wrong owner.
+        let _ = std::fs::remove_dir(dir);
+        bail!("giving {} to uid {uid}: {e}", dir.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn a_missing_directory_is_made_with_its_mode_and_owner_and_an_existing_one_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = (nix::unistd::geteuid(), nix::unistd::getegid());
+        let dir = tmp.path().join("a/b/logs");
+        create_dir_owned(&dir, 0o750, Some(me)).unwrap();
+        let md = std::fs::metadata(&dir).unwrap();
+        assert_eq!(md.permissions().mode() & 0o777, 0o750);
+        assert_eq!((md.uid(), md.gid()), (me.0.as_raw(), me.1.as_raw()));
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        create_dir_owned(&dir, 0o750, Some(me)).unwrap();
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700,
+            "left as it was"
+        );
+        let file = tmp.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        assert!(create_dir_owned(&file, 0o750, None).is_err());
     }
 }

@@ -33,11 +33,20 @@ pub fn kept_caps(steer_clock: bool) -> [u32; 2] {
     }
 }
 
+/// The uid and gid of `user`.
+pub fn ids_of(user: &str) -> Result<(Uid, Gid)> {
+    let u = User::from_name(user)
+        .with_context(|| format!("looking up user {user}"))?
+        .with_context(|| format!("no user named {user}"))?;
+    Ok((u.uid, u.gid))
+}
+
 /// Switches to `user` (and its group), keeping only the capabilities the daemon needs.
 pub fn drop_to(user: &str, steer_clock: bool) -> Result<()> {
     let u = User::from_name(user)
         .with_context(|| format!("looking up user {user}"))?
         .with_context(|| format!("no user named {user}"))?;
+    limit_for_good(steer_clock)?;
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
         bail!(
@@ -75,6 +84,44 @@ pub fn drop_to(user: &str, steer_clock: bool) -> Result<()> {
             "still running as uid {} gid {}",
             Uid::current(),
             Gid::current()
+        );
+    }
+    Ok(())
+}
+
+/// Makes the drop final, before the uid changes (dropping from the bounding set needs
+/// `CAP_SETPCAP`): every capability but the one kept leaves the bounding set, no ambient
+/// ones stay, and no later exec can gain privileges (`no_new_privs`).
+fn limit_for_good(steer_clock: bool) -> Result<()> {
+    for cap in 0..=63u32 {
+        if steer_clock && cap == CAP_SYS_TIME {
+            continue;
+        }
+        // SAFETY: prctl with integer arguments only; caps the kernel does not know fail
+        // with EINVAL, which ends the loop.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                break;
+            }
+            bail!("prctl(PR_CAPBSET_DROP, {cap}): {e}");
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        bail!(
+            "prctl(PR_SET_NO_NEW_PRIVS): {}",
+            std::io::Error::last_os_error()
         );
     }
     Ok(())
