@@ -9,6 +9,9 @@ fuzz_target!(|data: &[u8]| {
     {
         // What parses renders to something that parses again.
         let again = ntp_proto::config::render(&c);
-        assert!(ntp_proto::config::parse_str(&again, std::path::Path::new("rendered.conf")).is_ok(), "{again}");
+        assert!(
+            ntp_proto::config::parse_str(&again, std::path::Path::new("rendered.conf")).is_ok(),
+            "{again}"
+        );
     }
 });

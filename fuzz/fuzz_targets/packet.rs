@@ -4,9 +4,9 @@
 use libfuzzer_sys::fuzz_target;
 use ntp_proto::{
     acl::{AccessTable, Action},
-    packet::NtpHeader,
+    packet::{NtpHeader, NtpTimestamp},
     reference::{PublishParams, Reference, server_state},
-    server::{Verdict, handle_request},
+    server::{LastExchange, Verdict, handle_request},
 };
 use std::time::Duration;
 
@@ -26,5 +26,30 @@ fuzz_target!(|data: &[u8]| {
     if let Verdict::Reply(p) = handle_request(data, src, now, &state, &acl) {
         // A reply is never larger than its request.
         assert!(p.finish(now + 1000).0.len() <= data.len());
+        // Interleaved mode (chrony's rules): only when the request names the receive
+        // timestamp of the last reply and its transmit time is known; the reply then
+        // carries that transmit time and echoes the request's receive field.
+        let request = NtpHeader::parse(data).expect("a request answered parses");
+        let origin = request.origin_ts;
+        for (rx, tx) in [(origin.0, 77), (origin.0, 0), (origin.0 ^ 1, 77)] {
+            let last = LastExchange {
+                rx: NtpTimestamp(rx),
+                tx: NtpTimestamp(tx),
+            };
+            let q = p.clone().interleave(&last);
+            let expected = origin.0 != 0 && rx == origin.0 && tx != 0;
+            assert_eq!(q.is_interleaved(), expected);
+            let (reply, _) = q.finish(now + 1000);
+            let h = NtpHeader::parse(&reply).expect("a reply parses");
+            if expected {
+                assert_eq!(h.transmit_ts, NtpTimestamp(tx));
+                assert_eq!(h.origin_ts, request.receive_ts);
+            } else {
+                assert_eq!(
+                    h.origin_ts, request.transmit_ts,
+                    "basic mode echoes the transmit"
+                );
+            }
+        }
     }
 });

@@ -191,6 +191,31 @@ pub fn encode_response(resp: &Response) -> Vec<u8> {
     serde_json::to_vec(resp).unwrap_or_default()
 }
 
+/// The answer to one datagram on the UDP command port, or nothing: only the `open`
+/// commands are carried out (`handle` gets the others as errors, with why), and the
+/// answer is never longer than the datagram, so the port cannot amplify a spoofed
+/// request; a reply that does not fit becomes [`Response::TooLarge`] when that fits.
+pub fn udp_answer(
+    datagram: &[u8],
+    open: &[String],
+    handle: impl FnOnce(Result<Request, String>) -> Response,
+) -> Option<Vec<u8>> {
+    let response = match decode_request(datagram.trim_ascii()) {
+        Ok(r) if !open.iter().any(|c| c == r.name()) => handle(Err(format!(
+            "{} is not open on the command port (opencommands); use the Unix socket",
+            r.name()
+        ))),
+        Ok(r) => handle(Ok(r)),
+        Err(e) => handle(Err(e.to_string())),
+    };
+    let out = encode_response(&response);
+    if out.len() <= datagram.len() {
+        return Some(out);
+    }
+    let too_big = encode_response(&Response::TooLarge(out.len()));
+    (too_big.len() <= datagram.len()).then_some(too_big)
+}
+
 /// Decodes a response.
 pub fn decode_response(bytes: &[u8]) -> Result<Response, ControlError> {
     Ok(serde_json::from_slice(bytes)?)

@@ -44,7 +44,21 @@ pub fn parse(tzif: &[u8]) -> Result<Vec<Leap>, TzifError> {
         be32(tzif, 40)? as usize,
     );
     let _ = (isut, isstd);
-    let start = 44 + timecnt * 5 + typecnt * 6 + charcnt;
+    // The counts come from the file: the records they announce must be in it before
+    // anything is sized by them (a corrupt count must not allocate gigabytes).
+    let start = timecnt
+        .checked_mul(5)
+        .and_then(|t| typecnt.checked_mul(6).and_then(|y| t.checked_add(y)))
+        .and_then(|x| x.checked_add(charcnt))
+        .and_then(|x| x.checked_add(44))
+        .ok_or(TzifError::Truncated)?;
+    let end = leapcnt
+        .checked_mul(8)
+        .and_then(|l| start.checked_add(l))
+        .ok_or(TzifError::Truncated)?;
+    if end > tzif.len() {
+        return Err(TzifError::Truncated);
+    }
     let mut out = Vec::with_capacity(leapcnt);
     for i in 0..leapcnt {
         // In "right" zones the record's time counts the leap seconds before it.
@@ -142,5 +156,14 @@ mod tests {
         assert_eq!(leap_indicator(&leaps, JAN_2017), 0);
         assert!(parse(b"nope").is_err());
         assert!(parse(&f[..50]).is_err());
+    }
+
+    #[test]
+    fn a_count_beyond_the_file_is_refused_without_allocating() {
+        // The fuzzer's find: a header announcing four billion leap seconds.
+        let mut f = b"TZif".to_vec();
+        f.resize(44, 0);
+        f[28..32].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(parse(&f), Err(TzifError::Truncated)));
     }
 }

@@ -312,7 +312,10 @@ fn injected_offset_and_drift_are_estimated() -> Result<()> {
         c_freq + DRIFT_PPM
     );
     println!("{report}");
-    if (x_sys + truth_offset).abs() > 0.001 || (x_freq + DRIFT_PPM).abs() > 10.0 {
+    // The frequency read at one instant, at poll -3 with 100 µs of jitter, scatters by
+    // about 5 ppm in both daemons (a regression over ~8 s of samples): 20 ppm is a 4σ bound
+    // that still catches a wrong estimate (40 ppm off is the drift itself).
+    if (x_sys + truth_offset).abs() > 0.001 || (x_freq + DRIFT_PPM).abs() > 20.0 {
         bail!(
             "ntpxd's estimate is off:\n{report}\n{}",
             d.ntpxc(&["tracking"])?

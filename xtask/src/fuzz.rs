@@ -1,12 +1,21 @@
-//! The `fuzz` task: the packet parser, the config parser and the control decoder under
+//! The `fuzz` task: the packet and reply rules, the config and file readers, the control
+//! decoder and command-port answer, the poller and the engine under
 //! cargo-fuzz (libFuzzer, nightly), which is installed into `.tools` when missing.
 
 use crate::cargo::{nightly_cargo, root, status, succeeds};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::process::Command;
 
 /// The fuzz targets (`fuzz/fuzz_targets`).
-const FUZZ_TARGETS: &[&str] = &["packet", "config", "control"];
+const FUZZ_TARGETS: &[&str] = &[
+    "packet",
+    "config",
+    "control",
+    "control_reply",
+    "poller",
+    "engine",
+    "files",
+];
 
 /// Fuzzes each target for `seconds`.
 pub(crate) fn run(seconds: u32) -> Result<()> {
@@ -34,11 +43,18 @@ pub(crate) fn run_targets(args: &[String]) -> Result<()> {
     }
     for t in FUZZ_TARGETS {
         println!("xtask: fuzzing {t}");
-        status(
-            nightly_cargo(&root().join("fuzz"))?
-                .args(["fuzz", "run", t, "--"])
-                .args(args),
-        )?;
+        let mut cmd = nightly_cargo(&root().join("fuzz"))?;
+        cmd.args(["fuzz", "run", t]);
+        // Hand-made inputs that reach deep (a run of valid exchanges for the engine):
+        // the working corpus first, where new finds go, then the seeds.
+        let seeds = root().join("fuzz/seeds").join(t);
+        if seeds.is_dir() {
+            let corpus = root().join("fuzz/corpus").join(t);
+            std::fs::create_dir_all(&corpus)
+                .with_context(|| format!("creating {}", corpus.display()))?;
+            cmd.arg(&corpus).arg(&seeds);
+        }
+        status(cmd.arg("--").args(args))?;
     }
     Ok(())
 }

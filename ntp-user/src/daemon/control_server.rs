@@ -160,25 +160,12 @@ impl HostLimits {
     }
 }
 
-/// The reply to one datagram of `len` bytes, or nothing: never more bytes than came in
-/// (so the port cannot amplify a spoofed request), only the open commands.
+/// The reply to one datagram, or nothing (see [`control::udp_answer`]).
 fn udp_reply<F>(datagram: &[u8], open: &[String], handle: &F) -> Option<Vec<u8>>
 where
     F: Fn(Result<Request>) -> Response,
 {
-    let response = match control::decode_request(datagram.trim_ascii()) {
-        Ok(r) if !open.iter().any(|c| c == r.name()) => handle(Err(anyhow!(
-            "{} is not open on the command port (opencommands); use the Unix socket",
-            r.name()
-        ))),
-        other => handle(other.map_err(anyhow::Error::from)),
-    };
-    let out = control::encode_response(&response);
-    if out.len() <= datagram.len() {
-        return Some(out);
-    }
-    let too_big = control::encode_response(&Response::TooLarge(out.len()));
-    (too_big.len() <= datagram.len()).then_some(too_big)
+    control::udp_answer(datagram, open, |r| handle(r.map_err(|e| anyhow!(e))))
 }
 
 /// Serves the open monitoring commands on a UDP socket (chrony's cmdport) to the hosts
