@@ -69,6 +69,7 @@ fn time_serve(mut k: KernelPath, frame: &[u8], runs: usize) -> Result<RunTimes> 
     acl.apply(Action::Allow, false, None);
     k.set_acl(&acl)?;
     k.set_local_addresses(&["198.18.30.1".parse()?])?;
+    k.set_test_run_mac(frames::SERVER_MAC)?;
     let tai = clock::tai_ns()?;
     let off = clock::kernel_time()?.tai_offset_s;
     let r = Reference::local(3, tai - off as u64 * 1_000_000_000);

@@ -48,11 +48,21 @@ pub enum Counter {
     /// Not a verdict: client records created (a record evicted from the full table is
     /// the difference between this and the records present).
     ClientRecordsCreated,
+    /// Passed: addressed to another MAC than the receiving interface's (promiscuous
+    /// mode); the stack discards it.
+    PassOtherMac,
+    /// Dropped: the IPv4 header checksum is wrong (a corrupted request, perhaps with a
+    /// flipped source address).
+    DropBadChecksum,
+    /// Passed: the UDP checksum does not verify. The stack decides: a locally sent
+    /// datagram whose checksum was left to offload is fine there, a corrupted one is
+    /// dropped.
+    PassUdpChecksum,
 }
 
 impl Counter {
     /// Number of counters (size of the per-CPU array).
-    pub const COUNT: u32 = 20;
+    pub const COUNT: u32 = 23;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -76,6 +86,9 @@ impl Counter {
         Counter::AnsweredKod,
         Counter::PassInterleaved,
         Counter::ClientRecordsCreated,
+        Counter::PassOtherMac,
+        Counter::DropBadChecksum,
+        Counter::PassUdpChecksum,
     ];
 
     /// Short stable name, used by `ntpxc` and the tests.
@@ -101,6 +114,9 @@ impl Counter {
             Counter::AnsweredKod => "answered-kod",
             Counter::PassInterleaved => "pass-interleaved",
             Counter::ClientRecordsCreated => "client-records-created",
+            Counter::PassOtherMac => "pass-other-mac",
+            Counter::DropBadChecksum => "drop-bad-checksum",
+            Counter::PassUdpChecksum => "pass-udp-checksum",
         }
     }
 }

@@ -14,7 +14,21 @@ pub struct Timebase {
     pub rate_frac: i64,
     /// Age in ns after which the state is stale and the kernel stops answering.
     pub max_age_ns: u64,
+    /// `CLOCK_TAI` ns of the next leap second (UTC midnight for an inserted second,
+    /// 23:59:59 for a deleted one), 0 when none is announced; kept for
+    /// [`LEAP_WINDOW_AFTER_NS`] after it passed, so the leap indicator stays right.
+    pub leap_tai_ns: u64,
+    /// What the leap second does to served time from `leap_tai_ns` on, ns: -1 s for an
+    /// inserted second, +1 s for a deleted one, 0 once the base already includes it.
+    pub leap_step_ns: i64,
 }
+
+/// chrony's leap-in-progress window around a leap second, before it: replies carry
+/// leap indicator 3 (unsynchronised) from then on, since a client cannot tell which side
+/// of the leap a timestamp is on.
+pub const LEAP_WINDOW_BEFORE_NS: u64 = 500_000_000;
+/// The window after the leap second; past it, the announcement is over (indicator 0).
+pub const LEAP_WINDOW_AFTER_NS: u64 = 1_500_000_000;
 
 /// The server's public state: what every reply says about the server's clock.
 ///
@@ -37,7 +51,8 @@ pub struct ServerState {
     pub refid: [u8; 4],
     /// Leap indicator (0-3).
     pub leap: u8,
-    /// Stratum (1-16).
+    /// Stratum on the wire: 1-15, or 0 when unsynchronised (16 and above are invalid
+    /// there, as chrony puts it).
     pub stratum: u8,
     /// Precision exponent (log2 seconds).
     pub precision: i8,
@@ -207,6 +222,20 @@ pub const MAP_LOCAL_V4: &str = "NTPX_LOCAL_V4";
 pub const MAP_LOCAL_V6: &str = "NTPX_LOCAL_V6";
 /// Largest number of served addresses of each family.
 pub const LOCAL_MAX_ENTRIES: u32 = 256;
+/// Name of the map of interface index to MAC address (the frames each interface may
+/// answer are those addressed to its own MAC).
+pub const MAP_IFACE_MACS: &str = "NTPX_IFACE_MACS";
+/// Largest number of interfaces the program serves on.
+pub const IFACE_MAX_ENTRIES: u32 = 1024;
+/// Interface index `BPF_PROG_TEST_RUN` reports for its frames (the namespace's loopback).
+pub const TEST_RUN_IFINDEX: u32 = 1;
+
+/// A MAC address as the interface map holds it: the six bytes big-endian in the low 48 bits.
+#[inline(always)]
+pub fn mac_value(mac: [u8; 6]) -> u64 {
+    u64::from_be_bytes([0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]])
+}
+
 /// Name of the served-port global (set at load time).
 pub const GLOBAL_PORT: &str = "NTPX_PORT";
 /// Name of the NTP answering XDP program.
@@ -221,12 +250,12 @@ mod tests {
     #[test]
     fn layout_is_the_one_both_sides_compile() {
         // The XDP program and the daemon agree on this layout; a change must be deliberate.
-        assert_eq!(core::mem::size_of::<Timebase>(), 32);
-        assert_eq!(core::mem::size_of::<ServerState>(), 72);
+        assert_eq!(core::mem::size_of::<Timebase>(), 48);
+        assert_eq!(core::mem::size_of::<ServerState>(), 88);
         assert_eq!(core::mem::align_of::<ServerState>(), 8);
         assert_eq!(core::mem::offset_of!(ServerState, seq), 0);
-        assert_eq!(core::mem::offset_of!(ServerState, root_delay), 56);
-        assert_eq!(core::mem::offset_of!(ServerState, leap), 64);
+        assert_eq!(core::mem::offset_of!(ServerState, root_delay), 72);
+        assert_eq!(core::mem::offset_of!(ServerState, leap), 80);
         assert_eq!(core::mem::size_of::<ClientRecord>(), 64);
     }
 

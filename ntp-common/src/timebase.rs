@@ -2,8 +2,8 @@
 //!
 //! Written for the BPF instruction set: 64-bit integers only, no 128-bit products.
 
-use crate::state::Timebase;
-use crate::wire::{NANOS_PER_SEC, NTP_UNIX_OFFSET_SECS};
+use crate::state::{LEAP_WINDOW_AFTER_NS, LEAP_WINDOW_BEFORE_NS, ServerState, Timebase};
+use crate::wire::{LEAP_UNSYNC, NANOS_PER_SEC, NTP_UNIX_OFFSET_SECS};
 
 /// Largest |rate| a timebase may carry: 1000 ppm in 2^-32 units.
 ///
@@ -19,13 +19,23 @@ impl Timebase {
     ///
     /// served = base + d + d * rate, d = t - t0 (signed: a userspace receive timestamp
     /// may precede the publication it is served with).
+    ///
+    /// From `leap_tai_ns` on, the leap second's step applies: `CLOCK_TAI` runs on through
+    /// a leap while UTC repeats (or skips) a second, and the kernel serves the right UTC
+    /// from the first instant without waiting for the daemon to publish again.
     #[inline(always)]
     pub fn served_unix_ns(&self, t_tai_ns: u64) -> u64 {
         let delta = t_tai_ns.wrapping_sub(self.t0_tai_ns) as i64;
         let corr = delta.wrapping_mul(self.rate_frac) >> 32;
+        let leap = if self.leap_step_ns != 0 && t_tai_ns >= self.leap_tai_ns {
+            self.leap_step_ns
+        } else {
+            0
+        };
         self.base_unix_ns
             .wrapping_add(delta as u64)
             .wrapping_add(corr as u64)
+            .wrapping_add(leap as u64)
     }
 
     /// Age of the timebase at `t_tai_ns`, or `None` when it is stale (older than
@@ -40,6 +50,33 @@ impl Timebase {
         } else {
             Some(delta as u64)
         }
+    }
+}
+
+impl ServerState {
+    /// The leap indicator to serve at `t_tai_ns`: 3 (unsynchronised) inside chrony's
+    /// window around a leap second, 0 once it is over, else as published.
+    #[inline(always)]
+    pub fn leap_at(&self, t_tai_ns: u64) -> u8 {
+        let at = self.timebase.leap_tai_ns;
+        if at == 0 || t_tai_ns.wrapping_add(LEAP_WINDOW_BEFORE_NS) < at {
+            return self.leap;
+        }
+        if t_tai_ns < at.wrapping_add(LEAP_WINDOW_AFTER_NS) || self.leap == LEAP_UNSYNC {
+            LEAP_UNSYNC
+        } else {
+            0
+        }
+    }
+
+    /// Root dispersion to serve `age_ns` after publication, NTP short format: grown by
+    /// PHI while synchronised (or serving `local`), chrony's fixed value otherwise.
+    #[inline(always)]
+    pub fn root_dispersion_at(&self, age_ns: u64) -> u32 {
+        if self.stratum == 0 {
+            return ns_to_ntp_short(self.root_disp_ns);
+        }
+        ns_to_ntp_short(grown_dispersion_ns(self.root_disp_ns, age_ns))
     }
 }
 
@@ -85,6 +122,8 @@ mod tests {
             base_unix_ns: 1_700_000_000 * S,
             rate_frac,
             max_age_ns: 10 * S,
+            leap_tai_ns: 0,
+            leap_step_ns: 0,
         }
     }
 
@@ -112,6 +151,54 @@ mod tests {
             r.abs_diff(t.base_unix_ns + MAX_AGE_NS + exact as u64) <= 1,
             "{r}"
         );
+    }
+
+    #[test]
+    fn an_inserted_leap_second_repeats_a_second_of_utc_from_its_instant() {
+        let mut t = tb(0);
+        t.leap_tai_ns = 1_005 * S;
+        t.leap_step_ns = -(S as i64);
+        assert_eq!(t.served_unix_ns(1_005 * S - 1), 1_700_000_005 * S - 1);
+        assert_eq!(t.served_unix_ns(1_005 * S), 1_700_000_004 * S);
+        assert_eq!(t.served_unix_ns(1_007 * S), 1_700_000_006 * S);
+        // Once the base includes it, the step is not applied twice.
+        t.leap_step_ns = 0;
+        assert_eq!(t.served_unix_ns(1_007 * S), 1_700_000_007 * S);
+    }
+
+    #[test]
+    fn the_leap_indicator_is_unsynchronised_around_the_leap_then_normal() {
+        let mut st = ServerState {
+            timebase: tb(0),
+            leap: 1,
+            stratum: 3,
+            ..ServerState::default()
+        };
+        assert_eq!(st.leap_at(1_000 * S), 1, "no leap published: as published");
+        st.timebase.leap_tai_ns = 1_005 * S;
+        assert_eq!(st.leap_at(1_004 * S), 1);
+        assert_eq!(st.leap_at(1_004 * S + S / 2), 3);
+        assert_eq!(st.leap_at(1_006 * S + S / 2 - 1), 3);
+        assert_eq!(st.leap_at(1_006 * S + S / 2), 0);
+        st.leap = 3;
+        assert_eq!(
+            st.leap_at(1_010 * S),
+            3,
+            "an unsynchronised server stays so"
+        );
+    }
+
+    #[test]
+    fn dispersion_grows_only_while_synchronised() {
+        let mut st = ServerState {
+            root_disp_ns: S,
+            stratum: 3,
+            ..ServerState::default()
+        };
+        assert_eq!(st.root_dispersion_at(0), 0x1_0000);
+        assert_eq!(st.root_dispersion_at(10 * S), 0x1_0009);
+        st.stratum = 0;
+        assert_eq!(st.root_dispersion_at(10 * S), 0x1_0000);
     }
 
     #[test]

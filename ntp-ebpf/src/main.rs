@@ -23,9 +23,9 @@ use ntp_common::{
     ClientRecord, Counter, RateLimit, RateVerdict, ServerState,
     state::{
         ACL_ALLOW, ACL_MAX_ENTRIES, CLIENT_RECORD_BYTES, DEFAULT_CLIENTLOG_LIMIT,
-        LOCAL_MAX_ENTRIES, XLEAVE_TO_DAEMON, client_key_v4,
+        IFACE_MAX_ENTRIES, LOCAL_MAX_ENTRIES, XLEAVE_TO_DAEMON, client_key_v4,
     },
-    timebase::{grown_dispersion_ns, ns_to_ntp_short, unix_ns_to_ntp},
+    timebase::unix_ns_to_ntp,
     wire::{self, NTP_HEADER_LEN},
 };
 
@@ -53,6 +53,11 @@ static NTPX_LOCAL_V4: HashMap<[u8; 4], u8> = HashMap::with_max_entries(LOCAL_MAX
 
 #[map(name = "NTPX_LOCAL_V6")]
 static NTPX_LOCAL_V6: HashMap<[u8; 16], u8> = HashMap::with_max_entries(LOCAL_MAX_ENTRIES, 0);
+
+/// Each serving interface's MAC address ([`ntp_common::state::mac_value`]), by index:
+/// only frames addressed to it are answered.
+#[map(name = "NTPX_IFACE_MACS")]
+static NTPX_IFACE_MACS: HashMap<u32, u64> = HashMap::with_max_entries(IFACE_MAX_ENTRIES, 0);
 
 /// 1 to keep the client log, 0 for `noclientlog`; set by the loader.
 #[unsafe(no_mangle)]
@@ -93,10 +98,10 @@ fn interleaving(rec: &ClientRecord, origin: u64) -> bool {
         && (rec.xleave_tx == XLEAVE_TO_DAEMON || (rec.xleave_rx != 0 && origin == rec.xleave_rx))
 }
 
-/// Counts a request from `key` in the client log and, for an allowed one, applies the
-/// rate limit; interleaved clients are left to the daemon, which logs and limits them.
+/// Counts a request from the allowed client `key` in the client log and applies the rate
+/// limit; interleaved clients are left to the daemon, which logs and limits them.
 #[inline(always)]
-fn log_client(key: [u8; 16], now: u64, origin: u64, dropped: bool) -> Admission {
+fn log_client(key: [u8; 16], now: u64, origin: u64) -> Admission {
     // SAFETY: a read of a global the loader sets before the program is loaded; volatile so the
     // compiler keeps the load instead of folding in the compile-time default.
     if unsafe { core::ptr::read_volatile(&raw const NTPX_CLIENTLOG) } == 0 {
@@ -135,17 +140,17 @@ fn log_client(key: [u8; 16], now: u64, origin: u64, dropped: bool) -> Admission 
     // SAFETY: the pointer comes from a map lookup in this run and stays valid until it ends;
     // concurrent updates of the record are tolerated (see above).
     let rec = unsafe { &mut *rec };
-    if !dropped && interleaving(rec, origin) {
+    if interleaving(rec, origin) {
         rec.xleave_tx = XLEAVE_TO_DAEMON;
         return Admission::Daemon;
     }
-    let verdict = if dropped || rl.leak == 0 {
+    let verdict = if rl.leak == 0 {
         RateVerdict::Answer
     } else {
         // SAFETY: a BPF helper without arguments or preconditions.
         rl.check(rec, now, unsafe { bpf_get_prandom_u32() })
     };
-    rec.hit(now, dropped || verdict == RateVerdict::Drop);
+    rec.hit(now, verdict == RateVerdict::Drop);
     Admission::Rate(verdict, Some(ptr))
 }
 
@@ -174,6 +179,8 @@ const IPV4_LEN: usize = 20;
 const IPV6_LEN: usize = 40;
 const UDP_LEN: usize = 8;
 const REPLY_TTL: u8 = 64;
+/// 16-bit words in a UDP header and a bare NTP header (8 + 48 bytes).
+const UDP_NTP_WORDS: usize = 28;
 
 /// Answers NTP client requests in place.
 #[xdp]
@@ -217,6 +224,11 @@ fn serve(ctx: &XdpContext, rx_tai: u64) -> (u32, Counter) {
     // Broadcast and multicast frames are never answered from here.
     if dst0 & 1 != 0 {
         return pass(Counter::PassNotLocal);
+    }
+    // Only frames for this interface's own MAC: in promiscuous mode the driver hands up
+    // frames for other hosts, which are not ours to answer (nor to answer as them).
+    if !for_this_interface(ctx, &f) {
+        return pass(Counter::PassOtherMac);
     }
     if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
         return l3::<ETH_LEN>(&f, ethertype, rx_tai);
@@ -271,9 +283,18 @@ fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
         Ok(v) => v,
         Err(verdict) => return verdict,
     };
+    // The header checksum is never offloaded on receive: a wrong one is corruption
+    // (checked once the frame is known to be whole).
+    if f.sum_words::<{ IPV4_LEN / 2 }>(ip).fold() != 0 {
+        return (xdp_action::XDP_DROP, Counter::DropBadChecksum);
+    }
     let (Some(src), Some(dst)) = (f.array::<4>(ip + 12), f.array::<4>(ip + 16)) else {
         return pass(Counter::PassTruncated);
     };
+    let addr_sum = f.sum_words::<4>(ip + 12);
+    if !udp_checksum_ok(f, udp, addr_sum, udp_len, false) {
+        return pass(Counter::PassUdpChecksum);
+    }
     // SAFETY: the value is only tested for presence, never read, so a concurrent update by the
     // daemon cannot be observed half-written.
     if unsafe { NTPX_LOCAL_V4.get(dst) }.is_none() {
@@ -300,19 +321,15 @@ fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
 
     f.swap_macs();
     f.swap::<4>(ip + 12, ip + 16);
+    // ECN bits are the path's, not the request's to echo (chrony's replies carry none).
+    if let Some(tos) = f.u8(ip + 1) {
+        f.put_u8(ip + 1, tos & 0xfc);
+    }
     f.put_u8(ip + 8, REPLY_TTL);
     f.put_u16(ip + 10, 0);
     let ip_csum = f.sum_words::<{ IPV4_LEN / 2 }>(ip);
     f.put_u16(ip + 10, ip_csum.fold());
-    answer_udp(
-        f,
-        udp,
-        f.sum_words::<4>(ip + 12),
-        udp_len,
-        &state,
-        req,
-        kiss,
-    )
+    answer_udp(f, udp, addr_sum, udp_len, &state, req, kiss)
 }
 
 #[inline(always)]
@@ -340,6 +357,10 @@ fn ipv6<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     let (Some(src), Some(dst)) = (f.array::<16>(ip + 8), f.array::<16>(ip + 24)) else {
         return pass(Counter::PassTruncated);
     };
+    let addr_sum = f.sum_words::<16>(ip + 8);
+    if !udp_checksum_ok(f, udp, addr_sum, udp_len, true) {
+        return pass(Counter::PassUdpChecksum);
+    }
     // SAFETY: the value is only tested for presence, never read, so a concurrent update by the
     // daemon cannot be observed half-written.
     if unsafe { NTPX_LOCAL_V6.get(dst) }.is_none() {
@@ -350,8 +371,19 @@ fn ipv6<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     if src[0] == 0xff || low <= 1 {
         return (xdp_action::XDP_DROP, Counter::DropBadSource);
     }
+    // An IPv4-mapped source (::ffff:a.b.c.d) gets the IPv4 rules' verdict, as in the
+    // daemon: `allow ::/0` must not open what the IPv4 rules close.
+    let v4 = [src[12], src[13], src[14], src[15]];
+    let ok = if low >> 32 == 0xffff {
+        if v4[0] == 0 || v4[0] == 127 || v4[0] >= 224 {
+            return (xdp_action::XDP_DROP, Counter::DropBadSource);
+        }
+        allowed(NTPX_ACL_V4.get(Key::new(32, v4)))
+    } else {
+        allowed(NTPX_ACL_V6.get(Key::new(128, src)))
+    };
     let (kiss, rec) = match admit(
-        allowed(NTPX_ACL_V6.get(Key::new(128, src))),
+        ok,
         src,
         rx_tai,
         f.u64(ntp + wire::OFF_ORIGIN_TS).unwrap_or(0),
@@ -367,16 +399,50 @@ fn ipv6<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
 
     f.swap_macs();
     f.swap::<16>(ip + 8, ip + 24);
+    // ECN: the low two bits of the traffic class, bits 4-5 of the second byte.
+    if let Some(b1) = f.u8(ip + 1) {
+        f.put_u8(ip + 1, b1 & 0xcf);
+    }
     f.put_u8(ip + 7, REPLY_TTL);
-    answer_udp(
-        f,
-        udp,
-        f.sum_words::<16>(ip + 8),
-        udp_len,
-        &state,
-        req,
-        kiss,
-    )
+    answer_udp(f, udp, addr_sum, udp_len, &state, req, kiss)
+}
+
+/// Whether the frame is addressed to the MAC of the interface it arrived on.
+#[inline(always)]
+fn for_this_interface(ctx: &XdpContext, f: &Frame) -> bool {
+    // SAFETY: the context pointer is the program's argument, valid for the whole run.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    // SAFETY: the value is a plain u64 the daemon writes whole (a map update, not a
+    // partial store).
+    let Some(mac) = (unsafe { NTPX_IFACE_MACS.get(ifindex) }) else {
+        return false;
+    };
+    let (Some(hi), Some(lo)) = (f.u32(0), f.u16(4)) else {
+        return false;
+    };
+    (u64::from(hi) << 16 | u64::from(lo)) == *mac
+}
+
+/// Whether the UDP checksum of the 48-byte request at `udp` verifies (`addr_sum`: the
+/// sum of the source and destination addresses). IPv4 may go without one (zero). A
+/// datagram sent on this host through a veth still carries the partial checksum its
+/// sender left to offload (the pseudo header's sum alone): it never crossed a wire and
+/// is taken as it is, as the stack takes it.
+#[inline(always)]
+fn udp_checksum_ok(f: &Frame, udp: usize, addr_sum: Csum, udp_len: u16, ipv6: bool) -> bool {
+    let Some(field) = f.u16(udp + 6) else {
+        return false;
+    };
+    if !ipv6 && field == 0 {
+        return true;
+    }
+    let mut pseudo = addr_sum;
+    pseudo.add16(IPPROTO_UDP as u16);
+    pseudo.add16(udp_len);
+    let mut sum = pseudo;
+    // 28 words: the UDP header and the 48-byte NTP header.
+    sum.0 += f.sum_words::<UDP_NTP_WORDS>(udp).0;
+    sum.fold() == 0 || field == !pseudo.fold()
 }
 
 /// Checks the UDP header at `udp`: served port, and the IP length field (`ip_len`, which
@@ -455,10 +521,12 @@ fn admit(
     rx_tai: u64,
     origin: u64,
 ) -> Result<(bool, Option<*mut ClientRecord>), (u32, Counter)> {
-    let admission = log_client(key, rx_tai, origin, !ok);
+    // A denied source leaves no record (as chrony): a spoofed flood from denied
+    // addresses must not evict real clients' records and reset their buckets.
     if !ok {
         return Err((xdp_action::XDP_DROP, Counter::DropDenied));
     }
+    let admission = log_client(key, rx_tai, origin);
     match admission {
         Admission::Daemon => Err(pass(Counter::PassInterleaved)),
         Admission::Rate(RateVerdict::Drop, _) => {
@@ -564,7 +632,7 @@ fn finish_reply(
     let (leap, stratum, refid_bytes) = if kiss {
         (wire::LEAP_UNSYNC, 0, *b"RATE")
     } else {
-        (state.leap, state.stratum, state.refid)
+        (state.leap_at(req.rx_tai), state.stratum, state.refid)
     };
     let head = u32::from_be_bytes([
         wire::li_vn_mode(leap, req.version, wire::MODE_SERVER),
@@ -572,7 +640,7 @@ fn finish_reply(
         poll as u8,
         state.precision as u8,
     ]);
-    let root_disp = ns_to_ntp_short(grown_dispersion_ns(state.root_disp_ns, age));
+    let root_disp = state.root_dispersion_at(age);
     let refid = u32::from_be_bytes(refid_bytes);
     let rx_ntp = req.rx_ntp;
 

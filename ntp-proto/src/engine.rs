@@ -191,6 +191,8 @@ pub struct SourceEntry {
     pub last_sample: Option<Sample>,
     /// Requests sent.
     pub polls: u32,
+    /// Datagrams from its address, valid or not.
+    pub received: u32,
     /// Valid replies.
     pub replies: u32,
     /// Good samples.
@@ -362,6 +364,7 @@ impl<C: EngineClock> Engine<C> {
             last_reply: None,
             last_sample: None,
             polls: 0,
+            received: 0,
             replies: 0,
             samples: 0,
             recent: std::collections::VecDeque::new(),
@@ -459,6 +462,7 @@ impl<C: EngineClock> Engine<C> {
         s.stratum = 0;
         s.last_rx = None;
         s.polls = 0;
+        (s.received, s.replies, s.samples) = (0, 0, 0);
         // Nothing measured of the old address may count for the new one.
         s.recent.clear();
         s.last_reply = None;
@@ -524,6 +528,7 @@ impl<C: EngineClock> Engine<C> {
             return Vec::new();
         };
         let was_reachable = s.poller.reach() != 0;
+        s.received = s.received.saturating_add(1);
         let Ok(r) = s.poller.reply(datagram) else {
             return Vec::new();
         };
@@ -1059,6 +1064,16 @@ impl<C: EngineClock> Engine<C> {
         ))]
     }
 
+    /// A leap second the kernel did not take (clock control off, or the kernel would
+    /// not): the clock takes it as a step of `step` seconds, as chronyd does in its step
+    /// mode. The sources leapt too, so nothing measured needs restating.
+    pub fn leap_step(&mut self, step: f64) -> Vec<Log> {
+        self.clock.step(step);
+        vec![Log::Warn(
+            "System clock was stepped for leap second".to_string(),
+        )]
+    }
+
     /// Replaces the `makestep` setting (ntpxc makestep THRESHOLD LIMIT).
     pub fn set_makestep(&mut self, threshold: f64, limit: i32) {
         self.discipline.set_makestep(Some((threshold, limit)));
@@ -1069,16 +1084,35 @@ impl<C: EngineClock> Engine<C> {
         self.synced.is_some()
     }
 
-    /// The `ntpdata` report for every source that has answered (or only `addr`'s).
+    /// The `ntpdata` report for every source (or only `addr`'s); as chronyd, one that
+    /// never gave a sample shows zeros beside its counters, which say why.
     pub fn ntpdata_report(&self, addr: Option<IpAddr>) -> Vec<NtpDataReport> {
         let now_ns = self.clock.system_now_ns();
         self.live()
             .map(|(_, s)| s)
             .filter(|s| addr.is_none_or(|a| s.addr.ip() == a))
-            .filter_map(|s| {
-                let (h, w) = s.last_reply?;
-                let sample = s.last_sample?;
-                Some(NtpDataReport {
+            .map(|s| {
+                let unspecified = match s.addr {
+                    SocketAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+                    SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+                };
+                let (h, w) = s.last_reply.unwrap_or((
+                    NtpHeader::default(),
+                    WireInfo {
+                        local: unspecified,
+                        tx_kernel: false,
+                        rx_kernel: false,
+                    },
+                ));
+                let (offset, delay, dispersion) = s
+                    .last_sample
+                    .map_or((0.0, 0.0, 0.0), |x| (x.offset, x.delay, x.dispersion));
+                let ref_time = if h.reference_ts.0 == 0 {
+                    0.0
+                } else {
+                    h.reference_ts.to_unix_ns(now_ns) as f64 * 1e-9
+                };
+                NtpDataReport {
                     remote: s.addr,
                     local: w.local,
                     leap: h.leap,
@@ -1090,19 +1124,19 @@ impl<C: EngineClock> Engine<C> {
                     root_delay: ntp_short_to_secs(h.root_delay),
                     root_dispersion: ntp_short_to_secs(h.root_dispersion),
                     refid: u32::from_be_bytes(h.refid),
-                    ref_time: h.reference_ts.to_unix_ns(now_ns) as f64 * 1e-9,
-                    offset: sample.offset,
-                    delay: sample.delay,
-                    dispersion: sample.dispersion,
+                    ref_time,
+                    offset,
+                    delay,
+                    dispersion,
                     response_time: (h.transmit_ts.0.wrapping_sub(h.receive_ts.0)) as f64
                         / 4_294_967_296.0,
                     tx_kernel: w.tx_kernel,
                     rx_kernel: w.rx_kernel,
                     total_tx: s.polls,
-                    total_rx: s.replies,
+                    total_rx: s.received,
                     total_valid_rx: s.replies,
                     total_good_rx: s.samples,
-                })
+                }
             })
             .collect()
     }

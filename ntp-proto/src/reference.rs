@@ -3,8 +3,10 @@
 //! The synchronization code (a later layer) produces a [`Reference`]; this module turns it
 //! into the [`ServerState`] both answering paths serve from.
 
+use crate::calendar::leap_day;
 use ntp_common::{
     ServerState, Timebase,
+    state::LEAP_WINDOW_AFTER_NS,
     timebase::{MAX_RATE_FRAC, PHI_PPM, ns_to_ntp_short, unix_ns_to_ntp},
     wire::{LEAP_UNSYNC, NANOS_PER_SEC, STRATUM_UNSYNC},
 };
@@ -36,15 +38,16 @@ pub struct Reference {
 }
 
 impl Reference {
-    /// Not synchronized and no local reference: leap 3, stratum 16.
+    /// Not synchronized and no local reference: leap 3, stratum 16 (0 on the wire), and
+    /// the root delay and dispersion of 1 s chrony sends then.
     pub fn unsynchronised() -> Self {
         Reference {
             leap: LEAP_UNSYNC,
             stratum: STRATUM_UNSYNC,
             refid: [0; 4],
             ref_time_unix_ns: 0,
-            root_delay_ns: 0,
-            root_dispersion_ns: 0,
+            root_delay_ns: NANOS_PER_SEC,
+            root_dispersion_ns: NANOS_PER_SEC,
             offset_ns: 0,
             rate: 0.0,
         }
@@ -104,6 +107,8 @@ pub fn server_state(
             base_unix_ns: now_unix_ns.wrapping_add(r.offset_ns as u64),
             rate_frac: rate_frac.clamp(-MAX_RATE_FRAC, MAX_RATE_FRAC),
             max_age_ns,
+            leap_tai_ns: 0,
+            leap_step_ns: 0,
         },
         ref_ts: if r.ref_time_unix_ns == 0 {
             0
@@ -114,13 +119,57 @@ pub fn server_state(
         root_delay: ns_to_ntp_short(r.root_delay_ns),
         refid: r.refid,
         leap: r.leap,
-        stratum: r.stratum,
+        stratum: if r.stratum >= STRATUM_UNSYNC {
+            0
+        } else {
+            r.stratum
+        },
         precision: p.precision,
         serve: p.serve as u8,
         min_poll: p.min_poll,
         pad: [0; 3],
     }
 }
+
+/// Puts the leap second `st` announces into its timebase, so both paths serve it
+/// exactly from its first instant: `st` was built at kernel time `now_tai_ns` with TAI
+/// offset `tai_offset_s`; `previous` is the state published before it. A leap is
+/// scheduled only on the last day of June or December (UTC midnight for an inserted
+/// second, 23:59:59 for a deleted one). Once it has passed, the instant is kept for
+/// chrony's window after it, with no step: the base includes it by then (the kernel's
+/// TAI offset moved, or the daemon stepped its own clock), and it is never scheduled twice.
+pub fn schedule_leap(
+    st: &mut ServerState,
+    now_tai_ns: u64,
+    tai_offset_s: i32,
+    previous: &ServerState,
+) {
+    let passed = previous.timebase.leap_tai_ns;
+    if passed != 0 && now_tai_ns >= passed {
+        if now_tai_ns < passed + LEAP_WINDOW_AFTER_NS {
+            st.timebase.leap_tai_ns = passed;
+            st.timebase.leap_step_ns = 0;
+        }
+        return;
+    }
+    let now_unix_s = (now_tai_ns / NANOS_PER_SEC) as i64 - i64::from(tai_offset_s);
+    if !(st.leap == LEAP_INSERT || st.leap == LEAP_DELETE) || !leap_day(now_unix_s) {
+        return;
+    }
+    let midnight = (now_unix_s.div_euclid(86_400) + 1) * 86_400;
+    let (at, step) = if st.leap == LEAP_INSERT {
+        (midnight, -(NANOS_PER_SEC as i64))
+    } else {
+        (midnight - 1, NANOS_PER_SEC as i64)
+    };
+    st.timebase.leap_tai_ns = ((at + i64::from(tai_offset_s)) as u64) * NANOS_PER_SEC;
+    st.timebase.leap_step_ns = step;
+}
+
+/// Leap indicator of an inserted second.
+const LEAP_INSERT: u8 = 1;
+/// Leap indicator of a deleted second.
+const LEAP_DELETE: u8 = 2;
 
 #[cfg(test)]
 mod tests {
@@ -208,8 +257,56 @@ mod tests {
     }
 
     #[test]
-    fn unsynchronised_reference_says_so() {
+    fn unsynchronised_reference_says_so_as_chrony_does() {
         let st = server_state(&Reference::unsynchronised(), &params(), 5 * S, 0);
-        assert_eq!((st.leap, st.stratum, st.ref_ts), (3, 16, 0));
+        assert_eq!(
+            (st.leap, st.stratum, st.ref_ts, st.refid),
+            (3, 0, 0, [0; 4])
+        );
+        assert_eq!(st.root_delay, 0x1_0000, "1 s");
+        assert_eq!(st.root_dispersion_at(100 * S), 0x1_0000, "1 s, not grown");
+    }
+
+    #[test]
+    fn a_leap_second_is_scheduled_on_its_day_only_and_once() {
+        // 2026-12-31 12:00:00 UTC, TAI offset 37.
+        let noon = 1_798_718_400u64;
+        let midnight = noon + 43_200;
+        let tai = |unix: u64| (unix + 37) * S;
+        let mut r = Reference::local(3, noon * S);
+        r.leap = 1;
+        let none = ServerState::default();
+        let mut st = server_state(&r, &params(), tai(noon), 37);
+        schedule_leap(&mut st, tai(noon), 37, &none);
+        assert_eq!(st.timebase.leap_tai_ns, tai(midnight));
+        assert_eq!(st.timebase.leap_step_ns, -(S as i64));
+        // Served UTC repeats the second from the leap on.
+        let tb = st.timebase;
+        assert_eq!(tb.served_unix_ns(tai(midnight) - 1), midnight * S - 1);
+        assert_eq!(tb.served_unix_ns(tai(midnight)), (midnight - 1) * S);
+        // Deleted: at 23:59:59 the served time skips to midnight.
+        r.leap = 2;
+        let mut del = server_state(&r, &params(), tai(noon), 37);
+        schedule_leap(&mut del, tai(noon), 37, &none);
+        assert_eq!(del.timebase.leap_tai_ns, tai(midnight - 1));
+        assert_eq!(del.timebase.served_unix_ns(tai(midnight - 1)), midnight * S);
+        // The day before: nothing.
+        r.leap = 1;
+        let mut early = server_state(&r, &params(), tai(noon - 86_400), 37);
+        schedule_leap(&mut early, tai(noon - 86_400), 37, &none);
+        assert_eq!(early.timebase.leap_tai_ns, 0);
+        // After the leap the kernel's offset is 38 and the clock reads 23:59:59 again
+        // (still the leap day, the sources still announcing): the instant is kept for the
+        // window, with no step, and not scheduled a second time.
+        let after = tai(midnight) + S / 2;
+        let mut next = server_state(&r, &params(), after, 38);
+        schedule_leap(&mut next, after, 38, &st);
+        assert_eq!(next.timebase.leap_tai_ns, tai(midnight));
+        assert_eq!(next.timebase.leap_step_ns, 0);
+        assert_eq!(next.leap_at(after), 3);
+        let later = tai(midnight) + 2 * S;
+        let mut done = server_state(&r, &params(), later, 38);
+        schedule_leap(&mut done, later, 38, &next);
+        assert_eq!(done.timebase.leap_tai_ns, 0);
     }
 }

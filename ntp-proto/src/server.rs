@@ -7,8 +7,7 @@
 use crate::acl::{AccessTable, Action};
 use crate::packet::{NtpHeader, NtpTimestamp};
 use ntp_common::{
-    ServerState,
-    timebase::{grown_dispersion_ns, ns_to_ntp_short},
+    RateLimit, ServerState,
     wire::{self, NTP_HEADER_LEN},
 };
 use std::net::{IpAddr, SocketAddr};
@@ -113,6 +112,19 @@ impl PendingReply {
     }
 }
 
+/// chrony's lowest rate-limiting interval: without `ratelimit`, a client's poll is
+/// echoed unless it is below this.
+pub const MIN_LIMIT_POLL: i8 = -19;
+
+/// The lowest poll exponent a reply carries (chrony: the larger of the client's and the
+/// `ratelimit` interval, which suggests a client polling faster slow down).
+pub fn min_reply_poll(ratelimit: Option<&RateLimit>) -> i8 {
+    ratelimit.map_or(MIN_LIMIT_POLL, |r| {
+        let log2 = (r.interval_ns as f64 * 1e-9).log2().round();
+        log2.clamp(f64::from(MIN_LIMIT_POLL), 12.0) as i8
+    })
+}
+
 /// `tai_ns` (`CLOCK_TAI`) as the server serves it under `state`'s timebase.
 pub fn served_ntp(state: &ServerState, tai_ns: u64) -> NtpTimestamp {
     NtpTimestamp::from_unix_ns(state.timebase.served_unix_ns(tai_ns))
@@ -157,14 +169,14 @@ pub fn handle_request(
     let tb = &state.timebase;
     let age = rx_tai_ns.saturating_sub(tb.t0_tai_ns);
     let header = NtpHeader {
-        leap: state.leap,
+        leap: state.leap_at(rx_tai_ns),
         version: req.version,
         mode: wire::MODE_SERVER,
         stratum: state.stratum,
         poll: req.poll.max(state.min_poll),
         precision: state.precision,
         root_delay: state.root_delay,
-        root_dispersion: ns_to_ntp_short(grown_dispersion_ns(state.root_disp_ns, age)),
+        root_dispersion: state.root_dispersion_at(age),
         refid: state.refid,
         reference_ts: NtpTimestamp(state.ref_ts),
         origin_ts: req.transmit_ts,
@@ -239,7 +251,10 @@ mod tests {
         assert_eq!(r.refid, crate::reference::REFID_LOCAL);
         assert_eq!(r.root_delay, 0x8000);
         // 3 s of age at 15 ppm: 45 us of dispersion, about 3 units of 2^-16 s.
-        assert_eq!(r.root_dispersion, ns_to_ntp_short(45_000));
+        assert_eq!(
+            r.root_dispersion,
+            ntp_common::timebase::ns_to_ntp_short(45_000)
+        );
         assert_eq!(r.reference_ts, NtpTimestamp::from_unix_ns(NOW));
     }
 

@@ -30,6 +30,8 @@ pub struct Spec {
     pub dst_mac: [u8; 6],
     /// Source MAC.
     pub src_mac: [u8; 6],
+    /// IPv4 TOS / IPv6 traffic class (DSCP and ECN).
+    pub tos: u8,
 }
 
 /// Client MAC used in crafted frames.
@@ -53,6 +55,7 @@ impl Spec {
             proto: 17,
             dst_mac: SERVER_MAC,
             src_mac: CLIENT_MAC,
+            tos: 0,
         }
     }
 }
@@ -124,7 +127,7 @@ pub fn build(spec: &Spec) -> Vec<u8> {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             f.extend_from_slice(&0x0800u16.to_be_bytes());
             let hl = 20 + spec.ipv4_options.len();
-            let mut ip = vec![0x40 | (hl / 4) as u8, 0];
+            let mut ip = vec![0x40 | (hl / 4) as u8, spec.tos];
             ip.extend_from_slice(&((hl + udp.len()) as u16).to_be_bytes());
             ip.extend_from_slice(&[0x12, 0x34]);
             ip.extend_from_slice(&spec.frag.to_be_bytes());
@@ -139,7 +142,7 @@ pub fn build(spec: &Spec) -> Vec<u8> {
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             f.extend_from_slice(&0x86ddu16.to_be_bytes());
             let ext_len = if spec.ipv6_ext.is_some() { 8 } else { 0 };
-            let mut ip = vec![0x60, 0, 0, 0];
+            let mut ip = vec![0x60 | spec.tos >> 4, (spec.tos & 0x0f) << 4, 0, 0];
             ip.extend_from_slice(&((ext_len + udp.len()) as u16).to_be_bytes());
             ip.push(spec.ipv6_ext.unwrap_or(spec.proto));
             ip.push(33);
@@ -171,6 +174,8 @@ pub struct Parsed {
     pub dst: IpAddr,
     /// TTL / hop limit.
     pub ttl: u8,
+    /// IPv4 TOS / IPv6 traffic class.
+    pub tos: u8,
     /// Whether the IPv4 header checksum verifies (always true for IPv6).
     pub ip_csum_ok: bool,
     /// Whether the UDP checksum verifies.
@@ -194,18 +199,19 @@ pub fn parse(f: &[u8]) -> Option<Parsed> {
         et = u16::from_be_bytes([*f.get(off)?, *f.get(off + 1)?]);
     }
     let l3 = off + 2;
-    let (src, dst, ttl, ip_ok, l4): (IpAddr, IpAddr, u8, bool, usize) = match et {
+    let (src, dst, ttl, tos, ip_ok, l4): (IpAddr, IpAddr, u8, u8, bool, usize) = match et {
         0x0800 => {
             let h = f.get(l3..l3 + 20)?;
             let s: [u8; 4] = h[12..16].try_into().ok()?;
             let d: [u8; 4] = h[16..20].try_into().ok()?;
-            (s.into(), d.into(), h[8], fold(sum(h)) == 0, l3 + 20)
+            (s.into(), d.into(), h[8], h[1], fold(sum(h)) == 0, l3 + 20)
         }
         0x86dd => {
             let h = f.get(l3..l3 + 40)?;
             let s: [u8; 16] = h[8..24].try_into().ok()?;
             let d: [u8; 16] = h[24..40].try_into().ok()?;
-            (s.into(), d.into(), h[7], true, l3 + 40)
+            let tc = (h[0] & 0x0f) << 4 | h[1] >> 4;
+            (s.into(), d.into(), h[7], tc, true, l3 + 40)
         }
         _ => return None,
     };
@@ -221,6 +227,7 @@ pub fn parse(f: &[u8]) -> Option<Parsed> {
         src,
         dst,
         ttl,
+        tos,
         ip_csum_ok: ip_ok,
         udp_csum_ok: udp_checksum(src, dst, &zeroed) == stored,
         sport: u16::from_be_bytes([udp[0], udp[1]]),

@@ -703,3 +703,155 @@ fn a_source_without_a_route_is_retried_at_each_poll() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// Hostile upstreams beside honest ones: servers that kiss (RATE, DENY, RSTR), answer
+/// with an origin that is not ours, send every reply twice, stamp one NTP era ahead
+/// (2^32 s: the same on the wire), announce a leap second from a minority on a day
+/// none can happen, or fill precision, root delay and root dispersion with extremes
+/// (the largest, and zero). ntpxd follows only what an honest server says, backs off
+/// from RATE as chronyd does, counts what it refused, serves its clients no leap, and
+/// every figure it reports stays a number.
+#[test]
+fn hostile_upstreams_change_nothing_the_clients_see() -> Result<()> {
+    if !ntpx_tests::privileged("hostile_upstreams_change_nothing_the_clients_see") {
+        return Ok(());
+    }
+    let mut lan = Lan::new(49)?;
+    let up = Netns::new("hostile")?;
+    let (up_if, _) = lan.join(&up, 1)?;
+    let cli = Netns::new("victim")?;
+    let (_, cli_ip) = lan.join(&cli, 2)?;
+    // (name, host number, testserver arguments)
+    let servers: [(&str, u8, &[&str]); 12] = [
+        ("honest", 11, &[]),
+        ("honest", 12, &[]),
+        ("honest", 13, &[]),
+        ("era", 14, &["--offset", "4294967296"]),
+        ("duplicate", 15, &["--duplicate"]),
+        (
+            "zero-root",
+            16,
+            &["--precision", "-128", "--root-dispersion", "0"],
+        ),
+        ("leap", 17, &["--leap", "1"]),
+        ("rate", 18, &["--kod", "RATE"]),
+        ("deny", 19, &["--kod", "DENY"]),
+        ("rstr", 20, &["--kod", "RSTR"]),
+        ("origin", 21, &["--bad-origin"]),
+        (
+            "extreme",
+            22,
+            &[
+                "--precision",
+                "127",
+                "--root-delay",
+                "70000",
+                "--root-dispersion",
+                "70000",
+            ],
+        ),
+    ];
+    let ip = |n: u8| format!("198.18.49.{n}");
+    let mut procs = Vec::new();
+    let mut config = String::from("allow all\n");
+    for (_, n, args) in &servers {
+        up.ip(&["addr", "add", &format!("{}/24", ip(*n)), "dev", &up_if])?;
+        let mut cmd = up.command(bin("ntpx-testserver"));
+        cmd.args(["--listen", &format!("{}:123", ip(*n)), "--stratum", "2"])
+            .args(*args);
+        let mut p = Proc::spawn("testserver", cmd)?;
+        p.wait_for_log("listening", Duration::from_secs(10))?;
+        procs.push(p);
+        config.push_str(&format!("server {} {FAST_POLL}\n", ip(*n)));
+    }
+    let mut d = Ntpxd::start(&cli, &config, &["--no-xdp"])?;
+    wait_until(Duration::from_secs(30), "a source to be selected", || {
+        d.selected()
+    })?;
+    // Ten seconds of polling at 16 a second per source.
+    std::thread::sleep(Duration::from_secs(10));
+    let rows = d.sources();
+    let row = |n: u8| rows.iter().find(|r| r.name == ip(n));
+    let ntpdata = |n: u8, label: &str| -> Result<u64> {
+        let out = d.ntpxc(&["ntpdata", &ip(n)])?;
+        out.lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.trim() == label)
+                    .and_then(|(_, v)| v.trim().parse().ok())
+            })
+            .with_context(|| format!("{label} of {}:\n{out}", ip(n)))
+    };
+    let mut report = String::new();
+    for (name, n, _) in &servers {
+        report.push_str(&format!(
+            "{name:>9} {:?}: TX {} RX {} valid {}\n",
+            row(*n),
+            ntpdata(*n, "Total TX")?,
+            ntpdata(*n, "Total RX")?,
+            ntpdata(*n, "Total valid RX")?
+        ));
+    }
+    println!("{report}");
+    let state = |n: u8| row(n).map(|r| r.state.clone()).unwrap_or_default();
+    // Only honest timestamps are followed (the era server's are honest on the wire).
+    for n in [11, 12, 13, 14, 15, 16, 17] {
+        assert!(
+            ["*", "+", "-"].contains(&state(n).as_str()),
+            "{} usable:\n{report}",
+            ip(n)
+        );
+        let r = row(n).context("row")?;
+        assert!(r.measured.abs() < 0.01, "{} measured:\n{report}", ip(n));
+    }
+    for n in [18, 19, 20, 21, 22] {
+        assert!(
+            !["*", "+", "-"].contains(&state(n).as_str()),
+            "{} never usable:\n{report}",
+            ip(n)
+        );
+        assert_eq!(row(n).map(|r| r.reach.as_str()), Some("0"), "{report}");
+    }
+    // A reply with another origin is not a reply to us; a second copy is not a second
+    // sample.
+    assert_eq!(ntpdata(21, "Total valid RX")?, 0, "{report}");
+    let (rx, valid) = (ntpdata(15, "Total RX")?, ntpdata(15, "Total valid RX")?);
+    assert!(rx >= 2 * valid - 2 && valid > 20, "{report}");
+    // Sources that give no sample are polled no faster than once a second (chrony's
+    // rule for sub-second polling). RATE: four more intervals between polls, as
+    // chronyd; DENY and RSTR are only not used (chronyd does not act on them either), so
+    // they are polled as often as a server that never answers us.
+    let unanswered_tx = ntpdata(21, "Total TX")?;
+    assert!(ntpdata(18, "Total TX")? * 3 < unanswered_tx, "{report}");
+    for n in [19, 20] {
+        assert!(
+            ntpdata(n, "Total TX")?.abs_diff(unanswered_tx) <= 2,
+            "{report}"
+        );
+    }
+    d.proc
+        .wait_for_log("Kiss-o'-Death RATE", Duration::from_secs(1))?;
+    // The leap second of one source in seven, on a day none can happen, goes nowhere.
+    let leap = d.ntpxc(&["ntpdata", &ip(17)])?;
+    assert!(leap.contains("Leap status     : Insert second"), "{leap}");
+    assert_eq!(d.tracking("Leap status")?, "Normal");
+    assert_eq!(d.tracking("Stratum")?, "3");
+    let dig = ntpdig_best(&up, &cli_ip, 3)?;
+    assert!(dig.line.contains("no-leap"), "{}", dig.line);
+    assert!(dig.offset.abs() < 0.01, "{}", dig.line);
+    // Every figure is a number.
+    for cmd in [
+        &["sources", "-v"][..],
+        &["sourcestats", "-v"],
+        &["tracking"],
+        &["selectdata"],
+        &["ntpdata"],
+    ] {
+        let out = d.ntpxc(cmd)?.to_lowercase();
+        assert!(
+            !out.contains("nan") && !out.contains("inf"),
+            "ntpxc {cmd:?}:\n{out}"
+        );
+    }
+    Ok(())
+}

@@ -61,6 +61,7 @@ impl Fixture {
             .map(|a| a.parse().unwrap())
             .collect();
         k.set_local_addresses(&local).unwrap();
+        k.set_test_run_mac(SERVER_MAC).unwrap();
         k.publish(&state_now(Duration::from_secs(10), true));
         Some(Fixture { k })
     }
@@ -464,12 +465,14 @@ fn client_log_counts_requests_and_drops() {
         a.interval_ns >= 50_000_000 && a.interval_ns < 5_000_000_000,
         "{a:?}"
     );
-    assert_eq!(
-        (find("198.18.9.7").requests, find("198.18.9.7").dropped),
-        (0, 1)
+    // A denied source leaves no record (as chrony).
+    assert!(
+        !clients
+            .iter()
+            .any(|c| c.0 == "198.18.9.7".parse::<std::net::IpAddr>().unwrap())
     );
     assert_eq!(find("fd00:198:18::2").requests, 1);
-    assert_eq!(clients.len(), 3);
+    assert_eq!(clients.len(), 2);
 }
 
 #[test]
@@ -483,6 +486,7 @@ fn noclientlog_keeps_no_records() {
     k.set_acl(&acl).unwrap();
     k.set_local_addresses(&["198.18.0.1".parse().unwrap()])
         .unwrap();
+    k.set_test_run_mac(SERVER_MAC).unwrap();
     k.publish(&state_now(Duration::from_secs(10), true));
     let mut fx = Fixture { k };
     let ok = request_frame("198.18.0.2", "198.18.0.1");
@@ -501,6 +505,7 @@ fn limited(rl: ntp_common::RateLimit, clients: u32) -> Option<Fixture> {
     k.set_acl(&acl).unwrap();
     k.set_local_addresses(&["198.18.0.1".parse().unwrap()])
         .unwrap();
+    k.set_test_run_mac(SERVER_MAC).unwrap();
     k.publish(&state_now(Duration::from_mins(1), true));
     Some(Fixture { k })
 }
@@ -756,4 +761,203 @@ fn hostile_frames_are_never_answered_wrongly() {
     // Mutations that leave a request valid (a changed poll, a timestamp byte) are answered.
     assert!(answered > 0 && answered < RUNS / 2, "{answered} answered");
     println!("hostile frames: {RUNS} run, {answered} still-valid requests answered");
+}
+
+/// The reply to `spec` as the program sends it, or the verdict.
+fn reply_to(fx: &mut Fixture, spec: &Spec) -> (u32, Option<NtpHeader>, Vec<u8>) {
+    let (rc, out) = fx.run(&frames::build(spec));
+    let h = frames::parse(&out).and_then(|p| NtpHeader::parse(&p.payload).ok());
+    (rc, h, out)
+}
+
+#[test]
+fn mapped_ipv6_sources_get_the_ipv4_verdict_as_in_the_daemon() {
+    let Some(mut fx) = Fixture::new() else { return };
+    // IPv4 allows 10.250.0.0/24 only; IPv6 allows everything.
+    let mut acl = AccessTable::new();
+    acl.apply(
+        Action::Allow,
+        false,
+        Some(Subnet::parse("10.250.0.0/24").unwrap()),
+    );
+    acl.apply(Action::Allow, false, Some(Subnet::parse("::/0").unwrap()));
+    fx.k.set_acl(&acl).unwrap();
+    // Random addresses, mapped and not, in and out of the IPv4 rule: the kernel's
+    // verdict is the daemon's every time.
+    let mut rng = ntp_common::prng::XorShift::new(0x5eed);
+    let mut seen = [0u32; 2];
+    for i in 0..400u32 {
+        let r = rng.next_u64();
+        let v4 = if i % 2 == 0 {
+            std::net::Ipv4Addr::new(10, 250, 0, (r % 250) as u8 + 1)
+        } else {
+            std::net::Ipv4Addr::from((r as u32) | 0x0100_0000)
+        };
+        let src: std::net::IpAddr = if i % 3 == 0 {
+            std::net::Ipv6Addr::from(u128::from(r) << 64 | u128::from(r >> 7)).into()
+        } else {
+            v4.to_ipv6_mapped().into()
+        };
+        let daemon = ntp_proto::server::handle_request(
+            &ntp_request(4, 3, 6, CLIENT_TX),
+            std::net::SocketAddr::new(src, 40000),
+            clock::tai_ns().unwrap(),
+            &fx.k.published(),
+            &acl,
+        );
+        let daemon_answers = matches!(daemon, ntp_proto::server::Verdict::Reply(_));
+        let (rc, _, _) = reply_to(
+            &mut fx,
+            &Spec::udp(
+                &src.to_string(),
+                "fd00::1",
+                &ntp_request(4, 3, 6, CLIENT_TX),
+            ),
+        );
+        assert_eq!(
+            rc == XDP_TX,
+            daemon_answers,
+            "{src}: kernel {rc}, daemon {daemon:?}"
+        );
+        seen[usize::from(daemon_answers)] += 1;
+    }
+    assert!(
+        seen[0] > 50 && seen[1] > 50,
+        "both verdicts tried: {seen:?}"
+    );
+}
+
+#[test]
+fn replies_follow_chronys_rules_for_poll_ecn_and_an_unsynchronised_server() {
+    let Some(mut fx) = Fixture::new() else { return };
+    // ECN CE on the request: the reply carries no ECN bits, v4 and v6.
+    let mut v4 = Spec::udp("198.18.0.2", "198.18.0.1", &ntp_request(4, 3, 6, CLIENT_TX));
+    v4.tos = 0xb8 | 3;
+    let (rc, _, out) = reply_to(&mut fx, &v4);
+    assert_eq!(rc, XDP_TX);
+    let p = frames::parse(&out).unwrap();
+    assert_eq!(p.tos, 0xb8, "DSCP kept, ECN cleared");
+    assert!(p.ip_csum_ok && p.udp_csum_ok);
+    let mut v6 = Spec::udp("fd00::2", "fd00::1", &ntp_request(4, 3, 6, CLIENT_TX));
+    v6.tos = 0xb8 | 3;
+    let (_, _, out) = reply_to(&mut fx, &v6);
+    assert_eq!(frames::parse(&out).unwrap().tos, 0xb8);
+    // Poll: the larger of the client's and the minimum (the ratelimit interval).
+    for (client, served) in [(-6i8, 3i8), (3, 3), (10, 10)] {
+        let spec = Spec::udp(
+            "198.18.0.2",
+            "198.18.0.1",
+            &ntp_request(4, 3, client, CLIENT_TX),
+        );
+        assert_eq!(reply_to(&mut fx, &spec).1.unwrap().poll, served);
+    }
+    // Unsynchronised: what chronyd sends, from both paths.
+    let tai = clock::tai_ns().unwrap();
+    let off = clock::kernel_time().unwrap().tai_offset_s;
+    let p = PublishParams {
+        precision: -24,
+        max_age: Duration::from_secs(10),
+        serve: true,
+        min_poll: ntp_proto::server::MIN_LIMIT_POLL,
+    };
+    let st = server_state(&Reference::unsynchronised(), &p, tai, off);
+    fx.k.publish(&st);
+    std::thread::sleep(Duration::from_millis(100));
+    let spec = Spec::udp(
+        "198.18.0.2",
+        "198.18.0.1",
+        &ntp_request(4, 3, -6, CLIENT_TX),
+    );
+    let h = reply_to(&mut fx, &spec).1.unwrap();
+    assert_eq!(
+        (h.leap, h.stratum, h.poll, h.refid, h.reference_ts.0),
+        (3, 0, -6, [0; 4], 0),
+        "no raise of the poll without ratelimit"
+    );
+    assert_eq!((h.root_delay, h.root_dispersion), (0x1_0000, 0x1_0000));
+}
+
+#[test]
+fn frames_for_another_mac_or_with_bad_checksums_are_not_answered() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let good = Spec::udp("198.18.0.2", "198.18.0.1", &ntp_request(4, 3, 6, CLIENT_TX));
+    assert_eq!(fx.run(&frames::build(&good)).0, XDP_TX);
+    // Another host's MAC (promiscuous mode): left to the stack, untouched.
+    let mut other = good.clone();
+    other.dst_mac = [0x02, 0, 0, 0, 0, 0x99];
+    fx.assert_passed(&frames::build(&other), "another MAC");
+    assert_eq!(fx.counter(Counter::PassOtherMac), 1);
+    // A corrupted IPv4 header: dropped.
+    let mut frame = frames::build(&good);
+    frame[14 + 15] ^= 0x01; // the source address's last byte
+    assert_eq!(fx.run(&frame).0, XDP_DROP);
+    assert_eq!(fx.counter(Counter::DropBadChecksum), 1);
+    // A corrupted payload (UDP checksum wrong), v4 and v6: left to the stack.
+    for spec in [
+        good.clone(),
+        Spec::udp("fd00::2", "fd00::1", &ntp_request(4, 3, 6, CLIENT_TX)),
+    ] {
+        let mut frame = frames::build(&spec);
+        let last = frame.len() - 1;
+        frame[last] ^= 0x40;
+        fx.assert_passed(&frame, "bad UDP checksum");
+    }
+    assert_eq!(fx.counter(Counter::PassUdpChecksum), 2);
+    // IPv4 without a UDP checksum is still answered.
+    let mut frame = frames::build(&good);
+    frame[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    assert_eq!(fx.run(&frame).0, XDP_TX);
+    // A datagram sent on this host through a veth carries the partial checksum left
+    // to offload (the pseudo header's sum): answered, as the stack would take it.
+    let mut frame = frames::build(&good);
+    let mut pseudo = frames::sum(&[198, 18, 0, 2, 198, 18, 0, 1]) + 17 + 56;
+    while pseudo > 0xffff {
+        pseudo = (pseudo & 0xffff) + (pseudo >> 16);
+    }
+    frame[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&(pseudo as u16).to_be_bytes());
+    assert_eq!(fx.run(&frame).0, XDP_TX);
+    assert_eq!(fx.counter(Counter::PassUdpChecksum), 2);
+}
+
+#[test]
+fn a_leap_second_is_served_from_its_instant_with_chronys_indicator() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let spec = Spec::udp("198.18.0.2", "198.18.0.1", &ntp_request(4, 3, 6, CLIENT_TX));
+    let mut st = state_now(Duration::from_secs(10), true);
+    st.leap = 1;
+    let s = 1_000_000_000u64;
+    let now_tai = clock::tai_ns().unwrap();
+    // Announced, 10 s ahead: the indicator as announced, the time untouched.
+    st.timebase.leap_tai_ns = now_tai + 10 * s;
+    st.timebase.leap_step_ns = -(s as i64);
+    fx.k.publish(&st);
+    let before = realtime_ns();
+    let h = reply_to(&mut fx, &spec).1.unwrap();
+    assert_eq!(h.leap, 1);
+    assert!(h.receive_ts.to_unix_ns(before) as u64 + 1 >= before);
+    // Inserted 0.2 s ago (published before it): UTC repeats a second, and replies say
+    // "unsynchronised" inside chrony's window.
+    st.timebase.leap_tai_ns = now_tai - s / 5;
+    fx.k.publish(&st);
+    let before = realtime_ns();
+    let (rc, h, _) = reply_to(&mut fx, &spec);
+    let after = realtime_ns();
+    assert_eq!(rc, XDP_TX);
+    let h = h.unwrap();
+    assert_eq!(h.leap, 3, "leap in progress");
+    let rx = h.receive_ts.to_unix_ns(before) as u64;
+    assert!(
+        rx + s + 1 >= before && rx + s <= after + 1,
+        "served {rx}, system {before}..{after}: one second back"
+    );
+    // The daemon's path computes the same from the same state.
+    let t = clock::tai_ns().unwrap();
+    let daemon = ntp_proto::server::served_ntp(&fx.k.published(), t);
+    let sys = realtime_ns();
+    assert!((daemon.to_unix_ns(sys) as u64 + s).abs_diff(sys) < 1_000_000);
+    // Past the window: indicator 0, the step kept.
+    st.timebase.leap_tai_ns = now_tai - 2 * s;
+    fx.k.publish(&st);
+    let h = reply_to(&mut fx, &spec).1.unwrap();
+    assert_eq!(h.leap, 0);
 }

@@ -4,7 +4,10 @@
 pub mod read;
 pub mod system;
 
-pub use read::{SystemRealtime, kernel_time, measure_precision, monotonic_ns, realtime_ns, tai_ns};
+pub use read::{
+    SystemRealtime, kernel_time, measure_precision, monotonic_ns, realtime_ns, tai_ns,
+    tai_with_offset,
+};
 
 use ntp_proto::clock::{Clock, EngineClock, FreeRunning, SteeredClock};
 use system::SystemClock;

@@ -25,6 +25,21 @@ pub fn realtime_ns() -> Result<u64> {
     now_ns(ClockId::CLOCK_REALTIME)
 }
 
+/// `CLOCK_TAI` in ns with the kernel's TAI offset in force at that reading: the offset is
+/// read before and after the clock, again until both agree, so a leap second or
+/// `ADJ_TAI` between the calls cannot pair a reading with the wrong offset.
+pub fn tai_with_offset() -> Result<(u64, i32)> {
+    let mut before = kernel_time()?.tai_offset_s;
+    loop {
+        let tai = tai_ns()?;
+        let after = kernel_time()?.tai_offset_s;
+        if after == before {
+            return Ok((tai, after));
+        }
+        before = after;
+    }
+}
+
 /// The kernel's view of the clock discipline, read without changing anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelTime {

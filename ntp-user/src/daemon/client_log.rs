@@ -54,13 +54,12 @@ impl ClientLog {
         self.limit.is_some()
     }
 
-    /// Counts a request from `ip` and, for an allowed one, applies the rate limit as the
-    /// kernel does; with the client's last exchange, for interleaved mode.
+    /// Counts a request from `ip` (an allowed source: denied ones leave no record) and
+    /// applies the rate limit as the kernel does; with the client's last exchange, for interleaved mode.
     pub(super) fn log(
         &self,
         ip: IpAddr,
         rx_tai: u64,
-        dropped: bool,
         counters: &DaemonCounters,
     ) -> (RateVerdict, LastExchange) {
         let Some(limit) = self.limit else {
@@ -75,10 +74,10 @@ impl ClientLog {
         }
         let r = c.entry(ip).or_default();
         let verdict = match &self.ratelimit {
-            Some(rl) if !dropped => rl.check(r, rx_tai, crate::net::random_u64() as u32),
-            _ => RateVerdict::Answer,
+            Some(rl) => rl.check(r, rx_tai, crate::net::random_u64() as u32),
+            None => RateVerdict::Answer,
         };
-        r.hit(rx_tai, dropped || verdict == RateVerdict::Drop);
+        r.hit(rx_tai, verdict == RateVerdict::Drop);
         let last = LastExchange {
             rx: NtpTimestamp(r.xleave_rx),
             tx: NtpTimestamp(r.xleave_tx),

@@ -80,6 +80,15 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     let shared = Arc::new(set_up(config, &opts)?);
     // From here on, any way out (an error, a panic) lets go of the clock in order.
     let _exit = shutdown::ExitGuard(shared.clone());
+    if let crate::clock::DaemonClock::System(c) = crate::lock(&shared.engine).clock_mut() {
+        // Weak: the engine lives inside what the hook points to.
+        let weak = Arc::downgrade(&shared);
+        c.kernel_mut().set_before_step(Box::new(move || {
+            if let Some(sh) = weak.upgrade() {
+                sh.withdraw();
+            }
+        }));
+    }
     shared.publish()?;
     // systemd (Type=notify) may start dependent units now: the state is published.
     if let Err(e) = notify::notify("READY=1\nSTATUS=Serving") {
@@ -111,7 +120,7 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         precision: clock::measure_precision()?,
         max_age: config.xdp_stale_limit,
         serve: true,
-        min_poll: 0,
+        min_poll: ntp_proto::server::min_reply_poll(config.ratelimit.as_ref()),
     };
     let kernel = if opts.no_xdp || config.port == 0 {
         info!("XDP fast path off: all requests are answered from the daemon's socket");
@@ -197,6 +206,7 @@ fn start_tasks(sh: &Arc<Shared>, opts: &Options, tasks: &mut JoinSet<Result<()>>
         tasks.spawn(timekeeping::slew_timer(sh.clone()));
     }
     tasks.spawn(timekeeping::publish_loop(sh.clone()));
+    tasks.spawn(timekeeping::leap_timer(sh.clone()));
     Ok(())
 }
 

@@ -132,7 +132,7 @@ fn answer(
     let src_ip = net::canonical_ip(r.src.ip());
     let src = SocketAddr::new(src_ip, r.src.port());
     let verdict = match server::handle_request(datagram, src, rx_tai, &state, &sh.acl) {
-        Verdict::Reply(p) => match sh.clients.log(src_ip, rx_tai, false, &sh.counters) {
+        Verdict::Reply(p) => match sh.clients.log(src_ip, rx_tai, &sh.counters) {
             (RateVerdict::Answer, last) => Verdict::Reply(p.interleave(&last)),
             (RateVerdict::Kod, _) => Verdict::Reply(p.kiss_rate()),
             (RateVerdict::Drop, _) => {
@@ -140,10 +140,8 @@ fn answer(
                 return Ok(());
             }
         },
-        Verdict::Deny => {
-            sh.clients.log(src_ip, rx_tai, true, &sh.counters);
-            Verdict::Deny
-        }
+        // A denied source leaves no record (as chrony): a spoofed flood from denied
+        // addresses must not push real clients out of the log.
         other => other,
     };
     match verdict {

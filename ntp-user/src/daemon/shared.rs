@@ -12,7 +12,7 @@ use ntp_proto::{
     acl::AccessTable,
     config::Config,
     leaptz::{self, Leap},
-    reference::{PublishParams, server_state},
+    reference::{PublishParams, schedule_leap, server_state},
 };
 use std::{
     path::PathBuf,
@@ -53,25 +53,41 @@ pub(super) struct Shared {
 impl Shared {
     /// Recomputes the state from the reference and publishes it to both paths.
     pub(super) fn publish(&self) -> Result<()> {
-        let now_tai = clock::tai_ns()?;
-        // The kernel's TAI offset changes at leap seconds (and with ADJ_TAI): read it
-        // with every publication, or the kernel would serve a whole second off.
-        let tai = match clock::kernel_time() {
-            Ok(k) => {
-                self.tai_offset_s.store(k.tai_offset_s, Ordering::Relaxed);
-                k.tai_offset_s
-            }
-            Err(_) => self.tai_offset_s.load(Ordering::Relaxed),
-        };
+        // The kernel's TAI offset changes at leap seconds (and with ADJ_TAI): read with
+        // the clock at every publication, or the kernel would serve a whole second off.
+        let (now_tai, tai) = clock::tai_with_offset()?;
+        let old_tai = self.tai_offset_s.swap(tai, Ordering::Relaxed);
         let now_unix = now_tai.wrapping_sub(tai as i64 as u64 * 1_000_000_000);
-        let mut reference = lock(&self.engine).reference(now_unix);
+        // The engine stays locked until both paths have the state: a step made meanwhile
+        // (ntpxc makestep on a helper thread) would leave them serving the old base.
+        let mut engine = lock(&self.engine);
+        let leap = lock(&self.state).timebase;
+        if leap.leap_step_ns != 0 && now_tai >= leap.leap_tai_ns && tai == old_tai {
+            // The kernel's TAI offset did not move: the leap is the served clock's to take.
+            self.journal
+                .emit(engine.leap_step(leap.leap_step_ns as f64 * 1e-9));
+        }
+        let mut reference = engine.reference(now_unix);
         reference.leap = self.served_leap(reference.leap, now_unix);
-        let st = server_state(&reference, &self.params, now_tai, tai);
-        *lock(&self.state) = st;
+        let mut st = server_state(&reference, &self.params, now_tai, tai);
+        let mut served = lock(&self.state);
+        schedule_leap(&mut st, now_tai, tai, &served);
+        *served = st;
+        drop(served);
         if let Some(k) = &self.kernel {
             lock(k).publish(&st);
         }
+        drop(engine);
         Ok(())
+    }
+
+    /// Withdraws the kernel's service before the system clock is stepped: until the
+    /// next publication every request goes to the daemon, which answers from the new
+    /// state, so no reply mixes the old base with the stepped clock.
+    pub(super) fn withdraw(&self) {
+        if let Some(k) = &self.kernel {
+            lock(k).withdraw();
+        }
     }
 
     /// The leap indicator to serve and to give the kernel at `now_unix_ns`: with

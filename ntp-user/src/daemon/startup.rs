@@ -101,7 +101,7 @@ pub(super) fn load_leaps(config: &Config, opts: &Options, kernel_tai: i32) -> Re
                 "TAI offset is {offset} seconds (the kernel's {kernel_tai} is left alone: clock control is off)"
             );
         } else {
-            match SystemClock.set_tai_offset(offset) {
+            match SystemClock::default().set_tai_offset(offset) {
                 Ok(()) => info!("System clock TAI offset set to {offset} seconds"),
                 Err(e) => warn!("Could not set the TAI offset: {e:#}"),
             }

@@ -138,6 +138,28 @@ pub(super) async fn publish_loop(sh: Arc<Shared>) -> anyhow::Result<()> {
     }
 }
 
+/// Publishes just after a scheduled leap second, so the daemon takes up the kernel's new
+/// TAI offset (or steps its own clock) at once rather than up to a period later.
+pub(super) async fn leap_timer(sh: Arc<Shared>) -> anyhow::Result<()> {
+    loop {
+        let tb = lock(&sh.state).timebase;
+        let now = clock::tai_ns()?;
+        let pending = tb.leap_step_ns != 0 && tb.leap_tai_ns > now;
+        let wait = if pending {
+            Duration::from_nanos(tb.leap_tai_ns - now) + Duration::from_millis(1)
+        } else {
+            Duration::from_secs(1)
+        };
+        tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+        if pending
+            && clock::tai_ns()? >= tb.leap_tai_ns
+            && let Err(e) = sh.publish()
+        {
+            warn!("Publishing server state after the leap second failed: {e:#}");
+        }
+    }
+}
+
 /// Runs the steered clock's slew timer: at each planned change of the slew rate (or when
 /// an update planned a new slew), books the slew, sets the next rate, and republishes if
 /// the served rate changed, so both answering paths stay exact.

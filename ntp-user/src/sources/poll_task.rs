@@ -193,8 +193,10 @@ async fn wait(
                     rx_kernel: r.rx_realtime_ns.is_some(),
                 };
                 let log = lock(&ctx.engine).receive(id, &buf[..r.len], t4, wire);
-                ctx.journal.emit(log);
+                // Publish first: after a step the kernel serves nothing until then, and
+                // a log write can take a while.
                 (ctx.changed)();
+                ctx.journal.emit(log);
             }
         }
     }

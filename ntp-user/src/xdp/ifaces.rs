@@ -18,6 +18,24 @@ pub struct IfaceAddr {
     pub loopback: bool,
 }
 
+/// The hardware (MAC) address of `iface`.
+pub fn mac_address(iface: &str) -> Result<[u8; 6]> {
+    for ifa in nix::ifaddrs::getifaddrs().context("listing interfaces (getifaddrs)")? {
+        if ifa.interface_name != iface {
+            continue;
+        }
+        if let Some(mac) = ifa
+            .address
+            .as_ref()
+            .and_then(|a| a.as_link_addr())
+            .and_then(nix::sys::socket::LinkAddr::addr)
+        {
+            return Ok(mac);
+        }
+    }
+    bail!("interface {iface} has no MAC address (XDP serves Ethernet interfaces only)")
+}
+
 /// Every address of every interface on this host (or network namespace).
 pub fn list() -> Result<Vec<IfaceAddr>> {
     let mut out = Vec::new();

@@ -17,8 +17,8 @@ use ntp_common::{
     state::{
         ACL_MAX_ENTRIES, CLIENT_RECORD_BYTES, DEFAULT_CLIENTLOG_LIMIT, GLOBAL_CLIENTLOG,
         GLOBAL_PORT, GLOBAL_RL_BURST, GLOBAL_RL_INTERVAL, GLOBAL_RL_KOD, GLOBAL_RL_LEAK,
-        LOCAL_MAX_ENTRIES, MAP_ACL_V4, MAP_ACL_V6, MAP_CLIENTS, MAP_COUNTERS, MAP_LOCAL_V4,
-        MAP_LOCAL_V6, MAP_STATE, PROG_PASS, PROG_SERVE,
+        LOCAL_MAX_ENTRIES, MAP_ACL_V4, MAP_ACL_V6, MAP_CLIENTS, MAP_COUNTERS, MAP_IFACE_MACS,
+        MAP_LOCAL_V4, MAP_LOCAL_V6, MAP_STATE, PROG_PASS, PROG_SERVE, TEST_RUN_IFINDEX, mac_value,
     },
 };
 use ntp_proto::acl::AccessTable;
@@ -115,11 +115,34 @@ impl KernelPath {
     }
 
     /// Attaches the serving program to `iface`: native mode, else generic with a warning.
+    /// The interface's MAC is registered first: the program answers only frames
+    /// addressed to it.
     pub fn attach(&mut self, iface: &str) -> Result<AttachMode> {
+        let index = nix::net::if_::if_nametoindex(iface)
+            .with_context(|| format!("index of interface {iface}"))?;
+        let mac = ifaces::mac_address(iface)?;
+        self.set_interface_mac(index, mac)?;
         let prog = self.serve_program()?;
         let (id, mode) = attach_with_fallback(prog, iface)?;
         self.links.push((iface.to_string(), id, mode));
         Ok(mode)
+    }
+
+    /// Registers `mac` as the address of interface `index`.
+    pub fn set_interface_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_IFACE_MACS)
+            .ok_or_else(|| anyhow!("map {MAP_IFACE_MACS} missing"))?;
+        let mut macs: HashMap<&mut MapData, u32, u64> = HashMap::try_from(map)?;
+        macs.insert(index, mac_value(mac), 0)
+            .with_context(|| format!("registering the MAC of interface {index}"))
+    }
+
+    /// Registers `mac` for the frames of `BPF_PROG_TEST_RUN`, which arrive on the
+    /// namespace's loopback.
+    pub fn set_test_run_mac(&mut self, mac: [u8; 6]) -> Result<()> {
+        self.set_interface_mac(TEST_RUN_IFINDEX, mac)
     }
 
     /// Interfaces the program is attached to, with the mode of each.
@@ -179,6 +202,14 @@ impl KernelPath {
     /// Publishes `state` under the sequence lock.
     pub fn publish(&mut self, state: &ServerState) {
         self.state.write(state);
+    }
+
+    /// Stops the kernel answering until the next [`Self::publish`] (every request passes
+    /// to the daemon).
+    pub fn withdraw(&mut self) {
+        let mut s = self.state.read();
+        s.serve = 0;
+        self.state.write(&s);
     }
 
     /// The state as the kernel sees it now.
@@ -242,9 +273,7 @@ impl KernelPath {
 impl Drop for KernelPath {
     fn drop(&mut self) {
         // Tell any still-attached program to stop answering before the links go.
-        let mut s = self.state.read();
-        s.serve = 0;
-        self.state.write(&s);
+        self.withdraw();
         self.detach_all();
     }
 }

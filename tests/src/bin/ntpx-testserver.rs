@@ -6,6 +6,11 @@
 //! request waits before it is stamped and a reply after, as in a loaded network, so the
 //! delays a client measures are real and asymmetric. Every process here shares one system
 //! clock, so a client's error against this server's truth is exactly measurable.
+//!
+//! Hostile modes for the client's defences: `--kod CODE` answers every request with a
+//! Kiss-o'-Death, `--bad-origin` answers with an origin timestamp that is not the
+//! request's, `--duplicate` sends each reply twice, and `--precision`, `--root-delay`,
+//! `--root-dispersion` put any value (extreme ones included) in those fields.
 
 use anyhow::{Context, Result, bail};
 use ntp_common::{prng::XorShift, timebase::unix_ns_to_ntp, wire};
@@ -21,6 +26,23 @@ struct Args {
     wander_period: f64,
     stratum: u8,
     leap: u8,
+    hostile: Hostile,
+}
+
+/// What the server does wrong on purpose.
+#[derive(Clone, Copy)]
+struct Hostile {
+    kod: Option<[u8; 4]>,
+    bad_origin: bool,
+    duplicate: bool,
+    precision: i8,
+    root_delay: u32,
+    root_dispersion: u32,
+}
+
+/// Seconds as NTP short format (16.16), saturating.
+fn short(seconds: f64) -> u32 {
+    (seconds * 65536.0).clamp(0.0, f64::from(u32::MAX)) as u32
 }
 
 fn parse_args() -> Result<Args> {
@@ -33,6 +55,14 @@ fn parse_args() -> Result<Args> {
         wander_period: 60.0,
         stratum: 1,
         leap: 0,
+        hostile: Hostile {
+            kod: None,
+            bad_origin: false,
+            duplicate: false,
+            precision: -20,
+            root_delay: 0,
+            root_dispersion: 0x10,
+        },
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,9 +78,27 @@ fn parse_args() -> Result<Args> {
             }
             "--stratum" => a.stratum = value()?.parse().context("--stratum N")?,
             "--leap" => a.leap = value()?.parse().context("--leap 0-3")?,
+            "--kod" => {
+                let code = value()?;
+                a.hostile.kod = Some(
+                    code.as_bytes()
+                        .try_into()
+                        .with_context(|| format!("--kod CODE: four characters, not {code:?}"))?,
+                );
+            }
+            "--bad-origin" => a.hostile.bad_origin = true,
+            "--duplicate" => a.hostile.duplicate = true,
+            "--precision" => a.hostile.precision = value()?.parse().context("--precision LOG2")?,
+            "--root-delay" => {
+                a.hostile.root_delay = short(value()?.parse().context("--root-delay SECONDS")?);
+            }
+            "--root-dispersion" => {
+                a.hostile.root_dispersion =
+                    short(value()?.parse().context("--root-dispersion SECONDS")?);
+            }
             "--help" | "-h" => {
                 println!(
-                    "ntpx-testserver [--listen ADDR:PORT] [--offset S] [--drift PPM] [--jitter S] [--wander PPM] [--wander-period S] [--stratum N] [--leap 0-3]"
+                    "ntpx-testserver [--listen ADDR:PORT] [--offset S] [--drift PPM] [--jitter S] [--wander PPM] [--wander-period S] [--stratum N] [--leap 0-3] [--kod CODE] [--bad-origin] [--duplicate] [--precision LOG2] [--root-delay S] [--root-dispersion S]"
                 );
                 std::process::exit(0);
             }
@@ -82,7 +130,7 @@ fn main() -> Result<()> {
         let err = truth.error((t - start) as f64 * 1e-9);
         unix_ns_to_ntp((t as i128 + (err * 1e9) as i128) as u64)
     };
-    let (stratum, leap) = (a.stratum, a.leap);
+    let (stratum, leap, hostile) = (a.stratum, a.leap, a.hostile);
     // One queueing delay, exponential with mean `--jitter`.
     let queue = |rng: &mut XorShift| -> Duration {
         Duration::from_secs_f64(-a.jitter * (1.0 - rng.unit()).ln())
@@ -110,34 +158,48 @@ fn main() -> Result<()> {
         std::thread::spawn(move || {
             // The request waited in a queue before it was stamped.
             std::thread::sleep(q_in);
-            let reply = answer(&request, served(now_ns()), (stratum, leap), || {
+            let reply = answer(&request, served(now_ns()), (stratum, leap), hostile, || {
                 served(now_ns())
             });
             // And the reply waits after it.
             std::thread::sleep(q_out);
             let _ = sock.send_to(&reply, src);
+            if hostile.duplicate {
+                let _ = sock.send_to(&reply, src);
+            }
         });
     }
 }
 
 /// The reply to `request` received at served time `rx` with (stratum, leap indicator);
-/// `tx` stamps its departure.
+/// `tx` stamps its departure; `hostile` says what to get wrong.
 fn answer(
     request: &[u8; wire::NTP_HEADER_LEN],
     rx: u64,
     (stratum, leap): (u8, u8),
+    hostile: Hostile,
     tx: impl Fn() -> u64,
 ) -> [u8; wire::NTP_HEADER_LEN] {
     let (_, version, _) = wire::split_li_vn_mode(request[0]);
     let mut reply = [0u8; wire::NTP_HEADER_LEN];
+    let (leap, stratum, refid) = match hostile.kod {
+        Some(code) => (wire::LEAP_UNSYNC, 0, code),
+        None => (leap, stratum, *b"TEST"),
+    };
     reply[0] = wire::li_vn_mode(leap, version, wire::MODE_SERVER);
     reply[wire::OFF_STRATUM] = stratum;
     reply[wire::OFF_POLL] = request[wire::OFF_POLL];
-    reply[wire::OFF_PRECISION] = (-20i8) as u8;
-    reply[wire::OFF_ROOT_DISP..][..4].copy_from_slice(&0x10u32.to_be_bytes());
-    reply[wire::OFF_REFID..][..4].copy_from_slice(b"TEST");
+    reply[wire::OFF_PRECISION] = hostile.precision as u8;
+    reply[wire::OFF_ROOT_DELAY..][..4].copy_from_slice(&hostile.root_delay.to_be_bytes());
+    reply[wire::OFF_ROOT_DISP..][..4].copy_from_slice(&hostile.root_dispersion.to_be_bytes());
+    reply[wire::OFF_REFID..][..4].copy_from_slice(&refid);
     reply[wire::OFF_REF_TS..][..8].copy_from_slice(&rx.to_be_bytes());
-    reply[wire::OFF_ORIGIN_TS..][..8].copy_from_slice(&request[wire::OFF_TRANSMIT_TS..][..8]);
+    let mut origin = [0u8; 8];
+    origin.copy_from_slice(&request[wire::OFF_TRANSMIT_TS..][..8]);
+    if hostile.bad_origin {
+        origin[7] ^= 1;
+    }
+    reply[wire::OFF_ORIGIN_TS..][..8].copy_from_slice(&origin);
     reply[wire::OFF_RECEIVE_TS..][..8].copy_from_slice(&rx.to_be_bytes());
     reply[wire::OFF_TRANSMIT_TS..][..8].copy_from_slice(&tx().to_be_bytes());
     reply
