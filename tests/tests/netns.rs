@@ -791,20 +791,7 @@ fn control_floods_do_not_delay_timekeeping() -> Result<()> {
         dir.path().display()
     );
     let d = start(&n, &config, false)?;
-    let mac = |ns: &Netns, iface: &str| -> Result<[u8; 6]> {
-        let text = ns.output("cat", &[&format!("/sys/class/net/{iface}/address")])?;
-        let b: Vec<u8> = text
-            .trim()
-            .split(':')
-            .filter_map(|x| u8::from_str_radix(x, 16).ok())
-            .collect();
-        b.try_into()
-            .map_err(|_| anyhow::anyhow!("MAC of {iface}: {text}"))
-    };
-    let (server_mac, client_mac) = (
-        mac(&n.server, &n.link.server_if)?,
-        mac(&n.client, &n.link.client_if)?,
-    );
+    let (server_mac, client_mac) = link_macs(&n)?;
     let request = ntpx_tests::frames::ntp_request(4, 3, 6, 0x1234_5678_9abc_def0);
     let frames: Vec<Vec<u8>> = (0..CLIENTS)
         .map(|i| {
@@ -852,6 +839,24 @@ fn control_floods_do_not_delay_timekeeping() -> Result<()> {
     Ok(())
 }
 
+/// The MAC addresses of the link's server and client ends, for crafted frames.
+fn link_macs(n: &Net) -> Result<([u8; 6], [u8; 6])> {
+    let mac = |ns: &Netns, iface: &str| -> Result<[u8; 6]> {
+        let text = ns.output("cat", &[&format!("/sys/class/net/{iface}/address")])?;
+        let b: Vec<u8> = text
+            .trim()
+            .split(':')
+            .filter_map(|x| u8::from_str_radix(x, 16).ok())
+            .collect();
+        b.try_into()
+            .map_err(|_| anyhow::anyhow!("MAC of {iface}: {text}"))
+    };
+    Ok((
+        mac(&n.server, &n.link.server_if)?,
+        mac(&n.client, &n.link.client_if)?,
+    ))
+}
+
 /// A spoofed flood from 6000 addresses, IPv4 and IPv6, through the paths the fast path
 /// passes up to the daemon (IPv4 options, IPv6 extension headers): the daemon's client
 /// log stays within its limit (evicting), a well-behaved client is still answered, and
@@ -879,20 +884,7 @@ fn a_spoofed_flood_through_the_daemon_path_is_survived() -> Result<()> {
         "{SERVE_ALL}ratelimit interval 0 burst 2 leak 2\nclientloglimit 64000\nsched_priority 20\n"
     );
     let d = start(&n, &config, false)?;
-    let mac = |ns: &Netns, iface: &str| -> Result<[u8; 6]> {
-        let text = ns.output("cat", &[&format!("/sys/class/net/{iface}/address")])?;
-        let b: Vec<u8> = text
-            .trim()
-            .split(':')
-            .filter_map(|x| u8::from_str_radix(x, 16).ok())
-            .collect();
-        b.try_into()
-            .map_err(|_| anyhow::anyhow!("MAC of {iface}: {text}"))
-    };
-    let (server_mac, client_mac) = (
-        mac(&n.server, &n.link.server_if)?,
-        mac(&n.client, &n.link.client_if)?,
-    );
+    let (server_mac, client_mac) = link_macs(&n)?;
     let request = ntpx_tests::frames::ntp_request(4, 3, 6, 0x0a0b_0c0d_0e0f_1011);
     let mut frames = Vec::new();
     for _round in 0..3 {
