@@ -1064,9 +1064,10 @@ impl<C: EngineClock> Engine<C> {
         ))]
     }
 
-    /// A leap second the kernel did not take (clock control off, or the kernel would
-    /// not): the clock takes it as a step of `step` seconds, as chronyd does in its step
-    /// mode. The sources leapt too, so nothing measured needs restating.
+    /// A leap second the kernel did not take by the end of chrony's window (clock
+    /// control off, or the kernel would not): the clock takes it as a step of `step`
+    /// seconds, as chronyd does in its step mode. The sources leapt too, so nothing
+    /// measured needs restating.
     pub fn leap_step(&mut self, step: f64) -> Vec<Log> {
         self.clock.step(step);
         vec![Log::Warn(

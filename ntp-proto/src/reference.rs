@@ -131,26 +131,73 @@ pub fn server_state(
     }
 }
 
+/// Where a leap second the previous publication carried stands now.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PassedLeap {
+    /// None has passed.
+    None,
+    /// It has passed and the base includes it: the kernel's TAI offset moved, or an
+    /// earlier publication saw it taken.
+    InBase,
+    /// It has passed but the kernel has not taken it yet (its midnight follows the
+    /// system clock, which may trail the served time): the timebase keeps applying it.
+    Pending,
+    /// chrony's window after it is over and the kernel has not taken it (clock control
+    /// off, or the kernel would not): the served clock must take it now, as a step of
+    /// this many seconds; the base includes it after that.
+    TakeNow(f64),
+}
+
+/// Judges the leap second in `previous` (published with TAI offset `previous_offset_s`)
+/// at kernel time `now_tai_ns`, when the kernel's offset is `tai_offset_s`.
+pub fn passed_leap(
+    previous: &Timebase,
+    now_tai_ns: u64,
+    tai_offset_s: i32,
+    previous_offset_s: i32,
+) -> PassedLeap {
+    let at = previous.leap_tai_ns;
+    if at == 0 || now_tai_ns < at {
+        PassedLeap::None
+    } else if previous.leap_step_ns == 0 || tai_offset_s != previous_offset_s {
+        PassedLeap::InBase
+    } else if now_tai_ns >= at + LEAP_WINDOW_AFTER_NS {
+        PassedLeap::TakeNow(previous.leap_step_ns as f64 / NANOS_PER_SEC as f64)
+    } else {
+        PassedLeap::Pending
+    }
+}
+
 /// Puts the leap second `st` announces into its timebase, so both paths serve it
 /// exactly from its first instant: `st` was built at kernel time `now_tai_ns` with TAI
-/// offset `tai_offset_s`; `previous` is the state published before it. A leap is
-/// scheduled only on the last day of June or December (UTC midnight for an inserted
-/// second, 23:59:59 for a deleted one). Once it has passed, the instant is kept for
-/// chrony's window after it, with no step: the base includes it by then (the kernel's
-/// TAI offset moved, or the daemon stepped its own clock), and it is never scheduled twice.
+/// offset `tai_offset_s`; `previous` is the state published before it, and `passed` what
+/// [`passed_leap`] said of its leap (with [`PassedLeap::TakeNow`] taken by now). A leap
+/// is scheduled only on the last day of June or December (UTC midnight for an inserted
+/// second, 23:59:59 for a deleted one). Once it has passed it is kept, with its step,
+/// until the base includes it, then without the step for the rest of chrony's window;
+/// it is never scheduled twice.
 pub fn schedule_leap(
     st: &mut ServerState,
     now_tai_ns: u64,
     tai_offset_s: i32,
     previous: &ServerState,
+    passed: PassedLeap,
 ) {
-    let passed = previous.timebase.leap_tai_ns;
-    if passed != 0 && now_tai_ns >= passed {
-        if now_tai_ns < passed + LEAP_WINDOW_AFTER_NS {
-            st.timebase.leap_tai_ns = passed;
-            st.timebase.leap_step_ns = 0;
+    let at = previous.timebase.leap_tai_ns;
+    match passed {
+        PassedLeap::None => {}
+        PassedLeap::Pending => {
+            st.timebase.leap_tai_ns = at;
+            st.timebase.leap_step_ns = previous.timebase.leap_step_ns;
+            return;
         }
-        return;
+        PassedLeap::InBase | PassedLeap::TakeNow(_) => {
+            if now_tai_ns < at + LEAP_WINDOW_AFTER_NS {
+                st.timebase.leap_tai_ns = at;
+                st.timebase.leap_step_ns = 0;
+            }
+            return;
+        }
     }
     let now_unix_s = (now_tai_ns / NANOS_PER_SEC) as i64 - i64::from(tai_offset_s);
     if !(st.leap == LEAP_INSERT || st.leap == LEAP_DELETE) || !leap_day(now_unix_s) {
@@ -276,8 +323,9 @@ mod tests {
         let mut r = Reference::local(3, noon * S);
         r.leap = 1;
         let none = ServerState::default();
+        let fresh = PassedLeap::None;
         let mut st = server_state(&r, &params(), tai(noon), 37);
-        schedule_leap(&mut st, tai(noon), 37, &none);
+        schedule_leap(&mut st, tai(noon), 37, &none, fresh);
         assert_eq!(st.timebase.leap_tai_ns, tai(midnight));
         assert_eq!(st.timebase.leap_step_ns, -(S as i64));
         // Served UTC repeats the second from the leap on.
@@ -287,26 +335,67 @@ mod tests {
         // Deleted: at 23:59:59 the served time skips to midnight.
         r.leap = 2;
         let mut del = server_state(&r, &params(), tai(noon), 37);
-        schedule_leap(&mut del, tai(noon), 37, &none);
+        schedule_leap(&mut del, tai(noon), 37, &none, fresh);
         assert_eq!(del.timebase.leap_tai_ns, tai(midnight - 1));
         assert_eq!(del.timebase.served_unix_ns(tai(midnight - 1)), midnight * S);
         // The day before: nothing.
         r.leap = 1;
         let mut early = server_state(&r, &params(), tai(noon - 86_400), 37);
-        schedule_leap(&mut early, tai(noon - 86_400), 37, &none);
+        schedule_leap(&mut early, tai(noon - 86_400), 37, &none, fresh);
         assert_eq!(early.timebase.leap_tai_ns, 0);
         // After the leap the kernel's offset is 38 and the clock reads 23:59:59 again
         // (still the leap day, the sources still announcing): the instant is kept for the
         // window, with no step, and not scheduled a second time.
         let after = tai(midnight) + S / 2;
+        let passed = passed_leap(&st.timebase, after, 38, 37);
+        assert_eq!(passed, PassedLeap::InBase);
         let mut next = server_state(&r, &params(), after, 38);
-        schedule_leap(&mut next, after, 38, &st);
+        schedule_leap(&mut next, after, 38, &st, passed);
         assert_eq!(next.timebase.leap_tai_ns, tai(midnight));
         assert_eq!(next.timebase.leap_step_ns, 0);
         assert_eq!(next.leap_at(after), 3);
         let later = tai(midnight) + 2 * S;
+        let passed = passed_leap(&next.timebase, later, 38, 38);
+        assert_eq!(passed, PassedLeap::InBase);
         let mut done = server_state(&r, &params(), later, 38);
-        schedule_leap(&mut done, later, 38, &next);
+        schedule_leap(&mut done, later, 38, &next, passed);
         assert_eq!(done.timebase.leap_tai_ns, 0);
+    }
+
+    #[test]
+    fn a_leap_the_kernel_has_not_taken_stays_in_the_timebase_then_the_clock_takes_it() {
+        let noon = 1_798_718_400u64;
+        let midnight = noon + 43_200;
+        let tai = |unix: u64| (unix + 37) * S;
+        let mut r = Reference::local(3, noon * S);
+        r.leap = 1;
+        let mut st = server_state(&r, &params(), tai(noon), 37);
+        schedule_leap(
+            &mut st,
+            tai(noon),
+            37,
+            &ServerState::default(),
+            PassedLeap::None,
+        );
+        // Just after the instant the kernel's offset is still 37 (its midnight follows a
+        // system clock a little behind): the step stays, and the served time is right.
+        let after = tai(midnight) + S / 2;
+        let passed = passed_leap(&st.timebase, after, 37, 37);
+        assert_eq!(passed, PassedLeap::Pending);
+        let mut next = server_state(&r, &params(), after, 37);
+        schedule_leap(&mut next, after, 37, &st, passed);
+        assert_eq!(next.timebase.leap_step_ns, -(S as i64));
+        assert_eq!(next.timebase.served_unix_ns(after), midnight * S - S / 2);
+        // Past chrony's window, still not taken: the served clock must take it.
+        let late = tai(midnight) + 2 * S;
+        assert_eq!(
+            passed_leap(&next.timebase, late, 37, 37),
+            PassedLeap::TakeNow(-1.0)
+        );
+        // Before the instant nothing has passed.
+        assert_eq!(
+            passed_leap(&st.timebase, tai(midnight) - 1, 37, 37),
+            PassedLeap::None
+        );
     }
 }

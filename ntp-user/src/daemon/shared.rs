@@ -12,7 +12,7 @@ use ntp_proto::{
     acl::AccessTable,
     config::Config,
     leaptz::{self, Leap},
-    reference::{PublishParams, schedule_leap, server_state},
+    reference::{PassedLeap, PublishParams, passed_leap, schedule_leap, server_state},
 };
 use std::{
     path::PathBuf,
@@ -61,17 +61,15 @@ impl Shared {
         // The engine stays locked until both paths have the state: a step made meanwhile
         // (ntpxc makestep on a helper thread) would leave them serving the old base.
         let mut engine = lock(&self.engine);
-        let leap = lock(&self.state).timebase;
-        if leap.leap_step_ns != 0 && now_tai >= leap.leap_tai_ns && tai == old_tai {
-            // The kernel's TAI offset did not move: the leap is the served clock's to take.
-            self.journal
-                .emit(engine.leap_step(leap.leap_step_ns as f64 * 1e-9));
+        let passed = passed_leap(&lock(&self.state).timebase, now_tai, tai, old_tai);
+        if let PassedLeap::TakeNow(step) = passed {
+            self.journal.emit(engine.leap_step(step));
         }
         let mut reference = engine.reference(now_unix);
         reference.leap = self.served_leap(reference.leap, now_unix);
         let mut st = server_state(&reference, &self.params, now_tai, tai);
         let mut served = lock(&self.state);
-        schedule_leap(&mut st, now_tai, tai, &served);
+        schedule_leap(&mut st, now_tai, tai, &served, passed);
         *served = st;
         drop(served);
         if let Some(k) = &self.kernel {

@@ -10,6 +10,7 @@ use crate::{
     os::{drift_file, notify},
     sources::poll_task::SourceCommand,
 };
+use ntp_common::state::LEAP_WINDOW_AFTER_NS;
 use ntp_proto::{
     clock::{EngineClock, StepDetector},
     drift::Drift,
@@ -139,20 +140,21 @@ pub(super) async fn publish_loop(sh: Arc<Shared>) -> anyhow::Result<()> {
 }
 
 /// Publishes just after a scheduled leap second, so the daemon takes up the kernel's new
-/// TAI offset (or steps its own clock) at once rather than up to a period later.
+/// TAI offset at once, and just after chrony's window following it, when a leap the
+/// kernel did not take is the served clock's to take; not up to a period later.
 pub(super) async fn leap_timer(sh: Arc<Shared>) -> anyhow::Result<()> {
     loop {
-        let tb = lock(&sh.state).timebase;
+        let at = lock(&sh.state).timebase.leap_tai_ns;
         let now = clock::tai_ns()?;
-        let pending = tb.leap_step_ns != 0 && tb.leap_tai_ns > now;
-        let wait = if pending {
-            Duration::from_nanos(tb.leap_tai_ns - now) + Duration::from_millis(1)
-        } else {
-            Duration::from_secs(1)
-        };
+        let next = [at, at + LEAP_WINDOW_AFTER_NS]
+            .into_iter()
+            .find(|&t| at != 0 && t > now);
+        let wait = next.map_or(Duration::from_secs(1), |t| {
+            Duration::from_nanos(t - now) + Duration::from_millis(1)
+        });
         tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
-        if pending
-            && clock::tai_ns()? >= tb.leap_tai_ns
+        if let Some(t) = next
+            && clock::tai_ns()? >= t
             && let Err(e) = sh.publish()
         {
             warn!("Publishing server state after the leap second failed: {e:#}");
