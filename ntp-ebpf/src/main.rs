@@ -300,12 +300,11 @@ fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     if unsafe { NTPX_LOCAL_V4.get(dst) }.is_none() {
         return pass(Counter::PassNotLocal);
     }
-    // 0/8, 127/8, multicast, class E and broadcast cannot be real clients.
-    if src[0] == 0 || src[0] == 127 || src[0] >= 224 {
+    let Some(ok) = v4_verdict(src) else {
         return (xdp_action::XDP_DROP, Counter::DropBadSource);
-    }
+    };
     let (kiss, rec) = match admit(
-        allowed(NTPX_ACL_V4.get(Key::new(32, src))),
+        ok,
         client_key_v4(src),
         rx_tai,
         f.u64(ntp + wire::OFF_ORIGIN_TS).unwrap_or(0),
@@ -321,13 +320,21 @@ fn ipv4<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
 
     f.swap_macs();
     f.swap::<4>(ip + 12, ip + 16);
+    let (Some(w0), Some(w4), Some(check)) = (f.u16(ip), f.u16(ip + 8), f.u16(ip + 10)) else {
+        return pass(Counter::PassTruncated);
+    };
     // ECN bits are the path's, not the request's to echo (chrony's replies carry none).
-    if let Some(tos) = f.u8(ip + 1) {
-        f.put_u8(ip + 1, tos & 0xfc);
-    }
-    f.put_u8(ip + 8, REPLY_TTL);
-    f.put_u16(ip + 10, 0);
-    let ip_csum = f.sum_words::<{ IPV4_LEN / 2 }>(ip);
+    let (r0, r4) = (w0 & 0xfffc, (REPLY_TTL as u16) << 8 | (w4 & 0xff));
+    f.put_u16(ip, r0);
+    f.put_u16(ip + 8, r4);
+    // The header's checksum, verified above, updated for the two words that changed
+    // (RFC 1624, eqn. 3); swapping the addresses leaves the sum as it was.
+    let mut ip_csum = Csum(0);
+    ip_csum.add16(!check);
+    ip_csum.add16(!w0);
+    ip_csum.add16(r0);
+    ip_csum.add16(!w4);
+    ip_csum.add16(r4);
     f.put_u16(ip + 10, ip_csum.fold());
     answer_udp(f, udp, addr_sum, udp_len, &state, req, kiss)
 }
@@ -373,14 +380,13 @@ fn ipv6<const L2: usize>(f: &Frame, rx_tai: u64) -> (u32, Counter) {
     }
     // An IPv4-mapped source (::ffff:a.b.c.d) gets the IPv4 rules' verdict, as in the
     // daemon: `allow ::/0` must not open what the IPv4 rules close.
-    let v4 = [src[12], src[13], src[14], src[15]];
-    let ok = if low >> 32 == 0xffff {
-        if v4[0] == 0 || v4[0] == 127 || v4[0] >= 224 {
-            return (xdp_action::XDP_DROP, Counter::DropBadSource);
-        }
-        allowed(NTPX_ACL_V4.get(Key::new(32, v4)))
+    let verdict = if low >> 32 == 0xffff {
+        v4_verdict([src[12], src[13], src[14], src[15]])
     } else {
-        allowed(NTPX_ACL_V6.get(Key::new(128, src)))
+        Some(allowed(NTPX_ACL_V6.get(Key::new(128, src))))
+    };
+    let Some(ok) = verdict else {
+        return (xdp_action::XDP_DROP, Counter::DropBadSource);
     };
     let (kiss, rec) = match admit(
         ok,
@@ -536,6 +542,16 @@ fn admit(
         Admission::Rate(RateVerdict::Kod, _) => Ok((true, None)),
         Admission::Rate(RateVerdict::Answer, rec) => Ok((false, rec)),
     }
+}
+
+/// Whether the IPv4 client `a` is allowed, or `None` if it cannot be a real client
+/// (0/8, 127/8, multicast, class E, broadcast).
+#[inline(always)]
+fn v4_verdict(a: [u8; 4]) -> Option<bool> {
+    if a[0] == 0 || a[0] == 127 || a[0] >= 224 {
+        return None;
+    }
+    Some(allowed(NTPX_ACL_V4.get(Key::new(32, a))))
 }
 
 #[inline(always)]

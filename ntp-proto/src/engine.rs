@@ -1093,18 +1093,18 @@ impl<C: EngineClock> Engine<C> {
             .map(|(_, s)| s)
             .filter(|s| addr.is_none_or(|a| s.addr.ip() == a))
             .map(|s| {
-                let unspecified = match s.addr {
-                    SocketAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
-                    SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
-                };
-                let (h, w) = s.last_reply.unwrap_or((
-                    NtpHeader::default(),
-                    WireInfo {
-                        local: unspecified,
+                let (h, w) = s.last_reply.unwrap_or_else(|| {
+                    let local = match s.addr {
+                        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+                        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+                    };
+                    let wire = WireInfo {
+                        local,
                         tx_kernel: false,
                         rx_kernel: false,
-                    },
-                ));
+                    };
+                    (NtpHeader::default(), wire)
+                });
                 let (offset, delay, dispersion) = s
                     .last_sample
                     .map_or((0.0, 0.0, 0.0), |x| (x.offset, x.delay, x.dispersion));

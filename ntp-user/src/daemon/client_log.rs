@@ -55,7 +55,8 @@ impl ClientLog {
     }
 
     /// Counts a request from `ip` (an allowed source: denied ones leave no record) and
-    /// applies the rate limit as the kernel does; with the client's last exchange, for interleaved mode.
+    /// applies the rate limit as the kernel does; with the client's last exchange, for
+    /// interleaved mode.
     pub(super) fn log(
         &self,
         ip: IpAddr,

@@ -60,9 +60,7 @@ pub(super) fn finish(sh: &Arc<Shared>) {
     }
     if let Some(k) = &sh.kernel {
         let mut k = lock(k);
-        let mut st = k.published();
-        st.serve = 0;
-        k.publish(&st);
+        k.withdraw();
         k.detach_all();
     }
     if let Some(path) = &sh.config.cmd_socket

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{HashMap, LpmTrie, MapData, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, Map, MapData, lpm_trie::Key},
 };
 use ntp_common::{
     ClientRecord,
@@ -12,14 +12,23 @@ use ntp_common::{
 };
 use ntp_proto::acl::Action;
 
+/// The object's map `name`.
+pub(super) fn map<'e>(ebpf: &'e Ebpf, name: &str) -> Result<&'e Map> {
+    ebpf.map(name).ok_or_else(|| anyhow!("map {name} missing"))
+}
+
+/// The object's map `name`, to write.
+pub(super) fn map_mut<'e>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut Map> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| anyhow!("map {name} missing"))
+}
+
 pub(super) fn fill_set<const N: usize>(
     ebpf: &mut Ebpf,
     name: &str,
     keys: &[[u8; N]],
 ) -> Result<()> {
-    let map = ebpf
-        .map_mut(name)
-        .ok_or_else(|| anyhow!("map {name} missing"))?;
+    let map = map_mut(ebpf, name)?;
     let mut set: HashMap<&mut MapData, [u8; N], u8> = HashMap::try_from(map)?;
     for k in keys {
         set.insert(k, 1, 0)
@@ -42,9 +51,7 @@ pub(super) fn fill_trie<const N: usize>(
     name: &str,
     entries: &[([u8; N], u8, Action)],
 ) -> Result<()> {
-    let map = ebpf
-        .map_mut(name)
-        .ok_or_else(|| anyhow!("map {name} missing"))?;
+    let map = map_mut(ebpf, name)?;
     let mut trie: LpmTrie<&mut MapData, [u8; N], u32> = LpmTrie::try_from(map)?;
     // New entries go in before stale ones go out, so a reload never denies everyone.
     for (addr, len, action) in entries {

@@ -11,7 +11,7 @@ use aya::{
     maps::{HashMap, Map, MapData, PerCpuArray},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use maps::{ClientRecordPod, fill_set, fill_trie, raise_memlock_limit};
+use maps::{ClientRecordPod, fill_set, fill_trie, map, map_mut, raise_memlock_limit};
 use ntp_common::{
     ClientRecord, Counter, ServerState,
     state::{
@@ -130,11 +130,8 @@ impl KernelPath {
 
     /// Registers `mac` as the address of interface `index`.
     pub fn set_interface_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
-        let map = self
-            .ebpf
-            .map_mut(MAP_IFACE_MACS)
-            .ok_or_else(|| anyhow!("map {MAP_IFACE_MACS} missing"))?;
-        let mut macs: HashMap<&mut MapData, u32, u64> = HashMap::try_from(map)?;
+        let mut macs: HashMap<&mut MapData, u32, u64> =
+            HashMap::try_from(map_mut(&mut self.ebpf, MAP_IFACE_MACS)?)?;
         macs.insert(index, mac_value(mac), 0)
             .with_context(|| format!("registering the MAC of interface {index}"))
     }
@@ -219,20 +216,14 @@ impl KernelPath {
 
     /// The kernel's client log: every client's address and record.
     pub fn clients(&self) -> Result<Vec<(std::net::IpAddr, ClientRecord)>> {
-        let map = self
-            .ebpf
-            .map(MAP_CLIENTS)
-            .ok_or_else(|| anyhow!("map {MAP_CLIENTS} missing"))?;
+        let map = map(&self.ebpf, MAP_CLIENTS)?;
         client_records(map)
     }
 
     /// How many client records the kernel holds (keys only: half the syscalls of
     /// [`Self::clients`]).
     pub fn client_count(&self) -> Result<u64> {
-        let map = self
-            .ebpf
-            .map(MAP_CLIENTS)
-            .ok_or_else(|| anyhow!("map {MAP_CLIENTS} missing"))?;
+        let map = map(&self.ebpf, MAP_CLIENTS)?;
         client_record_count(map)
     }
 
@@ -241,10 +232,7 @@ impl KernelPath {
     /// reopening a map by id needs `CAP_SYS_ADMIN`.
     pub fn monitor(&self) -> Result<KernelMonitor> {
         let reopen = |name: &str| -> Result<MapData> {
-            let map = self
-                .ebpf
-                .map(name)
-                .ok_or_else(|| anyhow!("map {name} missing"))?;
+            let map = map(&self.ebpf, name)?;
             let (Map::LruHashMap(data) | Map::PerCpuArray(data)) = map else {
                 bail!("map {name} is not of the kind expected");
             };
@@ -262,10 +250,7 @@ impl KernelPath {
 
     /// Every counter summed over CPUs, indexed by [`Counter`].
     pub fn counters(&self) -> Result<Vec<u64>> {
-        let map = self
-            .ebpf
-            .map(MAP_COUNTERS)
-            .ok_or_else(|| anyhow!("map {MAP_COUNTERS} missing"))?;
+        let map = map(&self.ebpf, MAP_COUNTERS)?;
         counter_values(map)
     }
 }
