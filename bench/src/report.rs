@@ -162,21 +162,7 @@ impl BenchReport {
         }
         m.push('\n');
         self.goals(&mut m);
-        let t = &self.testrun;
-        let _ = writeln!(
-            m,
-            "\nBPF_PROG_TEST_RUN, {} single runs each on a valid IPv4 request: `ntpx_serve` \
-             median {} ns (p99 {}), with `noclientlog` {} ns (p99 {}), bare bounce median \
-             {} ns (p99 {}); each single run includes the test-run's own overhead, the same \
-             for all.",
-            t.runs,
-            t.serve.p50_ns,
-            t.serve.p99_ns,
-            t.serve_no_clientlog.p50_ns,
-            t.serve_no_clientlog.p99_ns,
-            t.bounce.p50_ns,
-            t.bounce.p99_ns
-        );
+        let _ = writeln!(m, "\n{}", self.testrun.summary());
         let runs: Vec<String> = self
             .servers
             .iter()

@@ -37,6 +37,28 @@ pub struct TestRunFigures {
     pub runs: usize,
 }
 
+impl TestRunFigures {
+    /// One sentence with the figures and their ratio, for the report and `ntpx-bench testrun`.
+    pub fn summary(&self) -> String {
+        let ratio = |t: &RunTimes| t.p50_ns as f64 / self.bounce.p50_ns.max(1) as f64;
+        format!(
+            "BPF_PROG_TEST_RUN, {} single runs each on a valid IPv4 request: `ntpx_serve` \
+             median {} ns (p99 {}, {:.2}x the bounce), with `noclientlog` {} ns (p99 {}, \
+             {:.2}x), bare bounce median {} ns (p99 {}); each single run includes the \
+             test-run's own overhead, the same for all.",
+            self.runs,
+            self.serve.p50_ns,
+            self.serve.p99_ns,
+            ratio(&self.serve),
+            self.serve_no_clientlog.p50_ns,
+            self.serve_no_clientlog.p99_ns,
+            ratio(&self.serve_no_clientlog),
+            self.bounce.p50_ns,
+            self.bounce.p99_ns
+        )
+    }
+}
+
 /// Times `runs` single runs of each program on one valid IPv4 request: a program
 /// rewrites its frame in place, so `repeat` would time replies after the first.
 pub fn measure(runs: usize) -> Result<TestRunFigures> {

@@ -1,5 +1,34 @@
 //! Indices of the XDP program's per-CPU counters.
 
+use bytemuck::{Pod, Zeroable};
+
+/// What the XDP program keeps per CPU: its counters, and the last lookups of the served
+/// address and interface MAC (a CPU mostly serves one interface's queues and one
+/// address, so these spare a hash lookup each per request). One per-CPU record: a
+/// request costs one map lookup for all of it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct CpuRecord {
+    /// Every counter, indexed by [`Counter`].
+    pub counters: [u64; Counter::COUNT as usize],
+    /// The last interface index whose MAC was looked up ...
+    pub mac_ifindex: u32,
+    /// ... under this [`crate::ServerState::maps_gen`] (0: nothing cached) ...
+    pub mac_gen: u32,
+    /// ... and its MAC ([`crate::state::mac_value`]).
+    pub mac: u64,
+    /// The last IPv4 destination found served (memory order) ...
+    pub local_v4: u32,
+    /// ... under this generation (0: nothing cached).
+    pub local_v4_gen: u32,
+    /// The last IPv6 destination found served (memory order) ...
+    pub local_v6: [u32; 4],
+    /// ... under this generation (0: nothing cached).
+    pub local_v6_gen: u32,
+    /// Padding; always zero.
+    pub pad: u32,
+}
+
 /// One per-CPU counter of the XDP program.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,25 +2,31 @@
 
 use bytemuck::{Pod, Zeroable};
 
-/// How served time follows the kernel's `CLOCK_TAI` (see [`Timebase::served_unix_ns`]).
+/// How served time follows the kernel's `CLOCK_TAI` (see [`Timebase::served_ntp`]).
+///
+/// Served time is kept in NTP format so a reply needs no division: the program's cost is
+/// its purpose.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Timebase {
     /// `CLOCK_TAI` reading, in ns, at which this timebase was published.
     pub t0_tai_ns: u64,
-    /// Served time at `t0_tai_ns`, in ns since the Unix epoch.
-    pub base_unix_ns: u64,
-    /// Rate of served time relative to `CLOCK_TAI`, minus one, in units of 2^-32.
-    pub rate_frac: i64,
+    /// Served time at `t0_tai_ns`, NTP 32.32 format.
+    pub base_ntp: u64,
+    /// NTP units (2^-32 s) of served time per ns of `CLOCK_TAI`, less 4, in 2^-40 units
+    /// (below 2^40): 2^40 x (4.294967296 x (1 + rate) - 4), with `rate` the served clock's
+    /// rate relative to `CLOCK_TAI`, minus one
+    /// ([`crate::timebase::SCALE_FRAC_UNIT_RATE`] at rate 0).
+    pub scale_frac: u64,
     /// Age in ns after which the state is stale and the kernel stops answering.
     pub max_age_ns: u64,
     /// `CLOCK_TAI` ns of the next leap second (UTC midnight for an inserted second,
     /// 23:59:59 for a deleted one), 0 when none is announced; kept for
     /// [`LEAP_WINDOW_AFTER_NS`] after it passed, so the leap indicator stays right.
     pub leap_tai_ns: u64,
-    /// What the leap second does to served time from `leap_tai_ns` on, ns: -1 s for an
-    /// inserted second, +1 s for a deleted one, 0 once the base already includes it.
-    pub leap_step_ns: i64,
+    /// What the leap second does to served time from `leap_tai_ns` on, seconds: -1 for
+    /// an inserted second, +1 for a deleted one, 0 once the base already includes it.
+    pub leap_step_s: i64,
 }
 
 /// chrony's leap-in-progress window around a leap second, before it: replies carry
@@ -43,12 +49,18 @@ pub struct ServerState {
     pub timebase: Timebase,
     /// Reference timestamp, NTP 32.32 format.
     pub ref_ts: u64,
-    /// Root dispersion at `timebase.t0_tai_ns`, in ns (grown by 15 ppm of age when served).
-    pub root_disp_ns: u64,
     /// Root delay, NTP short (16.16) format.
     pub root_delay: u32,
+    /// Root dispersion at `timebase.t0_tai_ns`, NTP short format (grown by 15 ppm of age
+    /// when served).
+    pub root_disp: u32,
     /// Reference id as it goes on the wire.
     pub refid: [u8; 4],
+    /// Generation of the maps the daemon writes for the program to look things up in
+    /// (access tries, served addresses, interface MACs): what the program caches from
+    /// them (a client's verdict in its record, the last address and MAC checked in the
+    /// per-CPU record) holds while this stays the same. Never 0 (a new record's value).
+    pub maps_gen: u32,
     /// Leap indicator (0-3).
     pub leap: u8,
     /// Stratum on the wire: 1-15, or 0 when unsynchronised (16 and above are invalid
@@ -70,8 +82,11 @@ pub struct ServerState {
 pub struct ClientRecord {
     /// NTP requests answered or passed on.
     pub requests: u64,
-    /// NTP requests dropped (access denied).
-    pub dropped: u64,
+    /// NTP requests dropped (over the rate limit; a denied source has no record).
+    pub dropped: u32,
+    /// [`ServerState::maps_gen`] under which the kernel found this source allowed (the
+    /// daemon's records leave it 0).
+    pub maps_gen: u32,
     /// `CLOCK_TAI` ns of the latest request.
     pub last_tai_ns: u64,
     /// Moving average of the interval between requests, ns (0 until a second one).
@@ -117,14 +132,20 @@ pub enum RateVerdict {
 }
 
 impl RateLimit {
-    /// Judges a request at `now` from the client whose bucket is `rec` (updated), with
-    /// `random` a uniformly random value.
+    /// Judges a request at `now` from the client whose bucket is `rec` (updated);
+    /// `random` gives a uniformly random value, asked for only when the request is over
+    /// the limit (a random draw costs the fast path more than the rest of the check).
     #[inline(always)]
-    pub fn check(&self, rec: &mut ClientRecord, now: u64, random: u32) -> RateVerdict {
+    pub fn check(
+        &self,
+        rec: &mut ClientRecord,
+        now: u64,
+        random: impl FnOnce() -> u32,
+    ) -> RateVerdict {
         // No 128-bit products in BPF: the configuration bounds interval (2^12 s) and burst
         // (255), so the product stays far below 2^64.
         let cap = self.interval_ns.wrapping_mul(self.burst);
-        let fresh = rec.requests + rec.dropped == 0;
+        let fresh = rec.is_new();
         let refill = now.saturating_sub(rec.last_tai_ns);
         rec.tokens_ns = if fresh {
             cap
@@ -136,6 +157,7 @@ impl RateLimit {
             return RateVerdict::Answer;
         }
         rec.limited += 1;
+        let random = random();
         // Leak: a spoofed flood must not silence its victim entirely.
         let leak_mask = (1u32 << (self.leak & 31)) - 1;
         if random & leak_mask == 0 {
@@ -155,7 +177,7 @@ impl ClientRecord {
     #[inline(always)]
     pub fn hit(&mut self, now: u64, dropped: bool) {
         let gap = now.saturating_sub(self.last_tai_ns);
-        self.interval_ns = if self.requests + self.dropped == 0 {
+        self.interval_ns = if self.is_new() {
             0
         } else if self.interval_ns == 0 {
             gap
@@ -164,11 +186,17 @@ impl ClientRecord {
             (self.interval_ns / 4) * 3 + gap / 4
         };
         if dropped {
-            self.dropped += 1;
+            self.dropped = self.dropped.saturating_add(1);
         } else {
             self.requests += 1;
         }
         self.last_tai_ns = now;
+    }
+
+    /// Whether no request has been counted yet.
+    #[inline(always)]
+    pub fn is_new(&self) -> bool {
+        self.requests == 0 && self.dropped == 0
     }
 }
 
@@ -254,9 +282,11 @@ mod tests {
         assert_eq!(core::mem::size_of::<ServerState>(), 88);
         assert_eq!(core::mem::align_of::<ServerState>(), 8);
         assert_eq!(core::mem::offset_of!(ServerState, seq), 0);
-        assert_eq!(core::mem::offset_of!(ServerState, root_delay), 72);
+        assert_eq!(core::mem::offset_of!(ServerState, root_delay), 64);
+        assert_eq!(core::mem::offset_of!(ServerState, maps_gen), 76);
         assert_eq!(core::mem::offset_of!(ServerState, leap), 80);
         assert_eq!(core::mem::size_of::<ClientRecord>(), 64);
+        assert_eq!(core::mem::size_of::<crate::counters::CpuRecord>(), 232);
     }
 
     #[test]
@@ -299,7 +329,7 @@ mod ratelimit_tests {
         let (mut a, mut k, mut d) = (0, 0, 0);
         for i in 0..n {
             let now = 100 * S + i * gap;
-            match rl.check(&mut rec, now, random(i)) {
+            match rl.check(&mut rec, now, || random(i)) {
                 RateVerdict::Answer => a += 1,
                 RateVerdict::Kod => k += 1,
                 RateVerdict::Drop => d += 1,

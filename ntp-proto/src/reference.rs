@@ -7,7 +7,7 @@ use crate::calendar::leap_day;
 use ntp_common::{
     ServerState, Timebase,
     state::LEAP_WINDOW_AFTER_NS,
-    timebase::{MAX_RATE_FRAC, PHI_PPM, ns_to_ntp_short, unix_ns_to_ntp},
+    timebase::{PHI_PPM, ns_to_ntp_short, unix_ns_to_ntp},
     wire::{LEAP_UNSYNC, NANOS_PER_SEC, STRATUM_UNSYNC},
 };
 use std::time::Duration;
@@ -98,26 +98,26 @@ pub fn server_state(
     let disp = r
         .root_dispersion_ns
         .saturating_add(since_ref / 1_000_000 * PHI_PPM);
-    let rate_frac = (r.rate * 4_294_967_296.0).round() as i64;
     let max_age_ns = (p.max_age.as_nanos() as u64).min(ntp_common::timebase::MAX_AGE_NS);
     ServerState {
         seq: 0,
         timebase: Timebase {
             t0_tai_ns: now_tai_ns,
-            base_unix_ns: now_unix_ns.wrapping_add(r.offset_ns as u64),
-            rate_frac: rate_frac.clamp(-MAX_RATE_FRAC, MAX_RATE_FRAC),
+            base_ntp: unix_ns_to_ntp(now_unix_ns.wrapping_add(r.offset_ns as u64)),
+            scale_frac: scale_frac(r.rate),
             max_age_ns,
             leap_tai_ns: 0,
-            leap_step_ns: 0,
+            leap_step_s: 0,
         },
         ref_ts: if r.ref_time_unix_ns == 0 {
             0
         } else {
             unix_ns_to_ntp(r.ref_time_unix_ns)
         },
-        root_disp_ns: disp,
+        root_disp: ns_to_ntp_short(disp),
         root_delay: ns_to_ntp_short(r.root_delay_ns),
         refid: r.refid,
+        maps_gen: 0,
         leap: r.leap,
         stratum: if r.stratum >= STRATUM_UNSYNC {
             0
@@ -129,6 +129,21 @@ pub fn server_state(
         min_poll: p.min_poll,
         pad: [0; 3],
     }
+}
+
+/// Largest |rate| of served time against `CLOCK_TAI` a timebase carries: 1000 ppm
+/// (the kernel's own frequency range is 500 ppm).
+pub const MAX_SERVED_RATE: f64 = 1e-3;
+
+/// The timebase's scale for served time running at `1 + rate` times `CLOCK_TAI`
+/// (clamped to [`MAX_SERVED_RATE`]): NTP units per ns less 4, in 2^-40 units.
+pub fn scale_frac(rate: f64) -> u64 {
+    let rate = if rate.is_finite() {
+        rate.clamp(-MAX_SERVED_RATE, MAX_SERVED_RATE)
+    } else {
+        0.0
+    };
+    ((4_294_967_296.0 / 1e9 * (1.0 + rate) - 4.0) * 1_099_511_627_776.0).round() as u64
 }
 
 /// Where a leap second the previous publication carried stands now.
@@ -159,10 +174,10 @@ pub fn passed_leap(
     let at = previous.leap_tai_ns;
     if at == 0 || now_tai_ns < at {
         PassedLeap::None
-    } else if previous.leap_step_ns == 0 || tai_offset_s != previous_offset_s {
+    } else if previous.leap_step_s == 0 || tai_offset_s != previous_offset_s {
         PassedLeap::InBase
     } else if now_tai_ns >= at + LEAP_WINDOW_AFTER_NS {
-        PassedLeap::TakeNow(previous.leap_step_ns as f64 / NANOS_PER_SEC as f64)
+        PassedLeap::TakeNow(previous.leap_step_s as f64)
     } else {
         PassedLeap::Pending
     }
@@ -188,13 +203,13 @@ pub fn schedule_leap(
         PassedLeap::None => {}
         PassedLeap::Pending => {
             st.timebase.leap_tai_ns = at;
-            st.timebase.leap_step_ns = previous.timebase.leap_step_ns;
+            st.timebase.leap_step_s = previous.timebase.leap_step_s;
             return;
         }
         PassedLeap::InBase | PassedLeap::TakeNow(_) => {
             if now_tai_ns < at + LEAP_WINDOW_AFTER_NS {
                 st.timebase.leap_tai_ns = at;
-                st.timebase.leap_step_ns = 0;
+                st.timebase.leap_step_s = 0;
             }
             return;
         }
@@ -205,12 +220,12 @@ pub fn schedule_leap(
     }
     let midnight = (now_unix_s.div_euclid(86_400) + 1) * 86_400;
     let (at, step) = if st.leap == LEAP_INSERT {
-        (midnight, -(NANOS_PER_SEC as i64))
+        (midnight, -1)
     } else {
-        (midnight - 1, NANOS_PER_SEC as i64)
+        (midnight - 1, 1)
     };
     st.timebase.leap_tai_ns = ((at + i64::from(tai_offset_s)) as u64) * NANOS_PER_SEC;
-    st.timebase.leap_step_ns = step;
+    st.timebase.leap_step_s = step;
 }
 
 /// Leap indicator of an inserted second.
@@ -221,9 +236,22 @@ const LEAP_DELETE: u8 = 2;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ntp_common::timebase::grown_dispersion_ns;
+    use crate::packet::NtpTimestamp;
 
     const S: u64 = NANOS_PER_SEC;
+
+    /// Asserts a served time (ns) is `want` to within the timebase's arithmetic: under
+    /// a nanosecond for ages up to minutes, a few over the half-day these tests span.
+    #[track_caller]
+    fn assert_near(got: u64, want: u64) {
+        assert!(got.abs_diff(want) <= 4, "{got} is not {want}");
+    }
+
+    /// Served time at `t` (TAI ns) in ns since the Unix epoch, to the nearest ns.
+    fn served(tb: &Timebase, t: u64) -> u64 {
+        let pivot = t.saturating_sub(37 * S);
+        NtpTimestamp(tb.served_ntp(t)).to_unix_ns(pivot) as u64
+    }
 
     fn params() -> PublishParams {
         PublishParams {
@@ -250,7 +278,7 @@ mod tests {
         assert_eq!(st.timebase.max_age_ns, 10 * S);
         // 2.5 s later on the kernel's TAI clock the served time is 2.5 s later in UTC.
         let t = now_unix + 37 * S + 2_500_000_000;
-        assert_eq!(st.timebase.served_unix_ns(t), now_unix + 2_500_000_000);
+        assert_near(served(&st.timebase, t), now_unix + 2_500_000_000);
         assert_eq!(st.ref_ts, unix_ns_to_ntp(now_unix));
     }
 
@@ -261,12 +289,12 @@ mod tests {
         r.offset_ns = -25_000_000; // served time 25 ms behind the system clock
         r.rate = 40e-6; // and running 40 ppm fast
         let st = server_state(&r, &params(), now_unix, 0);
-        assert_eq!(st.timebase.served_unix_ns(now_unix), now_unix - 25_000_000);
-        let later = st.timebase.served_unix_ns(now_unix + 10 * S);
+        assert_near(served(&st.timebase, now_unix), now_unix - 25_000_000);
+        let later = served(&st.timebase, now_unix + 10 * S);
         let expect = now_unix + 10 * S - 25_000_000 + 400_000;
         assert!(later.abs_diff(expect) <= 1, "{later} vs {expect}");
         // A userspace timestamp taken just before publication is still served correctly.
-        let before = st.timebase.served_unix_ns(now_unix - S);
+        let before = served(&st.timebase, now_unix - S);
         assert!(before.abs_diff(now_unix - S - 25_000_000 - 40_000) <= 1);
     }
 
@@ -275,7 +303,11 @@ mod tests {
         let mut r = Reference::local(2, 1);
         r.rate = 0.5;
         let st = server_state(&r, &params(), 10 * S, 0);
-        assert_eq!(st.timebase.rate_frac, MAX_RATE_FRAC);
+        assert_eq!(st.timebase.scale_frac, scale_frac(MAX_SERVED_RATE));
+        assert!(scale_frac(MAX_SERVED_RATE) < 1 << 40);
+        assert!(scale_frac(-MAX_SERVED_RATE) > 0);
+        assert_eq!(scale_frac(f64::NAN), scale_frac(0.0));
+        assert_eq!(scale_frac(0.0), ntp_common::timebase::SCALE_FRAC_UNIT_RATE);
     }
 
     #[test]
@@ -291,16 +323,13 @@ mod tests {
 
     #[test]
     fn dispersion_grows_15_ppm_of_age() {
-        assert_eq!(grown_dispersion_ns(1000, 10 * S), 1000 + 150_000);
-        assert_eq!(grown_dispersion_ns(0, 1_000_000), 15);
-        assert_eq!(grown_dispersion_ns(0, 1_500_000), 22);
         assert_eq!(ns_to_ntp_short(S), 0x0001_0000);
         assert_eq!(ns_to_ntp_short(u64::MAX), u32::MAX);
         // An old reference has already grown its dispersion when published.
         let mut r = Reference::local(3, 100 * S);
-        r.root_dispersion_ns = 1000;
+        r.root_dispersion_ns = S;
         let st = server_state(&r, &params(), 200 * S, 0);
-        assert_eq!(st.root_disp_ns, 1000 + 100 * 15 * 1000);
+        assert_eq!(st.root_disp, ns_to_ntp_short(S + 100 * 15 * 1000));
     }
 
     #[test]
@@ -327,17 +356,17 @@ mod tests {
         let mut st = server_state(&r, &params(), tai(noon), 37);
         schedule_leap(&mut st, tai(noon), 37, &none, fresh);
         assert_eq!(st.timebase.leap_tai_ns, tai(midnight));
-        assert_eq!(st.timebase.leap_step_ns, -(S as i64));
+        assert_eq!(st.timebase.leap_step_s, -1);
         // Served UTC repeats the second from the leap on.
         let tb = st.timebase;
-        assert_eq!(tb.served_unix_ns(tai(midnight) - 1), midnight * S - 1);
-        assert_eq!(tb.served_unix_ns(tai(midnight)), (midnight - 1) * S);
+        assert_near(served(&tb, tai(midnight) - 1), midnight * S - 1);
+        assert_near(served(&tb, tai(midnight)), (midnight - 1) * S);
         // Deleted: at 23:59:59 the served time skips to midnight.
         r.leap = 2;
         let mut del = server_state(&r, &params(), tai(noon), 37);
         schedule_leap(&mut del, tai(noon), 37, &none, fresh);
         assert_eq!(del.timebase.leap_tai_ns, tai(midnight - 1));
-        assert_eq!(del.timebase.served_unix_ns(tai(midnight - 1)), midnight * S);
+        assert_near(served(&del.timebase, tai(midnight - 1)), midnight * S);
         // The day before: nothing.
         r.leap = 1;
         let mut early = server_state(&r, &params(), tai(noon - 86_400), 37);
@@ -352,7 +381,7 @@ mod tests {
         let mut next = server_state(&r, &params(), after, 38);
         schedule_leap(&mut next, after, 38, &st, passed);
         assert_eq!(next.timebase.leap_tai_ns, tai(midnight));
-        assert_eq!(next.timebase.leap_step_ns, 0);
+        assert_eq!(next.timebase.leap_step_s, 0);
         assert_eq!(next.leap_at(after), 3);
         let later = tai(midnight) + 2 * S;
         let passed = passed_leap(&next.timebase, later, 38, 38);
@@ -384,8 +413,8 @@ mod tests {
         assert_eq!(passed, PassedLeap::Pending);
         let mut next = server_state(&r, &params(), after, 37);
         schedule_leap(&mut next, after, 37, &st, passed);
-        assert_eq!(next.timebase.leap_step_ns, -(S as i64));
-        assert_eq!(next.timebase.served_unix_ns(after), midnight * S - S / 2);
+        assert_eq!(next.timebase.leap_step_s, -1);
+        assert_near(served(&next.timebase, after), midnight * S - S / 2);
         // Past chrony's window, still not taken: the served clock must take it.
         let late = tai(midnight) + 2 * S;
         assert_eq!(

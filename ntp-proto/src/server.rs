@@ -127,7 +127,7 @@ pub fn min_reply_poll(ratelimit: Option<&RateLimit>) -> i8 {
 
 /// `tai_ns` (`CLOCK_TAI`) as the server serves it under `state`'s timebase.
 pub fn served_ntp(state: &ServerState, tai_ns: u64) -> NtpTimestamp {
-    NtpTimestamp::from_unix_ns(state.timebase.served_unix_ns(tai_ns))
+    NtpTimestamp(state.timebase.served_ntp(tai_ns))
 }
 
 /// Whether a reply to `src` could be anything but reflection: the kernel path's rule
@@ -195,6 +195,17 @@ pub fn handle_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Asserts `t` is the served time of Unix ns `unix`: the timebase's scale puts it
+    /// within a unit or two of 2^-32 s of the exact conversion.
+    #[track_caller]
+    fn assert_served(t: NtpTimestamp, unix: u64) {
+        let want = NtpTimestamp::from_unix_ns(unix);
+        assert!(
+            t.0.abs_diff(want.0) <= 4,
+            "{t:?} is not {want:?} ({unix} ns)"
+        );
+    }
     use crate::acl::{Action, Subnet};
     use crate::reference::{PublishParams, Reference, server_state};
     use std::time::Duration;
@@ -246,8 +257,8 @@ mod tests {
             (0, 4, 4, 3, 6, -24)
         );
         assert_eq!(r.origin_ts, NtpTimestamp(0x1122_3344_5566_7788));
-        assert_eq!(r.receive_ts, NtpTimestamp::from_unix_ns(rx));
-        assert_eq!(r.transmit_ts, NtpTimestamp::from_unix_ns(rx + 1_000));
+        assert_served(r.receive_ts, rx);
+        assert_served(r.transmit_ts, rx + 1_000);
         assert_eq!(r.refid, crate::reference::REFID_LOCAL);
         assert_eq!(r.root_delay, 0x8000);
         // 3 s of age at 15 ppm: 45 us of dispersion, about 3 units of 2^-16 s.
@@ -373,10 +384,10 @@ mod tests {
         // RFC 9769: origin echoes the request's receive field, receive is this
         // exchange's, transmit is the previous reply's real departure.
         assert_eq!(r.origin_ts, NtpTimestamp(client_rx));
-        assert_eq!(r.receive_ts, NtpTimestamp::from_unix_ns(rx));
+        assert_served(r.receive_ts, rx);
         assert_eq!(r.transmit_ts, last.tx);
-        assert_eq!(tx_now, NtpTimestamp::from_unix_ns(rx + 1_000));
-        assert_eq!(p.receive_ts(), NtpTimestamp::from_unix_ns(rx));
+        assert_served(tx_now, rx + 1_000);
+        assert_served(p.receive_ts(), rx);
     }
 
     #[test]
@@ -401,7 +412,7 @@ mod tests {
             assert_eq!(p.may_interleave(), may, "origin {origin:#x}");
             let r = NtpHeader::parse(&p.finish(NOW + 5).0).unwrap();
             assert_eq!(r.origin_ts, NtpTimestamp(0x1122_3344_5566_7788));
-            assert_eq!(r.transmit_ts, NtpTimestamp::from_unix_ns(NOW + 5));
+            assert_served(r.transmit_ts, NOW + 5);
         }
     }
 

@@ -473,6 +473,28 @@ fn udp_command_port_serves_read_only_commands_to_allowed_hosts() -> Result<()> {
     Ok(())
 }
 
+/// The VLAN-tag stripping the attach warns of is read from the interface: on for a
+/// veth (its default), off once ethtool turns it off. (This kernel has no 802.1Q
+/// devices to stack on it; the warning itself is unit-tested in ntp-user.)
+#[test]
+fn vlan_tag_stripping_is_read_from_the_interface() -> Result<()> {
+    if !ntpx_tests::privileged("vlan_tag_stripping_is_read_from_the_interface") {
+        return Ok(());
+    }
+    let n = net(false, 28)?;
+    let read = |n: &Net| {
+        let iface = n.link.server_if.clone();
+        n.server
+            .run_in(move || ntp_user::xdp::ifaces::strips_vlan_tags(&iface))
+    };
+    assert!(read(&n)?, "a veth strips VLAN tags by default");
+    n.server
+        .output("ethtool", &["-K", &n.link.server_if, "rxvlan", "off"])
+        .context("turning the veth's VLAN offload off")?;
+    assert!(!read(&n)?, "rxvlan off");
+    Ok(())
+}
+
 #[test]
 fn privileges_are_dropped_after_set_up() -> Result<()> {
     if !ntpx_tests::privileged("privileges_are_dropped_after_set_up") {

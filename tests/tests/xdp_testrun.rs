@@ -382,6 +382,253 @@ fn stale_or_withdrawn_state_is_not_served() {
     assert_eq!(fx.run(&frame).0, XDP_TX);
 }
 
+/// A state whose sequence is odd (a write in progress) is never served, however fresh
+/// and valid its body; the finished write is.
+#[test]
+fn a_state_being_written_is_never_served() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let frame = request_frame("198.18.0.2", "198.18.0.1");
+    let mut w = fx.k.state_writer().expect("a second state writer");
+    let mut st = state_now(Duration::from_secs(10), true);
+    st.maps_gen = fx.k.published().maps_gen;
+    w.publish_unfinished(&st);
+    assert_eq!(fx.k.published().seq & 1, 1, "the sequence is odd");
+    fx.assert_passed(&frame, "a write in progress");
+    assert_eq!(fx.counter(Counter::PassNotServing), 1);
+    w.publish(&st);
+    assert_eq!(fx.run(&frame).0, XDP_TX);
+}
+
+/// Two states, each consistent in itself, published back to back from another thread
+/// while the program answers: every reply is wholly one or the other (stratum, refid,
+/// root delay, reference and receive timestamps agree), never a mix of the two.
+#[test]
+fn a_state_published_while_serving_is_never_served_torn() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let frame = request_frame("198.18.0.2", "198.18.0.1");
+    let base = {
+        let mut st = state_now(Duration::from_mins(1), true);
+        st.maps_gen = fx.k.published().maps_gen;
+        st
+    };
+    // B serves time 1000 s ahead of A: a reply's receive timestamp says which base it
+    // came from.
+    let make = |stratum: u8, tag: u8, ahead_s: u64| {
+        let mut st = base;
+        st.stratum = stratum;
+        st.refid = [tag; 4];
+        st.root_delay = u32::from(tag) * 0x101;
+        st.ref_ts = u64::from(tag) << 56;
+        st.timebase.base_ntp += ahead_s << 32;
+        st
+    };
+    let (a, b) = (make(2, b'A', 0), make(4, b'B', 1000));
+    let mut w = fx.k.state_writer().expect("a second state writer");
+    w.publish(&a);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                w.publish(if n.is_multiple_of(2) { &a } else { &b });
+                n += 1;
+            }
+            n
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let (mut seen_a, mut seen_b, mut passed) = (0u64, 0u64, 0u64);
+    for _ in 0..200_000 {
+        if std::time::Instant::now() > deadline {
+            break;
+        }
+        let before = realtime_ns();
+        let (rc, out) = fx.run(&frame);
+        if rc == XDP_PASS {
+            passed += 1;
+            continue;
+        }
+        assert_eq!(rc, XDP_TX);
+        let h = NtpHeader::parse(&frames::parse(&out).unwrap().payload).unwrap();
+        let ahead = h.receive_ts.to_unix_ns(before) - i128::from(before);
+        let (want, tag) = if h.stratum == 2 { (a, b'A') } else { (b, b'B') };
+        let whole = h.refid == [tag; 4]
+            && h.root_delay == want.root_delay
+            && h.reference_ts.0 == want.ref_ts
+            && if tag == b'A' {
+                ahead.abs() < 1_000_000_000
+            } else {
+                (ahead - 1_000_000_000_000).abs() < 1_000_000_000
+            };
+        assert!(
+            whole,
+            "a torn reply: stratum {} refid {:?} root delay {:#x} ref {:#x}, {} s ahead",
+            h.stratum,
+            h.refid,
+            h.root_delay,
+            h.reference_ts.0,
+            ahead / 1_000_000_000
+        );
+        if tag == b'A' {
+            seen_a += 1;
+        } else {
+            seen_b += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let publications = writer.join().expect("writer thread");
+    println!(
+        "torn-state check: {seen_a} replies from A, {seen_b} from B, {passed} passed \
+         (a write in progress), {publications} publications"
+    );
+    assert!(
+        seen_a > 100 && seen_b > 100,
+        "both states served: {seen_a}, {seen_b}"
+    );
+}
+
+/// What the program caches from the daemon's maps (each client's access verdict in
+/// its record, each CPU's last served address and interface MAC) follows every change
+/// of them at once.
+#[test]
+fn cached_lookups_follow_every_change_of_the_maps() {
+    let Some(mut fx) = Fixture::new() else { return };
+    let v4 = request_frame("198.18.5.5", "198.18.0.1");
+    let v6 = request_frame("fd00:5::5", "fd00:198:18::1");
+    for f in [&v4, &v6] {
+        assert_eq!(fx.run(f).0, XDP_TX);
+        assert_eq!(fx.run(f).0, XDP_TX, "answered again from the caches");
+    }
+    // Denied now: the verdict in the client's record is not trusted past the change.
+    let mut deny = AccessTable::new();
+    deny.apply(Action::Allow, false, None);
+    deny.apply(
+        Action::Deny,
+        false,
+        Some(Subnet::parse("198.18.5.0/24").unwrap()),
+    );
+    deny.apply(
+        Action::Deny,
+        false,
+        Some(Subnet::parse("fd00:5::/32").unwrap()),
+    );
+    fx.k.set_acl(&deny).unwrap();
+    for f in [&v4, &v6] {
+        assert_eq!(fx.run(f).0, XDP_DROP, "denied after the change");
+    }
+    assert_eq!(fx.counter(Counter::DropDenied), 2);
+    let mut allow = AccessTable::new();
+    allow.apply(Action::Allow, false, None);
+    fx.k.set_acl(&allow).unwrap();
+    for f in [&v4, &v6] {
+        assert_eq!(fx.run(f).0, XDP_TX, "allowed again");
+    }
+    // The served address withdrawn: passed to the stack, not answered from the cache.
+    fx.k.set_local_addresses(&["198.18.0.9".parse().unwrap(), "fd00::9".parse().unwrap()])
+        .unwrap();
+    fx.assert_passed(&v4, "an address no longer served (IPv4)");
+    fx.assert_passed(&v6, "an address no longer served (IPv6)");
+    assert_eq!(fx.counter(Counter::PassNotLocal), 2);
+    fx.k.set_local_addresses(&[
+        "198.18.0.1".parse().unwrap(),
+        "fd00:198:18::1".parse().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(fx.run(&v4).0, XDP_TX);
+    // The interface's MAC changed: frames for the old one are not ours.
+    fx.k.set_test_run_mac([2, 0, 0, 0, 0, 0x99]).unwrap();
+    fx.assert_passed(&v4, "the old MAC");
+    assert_eq!(fx.counter(Counter::PassOtherMac), 1);
+    fx.k.set_test_run_mac(SERVER_MAC).unwrap();
+    assert_eq!(fx.run(&v4).0, XDP_TX);
+}
+
+/// A kernel clock whose step only runs `on_step` (the machine's clock is never stepped
+/// in tests).
+struct StepProbe {
+    on_step: Box<dyn FnMut(f64) + Send>,
+}
+
+impl ntp_proto::clock::RealtimeClock for StepProbe {
+    fn now_ns(&self) -> u64 {
+        realtime_ns()
+    }
+}
+
+impl ntp_proto::clock::KernelClock for StepProbe {
+    fn set_frequency(
+        &mut self,
+        _: ntp_proto::clock::KernelFrequency,
+    ) -> Result<(), ntp_proto::clock::ClockError> {
+        Ok(())
+    }
+    fn step(&mut self, offset: f64) -> Result<(), ntp_proto::clock::ClockError> {
+        (self.on_step)(offset);
+        Ok(())
+    }
+    fn set_sync_status(
+        &mut self,
+        _: bool,
+        _: u8,
+        _: f64,
+        _: f64,
+    ) -> Result<(), ntp_proto::clock::ClockError> {
+        Ok(())
+    }
+}
+
+/// The daemon's step path (the steering code over a kernel clock with the daemon's
+/// hook, which withdraws the fast path) leaves nothing for the program to serve at the
+/// moment the clock moves: a request arriving then goes to the daemon.
+#[test]
+fn the_fast_path_is_withdrawn_before_the_clock_steps() {
+    use ntp_proto::clock::{Clock, SteeredClock};
+    use ntp_user::clock::hooked::HookedStep;
+    use std::sync::{Arc, Mutex};
+    let Some(fx) = Fixture::new() else { return };
+    let k = Arc::new(Mutex::new(fx.k));
+    let frame = request_frame("198.18.0.2", "198.18.0.1");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let probe = StepProbe {
+        on_step: Box::new({
+            let (k, seen, frame) = (k.clone(), seen.clone(), frame.clone());
+            move |offset| {
+                let mut k = k.lock().unwrap();
+                let prog = k.serve_program().unwrap();
+                let mut out = vec![0u8; frame.len()];
+                let r = prog
+                    .test_run(TestRunOptions {
+                        data_in: Some(&frame),
+                        data_out: Some(&mut out),
+                        ..TestRunOptions::new()
+                    })
+                    .unwrap();
+                seen.lock().unwrap().push((offset, r.return_value));
+            }
+        }),
+    };
+    let mut kernel = HookedStep::new(probe);
+    kernel.set_before_step(Box::new({
+        let k = k.clone();
+        move || k.lock().unwrap().withdraw()
+    }));
+    let mut clock = SteeredClock::new(kernel, 0.0, 83_333e-6, 500e-6);
+    clock.step(0.25);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(0.25, XDP_PASS)],
+        "at the step the request is passed to the daemon"
+    );
+    let k = k.lock().unwrap();
+    assert_eq!(
+        k.published().serve,
+        0,
+        "withdrawn until the next publication"
+    );
+    assert_eq!(k.counters().unwrap()[Counter::PassNotServing as usize], 1);
+}
+
 #[test]
 fn served_time_follows_the_published_timebase() {
     let Some(mut fx) = Fixture::new() else { return };
@@ -929,7 +1176,7 @@ fn a_leap_second_is_served_from_its_instant_with_chronys_indicator() {
     let now_tai = clock::tai_ns().unwrap();
     // Announced, 10 s ahead: the indicator as announced, the time untouched.
     st.timebase.leap_tai_ns = now_tai + 10 * s;
-    st.timebase.leap_step_ns = -(s as i64);
+    st.timebase.leap_step_s = -1;
     fx.k.publish(&st);
     let before = realtime_ns();
     let h = reply_to(&mut fx, &spec).1.unwrap();

@@ -57,6 +57,20 @@ struct Args {
     /// The command line to print in the report.
     #[arg(long, default_value = "cargo xtask bench")]
     command: String,
+    #[command(subcommand)]
+    only: Option<Only>,
+}
+
+/// A part of the benchmark run on its own.
+#[derive(clap::Subcommand, Debug)]
+enum Only {
+    /// Print only the `BPF_PROG_TEST_RUN` figures (answering program beside the bare
+    /// bounce, the same request): seconds, no namespaces.
+    Testrun {
+        /// Single runs timed per program.
+        #[arg(long, default_value_t = 20_000)]
+        runs: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -64,6 +78,11 @@ fn main() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("ntpx-bench needs root (namespaces, XDP, BPF_PROG_TEST_RUN)");
+    }
+    if let Some(Only::Testrun { runs }) = a.only {
+        let t = testrun::measure(runs.max(1))?;
+        println!("{}", t.summary());
+        return Ok(());
     }
     if !(a.step_secs > 0.0 && a.step_secs <= 60.0) {
         bail!("--step-secs must be in (0, 60]");

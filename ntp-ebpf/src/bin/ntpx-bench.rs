@@ -113,9 +113,9 @@ pub(crate) fn ntpx_load_gen(ctx: XdpContext) -> u32 {
         cfg.interval_ns,
         cfg.burst,
     );
-    if !f.is_exactly(FRAME_LEN) {
+    let Some(f) = f.exact_span::<FRAME_LEN>(0) else {
         return xdp_action::XDP_ABORTED;
-    }
+    };
     // Paced here, not by userspace: every BPF_PROG_TEST_RUN call costs milliseconds of
     // set-up and tear-down, so calls are long and most runs just skip their turn.
     let Some(next) = NTPX_LOAD_STATS.get_ptr_mut(Stat::PacerNext as u32) else {
@@ -144,9 +144,11 @@ pub(crate) fn ntpx_load_gen(ctx: XdpContext) -> u32 {
     let client = first.wrapping_add((seq % clients) as u32);
     // Every client a different port each round, never a privileged one.
     let port = 1024 + ((seq / clients) % 64_000) as u16;
-    f.put_u32(0, u32::from_be_bytes([m[0], m[1], m[2], m[3]]));
-    f.put_u32(4, u32::from_be_bytes([m[4], m[5], m[6], m[7]]));
-    f.put_u32(8, u32::from_be_bytes([m[8], m[9], m[10], m[11]]));
+    // In the words the frame's alignment allows (see ntp_ebpf::packet).
+    f.put_u16(0, u16::from_be_bytes([m[0], m[1]]));
+    f.put_u32(2, u32::from_be_bytes([m[2], m[3], m[4], m[5]]));
+    f.put_u32(6, u32::from_be_bytes([m[6], m[7], m[8], m[9]]));
+    f.put_u16(10, u16::from_be_bytes([m[10], m[11]]));
     f.put_u16(12, ETH_P_IP);
     // IPv4: version/IHL, TOS, total length, id, DF, TTL 64, UDP, checksum, addresses.
     f.put_u32(IP, 0x4500_0000 | (FRAME_LEN - ETH) as u32);
@@ -154,7 +156,7 @@ pub(crate) fn ntpx_load_gen(ctx: XdpContext) -> u32 {
     f.put_u32(IP + 8, 0x4011_0000);
     f.put_u32(IP + 12, client);
     f.put_u32(IP + 16, server);
-    f.put_u16(IP + 10, f.sum_words::<10>(IP).fold());
+    f.put_u16(IP + 10, f.sum_words::<5>(IP).fold());
     // UDP: no checksum (IPv4 allows it; every server here accepts it).
     f.put_u16(UDP, port);
     f.put_u16(UDP + 2, wire::NTP_PORT);
@@ -182,42 +184,21 @@ pub(crate) fn ntpx_load_count(ctx: XdpContext) -> u32 {
         Some(c) => (c.tai_offset_ns, c.step_start_ntp, c.echo != 0),
         None => return xdp_action::XDP_PASS,
     };
-    // One field at a time: a tuple of Options leaves LLVM free to read a register that
-    // only some paths set, which the verifier rejects.
-    if !f.is_exactly(FRAME_LEN) {
-        return xdp_action::XDP_PASS;
-    }
-    let Some(ethertype) = f.u16(12) else {
+    let Some(f) = f.exact_span::<FRAME_LEN>(0) else {
         return xdp_action::XDP_PASS;
     };
-    let Some(ver_ihl) = f.u8(IP) else {
-        return xdp_action::XDP_PASS;
-    };
-    let Some(proto) = f.u8(IP + 9) else {
-        return xdp_action::XDP_PASS;
-    };
-    let Some(sport) = f.u16(UDP) else {
-        return xdp_action::XDP_PASS;
-    };
-    if ethertype != ETH_P_IP || ver_ihl != 0x45 || proto != 17 || sport != wire::NTP_PORT {
+    if f.u16(12) != ETH_P_IP
+        || f.u8(IP) != 0x45
+        || f.u8(IP + 9) != 17
+        || f.u16(UDP) != wire::NTP_PORT
+    {
         return xdp_action::XDP_PASS;
     }
     let t4 = now_ntp(tai_offset);
-    let Some(b0) = f.u8(NTP) else {
-        return xdp_action::XDP_PASS;
-    };
-    let Some(stratum) = f.u8(NTP + 1) else {
-        return xdp_action::XDP_PASS;
-    };
-    let Some(origin) = f.u64(NTP + wire::OFF_ORIGIN_TS) else {
-        return xdp_action::XDP_PASS;
-    };
-    let Some(t2) = f.u64(NTP + wire::OFF_RECEIVE_TS) else {
-        return xdp_action::XDP_PASS;
-    };
-    let Some(t3) = f.u64(NTP + wire::OFF_TRANSMIT_TS) else {
-        return xdp_action::XDP_PASS;
-    };
+    let (b0, stratum) = (f.u8(NTP), f.u8(NTP + 1));
+    let origin = f.u64(NTP + wire::OFF_ORIGIN_TS);
+    let t2 = f.u64(NTP + wire::OFF_RECEIVE_TS);
+    let t3 = f.u64(NTP + wire::OFF_TRANSMIT_TS);
     let (leap, _, mode) = wire::split_li_vn_mode(b0);
     // A bounced request keeps our transmit timestamp where a reply has its origin.
     let t1 = if echo { t3 } else { origin };
@@ -271,16 +252,16 @@ fn record_reply(rtt: u64, proc: u64, off: u64, flags: u64) {
 /// swapped (checksums are unchanged by a swap), nothing parsed beyond that.
 #[xdp]
 pub(crate) fn ntpx_bounce(ctx: XdpContext) -> u32 {
-    let f = Frame::new(&ctx);
-    match f.u16(12) {
-        Some(ETH_P_IP) if f.u8(UDP + 7).is_some() => {
-            f.swap_macs();
-            f.swap::<4>(IP + 12, IP + 16);
-            f.swap::<2>(UDP, UDP + 2);
-            xdp_action::XDP_TX
-        }
-        _ => xdp_action::XDP_PASS,
+    let Some(f) = Frame::new(&ctx).span::<{ UDP + 8 }>(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    if f.u16(12) != ETH_P_IP {
+        return xdp_action::XDP_PASS;
     }
+    f.swap_macs();
+    f.swap_words::<1>(IP + 12, IP + 16);
+    f.swap_ports(UDP);
+    xdp_action::XDP_TX
 }
 
 #[cfg(not(test))]

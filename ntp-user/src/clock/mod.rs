@@ -1,6 +1,7 @@
 //! The system clock: reading it (`read`), steering it (`system`), and the clock the daemon
 //! disciplines, chosen by `-x`.
 
+pub mod hooked;
 pub mod read;
 pub mod system;
 
@@ -9,6 +10,7 @@ pub use read::{
     tai_with_offset,
 };
 
+use hooked::HookedStep;
 use ntp_proto::clock::{Clock, EngineClock, FreeRunning, SteeredClock};
 use system::SystemClock;
 
@@ -16,8 +18,8 @@ use system::SystemClock;
 pub enum DaemonClock {
     /// `-x`: the system clock is never touched.
     Free(FreeRunning<SystemRealtime>),
-    /// The system clock, steered.
-    System(SteeredClock<SystemClock>),
+    /// The system clock, steered (with the daemon's hook before each step).
+    System(SteeredClock<HookedStep<SystemClock>>),
 }
 
 impl DaemonClock {

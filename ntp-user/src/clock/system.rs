@@ -38,29 +38,18 @@ fn timeval_to_offset(tv: &libc::timeval) -> f64 {
     tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6
 }
 
-/// Runs just before the system clock is stepped.
-pub type StepHook = Box<dyn FnMut() + Send>;
-
 /// The system clock, steered for real.
 #[derive(Default)]
-pub struct SystemClock {
-    before_step: Option<StepHook>,
-}
+pub struct SystemClock;
 
 impl SystemClock {
     /// Takes control of the clock: an adjtime slew left by another daemon would fight ours.
     pub fn take_control() -> Self {
-        let mut c = SystemClock::default();
+        let mut c = SystemClock;
         if let Err(e) = c.slew(0.0) {
             warn!("Could not cancel a pending adjtime slew: {e:#}");
         }
         c
-    }
-
-    /// Sets what runs just before each step (the daemon withdraws the kernel's service,
-    /// so no reply mixes the old served base with the stepped clock).
-    pub fn set_before_step(&mut self, hook: StepHook) {
-        self.before_step = Some(hook);
     }
 
     /// Sets the tick and the frequency offset.
@@ -157,9 +146,6 @@ impl KernelClock for SystemClock {
         )
     }
     fn step(&mut self, offset: f64) -> Result<(), ClockError> {
-        if let Some(hook) = self.before_step.as_mut() {
-            hook();
-        }
         let r = SystemClock::step(self, offset);
         report(
             "adjtimex(ADJ_SETOFFSET)",

@@ -75,7 +75,7 @@ impl ClientLog {
         }
         let r = c.entry(ip).or_default();
         let verdict = match &self.ratelimit {
-            Some(rl) => rl.check(r, rx_tai, crate::net::random_u64() as u32),
+            Some(rl) => rl.check(r, rx_tai, || crate::net::random_u64() as u32),
             None => RateVerdict::Answer,
         };
         r.hit(rx_tai, verdict == RateVerdict::Drop);
@@ -152,8 +152,8 @@ impl ClientLog {
             .into_iter()
             .map(|(addr, r)| ClientReport {
                 addr,
-                ntp: r.requests + r.dropped,
-                dropped: r.dropped,
+                ntp: r.requests + u64::from(r.dropped),
+                dropped: u64::from(r.dropped),
                 interval: (r.interval_ns > 0)
                     .then(|| (r.interval_ns as f64 * 1e-9).log2().round() as i32),
                 last: Some(now.saturating_sub(r.last_tai_ns) / 1_000_000_000),

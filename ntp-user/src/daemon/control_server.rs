@@ -154,7 +154,7 @@ impl HostLimits {
             self.0.remove(&oldest);
         }
         let r = self.0.entry(ip).or_default();
-        let verdict = limit.check(r, now_ns, crate::net::random_u64() as u32);
+        let verdict = limit.check(r, now_ns, || crate::net::random_u64() as u32);
         r.hit(now_ns, verdict != RateVerdict::Answer);
         verdict == RateVerdict::Answer
     }

@@ -3,7 +3,7 @@
 
 use super::Options;
 use crate::{
-    clock::{self, DaemonClock, SystemRealtime, system::SystemClock},
+    clock::{self, DaemonClock, SystemRealtime, hooked::HookedStep, system::SystemClock},
     os::{drift_file, leap_zone},
     sources::resolve::resolve_name,
     xdp::{KernelPath, ifaces},
@@ -65,7 +65,7 @@ pub(super) fn new_engine(
         DaemonClock::Free(FreeRunning::new(freq, SystemRealtime, max_drift))
     } else {
         DaemonClock::System(SteeredClock::new(
-            SystemClock::take_control(),
+            HookedStep::new(SystemClock::take_control()),
             freq,
             config.sync.max_slew_rate_ppm * 1e-6,
             max_drift,
@@ -101,7 +101,7 @@ pub(super) fn load_leaps(config: &Config, opts: &Options, kernel_tai: i32) -> Re
                 "TAI offset is {offset} seconds (the kernel's {kernel_tai} is left alone: clock control is off)"
             );
         } else {
-            match SystemClock::default().set_tai_offset(offset) {
+            match SystemClock.set_tai_offset(offset) {
                 Ok(()) => info!("System clock TAI offset set to {offset} seconds"),
                 Err(e) => warn!("Could not set the TAI offset: {e:#}"),
             }

@@ -8,6 +8,7 @@ use aya::{
 };
 use ntp_common::{
     ClientRecord,
+    counters::CpuRecord,
     state::{ACL_ALLOW, ACL_DENY},
 };
 use ntp_proto::acl::Action;
@@ -23,27 +24,28 @@ pub(super) fn map_mut<'e>(ebpf: &'e mut Ebpf, name: &str) -> Result<&'e mut Map>
         .ok_or_else(|| anyhow!("map {name} missing"))
 }
 
+/// Makes the set `name` hold exactly `keys` (new ones in before stale ones out);
+/// whether anything changed.
 pub(super) fn fill_set<const N: usize>(
     ebpf: &mut Ebpf,
     name: &str,
     keys: &[[u8; N]],
-) -> Result<()> {
+) -> Result<bool> {
     let map = map_mut(ebpf, name)?;
     let mut set: HashMap<&mut MapData, [u8; N], u8> = HashMap::try_from(map)?;
-    for k in keys {
+    let present: Vec<[u8; N]> = set.keys().filter_map(std::result::Result::ok).collect();
+    let mut changed = false;
+    for k in keys.iter().filter(|k| !present.contains(k)) {
         set.insert(k, 1, 0)
             .with_context(|| format!("inserting into {name}"))?;
+        changed = true;
     }
-    let stale: Vec<[u8; N]> = set
-        .keys()
-        .filter_map(std::result::Result::ok)
-        .filter(|k| !keys.contains(k))
-        .collect();
-    for k in &stale {
+    for k in present.iter().filter(|k| !keys.contains(k)) {
         set.remove(k)
             .with_context(|| format!("removing from {name}"))?;
+        changed = true;
     }
-    Ok(())
+    Ok(changed)
 }
 
 pub(super) fn fill_trie<const N: usize>(
@@ -84,6 +86,14 @@ pub(super) struct ClientRecordPod(pub(super) ClientRecord);
 
 // SAFETY: ClientRecord is repr(C), all-u64, without padding (bytemuck::Pod).
 unsafe impl aya::Pod for ClientRecordPod {}
+
+/// [`CpuRecord`] as aya's map API wants it.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub(super) struct CpuRecordPod(pub(super) CpuRecord);
+
+// SAFETY: CpuRecord is repr(C), of u32 and u64 fields, without padding (bytemuck::Pod).
+unsafe impl aya::Pod for CpuRecordPod {}
 
 /// Lets older kernels charge map memory to `RLIMIT_MEMLOCK` without failing (newer ones use
 /// memcg accounting and ignore it).

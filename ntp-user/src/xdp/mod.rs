@@ -11,7 +11,7 @@ use aya::{
     maps::{HashMap, Map, MapData, PerCpuArray},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use maps::{ClientRecordPod, fill_set, fill_trie, map, map_mut, raise_memlock_limit};
+use maps::{ClientRecordPod, CpuRecordPod, fill_set, fill_trie, map, map_mut, raise_memlock_limit};
 use ntp_common::{
     ClientRecord, Counter, ServerState,
     state::{
@@ -48,6 +48,8 @@ pub struct KernelPath {
     ebpf: Ebpf,
     state: StateMap,
     links: Vec<(String, XdpLinkId, AttachMode)>,
+    /// Generation of the lookup maps, stamped into every publication (never 0).
+    maps_gen: u32,
 }
 
 impl KernelPath {
@@ -68,6 +70,7 @@ impl KernelPath {
         clients: Option<u32>,
         ratelimit: Option<ntp_common::RateLimit>,
     ) -> Result<Self> {
+        refuse_where_the_state_lock_fails()?;
         raise_memlock_limit();
         let clientlog: u8 = clients.is_some() as u8;
         let rl = ratelimit.unwrap_or(ntp_common::RateLimit {
@@ -102,6 +105,7 @@ impl KernelPath {
             ebpf,
             state,
             links: Vec::new(),
+            maps_gen: 1,
         })
     }
 
@@ -125,6 +129,7 @@ impl KernelPath {
         let prog = self.serve_program()?;
         let (id, mode) = attach_with_fallback(prog, iface)?;
         self.links.push((iface.to_string(), id, mode));
+        warn_of_stripped_vlan_tags(iface);
         Ok(mode)
     }
 
@@ -133,7 +138,9 @@ impl KernelPath {
         let mut macs: HashMap<&mut MapData, u32, u64> =
             HashMap::try_from(map_mut(&mut self.ebpf, MAP_IFACE_MACS)?)?;
         macs.insert(index, mac_value(mac), 0)
-            .with_context(|| format!("registering the MAC of interface {index}"))
+            .with_context(|| format!("registering the MAC of interface {index}"))?;
+        self.maps_changed();
+        Ok(())
     }
 
     /// Registers `mac` for the frames of `BPF_PROG_TEST_RUN`, which arrive on the
@@ -168,7 +175,20 @@ impl KernelPath {
         }
         fill_trie::<4>(&mut self.ebpf, MAP_ACL_V4, &v4)?;
         fill_trie::<16>(&mut self.ebpf, MAP_ACL_V6, &v6)?;
+        self.maps_changed();
         Ok(())
+    }
+
+    /// Starts a new generation of the lookup maps, now whole: what the kernel cached
+    /// from them (each client's verdict, each CPU's last address and MAC) is looked up
+    /// again.
+    fn maps_changed(&mut self) {
+        self.maps_gen = match self.maps_gen.wrapping_add(1) {
+            0 => 1,
+            g => g,
+        };
+        let current = self.state.read();
+        self.publish(&current);
     }
 
     /// Sets the unicast addresses the program answers for (requests to any other address
@@ -192,13 +212,18 @@ impl KernelPath {
         if v4.len() > LOCAL_MAX_ENTRIES as usize || v6.len() > LOCAL_MAX_ENTRIES as usize {
             bail!("more than {LOCAL_MAX_ENTRIES} served addresses of one family");
         }
-        fill_set(&mut self.ebpf, MAP_LOCAL_V4, &v4)?;
-        fill_set(&mut self.ebpf, MAP_LOCAL_V6, &v6)
+        let v4_changed = fill_set(&mut self.ebpf, MAP_LOCAL_V4, &v4)?;
+        if fill_set(&mut self.ebpf, MAP_LOCAL_V6, &v6)? || v4_changed {
+            self.maps_changed();
+        }
+        Ok(())
     }
 
-    /// Publishes `state` under the sequence lock.
+    /// Publishes `state` under the sequence lock, with the current ACL generation.
     pub fn publish(&mut self, state: &ServerState) {
-        self.state.write(state);
+        let mut s = *state;
+        s.maps_gen = self.maps_gen;
+        self.state.write(&s);
     }
 
     /// Stops the kernel answering until the next [`Self::publish`] (every request passes
@@ -207,6 +232,12 @@ impl KernelPath {
         let mut s = self.state.read();
         s.serve = 0;
         self.state.write(&s);
+    }
+
+    /// A writer of the published state on a mapping of its own, for tests that publish
+    /// from another thread or leave a write unfinished; the daemon never uses one.
+    pub fn state_writer(&self) -> Result<StateWriter> {
+        Ok(StateWriter(self.state.reopen()?))
     }
 
     /// The state as the kernel sees it now.
@@ -263,6 +294,60 @@ impl Drop for KernelPath {
     }
 }
 
+/// Warns when `iface` carries VLANs but strips their tags before XDP sees the frame:
+/// a request on a VLAN would be answered untagged, onto the wrong network.
+fn warn_of_stripped_vlan_tags(iface: &str) {
+    let vlans = ifaces::vlan_uppers(iface);
+    if vlans.is_empty() {
+        return;
+    }
+    if let Some(w) = stripped_vlan_warning(iface, &vlans, ifaces::strips_vlan_tags(iface)) {
+        warn!("{w}");
+    }
+}
+
+/// What to say of `iface` carrying `vlans` when reading its VLAN offload gave `strips`.
+pub fn stripped_vlan_warning(
+    iface: &str,
+    vlans: &[String],
+    strips: Result<bool>,
+) -> Option<String> {
+    if vlans.is_empty() {
+        return None;
+    }
+    let vlans = vlans.join(", ");
+    match strips {
+        Ok(false) => None,
+        Ok(true) => Some(format!(
+            "{iface} strips VLAN tags on receive (rx-vlan-offload) and carries VLANs \
+             ({vlans}): the XDP program cannot see their tags, so replies to requests on \
+             them would leave untagged; turn the offload off (ethtool -K {iface} rxvlan off) \
+             or keep their addresses out of what is served"
+        )),
+        Err(e) => Some(format!(
+            "{iface} carries VLANs ({vlans}) and its VLAN offload could not be read \
+             ({e:#}): if it strips their tags, replies to requests on them leave untagged"
+        )),
+    }
+}
+
+/// Refuses the fast path where its sequence lock does not hold. The program reads the
+/// state between two reads of its sequence number with plain loads; x86-64 keeps loads
+/// in order, but arm64 and others may reorder them (the JIT emits no barrier), so a
+/// state torn by a concurrent publication could pass the check and be served.
+fn refuse_where_the_state_lock_fails() -> Result<()> {
+    if cfg!(target_arch = "x86_64") {
+        Ok(())
+    } else {
+        bail!(
+            "the XDP fast path runs on x86-64 only: on {} the kernel may reorder the loads \
+             of its state lock and serve a torn state; serve from the daemon's socket \
+             (--no-xdp)",
+            std::env::consts::ARCH
+        )
+    }
+}
+
 fn attach_with_fallback(prog: &mut Xdp, iface: &str) -> Result<(XdpLinkId, AttachMode)> {
     match prog.attach(iface, XdpMode::Driver) {
         Ok(id) => Ok((id, AttachMode::Native)),
@@ -287,6 +372,22 @@ pub fn attach_pass(iface: &str) -> Result<(Ebpf, AttachMode)> {
     prog.load().context("verifying the pass program")?;
     let (_, mode) = attach_with_fallback(prog, iface)?;
     Ok((ebpf, mode))
+}
+
+/// A second writer of the published state (see [`KernelPath::state_writer`]).
+pub struct StateWriter(StateMap);
+
+impl StateWriter {
+    /// Publishes `state` as it is (its `maps_gen` included) under the sequence lock.
+    pub fn publish(&mut self, state: &ServerState) {
+        self.0.write(state);
+    }
+
+    /// Writes `state` and stops before the write's end, as a writer interrupted there:
+    /// the sequence stays odd until the next publication.
+    pub fn publish_unfinished(&mut self, state: &ServerState) {
+        self.0.write_unfinished(state);
+    }
 }
 
 /// The kernel's client log and counters, opened on their own (see
@@ -314,16 +415,15 @@ impl KernelMonitor {
 }
 
 fn counter_values(map: &Map) -> Result<Vec<u64>> {
-    let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
-    Counter::ALL
-        .iter()
-        .map(|c| {
-            let v = arr
-                .get(&(*c as u32), 0)
-                .with_context(|| format!("reading counter {}", c.name()))?;
-            Ok(v.iter().sum())
-        })
-        .collect()
+    let arr: PerCpuArray<&MapData, CpuRecordPod> = PerCpuArray::try_from(map)?;
+    let per_cpu = arr.get(&0, 0).context("reading the XDP counters")?;
+    let mut sum = vec![0u64; Counter::ALL.len()];
+    for record in per_cpu.iter() {
+        for (s, v) in sum.iter_mut().zip(&record.0.counters) {
+            *s = s.wrapping_add(*v);
+        }
+    }
+    Ok(sum)
 }
 
 fn client_records(map: &Map) -> Result<Vec<(std::net::IpAddr, ClientRecord)>> {
@@ -337,4 +437,20 @@ fn client_records(map: &Map) -> Result<Vec<(std::net::IpAddr, ClientRecord)>> {
 fn client_record_count(map: &Map) -> Result<u64> {
     let h: HashMap<&MapData, [u8; 16], ClientRecordPod> = HashMap::try_from(map)?;
     Ok(h.keys().flatten().count() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripped_vlan_tags_are_warned_of_only_where_there_are_vlans() {
+        let vlans = vec!["eth0.10".to_string(), "eth0.20".to_string()];
+        let w = stripped_vlan_warning("eth0", &vlans, Ok(true)).expect("a warning");
+        assert!(w.contains("(eth0.10, eth0.20)") && w.contains("ethtool -K eth0 rxvlan off"));
+        assert_eq!(stripped_vlan_warning("eth0", &vlans, Ok(false)), None);
+        assert_eq!(stripped_vlan_warning("eth0", &[], Ok(true)), None);
+        let unknown = stripped_vlan_warning("eth0", &vlans, Err(anyhow!("EOPNOTSUPP")));
+        assert!(unknown.is_some_and(|w| w.contains("could not be read")));
+    }
 }

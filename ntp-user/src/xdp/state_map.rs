@@ -1,7 +1,7 @@
 //! The one-entry state array mapped into the daemon: the server state published under a
 //! sequence lock.
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::MapData;
 use ntp_common::{ServerState, state::MAP_STATE};
 use std::{
@@ -15,7 +15,7 @@ use std::{
 pub(super) struct StateMap {
     ptr: NonNull<ServerState>,
     len: usize,
-    _map: MapData,
+    map: MapData,
 }
 
 // SAFETY: the mapping is owned by this struct and only written through &mut self.
@@ -46,11 +46,17 @@ impl StateMap {
         }
         let ptr =
             NonNull::new(p.cast::<ServerState>()).ok_or_else(|| anyhow!("mmap returned null"))?;
-        Ok(StateMap {
-            ptr,
-            len,
-            _map: map,
-        })
+        Ok(StateMap { ptr, len, map })
+    }
+
+    /// A second mapping of the same map (opened by id: needs `CAP_SYS_ADMIN`).
+    pub(super) fn reopen(&self) -> Result<Self> {
+        let id = self
+            .map
+            .info()
+            .context("reading the id of the state map")?
+            .id();
+        StateMap::new(MapData::from_id(id).context("opening the state map by id")?)
     }
 
     fn seq(&self) -> &AtomicU64 {
@@ -59,16 +65,24 @@ impl StateMap {
     }
 
     pub(super) fn write(&mut self, s: &ServerState) {
+        let odd = self.write_unfinished(s);
+        fence(Ordering::Release);
+        self.seq().store(odd.wrapping_add(1), Ordering::Release);
+    }
+
+    /// The first half of [`Self::write`]: the sequence made odd and the body written;
+    /// readers refuse the state until a write finishes. Returns the odd sequence.
+    pub(super) fn write_unfinished(&mut self, s: &ServerState) -> u64 {
         let seq = self.seq().load(Ordering::Relaxed);
         let odd = (seq | 1).wrapping_add(if seq & 1 == 1 { 2 } else { 0 });
         self.seq().store(odd, Ordering::Relaxed);
         fence(Ordering::Release);
         let mut v = *s;
         v.seq = odd;
-        // SAFETY: the mapping is valid for one ServerState and nobody else writes it.
+        // SAFETY: the mapping is valid for one ServerState; writers are serialised by
+        // their owners (the daemon has one; tests keep a second to themselves).
         unsafe { std::ptr::write_volatile(self.ptr.as_ptr(), v) };
-        fence(Ordering::Release);
-        self.seq().store(odd.wrapping_add(1), Ordering::Release);
+        odd
     }
 
     pub(super) fn read(&self) -> ServerState {
