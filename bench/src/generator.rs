@@ -9,8 +9,9 @@ use aya::{
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use ntp_common::load::{
-    BUCKETS, HIST_OFFSET, HIST_PROC, HIST_RTT, HISTS, LoadConfig, MAP_LOAD_CFG, MAP_LOAD_HIST,
-    MAP_LOAD_STATS, PROG_LOAD_COUNT, PROG_LOAD_GEN, STATS, Stat,
+    BUCKETS, HIST_OFFSET, HIST_PROC, HIST_RTT, HIST_TX_GAP, HIST_XLEAVE_GAP, HISTS, LoadConfig,
+    MAP_LOAD_CFG, MAP_LOAD_HIST, MAP_LOAD_STATS, MAP_LOAD_XLEAVE, PROG_LOAD_COUNT, PROG_LOAD_GEN,
+    STATS, Stat, XLEAVE_CLIENTS, XleaveSlot,
 };
 use ntp_common::timebase::unix_ns_to_ntp;
 use ntpx_tests::frames;
@@ -82,6 +83,17 @@ pub struct Step {
     /// Replies the client end's ring refused (the rig's loss, not the server's).
     #[serde(default)]
     pub refused_by_client_end: u64,
+    /// Basic replies: how long before the reply reached the client end its transmit
+    /// timestamp was taken, ns.
+    #[serde(default)]
+    pub tx_gap: Option<Percentiles>,
+    /// Replies in interleaved mode (an interleaved load only).
+    #[serde(default)]
+    pub interleaved: u64,
+    /// Interleaved replies: how long before the previous reply reached the client end
+    /// the departure time this reply reports for it was taken, ns.
+    #[serde(default)]
+    pub xleave_gap: Option<Percentiles>,
 }
 
 impl Step {
@@ -169,6 +181,8 @@ impl Generator {
             interval_ns: 0,
             burst: BURST,
             echo: echo as u32,
+            xleave: 0,
+            pad: 0,
             server: u32::from(template.dst),
             macs: {
                 let mut m = [0u8; 16];
@@ -201,6 +215,19 @@ impl Generator {
         Ok(())
     }
 
+    /// Makes every client ask for interleaved mode once it has had a reply (chrony's
+    /// `xleave`), or not. The chains start afresh each step.
+    pub fn set_xleave(&mut self, on: bool) -> Result<()> {
+        if on && self.cfg.clients > XLEAVE_CLIENTS {
+            bail!(
+                "an interleaved load chains at most {XLEAVE_CLIENTS} clients, not {}",
+                self.cfg.clients
+            );
+        }
+        self.cfg.xleave = on as u32;
+        self.write_config()
+    }
+
     fn reset(&mut self) -> Result<()> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow!("counting CPUs: {e}"))?;
         {
@@ -230,6 +257,18 @@ impl Generator {
         for i in 0..HISTS * BUCKETS {
             hist.set(i, 0, 0)
                 .with_context(|| format!("resetting histogram slot {i}"))?;
+        }
+        if self.cfg.xleave != 0 {
+            let map = self
+                .ebpf
+                .map_mut(MAP_LOAD_XLEAVE)
+                .ok_or_else(|| anyhow!("map {MAP_LOAD_XLEAVE} missing"))?;
+            let mut slots: Array<_, XleaveSlotPod> = Array::try_from(map)?;
+            for i in 0..self.cfg.clients.min(XLEAVE_CLIENTS) {
+                slots
+                    .set(i, XleaveSlotPod(XleaveSlot::default()), 0)
+                    .with_context(|| format!("resetting interleave slot {i}"))?;
+            }
         }
         Ok(())
     }
@@ -339,10 +378,20 @@ impl Generator {
             rtt: latency(read(HIST_RTT)?, min(Stat::RttMin)?, max(Stat::RttMax)?),
             processing: latency(read(HIST_PROC)?, min(Stat::ProcMin)?, max(Stat::ProcMax)?),
             offset_error: read(HIST_OFFSET)?.percentiles(),
+            tx_gap: read(HIST_TX_GAP)?.percentiles(),
+            interleaved: sum(Stat::Interleaved)?,
+            xleave_gap: read(HIST_XLEAVE_GAP)?.percentiles(),
             ..Default::default()
         })
     }
 }
+
+/// `XleaveSlot` for aya's map API.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct XleaveSlotPod(XleaveSlot);
+// SAFETY: XleaveSlot is repr(C), Copy and bytemuck::Pod: any bit pattern is valid.
+unsafe impl aya::Pod for XleaveSlotPod {}
 
 /// `LoadConfig` for aya's map API.
 #[derive(Clone, Copy)]

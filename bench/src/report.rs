@@ -17,6 +17,9 @@ pub struct ServerResult {
     pub max_rate: f64,
     /// The step at the fixed load every server sustains.
     pub fixed: Option<Step>,
+    /// A step of clients asking for interleaved mode (chrony's `xleave`).
+    #[serde(default)]
+    pub xleave: Option<Step>,
     /// Server CPU per answered request at the fixed load, µs: time its threads (process
     /// and the server end's receive thread) spent on the CPU.
     pub cpu_us_per_request: Option<f64>,
@@ -52,6 +55,9 @@ pub struct BenchReport {
     /// The accuracy comparison's report, if it was run.
     pub accuracy: Option<String>,
 }
+
+/// The interleaved load's rate, as `ntpx-bench` runs it.
+pub const XLEAVE_RATE_REPORTED: f64 = 5_000.0;
 
 /// Highest answered rate among steps losing under 1 %.
 pub fn max_rate(ramp: &[Step]) -> f64 {
@@ -223,6 +229,7 @@ impl BenchReport {
                 );
             }
         }
+        self.transmit_stamps(&mut m);
         if let Some(a) = &self.accuracy {
             let _ = writeln!(
                 m,
@@ -231,6 +238,49 @@ impl BenchReport {
             );
         }
         m
+    }
+
+    /// How close each server's transmit timestamps are to its replies' departure: for
+    /// basic replies at the fixed load (arrival at the client end − transmit timestamp),
+    /// and for interleaved replies (the previous reply's arrival − the departure time
+    /// reported for it).
+    fn transmit_stamps(&self, m: &mut String) {
+        if self.servers.iter().all(|s| s.xleave.is_none()) {
+            return;
+        }
+        let pct = |p: Option<crate::histogram::Percentiles>| pair(p.map(|p| (p.p50, p.p99)));
+        let _ = writeln!(
+            m,
+            "\nTransmit timestamps against the reply's arrival at the client end (one clock; \
+             the arrival is stamped by the counter's XDP program on the client's veth, so \
+             the veth's own transit is in every figure): basic replies at the fixed load, \
+             and a load of 1024 clients asking for interleaved mode (chrony's `xleave`: each \
+             request names the server's receive timestamp of its last reply) at {}, where \
+             an interleaved reply reports the previous reply's real departure.\n\n\
+             | server | basic: arrival − transmit p50 / p99 | interleaved replies | \
+             interleaved: arrival − reported departure p50 / p99 |\n\
+             | --- | --- | --- | --- |",
+            rate(XLEAVE_RATE_REPORTED)
+        );
+        for s in self.servers.iter().filter(|s| s.kind != ServerKind::Bounce) {
+            let basic = pct(s.fixed.as_ref().and_then(|f| f.tx_gap));
+            let (share, gap) = s.xleave.as_ref().map_or_else(
+                || ("–".to_string(), "–".to_string()),
+                |x| {
+                    let share = if x.answered > 0 {
+                        format!(
+                            "{:.1} % of {}",
+                            100.0 * x.interleaved as f64 / x.answered as f64,
+                            x.answered
+                        )
+                    } else {
+                        "none answered".into()
+                    };
+                    (share, pct(x.xleave_gap))
+                },
+            );
+            let _ = writeln!(m, "| {} | {basic} | {share} | {gap} |", s.kind.label());
+        }
     }
 
     fn goals(&self, m: &mut String) {
@@ -353,6 +403,7 @@ mod tests {
             ramp: vec![step(rate, rate)],
             max_rate: rate as f64,
             fixed: Some(step(100, 100)),
+            xleave: None,
             cpu_us_per_request: Some(cpu),
             program_ns_per_run: None,
             notes: vec![],

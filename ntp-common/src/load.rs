@@ -42,7 +42,29 @@ pub struct LoadConfig {
     pub interval_ns: u64,
     /// Requests that may go out back to back after a pause.
     pub burst: u64,
+    /// 1: each client asks for interleaved mode once it has a reply (chrony's `xleave`),
+    /// naming the server's receive timestamp and its own capture of that reply.
+    pub xleave: u32,
+    /// Padding; always zero.
+    pub pad: u32,
 }
+
+/// What the counter keeps of a client's last reply for its next interleaved request
+/// (NTP timestamps; zero: none yet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct XleaveSlot {
+    /// The server's receive timestamp in that reply (the next request's origin).
+    pub server_rx: u64,
+    /// When the reply reached the client end (the next request's receive timestamp, which
+    /// an interleaved reply echoes as its origin).
+    pub capture: u64,
+}
+
+/// Name of the per-client array of [`XleaveSlot`]s.
+pub const MAP_LOAD_XLEAVE: &str = "NTPX_LOAD_XLEAVE";
+/// Clients an interleaved load can chain (slots in [`MAP_LOAD_XLEAVE`]).
+pub const XLEAVE_CLIENTS: u32 = 4096;
 
 /// Scalar statistics, one per-CPU slot each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,10 +92,13 @@ pub enum Stat {
     ProcMax,
     /// The pacer's next departure time (`CLOCK_TAI` ns), not a statistic.
     PacerNext,
+    /// Valid replies in interleaved mode (their transmit timestamp is the previous
+    /// reply's departure).
+    Interleaved,
 }
 
 /// Number of [`Stat`] slots.
-pub const STATS: u32 = 11;
+pub const STATS: u32 = 12;
 
 /// When the paced generator sends: `Some(next departure)` to send now, `None` to skip
 /// this run. At most `burst` requests leave back to back after a pause.
@@ -96,8 +121,14 @@ pub const HIST_RTT: u32 = 0;
 pub const HIST_PROC: u32 = 1;
 /// Histogram of the absolute offset the client measures (truth: zero).
 pub const HIST_OFFSET: u32 = 2;
+/// Histogram of how long before its arrival at the client end a basic reply's transmit
+/// timestamp was taken (arrival − transmit timestamp; one clock).
+pub const HIST_TX_GAP: u32 = 3;
+/// The same for interleaved replies: the previous reply's arrival − the departure time
+/// this reply reports for it.
+pub const HIST_XLEAVE_GAP: u32 = 4;
 /// Number of histograms.
-pub const HISTS: u32 = 3;
+pub const HISTS: u32 = 5;
 /// Buckets per histogram (enough for values past 2^40 ns).
 pub const BUCKETS: u32 = 1280;
 

@@ -142,6 +142,23 @@ fn main() -> Result<()> {
         eprintln!("ntpx-bench: {} at {fixed_rate:.0}/s", r.kind.label());
         fixed_load(r, &net, &peers, &template, &a, fixed_rate)
             .with_context(|| format!("fixed load on {}", r.kind.label()))?;
+        if r.kind != ServerKind::Bounce {
+            eprintln!(
+                "ntpx-bench: {} interleaved at {XLEAVE_RATE:.0}/s",
+                r.kind.label()
+            );
+            let mut sess = Session::start(r.kind, &net, &peers, &template, &a)?;
+            sess.g.set_xleave(true)?;
+            let s = sess
+                .step(
+                    &net,
+                    XLEAVE_RATE,
+                    Duration::from_secs_f64(a.step_secs.max(3.0)),
+                )
+                .with_context(|| format!("interleaved load on {}", r.kind.label()))?;
+            show(&s, " (interleaved)");
+            r.xleave = Some(s);
+        }
     }
 
     let report = BenchReport {
@@ -174,6 +191,10 @@ fn main() -> Result<()> {
     }
     Ok(())
 }
+
+/// The rate of the interleaved load: modest, so every client's next request leaves well
+/// after its last reply arrived (each of 1024 clients polls about every 0.2 s).
+const XLEAVE_RATE: f64 = ntpx_bench::report::XLEAVE_RATE_REPORTED;
 
 /// A server running with the generator attached and ready.
 struct Session {
@@ -339,6 +360,7 @@ fn ramp(
         max_rate: max_rate(&ramp),
         ramp,
         fixed: None,
+        xleave: None,
         cpu_us_per_request: None,
         program_ns_per_run: None,
         notes,

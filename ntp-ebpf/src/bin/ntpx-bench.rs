@@ -19,8 +19,8 @@ use aya_ebpf::{
 };
 use ntp_common::{
     load::{
-        BUCKETS, HIST_OFFSET, HIST_PROC, HIST_RTT, HISTS, LoadConfig, STATS, Stat, bucket_of,
-        ntp_diff_ns, pace,
+        BUCKETS, HIST_OFFSET, HIST_PROC, HIST_RTT, HIST_TX_GAP, HIST_XLEAVE_GAP, HISTS, LoadConfig,
+        STATS, Stat, XLEAVE_CLIENTS, XleaveSlot, bucket_of, ntp_diff_ns, pace,
     },
     timebase::unix_ns_to_ntp,
     wire,
@@ -37,6 +37,12 @@ static NTPX_LOAD_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS, 
 /// writes it, from the one receive queue of the client's veth: plain increments are exact.
 #[map(name = "NTPX_LOAD_HIST")]
 static NTPX_LOAD_HIST: Array<u64> = Array::with_max_entries(HISTS * BUCKETS, 0);
+
+/// Each client's last reply, for its next interleaved request: the counter writes it,
+/// the generator reads it (a torn read makes one request basic, which the server
+/// answers as such).
+#[map(name = "NTPX_LOAD_XLEAVE")]
+static NTPX_LOAD_XLEAVE: Array<XleaveSlot> = Array::with_max_entries(XLEAVE_CLIENTS, 0);
 
 const ETH: usize = 14;
 const IP: usize = ETH;
@@ -104,7 +110,7 @@ pub(crate) fn ntpx_load_gen(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     };
     // Copied out at once: the map pointer is not kept across helper calls.
-    let (tai_offset, first, clients, server, m, interval, burst) = (
+    let (tai_offset, first, clients, server, m, interval, burst, xleave) = (
         cfg.tai_offset_ns,
         cfg.first_client,
         cfg.clients as u64,
@@ -112,6 +118,7 @@ pub(crate) fn ntpx_load_gen(ctx: XdpContext) -> u32 {
         cfg.macs,
         cfg.interval_ns,
         cfg.burst,
+        cfg.xleave != 0,
     );
     let Some(f) = f.exact_span::<FRAME_LEN>(0) else {
         return xdp_action::XDP_ABORTED;
@@ -141,7 +148,15 @@ pub(crate) fn ntpx_load_gen(ctx: XdpContext) -> u32 {
         None => 0,
     };
     let clients = if clients == 0 { 1 } else { clients };
-    let client = first.wrapping_add((seq % clients) as u32);
+    let index = (seq % clients) as u32;
+    let client = first.wrapping_add(index);
+    // An interleaved client names the server's receive timestamp of its last reply (the
+    // origin) and its own capture of it (the receive field); none yet: a basic request.
+    let last = if xleave {
+        NTPX_LOAD_XLEAVE.get(index).copied().unwrap_or_default()
+    } else {
+        XleaveSlot::default()
+    };
     // Every client a different port each round, never a privileged one.
     let port = 1024 + ((seq / clients) % 64_000) as u16;
     // In the words the frame's alignment allows (see ntp_ebpf::packet).
@@ -171,6 +186,8 @@ pub(crate) fn ntpx_load_gen(ctx: XdpContext) -> u32 {
         f.put_u32(off, 0);
         off += 4;
     }
+    f.put_u64(NTP + wire::OFF_ORIGIN_TS, last.server_rx);
+    f.put_u64(NTP + wire::OFF_RECEIVE_TS, last.capture);
     f.put_u64(NTP + wire::OFF_TRANSMIT_TS, now_ntp(tai_offset));
     xdp_action::XDP_TX
 }
@@ -180,8 +197,14 @@ pub(crate) fn ntpx_load_gen(ctx: XdpContext) -> u32 {
 #[xdp]
 pub(crate) fn ntpx_load_count(ctx: XdpContext) -> u32 {
     let f = Frame::new(&ctx);
-    let (tai_offset, step_start, echo) = match NTPX_LOAD_CFG.get(0) {
-        Some(c) => (c.tai_offset_ns, c.step_start_ntp, c.echo != 0),
+    let (tai_offset, step_start, echo, xleave, first) = match NTPX_LOAD_CFG.get(0) {
+        Some(c) => (
+            c.tai_offset_ns,
+            c.step_start_ntp,
+            c.echo != 0,
+            c.xleave != 0,
+            c.first_client,
+        ),
         None => return xdp_action::XDP_PASS,
     };
     let Some(f) = f.exact_span::<FRAME_LEN>(0) else {
@@ -199,6 +222,7 @@ pub(crate) fn ntpx_load_count(ctx: XdpContext) -> u32 {
     let origin = f.u64(NTP + wire::OFF_ORIGIN_TS);
     let t2 = f.u64(NTP + wire::OFF_RECEIVE_TS);
     let t3 = f.u64(NTP + wire::OFF_TRANSMIT_TS);
+    let client_index = f.u32(IP + 16).wrapping_sub(first);
     let (leap, _, mode) = wire::split_li_vn_mode(b0);
     // A bounced request keeps our transmit timestamp where a reply has its origin.
     let t1 = if echo { t3 } else { origin };
@@ -215,6 +239,10 @@ pub(crate) fn ntpx_load_count(ctx: XdpContext) -> u32 {
         stat_inc(Stat::Stale);
         return xdp_action::XDP_DROP;
     }
+    // (An interleaved reply's origin is our capture of the previous reply, in this step.)
+    if xleave && !echo && client_index < XLEAVE_CLIENTS {
+        return count_chained(client_index, origin, t2, t3, t4);
+    }
     // Everything computed before the first map update, on every path: this kernel's
     // verifier (6.18) trips over stack slots that only some paths spill.
     let rtt = ntp_diff_ns(t4, t1) as u64;
@@ -222,10 +250,45 @@ pub(crate) fn ntpx_load_count(ctx: XdpContext) -> u32 {
     let proc = if proc < 0 { 0 } else { proc as u64 };
     // The client's offset: ((t2 − t1) + (t3 − t4)) / 2; one shared clock, truth 0.
     let off = i64::midpoint(ntp_diff_ns(t2, t1), ntp_diff_ns(t3, t4)).unsigned_abs();
+    let tx_gap = positive(ntp_diff_ns(t4, t3));
     let flags =
         (echo as u64) | ((leap == wire::LEAP_UNSYNC) as u64) << 1 | ((stratum == 0) as u64) << 2;
     record_reply(rtt, proc, off, flags);
+    if !echo {
+        hist_add(HIST_TX_GAP, tx_gap);
+    }
     xdp_action::XDP_DROP
+}
+
+/// A reply to a client of an interleaved load: kept for its next request; if it is an
+/// interleaved reply (its origin echoes our capture of the previous one), what it
+/// reports as that reply's departure is compared with the capture. A basic reply in a
+/// chain (the first, or where the server fell back) counts as answered, no more.
+#[inline(always)]
+fn count_chained(index: u32, origin: u64, t2: u64, t3: u64, t4: u64) -> u32 {
+    let Some(slot) = NTPX_LOAD_XLEAVE.get_ptr_mut(index) else {
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: a valid pointer into the array's slot for this run; the generator only
+    // reads it, and a torn pair costs one basic request.
+    let last_capture = unsafe { (*slot).capture };
+    let gap = positive(ntp_diff_ns(last_capture, t3));
+    // SAFETY: as above.
+    unsafe {
+        (*slot).server_rx = t2;
+        (*slot).capture = t4;
+    }
+    stat_inc(Stat::Answered);
+    if last_capture != 0 && origin == last_capture {
+        stat_inc(Stat::Interleaved);
+        hist_add(HIST_XLEAVE_GAP, gap);
+    }
+    xdp_action::XDP_DROP
+}
+
+#[inline(always)]
+fn positive(v: i64) -> u64 {
+    if v < 0 { 0 } else { v as u64 }
 }
 
 /// Counts a valid reply. `flags`: bit 0 echo, bit 1 unsynchronised, bit 2 `KoD`.
