@@ -21,6 +21,7 @@ pub mod poller;
 pub mod reference;
 pub mod report;
 pub mod server;
+pub mod serving;
 pub mod sync;
 
 #[cfg(test)]

@@ -200,9 +200,20 @@ pub struct Link {
 /// 198.18.NET.1/24 and `fd00:198:18:NET::1/64` on the server, .2 / `::2` on the client.
 /// 198.18.0.0/15 is the benchmarking range: nothing outside these namespaces uses it.
 pub fn veth(server: &Netns, client: &Netns, net: u8) -> Result<Link> {
+    let (a, b) = veth_names();
+    veth_named(server, client, net, &a, &b)
+}
+
+/// Unique names for the two ends of a veth pair (server end, client end).
+pub fn veth_names() -> (String, String) {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let id = format!("{}{n}", std::process::id() % 100_000);
-    let (a, b) = (format!("nxs{id}"), format!("nxc{id}"));
+    (format!("nxs{id}"), format!("nxc{id}"))
+}
+
+/// As [`veth`], with the ends named `a` (server) and `b` (client).
+pub fn veth_named(server: &Netns, client: &Netns, net: u8, a: &str, b: &str) -> Result<Link> {
+    let (a, b) = (a.to_string(), b.to_string());
     ip(&[
         "link",
         "add",
@@ -491,6 +502,13 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Sends `signal` (e.g. libc SIGKILL = 9) to the process.

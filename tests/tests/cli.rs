@@ -111,6 +111,43 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     .unwrap();
     let (ok, out, err) = run(Command::new("systemd-analyze").arg("verify").arg(&copy));
     assert!(ok, "systemd-analyze verify failed:\n{out}{err}");
+    // An early-boot time service: before time-sync.target, not after the network.
+    assert!(unit.contains("Before=time-sync.target") && unit.contains("Wants=time-sync.target"));
+    assert!(!unit.contains("network-online"), "no wait for the network");
+}
+
+/// ntpx-wait.service (chrony-wait's counterpart) holds time-sync.target until ntpxc
+/// waitsync succeeds, and verifies with ntpxc where the unit names it.
+#[test]
+fn the_wait_unit_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dist/ntpx-wait.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/ntpxc -h 127.0.0.1,::1 waitsync 0 0.1 0.0 1"));
+    assert!(unit.contains("Before=time-sync.target") && unit.contains("Requires=ntpxd.service"));
+    // Verified beside the daemon's unit, which it requires, both pointing at the binaries
+    // just built.
+    let dir = TempDir::new("unit").unwrap();
+    let daemon = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dist/ntpxd.service"
+    ))
+    .unwrap();
+    std::fs::write(
+        dir.path().join("ntpxd.service"),
+        daemon.replace("/usr/sbin/ntpxd", &bin("ntpxd").to_string_lossy()),
+    )
+    .unwrap();
+    let copy = dir.path().join("ntpx-wait.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/bin/ntpxc", &bin("ntpxc").to_string_lossy()),
+    )
+    .unwrap();
+    let (ok, out, err) = run(Command::new("systemd-analyze").arg("verify").arg(&copy));
+    assert!(ok, "systemd-analyze verify failed:\n{out}{err}");
 }
 
 #[test]

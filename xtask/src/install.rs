@@ -47,12 +47,14 @@ fn install(dest: &Path, bins: &Path, repo: &Path) -> Result<Vec<String>> {
         0o755,
         false,
     )?;
-    put(
-        &repo.join("dist/ntpxd.service"),
-        "lib/systemd/system/ntpxd.service",
-        0o644,
-        false,
-    )?;
+    for unit in ["ntpxd.service", "ntpx-wait.service"] {
+        put(
+            &repo.join("dist").join(unit),
+            &format!("lib/systemd/system/{unit}"),
+            0o644,
+            false,
+        )?;
+    }
     put(&repo.join("dist/ntpx.conf"), "etc/ntpx.conf", 0o644, true)?;
     put(
         &repo.join("README.md"),
@@ -128,11 +130,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dest = tmp.path();
         let done = install(dest, &bins, &root()).unwrap();
-        assert_eq!(done.len(), 8, "{done:?}");
+        assert_eq!(done.len(), 9, "{done:?}");
         for f in [
             "usr/sbin/ntpxd",
             "usr/bin/ntpxc",
             "lib/systemd/system/ntpxd.service",
+            "lib/systemd/system/ntpx-wait.service",
             "etc/ntpx.conf",
         ] {
             assert!(dest.join(f).is_file(), "{f} missing");

@@ -13,6 +13,7 @@ mod client_log;
 mod commands;
 mod control_server;
 mod counters;
+mod interfaces;
 mod ntp_server;
 mod shared;
 mod shutdown;
@@ -35,7 +36,7 @@ use crate::{
 use anyhow::{Context, Result};
 use client_log::ClientLog;
 use ntp_common::ServerState;
-use ntp_proto::{config::Config, reference::PublishParams};
+use ntp_proto::{config::Config, reference::PublishParams, serving::Wish};
 use shared::Shared;
 use std::{
     path::PathBuf,
@@ -90,6 +91,12 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
         }));
     }
     shared.publish()?;
+    // Subscribed before the interfaces are first read, so no change falls in between.
+    let link_events = match &shared.kernel {
+        Some(_) => Some(crate::net::link_events::LinkEvents::open()?),
+        None => None,
+    };
+    shared.follow_interfaces_now();
     // systemd (Type=notify) may start dependent units now: the state is published.
     if let Err(e) = notify::notify("READY=1\nSTATUS=Serving") {
         warn!("{e:#}");
@@ -103,7 +110,10 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     }
     let mut tasks = JoinSet::new();
     start_tasks(&shared, &opts, &mut tasks)?;
-    drop_privileges(&shared.config, &opts)?;
+    if let Some(events) = link_events {
+        tasks.spawn(interfaces::follow_interfaces(shared.clone(), events));
+    }
+    drop_privileges(&shared.config, &opts, shared.kernel.is_some())?;
     let outcome = shutdown::wait(&mut tasks, shared.journal.fatal()).await;
     tasks.abort_all();
     shutdown::finish(&shared);
@@ -126,8 +136,9 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         info!("XDP fast path off: all requests are answered from the daemon's socket");
         None
     } else {
-        Some(Mutex::new(startup::start_kernel(&config, opts, &acl)?))
+        Some(Mutex::new(startup::start_kernel(&config, &acl)?))
     };
+    let publisher = kernel.as_ref().map(|k| crate::lock(k).publisher());
     let monitor = match &kernel {
         Some(k) => Some(crate::lock(k).monitor()?),
         None => None,
@@ -167,6 +178,12 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         state: Mutex::new(ServerState::default()),
         monitor,
         kernel,
+        publisher,
+        wish: Wish {
+            named: opts.interfaces.clone(),
+            bind: config.bind_addresses.clone(),
+        },
+        served: Mutex::new(None),
         counters: counters::DaemonCounters::default(),
         slew_wake: tokio::sync::Notify::new(),
         finished: std::sync::atomic::AtomicBool::new(false),
@@ -211,18 +228,22 @@ fn start_tasks(sh: &Arc<Shared>, opts: &Options, tasks: &mut JoinSet<Result<()>>
 }
 
 /// `-u USER` / `user`: everything that needed root is done by now.
-fn drop_privileges(config: &Config, opts: &Options) -> Result<()> {
+fn drop_privileges(config: &Config, opts: &Options, fast_path: bool) -> Result<()> {
     let Some(user) = opts.user.as_ref().or(config.user.as_ref()) else {
         return Ok(());
     };
-    privdrop::drop_to(user, !opts.no_clock_control)
-        .with_context(|| format!("dropping privileges to {user}"))?;
+    let needs = privdrop::Needs {
+        clock: !opts.no_clock_control,
+        fast_path,
+    };
+    privdrop::drop_to(user, needs).with_context(|| format!("dropping privileges to {user}"))?;
+    let caps: Vec<&str> = needs.caps().iter().map(|c| c.1).collect();
     info!(
-        "Running as {user}{}",
-        if opts.no_clock_control {
-            " with no capabilities"
+        "Running as {user} with {}",
+        if caps.is_empty() {
+            "no capabilities".to_string()
         } else {
-            " with CAP_SYS_TIME"
+            caps.join(", ")
         }
     );
     Ok(())

@@ -3,8 +3,11 @@
 
 use super::{client_log::ClientLog, counters::DaemonCounters};
 use crate::{
-    clock, lock, os::log_files::Journal, sources::SharedEngine, sources::SyncHandle,
-    xdp::KernelPath,
+    clock, lock,
+    os::log_files::Journal,
+    sources::SharedEngine,
+    sources::SyncHandle,
+    xdp::{KernelPath, Publisher},
 };
 use anyhow::Result;
 use ntp_common::ServerState;
@@ -13,6 +16,7 @@ use ntp_proto::{
     config::Config,
     leaptz::{self, Leap},
     reference::{PassedLeap, PublishParams, passed_leap, schedule_leap, server_state},
+    serving::Wish,
 };
 use std::{
     path::PathBuf,
@@ -33,6 +37,12 @@ pub(super) struct Shared {
     /// The state both paths serve from, as last published.
     pub state: Mutex<ServerState>,
     pub kernel: Option<Mutex<KernelPath>>,
+    /// Publishes the state to the fast path without taking `kernel`'s lock.
+    pub publisher: Option<Publisher>,
+    /// Where the configuration asks to serve (`-i`, `bindaddress`).
+    pub wish: Wish,
+    /// The addresses the fast path answers for, as last set (`None`: not yet).
+    pub served: Mutex<Option<Vec<std::net::IpAddr>>>,
     /// The kernel's client log and counters on handles of their own: reading them takes
     /// no lock the publication needs.
     pub monitor: Option<crate::xdp::KernelMonitor>,
@@ -72,8 +82,8 @@ impl Shared {
         schedule_leap(&mut st, now_tai, tai, &served, passed);
         *served = st;
         drop(served);
-        if let Some(k) = &self.kernel {
-            lock(k).publish(&st);
+        if let Some(p) = &self.publisher {
+            p.publish(&st);
         }
         drop(engine);
         Ok(())
@@ -83,8 +93,8 @@ impl Shared {
     /// next publication every request goes to the daemon, which answers from the new
     /// state, so no reply mixes the old base with the stepped clock.
     pub(super) fn withdraw(&self) {
-        if let Some(k) = &self.kernel {
-            lock(k).withdraw();
+        if let Some(p) = &self.publisher {
+            p.withdraw();
         }
     }
 

@@ -6,9 +6,9 @@ use crate::{
     clock::{self, DaemonClock, SystemRealtime, hooked::HookedStep, system::SystemClock},
     os::{drift_file, leap_zone},
     sources::resolve::resolve_name,
-    xdp::{KernelPath, ifaces},
+    xdp::KernelPath,
 };
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use ntp_proto::{
     acl::{AccessTable, Action},
     clock::{FreeRunning, SteeredClock},
@@ -16,7 +16,6 @@ use ntp_proto::{
     engine::Engine,
     leaptz::{self, Leap},
 };
-use std::net::IpAddr;
 use tracing::{info, warn};
 
 /// The `allow`/`deny` table, with a warning when nobody would be served.
@@ -127,50 +126,10 @@ pub(super) fn check_keyfile(config: &Config) {
     }
 }
 
-/// Loads the XDP program and attaches it to `-i`'s interfaces, or to those carrying the
-/// served addresses.
-pub(super) fn start_kernel(
-    config: &Config,
-    opts: &Options,
-    acl: &AccessTable,
-) -> Result<KernelPath> {
-    let ifs = if opts.interfaces.is_empty() {
-        ifaces::select(&ifaces::list()?, &config.bind_addresses)?
-    } else {
-        opts.interfaces.clone()
-    };
+/// Loads the XDP program with the access rules; it is attached to interfaces as they
+/// are found (see `interfaces`).
+pub(super) fn start_kernel(config: &Config, acl: &AccessTable) -> Result<KernelPath> {
     let mut k = KernelPath::load_with(config.port, config.client_log, config.ratelimit)?;
     k.set_acl(acl)?;
-    k.set_local_addresses(&served_addresses(config, &ifs)?)?;
-    for i in &ifs {
-        let mode = k
-            .attach(i)
-            .with_context(|| format!("attaching XDP to {i}"))?;
-        info!(
-            "XDP fast path attached to {i} ({mode} mode), port {}",
-            config.port
-        );
-    }
     Ok(k)
-}
-
-/// The unicast addresses the kernel answers for: the bound ones, or with no specific
-/// bind address every address of the attached interfaces.
-pub(super) fn served_addresses(config: &Config, ifs: &[String]) -> Result<Vec<IpAddr>> {
-    let specific: Vec<IpAddr> = config
-        .bind_addresses
-        .iter()
-        .copied()
-        .filter(|a| !a.is_unspecified())
-        .collect();
-    let all = ifaces::list()?;
-    let mut out: Vec<IpAddr> = all
-        .iter()
-        .filter(|i| ifs.contains(&i.name))
-        .map(|i| i.addr)
-        .filter(|a| specific.is_empty() || specific.contains(a))
-        .collect();
-    out.sort();
-    out.dedup();
-    Ok(out)
 }

@@ -1,8 +1,8 @@
 //! The daemon's timekeeping loops: publishing the server state on a period, telling the
 //! kernel the synchronization state after each clock update, ending slews on time, and
-//! the periodic chores (served addresses, driftfile).
+//! the periodic chore of saving the driftfile.
 
-use super::{shared::Shared, startup::served_addresses};
+use super::shared::Shared;
 use crate::{
     clock,
     clock::DaemonClock,
@@ -23,9 +23,6 @@ use tracing::{debug, warn};
 
 /// How often the state is republished (the kernel's staleness limit is counted from it).
 pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How often the served addresses are re-read.
-const ADDRESS_REFRESH: Duration = Duration::from_secs(10);
 
 /// How often the driftfile is written (and at exit).
 const DRIFT_SAVE: Duration = Duration::from_hours(1);
@@ -90,17 +87,6 @@ impl Shared {
             warn!("{e:#}");
         }
     }
-
-    /// Re-reads the attached interfaces' addresses into the kernel (they come and go).
-    fn refresh_served_addresses(&self) {
-        let Some(k) = &self.kernel else { return };
-        let mut k = lock(k);
-        let ifs: Vec<String> = k.attached().into_iter().map(|(i, _)| i).collect();
-        if let Err(e) = served_addresses(&self.config, &ifs).and_then(|a| k.set_local_addresses(&a))
-        {
-            warn!("Could not refresh the served addresses: {e:#}");
-        }
-    }
 }
 
 /// Publishes on a period, with the chores that run on multiples of it.
@@ -109,7 +95,7 @@ pub(super) async fn publish_loop(sh: Arc<Shared>) -> anyhow::Result<()> {
     let period = (sh.config.xdp_stale_limit / 4).clamp(Duration::from_millis(50), PUBLISH_INTERVAL);
     let mut tick = tokio::time::interval(period);
     let every = |d: Duration| (d.as_millis() / period.as_millis().max(1)).max(1) as u64;
-    let (refresh_every, drift_every) = (every(ADDRESS_REFRESH), every(DRIFT_SAVE));
+    let drift_every = every(DRIFT_SAVE);
     let mut n: u64 = 0;
     let mut steps = StepDetector::default();
     loop {
@@ -130,9 +116,6 @@ pub(super) async fn publish_loop(sh: Arc<Shared>) -> anyhow::Result<()> {
             Err(e) => warn!("Publishing server state failed: {e:#}"),
         }
         n += 1;
-        if n.is_multiple_of(refresh_every) {
-            sh.refresh_served_addresses();
-        }
         if n.is_multiple_of(drift_every) {
             sh.save_drift();
         }

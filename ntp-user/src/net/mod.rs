@@ -1,5 +1,7 @@
 //! UDP sockets with kernel receive and transmit timestamps (`SO_TIMESTAMPING`, software).
 
+pub mod link_events;
+
 use anyhow::{Context, Result, anyhow};
 use nix::sys::socket::TimestampingFlag;
 use nix::sys::socket::{
@@ -60,6 +62,9 @@ impl TimestampedSocket {
             setsockopt(&fd, sockopt::Ipv6V6Only, &true).context("setting IPV6_V6ONLY")?;
         }
         setsockopt(&fd, sockopt::ReuseAddr, &true).context("setting SO_REUSEADDR")?;
+        // As chrony: a bind address the host does not have yet (the network comes up
+        // after the daemon at boot) is bound all the same, and served once it appears.
+        setsockopt(&fd, sockopt::IpFreebind, &true).context("setting IP_FREEBIND")?;
         // Transmit timestamps are requested per datagram (see `send_to`) and come back
         // with the datagram itself (no OPT_TSONLY): its content names the reply, where a
         // counter (OPT_ID) drifts whenever a failed send used up a number.

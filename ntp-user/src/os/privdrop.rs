@@ -1,12 +1,17 @@
-//! Dropping root after start-up (`ntpxd -u USER`): everything that needs privileges (XDP
-//! attached, maps open, port 123 bound) is done by then; what is kept is `CAP_SYS_TIME` when
-//! the clock is steered, nothing with `-x`.
+//! Dropping root after start-up (`ntpxd -u USER`): everything that needs privileges (maps
+//! open, port 123 bound) is done by then; what is kept is `CAP_SYS_TIME` when the clock is
+//! steered, and with the fast path `CAP_NET_ADMIN` and `CAP_BPF`, which attaching it to an
+//! interface that appears later takes; nothing with `-x --no-xdp`.
 
 use anyhow::{Context, Result, bail};
 use nix::unistd::{Gid, Uid, User, setgid, setgroups, setuid};
 
+/// `CAP_NET_ADMIN`'s bit.
+const CAP_NET_ADMIN: u32 = 12;
 /// `CAP_SYS_TIME`'s bit.
 const CAP_SYS_TIME: u32 = 25;
+/// `CAP_BPF`'s bit (in the second word).
+const CAP_BPF: u32 = 39;
 /// _`LINUX_CAPABILITY_VERSION_3`.
 const CAP_VERSION_3: u32 = 0x2008_0522;
 
@@ -24,13 +29,37 @@ struct CapData {
     inheritable: u32,
 }
 
-/// The capability sets to keep: `CAP_SYS_TIME` only if the clock is steered.
-pub fn kept_caps(steer_clock: bool) -> [u32; 2] {
-    if steer_clock {
-        [1 << CAP_SYS_TIME, 0]
-    } else {
-        [0, 0]
+/// What the daemon still does once it runs as its user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Needs {
+    /// It steers the system clock.
+    pub clock: bool,
+    /// It attaches the fast path to interfaces as they appear.
+    pub fast_path: bool,
+}
+
+impl Needs {
+    /// The capabilities kept, as `(bit, name)`.
+    pub fn caps(self) -> Vec<(u32, &'static str)> {
+        let mut v = Vec::new();
+        if self.clock {
+            v.push((CAP_SYS_TIME, "CAP_SYS_TIME"));
+        }
+        if self.fast_path {
+            v.push((CAP_NET_ADMIN, "CAP_NET_ADMIN"));
+            v.push((CAP_BPF, "CAP_BPF"));
+        }
+        v
     }
+}
+
+/// The capability sets to keep, as the two 32-bit words `capset` takes.
+pub fn kept_caps(needs: Needs) -> [u32; 2] {
+    let mut words = [0u32; 2];
+    for (bit, _) in needs.caps() {
+        words[(bit / 32) as usize] |= 1 << (bit % 32);
+    }
+    words
 }
 
 /// The uid and gid of `user`.
@@ -42,11 +71,12 @@ pub fn ids_of(user: &str) -> Result<(Uid, Gid)> {
 }
 
 /// Switches to `user` (and its group), keeping only the capabilities the daemon needs.
-pub fn drop_to(user: &str, steer_clock: bool) -> Result<()> {
+pub fn drop_to(user: &str, needs: Needs) -> Result<()> {
     let u = User::from_name(user)
         .with_context(|| format!("looking up user {user}"))?
         .with_context(|| format!("no user named {user}"))?;
-    limit_for_good(steer_clock)?;
+    let caps = kept_caps(needs);
+    limit_for_good(caps)?;
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
         bail!(
@@ -57,7 +87,6 @@ pub fn drop_to(user: &str, steer_clock: bool) -> Result<()> {
     setgroups(&[u.gid]).context("setgroups")?;
     setgid(u.gid).context("setgid")?;
     setuid(u.uid).context("setuid")?;
-    let caps = kept_caps(steer_clock);
     let mut header = CapHeader {
         version: CAP_VERSION_3,
         pid: 0,
@@ -90,11 +119,11 @@ pub fn drop_to(user: &str, steer_clock: bool) -> Result<()> {
 }
 
 /// Makes the drop final, before the uid changes (dropping from the bounding set needs
-/// `CAP_SETPCAP`): every capability but the one kept leaves the bounding set, no ambient
-/// ones stay, and no later exec can gain privileges (`no_new_privs`).
-fn limit_for_good(steer_clock: bool) -> Result<()> {
+/// `CAP_SETPCAP`): every capability but those kept (`caps`) leaves the bounding set, no
+/// ambient ones stay, and no later exec can gain privileges (`no_new_privs`).
+fn limit_for_good(caps: [u32; 2]) -> Result<()> {
     for cap in 0..=63u32 {
-        if steer_clock && cap == CAP_SYS_TIME {
+        if caps[(cap / 32) as usize] & (1 << (cap % 32)) != 0 {
             continue;
         }
         // SAFETY: prctl with integer arguments only; caps the kernel does not know fail
@@ -132,8 +161,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_cap_sys_time_is_kept_and_only_when_steering() {
-        assert_eq!(kept_caps(true), [1 << 25, 0]);
-        assert_eq!(kept_caps(false), [0, 0]);
+    fn only_what_the_daemon_still_does_is_kept() {
+        let needs = |clock, fast_path| Needs { clock, fast_path };
+        assert_eq!(kept_caps(needs(true, false)), [1 << 25, 0]);
+        assert_eq!(kept_caps(needs(false, false)), [0, 0]);
+        assert_eq!(kept_caps(needs(false, true)), [1 << 12, 1 << 7]);
+        assert_eq!(kept_caps(needs(true, true)), [1 << 25 | 1 << 12, 1 << 7]);
     }
 }

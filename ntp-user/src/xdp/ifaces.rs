@@ -1,23 +1,10 @@
-//! Choosing the interfaces the XDP program attaches to.
+//! What the kernel says of its interfaces: addresses, MACs, VLAN offload.
 
 use anyhow::{Context, Result, bail};
 use nix::net::if_::InterfaceFlags;
-use std::collections::BTreeSet;
+use ntp_proto::serving::Interface;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
-
-/// One address of one interface.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IfaceAddr {
-    /// Interface name.
-    pub name: String,
-    /// An address it carries.
-    pub addr: IpAddr,
-    /// Whether the interface is up.
-    pub up: bool,
-    /// Whether it is a loopback interface.
-    pub loopback: bool,
-}
 
 /// The hardware (MAC) address of `iface`.
 pub fn mac_address(iface: &str) -> Result<[u8; 6]> {
@@ -98,104 +85,32 @@ pub fn vlan_uppers(iface: &str) -> Vec<String> {
     vlans
 }
 
-/// Every address of every interface on this host (or network namespace).
-pub fn list() -> Result<Vec<IfaceAddr>> {
-    let mut out = Vec::new();
+/// Every interface of this host (or network namespace), with its unicast addresses.
+pub fn interfaces() -> Result<Vec<Interface>> {
+    let mut out: Vec<Interface> = Vec::new();
     for ifa in nix::ifaddrs::getifaddrs().context("listing interfaces (getifaddrs)")? {
-        let Some(a) = ifa.address else { continue };
-        let addr = if let Some(v4) = a.as_sockaddr_in() {
-            IpAddr::V4(v4.ip())
-        } else if let Some(v6) = a.as_sockaddr_in6() {
-            IpAddr::V6(v6.ip())
+        let i = if let Some(i) = out.iter().position(|i| i.name == ifa.interface_name) {
+            i
         } else {
-            continue;
+            // Gone between the listing and this call: the next change event resyncs.
+            let Ok(index) = nix::net::if_::if_nametoindex(ifa.interface_name.as_str()) else {
+                continue;
+            };
+            out.push(Interface {
+                name: ifa.interface_name.clone(),
+                index,
+                up: ifa.flags.contains(InterfaceFlags::IFF_UP),
+                loopback: ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK),
+                addrs: Vec::new(),
+            });
+            out.len() - 1
         };
-        out.push(IfaceAddr {
-            name: ifa.interface_name.clone(),
-            addr,
-            up: ifa.flags.contains(InterfaceFlags::IFF_UP),
-            loopback: ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK),
-        });
+        let Some(a) = ifa.address else { continue };
+        if let Some(v4) = a.as_sockaddr_in() {
+            out[i].addrs.push(IpAddr::V4(v4.ip()));
+        } else if let Some(v6) = a.as_sockaddr_in6() {
+            out[i].addrs.push(IpAddr::V6(v6.ip()));
+        }
     }
     Ok(out)
-}
-
-/// The interfaces that carry the served addresses: those holding a bound address, or with
-/// no (or a wildcard) bind address every interface that is up and not loopback.
-pub fn select(all: &[IfaceAddr], bind: &[IpAddr]) -> Result<Vec<String>> {
-    let specific: Vec<IpAddr> = bind
-        .iter()
-        .copied()
-        .filter(|a| !a.is_unspecified())
-        .collect();
-    let mut names = BTreeSet::new();
-    for i in all {
-        let carries = if specific.is_empty() {
-            i.up && !i.loopback
-        } else {
-            specific.contains(&i.addr)
-        };
-        if carries {
-            names.insert(i.name.clone());
-        }
-    }
-    if names.is_empty() {
-        if specific.is_empty() {
-            bail!("no interface is up with an address to serve on (use -i IFACE or --no-xdp)");
-        }
-        bail!("no interface carries the bind address(es) {specific:?} (use -i IFACE or --no-xdp)");
-    }
-    Ok(names.into_iter().collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ia(name: &str, addr: &str, up: bool, loopback: bool) -> IfaceAddr {
-        IfaceAddr {
-            name: name.into(),
-            addr: addr.parse().unwrap(),
-            up,
-            loopback,
-        }
-    }
-
-    fn host() -> Vec<IfaceAddr> {
-        vec![
-            ia("lo", "127.0.0.1", true, true),
-            ia("eth0", "198.18.0.1", true, false),
-            ia("eth0", "fd00::1", true, false),
-            ia("eth1", "198.18.1.1", true, false),
-            ia("eth2", "198.18.2.1", false, false),
-        ]
-    }
-
-    #[test]
-    fn wildcard_serves_every_up_non_loopback_interface() {
-        assert_eq!(select(&host(), &[]).unwrap(), ["eth0", "eth1"]);
-        assert_eq!(
-            select(&host(), &["0.0.0.0".parse().unwrap()]).unwrap(),
-            ["eth0", "eth1"]
-        );
-    }
-
-    #[test]
-    fn bind_address_picks_its_interface() {
-        assert_eq!(
-            select(&host(), &["fd00::1".parse().unwrap()]).unwrap(),
-            ["eth0"]
-        );
-        assert_eq!(
-            select(&host(), &["198.18.1.1".parse().unwrap()]).unwrap(),
-            ["eth1"]
-        );
-        let err = select(&host(), &["203.0.113.9".parse().unwrap()]).unwrap_err();
-        assert!(err.to_string().contains("203.0.113.9"), "{err}");
-    }
-
-    #[test]
-    fn nothing_to_serve_is_an_error() {
-        assert!(select(&host()[..1], &[]).is_err());
-    }
 }

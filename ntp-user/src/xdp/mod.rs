@@ -23,7 +23,7 @@ use ntp_common::{
 };
 use ntp_proto::acl::AccessTable;
 use state_map::StateMap;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// How a program ended up attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,10 +46,66 @@ impl std::fmt::Display for AttachMode {
 /// The loaded XDP object with its maps.
 pub struct KernelPath {
     ebpf: Ebpf,
-    state: StateMap,
-    links: Vec<(String, XdpLinkId, AttachMode)>,
+    state: Publisher,
+    links: Vec<Link>,
+}
+
+/// The program attached to one interface.
+struct Link {
+    name: String,
+    index: u32,
+    id: XdpLinkId,
+    mode: AttachMode,
+}
+
+/// The published state and the maps' generation it carries.
+struct StateCell {
+    map: StateMap,
     /// Generation of the lookup maps, stamped into every publication (never 0).
     maps_gen: u32,
+}
+
+/// Publishes the server state (the daemon's timekeeping path): a handle of its own, so
+/// publishing never waits for an attach or a map update, which take the [`KernelPath`].
+#[derive(Clone)]
+pub struct Publisher(std::sync::Arc<std::sync::Mutex<StateCell>>);
+
+impl Publisher {
+    /// Publishes `state` under the sequence lock, with the maps' current generation.
+    pub fn publish(&self, state: &ServerState) {
+        let mut cell = crate::lock(&self.0);
+        let mut s = *state;
+        s.maps_gen = cell.maps_gen;
+        cell.map.write(&s);
+    }
+
+    /// Stops the kernel answering until the next [`Self::publish`] (every request passes
+    /// to the daemon).
+    pub fn withdraw(&self) {
+        let mut cell = crate::lock(&self.0);
+        let mut s = cell.map.read();
+        s.serve = 0;
+        cell.map.write(&s);
+    }
+
+    /// The state as the kernel sees it now.
+    pub fn published(&self) -> ServerState {
+        crate::lock(&self.0).map.read()
+    }
+
+    /// Starts a new generation of the lookup maps, now whole, and republishes: what the
+    /// kernel cached from them (each client's verdict, each CPU's last address and MAC)
+    /// is looked up again.
+    fn maps_changed(&self) {
+        let mut cell = crate::lock(&self.0);
+        cell.maps_gen = match cell.maps_gen.wrapping_add(1) {
+            0 => 1,
+            g => g,
+        };
+        let mut s = cell.map.read();
+        s.maps_gen = cell.maps_gen;
+        cell.map.write(&s);
+    }
 }
 
 impl KernelPath {
@@ -100,12 +156,14 @@ impl KernelPath {
         let Map::Array(data) = map else {
             bail!("map {MAP_STATE} is not an array");
         };
-        let state = StateMap::new(data)?;
+        let state = Publisher(std::sync::Arc::new(std::sync::Mutex::new(StateCell {
+            map: StateMap::new(data)?,
+            maps_gen: 1,
+        })));
         Ok(KernelPath {
             ebpf,
             state,
             links: Vec::new(),
-            maps_gen: 1,
         })
     }
 
@@ -118,25 +176,64 @@ impl KernelPath {
             .try_into()?)
     }
 
-    /// Attaches the serving program to `iface`: native mode, else generic with a warning.
-    /// The interface's MAC is registered first: the program answers only frames
-    /// addressed to it.
+    /// Attaches the serving program to `iface` (see [`Self::attach_to`]).
     pub fn attach(&mut self, iface: &str) -> Result<AttachMode> {
         let index = nix::net::if_::if_nametoindex(iface)
             .with_context(|| format!("index of interface {iface}"))?;
-        let mac = ifaces::mac_address(iface)?;
-        self.set_interface_mac(index, mac)?;
+        self.attach_to(iface, index)
+    }
+
+    /// Attaches the serving program to interface `name`, index `index`: native mode,
+    /// else generic with a warning. The interface's MAC is registered first: the program
+    /// answers only frames addressed to it.
+    pub fn attach_to(&mut self, name: &str, index: u32) -> Result<AttachMode> {
+        self.refresh_mac(name, index)?;
         let prog = self.serve_program()?;
-        let (id, mode) = attach_with_fallback(prog, iface)?;
-        self.links.push((iface.to_string(), id, mode));
-        warn_of_stripped_vlan_tags(iface);
+        let (id, mode) = attach_with_fallback(prog, name, index)?;
+        self.links.push(Link {
+            name: name.to_string(),
+            index,
+            id,
+            mode,
+        });
+        warn_of_stripped_vlan_tags(name);
         Ok(mode)
     }
 
-    /// Registers `mac` as the address of interface `index`.
+    /// Detaches the program from interface `index` (gone, or no longer served) and
+    /// forgets its MAC. An interface already removed took its attachment with it.
+    pub fn detach(&mut self, index: u32) -> Result<()> {
+        let (gone, kept): (Vec<Link>, Vec<Link>) = std::mem::take(&mut self.links)
+            .into_iter()
+            .partition(|l| l.index == index);
+        self.links = kept;
+        for l in gone {
+            if let Err(e) = self.serve_program().and_then(|p| Ok(p.detach(l.id)?)) {
+                debug!("Detaching from {} (index {index}): {e:#}", l.name);
+            }
+        }
+        let mut macs: HashMap<&mut MapData, u32, u64> =
+            HashMap::try_from(map_mut(&mut self.ebpf, MAP_IFACE_MACS)?)?;
+        if macs.remove(&index).is_ok() {
+            self.maps_changed();
+        }
+        Ok(())
+    }
+
+    /// Registers the current MAC of interface `name` (index `index`), if it changed.
+    pub fn refresh_mac(&mut self, name: &str, index: u32) -> Result<()> {
+        let mac = ifaces::mac_address(name)?;
+        self.set_interface_mac(index, mac)
+    }
+
+    /// Registers `mac` as the address of interface `index` (a change starts a new
+    /// generation of the maps).
     pub fn set_interface_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
         let mut macs: HashMap<&mut MapData, u32, u64> =
             HashMap::try_from(map_mut(&mut self.ebpf, MAP_IFACE_MACS)?)?;
+        if macs.get(&index, 0).ok() == Some(mac_value(mac)) {
+            return Ok(());
+        }
         macs.insert(index, mac_value(mac), 0)
             .with_context(|| format!("registering the MAC of interface {index}"))?;
         self.maps_changed();
@@ -151,17 +248,31 @@ impl KernelPath {
 
     /// Interfaces the program is attached to, with the mode of each.
     pub fn attached(&self) -> Vec<(String, AttachMode)> {
-        self.links.iter().map(|(i, _, m)| (i.clone(), *m)).collect()
+        self.links
+            .iter()
+            .map(|l| (l.name.clone(), l.mode))
+            .collect()
+    }
+
+    /// Interfaces the program is attached to, by name and index.
+    pub fn attachments(&self) -> Vec<ntp_proto::serving::Attachment> {
+        self.links
+            .iter()
+            .map(|l| ntp_proto::serving::Attachment {
+                name: l.name.clone(),
+                index: l.index,
+            })
+            .collect()
     }
 
     /// Detaches from every interface.
     pub fn detach_all(&mut self) {
         let links = std::mem::take(&mut self.links);
-        for (iface, id, _) in links {
-            let result = self.serve_program().and_then(|p| Ok(p.detach(id)?));
+        for l in links {
+            let result = self.serve_program().and_then(|p| Ok(p.detach(l.id)?));
             match result {
-                Ok(()) => info!("Detached XDP program from {iface}"),
-                Err(e) => warn!("Could not detach XDP program from {iface}: {e:#}"),
+                Ok(()) => info!("Detached XDP program from {}", l.name),
+                Err(e) => warn!("Could not detach XDP program from {}: {e:#}", l.name),
             }
         }
     }
@@ -179,16 +290,8 @@ impl KernelPath {
         Ok(())
     }
 
-    /// Starts a new generation of the lookup maps, now whole: what the kernel cached
-    /// from them (each client's verdict, each CPU's last address and MAC) is looked up
-    /// again.
     fn maps_changed(&mut self) {
-        self.maps_gen = match self.maps_gen.wrapping_add(1) {
-            0 => 1,
-            g => g,
-        };
-        let current = self.state.read();
-        self.publish(&current);
+        self.state.maps_changed();
     }
 
     /// Sets the unicast addresses the program answers for (requests to any other address
@@ -219,30 +322,31 @@ impl KernelPath {
         Ok(())
     }
 
-    /// Publishes `state` under the sequence lock, with the current ACL generation.
+    /// Publishes `state` under the sequence lock, with the maps' current generation.
     pub fn publish(&mut self, state: &ServerState) {
-        let mut s = *state;
-        s.maps_gen = self.maps_gen;
-        self.state.write(&s);
+        self.state.publish(state);
     }
 
     /// Stops the kernel answering until the next [`Self::publish`] (every request passes
     /// to the daemon).
     pub fn withdraw(&mut self) {
-        let mut s = self.state.read();
-        s.serve = 0;
-        self.state.write(&s);
+        self.state.withdraw();
+    }
+
+    /// The handle the daemon publishes through (see [`Publisher`]).
+    pub fn publisher(&self) -> Publisher {
+        self.state.clone()
     }
 
     /// A writer of the published state on a mapping of its own, for tests that publish
     /// from another thread or leave a write unfinished; the daemon never uses one.
     pub fn state_writer(&self) -> Result<StateWriter> {
-        Ok(StateWriter(self.state.reopen()?))
+        Ok(StateWriter(crate::lock(&self.state.0).map.reopen()?))
     }
 
     /// The state as the kernel sees it now.
     pub fn published(&self) -> ServerState {
-        self.state.read()
+        self.state.published()
     }
 
     /// The kernel's client log: every client's address and record.
@@ -348,13 +452,19 @@ fn refuse_where_the_state_lock_fails() -> Result<()> {
     }
 }
 
-fn attach_with_fallback(prog: &mut Xdp, iface: &str) -> Result<(XdpLinkId, AttachMode)> {
-    match prog.attach(iface, XdpMode::Driver) {
+fn attach_with_fallback(
+    prog: &mut Xdp,
+    iface: &str,
+    index: u32,
+) -> Result<(XdpLinkId, AttachMode)> {
+    match prog.attach_to_if_index(index, XdpMode::Driver) {
         Ok(id) => Ok((id, AttachMode::Native)),
         Err(native_err) => {
-            let id = prog.attach(iface, XdpMode::Skb).with_context(|| {
-                format!("attaching XDP to {iface} (native mode failed too: {native_err})")
-            })?;
+            let id = prog
+                .attach_to_if_index(index, XdpMode::Skb)
+                .with_context(|| {
+                    format!("attaching XDP to {iface} (native mode failed too: {native_err})")
+                })?;
             warn!("Native XDP not available on {iface} ({native_err}); attached in generic mode");
             Ok((id, AttachMode::Generic))
         }
@@ -370,7 +480,9 @@ pub fn attach_pass(iface: &str) -> Result<(Ebpf, AttachMode)> {
         .ok_or_else(|| anyhow!("program {PROG_PASS} missing"))?
         .try_into()?;
     prog.load().context("verifying the pass program")?;
-    let (_, mode) = attach_with_fallback(prog, iface)?;
+    let index = nix::net::if_::if_nametoindex(iface)
+        .with_context(|| format!("index of interface {iface}"))?;
+    let (_, mode) = attach_with_fallback(prog, iface, index)?;
     Ok((ebpf, mode))
 }
 
