@@ -63,7 +63,8 @@ fn logged(p: &mut Proc, needle: &str, within: Duration) -> Result<()> {
 /// path within a second; its removal is logged and breaks nothing; added again (same
 /// name, new index) it is served again; an address changed is served at once and the
 /// old one left to the stack; a macvlan on it is served where its frames arrive
-/// (generic mode: the veth passes frames for another MAC up to the stack).
+/// (generic mode: the veth passes frames for another MAC up to the stack); its MAC
+/// changed in place is followed.
 #[test]
 fn the_fast_path_follows_interfaces_as_they_come_and_go() -> Result<()> {
     if !ntpx_tests::privileged("the_fast_path_follows_interfaces_as_they_come_and_go") {
@@ -152,6 +153,11 @@ fn the_fast_path_follows_interfaces_as_they_come_and_go() -> Result<()> {
             .any(|l| l.starts_with("Attached to mv29") && l.contains("generic")),
         "{stats}"
     );
+
+    // The veth's MAC changed in place: frames for the new one are the fast path's.
+    server.ip(&["link", "set", "dev", &a, "address", "02:00:00:00:29:01"])?;
+    client.ip(&["neigh", "flush", "dev", &b])?;
+    kernel_answers(&d, &client, "198.18.29.11", Duration::from_secs(1))?;
     Ok(())
 }
 
