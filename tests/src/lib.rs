@@ -101,6 +101,26 @@ pub fn remove_stale_namespaces() {
     }
 }
 
+/// Puts IPv4 options (`opts`, e.g. a no-op `[1, 1, 1, 0]`) on `sock`'s datagrams, so the
+/// fast path passes them up to the daemon.
+pub fn set_ip_options(sock: &std::net::UdpSocket, opts: &[u8]) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on a valid socket with a buffer that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_OPTIONS,
+            opts.as_ptr().cast(),
+            opts.len() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        bail!("IP_OPTIONS: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A network namespace, deleted on drop.
 pub struct Netns {
     name: String,

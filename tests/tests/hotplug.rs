@@ -195,7 +195,7 @@ fn a_named_interface_and_a_bind_address_not_there_yet_are_waited_for() -> Result
         let addr = link.server_v4.clone();
         move || {
             let s = UdpSocket::bind("0.0.0.0:0")?;
-            set_ip_options(&s)?;
+            ntpx_tests::set_ip_options(&s, &[1, 1, 1, 0])?;
             s.set_read_timeout(Some(Duration::from_millis(500)))?;
             let req = ntpx_tests::frames::ntp_request(4, 3, 6, 1);
             s.send_to(&req, (addr.as_str(), 123))?;
@@ -205,25 +205,5 @@ fn a_named_interface_and_a_bind_address_not_there_yet_are_waited_for() -> Result
     })?;
     assert!(ok, "no answer from the daemon's socket:\n{}", d.proc.log());
     assert!(d.stat("serverstats", "Daemon NTP packets answered")? > daemon_before);
-    Ok(())
-}
-
-/// Puts a no-op IPv4 option on `s`'s datagrams, so the fast path passes them up.
-fn set_ip_options(s: &UdpSocket) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let opts = [1u8, 1, 1, 0];
-    // SAFETY: setsockopt on a valid socket with a buffer that outlives the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_OPTIONS,
-            opts.as_ptr().cast(),
-            opts.len() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        bail!("IP_OPTIONS: {}", std::io::Error::last_os_error());
-    }
     Ok(())
 }

@@ -203,20 +203,7 @@ fn query_raw(
     ns.run_in(move || {
         let sock = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
         if let Some(opts) = ip_options {
-            use std::os::fd::AsRawFd;
-            // SAFETY: valid socket fd and a buffer of the given length.
-            let rc = unsafe {
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::IPPROTO_IP,
-                    libc::IP_OPTIONS,
-                    opts.as_ptr().cast(),
-                    opts.len() as libc::socklen_t,
-                )
-            };
-            if rc != 0 {
-                bail!("IP_OPTIONS: {}", std::io::Error::last_os_error());
-            }
+            ntpx_tests::set_ip_options(&sock, &opts)?;
         }
         sock.set_read_timeout(Some(Duration::from_secs(1)))?;
         sock.send_to(&payload, (server, 123))?;

@@ -43,19 +43,8 @@ impl Fixture {
             return None;
         }
         let mut k = KernelPath::load(123).expect("loading the XDP program");
-        let mut acl = AccessTable::new();
-        acl.apply(Action::Allow, false, None);
-        acl.apply(
-            Action::Deny,
-            false,
-            Some(Subnet::parse("198.18.9.0/24").unwrap()),
-        );
-        acl.apply(
-            Action::Deny,
-            false,
-            Some(Subnet::parse("fd00:9::/32").unwrap()),
-        );
-        k.set_acl(&acl).unwrap();
+        k.set_acl(&allow_all_but(&["198.18.9.0/24", "fd00:9::/32"]))
+            .unwrap();
         let local: Vec<std::net::IpAddr> = ["198.18.0.1", "fd00:198:18::1", "fd00::1"]
             .iter()
             .map(|a| a.parse().unwrap())
@@ -67,17 +56,8 @@ impl Fixture {
     }
 
     fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; frame.len() + 512];
-        let prog = self.k.serve_program().unwrap();
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::new()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        let (rc, out, _) = run_once(&mut self.k, frame);
+        (rc, out)
     }
 
     fn counter(&self, c: Counter) -> u64 {
@@ -90,6 +70,32 @@ impl Fixture {
         assert_eq!(rc, XDP_PASS, "{what}: expected XDP_PASS");
         assert_eq!(out, frame, "{what}: passed frame was modified");
     }
+}
+
+/// One `BPF_PROG_TEST_RUN` of `k`'s program on `frame`: its verdict, the frame after
+/// it, and the run's duration.
+fn run_once(k: &mut KernelPath, frame: &[u8]) -> (u32, Vec<u8>, Duration) {
+    let mut out = vec![0u8; frame.len() + 512];
+    let prog = k.serve_program().unwrap();
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out, r.duration)
+}
+
+/// `allow all` with `deny` for each of `subnets`.
+fn allow_all_but(subnets: &[&str]) -> AccessTable {
+    let mut acl = AccessTable::new();
+    acl.apply(Action::Allow, false, None);
+    for s in subnets {
+        acl.apply(Action::Deny, false, Some(Subnet::parse(s).unwrap()));
+    }
+    acl
 }
 
 /// A valid client request from `src` to `dst`.
@@ -501,26 +507,13 @@ fn cached_lookups_follow_every_change_of_the_maps() {
         assert_eq!(fx.run(f).0, XDP_TX, "answered again from the caches");
     }
     // Denied now: the verdict in the client's record is not trusted past the change.
-    let mut deny = AccessTable::new();
-    deny.apply(Action::Allow, false, None);
-    deny.apply(
-        Action::Deny,
-        false,
-        Some(Subnet::parse("198.18.5.0/24").unwrap()),
-    );
-    deny.apply(
-        Action::Deny,
-        false,
-        Some(Subnet::parse("fd00:5::/32").unwrap()),
-    );
-    fx.k.set_acl(&deny).unwrap();
+    fx.k.set_acl(&allow_all_but(&["198.18.5.0/24", "fd00:5::/32"]))
+        .unwrap();
     for f in [&v4, &v6] {
         assert_eq!(fx.run(f).0, XDP_DROP, "denied after the change");
     }
     assert_eq!(fx.counter(Counter::DropDenied), 2);
-    let mut allow = AccessTable::new();
-    allow.apply(Action::Allow, false, None);
-    fx.k.set_acl(&allow).unwrap();
+    fx.k.set_acl(&allow_all_but(&[])).unwrap();
     for f in [&v4, &v6] {
         assert_eq!(fx.run(f).0, XDP_TX, "allowed again");
     }
@@ -594,17 +587,8 @@ fn the_fast_path_is_withdrawn_before_the_clock_steps() {
         on_step: Box::new({
             let (k, seen, frame) = (k.clone(), seen.clone(), frame.clone());
             move |offset| {
-                let mut k = k.lock().unwrap();
-                let prog = k.serve_program().unwrap();
-                let mut out = vec![0u8; frame.len()];
-                let r = prog
-                    .test_run(TestRunOptions {
-                        data_in: Some(&frame),
-                        data_out: Some(&mut out),
-                        ..TestRunOptions::new()
-                    })
-                    .unwrap();
-                seen.lock().unwrap().push((offset, r.return_value));
+                let (rc, _, _) = run_once(&mut k.lock().unwrap(), &frame);
+                seen.lock().unwrap().push((offset, rc));
             }
         }),
     };
@@ -669,17 +653,9 @@ fn cost_per_request_is_reported() {
     // time single runs instead and report their median.
     let mut ns = Vec::new();
     for _ in 0..2000 {
-        let mut out = vec![0u8; frame.len()];
-        let prog = fx.k.serve_program().unwrap();
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::new()
-            })
-            .unwrap();
-        assert_eq!(r.return_value, XDP_TX);
-        ns.push(r.duration.as_nanos());
+        let (rc, _, took) = run_once(&mut fx.k, &frame);
+        assert_eq!(rc, XDP_TX);
+        ns.push(took.as_nanos());
     }
     ns.sort_unstable();
     println!(
