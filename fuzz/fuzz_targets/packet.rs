@@ -4,6 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 use ntp_proto::{
     acl::{AccessTable, Action},
+    auth::{KeyTable, Trailer, trailer},
     packet::{NtpHeader, NtpTimestamp},
     reference::{PublishParams, Reference, server_state},
     server::{LastExchange, Verdict, handle_request},
@@ -23,9 +24,26 @@ fuzz_target!(|data: &[u8]| {
     let mut acl = AccessTable::new();
     acl.apply(Action::Allow, false, None);
     let src = "198.18.0.2:40000".parse().expect("literal address");
-    if let Verdict::Reply(p) = handle_request(data, src, now, &state, &acl) {
-        // A reply is never larger than its request.
-        assert!(p.finish(now + 1000).0.len() <= data.len());
+    let keys = ntp_proto::keys::parse("1 MD5 ASCII:fuzz\n", std::path::Path::new("k"))
+        .expect("a literal keyfile");
+    let (keys, _) = KeyTable::new(&keys);
+    if let Verdict::Reply(p) = handle_request(data, src, now, &state, &acl, &keys) {
+        // A reply is never larger than its request; an authenticated one only comes for
+        // a request that verified under the key it names, and carries a MAC that does.
+        let (reply, _) = p.finish(now + 1000, &keys);
+        assert!(reply.len() <= data.len());
+        if let Some(id) = p.key_id() {
+            let k = keys.get(id).expect("answered under a known key");
+            let Trailer::Mac { covered, digest, .. } = trailer(data) else {
+                panic!("an authenticated reply to a request without a MAC");
+            };
+            assert!(k.verify(covered, (data[0] >> 3) & 7, digest));
+            let Trailer::Mac { covered, key_id, digest } = trailer(&reply) else {
+                panic!("an authenticated request answered without a MAC");
+            };
+            assert_eq!(key_id, id);
+            assert!(k.verify(covered, (reply[0] >> 3) & 7, digest));
+        }
         // Interleaved mode (chrony's rules): only when the request names the receive
         // timestamp of the last reply and its transmit time is known; the reply then
         // carries that transmit time and echoes the request's receive field.
@@ -39,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
             let q = p.clone().interleave(&last);
             let expected = origin.0 != 0 && rx == origin.0 && tx != 0;
             assert_eq!(q.is_interleaved(), expected);
-            let (reply, _) = q.finish(now + 1000);
+            let (reply, _) = q.finish(now + 1000, &keys);
             let h = NtpHeader::parse(&reply).expect("a reply parses");
             if expected {
                 assert_eq!(h.transmit_ts, NtpTimestamp(tx));

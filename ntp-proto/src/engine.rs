@@ -8,11 +8,12 @@
 //! and the clock is updated only when the selected source has a new sample.
 
 use crate::{
+    auth::KeyTable,
     calendar::leap_day,
     clock::EngineClock,
     config::{LocalConfig, SourceConfig, SyncConfig},
     packet::{NtpHeader, NtpTimestamp, ntp_short_to_secs},
-    poller::{MAX_RESPONSE_TIME, PollOptions, Poller},
+    poller::{MAX_RESPONSE_TIME, PollOptions, Poller, SourceAuth},
     reference::Reference,
     report::{
         NtpDataReport, SelectDataReport, SourceReport, SourceStatsReport, TrackingReport,
@@ -63,6 +64,8 @@ pub struct SourceOptions {
     pub filter: Option<usize>,
     /// `minstratum`: the least stratum the source is taken to have.
     pub min_stratum: u8,
+    /// `key`: the keyfile's key its exchanges are authenticated with.
+    pub key: Option<u32>,
 }
 
 impl Default for SourceOptions {
@@ -82,6 +85,7 @@ impl Default for SourceOptions {
             offset: 0.0,
             filter: None,
             min_stratum: 0,
+            key: None,
         }
     }
 }
@@ -112,6 +116,7 @@ impl SourceOptions {
             offset: sc.offset,
             filter: sc.filter,
             min_stratum: sc.min_stratum,
+            key: sc.key,
         }
     }
 }
@@ -239,6 +244,8 @@ struct Synced {
 pub struct Engine<C: EngineClock> {
     clock: C,
     sources: Vec<SourceEntry>,
+    /// The keyfile's keys, for sources with `key`.
+    keys: KeyTable,
     discipline: Discipline,
     params: SelectParams,
     sync: SyncConfig,
@@ -295,6 +302,7 @@ impl<C: EngineClock> Engine<C> {
         }
         Engine {
             sources: Vec::new(),
+            keys: KeyTable::default(),
             discipline,
             params: SelectParams {
                 min_sources: sync.min_sources,
@@ -345,13 +353,29 @@ impl<C: EngineClock> Engine<C> {
         })
     }
 
+    /// Authenticates sources with `keys` (the keyfile's) from now on.
+    pub fn set_keys(&mut self, keys: KeyTable) {
+        self.keys = keys;
+    }
+
+    /// How a source with `key` is authenticated.
+    fn auth_for(&self, key: Option<u32>) -> SourceAuth {
+        match key {
+            None => SourceAuth::None,
+            Some(id) => self
+                .keys
+                .get(id)
+                .map_or(SourceAuth::Missing(id), |k| SourceAuth::Key(k.clone())),
+        }
+    }
+
     /// Adds a source; returns its id.
     pub fn add_source(&mut self, addr: SocketAddr, opts: SourceOptions) -> usize {
         self.sources.push(SourceEntry {
             name: addr.ip().to_string(),
             addr,
             opts,
-            poller: Poller::new(opts.poll),
+            poller: Poller::new(opts.poll).with_auth(self.auth_for(opts.key)),
             stats: self.new_stats(&opts),
             sel: Memory::default(),
             updates: 0,
@@ -452,11 +476,12 @@ impl<C: EngineClock> Engine<C> {
             return Vec::new();
         };
         let stats = self.new_stats(&opts);
+        let auth = self.auth_for(opts.key);
         let s = &mut self.sources[id];
         let old = std::mem::replace(&mut s.name, addr.ip().to_string());
         s.addr = addr;
         s.stats = stats;
-        s.poller = Poller::new(opts.poll);
+        s.poller = Poller::new(opts.poll).with_auth(auth);
         s.sel = Memory::default();
         s.updates = 0;
         s.stratum = 0;
@@ -487,14 +512,15 @@ impl<C: EngineClock> Engine<C> {
     /// The next request to source `id`, with random `cookie` as its transmit timestamp;
     /// `None` if the source is not to be polled. A request that finds the previous one
     /// unanswered may end the selection.
-    pub fn transmit(&mut self, id: usize, cookie: u64) -> Option<([u8; 48], Vec<Log>)> {
+    pub fn transmit(&mut self, id: usize, cookie: u64) -> Option<(Vec<u8>, Vec<Log>)> {
         let now = self.clock.system_now_ns();
         let generation = self.clock.generation();
         let peer = self.selected == Some(id);
         let s = self
             .sources
             .get_mut(id)
-            .filter(|s| !s.removed && !s.offline)?;
+            .filter(|s| !s.removed && !s.offline)
+            .filter(|s| !matches!(s.poller.auth(), SourceAuth::Missing(_)))?;
         let was_reachable = s.poller.reach() != 0;
         let (req, missed) = s.poller.request(cookie, now, generation, peer);
         s.polls = s.polls.saturating_add(1);
@@ -1137,6 +1163,7 @@ impl<C: EngineClock> Engine<C> {
                     total_rx: s.received,
                     total_valid_rx: s.replies,
                     total_good_rx: s.samples,
+                    authenticated: !matches!(s.poller.auth(), SourceAuth::None),
                 }
             })
             .collect()

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
+pub mod auth;
 pub mod calendar;
 pub mod clock;
 pub mod config;

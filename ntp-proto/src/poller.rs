@@ -4,7 +4,7 @@
 //! the caller supplies timestamps, datagrams and randomness.
 
 use crate::packet::{NtpHeader, NtpTimestamp, ntp_short_to_secs};
-use ntp_common::wire::{self, NTP_HEADER_LEN};
+use ntp_common::wire;
 
 /// Seconds from start to the first request (chrony's initial delay).
 pub const INITIAL_DELAY: f64 = 0.2;
@@ -59,6 +59,21 @@ pub enum Rejected {
     Duplicate,
     /// A zero timestamp.
     Timestamps,
+    /// Not authenticated with the source's key (no MAC, another key, or a MAC that does
+    /// not verify).
+    Auth,
+}
+
+/// How a source's exchanges are authenticated.
+#[derive(Clone, Debug, Default)]
+pub enum SourceAuth {
+    /// Not at all: a MAC in a reply is ignored, as chrony ignores it.
+    #[default]
+    None,
+    /// With this key: requests carry its MAC, replies must too.
+    Key(crate::auth::AuthKey),
+    /// With a key the keyfile does not have: the source cannot be polled.
+    Missing(u32),
 }
 
 /// What a valid reply says of the server.
@@ -93,6 +108,7 @@ pub struct Poller {
     backoff: f64,
     /// The least round-trip delay of the source's samples (for the sub-second rule).
     min_delay: f64,
+    auth: SourceAuth,
 }
 
 impl Poller {
@@ -120,7 +136,19 @@ impl Poller {
             last: None,
             backoff: 0.0,
             min_delay: f64::INFINITY,
+            auth: SourceAuth::None,
         }
+    }
+
+    /// The poller authenticating its exchanges as `auth` says.
+    pub fn with_auth(mut self, auth: SourceAuth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// How the exchanges are authenticated.
+    pub fn auth(&self) -> &SourceAuth {
+        &self.auth
     }
 
     /// The options.
@@ -192,7 +220,7 @@ impl Poller {
         sent: u64,
         generation: u64,
         system_peer: bool,
-    ) -> ([u8; NTP_HEADER_LEN], bool) {
+    ) -> (Vec<u8>, bool) {
         self.tx_count += 1;
         self.backoff = 0.0;
         let missed = self.tx_count >= 2;
@@ -207,14 +235,24 @@ impl Poller {
             }
         }
         self.outstanding = Some((cookie, sent, generation));
-        let req = NtpHeader {
-            version: 4,
+        // As chrony: NTPv3 where NTPv4 would truncate the key's digest.
+        let version = match &self.auth {
+            SourceAuth::Key(k) if k.truncated_in_v4() => 3,
+            _ => 4,
+        };
+        let mut req = NtpHeader {
+            version,
             mode: wire::MODE_CLIENT,
             poll: self.poll,
             transmit_ts: NtpTimestamp(cookie),
             ..Default::default()
         }
-        .serialize();
+        .serialize()
+        .to_vec();
+        if let SourceAuth::Key(k) = &self.auth {
+            let mac = k.mac(&req, version);
+            req.extend_from_slice(&mac);
+        }
         (req, missed)
     }
 
@@ -239,6 +277,19 @@ impl Poller {
         let (cookie, sent, generation) = self.outstanding.ok_or(Rejected::Origin)?;
         if h.origin_ts.0 != cookie {
             return Err(Rejected::Origin);
+        }
+        if let SourceAuth::Key(k) = &self.auth {
+            let ok = match crate::auth::trailer(datagram) {
+                crate::auth::Trailer::Mac {
+                    covered,
+                    key_id,
+                    digest,
+                } => key_id == k.id() && k.verify(covered, h.version, digest),
+                _ => false,
+            };
+            if !ok {
+                return Err(Rejected::Auth);
+            }
         }
         if self.last == Some((h.receive_ts, h.transmit_ts)) {
             return Err(Rejected::Duplicate);
@@ -362,7 +413,7 @@ impl Poller {
 mod tests {
     use super::*;
 
-    fn reply_to(req: &[u8; 48], stratum: u8, leap: u8, refid: [u8; 4]) -> Vec<u8> {
+    fn reply_to(req: &[u8], stratum: u8, leap: u8, refid: [u8; 4]) -> Vec<u8> {
         let q = NtpHeader::parse(req).unwrap();
         NtpHeader {
             leap,
@@ -377,6 +428,54 @@ mod tests {
         }
         .serialize()
         .to_vec()
+    }
+
+    fn key(kind: &str) -> crate::auth::AuthKey {
+        crate::auth::AuthKey::new(&crate::keys::Key {
+            id: 5,
+            kind: kind.into(),
+            secret: b"sesame".repeat(6)[..if kind == "AES128" { 16 } else { 20 }].to_vec(),
+        })
+        .unwrap()
+    }
+
+    /// A reply to `req` signed by `k` as a server would, in the request's version.
+    fn signed_reply(req: &[u8], k: &crate::auth::AuthKey) -> Vec<u8> {
+        let version = (req[0] >> 3) & 7;
+        let mut r = reply_to(&req[..48], 2, 0, [0; 4]);
+        r[0] = wire::li_vn_mode(0, version, wire::MODE_SERVER);
+        let mac = k.mac(&r, version);
+        r.extend_from_slice(&mac);
+        r
+    }
+
+    #[test]
+    fn an_authenticated_source_takes_only_replies_under_its_key() {
+        for (kind, version, len) in [("MD5", 4, 68), ("SHA256", 3, 84), ("AES128", 4, 68)] {
+            let k = key(kind);
+            let mut p = Poller::new(opts(6, 10, false)).with_auth(SourceAuth::Key(k.clone()));
+            let (req, _) = p.request(0x1234_5678, 1, 0, false);
+            assert_eq!((req.len(), (req[0] >> 3) & 7), (len, version), "{kind}");
+            assert!(matches!(
+                crate::auth::trailer(&req),
+                crate::auth::Trailer::Mac { key_id: 5, .. }
+            ));
+            // Unsigned, signed by another key, tampered: all refused.
+            assert_eq!(p.reply(&reply_to(&req, 2, 0, [0; 4])), Err(Rejected::Auth));
+            let mut other = signed_reply(&req, &k);
+            let n = other.len();
+            other[n - 1] ^= 1;
+            assert_eq!(p.reply(&other), Err(Rejected::Auth));
+            let mut tampered = signed_reply(&req, &k);
+            tampered[1] = 1;
+            assert_eq!(p.reply(&tampered), Err(Rejected::Auth));
+            assert!(p.reply(&signed_reply(&req, &k)).is_ok(), "{kind}");
+        }
+        // An unauthenticated source ignores a MAC, as chrony does.
+        let mut p = Poller::new(opts(6, 10, false));
+        let (req, _) = p.request(0x1234_5678, 1, 0, false);
+        assert_eq!(req.len(), 48);
+        assert!(p.reply(&signed_reply(&req, &key("MD5"))).is_ok());
     }
 
     fn opts(minpoll: i8, maxpoll: i8, iburst: bool) -> PollOptions {

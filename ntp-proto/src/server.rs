@@ -5,6 +5,7 @@
 //! [`PendingReply::finish`].
 
 use crate::acl::{AccessTable, Action};
+use crate::auth::{KeyTable, Trailer, trailer};
 use crate::packet::{NtpHeader, NtpTimestamp};
 use ntp_common::{
     RateLimit, ServerState,
@@ -15,10 +16,14 @@ use std::net::{IpAddr, SocketAddr};
 /// Why a datagram got no reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ignored {
-    /// Not exactly an NTP header (extension fields, MACs and NTS are not served yet).
+    /// Not an NTP header alone or with a MAC (extension fields and NTS are not served
+    /// yet), or malformed.
     Length,
     /// Not a client request of version 1-4.
     Mode,
+    /// A MAC with a key this server does not have, or that does not verify: chrony
+    /// sends nothing back (no crypto-NAK for symmetric keys).
+    Auth,
 }
 
 /// What to do with a datagram.
@@ -46,6 +51,8 @@ pub struct PendingReply {
     request_receive: NtpTimestamp,
     /// In interleaved mode, the transmit timestamp of the previous reply to this client.
     previous_transmit: Option<NtpTimestamp>,
+    /// The key the request was authenticated with: the reply carries a MAC under it.
+    key_id: Option<u32>,
 }
 
 /// The timestamps of the latest reply to a client, for interleaved mode.
@@ -102,13 +109,24 @@ impl PendingReply {
         self.header.receive_ts
     }
 
-    /// The reply as sent when the transmit timestamp is taken at `tx_tai_ns`, and the
-    /// transmit timestamp of this moment (an interleaved reply carries an earlier one).
-    pub fn finish(&self, tx_tai_ns: u64) -> ([u8; NTP_HEADER_LEN], NtpTimestamp) {
+    /// The key the request was authenticated with, if it was.
+    pub fn key_id(&self) -> Option<u32> {
+        self.key_id
+    }
+
+    /// The reply as sent when the transmit timestamp is taken at `tx_tai_ns` (with the
+    /// MAC, under `keys`, of an authenticated request's key), and the transmit timestamp
+    /// of this moment (an interleaved reply carries an earlier one).
+    pub fn finish(&self, tx_tai_ns: u64, keys: &KeyTable) -> (Vec<u8>, NtpTimestamp) {
         let now = served_ntp(&self.state, tx_tai_ns);
         let mut h = self.header;
         h.transmit_ts = self.previous_transmit.unwrap_or(now);
-        (h.serialize(), now)
+        let mut out = h.serialize().to_vec();
+        if let Some(k) = self.key_id.and_then(|id| keys.get(id)) {
+            let mac = k.mac(&out, h.version);
+            out.extend_from_slice(&mac);
+        }
+        (out, now)
     }
 }
 
@@ -143,17 +161,23 @@ fn replyable(src: SocketAddr) -> bool {
     port_ok && addr_ok
 }
 
-/// Decides how to answer `datagram` from `src`, received at kernel TAI time `rx_tai_ns`.
+/// Decides how to answer `datagram` from `src`, received at kernel TAI time `rx_tai_ns`;
+/// a request with a MAC is answered only if it verifies under one of `keys`.
 pub fn handle_request(
     datagram: &[u8],
     src: SocketAddr,
     rx_tai_ns: u64,
     state: &ServerState,
     acl: &AccessTable,
+    keys: &KeyTable,
 ) -> Verdict {
-    if datagram.len() != NTP_HEADER_LEN {
-        return Verdict::Ignore(Ignored::Length);
-    }
+    let key_id = match trailer(datagram) {
+        Trailer::None => None,
+        Trailer::Mac { key_id, .. } => Some(key_id),
+        Trailer::CryptoNak | Trailer::ExtensionFields | Trailer::Malformed => {
+            return Verdict::Ignore(Ignored::Length);
+        }
+    };
     if !wire::is_answerable_request(datagram[0]) {
         return Verdict::Ignore(Ignored::Mode);
     }
@@ -163,7 +187,23 @@ pub fn handle_request(
     if acl.check(src.ip()) != Action::Allow {
         return Verdict::Deny;
     }
-    let Ok(req) = NtpHeader::parse(datagram) else {
+    // After access control, as chrony checks it: a denied source learns nothing, not
+    // even whether its key is known.
+    if let Trailer::Mac {
+        covered,
+        key_id,
+        digest,
+    } = trailer(datagram)
+    {
+        let version = (datagram[0] >> 3) & 7;
+        if !keys
+            .get(key_id)
+            .is_some_and(|k| k.verify(covered, version, digest))
+        {
+            return Verdict::Ignore(Ignored::Auth);
+        }
+    }
+    let Ok(req) = NtpHeader::parse(&datagram[..NTP_HEADER_LEN]) else {
         return Verdict::Ignore(Ignored::Length);
     };
     let tb = &state.timebase;
@@ -189,6 +229,7 @@ pub fn handle_request(
         request_origin: req.origin_ts,
         request_receive: req.receive_ts,
         previous_transmit: None,
+        key_id,
     })
 }
 
@@ -246,12 +287,17 @@ mod tests {
     #[test]
     fn client_request_gets_a_server_reply() {
         let rx = NOW + 3 * S;
-        let Verdict::Reply(p) =
-            handle_request(&request(4, 3, 6), src(), rx, &state(), &allow_all())
-        else {
+        let Verdict::Reply(p) = handle_request(
+            &request(4, 3, 6),
+            src(),
+            rx,
+            &state(),
+            &allow_all(),
+            &KeyTable::default(),
+        ) else {
             panic!("not answered");
         };
-        let r = NtpHeader::parse(&p.finish(rx + 1_000).0).unwrap();
+        let r = NtpHeader::parse(&p.finish(rx + 1_000, &KeyTable::default()).0).unwrap();
         assert_eq!(
             (r.leap, r.version, r.mode, r.stratum, r.poll, r.precision),
             (0, 4, 4, 3, 6, -24)
@@ -272,12 +318,17 @@ mod tests {
     #[test]
     fn every_version_from_1_to_4_is_echoed_and_low_polls_are_raised() {
         for v in 1..=4 {
-            let Verdict::Reply(p) =
-                handle_request(&request(v, 3, -6), src(), NOW, &state(), &allow_all())
-            else {
+            let Verdict::Reply(p) = handle_request(
+                &request(v, 3, -6),
+                src(),
+                NOW,
+                &state(),
+                &allow_all(),
+                &KeyTable::default(),
+            ) else {
                 panic!("version {v} not answered");
             };
-            let r = NtpHeader::parse(&p.finish(NOW).0).unwrap();
+            let r = NtpHeader::parse(&p.finish(NOW, &KeyTable::default()).0).unwrap();
             assert_eq!((r.version, r.poll), (v, 2));
         }
     }
@@ -296,17 +347,112 @@ mod tests {
             (4, 0),
         ] {
             assert_eq!(
-                handle_request(&request(v, m, 0), src(), NOW, &state(), &allow_all()),
+                handle_request(
+                    &request(v, m, 0),
+                    src(),
+                    NOW,
+                    &state(),
+                    &allow_all(),
+                    &KeyTable::default()
+                ),
                 Verdict::Ignore(Ignored::Mode),
                 "version {v} mode {m}"
             );
         }
-        let mut long = [0u8; 68];
+        let mut long = [0u8; 80];
         long[..48].copy_from_slice(&request(4, 3, 0));
-        for len in [0, 47, 49, 68] {
+        // Too short, not whole words, a crypto-NAK, extension fields (28 bytes).
+        for len in [0, 47, 49, 52, 76] {
             assert_eq!(
-                handle_request(&long[..len.min(68)], src(), NOW, &state(), &allow_all()),
-                Verdict::Ignore(Ignored::Length)
+                handle_request(
+                    &long[..len],
+                    src(),
+                    NOW,
+                    &state(),
+                    &allow_all(),
+                    &KeyTable::default()
+                ),
+                Verdict::Ignore(Ignored::Length),
+                "{len} bytes"
+            );
+        }
+        // 20 bytes after the header: a MAC (key 0, which nobody has).
+        assert_eq!(
+            handle_request(
+                &long[..68],
+                src(),
+                NOW,
+                &state(),
+                &allow_all(),
+                &KeyTable::default()
+            ),
+            Verdict::Ignore(Ignored::Auth)
+        );
+    }
+
+    fn keys() -> KeyTable {
+        let parsed = crate::keys::parse(
+            "1 MD5 HEX:00112233445566778899aabbccddeeff\n2 SHA256 ASCII:sesame\n3 AES128 HEX:000102030405060708090a0b0c0d0e0f\n",
+            std::path::Path::new("keys"),
+        )
+        .unwrap();
+        let (t, problems) = KeyTable::new(&parsed);
+        assert!(problems.is_empty(), "{problems:?}");
+        t
+    }
+
+    #[test]
+    fn authenticated_requests_get_replies_under_the_same_key() {
+        let keys = keys();
+        for (id, version, mac_len) in [(1, 4, 20), (2, 4, 24), (2, 3, 36), (3, 4, 20)] {
+            let key = keys.get(id).unwrap();
+            let mut req = request(version, 3, 6).to_vec();
+            let mac = key.mac(&req, version);
+            req.extend_from_slice(&mac);
+            assert_eq!(req.len(), 48 + mac_len, "key {id} v{version}");
+            let Verdict::Reply(p) = handle_request(&req, src(), NOW, &state(), &allow_all(), &keys)
+            else {
+                panic!("key {id} v{version} not answered");
+            };
+            assert_eq!(p.key_id(), Some(id));
+            let (reply, _) = p.finish(NOW + 5, &keys);
+            assert_eq!(reply.len(), req.len(), "the reply is the request's size");
+            let Trailer::Mac {
+                covered,
+                key_id,
+                digest,
+            } = trailer(&reply)
+            else {
+                panic!("no MAC in the reply");
+            };
+            assert_eq!(key_id, id);
+            assert!(
+                key.verify(covered, version, digest),
+                "the reply's MAC verifies"
+            );
+            // A bit flipped in the request, a wrong key, an unknown key: nothing back.
+            let mut bad = req.clone();
+            bad[45] ^= 1;
+            assert_eq!(
+                handle_request(&bad, src(), NOW, &state(), &allow_all(), &keys),
+                Verdict::Ignore(Ignored::Auth)
+            );
+            let mut other = req.clone();
+            other[48..52].copy_from_slice(&(id % 3 + 1).to_be_bytes());
+            assert_eq!(
+                handle_request(&other, src(), NOW, &state(), &allow_all(), &keys),
+                Verdict::Ignore(Ignored::Auth)
+            );
+            assert_eq!(
+                handle_request(
+                    &req,
+                    src(),
+                    NOW,
+                    &state(),
+                    &allow_all(),
+                    &KeyTable::default()
+                ),
+                Verdict::Ignore(Ignored::Auth)
             );
         }
     }
@@ -323,7 +469,14 @@ mod tests {
         ] {
             let s: SocketAddr = bad.parse().unwrap();
             assert_eq!(
-                handle_request(&request(4, 3, 6), s, NOW, &state(), &allow_all()),
+                handle_request(
+                    &request(4, 3, 6),
+                    s,
+                    NOW,
+                    &state(),
+                    &allow_all(),
+                    &KeyTable::default()
+                ),
                 Verdict::BadSource,
                 "{bad}"
             );
@@ -332,7 +485,14 @@ mod tests {
             let s: SocketAddr = good.parse().unwrap();
             assert!(
                 matches!(
-                    handle_request(&request(4, 3, 6), s, NOW, &state(), &allow_all()),
+                    handle_request(
+                        &request(4, 3, 6),
+                        s,
+                        NOW,
+                        &state(),
+                        &allow_all(),
+                        &KeyTable::default()
+                    ),
                     Verdict::Reply(_)
                 ),
                 "{good}"
@@ -342,14 +502,19 @@ mod tests {
 
     #[test]
     fn a_kiss_of_death_keeps_the_timestamps() {
-        let Verdict::Reply(p) =
-            handle_request(&request(4, 3, 6), src(), NOW, &state(), &allow_all())
-        else {
+        let Verdict::Reply(p) = handle_request(
+            &request(4, 3, 6),
+            src(),
+            NOW,
+            &state(),
+            &allow_all(),
+            &KeyTable::default(),
+        ) else {
             panic!()
         };
         assert!(!p.is_kiss());
         assert!(p.kiss_rate().is_kiss());
-        let k = NtpHeader::parse(&p.kiss_rate().finish(NOW).0).unwrap();
+        let k = NtpHeader::parse(&p.kiss_rate().finish(NOW, &KeyTable::default()).0).unwrap();
         assert_eq!((k.leap, k.stratum, k.refid, k.mode), (3, 0, *b"RATE", 4));
         assert_eq!(k.origin_ts, NtpTimestamp(0x1122_3344_5566_7788));
     }
@@ -363,7 +528,7 @@ mod tests {
     }
 
     fn answer(req: &[u8], rx: u64) -> PendingReply {
-        match handle_request(req, src(), rx, &state(), &allow_all()) {
+        match handle_request(req, src(), rx, &state(), &allow_all(), &KeyTable::default()) {
             Verdict::Reply(p) => p,
             other => panic!("not answered: {other:?}"),
         }
@@ -379,7 +544,7 @@ mod tests {
         let rx = NOW + 3 * S;
         let p = answer(&request_naming(last.rx.0, client_rx), rx).interleave(&last);
         assert!(p.is_interleaved() && p.may_interleave());
-        let (bytes, tx_now) = p.finish(rx + 1_000);
+        let (bytes, tx_now) = p.finish(rx + 1_000, &KeyTable::default());
         let r = NtpHeader::parse(&bytes).unwrap();
         // RFC 9769: origin echoes the request's receive field, receive is this
         // exchange's, transmit is the previous reply's real departure.
@@ -410,7 +575,7 @@ mod tests {
             let p = answer(&request_naming(origin, 77), NOW).interleave(&last);
             assert!(!p.is_interleaved(), "origin {origin:#x} {last:?}");
             assert_eq!(p.may_interleave(), may, "origin {origin:#x}");
-            let r = NtpHeader::parse(&p.finish(NOW + 5).0).unwrap();
+            let r = NtpHeader::parse(&p.finish(NOW + 5, &KeyTable::default()).0).unwrap();
             assert_eq!(r.origin_ts, NtpTimestamp(0x1122_3344_5566_7788));
             assert_served(r.transmit_ts, NOW + 5);
         }
@@ -425,7 +590,14 @@ mod tests {
             Some(Subnet::parse("198.18.0.0/24").unwrap()),
         );
         assert_eq!(
-            handle_request(&request(4, 3, 0), src(), NOW, &state(), &acl),
+            handle_request(
+                &request(4, 3, 0),
+                src(),
+                NOW,
+                &state(),
+                &acl,
+                &KeyTable::default()
+            ),
             Verdict::Deny
         );
         assert!(matches!(
@@ -434,12 +606,20 @@ mod tests {
                 "198.18.1.2:40000".parse().unwrap(),
                 NOW,
                 &state(),
-                &acl
+                &acl,
+                &KeyTable::default()
             ),
             Verdict::Reply(_)
         ));
         assert_eq!(
-            handle_request(&request(4, 3, 0), src(), NOW, &state(), &AccessTable::new()),
+            handle_request(
+                &request(4, 3, 0),
+                src(),
+                NOW,
+                &state(),
+                &AccessTable::new(),
+                &KeyTable::default()
+            ),
             Verdict::Deny
         );
     }

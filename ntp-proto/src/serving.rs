@@ -21,7 +21,7 @@ pub struct Interface {
 }
 
 /// An interface the program is, or should be, attached to.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Attachment {
     /// Interface name.
     pub name: String,
@@ -50,7 +50,8 @@ impl Wish {
 
     /// The interfaces to serve on: the named ones that exist and are up; else those
     /// carrying a bound address; else, with no specific bind address, every interface
-    /// that is up, not loopback, and has an address.
+    /// that is up, not loopback, and has an address beyond link-local (a container's
+    /// veth end, with only an `fe80::` address, is no place to serve).
     pub fn interfaces(&self, all: &[Interface]) -> Vec<Attachment> {
         let specific = self.specific();
         let mut out: BTreeSet<Attachment> = BTreeSet::new();
@@ -60,7 +61,7 @@ impl Wish {
             } else if !specific.is_empty() {
                 i.up && i.addrs.iter().any(|a| specific.contains(a))
             } else {
-                i.up && !i.loopback && !i.addrs.is_empty()
+                i.up && !i.loopback && i.addrs.iter().any(|a| !link_local(a))
             };
             if wanted {
                 out.insert(Attachment {
@@ -101,6 +102,14 @@ impl Wish {
         } else {
             "an interface that is up with an address".to_string()
         }
+    }
+}
+
+/// Whether `a` is link-local (169.254.0.0/16, `fe80::/10`).
+fn link_local(a: &IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => v.is_link_local(),
+        IpAddr::V6(v) => v.segments()[0] & 0xffc0 == 0xfe80,
     }
 }
 
@@ -152,6 +161,7 @@ mod tests {
             iface("eth1", 3, true, &["198.18.1.1"]),
             iface("eth2", 4, false, &["198.18.2.1"]),
             iface("eth3", 5, true, &[]),
+            iface("veth7", 6, true, &["fe80::1"]),
         ]
     }
 

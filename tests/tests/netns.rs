@@ -482,6 +482,43 @@ fn vlan_tag_stripping_is_read_from_the_interface() -> Result<()> {
     Ok(())
 }
 
+/// The daemon's socket, bound to the wildcard address, answers from the address each
+/// request went to (a second address of the interface, IPv4 and IPv6): a client's
+/// connected socket takes no reply from another.
+#[test]
+fn the_socket_path_answers_from_the_address_asked() -> Result<()> {
+    if !ntpx_tests::privileged("the_socket_path_answers_from_the_address_asked") {
+        return Ok(());
+    }
+    let n = net(false, 34)?;
+    for a in ["198.18.34.11/24", "fd00:198:18:34::11/64"] {
+        let mut args = vec!["addr", "add", a, "dev", &n.link.server_if];
+        if a.contains(':') {
+            args.push("nodad");
+        }
+        n.server.ip(&args)?;
+    }
+    let _d = start(&n, SERVE_ALL, true)?;
+    for addr in ["198.18.34.11", "fd00:198:18:34::11"] {
+        let target: std::net::IpAddr = addr.parse()?;
+        let got = n.client.run_in(move || {
+            let bind = if target.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
+            let s = std::net::UdpSocket::bind(bind)?;
+            s.connect((target, 123))?;
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            s.send(&ntpx_tests::frames::ntp_request(4, 3, 6, 9))?;
+            let mut buf = [0u8; 128];
+            Ok(s.recv(&mut buf).is_ok_and(|n| n == 48))
+        })?;
+        assert!(got, "no reply from {addr}");
+    }
+    Ok(())
+}
+
 #[test]
 fn privileges_are_dropped_after_set_up() -> Result<()> {
     if !ntpx_tests::privileged("privileges_are_dropped_after_set_up") {

@@ -137,6 +137,8 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// Selection and steering settings.
     pub sync: SyncConfig,
+    /// `authselectmode` (default mix), already applied to `sources`.
+    pub auth_select: AuthSelectMode,
     /// Non-fatal problems found while parsing, in file order.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -176,6 +178,7 @@ impl Default for Config {
             lock_all: false,
             sources: Vec::new(),
             sync: SyncConfig::default(),
+            auth_select: AuthSelectMode::default(),
             warnings: Vec::new(),
         }
     }
@@ -258,7 +261,7 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
     for (index, line) in text.lines().enumerate() {
         parser.line(index + 1, line)?;
     }
-    Ok(parser.config)
+    Ok(parser.finish())
 }
 
 /// Reads and parses a configuration file, with the files it includes, through `fs`.
@@ -268,7 +271,43 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
 pub fn load(fs: &dyn ConfigFiles, path: &Path) -> Result<Config, ConfigError> {
     let mut parser = Parser::new(fs, path);
     parser.load_file(path, FileKind::Config)?;
-    Ok(parser.config)
+    Ok(parser.finish())
+}
+
+/// chrony's `authselectmode`: the selection options authentication gives sources.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthSelectMode {
+    /// Unauthenticated sources are never selected (they get `noselect`).
+    Require,
+    /// With an authenticated source, unauthenticated ones get `noselect`.
+    Prefer,
+    /// With both kinds, authenticated sources get `require` and `trust`: unauthenticated
+    /// ones count only where they agree with the authenticated majority.
+    #[default]
+    Mix,
+    /// Authentication plays no part in selection.
+    Ignore,
+}
+
+impl AuthSelectMode {
+    /// Gives `sources` the options this mode implies (sources with `noselect` are left
+    /// as they are and count as neither kind).
+    pub fn apply(self, sources: &mut [SourceConfig]) {
+        let counted = |s: &&mut SourceConfig| !s.noselect;
+        let any_auth = sources.iter().any(|s| !s.noselect && s.key.is_some());
+        let any_plain = sources.iter().any(|s| !s.noselect && s.key.is_none());
+        for s in sources.iter_mut().filter(|s| counted(s)) {
+            match (self, s.key.is_some()) {
+                (AuthSelectMode::Require, false) => s.noselect = true,
+                (AuthSelectMode::Prefer, false) if any_auth => s.noselect = true,
+                (AuthSelectMode::Mix, true) if any_plain => {
+                    s.require = true;
+                    s.trust = true;
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Deepest nesting of `include`/`confdir` (a loop of includes ends here, with an error).
@@ -290,6 +329,15 @@ impl ConfigFiles for NoFiles {
     }
     fn list(&self, _: &Path) -> Option<Vec<(String, bool)>> {
         None
+    }
+}
+
+impl Parser<'_> {
+    /// The configuration, with `authselectmode` applied to its sources.
+    fn finish(mut self) -> Config {
+        let mode = self.config.auth_select;
+        mode.apply(&mut self.config.sources);
+        self.config
     }
 }
 
@@ -569,17 +617,11 @@ impl<'a> Parser<'a> {
             }
             "authselectmode" => {
                 let mode = single_arg(&lower, args, "require, prefer, mix or ignore")?;
-                match mode.to_ascii_lowercase().as_str() {
-                    // No source can be authenticated yet (key and nts refuse to start), so
-                    // these all select among the same unauthenticated sources.
-                    "prefer" | "mix" | "ignore" => {}
-                    "require" => {
-                        return Err(
-                            "authselectmode require: authenticated sources are not supported \
-                             yet, and ntpxd will not select unauthenticated ones in their place"
-                                .to_string(),
-                        );
-                    }
+                self.config.auth_select = match mode.to_ascii_lowercase().as_str() {
+                    "require" => AuthSelectMode::Require,
+                    "prefer" => AuthSelectMode::Prefer,
+                    "mix" => AuthSelectMode::Mix,
+                    "ignore" => AuthSelectMode::Ignore,
                     _ => {
                         return Err(invalid(
                             "mode",
@@ -588,7 +630,7 @@ impl<'a> Parser<'a> {
                             "require, prefer, mix or ignore",
                         ));
                     }
-                }
+                };
             }
             "leapsecmode" => {
                 let mode = single_arg(&lower, args, "system, step, slew or ignore")?;
@@ -1019,12 +1061,7 @@ mod tests {
         // Every "! directive" line in chrony's example is meant to be enabled by removing
         // the "!"; doing so for all of them must be accepted, except the lines that ask for
         // what ntpx cannot do yet, which refuse to start (fail closed) naming their line.
-        const REFUSED: &[&str] = &[
-            "authselectmode require",
-            "ntsservercert",
-            "ntsserverkey",
-            "leapsecmode slew",
-        ];
+        const REFUSED: &[&str] = &["ntsservercert", "ntsserverkey", "leapsecmode slew"];
         let mut refused = Vec::new();
         let enabled: String = EXAMPLE3
             .lines()
@@ -1043,7 +1080,7 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        assert_eq!(refused.len(), 4, "{refused:?}");
+        assert_eq!(refused.len(), 3, "{refused:?}");
         for (line, text) in refused {
             let e = parse(text).unwrap_err();
             assert_eq!(e.line, 1);
@@ -1429,10 +1466,6 @@ mod tests {
                 "ntsserverkey /etc/k.pem",
                 "the NTS service its clients expect",
             ),
-            (
-                "authselectmode require",
-                "will not select unauthenticated ones",
-            ),
             ("leapsecmode slew", "leapsecmode slew is not supported yet"),
             ("binddevice eth1", "keeping the NTP port to that interface"),
             ("authselectmode sometimes", "invalid mode \"sometimes\""),
@@ -1445,11 +1478,59 @@ mod tests {
         for text in [
             "authselectmode mix",
             "authselectmode ignore",
+            "authselectmode require",
             "leapsecmode system",
         ] {
             let c = parse(text).unwrap();
             assert!(warnings(&c).is_empty(), "{text}: {:?}", warnings(&c));
         }
+    }
+
+    #[test]
+    fn authselectmode_gives_sources_chronys_options() {
+        let sel = |c: &Config| -> Vec<(bool, bool, bool)> {
+            c.sources
+                .iter()
+                .map(|s| (s.noselect, s.require, s.trust))
+                .collect()
+        };
+        let lines = "server a key 1\nserver b\nserver c noselect\n";
+        // mix (the default): the authenticated source must be agreed with.
+        let c = parse(lines).unwrap();
+        assert_eq!(
+            sel(&c),
+            [
+                (false, true, true),
+                (false, false, false),
+                (true, false, false)
+            ]
+        );
+        let c = parse(&format!("authselectmode prefer\n{lines}")).unwrap();
+        assert_eq!(
+            sel(&c),
+            [
+                (false, false, false),
+                (true, false, false),
+                (true, false, false)
+            ]
+        );
+        let c = parse("authselectmode require\nserver b\n").unwrap();
+        assert_eq!(sel(&c), [(true, false, false)]);
+        let c = parse(&format!("authselectmode ignore\n{lines}")).unwrap();
+        assert_eq!(
+            sel(&c),
+            [
+                (false, false, false),
+                (false, false, false),
+                (true, false, false)
+            ]
+        );
+        // prefer without any authenticated source, mix without unauthenticated ones:
+        // nothing changes.
+        let c = parse("authselectmode prefer\nserver b\n").unwrap();
+        assert_eq!(sel(&c), [(false, false, false)]);
+        let c = parse("server a key 1\n").unwrap();
+        assert_eq!(sel(&c), [(false, false, false)]);
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub fn render(c: &Config) -> String {
         if s.min_stratum != 0 {
             line += &format!(" minstratum {}", s.min_stratum);
         }
+        if let Some(k) = s.key {
+            line += &format!(" key {k}");
+        }
         w(line);
     }
     let sync = &c.sync;

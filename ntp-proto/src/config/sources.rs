@@ -60,6 +60,8 @@ pub struct SourceConfig {
     pub filter: Option<usize>,
     /// `minstratum`: the source's stratum is taken to be at least this (a backup source).
     pub min_stratum: u8,
+    /// `key N`: every exchange authenticated with key N of the keyfile.
+    pub key: Option<u32>,
     /// Line of the directive, for log messages.
     pub line: usize,
     /// Read from a `sourcedir` file (reloaded by `ntpxc reload sources`).
@@ -123,6 +125,7 @@ pub(super) fn parse_source(
         offset: 0.0,
         filter: None,
         min_stratum: 0,
+        key: None,
         line,
         from_sourcedir: false,
     };
@@ -168,7 +171,16 @@ pub(super) fn parse_source(
                     _ => s.polltarget = n as u32,
                 }
             }
-            "nts" | "key" | "certset" => {
+            "key" => {
+                const KEY: &str = "a key number 1-4294967295";
+                let v = option_value(&mut rest, "key", directive, KEY)?;
+                s.key = Some(
+                    parse_uint::<u32>(v)
+                        .filter(|k| *k > 0)
+                        .ok_or_else(|| invalid("key", v, directive, KEY))?,
+                );
+            }
+            "nts" | "certset" => {
                 return Err(format!(
                     "option \"{option}\" of {directive} directive is not supported yet; \
                      refusing to poll this source without the authentication it asks for \
@@ -511,14 +523,18 @@ mod tests {
     }
 
     #[test]
-    fn authentication_options_fail_closed_and_minstratum_is_read() {
-        for opt in [&["nts"][..], &["key", "5"], &["certset", "1"]] {
+    fn nts_fails_closed_keys_and_minstratum_are_read() {
+        for opt in [&["nts"][..], &["certset", "1"]] {
             let args: Vec<&str> = ["ntp1"].iter().chain(opt).copied().collect();
             let e = server(&args).unwrap_err();
             assert!(
                 e.contains("refusing to poll this source without the authentication"),
                 "{e}"
             );
+        }
+        assert_eq!(server(&["ntp1", "key", "5"]).unwrap().0.key, Some(5));
+        for bad in ["0", "x", "4294967296"] {
+            assert!(server(&["ntp1", "key", bad]).is_err(), "key {bad}");
         }
         assert_eq!(
             server(&["ntp1", "minstratum", "4"]).unwrap().0.min_stratum,

@@ -131,6 +131,9 @@ pub struct NtpDataReport {
     pub total_valid_rx: u32,
     /// Replies used as samples.
     pub total_good_rx: u32,
+    /// Exchanges authenticated (a `key`).
+    #[serde(default)]
+    pub authenticated: bool,
 }
 
 fn ip_hex(ip: std::net::IpAddr) -> String {
@@ -173,7 +176,7 @@ impl NtpDataReport {
              Jitter asymmetry: +0.00\n\
              NTP tests       : 111 111 1111\n\
              Interleaved     : No\n\
-             Authenticated   : No\n\
+             Authenticated   : {}\n\
              TX timestamping : {}\n\
              RX timestamping : {}\n\
              Total TX        : {}\n\
@@ -201,6 +204,7 @@ impl NtpDataReport {
             self.delay,
             self.dispersion,
             self.response_time,
+            if self.authenticated { "Yes" } else { "No" },
             ts(self.tx_kernel),
             ts(self.rx_kernel),
             self.total_tx,
@@ -686,6 +690,7 @@ mod tests {
             total_rx: 62,
             total_valid_rx: 62,
             total_good_rx: 52,
+            authenticated: false,
         };
         let fixture = fixture_body(include_str!("../../tests/fixtures/chronyc/ntpdata.txt"));
         // ntpx has no jitter-asymmetry estimate and runs every test it knows on each reply.

@@ -28,6 +28,9 @@ pub struct ServerStats {
     /// Replies sent in interleaved mode.
     #[serde(default)]
     pub interleaved: u64,
+    /// Authenticated requests answered (with a MAC under the request's key).
+    #[serde(default)]
+    pub authenticated: u64,
     /// Clients whose last reply's transmit timestamp is held for interleaved mode.
     #[serde(default)]
     pub timestamps_held: u64,
@@ -82,7 +85,7 @@ impl ServerStats {
         );
         line(&mut s, "NTS-KE connections accepted", 0);
         line(&mut s, "NTS-KE connections dropped", 0);
-        line(&mut s, "Authenticated NTP packets", 0);
+        line(&mut s, "Authenticated NTP packets", self.authenticated);
         line(&mut s, "Interleaved NTP packets", self.interleaved);
         line(&mut s, "NTP timestamps held", self.timestamps_held);
         line(&mut s, "NTP timestamp span", self.timestamp_span);

@@ -158,13 +158,19 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         &config.logs,
     )));
     let leaps = startup::load_leaps(&config, opts, kt.tai_offset_s)?;
-    startup::check_keyfile(&config);
-    let engine = Arc::new(Mutex::new(startup::new_engine(
-        &config,
-        opts,
-        params.precision,
-        &kt,
-    )));
+    let keys = startup::load_keys(&config);
+    let mut engine = startup::new_engine(&config, opts, params.precision, &kt);
+    for s in &config.sources {
+        if let Some(k) = s.key.filter(|k| keys.get(*k).is_none()) {
+            warn!(
+                "Source {} (line {}) is to be authenticated with key {k}, which the keyfile \
+                 does not have: it will not be polled",
+                s.name, s.line
+            );
+        }
+    }
+    engine.set_keys(keys.clone());
+    let engine = Arc::new(Mutex::new(engine));
     Ok(Shared {
         engine,
         journal,
@@ -173,6 +179,7 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         leaps,
         sync: OnceLock::new(),
         acl,
+        keys,
         params,
         tai_offset_s: AtomicI32::new(kt.tai_offset_s),
         state: Mutex::new(ServerState::default()),
@@ -184,6 +191,7 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
             bind: config.bind_addresses.clone(),
         },
         served: Mutex::new(None),
+        pending: Mutex::default(),
         counters: counters::DaemonCounters::default(),
         slew_wake: tokio::sync::Notify::new(),
         finished: std::sync::atomic::AtomicBool::new(false),

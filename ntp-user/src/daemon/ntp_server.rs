@@ -131,7 +131,7 @@ fn answer(
     let state = *lock(&sh.state);
     let src_ip = net::canonical_ip(r.src.ip());
     let src = SocketAddr::new(src_ip, r.src.port());
-    let verdict = match server::handle_request(datagram, src, rx_tai, &state, &sh.acl) {
+    let verdict = match server::handle_request(datagram, src, rx_tai, &state, &sh.acl, &sh.keys) {
         Verdict::Reply(p) => match sh.clients.log(src_ip, rx_tai, &sh.counters) {
             (RateVerdict::Answer, last) => Verdict::Reply(p.interleave(&last)),
             (RateVerdict::Kod, _) => Verdict::Reply(p.kiss_rate()),
@@ -146,15 +146,20 @@ fn answer(
     };
     match verdict {
         Verdict::Reply(p) => {
-            let (reply, tx_now) = p.finish(clock::tai_ns()?);
+            let (reply, tx_now) = p.finish(clock::tai_ns()?, &sh.keys);
             // Only a client that may interleave needs to know when its reply left; a
             // Kiss-o'-Death is never interleaved with (as chrony).
             let stamp = p.may_interleave() && !p.is_kiss() && sh.clients.enabled();
-            match sock.send_to(&reply, r.src, stamp) {
+            // From the address the request went to, unless this socket is bound to one.
+            let from = r.dst.filter(|_| sock.local_addr().ip().is_unspecified());
+            match sock.send_to(&reply, r.src, stamp, from) {
                 Ok(()) => {
                     bump(&sh.counters.answered);
                     if p.is_interleaved() {
                         bump(&sh.counters.interleaved);
+                    }
+                    if p.key_id().is_some() {
+                        bump(&sh.counters.authenticated);
                     }
                     if stamp {
                         sh.clients.note_reply(src_ip, p.receive_ts(), tx_now);

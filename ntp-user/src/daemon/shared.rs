@@ -13,6 +13,7 @@ use anyhow::Result;
 use ntp_common::ServerState;
 use ntp_proto::{
     acl::AccessTable,
+    auth::KeyTable,
     config::Config,
     leaptz::{self, Leap},
     reference::{PassedLeap, PublishParams, passed_leap, schedule_leap, server_state},
@@ -31,6 +32,8 @@ pub(super) struct Shared {
     pub config: Config,
     pub config_path: PathBuf,
     pub acl: AccessTable,
+    /// The keyfile's keys (symmetric authentication of NTP packets).
+    pub keys: KeyTable,
     pub params: PublishParams,
     /// The kernel's TAI - UTC offset, seconds, as last read.
     pub tai_offset_s: AtomicI32,
@@ -41,6 +44,8 @@ pub(super) struct Shared {
     pub publisher: Option<Publisher>,
     /// Where the configuration asks to serve (`-i`, `bindaddress`).
     pub wish: Wish,
+    /// What the last pass over the interfaces could not do.
+    pub pending: Mutex<super::interfaces::Pending>,
     /// The addresses the fast path answers for, as last set (`None`: not yet).
     pub served: Mutex<Option<Vec<std::net::IpAddr>>>,
     /// The kernel's client log and counters on handles of their own: reading them takes

@@ -11,6 +11,7 @@ use crate::{
 use anyhow::{Result, anyhow};
 use ntp_proto::{
     acl::{AccessTable, Action},
+    auth::KeyTable,
     clock::{FreeRunning, SteeredClock},
     config::Config,
     engine::Engine,
@@ -109,20 +110,38 @@ pub(super) fn load_leaps(config: &Config, opts: &Options, kernel_tai: i32) -> Re
     Ok(leaps)
 }
 
-/// Reads and checks the keyfile; as chronyd, a missing or bad keyfile costs
-/// authentication, not the service.
-pub(super) fn check_keyfile(config: &Config) {
-    let Some(path) = &config.keyfile else { return };
+/// Reads the keyfile; as chronyd, a missing or bad keyfile costs authentication, not
+/// the service (and a file others may read or write is warned of, as chronyd does).
+pub(super) fn load_keys(config: &Config) -> KeyTable {
+    let Some(path) = &config.keyfile else {
+        return KeyTable::default();
+    };
+    if let Some(w) = crate::os::permission_warning(path, 0o771) {
+        warn!("{w}");
+    }
     match std::fs::read_to_string(path) {
         Ok(text) => match ntp_proto::keys::parse(&text, path) {
-            Ok(keys) => info!(
-                "Loaded {} symmetric keys from {}",
-                keys.len(),
-                path.display()
-            ),
-            Err(e) => warn!("Ignoring keyfile: {e}"),
+            Ok(keys) => {
+                let (table, problems) = KeyTable::new(&keys);
+                for p in problems {
+                    warn!("Ignoring a key of {}: {p}", path.display());
+                }
+                info!(
+                    "Loaded {} symmetric keys from {}",
+                    table.len(),
+                    path.display()
+                );
+                table
+            }
+            Err(e) => {
+                warn!("Ignoring keyfile: {e}");
+                KeyTable::default()
+            }
         },
-        Err(e) => warn!("Could not open keyfile {}: {e}", path.display()),
+        Err(e) => {
+            warn!("Could not open keyfile {}: {e}", path.display());
+            KeyTable::default()
+        }
     }
 }
 

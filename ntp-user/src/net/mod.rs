@@ -24,6 +24,10 @@ pub struct Received {
     pub src: SocketAddr,
     /// Kernel software receive timestamp, `CLOCK_REALTIME` ns; `None` if the kernel gave none.
     pub rx_realtime_ns: Option<u64>,
+    /// The address it was sent to and the interface it came in on (`IP_PKTINFO`): a reply
+    /// must leave from that address, or a client of a host with several addresses
+    /// discards it, as chronyd's replies do.
+    pub dst: Option<(IpAddr, u32)>,
 }
 
 /// A kernel transmit timestamp from a socket's error queue, with the end of the
@@ -65,6 +69,12 @@ impl TimestampedSocket {
         // As chrony: a bind address the host does not have yet (the network comes up
         // after the daemon at boot) is bound all the same, and served once it appears.
         setsockopt(&fd, sockopt::IpFreebind, &true).context("setting IP_FREEBIND")?;
+        if addr.is_ipv6() {
+            setsockopt(&fd, sockopt::Ipv6RecvPacketInfo, &true)
+                .context("setting IPV6_RECVPKTINFO")?;
+        } else {
+            setsockopt(&fd, sockopt::Ipv4PacketInfo, &true).context("setting IP_PKTINFO")?;
+        }
         // Transmit timestamps are requested per datagram (see `send_to`) and come back
         // with the datagram itself (no OPT_TSONLY): its content names the reply, where a
         // counter (OPT_ID) drifts whenever a failed send used up a number.
@@ -107,12 +117,20 @@ impl TimestampedSocket {
     }
 
     /// Sends `data` to `dst` (a datagram socket never blocks for long; a full buffer
-    /// drops); with `stamp`, asks for its transmit timestamp (see [`Self::tx_stamp`]).
-    pub fn send_to(&self, data: &[u8], dst: SocketAddr, stamp: bool) -> Result<()> {
+    /// drops), from the local address and interface `from` when given (the request's
+    /// destination); with `stamp`, asks for its transmit timestamp (see
+    /// [`Self::tx_stamp`]).
+    pub fn send_to(
+        &self,
+        data: &[u8],
+        dst: SocketAddr,
+        stamp: bool,
+        from: Option<(IpAddr, u32)>,
+    ) -> Result<()> {
         let fd = self.fd.get_ref().as_raw_fd();
         let addr = SockaddrStorage::from(dst);
-        if stamp {
-            send_stamped(fd, data, &addr)
+        if stamp || from.is_some() {
+            send_with(fd, data, &addr, stamp, from)
         } else {
             sendto(fd, data, &addr, MsgFlags::MSG_DONTWAIT).map(|_| ())
         }
@@ -139,22 +157,27 @@ impl TimestampedSocket {
     }
 }
 
-/// `sendmsg` with an `SO_TIMESTAMPING` control message asking for a software transmit
-/// timestamp of this one datagram (nix has no such control message).
-fn send_stamped(fd: std::os::fd::RawFd, data: &[u8], addr: &SockaddrStorage) -> nix::Result<()> {
+/// `sendmsg` with control messages (nix has no `SO_TIMESTAMPING` one): with `stamp`, a
+/// request for a software transmit timestamp of this one datagram; with `from`, the
+/// source address and interface (`IP_PKTINFO` / `IPV6_PKTINFO`).
+fn send_with(
+    fd: std::os::fd::RawFd,
+    data: &[u8],
+    addr: &SockaddrStorage,
+    stamp: bool,
+    from: Option<(IpAddr, u32)>,
+) -> nix::Result<()> {
     use nix::sys::socket::SockaddrLike;
-    let flags: u32 = libc::SOF_TIMESTAMPING_TX_SOFTWARE;
-    // u64 elements: the control buffer must be aligned for cmsghdr.
-    let mut control = [0u64; 8];
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u32>() as u32) } as usize;
-    debug_assert!(space <= std::mem::size_of_val(&control));
+    // u64 elements: the control buffer must be aligned for cmsghdr; room for both.
+    let mut control = [0u64; 16];
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
     // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call,
-    // and the control message is written within `control`, which holds `space` bytes.
+    // and each control message is written within `control` (CMSG_SPACE of a u32 and of
+    // an in6_pktinfo together are well under its 128 bytes, and CMSG_NXTHDR is only
+    // taken with msg_controllen covering both).
     let r = unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_name = addr.as_ptr() as *mut libc::c_void;
@@ -162,12 +185,51 @@ fn send_stamped(fd: std::os::fd::RawFd, data: &[u8], addr: &SockaddrStorage) -> 
         msg.msg_iov = &raw mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        let c = libc::CMSG_FIRSTHDR(&raw const msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SO_TIMESTAMPING;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u32>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u32>(), flags);
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let mut used = 0usize;
+        let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
+        if stamp {
+            let flags: u32 = libc::SOF_TIMESTAMPING_TX_SOFTWARE;
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SO_TIMESTAMPING;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u32>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u32>(), flags);
+            used += libc::CMSG_SPACE(std::mem::size_of::<u32>() as u32) as usize;
+            c = libc::CMSG_NXTHDR(&raw const msg, c);
+        }
+        match from {
+            Some((IpAddr::V4(a), ifindex)) => {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: ifindex as libc::c_int,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.octets()),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                let len = std::mem::size_of::<libc::in_pktinfo>() as u32;
+                (*c).cmsg_level = libc::IPPROTO_IP;
+                (*c).cmsg_type = libc::IP_PKTINFO;
+                (*c).cmsg_len = libc::CMSG_LEN(len) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
+                used += libc::CMSG_SPACE(len) as usize;
+            }
+            Some((IpAddr::V6(a), ifindex)) => {
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: a.octets(),
+                    },
+                    ipi6_ifindex: ifindex,
+                };
+                let len = std::mem::size_of::<libc::in6_pktinfo>() as u32;
+                (*c).cmsg_level = libc::IPPROTO_IPV6;
+                (*c).cmsg_type = libc::IPV6_PKTINFO;
+                (*c).cmsg_len = libc::CMSG_LEN(len) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
+                used += libc::CMSG_SPACE(len) as usize;
+            }
+            None => {}
+        }
+        msg.msg_controllen = used as _;
         libc::sendmsg(fd, &raw const msg, libc::MSG_DONTWAIT)
     };
     if r < 0 {
@@ -178,16 +240,28 @@ fn send_stamped(fd: std::os::fd::RawFd, data: &[u8], addr: &SockaddrStorage) -> 
 
 fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<Received> {
     let mut iov = [IoSliceMut::new(buf)];
-    let mut cmsg = nix::cmsg_space!(nix::sys::socket::Timestamps);
+    let mut cmsg = nix::cmsg_space!(nix::sys::socket::Timestamps, libc::in6_pktinfo);
     let msg =
         recvmsg::<SockaddrStorage>(fd.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
     let mut rx = None;
+    let mut dst = None;
     for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmTimestampsns(ts) = c {
-            let t = ts.system;
-            if t.tv_sec() > 0 {
-                rx = Some(timespec_ns(&t));
+        match c {
+            ControlMessageOwned::ScmTimestampsns(ts) => {
+                let t = ts.system;
+                if t.tv_sec() > 0 {
+                    rx = Some(timespec_ns(&t));
+                }
             }
+            ControlMessageOwned::Ipv4PacketInfo(i) => {
+                let a = std::net::Ipv4Addr::from(i.ipi_addr.s_addr.to_ne_bytes());
+                dst = Some((IpAddr::V4(a), i.ipi_ifindex as u32));
+            }
+            ControlMessageOwned::Ipv6PacketInfo(i) => {
+                let a = std::net::Ipv6Addr::from(i.ipi6_addr.s6_addr);
+                dst = Some((IpAddr::V6(a), i.ipi6_ifindex));
+            }
+            _ => {}
         }
     }
     let src = msg
@@ -198,6 +272,7 @@ fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<Received> {
         len: msg.bytes,
         src,
         rx_realtime_ns: rx,
+        dst,
     })
 }
 

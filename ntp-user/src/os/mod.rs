@@ -101,6 +101,28 @@ pub fn create_dir_owned(
     Ok(())
 }
 
+/// What chronyd says of a file with more permissions than `allowed` (its
+/// `UTI_CheckFilePermissions`): world-readable, world-writable or wrong permissions;
+/// `None` when they are fine or the file is not a regular one.
+pub fn permission_warning(path: &std::path::Path, allowed: u32) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let md = std::fs::metadata(path)
+        .ok()
+        .filter(std::fs::Metadata::is_file)?;
+    let extra = md.permissions().mode() & 0o777 & !allowed;
+    if extra == 0 {
+        return None;
+    }
+    let what = if extra & 0o004 != 0 {
+        "World-readable"
+    } else if extra & 0o002 != 0 {
+        "World-writable"
+    } else {
+        "Wrong"
+    };
+    Some(format!("{what} permissions on {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +147,30 @@ mod tests {
         let file = tmp.path().join("f");
         std::fs::write(&file, "").unwrap();
         assert!(create_dir_owned(&file, 0o750, None).is_err());
+    }
+
+    #[test]
+    fn file_permissions_are_judged_as_chronyd_judges_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("keys");
+        std::fs::write(&f, "1 MD5 x\n").unwrap();
+        for (mode, want) in [
+            (0o640, None),
+            (0o660, None),
+            (0o644, Some("World-readable")),
+            (0o642, Some("World-writable")),
+            (0o641, None),
+            (0o600 | 0o4000, None),
+        ] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            let w = permission_warning(&f, 0o771);
+            assert_eq!(
+                w.as_deref().map(|w| w.split(' ').next().unwrap_or("")),
+                want,
+                "{mode:o}"
+            );
+        }
+        assert_eq!(permission_warning(dir.path(), 0o771), None, "not a file");
     }
 }

@@ -187,9 +187,17 @@ impl KernelPath {
     /// else generic with a warning. The interface's MAC is registered first: the program
     /// answers only frames addressed to it.
     pub fn attach_to(&mut self, name: &str, index: u32) -> Result<AttachMode> {
-        self.refresh_mac(name, index)?;
+        // Read first (an interface without one is not Ethernet: nothing to attach to),
+        // registered once attached (a failed attach leaves nothing in the map).
+        let mac = ifaces::mac_address(name)?;
         let prog = self.serve_program()?;
         let (id, mode) = attach_with_fallback(prog, name, index)?;
+        if let Err(e) = self.set_interface_mac(index, mac) {
+            if let Err(d) = self.serve_program().and_then(|p| Ok(p.detach(id)?)) {
+                debug!("Detaching from {name} again: {d:#}");
+            }
+            return Err(e);
+        }
         self.links.push(Link {
             name: name.to_string(),
             index,
@@ -440,14 +448,18 @@ pub fn stripped_vlan_warning(
 /// in order, but arm64 and others may reorder them (the JIT emits no barrier), so a
 /// state torn by a concurrent publication could pass the check and be served.
 fn refuse_where_the_state_lock_fails() -> Result<()> {
-    if cfg!(target_arch = "x86_64") {
+    // The kernel's machine, not this binary's target: an x86-64 build emulated on an
+    // arm64 kernel still has its BPF JIT-compiled for arm64.
+    let machine = nix::sys::utsname::uname()
+        .map(|u| u.machine().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if cfg!(target_arch = "x86_64") && machine == "x86_64" {
         Ok(())
     } else {
         bail!(
-            "the XDP fast path runs on x86-64 only: on {} the kernel may reorder the loads \
-             of its state lock and serve a torn state; serve from the daemon's socket \
-             (--no-xdp)",
-            std::env::consts::ARCH
+            "the XDP fast path runs on x86-64 only: on {machine} the kernel may reorder the \
+             loads of its state lock and serve a torn state; serve from the daemon's \
+             socket (--no-xdp)"
         )
     }
 }

@@ -1,0 +1,191 @@
+//! Symmetric-key authentication against chronyd 4.3, both ways, with MD5, SHA256 (whose
+//! digest `NTPv4` would truncate: `NTPv3` then, as chrony) and AES128-CMAC keys. Needs root.
+
+use anyhow::{Context, Result};
+use ntpx_tests::{Netns, Ntpxd, chronyc, chronyd, veth, wait_until, xdp_pass};
+use std::time::Duration;
+
+const FAST_POLL: &str = "iburst minpoll -4 maxpoll -4";
+/// The same keys on both sides (chrony's keyfile format).
+const KEYS: &str = "1 MD5 HEX:00112233445566778899AABBCCDDEEFF\n\
+                    2 SHA256 ASCII:sesame-open-this-door\n\
+                    3 AES128 HEX:000102030405060708090A0B0C0D0E0F\n";
+/// Key 1 with another secret.
+const WRONG_KEYS: &str = "1 MD5 HEX:FFEEDDCCBBAA99887766554433221100\n";
+
+/// Writes `text` as a keyfile only its owner may read.
+fn keyfile(dir: &ntpx_tests::TempDir, text: &str) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.path().join("keys");
+    std::fs::write(&p, text)?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+    Ok(p)
+}
+
+/// The value of `field` in the `ntpdata` block of `addr` in `report`.
+fn ntpdata_field(report: &str, addr: &str, field: &str) -> Option<String> {
+    let block = report.split("\nRemote address").find(|b| {
+        b.trim_start()
+            .trim_start_matches(':')
+            .trim_start()
+            .starts_with(addr)
+    })?;
+    block
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// Adds `addrs` (IPv4, /24) to `iface` in `ns`.
+fn add_addresses(ns: &Netns, iface: &str, addrs: &[&str]) -> Result<()> {
+    for a in addrs {
+        ns.ip(&["addr", "add", &format!("{a}/24"), "dev", iface])?;
+    }
+    Ok(())
+}
+
+/// chronyd polls ntpxd on three of its addresses, one key each: every exchange is
+/// authenticated (chronyc ntpdata says so, valid replies come back) and ntpxd counts
+/// them; the fast path leaves the authenticated requests to the daemon.
+#[test]
+fn chronyd_authenticates_ntpxd_with_md5_sha256_and_aes128() -> Result<()> {
+    if !ntpx_tests::privileged("chronyd_authenticates_ntpxd_with_md5_sha256_and_aes128") {
+        return Ok(());
+    }
+    let server = Netns::new("srv")?;
+    let client = Netns::new("cli")?;
+    let link = veth(&server, &client, 32)?;
+    let _pass = xdp_pass(&client, &link.client_if)?;
+    add_addresses(&server, &link.server_if, &["198.18.32.11", "198.18.32.12"])?;
+    let dir = ntpx_tests::TempDir::new("keys")?;
+    let keys = keyfile(&dir, KEYS)?;
+    let d = Ntpxd::start(
+        &server,
+        &format!("local stratum 3\nallow all\nkeyfile {}\n", keys.display()),
+        &["-i", &link.server_if],
+    )?;
+    let addrs = [link.server_v4.as_str(), "198.18.32.11", "198.18.32.12"];
+    let (_c, _cdir, sock) = chronyd(
+        &client,
+        &format!(
+            "keyfile {}\nserver {} key 1 {FAST_POLL}\nserver {} key 2 {FAST_POLL}\n\
+             server {} key 3 {FAST_POLL}\n",
+            keys.display(),
+            addrs[0],
+            addrs[1],
+            addrs[2]
+        ),
+    )?;
+    let report = wait_until(Duration::from_secs(20), "authenticated replies", || {
+        let r = chronyc(&client, &sock, &["ntpdata"]).ok()?;
+        addrs
+            .iter()
+            .all(|a| {
+                ntpdata_field(&r, a, "Total valid RX")
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .is_some_and(|n| n >= 3)
+            })
+            .then_some(r)
+    })
+    .with_context(|| chronyc(&client, &sock, &["ntpdata"]).unwrap_or_default())?;
+    for (a, version) in addrs.iter().zip(["4", "3", "4"]) {
+        assert_eq!(
+            ntpdata_field(&report, a, "Authenticated").as_deref(),
+            Some("Yes"),
+            "{a}:\n{report}"
+        );
+        assert_eq!(
+            ntpdata_field(&report, a, "Version").as_deref(),
+            Some(version),
+            "{a}: SHA256 goes as NTPv3, as chrony sends it"
+        );
+    }
+    let authenticated = d.stat("serverstats", "Authenticated NTP packets")?;
+    assert!(authenticated >= 9, "ntpxd counted {authenticated}");
+    assert!(
+        d.stat("xdpstats", "pass-length")? >= 9,
+        "MACs go to the daemon"
+    );
+    Ok(())
+}
+
+/// ntpxd polls chronyd on three of its addresses, one key each: the sources are
+/// authenticated and selected; with a wrong secret for the key, every reply is refused.
+#[test]
+fn ntpxd_authenticates_chronyd_and_refuses_a_wrong_key() -> Result<()> {
+    if !ntpx_tests::privileged("ntpxd_authenticates_chronyd_and_refuses_a_wrong_key") {
+        return Ok(());
+    }
+    let up = Netns::new("up")?;
+    let me = Netns::new("me")?;
+    let link = veth(&up, &me, 33)?;
+    add_addresses(&up, &link.server_if, &["198.18.33.11", "198.18.33.12"])?;
+    let dir = ntpx_tests::TempDir::new("keys")?;
+    let keys = keyfile(&dir, KEYS)?;
+    let (_c, _cdir, _sock) = chronyd(
+        &up,
+        &format!("local stratum 2\nallow all\nkeyfile {}\n", keys.display()),
+    )?;
+    let addrs = [link.server_v4.as_str(), "198.18.33.11", "198.18.33.12"];
+    let config = format!(
+        "keyfile {}\nserver {} key 1 {FAST_POLL}\nserver {} key 2 {FAST_POLL}\n\
+         server {} key 3 {FAST_POLL}\n",
+        keys.display(),
+        addrs[0],
+        addrs[1],
+        addrs[2]
+    );
+    let d = Ntpxd::start(&me, &config, &["--no-xdp"])?;
+    let report = wait_until(Duration::from_secs(20), "authenticated samples", || {
+        let r = d.ntpxc(&["ntpdata"]).ok()?;
+        addrs
+            .iter()
+            .all(|a| {
+                ntpdata_field(&r, a, "Total good RX")
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .is_some_and(|n| n >= 3)
+            })
+            .then_some(r)
+    })
+    .with_context(|| d.ntpxc(&["ntpdata"]).unwrap_or_default())?;
+    for a in addrs {
+        assert_eq!(
+            ntpdata_field(&report, a, "Authenticated").as_deref(),
+            Some("Yes"),
+            "{a}:\n{report}"
+        );
+    }
+    wait_until(Duration::from_secs(20), "a source selected", || {
+        d.selected()
+    })
+    .with_context(|| d.ntpxc(&["sources"]).unwrap_or_default())?;
+    drop(d);
+
+    // The same key number with another secret: chronyd's replies never verify.
+    let wrong_dir = ntpx_tests::TempDir::new("wrong")?;
+    let wrong = keyfile(&wrong_dir, WRONG_KEYS)?;
+    let d = Ntpxd::start(
+        &me,
+        &format!(
+            "keyfile {}\nserver {} key 1 {FAST_POLL}\n",
+            wrong.display(),
+            addrs[0]
+        ),
+        &["--no-xdp"],
+    )?;
+    let report = wait_until(Duration::from_secs(10), "requests sent", || {
+        let r = d.ntpxc(&["ntpdata"]).ok()?;
+        ntpdata_field(&r, addrs[0], "Total TX")
+            .and_then(|v| v.parse::<u32>().ok())
+            .is_some_and(|n| n >= 5)
+            .then_some(r)
+    })?;
+    assert_eq!(
+        ntpdata_field(&report, addrs[0], "Total valid RX").as_deref(),
+        Some("0"),
+        "{report}"
+    );
+    assert!(d.selected().is_none());
+    Ok(())
+}
