@@ -7,7 +7,7 @@ use ntp_proto::{
     auth::{KeyTable, Trailer, trailer},
     packet::{NtpHeader, NtpTimestamp},
     reference::{PublishParams, Reference, server_state},
-    server::{LastExchange, Verdict, handle_request},
+    server::{LastExchange, Secrets, Verdict, handle_request},
 };
 use std::time::Duration;
 
@@ -27,10 +27,19 @@ fuzz_target!(|data: &[u8]| {
     let keys = ntp_proto::keys::parse("1 MD5 ASCII:fuzz\n", std::path::Path::new("k"))
         .expect("a literal keyfile");
     let (keys, _) = KeyTable::new(&keys);
-    if let Verdict::Reply(p) = handle_request(data, src, now, &state, &acl, &keys) {
+    let secrets = Secrets {
+        keys,
+        cookies: Some(ntp_proto::nts::CookieKeys::new(ntp_proto::nts::ServerKey {
+            id: 1,
+            key: [7; 32],
+        })),
+    };
+    let keys = &secrets.keys;
+    let mut random = || [5u8; 16];
+    if let Verdict::Reply(p) = handle_request(data, src, now, &state, &acl, &secrets, &mut random) {
         // A reply is never larger than its request; an authenticated one only comes for
         // a request that verified under the key it names, and carries a MAC that does.
-        let (reply, _) = p.finish(now + 1000, &keys);
+        let (reply, _) = p.finish(now + 1000, &secrets);
         assert!(reply.len() <= data.len());
         if let Some(id) = p.key_id() {
             let k = keys.get(id).expect("answered under a known key");
@@ -57,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
             let q = p.clone().interleave(&last);
             let expected = origin.0 != 0 && rx == origin.0 && tx != 0;
             assert_eq!(q.is_interleaved(), expected);
-            let (reply, _) = q.finish(now + 1000, &keys);
+            let (reply, _) = q.finish(now + 1000, &secrets);
             let h = NtpHeader::parse(&reply).expect("a reply parses");
             if expected {
                 assert_eq!(h.transmit_ts, NtpTimestamp(tx));

@@ -17,6 +17,7 @@ pub mod drift;
 pub mod engine;
 pub mod keys;
 pub mod leaptz;
+pub mod nts;
 pub mod packet;
 pub mod poller;
 pub mod reference;

@@ -6,6 +6,7 @@
 
 use crate::acl::{AccessTable, Action};
 use crate::auth::{KeyTable, Trailer, trailer};
+use crate::nts::{self, CookieKeys, NONCE_LEN, NtsCheck, NtsRequest};
 use crate::packet::{NtpHeader, NtpTimestamp};
 use ntp_common::{
     RateLimit, ServerState,
@@ -26,8 +27,21 @@ pub enum Ignored {
     Auth,
 }
 
+/// The secrets authenticated requests are answered with: the keyfile's keys, and the
+/// NTS cookie keys when the server offers NTS.
+#[derive(Clone, Debug, Default)]
+pub struct Secrets {
+    /// Symmetric keys.
+    pub keys: KeyTable,
+    /// NTS cookie keys (`ntsserverkey` configured).
+    pub cookies: Option<CookieKeys>,
+}
+
 /// What to do with a datagram.
-#[derive(Clone, Copy, Debug, PartialEq)]
+// One per datagram, moved once and never stored: boxing the reply would cost an
+// allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Verdict {
     /// Answer it (finish the reply with a transmit timestamp).
     Reply(PendingReply),
@@ -40,8 +54,17 @@ pub enum Verdict {
     BadSource,
 }
 
+/// The NTS part of a reply.
+#[derive(Clone, Debug, PartialEq)]
+enum NtsPart {
+    /// An authenticated reply: the request, the authenticator's nonce, new cookies.
+    Reply(NtsRequest, [u8; NONCE_LEN], Vec<Vec<u8>>),
+    /// An NTS NAK echoing this unique identifier.
+    Nak(Vec<u8>),
+}
+
 /// A reply complete but for its transmit timestamp.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PendingReply {
     header: NtpHeader,
     state: ServerState,
@@ -53,6 +76,8 @@ pub struct PendingReply {
     previous_transmit: Option<NtpTimestamp>,
     /// The key the request was authenticated with: the reply carries a MAC under it.
     key_id: Option<u32>,
+    /// An NTS request's reply fields.
+    nts: Option<NtsPart>,
 }
 
 /// The timestamps of the latest reply to a client, for interleaved mode.
@@ -114,15 +139,35 @@ impl PendingReply {
         self.key_id
     }
 
+    /// Whether the reply is NTS-authenticated (a NAK is not).
+    pub fn is_nts(&self) -> bool {
+        matches!(self.nts, Some(NtsPart::Reply(..)))
+    }
+
+    /// Whether the reply is an NTS NAK.
+    pub fn is_nts_nak(&self) -> bool {
+        matches!(self.nts, Some(NtsPart::Nak(_)))
+    }
+
     /// The reply as sent when the transmit timestamp is taken at `tx_tai_ns` (with the
     /// MAC, under `keys`, of an authenticated request's key), and the transmit timestamp
     /// of this moment (an interleaved reply carries an earlier one).
-    pub fn finish(&self, tx_tai_ns: u64, keys: &KeyTable) -> (Vec<u8>, NtpTimestamp) {
+    pub fn finish(&self, tx_tai_ns: u64, secrets: &Secrets) -> (Vec<u8>, NtpTimestamp) {
         let now = served_ntp(&self.state, tx_tai_ns);
         let mut h = self.header;
         h.transmit_ts = self.previous_transmit.unwrap_or(now);
+        if let Some(NtsPart::Nak(uid)) = &self.nts {
+            // RFC 8915 5.7: a Kiss-o'-Death NTSN, unauthenticated, echoing the identifier.
+            h.leap = wire::LEAP_UNSYNC;
+            h.stratum = 0;
+            h.refid = *b"NTSN";
+            return (nts::nak_response(&h.serialize(), uid), now);
+        }
         let mut out = h.serialize().to_vec();
-        if let Some(k) = self.key_id.and_then(|id| keys.get(id)) {
+        if let Some(NtsPart::Reply(req, nonce, cookies)) = &self.nts {
+            return (nts::seal_response(&out, req, nonce, cookies), now);
+        }
+        if let Some(k) = self.key_id.and_then(|id| secrets.keys.get(id)) {
             let mac = k.mac(&out, h.version);
             out.extend_from_slice(&mac);
         }
@@ -162,22 +207,26 @@ fn replyable(src: SocketAddr) -> bool {
 }
 
 /// Decides how to answer `datagram` from `src`, received at kernel TAI time `rx_tai_ns`;
-/// a request with a MAC is answered only if it verifies under one of `keys`.
+/// a request with a MAC is answered only if it verifies under one of `secrets`' keys, an
+/// NTS request only if the server offers NTS (`random` gives the NTS nonces).
 pub fn handle_request(
     datagram: &[u8],
     src: SocketAddr,
     rx_tai_ns: u64,
     state: &ServerState,
     acl: &AccessTable,
-    keys: &KeyTable,
+    secrets: &Secrets,
+    random: &mut dyn FnMut() -> [u8; NONCE_LEN],
 ) -> Verdict {
+    let keys = &secrets.keys;
     let key_id = match trailer(datagram) {
-        Trailer::None => None,
+        Trailer::None | Trailer::ExtensionFields => None,
         Trailer::Mac { key_id, .. } => Some(key_id),
-        Trailer::CryptoNak | Trailer::ExtensionFields | Trailer::Malformed => {
+        Trailer::CryptoNak | Trailer::Malformed => {
             return Verdict::Ignore(Ignored::Length);
         }
     };
+    let extension_fields = trailer(datagram) == Trailer::ExtensionFields;
     if !wire::is_answerable_request(datagram[0]) {
         return Verdict::Ignore(Ignored::Mode);
     }
@@ -203,6 +252,25 @@ pub fn handle_request(
             return Verdict::Ignore(Ignored::Auth);
         }
     }
+    let nts = if extension_fields {
+        // Only NTS fields are read (as chrony, a server without NTS ignores them and
+        // answers nothing it cannot authenticate).
+        let Some(cookies) = &secrets.cookies else {
+            return Verdict::Ignore(Ignored::Length);
+        };
+        match nts::check_request(datagram, cookies) {
+            NtsCheck::Valid(req) => {
+                let fresh = (0..req.cookies)
+                    .map(|_| cookies.seal(&req.keys, &random()))
+                    .collect();
+                Some(NtsPart::Reply(req, random(), fresh))
+            }
+            NtsCheck::Nak { uid } => Some(NtsPart::Nak(uid)),
+            NtsCheck::NotNts | NtsCheck::Invalid => return Verdict::Ignore(Ignored::Length),
+        }
+    } else {
+        None
+    };
     let Ok(req) = NtpHeader::parse(&datagram[..NTP_HEADER_LEN]) else {
         return Verdict::Ignore(Ignored::Length);
     };
@@ -230,6 +298,7 @@ pub fn handle_request(
         request_receive: req.receive_ts,
         previous_transmit: None,
         key_id,
+        nts,
     })
 }
 
@@ -293,11 +362,12 @@ mod tests {
             rx,
             &state(),
             &allow_all(),
-            &KeyTable::default(),
+            &Secrets::default(),
+            &mut || [0; 16],
         ) else {
             panic!("not answered");
         };
-        let r = NtpHeader::parse(&p.finish(rx + 1_000, &KeyTable::default()).0).unwrap();
+        let r = NtpHeader::parse(&p.finish(rx + 1_000, &Secrets::default()).0).unwrap();
         assert_eq!(
             (r.leap, r.version, r.mode, r.stratum, r.poll, r.precision),
             (0, 4, 4, 3, 6, -24)
@@ -324,11 +394,12 @@ mod tests {
                 NOW,
                 &state(),
                 &allow_all(),
-                &KeyTable::default(),
+                &Secrets::default(),
+                &mut || [0; 16],
             ) else {
                 panic!("version {v} not answered");
             };
-            let r = NtpHeader::parse(&p.finish(NOW, &KeyTable::default()).0).unwrap();
+            let r = NtpHeader::parse(&p.finish(NOW, &Secrets::default()).0).unwrap();
             assert_eq!((r.version, r.poll), (v, 2));
         }
     }
@@ -353,7 +424,8 @@ mod tests {
                     NOW,
                     &state(),
                     &allow_all(),
-                    &KeyTable::default()
+                    &Secrets::default(),
+                    &mut || [0; 16]
                 ),
                 Verdict::Ignore(Ignored::Mode),
                 "version {v} mode {m}"
@@ -370,7 +442,8 @@ mod tests {
                     NOW,
                     &state(),
                     &allow_all(),
-                    &KeyTable::default()
+                    &Secrets::default(),
+                    &mut || [0; 16]
                 ),
                 Verdict::Ignore(Ignored::Length),
                 "{len} bytes"
@@ -384,13 +457,14 @@ mod tests {
                 NOW,
                 &state(),
                 &allow_all(),
-                &KeyTable::default()
+                &Secrets::default(),
+                &mut || [0; 16]
             ),
             Verdict::Ignore(Ignored::Auth)
         );
     }
 
-    fn keys() -> KeyTable {
+    fn keys() -> Secrets {
         let parsed = crate::keys::parse(
             "1 MD5 HEX:00112233445566778899aabbccddeeff\n2 SHA256 ASCII:sesame\n3 AES128 HEX:000102030405060708090a0b0c0d0e0f\n",
             std::path::Path::new("keys"),
@@ -398,19 +472,25 @@ mod tests {
         .unwrap();
         let (t, problems) = KeyTable::new(&parsed);
         assert!(problems.is_empty(), "{problems:?}");
-        t
+        Secrets {
+            keys: t,
+            cookies: None,
+        }
     }
 
     #[test]
     fn authenticated_requests_get_replies_under_the_same_key() {
         let keys = keys();
         for (id, version, mac_len) in [(1, 4, 20), (2, 4, 24), (2, 3, 36), (3, 4, 20)] {
-            let key = keys.get(id).unwrap();
+            let key = keys.keys.get(id).unwrap();
             let mut req = request(version, 3, 6).to_vec();
             let mac = key.mac(&req, version);
             req.extend_from_slice(&mac);
             assert_eq!(req.len(), 48 + mac_len, "key {id} v{version}");
-            let Verdict::Reply(p) = handle_request(&req, src(), NOW, &state(), &allow_all(), &keys)
+            let Verdict::Reply(p) =
+                handle_request(&req, src(), NOW, &state(), &allow_all(), &keys, &mut || {
+                    [0; 16]
+                })
             else {
                 panic!("key {id} v{version} not answered");
             };
@@ -434,13 +514,22 @@ mod tests {
             let mut bad = req.clone();
             bad[45] ^= 1;
             assert_eq!(
-                handle_request(&bad, src(), NOW, &state(), &allow_all(), &keys),
+                handle_request(&bad, src(), NOW, &state(), &allow_all(), &keys, &mut || [0;
+                    16]),
                 Verdict::Ignore(Ignored::Auth)
             );
             let mut other = req.clone();
             other[48..52].copy_from_slice(&(id % 3 + 1).to_be_bytes());
             assert_eq!(
-                handle_request(&other, src(), NOW, &state(), &allow_all(), &keys),
+                handle_request(
+                    &other,
+                    src(),
+                    NOW,
+                    &state(),
+                    &allow_all(),
+                    &keys,
+                    &mut || [0; 16]
+                ),
                 Verdict::Ignore(Ignored::Auth)
             );
             assert_eq!(
@@ -450,7 +539,8 @@ mod tests {
                     NOW,
                     &state(),
                     &allow_all(),
-                    &KeyTable::default()
+                    &Secrets::default(),
+                    &mut || [0; 16]
                 ),
                 Verdict::Ignore(Ignored::Auth)
             );
@@ -475,7 +565,8 @@ mod tests {
                     NOW,
                     &state(),
                     &allow_all(),
-                    &KeyTable::default()
+                    &Secrets::default(),
+                    &mut || [0; 16]
                 ),
                 Verdict::BadSource,
                 "{bad}"
@@ -491,7 +582,8 @@ mod tests {
                         NOW,
                         &state(),
                         &allow_all(),
-                        &KeyTable::default()
+                        &Secrets::default(),
+                        &mut || [0; 16]
                     ),
                     Verdict::Reply(_)
                 ),
@@ -508,13 +600,14 @@ mod tests {
             NOW,
             &state(),
             &allow_all(),
-            &KeyTable::default(),
+            &Secrets::default(),
+            &mut || [0; 16],
         ) else {
             panic!()
         };
         assert!(!p.is_kiss());
-        assert!(p.kiss_rate().is_kiss());
-        let k = NtpHeader::parse(&p.kiss_rate().finish(NOW, &KeyTable::default()).0).unwrap();
+        assert!(p.clone().kiss_rate().is_kiss());
+        let k = NtpHeader::parse(&p.kiss_rate().finish(NOW, &Secrets::default()).0).unwrap();
         assert_eq!((k.leap, k.stratum, k.refid, k.mode), (3, 0, *b"RATE", 4));
         assert_eq!(k.origin_ts, NtpTimestamp(0x1122_3344_5566_7788));
     }
@@ -528,7 +621,15 @@ mod tests {
     }
 
     fn answer(req: &[u8], rx: u64) -> PendingReply {
-        match handle_request(req, src(), rx, &state(), &allow_all(), &KeyTable::default()) {
+        match handle_request(
+            req,
+            src(),
+            rx,
+            &state(),
+            &allow_all(),
+            &Secrets::default(),
+            &mut || [0; 16],
+        ) {
             Verdict::Reply(p) => p,
             other => panic!("not answered: {other:?}"),
         }
@@ -544,7 +645,7 @@ mod tests {
         let rx = NOW + 3 * S;
         let p = answer(&request_naming(last.rx.0, client_rx), rx).interleave(&last);
         assert!(p.is_interleaved() && p.may_interleave());
-        let (bytes, tx_now) = p.finish(rx + 1_000, &KeyTable::default());
+        let (bytes, tx_now) = p.finish(rx + 1_000, &Secrets::default());
         let r = NtpHeader::parse(&bytes).unwrap();
         // RFC 9769: origin echoes the request's receive field, receive is this
         // exchange's, transmit is the previous reply's real departure.
@@ -575,7 +676,7 @@ mod tests {
             let p = answer(&request_naming(origin, 77), NOW).interleave(&last);
             assert!(!p.is_interleaved(), "origin {origin:#x} {last:?}");
             assert_eq!(p.may_interleave(), may, "origin {origin:#x}");
-            let r = NtpHeader::parse(&p.finish(NOW + 5, &KeyTable::default()).0).unwrap();
+            let r = NtpHeader::parse(&p.finish(NOW + 5, &Secrets::default()).0).unwrap();
             assert_eq!(r.origin_ts, NtpTimestamp(0x1122_3344_5566_7788));
             assert_served(r.transmit_ts, NOW + 5);
         }
@@ -596,7 +697,8 @@ mod tests {
                 NOW,
                 &state(),
                 &acl,
-                &KeyTable::default()
+                &Secrets::default(),
+                &mut || [0; 16]
             ),
             Verdict::Deny
         );
@@ -607,7 +709,8 @@ mod tests {
                 NOW,
                 &state(),
                 &acl,
-                &KeyTable::default()
+                &Secrets::default(),
+                &mut || [0; 16]
             ),
             Verdict::Reply(_)
         ));
@@ -618,7 +721,8 @@ mod tests {
                 NOW,
                 &state(),
                 &AccessTable::new(),
-                &KeyTable::default()
+                &Secrets::default(),
+                &mut || [0; 16]
             ),
             Verdict::Deny
         );

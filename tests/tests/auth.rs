@@ -189,3 +189,115 @@ fn ntpxd_authenticates_chronyd_and_refuses_a_wrong_key() -> Result<()> {
     assert!(d.selected().is_none());
     Ok(())
 }
+
+/// A self-signed certificate and key for `name` (EC P-256), made with openssl.
+fn certificate(
+    dir: &ntpx_tests::TempDir,
+    name: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj"])
+        .arg(format!("/CN={name}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{name}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("running openssl")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((cert, key))
+}
+
+/// chronyd as an NTS client of ntpxd (RFC 8915): it gets cookies over NTS-KE, its NTP
+/// exchanges are authenticated (chronyc authdata says NTS with cookies, ntpdata
+/// Authenticated), it selects ntpxd; ntpxd counts the NTS-KE sessions and the
+/// authenticated packets, and keeps its cookie keys in ntsdumpdir.
+#[test]
+fn chronyd_is_an_nts_client_of_ntpxd() -> Result<()> {
+    if !ntpx_tests::privileged("chronyd_is_an_nts_client_of_ntpxd") {
+        return Ok(());
+    }
+    let server = Netns::new("srv")?;
+    let client = Netns::new("cli")?;
+    let link = veth(&server, &client, 35)?;
+    let _pass = xdp_pass(&client, &link.client_if)?;
+    client.set_hosts(&format!("{} ntpx.test\n", link.server_v4))?;
+    let dir = ntpx_tests::TempDir::new("nts")?;
+    let (cert, key) = certificate(&dir, "ntpx.test")?;
+    let dump = dir.path().join("dump");
+    std::fs::create_dir(&dump)?;
+    let d = Ntpxd::start(
+        &server,
+        &format!(
+            "local stratum 3\nallow all\nntsservercert {}\nntsserverkey {}\nntsdumpdir {}\n",
+            cert.display(),
+            key.display(),
+            dump.display()
+        ),
+        &["-i", &link.server_if],
+    )?;
+    let (_c, _cdir, sock) = chronyd(
+        &client,
+        &format!(
+            "ntstrustedcerts {}\nnosystemcert\nserver ntpx.test nts {FAST_POLL}\n",
+            cert.display()
+        ),
+    )?;
+    let report = wait_until(Duration::from_secs(20), "NTS-authenticated replies", || {
+        let r = chronyc(&client, &sock, &["ntpdata"]).ok()?;
+        ntpdata_field(&r, &link.server_v4, "Total valid RX")
+            .and_then(|v| v.parse::<u32>().ok())
+            .is_some_and(|n| n >= 3)
+            .then_some(r)
+    })
+    .with_context(|| {
+        format!(
+            "{}\n{}\n{}",
+            chronyc(&client, &sock, &["authdata"]).unwrap_or_default(),
+            chronyc(&client, &sock, &["ntpdata"]).unwrap_or_default(),
+            d.proc.log()
+        )
+    })?;
+    assert_eq!(
+        ntpdata_field(&report, &link.server_v4, "Authenticated").as_deref(),
+        Some("Yes"),
+        "{report}"
+    );
+    let auth = chronyc(&client, &sock, &["-c", "authdata"])?;
+    // CSV: address, mode, key id, AEAD, key bits, last NTS-KE, attempts, NAKs, cookies,
+    // cookie length.
+    let row: Vec<&str> = auth.lines().next().unwrap_or_default().split(',').collect();
+    assert_eq!(row.get(1), Some(&"NTS"), "{auth}");
+    assert_eq!(row.get(3), Some(&"15"), "AEAD_AES_SIV_CMAC_256: {auth}");
+    assert_eq!(row.get(7), Some(&"0"), "no NTS NAK: {auth}");
+    assert!(
+        row.get(8)
+            .and_then(|c| c.parse::<u32>().ok())
+            .is_some_and(|c| c >= 1),
+        "cookies held: {auth}"
+    );
+    wait_until(Duration::from_secs(20), "chronyd to select ntpxd", || {
+        chronyc(&client, &sock, &["-c", "sources"])
+            .ok()
+            .filter(|s| s.lines().any(|l| l.starts_with("^,*")))
+    })?;
+    assert!(d.stat("serverstats", "NTS-KE connections accepted")? >= 1);
+    assert!(d.stat("serverstats", "Authenticated NTP packets")? >= 3);
+    assert!(dump.join("ntpx-nts-keys").is_file(), "cookie keys kept");
+    Ok(())
+}

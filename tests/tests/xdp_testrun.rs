@@ -1027,7 +1027,8 @@ fn mapped_ipv6_sources_get_the_ipv4_verdict_as_in_the_daemon() {
             clock::tai_ns().unwrap(),
             &fx.k.published(),
             &acl,
-            &ntp_proto::auth::KeyTable::default(),
+            &ntp_proto::server::Secrets::default(),
+            &mut || [0; 16],
         );
         let daemon_answers = matches!(daemon, ntp_proto::server::Verdict::Reply(_));
         let (rc, _, _) = reply_to(

@@ -9,6 +9,7 @@ use std::process::Command;
 /// The fuzz targets (`fuzz/fuzz_targets`).
 const FUZZ_TARGETS: &[&str] = &[
     "packet",
+    "nts",
     "config",
     "control",
     "control_reply",

@@ -53,20 +53,15 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "logbanner",
     "mailonchange",
     "manual",
-    "maxntsconnections",
     "maxtxbuffers",
     "nocerttimecheck",
     "nosystemcert",
     "ntpsigndsocket",
     "ntsaeads",
     "ntscachedir",
-    "ntsdumpdir",
-    "ntsntpserver",
-    "ntsport",
     "ntsprocesses",
     "ntsratelimit",
     "ntsrefresh",
-    "ntsrotate",
     "ntstrustedcerts",
     "peer",
     "ptpdomain",
@@ -139,6 +134,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// `authselectmode` (default mix), already applied to `sources`.
     pub auth_select: AuthSelectMode,
+    /// The NTS server (`ntsservercert`/`ntsserverkey` given).
+    pub nts_server: NtsServerConfig,
     /// Non-fatal problems found while parsing, in file order.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -179,6 +176,7 @@ impl Default for Config {
             sources: Vec::new(),
             sync: SyncConfig::default(),
             auth_select: AuthSelectMode::default(),
+            nts_server: NtsServerConfig::default(),
             warnings: Vec::new(),
         }
     }
@@ -261,7 +259,7 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
     for (index, line) in text.lines().enumerate() {
         parser.line(index + 1, line)?;
     }
-    Ok(parser.finish())
+    parser.finish()
 }
 
 /// Reads and parses a configuration file, with the files it includes, through `fs`.
@@ -271,7 +269,47 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
 pub fn load(fs: &dyn ConfigFiles, path: &Path) -> Result<Config, ConfigError> {
     let mut parser = Parser::new(fs, path);
     parser.load_file(path, FileKind::Config)?;
-    Ok(parser.finish())
+    parser.finish()
+}
+
+/// chrony's NTS server directives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NtsServerConfig {
+    /// `ntsservercert` files (PEM chains), one per `ntsserverkey`.
+    pub certs: Vec<PathBuf>,
+    /// `ntsserverkey` files (PEM private keys).
+    pub keys: Vec<PathBuf>,
+    /// `ntsport` (default 4460).
+    pub port: u16,
+    /// `maxntsconnections` (default 100).
+    pub max_connections: usize,
+    /// `ntsntpserver`: the NTP server NTS-KE clients are sent to, if not this one.
+    pub ntp_server: Option<String>,
+    /// `ntsdumpdir`: where the cookie keys are kept across restarts.
+    pub dump_dir: Option<PathBuf>,
+    /// `ntsrotate` seconds (default one week; 0: never).
+    pub rotate_secs: u64,
+}
+
+impl Default for NtsServerConfig {
+    fn default() -> Self {
+        NtsServerConfig {
+            certs: Vec::new(),
+            keys: Vec::new(),
+            port: crate::nts::KE_PORT,
+            max_connections: 100,
+            ntp_server: None,
+            dump_dir: None,
+            rotate_secs: 604_800,
+        }
+    }
+}
+
+impl NtsServerConfig {
+    /// Whether the NTS server runs.
+    pub fn enabled(&self) -> bool {
+        !self.keys.is_empty()
+    }
 }
 
 /// chrony's `authselectmode`: the selection options authentication gives sources.
@@ -334,10 +372,23 @@ impl ConfigFiles for NoFiles {
 
 impl Parser<'_> {
     /// The configuration, with `authselectmode` applied to its sources.
-    fn finish(mut self) -> Config {
+    fn finish(mut self) -> Result<Config, ConfigError> {
         let mode = self.config.auth_select;
         mode.apply(&mut self.config.sources);
-        self.config
+        let n = &self.config.nts_server;
+        if n.certs.len() != n.keys.len() {
+            return Err(ConfigError {
+                file: self.file.clone(),
+                line: 0,
+                message: format!(
+                    "{} ntsservercert and {} ntsserverkey directives: each certificate needs \
+                     its key",
+                    n.certs.len(),
+                    n.keys.len()
+                ),
+            });
+        }
+        Ok(self.config)
     }
 }
 
@@ -557,6 +608,41 @@ impl<'a> Parser<'a> {
                     self.config.client_log = Some(records);
                 }
             }
+            "ntsservercert" => {
+                let v = single_arg("ntsservercert", args, "a file path")?;
+                self.config.nts_server.certs.push(PathBuf::from(v));
+            }
+            "ntsserverkey" => {
+                let v = single_arg("ntsserverkey", args, "a file path")?;
+                self.config.nts_server.keys.push(PathBuf::from(v));
+            }
+            "ntsport" => {
+                let v = single_arg("ntsport", args, "a port number")?;
+                self.config.nts_server.port = parse_uint::<u16>(v)
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| invalid("port", v, "ntsport", "a port number"))?;
+            }
+            "maxntsconnections" => {
+                let v = single_arg("maxntsconnections", args, "a number of connections")?;
+                self.config.nts_server.max_connections = parse_uint::<usize>(v)
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| {
+                        invalid("number", v, "maxntsconnections", "1 to 10000 connections")
+                    })?;
+            }
+            "ntsntpserver" => {
+                let v = single_arg("ntsntpserver", args, "a host name or address")?;
+                self.config.nts_server.ntp_server = Some(v.to_string());
+            }
+            "ntsdumpdir" => {
+                let v = single_arg("ntsdumpdir", args, "a directory")?;
+                self.config.nts_server.dump_dir = Some(PathBuf::from(v));
+            }
+            "ntsrotate" => {
+                let v = single_arg("ntsrotate", args, "seconds")?;
+                self.config.nts_server.rotate_secs = parse_uint::<u64>(v)
+                    .ok_or_else(|| invalid("interval", v, "ntsrotate", "seconds"))?;
+            }
             "keyfile" => {
                 self.config.keyfile =
                     Some(PathBuf::from(single_arg("keyfile", args, "a file path")?));
@@ -611,8 +697,7 @@ impl<'a> Parser<'a> {
                     self.warn(line, w);
                 }
             }
-            "refclock" | "smoothtime" | "leapseclist" | "ntsservercert" | "ntsserverkey"
-            | "binddevice" | "bindcmddevice" => {
+            "refclock" | "smoothtime" | "leapseclist" | "binddevice" | "bindcmddevice" => {
                 return Err(fail_closed(&lower));
             }
             "authselectmode" => {
@@ -1023,7 +1108,11 @@ mod tests {
     #[test]
     fn debian_default_parses_with_expected_warnings() {
         let config = parse(DEBIAN_DEFAULT).unwrap();
-        assert_eq!(warnings(&config), vec![unsupported(25, "ntsdumpdir")]);
+        assert!(warnings(&config).is_empty(), "{:?}", warnings(&config));
+        assert_eq!(
+            config.nts_server.dump_dir,
+            Some(PathBuf::from("/var/lib/chrony"))
+        );
         assert_eq!(
             config.driftfile,
             Some(PathBuf::from("/var/lib/chrony/chrony.drift"))
@@ -1042,12 +1131,12 @@ mod tests {
         );
 
         let config = parse(EXAMPLE2).unwrap();
-        assert_eq!(warnings(&config), vec![unsupported(35, "ntsdumpdir")]);
+        assert!(warnings(&config).is_empty(), "{:?}", warnings(&config));
         // The commented-out allow and local lines must stay inert.
         assert!(config.acl_rules.is_empty() && config.local.is_none());
 
         let config = parse(EXAMPLE3).unwrap();
-        assert_eq!(warnings(&config), vec![unsupported(95, "ntsdumpdir")]);
+        assert!(warnings(&config).is_empty(), "{:?}", warnings(&config));
         assert_eq!(
             config.driftfile,
             Some(PathBuf::from("/var/lib/chrony/drift"))
@@ -1061,7 +1150,7 @@ mod tests {
         // Every "! directive" line in chrony's example is meant to be enabled by removing
         // the "!"; doing so for all of them must be accepted, except the lines that ask for
         // what ntpx cannot do yet, which refuse to start (fail closed) naming their line.
-        const REFUSED: &[&str] = &["ntsservercert", "ntsserverkey", "leapsecmode slew"];
+        const REFUSED: &[&str] = &["leapsecmode slew"];
         let mut refused = Vec::new();
         let enabled: String = EXAMPLE3
             .lines()
@@ -1080,7 +1169,7 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        assert_eq!(refused.len(), 3, "{refused:?}");
+        assert_eq!(refused.len(), 1, "{refused:?}");
         for (line, text) in refused {
             let e = parse(text).unwrap_err();
             assert_eq!(e.line, 1);
@@ -1462,10 +1551,6 @@ mod tests {
                 "leapseclist /usr/share/zoneinfo/leap-seconds.list",
                 "\"leapseclist\"",
             ),
-            (
-                "ntsserverkey /etc/k.pem",
-                "the NTS service its clients expect",
-            ),
             ("leapsecmode slew", "leapsecmode slew is not supported yet"),
             ("binddevice eth1", "keeping the NTP port to that interface"),
             ("authselectmode sometimes", "invalid mode \"sometimes\""),
@@ -1475,6 +1560,15 @@ mod tests {
             assert_eq!(e.line, 2, "{text}");
             assert!(e.message.contains(expect), "{text}: {}", e.message);
         }
+        let e = parse("ntsserverkey /etc/k.pem\n").unwrap_err();
+        assert!(
+            e.message.contains("each certificate needs its key"),
+            "{}",
+            e.message
+        );
+        let c = parse("ntsserverkey /etc/k.pem\nntsservercert /etc/c.pem\nntsport 4461\n").unwrap();
+        assert!(c.nts_server.enabled());
+        assert_eq!(c.nts_server.port, 4461);
         for text in [
             "authselectmode mix",
             "authselectmode ignore",

@@ -28,9 +28,15 @@ pub struct ServerStats {
     /// Replies sent in interleaved mode.
     #[serde(default)]
     pub interleaved: u64,
-    /// Authenticated requests answered (with a MAC under the request's key).
+    /// Authenticated requests answered (a MAC under the request's key, or NTS).
     #[serde(default)]
     pub authenticated: u64,
+    /// NTS-KE connections accepted.
+    #[serde(default)]
+    pub nts_ke_accepted: u64,
+    /// NTS-KE connections dropped (over `maxntsconnections`).
+    #[serde(default)]
+    pub nts_ke_dropped: u64,
     /// Clients whose last reply's transmit timestamp is held for interleaved mode.
     #[serde(default)]
     pub timestamps_held: u64,
@@ -83,8 +89,8 @@ impl ServerStats {
             "Client log records dropped",
             self.client_log_dropped,
         );
-        line(&mut s, "NTS-KE connections accepted", 0);
-        line(&mut s, "NTS-KE connections dropped", 0);
+        line(&mut s, "NTS-KE connections accepted", self.nts_ke_accepted);
+        line(&mut s, "NTS-KE connections dropped", self.nts_ke_dropped);
         line(&mut s, "Authenticated NTP packets", self.authenticated);
         line(&mut s, "Interleaved NTP packets", self.interleaved);
         line(&mut s, "NTP timestamps held", self.timestamps_held);

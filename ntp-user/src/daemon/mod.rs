@@ -15,6 +15,7 @@ mod control_server;
 mod counters;
 mod interfaces;
 mod ntp_server;
+mod nts_ke;
 mod shared;
 mod shutdown;
 mod startup;
@@ -110,6 +111,7 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     }
     let mut tasks = JoinSet::new();
     start_tasks(&shared, &opts, &mut tasks)?;
+    nts_ke::start(&shared)?;
     if let Some(events) = link_events {
         tasks.spawn(interfaces::follow_interfaces(shared.clone(), events));
     }
@@ -159,6 +161,15 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
     )));
     let leaps = startup::load_leaps(&config, opts, kt.tai_offset_s)?;
     let keys = startup::load_keys(&config);
+    let cookies = if config.nts_server.enabled() {
+        let k = nts_ke::cookie_keys(&config.nts_server).context("NTS cookie keys")?;
+        if let Some(p) = nts_ke::dump_path(&config.nts_server) {
+            info!("NTS cookie keys kept in {}", p.display());
+        }
+        Some(k)
+    } else {
+        None
+    };
     let mut engine = startup::new_engine(&config, opts, params.precision, &kt);
     for s in &config.sources {
         if let Some(k) = s.key.filter(|k| keys.get(*k).is_none()) {
@@ -170,6 +181,7 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         }
     }
     engine.set_keys(keys.clone());
+    let secrets = ntp_proto::server::Secrets { keys, cookies };
     let engine = Arc::new(Mutex::new(engine));
     Ok(Shared {
         engine,
@@ -179,7 +191,7 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         leaps,
         sync: OnceLock::new(),
         acl,
-        keys,
+        secrets,
         params,
         tai_offset_s: AtomicI32::new(kt.tai_offset_s),
         state: Mutex::new(ServerState::default()),

@@ -22,6 +22,17 @@ use std::{
 };
 use tracing::{debug, warn};
 
+/// A nonce for NTS (cookies, authenticators); the kernel's generator cannot fail after
+/// boot, and a failure would only repeat a nonce, so it is logged, not fatal.
+fn random_nonce() -> [u8; ntp_proto::nts::NONCE_LEN] {
+    let mut n = [0u8; ntp_proto::nts::NONCE_LEN];
+    if let Err(e) = net::random_bytes(&mut n) {
+        warn!("{e:#}");
+        n[..8].copy_from_slice(&net::random_u64().to_ne_bytes());
+    }
+    n
+}
+
 /// Binds the NTP sockets: the `bindaddress` addresses, or the wildcard of each family.
 pub(super) fn bind_ntp_sockets(config: &Config) -> Result<Vec<TimestampedSocket>> {
     if config.port == 0 {
@@ -131,7 +142,15 @@ fn answer(
     let state = *lock(&sh.state);
     let src_ip = net::canonical_ip(r.src.ip());
     let src = SocketAddr::new(src_ip, r.src.port());
-    let verdict = match server::handle_request(datagram, src, rx_tai, &state, &sh.acl, &sh.keys) {
+    let verdict = match server::handle_request(
+        datagram,
+        src,
+        rx_tai,
+        &state,
+        &sh.acl,
+        &sh.secrets,
+        &mut random_nonce,
+    ) {
         Verdict::Reply(p) => match sh.clients.log(src_ip, rx_tai, &sh.counters) {
             (RateVerdict::Answer, last) => Verdict::Reply(p.interleave(&last)),
             (RateVerdict::Kod, _) => Verdict::Reply(p.kiss_rate()),
@@ -146,7 +165,7 @@ fn answer(
     };
     match verdict {
         Verdict::Reply(p) => {
-            let (reply, tx_now) = p.finish(clock::tai_ns()?, &sh.keys);
+            let (reply, tx_now) = p.finish(clock::tai_ns()?, &sh.secrets);
             // Only a client that may interleave needs to know when its reply left; a
             // Kiss-o'-Death is never interleaved with (as chrony).
             let stamp = p.may_interleave() && !p.is_kiss() && sh.clients.enabled();
@@ -158,7 +177,7 @@ fn answer(
                     if p.is_interleaved() {
                         bump(&sh.counters.interleaved);
                     }
-                    if p.key_id().is_some() {
+                    if p.key_id().is_some() || p.is_nts() {
                         bump(&sh.counters.authenticated);
                     }
                     if stamp {

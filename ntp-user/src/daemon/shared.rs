@@ -13,10 +13,10 @@ use anyhow::Result;
 use ntp_common::ServerState;
 use ntp_proto::{
     acl::AccessTable,
-    auth::KeyTable,
     config::Config,
     leaptz::{self, Leap},
     reference::{PassedLeap, PublishParams, passed_leap, schedule_leap, server_state},
+    server::Secrets,
     serving::Wish,
 };
 use std::{
@@ -32,8 +32,8 @@ pub(super) struct Shared {
     pub config: Config,
     pub config_path: PathBuf,
     pub acl: AccessTable,
-    /// The keyfile's keys (symmetric authentication of NTP packets).
-    pub keys: KeyTable,
+    /// The keyfile's keys and the NTS cookie keys.
+    pub secrets: Secrets,
     pub params: PublishParams,
     /// The kernel's TAI - UTC offset, seconds, as last read.
     pub tai_offset_s: AtomicI32,

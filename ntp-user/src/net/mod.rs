@@ -417,6 +417,24 @@ fn read_errqueue(fd: &OwnedFd) -> nix::Result<Option<(u64, Option<[u8; 48]>)>> {
     Ok(stamp.map(|realtime_ns| (realtime_ns, tail)))
 }
 
+/// Fills `buf` from the kernel's random number generator (keys and nonces: no fallback).
+pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        // SAFETY: getrandom writes at most the given length into the buffer's tail.
+        let n = unsafe { libc::getrandom(buf[at..].as_mut_ptr().cast(), buf.len() - at, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e).context("getrandom");
+            }
+        } else {
+            at += n as usize;
+        }
+    }
+    Ok(())
+}
+
 /// A random 64-bit value from the kernel (for request transmit timestamps).
 pub fn random_u64() -> u64 {
     let mut b = [0u8; 8];

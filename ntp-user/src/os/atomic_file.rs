@@ -18,12 +18,18 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Writes `data` (mode `0644`) to a new temporary file beside `path`, syncs it, renames
 /// it into place and syncs the directory.
 pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomically_mode(path, data, 0o644)
+}
+
+/// As [`write_atomically`], the file created with permissions `mode` (0o600 for
+/// secrets: never readable by others, not even for a moment).
+pub fn write_atomically_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(mode)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;

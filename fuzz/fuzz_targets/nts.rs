@@ -1,0 +1,42 @@
+//! The NTS-KE record parser and the NTS extension-field checks on arbitrary input: no
+//! panic, a request is complete only once it ends, and only a packet authenticated
+//! under a cookie this server sealed is valid.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ntp_proto::nts::{
+    self, CookieKeys, KEY_LEN, NtsCheck, ServerKey, SessionKeys, check_request, parse_ke_request,
+};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(Some(req)) = parse_ke_request(data) {
+        // A complete request answers or refuses; never both, never a panic.
+        let _ = nts::ke_response(&req, &[vec![0; 100]], None, None);
+        // Truncated, it is not complete.
+        assert_ne!(parse_ke_request(&data[..data.len() - 1]), Ok(Some(req)));
+    }
+    let keys = CookieKeys::new(ServerKey {
+        id: 1,
+        key: [7; KEY_LEN],
+    });
+    let session = SessionKeys {
+        c2s: [1; KEY_LEN],
+        s2c: [2; KEY_LEN],
+    };
+    // As sent, and with a real cookie of this server spliced in where the input has one.
+    let mut with_cookie = data.to_vec();
+    let cookie = keys.seal(&session, &[3; 16]);
+    if with_cookie.len() >= 48 + 4 + cookie.len() {
+        with_cookie[52..52 + cookie.len()].copy_from_slice(&cookie);
+    }
+    for packet in [data, &with_cookie[..]] {
+        if let NtsCheck::Valid(r) = check_request(packet, &keys) {
+            // Only under the keys this server sealed: the fuzzer cannot forge the
+            // authenticator without the client-to-server key.
+            assert_eq!(r.keys, session);
+            assert!(r.cookies >= 1 && r.cookies <= nts::MAX_COOKIES);
+            let reply = nts::seal_response(&packet[..48], &r, &[9; 16], &[cookie.clone()]);
+            assert!(reply.len() >= 48);
+        }
+    }
+});

@@ -1,0 +1,345 @@
+//! The NTS-KE server (RFC 8915 section 4): TLS 1.3 on `ntsport` (4460), ALPN `ntske/1`;
+//! each client gets the NTP keys exported from its TLS session sealed into eight cookies
+//! under the server's cookie keys, which persist in `ntsdumpdir`.
+//!
+//! Connections are served on threads of their own, at most `maxntsconnections` at once,
+//! never on the timekeeping thread.
+
+use super::shared::Shared;
+use crate::net::random_bytes;
+use anyhow::{Context, Result, anyhow, bail};
+use ntp_proto::{
+    config::{Config, NtsServerConfig},
+    nts::{self, CookieKeys, KEY_LEN, NONCE_LEN, ServerKey, SessionKeys},
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+use tracing::{debug, info, warn};
+
+/// How long a client may take over its exchange.
+const TIMEOUT: Duration = Duration::from_secs(2);
+/// The file in `ntsdumpdir` holding the cookie keys.
+const KEYS_FILE: &str = "ntpx-nts-keys";
+
+/// The cookie keys: read from `ntsdumpdir` if it holds them, else new ones (saved there).
+pub(super) fn cookie_keys(nts: &NtsServerConfig) -> Result<CookieKeys> {
+    if let Some(dir) = &nts.dump_dir {
+        let path = dir.join(KEYS_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let keys = parse_keys(&text)
+                    .with_context(|| format!("reading the NTS keys in {}", path.display()))?;
+                if let Some(k) = CookieKeys::from_keys(keys) {
+                    info!("NTS cookie keys read from {}", path.display());
+                    return Ok(k);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+    let keys = CookieKeys::new(new_key(1)?);
+    save_keys(nts, &keys);
+    Ok(keys)
+}
+
+fn new_key(id: u32) -> Result<ServerKey> {
+    let mut key = [0u8; KEY_LEN];
+    random_bytes(&mut key)?;
+    Ok(ServerKey { id, key })
+}
+
+/// Saves the keys in `ntsdumpdir`, readable by the daemon's user alone; a failure only
+/// costs the clients' cookies at the next start.
+fn save_keys(nts: &NtsServerConfig, keys: &CookieKeys) {
+    let Some(dir) = &nts.dump_dir else { return };
+    let text: String = keys
+        .keys()
+        .iter()
+        .map(|k| {
+            let hex: String = k.key.iter().map(|b| format!("{b:02x}")).collect();
+            format!("{} {hex}\n", k.id)
+        })
+        .collect();
+    let path = dir.join(KEYS_FILE);
+    if let Err(e) = crate::os::atomic_file::write_atomically_mode(&path, text.as_bytes(), 0o600) {
+        warn!("Could not save the NTS cookie keys: {e:#}");
+    }
+}
+
+fn parse_keys(text: &str) -> Result<Vec<ServerKey>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (id, hex) = l.split_once(' ').ok_or_else(|| anyhow!("malformed line"))?;
+            let id: u32 = id.parse().context("key id")?;
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("x"), 16))
+                .collect::<Result<_, _>>()
+                .context("key")?;
+            let key: [u8; KEY_LEN] = bytes
+                .try_into()
+                .map_err(|_| anyhow!("a key of the wrong length"))?;
+            Ok(ServerKey { id, key })
+        })
+        .collect()
+}
+
+/// The TLS configuration from `ntsservercert`/`ntsserverkey` (the first pair: ntpx serves
+/// one certificate), TLS 1.3 only, ALPN `ntske/1`.
+fn tls_config(nts: &NtsServerConfig) -> Result<Arc<rustls::ServerConfig>> {
+    let (Some(cert), Some(key)) = (nts.certs.first(), nts.keys.first()) else {
+        bail!("no ntsservercert and ntsserverkey");
+    };
+    let certs = read_certs(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow!("reading the NTS server key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut c = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the NTS server certificate and key do not go together")?;
+    c.alpn_protocols = vec![nts::ALPN.to_vec()];
+    Ok(Arc::new(c))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| anyhow!("reading the NTS server certificate {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow!("reading the NTS server certificate {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        bail!("no certificate in {}", path.display());
+    }
+    Ok(certs)
+}
+
+/// Binds the NTS-KE port (on the `bindaddress` addresses, else every address of each
+/// family) and serves it on threads. Called before privileges are dropped: the
+/// certificate and key are read here.
+pub(super) fn start(sh: &Arc<Shared>) -> Result<()> {
+    let nts = &sh.config.nts_server;
+    if !nts.enabled() {
+        return Ok(());
+    }
+    let tls = tls_config(nts)?;
+    for listener in bind(&sh.config)? {
+        let (sh, tls) = (sh.clone(), tls.clone());
+        std::thread::Builder::new()
+            .name("nts-ke".into())
+            .spawn(move || accept_loop(&sh, &tls, &listener))
+            .context("starting the NTS-KE thread")?;
+    }
+    Ok(())
+}
+
+fn bind(config: &Config) -> Result<Vec<TcpListener>> {
+    let port = config.nts_server.port;
+    let specific: Vec<IpAddr> = config
+        .bind_addresses
+        .iter()
+        .copied()
+        .filter(|a| !a.is_unspecified())
+        .collect();
+    let addrs: Vec<IpAddr> = if specific.is_empty() {
+        vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()]
+    } else {
+        specific
+    };
+    let mut out = Vec::new();
+    for a in addrs {
+        let sa = SocketAddr::new(a, port);
+        match listen(sa) {
+            Ok(l) => {
+                info!("Listening on {sa} for NTS-KE");
+                out.push(l);
+            }
+            Err(e) if a.is_unspecified() => warn!("Not listening on {sa} for NTS-KE: {e:#}"),
+            Err(e) => return Err(e),
+        }
+    }
+    if out.is_empty() {
+        bail!("could not open the NTS-KE port {port}");
+    }
+    Ok(out)
+}
+
+/// A TCP listener on `sa` (IPv6-only for an IPv6 address, bindable before the address
+/// exists, as the NTP sockets are).
+fn listen(sa: SocketAddr) -> Result<TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt,
+        socket, sockopt,
+    };
+    use std::os::fd::AsRawFd;
+    let family = if sa.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+        .with_context(|| format!("creating a TCP socket for {sa}"))?;
+    if sa.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true).context("setting IPV6_V6ONLY")?;
+    }
+    setsockopt(&fd, sockopt::ReuseAddr, &true).context("setting SO_REUSEADDR")?;
+    setsockopt(&fd, sockopt::IpFreebind, &true).context("setting IP_FREEBIND")?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(sa)).with_context(|| format!("binding {sa}"))?;
+    listen(&fd, Backlog::new(64).unwrap_or(Backlog::MAXCONN))
+        .with_context(|| format!("listening on {sa}"))?;
+    Ok(TcpListener::from(fd))
+}
+
+fn accept_loop(sh: &Arc<Shared>, tls: &Arc<rustls::ServerConfig>, listener: &TcpListener) {
+    crate::os::lower_thread_priority();
+    let active = Arc::new(AtomicUsize::new(0));
+    let max = sh.config.nts_server.max_connections;
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(c) => c,
+            Err(e) => {
+                debug!("NTS-KE accept: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if active.load(Ordering::Relaxed) >= max {
+            sh.counters.nts_ke_dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        sh.counters.nts_ke_accepted.fetch_add(1, Ordering::Relaxed);
+        active.fetch_add(1, Ordering::Relaxed);
+        let (sh, tls, active) = (sh.clone(), tls.clone(), active.clone());
+        let spawned = std::thread::Builder::new()
+            .name("nts-ke-conn".into())
+            .spawn(move || {
+                crate::os::lower_thread_priority();
+                if let Err(e) = serve(&sh, tls, stream) {
+                    debug!("NTS-KE with {peer}: {e:#}");
+                }
+                active.fetch_sub(1, Ordering::Relaxed);
+            });
+        if let Err(e) = spawned {
+            warn!("Could not start an NTS-KE connection thread: {e}");
+        }
+    }
+}
+
+/// One NTS-KE exchange: the request read in full, the keys exported, the cookies sent.
+fn serve(sh: &Shared, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) -> Result<()> {
+    tcp.set_read_timeout(Some(TIMEOUT))?;
+    tcp.set_write_timeout(Some(TIMEOUT))?;
+    let conn = rustls::ServerConnection::new(tls).context("TLS session")?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let mut msg = Vec::new();
+    let mut buf = [0u8; 1024];
+    let request = loop {
+        let n = s.read(&mut buf).context("reading the NTS-KE request")?;
+        if n == 0 {
+            bail!("connection closed before the request ended");
+        }
+        msg.extend_from_slice(&buf[..n]);
+        if msg.len() > nts::MAX_KE_MESSAGE {
+            bail!("request too long");
+        }
+        match nts::parse_ke_request(&msg) {
+            Ok(Some(r)) => break Ok(r),
+            Ok(None) => {}
+            Err(code) => break Err(code),
+        }
+    };
+    let reply = match request {
+        Ok(req) => {
+            let session = export_keys(&s.conn)?;
+            let mut cookies = Vec::with_capacity(nts::MAX_COOKIES);
+            for _ in 0..nts::MAX_COOKIES {
+                let mut nonce = [0u8; NONCE_LEN];
+                random_bytes(&mut nonce)?;
+                let keys = sh
+                    .secrets
+                    .cookies
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("no cookie keys"))?;
+                cookies.push(keys.seal(&session, &nonce));
+            }
+            let server = sh.config.nts_server.ntp_server.as_deref();
+            let port = (sh.config.port != ntp_common::wire::NTP_PORT).then_some(sh.config.port);
+            nts::ke_response(&req, &cookies, server, port).unwrap_or_else(nts::ke_error)
+        }
+        Err(code) => nts::ke_error(code),
+    };
+    s.write_all(&reply).context("sending the NTS-KE response")?;
+    s.conn.send_close_notify();
+    s.flush().context("closing the TLS session")?;
+    Ok(())
+}
+
+/// The client's NTP keys, from the TLS session (RFC 8915 section 5.1).
+fn export_keys(conn: &rustls::ServerConnection) -> Result<SessionKeys> {
+    let mut c2s = [0u8; KEY_LEN];
+    let mut s2c = [0u8; KEY_LEN];
+    conn.export_keying_material(
+        &mut c2s,
+        nts::EXPORTER_LABEL,
+        Some(&nts::exporter_context(false)),
+    )
+    .context("exporting the client-to-server key")?;
+    conn.export_keying_material(
+        &mut s2c,
+        nts::EXPORTER_LABEL,
+        Some(&nts::exporter_context(true)),
+    )
+    .context("exporting the server-to-client key")?;
+    Ok(SessionKeys { c2s, s2c })
+}
+
+/// Where the keys are kept, for the log.
+pub(super) fn dump_path(nts: &NtsServerConfig) -> Option<PathBuf> {
+    nts.dump_dir.as_ref().map(|d| d.join(KEYS_FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_keys_survive_a_restart_in_the_dump_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let nts = NtsServerConfig {
+            dump_dir: Some(dir.path().to_path_buf()),
+            ..NtsServerConfig::default()
+        };
+        let first = cookie_keys(&nts).unwrap();
+        let path = dump_path(&nts).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let again = cookie_keys(&nts).unwrap();
+        let session = SessionKeys {
+            c2s: [1; KEY_LEN],
+            s2c: [2; KEY_LEN],
+        };
+        let cookie = first.seal(&session, &[7; NONCE_LEN]);
+        assert_eq!(
+            again.open(&cookie),
+            Some(session),
+            "the same keys after a restart"
+        );
+        std::fs::write(&path, "1 zz\n").unwrap();
+        assert!(cookie_keys(&nts).is_err(), "a damaged key file is an error");
+    }
+}
