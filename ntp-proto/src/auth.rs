@@ -128,6 +128,30 @@ impl AuthKey {
         self.id
     }
 
+    /// chrony's number of the key's algorithm (`HSH_*`, `CMC_*`), as `authdata` shows it.
+    pub fn type_id(&self) -> u16 {
+        match self.kind {
+            Kind::Md5 => 1,
+            Kind::Sha1 => 2,
+            Kind::Sha256 => 3,
+            Kind::Sha384 => 4,
+            Kind::Sha512 => 5,
+            Kind::Sha3_224 => 6,
+            Kind::Sha3_256 => 7,
+            Kind::Sha3_384 => 8,
+            Kind::Sha3_512 => 9,
+            Kind::Tiger => 10,
+            Kind::Whirlpool => 11,
+            Kind::Aes128 => 13,
+            Kind::Aes256 => 14,
+        }
+    }
+
+    /// The key's length, bits.
+    pub fn bits(&self) -> u16 {
+        (8 * self.secret.len()).min(usize::from(u16::MAX)) as u16
+    }
+
     /// The full digest (or CMAC) of `data`.
     fn digest(&self, data: &[u8]) -> Vec<u8> {
         let k = &self.secret;

@@ -4,8 +4,8 @@
 //! ntpxc's; this module is what travels.
 
 use crate::report::{
-    ActivityReport, ClientReport, NtpDataReport, SelectDataReport, SourceReport, SourceStatsReport,
-    TrackingReport,
+    ActivityReport, AuthDataReport, ClientReport, NtpDataReport, SelectDataReport, SourceReport,
+    SourceStatsReport, TrackingReport,
     stats::{ServerStats, XdpStats},
 };
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,8 @@ pub enum Request {
         /// Which source.
         address: Option<std::net::IpAddr>,
     },
+    /// How each source's exchanges are authenticated (chronyc authdata).
+    Authdata,
     /// Poll every source now, four times (chronyc burst).
     Burst,
     /// Re-read the sourcedir files, adding and removing sources (chronyc reload sources).
@@ -83,6 +85,8 @@ pub enum Response {
     Selectdata(Vec<SelectDataReport>),
     /// Answer to [`Request::Ntpdata`].
     Ntpdata(Vec<NtpDataReport>),
+    /// Answer to [`Request::Authdata`].
+    Authdata(Vec<AuthDataReport>),
     /// A command was carried out (chronyc's "200 OK").
     Ok,
     /// Over the UDP command port: the reply needs this many bytes, more than the request
@@ -105,6 +109,7 @@ impl Request {
             Request::Selectdata => "selectdata",
             Request::Clients => "clients",
             Request::Ntpdata { .. } => "ntpdata",
+            Request::Authdata => "authdata",
             Request::Burst => "burst",
             Request::ReloadSources => "reload sources",
             Request::Offline { .. } => "offline",
@@ -124,6 +129,7 @@ impl Request {
                 | Request::Sourcestats
                 | Request::Activity
                 | Request::Ntpdata { .. }
+                | Request::Authdata
                 | Request::Selectdata
                 | Request::Clients
         )

@@ -16,8 +16,8 @@ use crate::{
     poller::{MAX_RESPONSE_TIME, PollOptions, Poller, SourceAuth},
     reference::Reference,
     report::{
-        NtpDataReport, SelectDataReport, SourceReport, SourceStatsReport, TrackingReport,
-        logfile::Record,
+        AuthDataReport, NtpDataReport, SelectDataReport, SourceReport, SourceStatsReport,
+        TrackingReport, logfile::Record,
     },
     sync::{
         discipline::{Discipline, DisciplineParams, UpdateResult},
@@ -1164,6 +1164,31 @@ impl<C: EngineClock> Engine<C> {
                     total_valid_rx: s.replies,
                     total_good_rx: s.samples,
                     authenticated: !matches!(s.poller.auth(), SourceAuth::None),
+                }
+            })
+            .collect()
+    }
+
+    /// The `authdata` report: how each source is authenticated.
+    pub fn authdata_report(&self) -> Vec<AuthDataReport> {
+        self.live()
+            .map(|(_, s)| {
+                let (mode, key_id, key_type, key_bits) = match s.poller.auth() {
+                    SourceAuth::None => ("-", 0, 0, 0),
+                    SourceAuth::Key(k) => ("SK", k.id(), k.type_id(), k.bits()),
+                    SourceAuth::Missing(id) => ("SK", *id, 0, 0),
+                };
+                AuthDataReport {
+                    name: s.name.clone(),
+                    mode: mode.into(),
+                    key_id,
+                    key_type,
+                    key_bits,
+                    last_ke_ago: None,
+                    ke_attempts: 0,
+                    naks: 0,
+                    cookies: 0,
+                    cookie_len: 0,
                 }
             })
             .collect()

@@ -122,6 +122,8 @@ enum Command {
         /// Address of the source.
         address: Option<std::net::IpAddr>,
     },
+    /// How each source is authenticated: symmetric key, NTS (cookies, key exchanges).
+    Authdata,
     /// Send a burst of four requests to every source now.
     Burst,
     /// Re-read the sourcedir files: `reload sources`.
@@ -271,6 +273,7 @@ fn execute(host: &Target, csv: bool, command: &Command) -> Result<()> {
         Command::Selectdata { verbose } => (Request::Selectdata, verbose),
         Command::Clients => (Request::Clients, false),
         Command::Ntpdata { address } => (Request::Ntpdata { address }, false),
+        Command::Authdata => (Request::Authdata, false),
         Command::Burst => (Request::Burst, false),
         Command::Reload { .. } => (Request::ReloadSources, false),
         Command::Offline { address } => (Request::Offline { address }, false),
@@ -296,6 +299,8 @@ fn execute(host: &Target, csv: bool, command: &Command) -> Result<()> {
         Response::Selectdata(rows) if csv => print!("{}", report::render_selectdata_csv(&rows)),
         Response::Selectdata(rows) => print!("{}", report::render_selectdata(&rows, verbose)),
         Response::Ntpdata(rows) => rows.iter().for_each(|r| print!("{}", r.render())),
+        Response::Authdata(rows) if csv => print!("{}", report::render_authdata_csv(&rows)),
+        Response::Authdata(rows) => print!("{}", report::render_authdata(&rows)),
         Response::Ok => println!("200 OK"),
         Response::Error(e) => bail!("ntpxd: {e}"),
         Response::TooLarge(n) => {

@@ -160,6 +160,17 @@ fn ntpxd_authenticates_chronyd_and_refuses_a_wrong_key() -> Result<()> {
         d.selected()
     })
     .with_context(|| d.ntpxc(&["sources"]).unwrap_or_default())?;
+    // chronyc's authdata: symmetric keys with chrony's algorithm numbers and key bits.
+    let auth = d.ntpxc(&["-c", "authdata"])?;
+    for (a, want) in addrs
+        .iter()
+        .zip(["SK,1,1,128,", "SK,2,3,168,", "SK,3,13,128,"])
+    {
+        assert!(
+            auth.lines().any(|l| l.starts_with(&format!("{a},{want}"))),
+            "{a}: {want} not in\n{auth}"
+        );
+    }
     drop(d);
 
     // The same key number with another secret: chronyd's replies never verify.

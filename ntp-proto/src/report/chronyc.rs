@@ -84,6 +84,88 @@ pub fn render_sourcestats(rows: &[SourceStatsReport], verbose: bool) -> String {
     })
 }
 
+/// What `authdata` shows for one source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthDataReport {
+    /// The source's address.
+    pub name: String,
+    /// `-` (none), `SK` (symmetric key) or `NTS`.
+    pub mode: String,
+    /// The key number (symmetric) or 0.
+    pub key_id: u32,
+    /// chrony's number of the key's algorithm (MD5 1 ... WHIRLPOOL 11, AES128 13,
+    /// AES256 14; NTS: the AEAD's IANA number), 0 when unknown.
+    pub key_type: u16,
+    /// Key length, bits.
+    pub key_bits: u16,
+    /// Seconds since the last NTS-KE session (`None`: never, or not NTS).
+    pub last_ke_ago: Option<u32>,
+    /// NTS-KE attempts since the last success.
+    pub ke_attempts: u16,
+    /// NTS NAKs received.
+    pub naks: u16,
+    /// NTS cookies held.
+    pub cookies: u16,
+    /// Length of those cookies, bytes.
+    pub cookie_len: u16,
+}
+
+/// chronyc's 4-character interval (`print_seconds`): seconds, then minutes, hours, days,
+/// years; `-` for none.
+fn interval4(s: Option<u32>) -> String {
+    match s {
+        None => "   -".into(),
+        Some(s) if s < 1200 => format!("{s:4}"),
+        Some(s) if s < 36_000 => format!("{:3}m", s / 60),
+        Some(s) if s < 345_600 => format!("{:3}h", s / 3600),
+        Some(s) if s / 86_400 > 999 => format!("{:3}y", s / 86_400 / 365),
+        Some(s) => format!("{:3}d", s / 86_400),
+    }
+}
+
+/// chronyc's `authdata` table.
+pub fn render_authdata(rows: &[AuthDataReport]) -> String {
+    let header = "Name/IP address             Mode KeyID Type KLen Last Atmp  NAK Cook CLen";
+    let mut out = format!("{header}\n{}\n", "=".repeat(header.len()));
+    for r in rows {
+        let name: String = r.name.chars().take(27).collect();
+        out.push_str(&format!(
+            "{name:<27} {:>4} {:>5} {:>4} {:>4} {} {:>4} {:>4} {:>4} {:>4}\n",
+            r.mode,
+            r.key_id,
+            r.key_type,
+            r.key_bits,
+            interval4(r.last_ke_ago),
+            r.ke_attempts,
+            r.naks,
+            r.cookies,
+            r.cookie_len
+        ));
+    }
+    out
+}
+
+/// chronyc's `-c authdata` (the interval as chronyc prints it there: a raw number).
+pub fn render_authdata_csv(rows: &[AuthDataReport]) -> String {
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{},{},{},{},{},{},{},{},{},{}\n",
+                r.name,
+                r.mode,
+                r.key_id,
+                r.key_type,
+                r.key_bits,
+                r.last_ke_ago.unwrap_or(u32::MAX),
+                r.ke_attempts,
+                r.naks,
+                r.cookies,
+                r.cookie_len
+            )
+        })
+        .collect()
+}
+
 /// What `ntpdata` shows for one source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NtpDataReport {
@@ -847,5 +929,43 @@ mod tests {
         assert_eq!(ctime_utc(0.0), "Thu Jan 01 00:00:00 1970");
         assert_eq!(ctime_utc(951_782_400.0), "Tue Feb 29 00:00:00 2000");
         assert_eq!(ctime_utc(1_795_531_348.0), "Tue Nov 24 14:42:28 2026");
+    }
+
+    #[test]
+    fn authdata_has_chronycs_columns() {
+        let row = |name: &str, mode: &str, id, ty, bits| AuthDataReport {
+            name: name.into(),
+            mode: mode.into(),
+            key_id: id,
+            key_type: ty,
+            key_bits: bits,
+            last_ke_ago: None,
+            ke_attempts: 0,
+            naks: 0,
+            cookies: 0,
+            cookie_len: 0,
+        };
+        let rows = [
+            row("198.18.0.1", "SK", 1, 1, 128),
+            row("ntp2.example.net", "-", 0, 0, 0),
+        ];
+        let t = render_authdata(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "Name/IP address             Mode KeyID Type KLen Last Atmp  NAK Cook CLen"
+        );
+        assert_eq!(lines[1].len(), lines[0].len());
+        assert_eq!(
+            lines[2],
+            "198.18.0.1                    SK     1    1  128    -    0    0    0    0"
+        );
+        assert_eq!(lines[3].len(), lines[0].len());
+        assert_eq!(
+            render_authdata_csv(&rows[..1]),
+            "198.18.0.1,SK,1,1,128,4294967295,0,0,0,0\n"
+        );
+        assert_eq!(interval4(Some(2000)), " 33m");
+        assert_eq!(interval4(Some(40_000)), " 11h");
     }
 }

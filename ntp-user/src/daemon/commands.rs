@@ -44,6 +44,7 @@ impl Shared {
             Request::Selectdata => {
                 Response::Selectdata(lock(&self.engine).selectdata_report(now()?))
             }
+            Request::Authdata => Response::Authdata(lock(&self.engine).authdata_report()),
             Request::Ntpdata { address } => {
                 Response::Ntpdata(lock(&self.engine).ntpdata_report(address))
             }
