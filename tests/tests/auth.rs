@@ -255,7 +255,8 @@ fn chronyd_is_an_nts_client_of_ntpxd() -> Result<()> {
     let d = Ntpxd::start(
         &server,
         &format!(
-            "local stratum 3\nallow all\nntsservercert {}\nntsserverkey {}\nntsdumpdir {}\n",
+            "local stratum 3\nallow all\nntsservercert {}\nntsserverkey {}\nntsdumpdir {}\n\
+             ntsrotate 1\n",
             cert.display(),
             key.display(),
             dump.display()
@@ -307,6 +308,21 @@ fn chronyd_is_an_nts_client_of_ntpxd() -> Result<()> {
             .ok()
             .filter(|s| s.lines().any(|l| l.starts_with("^,*")))
     })?;
+    // Cookie keys rotated every second: the client goes on, on the fresh cookies each
+    // reply brings, without a NAK, past the point where its first key is forgotten.
+    let mut d = d;
+    d.proc
+        .wait_for_log("NTS cookie key 5 in use", Duration::from_secs(10))?;
+    let valid = |r: &str| {
+        ntpdata_field(r, &link.server_v4, "Total valid RX")
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let before = valid(&chronyc(&client, &sock, &["ntpdata"])?);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(valid(&chronyc(&client, &sock, &["ntpdata"])?) > before + 5);
+    let auth = chronyc(&client, &sock, &["-c", "authdata"])?;
+    assert_eq!(auth.split(',').nth(7), Some("0"), "no NAK: {auth}");
     assert!(d.stat("serverstats", "NTS-KE connections accepted")? >= 1);
     assert!(d.stat("serverstats", "Authenticated NTP packets")? >= 3);
     assert!(dump.join("ntpx-nts-keys").is_file(), "cookie keys kept");

@@ -112,6 +112,10 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     let mut tasks = JoinSet::new();
     start_tasks(&shared, &opts, &mut tasks)?;
     nts_ke::start(&shared)?;
+    let nts = &shared.config.nts_server;
+    if nts.enabled() && nts.rotate_secs > 0 {
+        tasks.spawn(nts_ke::rotate_keys(shared.clone()));
+    }
     if let Some(events) = link_events {
         tasks.spawn(interfaces::follow_interfaces(shared.clone(), events));
     }
@@ -191,7 +195,7 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         leaps,
         sync: OnceLock::new(),
         acl,
-        secrets,
+        secrets: std::sync::RwLock::new(secrets),
         params,
         tai_offset_s: AtomicI32::new(kt.tai_offset_s),
         state: Mutex::new(ServerState::default()),

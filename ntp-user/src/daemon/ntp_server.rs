@@ -148,7 +148,7 @@ fn answer(
         rx_tai,
         &state,
         &sh.acl,
-        &sh.secrets,
+        &sh.secrets(),
         &mut random_nonce,
     ) {
         Verdict::Reply(p) => match sh.clients.log(src_ip, rx_tai, &sh.counters) {
@@ -165,7 +165,7 @@ fn answer(
     };
     match verdict {
         Verdict::Reply(p) => {
-            let (reply, tx_now) = p.finish(clock::tai_ns()?, &sh.secrets);
+            let (reply, tx_now) = p.finish(clock::tai_ns()?, &sh.secrets());
             // Only a client that may interleave needs to know when its reply left; a
             // Kiss-o'-Death is never interleaved with (as chrony).
             let stamp = p.may_interleave() && !p.is_kiss() && sh.clients.enabled();

@@ -95,6 +95,42 @@ fn parse_keys(text: &str) -> Result<Vec<ServerKey>> {
         .collect()
 }
 
+/// Replaces the sealing cookie key every `ntsrotate` seconds (the previous ones keep
+/// opening the cookies clients hold), saving the keys each time. Runs for the daemon's
+/// life (started only with NTS on and a non-zero interval).
+pub(super) async fn rotate_keys(sh: Arc<Shared>) -> Result<()> {
+    let every = sh.config.nts_server.rotate_secs.max(1);
+    loop {
+        tokio::time::sleep(Duration::from_secs(every)).await;
+        let sh = sh.clone();
+        let rotated = tokio::task::spawn_blocking(move || -> Result<u32> {
+            let mut s = sh
+                .secrets
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(keys) = s.cookies.as_mut() else {
+                return Ok(0);
+            };
+            let id = keys
+                .keys()
+                .iter()
+                .map(|k| k.id)
+                .max()
+                .unwrap_or(0)
+                .wrapping_add(1);
+            keys.rotate(new_key(id)?);
+            save_keys(&sh.config.nts_server, keys);
+            Ok(id)
+        })
+        .await;
+        match rotated {
+            Ok(Ok(id)) => info!("NTS cookie key {id} in use"),
+            Ok(Err(e)) => warn!("Could not rotate the NTS cookie key: {e:#}"),
+            Err(e) => warn!("Rotating the NTS cookie key failed: {e}"),
+        }
+    }
+}
+
 /// The TLS configuration from `ntsservercert`/`ntsserverkey` (the first pair: ntpx serves
 /// one certificate), TLS 1.3 only, ALPN `ntske/1`.
 fn tls_config(nts: &NtsServerConfig) -> Result<Arc<rustls::ServerConfig>> {
@@ -267,8 +303,8 @@ fn serve(sh: &Shared, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) -> Result<
             for _ in 0..nts::MAX_COOKIES {
                 let mut nonce = [0u8; NONCE_LEN];
                 random_bytes(&mut nonce)?;
-                let keys = sh
-                    .secrets
+                let secrets = sh.secrets();
+                let keys = secrets
                     .cookies
                     .as_ref()
                     .ok_or_else(|| anyhow!("no cookie keys"))?;

@@ -32,8 +32,8 @@ pub(super) struct Shared {
     pub config: Config,
     pub config_path: PathBuf,
     pub acl: AccessTable,
-    /// The keyfile's keys and the NTS cookie keys.
-    pub secrets: Secrets,
+    /// The keyfile's keys and the NTS cookie keys (rotated: `ntsrotate`).
+    pub secrets: std::sync::RwLock<Secrets>,
     pub params: PublishParams,
     /// The kernel's TAI - UTC offset, seconds, as last read.
     pub tai_offset_s: AtomicI32,
@@ -66,6 +66,14 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// The secrets, for reading (a panic elsewhere while rotating cannot have left them
+    /// half-written: a rotation replaces them whole).
+    pub(super) fn secrets(&self) -> std::sync::RwLockReadGuard<'_, Secrets> {
+        self.secrets
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Recomputes the state from the reference and publishes it to both paths.
     pub(super) fn publish(&self) -> Result<()> {
         // The kernel's TAI offset changes at leap seconds (and with ADJ_TAI): read with
