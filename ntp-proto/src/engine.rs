@@ -13,7 +13,7 @@ use crate::{
     clock::EngineClock,
     config::{LocalConfig, SourceConfig, SyncConfig},
     packet::{NtpHeader, NtpTimestamp, ntp_short_to_secs},
-    poller::{MAX_RESPONSE_TIME, PollOptions, Poller, SourceAuth},
+    poller::{MAX_RESPONSE_TIME, NtsClient, PollOptions, Poller, SourceAuth},
     reference::Reference,
     report::{
         AuthDataReport, NtpDataReport, SelectDataReport, SourceReport, SourceStatsReport,
@@ -66,6 +66,8 @@ pub struct SourceOptions {
     pub min_stratum: u8,
     /// `key`: the keyfile's key its exchanges are authenticated with.
     pub key: Option<u32>,
+    /// `nts`: its exchanges are authenticated with NTS.
+    pub nts: bool,
 }
 
 impl Default for SourceOptions {
@@ -86,6 +88,7 @@ impl Default for SourceOptions {
             filter: None,
             min_stratum: 0,
             key: None,
+            nts: false,
         }
     }
 }
@@ -117,6 +120,7 @@ impl SourceOptions {
             filter: sc.filter,
             min_stratum: sc.min_stratum,
             key: sc.key,
+            nts: sc.nts,
         }
     }
 }
@@ -358,9 +362,12 @@ impl<C: EngineClock> Engine<C> {
         self.keys = keys;
     }
 
-    /// How a source with `key` is authenticated.
-    fn auth_for(&self, key: Option<u32>) -> SourceAuth {
-        match key {
+    /// How a source with `opts` is authenticated.
+    fn auth_for(&self, opts: &SourceOptions) -> SourceAuth {
+        if opts.nts {
+            return SourceAuth::Nts(NtsClient::default());
+        }
+        match opts.key {
             None => SourceAuth::None,
             Some(id) => self
                 .keys
@@ -369,13 +376,41 @@ impl<C: EngineClock> Engine<C> {
         }
     }
 
+    /// Whether source `id` uses NTS and needs an NTS-KE before its next request.
+    pub fn nts_needs_ke(&mut self, id: usize) -> bool {
+        self.sources
+            .get_mut(id)
+            .and_then(|s| s.poller.nts_mut())
+            .is_some_and(|n| n.needs_ke())
+    }
+
+    /// Source `id`'s NTS-KE at system time `now_ns` gave `session`.
+    pub fn nts_session(&mut self, id: usize, session: crate::nts::ClientSession, now_ns: u64) {
+        if let Some(n) = self.sources.get_mut(id).and_then(|s| s.poller.nts_mut()) {
+            n.session = Some(session);
+            n.ke_attempts = 0;
+            n.last_ke_ns = Some(now_ns);
+        }
+    }
+
+    /// Source `id`'s NTS-KE failed; how many have failed in a row.
+    pub fn nts_ke_failed(&mut self, id: usize) -> u16 {
+        self.sources
+            .get_mut(id)
+            .and_then(|s| s.poller.nts_mut())
+            .map_or(0, |n| {
+                n.ke_attempts = n.ke_attempts.saturating_add(1);
+                n.ke_attempts
+            })
+    }
+
     /// Adds a source; returns its id.
     pub fn add_source(&mut self, addr: SocketAddr, opts: SourceOptions) -> usize {
         self.sources.push(SourceEntry {
             name: addr.ip().to_string(),
             addr,
             opts,
-            poller: Poller::new(opts.poll).with_auth(self.auth_for(opts.key)),
+            poller: Poller::new(opts.poll).with_auth(self.auth_for(&opts)),
             stats: self.new_stats(&opts),
             sel: Memory::default(),
             updates: 0,
@@ -476,7 +511,7 @@ impl<C: EngineClock> Engine<C> {
             return Vec::new();
         };
         let stats = self.new_stats(&opts);
-        let auth = self.auth_for(opts.key);
+        let auth = self.auth_for(&opts);
         let s = &mut self.sources[id];
         let old = std::mem::replace(&mut s.name, addr.ip().to_string());
         s.addr = addr;
@@ -520,7 +555,8 @@ impl<C: EngineClock> Engine<C> {
             .sources
             .get_mut(id)
             .filter(|s| !s.removed && !s.offline)
-            .filter(|s| !matches!(s.poller.auth(), SourceAuth::Missing(_)))?;
+            .filter(|s| !matches!(s.poller.auth(), SourceAuth::Missing(_)))
+            .filter(|s| !matches!(s.poller.auth(), SourceAuth::Nts(n) if n.needs_ke()))?;
         let was_reachable = s.poller.reach() != 0;
         let (req, missed) = s.poller.request(cookie, now, generation, peer);
         s.polls = s.polls.saturating_add(1);
@@ -1177,8 +1213,9 @@ impl<C: EngineClock> Engine<C> {
                     SourceAuth::None => ("-", 0, 0, 0),
                     SourceAuth::Key(k) => ("SK", k.id(), k.type_id(), k.bits()),
                     SourceAuth::Missing(id) => ("SK", *id, 0, 0),
+                    SourceAuth::Nts(_) => ("NTS", 1, crate::nts::AEAD_AES_SIV_CMAC_256, 256),
                 };
-                AuthDataReport {
+                let mut r = AuthDataReport {
                     name: s.name.clone(),
                     mode: mode.into(),
                     key_id,
@@ -1189,7 +1226,20 @@ impl<C: EngineClock> Engine<C> {
                     naks: 0,
                     cookies: 0,
                     cookie_len: 0,
+                };
+                if let SourceAuth::Nts(n) = s.poller.auth() {
+                    let now = self.clock.system_now_ns();
+                    r.last_ke_ago = n
+                        .last_ke_ns
+                        .map(|t| (now.saturating_sub(t) / 1_000_000_000) as u32);
+                    r.ke_attempts = n.ke_attempts;
+                    r.naks = n.naks;
+                    if let Some(sess) = &n.session {
+                        r.cookies = sess.cookies() as u16;
+                        r.cookie_len = sess.cookie_len() as u16;
+                    }
                 }
+                r
             })
             .collect()
     }

@@ -445,6 +445,220 @@ pub fn nak_response(header: &[u8], uid: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The NTS-KE request a client sends: `NTPv4` with `AEAD_AES_SIV_CMAC_256`.
+pub fn ke_request() -> Vec<u8> {
+    let mut out = Vec::new();
+    record(
+        &mut out,
+        CRITICAL | REC_NEXT_PROTOCOL,
+        &PROTOCOL_NTPV4.to_be_bytes(),
+    );
+    record(&mut out, REC_AEAD, &AEAD_AES_SIV_CMAC_256.to_be_bytes());
+    record(&mut out, CRITICAL | REC_END, &[]);
+    out
+}
+
+/// What an NTS-KE server answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeResponse {
+    /// Cookies for the NTP exchanges.
+    pub cookies: Vec<Vec<u8>>,
+    /// Another NTP server to use, if the server named one.
+    pub server: Option<String>,
+    /// Another NTP port to use, if the server named one.
+    pub port: Option<u16>,
+}
+
+/// Reads an NTS-KE server's message: `Ok(None)` while incomplete, the response, or why it
+/// cannot be used (an error record, another protocol or AEAD, no cookies).
+pub fn parse_ke_response(msg: &[u8]) -> Result<Option<KeResponse>, String> {
+    let mut r = KeResponse {
+        cookies: Vec::new(),
+        server: None,
+        port: None,
+    };
+    let (mut protocol_ok, mut aead_ok) = (false, false);
+    let mut at = 0;
+    loop {
+        let Some(head) = msg.get(at..at + 4) else {
+            return Ok(None);
+        };
+        let kind = u16::from_be_bytes([head[0], head[1]]);
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let Some(body) = msg.get(at + 4..at + 4 + len) else {
+            return Ok(None);
+        };
+        at += 4 + len;
+        match kind & !CRITICAL {
+            REC_END => break,
+            REC_NEXT_PROTOCOL => protocol_ok = body == PROTOCOL_NTPV4.to_be_bytes(),
+            REC_AEAD => aead_ok = body == AEAD_AES_SIV_CMAC_256.to_be_bytes(),
+            REC_ERROR => {
+                let code = body
+                    .get(..2)
+                    .map_or(u16::MAX, |b| u16::from_be_bytes([b[0], b[1]]));
+                return Err(format!("the server answered error {code}"));
+            }
+            REC_COOKIE if !body.is_empty() && r.cookies.len() < MAX_COOKIES => {
+                r.cookies.push(body.to_vec());
+            }
+            REC_SERVER => {
+                r.server = Some(
+                    std::str::from_utf8(body)
+                        .map_err(|_| "a server name that is not UTF-8".to_string())?
+                        .to_string(),
+                );
+            }
+            REC_PORT => {
+                let [a, b] = body else {
+                    return Err("a malformed port record".into());
+                };
+                r.port = Some(u16::from_be_bytes([*a, *b]));
+            }
+            // More cookies than can be used, warnings: nothing to act on.
+            REC_COOKIE | REC_WARNING => {}
+            _ if kind & CRITICAL != 0 => {
+                return Err(format!("an unknown critical record {}", kind & !CRITICAL));
+            }
+            _ => {}
+        }
+    }
+    if !protocol_ok || !aead_ok {
+        return Err("the server did not agree to NTPv4 with AEAD_AES_SIV_CMAC_256".into());
+    }
+    if r.cookies.is_empty() {
+        return Err("the server gave no cookies".into());
+    }
+    Ok(Some(r))
+}
+
+/// A client's NTS state with one server: the session keys, the cookies left, and a
+/// PRF (AES-CMAC under a random key, over a counter) for unique identifiers and nonces,
+/// so the sans-IO core needs no random source of its own.
+#[derive(Clone)]
+pub struct ClientSession {
+    keys: SessionKeys,
+    cookies: std::collections::VecDeque<Vec<u8>>,
+    prf: [u8; 16],
+    counter: u64,
+    /// The unique identifier of the request awaiting its reply.
+    pending: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ClientSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientSession {{ {} cookies }}", self.cookies.len())
+    }
+}
+
+/// Why a reply to an NTS request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyError {
+    /// An NTS NAK for our request: the cookies are no good, a new NTS-KE is needed.
+    Nak,
+    /// Not an authentic reply to our request.
+    Invalid,
+}
+
+impl ClientSession {
+    /// A session from an NTS-KE: its keys and cookies, and `prf_key` (random bytes).
+    pub fn new(keys: SessionKeys, cookies: Vec<Vec<u8>>, prf_key: [u8; 16]) -> Self {
+        ClientSession {
+            keys,
+            cookies: cookies.into(),
+            prf: prf_key,
+            counter: 0,
+            pending: None,
+        }
+    }
+
+    /// Cookies left.
+    pub fn cookies(&self) -> usize {
+        self.cookies.len()
+    }
+
+    /// Length of the cookies held (0 with none).
+    pub fn cookie_len(&self) -> usize {
+        self.cookies.front().map_or(0, Vec::len)
+    }
+
+    fn random16(&mut self) -> [u8; 16] {
+        use cmac::Mac;
+        self.counter += 1;
+        let mut m = <cmac::Cmac<aes::Aes128> as cmac::digest::KeyInit>::new((&self.prf).into());
+        m.update(&self.counter.to_be_bytes());
+        m.finalize().into_bytes().into()
+    }
+
+    /// The NTS request for `header` (a client request's 48 bytes): a fresh unique
+    /// identifier, one cookie, placeholders to be sent back up to eight, and the
+    /// authenticator; `None` with no cookie left (a new NTS-KE is needed).
+    pub fn request(&mut self, header: &[u8]) -> Option<Vec<u8>> {
+        let cookie = self.cookies.pop_front()?;
+        let mut uid = [0u8; 32];
+        uid[..16].copy_from_slice(&self.random16());
+        uid[16..].copy_from_slice(&self.random16());
+        let nonce = self.random16();
+        let mut p = header.to_vec();
+        push_field(&mut p, EF_UNIQUE_ID, &uid);
+        push_field(&mut p, EF_COOKIE, &cookie);
+        let wanted = MAX_COOKIES - 1 - self.cookies.len().min(MAX_COOKIES - 1);
+        for _ in 0..wanted {
+            push_field(&mut p, EF_COOKIE_PLACEHOLDER, &vec![0u8; cookie.len()]);
+        }
+        let mut siv = Aes128Siv::new((&self.keys.c2s).into());
+        let ct = siv.encrypt([&p[..], &nonce[..]], b"").unwrap_or_default();
+        let mut body = Vec::with_capacity(4 + NONCE_LEN + ct.len());
+        body.extend_from_slice(&(NONCE_LEN as u16).to_be_bytes());
+        body.extend_from_slice(&(ct.len() as u16).to_be_bytes());
+        body.extend_from_slice(&nonce);
+        body.extend_from_slice(&ct);
+        push_field(&mut p, EF_AUTHENTICATOR, &body);
+        self.pending = Some(uid);
+        Some(p)
+    }
+
+    /// Checks a reply to the last request: the unique identifier ours, the
+    /// authenticator (last) verified under the server-to-client key; its cookies are
+    /// kept. A Kiss-o'-Death NTSN naming our identifier is a NAK.
+    pub fn reply(&mut self, packet: &[u8]) -> Result<(), ReplyError> {
+        let uid = self.pending.ok_or(ReplyError::Invalid)?;
+        let fields = fields(packet).ok_or(ReplyError::Invalid)?;
+        let ours = fields
+            .iter()
+            .any(|f| f.kind == EF_UNIQUE_ID && f.body.get(..32) == Some(&uid[..]));
+        if !ours {
+            return Err(ReplyError::Invalid);
+        }
+        let nak = packet.get(1) == Some(&0) && packet.get(12..16) == Some(&b"NTSN"[..]);
+        let auth = fields.last().filter(|f| f.kind == EF_AUTHENTICATOR);
+        let Some(auth) = auth else {
+            return Err(if nak {
+                self.pending = None;
+                ReplyError::Nak
+            } else {
+                ReplyError::Invalid
+            });
+        };
+        let plain = open_authenticator(&packet[..auth.start], auth.body, &self.keys.s2c)
+            .ok_or(ReplyError::Invalid)?;
+        self.pending = None;
+        let mut inner = vec![0u8; ntp_common::wire::NTP_HEADER_LEN];
+        inner.extend_from_slice(&plain);
+        for f in fields_of(&inner) {
+            if f.kind == EF_COOKIE && self.cookies.len() < MAX_COOKIES {
+                self.cookies.push_back(f.body.to_vec());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The well-formed fields of `packet` (none if any is malformed).
+fn fields_of(packet: &[u8]) -> Vec<Field<'_>> {
+    fields(packet).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,5 +814,70 @@ mod tests {
         assert_eq!(check_request(&other_ef, &k), NtsCheck::NotNts);
         let nak = nak_response(&[0; 48], &[9; 32]);
         assert_eq!(nak.len(), 48 + 36);
+    }
+
+    #[test]
+    fn a_client_session_talks_to_this_server() {
+        let server = keys();
+        let session_keys = session();
+        let cookies: Vec<Vec<u8>> = (0..8)
+            .map(|i| server.seal(&session_keys, &[i; NONCE_LEN]))
+            .collect();
+        let mut client = ClientSession::new(session_keys.clone(), cookies, [4; 16]);
+        let header = [0x23u8; 48];
+        let req = client.request(&header).unwrap();
+        assert_eq!(client.cookies(), 7);
+        let NtsCheck::Valid(r) = check_request(&req, &server) else {
+            panic!("the server refused the client's request");
+        };
+        assert_eq!(r.cookies, 1, "seven left: no placeholder");
+        let fresh = vec![server.seal(&session_keys, &[9; NONCE_LEN])];
+        let reply = seal_response(&[0x24; 48], &r, &[6; NONCE_LEN], &fresh);
+        // A tampered reply, or one to another request, is refused; ours is taken once.
+        let mut bad = reply.clone();
+        bad[47] ^= 1;
+        assert_eq!(client.reply(&bad), Err(ReplyError::Invalid));
+        assert_eq!(client.reply(&reply), Ok(()));
+        assert_eq!(client.cookies(), 8);
+        assert_eq!(client.reply(&reply), Err(ReplyError::Invalid), "replayed");
+        // Low on cookies: placeholders ask for more.
+        for _ in 0..5 {
+            client.request(&header).unwrap();
+        }
+        let req = client.request(&header).unwrap();
+        let NtsCheck::Valid(r) = check_request(&req, &server) else {
+            panic!();
+        };
+        assert_eq!((client.cookies(), r.cookies), (2, 6));
+        // A NAK naming our request.
+        let mut kiss = [0u8; 48];
+        kiss[12..16].copy_from_slice(b"NTSN");
+        let nak = nak_response(&kiss, &r.uid);
+        assert_eq!(client.reply(&nak), Err(ReplyError::Nak));
+        // No cookies left: no request.
+        let mut empty = ClientSession::new(session(), vec![], [1; 16]);
+        assert!(empty.request(&header).is_none());
+    }
+
+    #[test]
+    fn ke_responses_are_read_as_a_client_must() {
+        let req = parse_ke_request(&ke_request()).unwrap().unwrap();
+        let msg = ke_response(
+            &req,
+            &[vec![1; 100], vec![2; 100]],
+            Some("ntp.test"),
+            Some(1123),
+        )
+        .unwrap();
+        assert_eq!(parse_ke_response(&msg[..msg.len() - 1]), Ok(None));
+        let r = parse_ke_response(&msg).unwrap().unwrap();
+        assert_eq!(r.cookies.len(), 2);
+        assert_eq!(
+            (r.server.as_deref(), r.port),
+            (Some("ntp.test"), Some(1123))
+        );
+        assert!(parse_ke_response(&ke_error(1)).is_err());
+        let no_cookies = ke_response(&req, &[], None, None).unwrap();
+        assert!(parse_ke_response(&no_cookies).is_err());
     }
 }

@@ -74,6 +74,29 @@ pub enum SourceAuth {
     Key(crate::auth::AuthKey),
     /// With a key the keyfile does not have: the source cannot be polled.
     Missing(u32),
+    /// With NTS: the session from the last NTS-KE (none yet, or its cookies spent).
+    Nts(NtsClient),
+}
+
+/// A source's NTS state.
+#[derive(Clone, Debug, Default)]
+pub struct NtsClient {
+    /// The session from the last NTS-KE.
+    pub session: Option<crate::nts::ClientSession>,
+    /// NTS-KE attempts since the last that succeeded.
+    pub ke_attempts: u16,
+    /// NTS NAKs received.
+    pub naks: u16,
+    /// When the last NTS-KE succeeded (system time, ns).
+    pub last_ke_ns: Option<u64>,
+}
+
+impl NtsClient {
+    /// Whether a new NTS-KE is needed before the next request (no session, or no
+    /// cookie left).
+    pub fn needs_ke(&self) -> bool {
+        self.session.as_ref().is_none_or(|s| s.cookies() == 0)
+    }
 }
 
 /// What a valid reply says of the server.
@@ -149,6 +172,14 @@ impl Poller {
     /// How the exchanges are authenticated.
     pub fn auth(&self) -> &SourceAuth {
         &self.auth
+    }
+
+    /// The NTS state, for a source with NTS.
+    pub fn nts_mut(&mut self) -> Option<&mut NtsClient> {
+        match &mut self.auth {
+            SourceAuth::Nts(n) => Some(n),
+            _ => None,
+        }
     }
 
     /// The options.
@@ -249,9 +280,19 @@ impl Poller {
         }
         .serialize()
         .to_vec();
-        if let SourceAuth::Key(k) = &self.auth {
-            let mac = k.mac(&req, version);
-            req.extend_from_slice(&mac);
+        match &mut self.auth {
+            SourceAuth::Key(k) => {
+                let mac = k.mac(&req, version);
+                req.extend_from_slice(&mac);
+            }
+            SourceAuth::Nts(n) => {
+                // No cookie: the engine asks for an NTS-KE first; an unsigned request
+                // would only be refused.
+                if let Some(signed) = n.session.as_mut().and_then(|s| s.request(&req)) {
+                    req = signed;
+                }
+            }
+            SourceAuth::None | SourceAuth::Missing(_) => {}
         }
         (req, missed)
     }
@@ -278,18 +319,36 @@ impl Poller {
         if h.origin_ts.0 != cookie {
             return Err(Rejected::Origin);
         }
-        if let SourceAuth::Key(k) = &self.auth {
-            let ok = match crate::auth::trailer(datagram) {
-                crate::auth::Trailer::Mac {
-                    covered,
-                    key_id,
-                    digest,
-                } => key_id == k.id() && k.verify(covered, h.version, digest),
-                _ => false,
-            };
-            if !ok {
-                return Err(Rejected::Auth);
+        match &mut self.auth {
+            SourceAuth::Key(k) => {
+                let ok = match crate::auth::trailer(datagram) {
+                    crate::auth::Trailer::Mac {
+                        covered,
+                        key_id,
+                        digest,
+                    } => key_id == k.id() && k.verify(covered, h.version, digest),
+                    _ => false,
+                };
+                if !ok {
+                    return Err(Rejected::Auth);
+                }
             }
+            SourceAuth::Nts(n) => {
+                let checked = n.session.as_mut().map(|s| s.reply(datagram));
+                match checked {
+                    Some(Ok(())) => {}
+                    Some(Err(crate::nts::ReplyError::Nak)) => {
+                        // The cookies are no good: a new NTS-KE before the next poll.
+                        n.naks = n.naks.saturating_add(1);
+                        n.session = None;
+                        return Err(Rejected::Auth);
+                    }
+                    Some(Err(crate::nts::ReplyError::Invalid)) | None => {
+                        return Err(Rejected::Auth);
+                    }
+                }
+            }
+            SourceAuth::None | SourceAuth::Missing(_) => {}
         }
         if self.last == Some((h.receive_ts, h.transmit_ts)) {
             return Err(Rejected::Duplicate);

@@ -328,3 +328,89 @@ fn chronyd_is_an_nts_client_of_ntpxd() -> Result<()> {
     assert!(dump.join("ntpx-nts-keys").is_file(), "cookie keys kept");
     Ok(())
 }
+
+/// ntpxd as an NTS client of chronyd: NTS-KE over TLS with chronyd's certificate
+/// trusted, NTS-authenticated exchanges (ntpdata Authenticated, authdata NTS with
+/// cookies), chronyd selected; with a certificate it does not trust, no NTS-KE succeeds
+/// and nothing is measured.
+#[test]
+fn ntpxd_is_an_nts_client_of_chronyd() -> Result<()> {
+    if !ntpx_tests::privileged("ntpxd_is_an_nts_client_of_chronyd") {
+        return Ok(());
+    }
+    let up = Netns::new("up")?;
+    let me = Netns::new("me")?;
+    let link = veth(&up, &me, 36)?;
+    me.set_hosts(&format!("{} chrony.test\n", link.server_v4))?;
+    let dir = ntpx_tests::TempDir::new("nts")?;
+    let (cert, key) = certificate(&dir, "chrony.test")?;
+    let (_c, _cdir, _sock) = chronyd(
+        &up,
+        &format!(
+            "local stratum 2\nallow all\nntsservercert {}\nntsserverkey {}\n",
+            cert.display(),
+            key.display()
+        ),
+    )?;
+    let d = Ntpxd::start(
+        &me,
+        &format!(
+            "ntstrustedcerts {}\nnosystemcert\nserver chrony.test nts {FAST_POLL}\n",
+            cert.display()
+        ),
+        &["--no-xdp"],
+    )?;
+    let report = wait_until(Duration::from_secs(20), "NTS samples", || {
+        let r = d.ntpxc(&["ntpdata"]).ok()?;
+        ntpdata_field(&r, &link.server_v4, "Total good RX")
+            .and_then(|v| v.parse::<u32>().ok())
+            .is_some_and(|n| n >= 3)
+            .then_some(r)
+    })
+    .with_context(|| {
+        format!(
+            "{}\n{}",
+            d.ntpxc(&["authdata"]).unwrap_or_default(),
+            d.proc.log()
+        )
+    })?;
+    assert_eq!(
+        ntpdata_field(&report, &link.server_v4, "Authenticated").as_deref(),
+        Some("Yes"),
+        "{report}"
+    );
+    let auth = d.ntpxc(&["-c", "authdata"])?;
+    let row: Vec<&str> = auth.lines().next().unwrap_or_default().split(',').collect();
+    assert_eq!(row.get(1), Some(&"NTS"), "{auth}");
+    assert_eq!(row.get(7), Some(&"0"), "no NAK: {auth}");
+    assert!(
+        row.get(8)
+            .and_then(|c| c.parse::<u32>().ok())
+            .is_some_and(|c| c >= 6),
+        "cookies kept topped up: {auth}"
+    );
+    wait_until(Duration::from_secs(20), "chronyd selected", || d.selected())
+        .with_context(|| d.ntpxc(&["sources"]).unwrap_or_default())?;
+    drop(d);
+
+    // Another certificate trusted: the TLS check fails, nothing is measured.
+    let other = ntpx_tests::TempDir::new("other")?;
+    let (wrong, _) = certificate(&other, "chrony.test")?;
+    let mut d = Ntpxd::start(
+        &me,
+        &format!(
+            "ntstrustedcerts {}\nnosystemcert\nserver chrony.test nts {FAST_POLL}\n",
+            wrong.display()
+        ),
+        &["--no-xdp"],
+    )?;
+    d.proc
+        .wait_for_log("NTS-KE failed", Duration::from_secs(10))?;
+    let r = d.ntpxc(&["ntpdata"])?;
+    assert_eq!(
+        ntpdata_field(&r, &link.server_v4, "Total RX").as_deref(),
+        Some("0"),
+        "{r}"
+    );
+    Ok(())
+}

@@ -55,14 +55,12 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "manual",
     "maxtxbuffers",
     "nocerttimecheck",
-    "nosystemcert",
     "ntpsigndsocket",
     "ntsaeads",
     "ntscachedir",
     "ntsprocesses",
     "ntsratelimit",
     "ntsrefresh",
-    "ntstrustedcerts",
     "peer",
     "ptpdomain",
     "ptpport",
@@ -136,6 +134,12 @@ pub struct Config {
     pub auth_select: AuthSelectMode,
     /// The NTS server (`ntsservercert`/`ntsserverkey` given).
     pub nts_server: NtsServerConfig,
+    /// `ntstrustedcerts`: certificates (PEM files or directories of them) NTS servers
+    /// may present, beside the system's.
+    pub nts_trusted_certs: Vec<PathBuf>,
+    /// Whether the system's certificate authorities are trusted too (`nosystemcert`:
+    /// no).
+    pub nts_system_certs: bool,
     /// Non-fatal problems found while parsing, in file order.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -177,6 +181,8 @@ impl Default for Config {
             sync: SyncConfig::default(),
             auth_select: AuthSelectMode::default(),
             nts_server: NtsServerConfig::default(),
+            nts_trusted_certs: Vec::new(),
+            nts_system_certs: true,
             warnings: Vec::new(),
         }
     }
@@ -332,10 +338,11 @@ impl AuthSelectMode {
     /// as they are and count as neither kind).
     pub fn apply(self, sources: &mut [SourceConfig]) {
         let counted = |s: &&mut SourceConfig| !s.noselect;
-        let any_auth = sources.iter().any(|s| !s.noselect && s.key.is_some());
-        let any_plain = sources.iter().any(|s| !s.noselect && s.key.is_none());
+        let authenticated = |s: &SourceConfig| s.key.is_some() || s.nts;
+        let any_auth = sources.iter().any(|s| !s.noselect && authenticated(s));
+        let any_plain = sources.iter().any(|s| !s.noselect && !authenticated(s));
         for s in sources.iter_mut().filter(|s| counted(s)) {
-            match (self, s.key.is_some()) {
+            match (self, authenticated(s)) {
                 (AuthSelectMode::Require, false) => s.noselect = true,
                 (AuthSelectMode::Prefer, false) if any_auth => s.noselect = true,
                 (AuthSelectMode::Mix, true) if any_plain => {
@@ -608,6 +615,23 @@ impl<'a> Parser<'a> {
                     self.config.client_log = Some(records);
                 }
             }
+            "ntstrustedcerts" => {
+                // chrony's optional set number first: only set 0 (the default) is used.
+                let path = match args {
+                    [p] => *p,
+                    [set, p] if *set == "0" => *p,
+                    [_, _] => {
+                        return Err(
+                            "ntstrustedcerts: only the default certificate set 0 is supported \
+                             (certset is not)"
+                                .to_string(),
+                        );
+                    }
+                    _ => return Err(missing("ntstrustedcerts", "[SET] FILE|DIRECTORY")),
+                };
+                self.config.nts_trusted_certs.push(PathBuf::from(path));
+            }
+            "nosystemcert" => self.config.nts_system_certs = false,
             "ntsservercert" => {
                 let v = single_arg("ntsservercert", args, "a file path")?;
                 self.config.nts_server.certs.push(PathBuf::from(v));
@@ -1554,7 +1578,10 @@ mod tests {
             ("leapsecmode slew", "leapsecmode slew is not supported yet"),
             ("binddevice eth1", "keeping the NTP port to that interface"),
             ("authselectmode sometimes", "invalid mode \"sometimes\""),
-            ("server a nts", "without the authentication it asks for"),
+            (
+                "server a certset 2",
+                "without the authentication it asks for",
+            ),
         ] {
             let e = parse(&format!("allow all\n{text}\n")).unwrap_err();
             assert_eq!(e.line, 2, "{text}");

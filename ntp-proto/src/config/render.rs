@@ -72,6 +72,12 @@ pub fn render(c: &Config) -> String {
         if let Some(k) = s.key {
             line += &format!(" key {k}");
         }
+        if s.nts {
+            line += " nts";
+            if s.nts_port != crate::nts::KE_PORT {
+                line += &format!(" ntsport {}", s.nts_port);
+            }
+        }
         w(line);
     }
     let sync = &c.sync;

@@ -62,6 +62,10 @@ pub struct SourceConfig {
     pub min_stratum: u8,
     /// `key N`: every exchange authenticated with key N of the keyfile.
     pub key: Option<u32>,
+    /// `nts`: every exchange authenticated with NTS (RFC 8915).
+    pub nts: bool,
+    /// `ntsport`: the NTS-KE port (default 4460).
+    pub nts_port: u16,
     /// Line of the directive, for log messages.
     pub line: usize,
     /// Read from a `sourcedir` file (reloaded by `ntpxc reload sources`).
@@ -126,6 +130,8 @@ pub(super) fn parse_source(
         filter: None,
         min_stratum: 0,
         key: None,
+        nts: false,
+        nts_port: crate::nts::KE_PORT,
         line,
         from_sourcedir: false,
     };
@@ -180,7 +186,15 @@ pub(super) fn parse_source(
                         .ok_or_else(|| invalid("key", v, directive, KEY))?,
                 );
             }
-            "nts" | "certset" => {
+            "nts" => s.nts = true,
+            "ntsport" => {
+                const PORT: &str = "a port number";
+                let v = option_value(&mut rest, "ntsport", directive, PORT)?;
+                s.nts_port = parse_uint::<u16>(v)
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| invalid("ntsport", v, directive, PORT))?;
+            }
+            "certset" => {
                 return Err(format!(
                     "option \"{option}\" of {directive} directive is not supported yet; \
                      refusing to poll this source without the authentication it asks for \
@@ -523,15 +537,14 @@ mod tests {
     }
 
     #[test]
-    fn nts_fails_closed_keys_and_minstratum_are_read() {
-        for opt in [&["nts"][..], &["certset", "1"]] {
-            let args: Vec<&str> = ["ntp1"].iter().chain(opt).copied().collect();
-            let e = server(&args).unwrap_err();
-            assert!(
-                e.contains("refusing to poll this source without the authentication"),
-                "{e}"
-            );
-        }
+    fn certset_fails_closed_keys_nts_and_minstratum_are_read() {
+        let s = server(&["ntp1", "nts", "ntsport", "4461"]).unwrap().0;
+        assert!(s.nts && s.nts_port == 4461);
+        let e = server(&["ntp1", "certset", "1"]).unwrap_err();
+        assert!(
+            e.contains("refusing to poll this source without the authentication"),
+            "{e}"
+        );
         assert_eq!(server(&["ntp1", "key", "5"]).unwrap().0.key, Some(5));
         for bad in ["0", "x", "4294967296"] {
             assert!(server(&["ntp1", "key", bad]).is_err(), "key {bad}");

@@ -232,11 +232,13 @@ fn announce(sh: &Shared) {
 /// publication loop and (steering the real clock) the slew timer.
 fn start_tasks(sh: &Arc<Shared>, opts: &Options, tasks: &mut JoinSet<Result<()>>) -> Result<()> {
     let hook = sh.clone();
+    let nts = sources::nts_ke::context(&sh.config).context("NTS")?;
     let handle = sources::start(
         &sh.config,
         sh.engine.clone(),
         sh.journal.clone(),
         Arc::new(move || hook.on_clock_update()),
+        nts,
     );
     let _ = sh.sync.set(handle);
     for sock in ntp_server::bind_ntp_sockets(&sh.config)? {

@@ -1,6 +1,7 @@
 //! Wiring the synchronization engine to the network: resolving `server`/`pool` names and
 //! one polling task per address, each handing its replies to the engine.
 
+pub mod nts_ke;
 pub mod poll_task;
 pub mod resolve;
 
@@ -82,6 +83,11 @@ impl SyncHandle {
                 let opts = SourceOptions::from_config(&sc, lock(&h.engine).sync_config());
                 let id = lock(&h.engine).add_source(addr, opts);
                 info!("Added source {addr} ({} line {})", sc.name, sc.line);
+                if sc.nts
+                    && let Some(n) = &h.ctx.nts
+                {
+                    lock(&n.servers).insert(id, (sc.name.clone(), sc.nts_port));
+                }
                 h.spawn_poller(id, addr);
                 lock(&mine).push(id);
             }
@@ -213,12 +219,14 @@ pub fn start(
     engine: SharedEngine,
     journal: Arc<Journal>,
     changed: Arc<dyn Fn() + Send + Sync>,
+    nts: Option<Arc<nts_ke::NtsContext>>,
 ) -> SyncHandle {
     let handle = SyncHandle {
         ctx: PollContext {
             engine: engine.clone(),
             journal: journal.clone(),
             changed,
+            nts,
         },
         engine,
         journal,

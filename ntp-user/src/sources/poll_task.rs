@@ -15,7 +15,7 @@ use crate::{
 use ntp_proto::{engine::WireInfo, poller::INITIAL_DELAY};
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{sync::mpsc, time::Instant};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// Index of a source in the daemon's source table.
 pub type SourceId = usize;
@@ -42,6 +42,8 @@ pub struct PollContext {
     pub journal: Arc<Journal>,
     /// Runs after each reply the engine took (the clock may have been updated).
     pub changed: Arc<dyn Fn() + Send + Sync>,
+    /// NTS: the TLS configuration and each NTS source's NTS-KE server.
+    pub nts: Option<Arc<super::nts_ke::NtsContext>>,
 }
 
 fn now_ns() -> u64 {
@@ -104,6 +106,24 @@ pub async fn run(
         {
             return;
         }
+        if lock(&ctx.engine).nts_needs_ke(id)
+            && let Some(backoff) = key_exchange(id, &ctx).await
+        {
+            // Failed: try again later (chrony's back-off), still answering commands.
+            if let Woken::Stop = wait(
+                sock.as_ref(),
+                id,
+                &ctx,
+                &mut commands,
+                Instant::now() + backoff,
+                None,
+            )
+            .await
+            {
+                return;
+            }
+            continue;
+        }
         let cookie = net::random_u64();
         let sent_fallback = now_ns();
         let Some((req, log)) = lock(&ctx.engine).transmit(id, cookie) else {
@@ -142,6 +162,41 @@ pub async fn run(
     }
 }
 
+/// Runs an NTS-KE for source `id` (off the timekeeping thread) and gives the engine the
+/// session; on failure, how long to wait before the next attempt (doubling from 16 s to
+/// about an hour, as chrony's retries grow).
+async fn key_exchange(id: SourceId, ctx: &PollContext) -> Option<Duration> {
+    let nts = ctx.nts.clone()?;
+    let (name, port) = lock(&nts.servers).get(&id).cloned()?;
+    let tls = nts.tls.clone();
+    let target = name.clone();
+    let result =
+        tokio::task::spawn_blocking(move || super::nts_ke::key_exchange(tls, &target, port)).await;
+    let outcome = match result {
+        Ok(Ok((keys, response))) => {
+            let mut prf = [0u8; 16];
+            net::random_bytes(&mut prf).map(|()| (keys, response, prf))
+        }
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(anyhow::anyhow!("the NTS-KE task failed: {e}")),
+    };
+    match outcome {
+        Ok((keys, response, prf)) => {
+            let n = response.cookies.len();
+            let session = ntp_proto::nts::ClientSession::new(keys, response.cookies, prf);
+            lock(&ctx.engine).nts_session(id, session, now_ns());
+            info!("Source {name}: NTS-KE done, {n} cookies");
+            None
+        }
+        Err(e) => {
+            let attempts = lock(&ctx.engine).nts_ke_failed(id);
+            let wait = Duration::from_secs(16u64 << attempts.saturating_sub(1).min(8));
+            warn!("Source {name}: NTS-KE failed: {e:#}; next attempt in {wait:?}");
+            Some(wait)
+        }
+    }
+}
+
 /// Waits until the next request is due: at `until`, or with `after_send` (the stretch
 /// factor and whether the kernel stamped the send) at the engine's interval after
 /// `until`, which a reply may change. Replies and commands are handled meanwhile.
@@ -153,7 +208,8 @@ async fn wait(
     until: Instant,
     after_send: Option<(f64, bool)>,
 ) -> Woken {
-    let mut buf = [0u8; 1024];
+    // Room for an NTS reply with eight cookies of up to 256 bytes (chrony's limit).
+    let mut buf = [0u8; 4096];
     loop {
         let deadline = match after_send {
             Some((stretch, _)) => {

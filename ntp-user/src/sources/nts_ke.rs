@@ -1,0 +1,223 @@
+//! NTS-KE as a client (RFC 8915 section 4): TLS 1.3 to the server's NTS-KE port with
+//! ALPN `ntske/1`, its certificate checked against `ntstrustedcerts` and (unless
+//! `nosystemcert`) the system's authorities; the NTP keys exported from the session and
+//! the cookies read from the response.
+
+use anyhow::{Context, Result, anyhow, bail};
+use ntp_proto::{
+    config::Config,
+    nts::{self, KEY_LEN, KeResponse, SessionKeys},
+};
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use std::{
+    collections::HashMap,
+    io::{Read, Write},
+    net::{TcpStream, ToSocketAddrs},
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tracing::warn;
+
+/// How long connecting and the exchange may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// The system's certificate authorities, where Debian and Red Hat keep them.
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+];
+
+/// What the sources with NTS share: the TLS configuration, and each source's NTS-KE
+/// server (its configured name, for the certificate check, and port).
+pub struct NtsContext {
+    /// The TLS client configuration.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// NTS-KE server of each source (by engine id).
+    pub servers: Mutex<HashMap<usize, (String, u16)>>,
+}
+
+/// The NTS context when any source uses NTS.
+pub fn context(config: &Config) -> Result<Option<Arc<NtsContext>>> {
+    if !config.sources.iter().any(|s| s.nts) {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let mut pinned = Vec::new();
+    for path in &config.nts_trusted_certs {
+        for cert in certificates_in(path)? {
+            // As an authority, and as itself: chronyd (GnuTLS) accepts a trusted
+            // self-signed server certificate, which webpki refuses as an end entity.
+            let _ = roots.add(cert.clone());
+            pinned.push(cert);
+        }
+    }
+    if config.nts_system_certs
+        && let Some(bundle) = SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.is_file())
+    {
+        let certs = certificates_in(bundle)?;
+        let (_, ignored) = roots.add_parsable_certificates(certs);
+        if ignored > 0 {
+            warn!(
+                "{ignored} system certificates of {} could not be used",
+                bundle.display()
+            );
+        }
+    }
+    if roots.is_empty() && pinned.is_empty() {
+        bail!("NTS sources, but no certificate to trust (ntstrustedcerts, or the system's)");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .context("the trusted certificates")?;
+    let verifier = Arc::new(TrustedOrChained { webpki, pinned });
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3")?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![nts::ALPN.to_vec()];
+    Ok(Some(Arc::new(NtsContext {
+        tls: Arc::new(tls),
+        servers: Mutex::new(HashMap::new()),
+    })))
+}
+
+/// Accepts a server certificate that is itself one of `ntstrustedcerts` (the handshake
+/// still proves the server holds its key), else one that chains to a trusted authority
+/// and names the server (webpki).
+#[derive(Debug)]
+struct TrustedOrChained {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for TrustedOrChained {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// The PEM certificates in `path`, a file or a directory of them.
+fn certificates_in(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let files: Vec<std::path::PathBuf> = if path.is_dir() {
+        let mut v: Vec<_> = std::fs::read_dir(path)
+            .with_context(|| format!("listing {}", path.display()))?
+            .filter_map(std::result::Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut out = Vec::new();
+    for f in files {
+        let certs = CertificateDer::pem_file_iter(&f)
+            .map_err(|e| anyhow!("reading certificates in {}: {e}", f.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("reading certificates in {}: {e}", f.display()))?;
+        out.extend(certs);
+    }
+    Ok(out)
+}
+
+/// One NTS-KE with `name`:`port`: the session keys and the server's response.
+pub fn key_exchange(
+    tls: Arc<rustls::ClientConfig>,
+    name: &str,
+    port: u16,
+) -> Result<(SessionKeys, KeResponse)> {
+    let addr = (name, port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {name}"))?
+        .next()
+        .ok_or_else(|| anyhow!("{name} has no address"))?;
+    let tcp = TcpStream::connect_timeout(&addr, TIMEOUT)
+        .with_context(|| format!("connecting to {addr}"))?;
+    tcp.set_read_timeout(Some(TIMEOUT))?;
+    tcp.set_write_timeout(Some(TIMEOUT))?;
+    let server = ServerName::try_from(name.to_string())
+        .map_err(|e| anyhow!("{name} is not a name TLS can check: {e}"))?;
+    let conn = rustls::ClientConnection::new(tls, server).context("TLS session")?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.write_all(&nts::ke_request())
+        .context("sending the NTS-KE request (TLS handshake)")?;
+    s.flush()?;
+    let mut msg = Vec::new();
+    let mut buf = [0u8; 4096];
+    let response = loop {
+        let n = s.read(&mut buf).context("reading the NTS-KE response")?;
+        if n == 0 {
+            bail!("the server closed the connection before its response ended");
+        }
+        msg.extend_from_slice(&buf[..n]);
+        if msg.len() > nts::MAX_KE_MESSAGE {
+            bail!("the NTS-KE response is too long");
+        }
+        if let Some(r) = nts::parse_ke_response(&msg).map_err(|e| anyhow!("{e}"))? {
+            break r;
+        }
+    };
+    let mut c2s = [0u8; KEY_LEN];
+    let mut s2c = [0u8; KEY_LEN];
+    s.conn
+        .export_keying_material(
+            &mut c2s,
+            nts::EXPORTER_LABEL,
+            Some(&nts::exporter_context(false)),
+        )
+        .context("exporting the client-to-server key")?;
+    s.conn
+        .export_keying_material(
+            &mut s2c,
+            nts::EXPORTER_LABEL,
+            Some(&nts::exporter_context(true)),
+        )
+        .context("exporting the server-to-client key")?;
+    s.conn.send_close_notify();
+    let _ = s.flush();
+    Ok((SessionKeys { c2s, s2c }, response))
+}
