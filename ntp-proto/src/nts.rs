@@ -19,6 +19,8 @@ pub const KEY_LEN: usize = 32;
 pub const PROTOCOL_NTPV4: u16 = 0;
 /// Most cookies handed out at once.
 pub const MAX_COOKIES: usize = 8;
+/// Longest cookie a client keeps (chrony's limit).
+pub const MAX_COOKIE_LEN: usize = 256;
 /// Longest NTS-KE message the server reads (chrony's limit).
 pub const MAX_KE_MESSAGE: usize = 16384;
 
@@ -224,6 +226,11 @@ impl CookieKeys {
         }
     }
 
+    /// No keys at all: opens nothing (to tell NTS requests from others without NTS).
+    pub fn none() -> Self {
+        CookieKeys { keys: Vec::new() }
+    }
+
     /// Makes `next` the sealing key; the oldest beyond [`KEPT_KEYS`] is forgotten.
     pub fn rotate(&mut self, next: ServerKey) {
         self.keys.insert(0, next);
@@ -244,7 +251,9 @@ impl CookieKeys {
 
     /// A cookie holding `session`: key id, `nonce`, and the SIV of both keys.
     pub fn seal(&self, session: &SessionKeys, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
-        let k = &self.keys[0];
+        let Some(k) = self.keys.first() else {
+            return Vec::new();
+        };
         let id = k.id.to_be_bytes();
         let mut plain = Vec::with_capacity(2 * KEY_LEN);
         plain.extend_from_slice(&session.c2s);
@@ -391,7 +400,12 @@ fn open_authenticator(ad: &[u8], body: &[u8], key: &[u8; KEY_LEN]) -> Option<Vec
     let nonce_len = usize::from(u16::from_be_bytes(body.get(..2)?.try_into().ok()?));
     let ct_len = usize::from(u16::from_be_bytes(body.get(2..4)?.try_into().ok()?));
     let padded = |n: usize| n.next_multiple_of(4);
-    if nonce_len == 0 || ct_len < TAG_LEN || 4 + padded(nonce_len) + padded(ct_len) > body.len() {
+    // The nonce padded to at least 16 bytes (chrony's "missing padding" check): a reply,
+    // whose nonce is 16 bytes, is then never larger than the request.
+    if nonce_len == 0
+        || ct_len < TAG_LEN
+        || 4 + padded(nonce_len).max(NONCE_LEN) + padded(ct_len) > body.len()
+    {
         return None;
     }
     let nonce = &body[4..4 + nonce_len];
@@ -499,7 +513,13 @@ pub fn parse_ke_response(msg: &[u8]) -> Result<Option<KeResponse>, String> {
                     .map_or(u16::MAX, |b| u16::from_be_bytes([b[0], b[1]]));
                 return Err(format!("the server answered error {code}"));
             }
-            REC_COOKIE if !body.is_empty() && r.cookies.len() < MAX_COOKIES => {
+            // chrony's limits: 1 to 256 bytes, whole words.
+            REC_COOKIE
+                if !body.is_empty()
+                    && body.len() <= MAX_COOKIE_LEN
+                    && body.len().is_multiple_of(4)
+                    && r.cookies.len() < MAX_COOKIES =>
+            {
                 r.cookies.push(body.to_vec());
             }
             REC_SERVER => {
@@ -814,6 +834,20 @@ mod tests {
         assert_eq!(check_request(&other_ef, &k), NtsCheck::NotNts);
         let nak = nak_response(&[0; 48], &[9; 32]);
         assert_eq!(nak.len(), 48 + 36);
+        // A short nonce, unpadded: its reply would be larger than the request.
+        let mut short = vec![0u8; 48];
+        short[0] = 0x23;
+        push_field(&mut short, EF_UNIQUE_ID, &[9u8; 32]);
+        push_field(&mut short, EF_COOKIE, &cookie);
+        let nonce = [5u8; 4];
+        let ct = Aes128Siv::new((&session().c2s).into())
+            .encrypt([&short[..], &nonce[..]], b"")
+            .unwrap();
+        let mut body = vec![0, 4, 0, ct.len() as u8];
+        body.extend_from_slice(&nonce);
+        body.extend_from_slice(&ct);
+        push_field(&mut short, EF_AUTHENTICATOR, &body);
+        assert!(matches!(check_request(&short, &k), NtsCheck::Nak { .. }));
     }
 
     #[test]

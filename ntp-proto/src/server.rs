@@ -253,20 +253,29 @@ pub fn handle_request(
         }
     }
     let nts = if extension_fields {
-        // Only NTS fields are read (as chrony, a server without NTS ignores them and
-        // answers nothing it cannot authenticate).
-        let Some(cookies) = &secrets.cookies else {
-            return Verdict::Ignore(Ignored::Length);
+        // Only NTS fields are read; others are ignored (RFC 7822), the request answered
+        // as a plain one. An NTS request to a server without NTS gets nothing.
+        let check = match &secrets.cookies {
+            Some(cookies) => nts::check_request(datagram, cookies),
+            None => match nts::check_request(datagram, &nts::CookieKeys::none()) {
+                NtsCheck::NotNts => NtsCheck::NotNts,
+                _ => return Verdict::Ignore(Ignored::Length),
+            },
         };
-        match nts::check_request(datagram, cookies) {
+        let cookies = secrets.cookies.as_ref();
+        match check {
             NtsCheck::Valid(req) => {
+                let Some(cookies) = cookies else {
+                    return Verdict::Ignore(Ignored::Length);
+                };
                 let fresh = (0..req.cookies)
                     .map(|_| cookies.seal(&req.keys, &random()))
                     .collect();
                 Some(NtsPart::Reply(req, random(), fresh))
             }
             NtsCheck::Nak { uid } => Some(NtsPart::Nak(uid)),
-            NtsCheck::NotNts | NtsCheck::Invalid => return Verdict::Ignore(Ignored::Length),
+            NtsCheck::NotNts => None,
+            NtsCheck::Invalid => return Verdict::Ignore(Ignored::Length),
         }
     } else {
         None
@@ -461,6 +470,30 @@ mod tests {
                 &mut || [0; 16]
             ),
             Verdict::Ignore(Ignored::Auth)
+        );
+    }
+
+    #[test]
+    fn unknown_extension_fields_are_ignored_and_the_request_answered() {
+        let mut req = request(4, 3, 6).to_vec();
+        // An extension field of an unknown type, 28 bytes.
+        req.extend_from_slice(&[0x20, 0x05, 0, 28]);
+        req.extend_from_slice(&[0; 24]);
+        let Verdict::Reply(p) = handle_request(
+            &req,
+            src(),
+            NOW,
+            &state(),
+            &allow_all(),
+            &Secrets::default(),
+            &mut || [0; 16],
+        ) else {
+            panic!("not answered");
+        };
+        assert_eq!(
+            p.finish(NOW, &Secrets::default()).0.len(),
+            48,
+            "a plain reply"
         );
     }
 

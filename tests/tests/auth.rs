@@ -326,6 +326,18 @@ fn chronyd_is_an_nts_client_of_ntpxd() -> Result<()> {
     assert!(d.stat("serverstats", "NTS-KE connections accepted")? >= 1);
     assert!(d.stat("serverstats", "Authenticated NTP packets")? >= 3);
     assert!(dump.join("ntpx-nts-keys").is_file(), "cookie keys kept");
+    // A client that connects and sends nothing is let go after the session's 2 s.
+    let addr = link.server_v4.clone();
+    let held = client.run_in(move || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect((addr.as_str(), 4460))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        let _ = s.read(&mut buf);
+        Ok(start.elapsed())
+    })?;
+    assert!(held < Duration::from_secs(4), "held for {held:?}");
     Ok(())
 }
 
@@ -411,6 +423,36 @@ fn ntpxd_is_an_nts_client_of_chronyd() -> Result<()> {
         ntpdata_field(&r, &link.server_v4, "Total RX").as_deref(),
         Some("0"),
         "{r}"
+    );
+    drop(d);
+
+    // chronyd's own certificate trusted, but it names another host: refused too (a
+    // trusted certificate stands only for the names it carries).
+    drop(_c);
+    let named = ntpx_tests::TempDir::new("named")?;
+    let (other_cert, other_key) = certificate(&named, "other.test")?;
+    let (_c2, _cdir2, _sock2) = chronyd(
+        &up,
+        &format!(
+            "local stratum 2\nallow all\nntsservercert {}\nntsserverkey {}\n",
+            other_cert.display(),
+            other_key.display()
+        ),
+    )?;
+    let mut d = Ntpxd::start(
+        &me,
+        &format!(
+            "ntstrustedcerts {}\nnosystemcert\nserver chrony.test nts {FAST_POLL}\n",
+            other_cert.display()
+        ),
+        &["--no-xdp"],
+    )?;
+    d.proc
+        .wait_for_log("NTS-KE failed", Duration::from_secs(10))?;
+    assert!(
+        d.proc.log().contains("not valid for name \"chrony.test\""),
+        "{}",
+        d.proc.log()
     );
     Ok(())
 }

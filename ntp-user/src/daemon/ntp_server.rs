@@ -153,6 +153,11 @@ fn answer(
     ) {
         Verdict::Reply(p) => match sh.clients.log(src_ip, rx_tai, &sh.counters) {
             (RateVerdict::Answer, last) => Verdict::Reply(p.interleave(&last)),
+            // An NTS NAK over the rate limit gets nothing (chrony: the two kisses conflict).
+            (RateVerdict::Kod, _) if p.is_nts_nak() => {
+                bump(&sh.counters.ratelimited);
+                return Ok(());
+            }
             (RateVerdict::Kod, _) => Verdict::Reply(p.kiss_rate()),
             (RateVerdict::Drop, _) => {
                 bump(&sh.counters.ratelimited);
@@ -165,7 +170,15 @@ fn answer(
     };
     match verdict {
         Verdict::Reply(p) => {
-            let (reply, tx_now) = p.finish(clock::tai_ns()?, &sh.secrets());
+            // The secrets first: the transmit timestamp is the last thing taken.
+            let secrets = sh.secrets();
+            let (reply, tx_now) = p.finish(clock::tai_ns()?, &secrets);
+            drop(secrets);
+            // Never more bytes back than came in (RFC 8915 5.6; no amplification).
+            if reply.len() > datagram.len() {
+                bump(&sh.counters.ignored);
+                return Ok(());
+            }
             // Only a client that may interleave needs to know when its reply left; a
             // Kiss-o'-Death is never interleaved with (as chrony).
             let stamp = p.may_interleave() && !p.is_kiss() && sh.clients.enabled();

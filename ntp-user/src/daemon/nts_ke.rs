@@ -104,11 +104,9 @@ pub(super) async fn rotate_keys(sh: Arc<Shared>) -> Result<()> {
         tokio::time::sleep(Duration::from_secs(every)).await;
         let sh = sh.clone();
         let rotated = tokio::task::spawn_blocking(move || -> Result<u32> {
-            let mut s = sh
-                .secrets
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let Some(keys) = s.cookies.as_mut() else {
+            // Built and saved outside the lock: a request's reply never waits on the
+            // key's generation or the file's fsync.
+            let Some(mut keys) = sh.secrets().cookies.clone() else {
                 return Ok(0);
             };
             let id = keys
@@ -119,7 +117,11 @@ pub(super) async fn rotate_keys(sh: Arc<Shared>) -> Result<()> {
                 .unwrap_or(0)
                 .wrapping_add(1);
             keys.rotate(new_key(id)?);
-            save_keys(&sh.config.nts_server, keys);
+            sh.secrets
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .cookies = Some(keys.clone());
+            save_keys(&sh.config.nts_server, &keys);
             Ok(id)
         })
         .await;
@@ -171,11 +173,13 @@ pub(super) fn start(sh: &Arc<Shared>) -> Result<()> {
         return Ok(());
     }
     let tls = tls_config(nts)?;
+    // One count for every listener: maxntsconnections is the daemon's, not a port's.
+    let active = Arc::new(AtomicUsize::new(0));
     for listener in bind(&sh.config)? {
-        let (sh, tls) = (sh.clone(), tls.clone());
+        let (sh, tls, active) = (sh.clone(), tls.clone(), active.clone());
         std::thread::Builder::new()
             .name("nts-ke".into())
-            .spawn(move || accept_loop(&sh, &tls, &listener))
+            .spawn(move || accept_loop(&sh, &tls, &listener, &active))
             .context("starting the NTS-KE thread")?;
     }
     Ok(())
@@ -238,9 +242,13 @@ fn listen(sa: SocketAddr) -> Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 
-fn accept_loop(sh: &Arc<Shared>, tls: &Arc<rustls::ServerConfig>, listener: &TcpListener) {
+fn accept_loop(
+    sh: &Arc<Shared>,
+    tls: &Arc<rustls::ServerConfig>,
+    listener: &TcpListener,
+    active: &Arc<AtomicUsize>,
+) {
     crate::os::lower_thread_priority();
-    let active = Arc::new(AtomicUsize::new(0));
     let max = sh.config.nts_server.max_connections;
     loop {
         let (stream, peer) = match listener.accept() {
@@ -273,16 +281,35 @@ fn accept_loop(sh: &Arc<Shared>, tls: &Arc<rustls::ServerConfig>, listener: &Tcp
     }
 }
 
+/// What is left of a session's time, or an error once it is spent: the timeout covers
+/// the whole session (handshake, request, response), as chrony's does, so a client
+/// trickling bytes cannot hold a connection.
+fn remaining(deadline: std::time::Instant) -> Result<Duration> {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() {
+        bail!("the NTS-KE session took longer than {TIMEOUT:?}");
+    }
+    Ok(left)
+}
+
 /// One NTS-KE exchange: the request read in full, the keys exported, the cookies sent.
 fn serve(sh: &Shared, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) -> Result<()> {
-    tcp.set_read_timeout(Some(TIMEOUT))?;
-    tcp.set_write_timeout(Some(TIMEOUT))?;
+    let deadline = std::time::Instant::now() + TIMEOUT;
     let conn = rustls::ServerConnection::new(tls).context("TLS session")?;
     let mut s = rustls::StreamOwned::new(conn, tcp);
     let mut msg = Vec::new();
     let mut buf = [0u8; 1024];
     let request = loop {
+        let left = remaining(deadline)?;
+        s.sock.set_read_timeout(Some(left))?;
+        s.sock.set_write_timeout(Some(left))?;
         let n = s.read(&mut buf).context("reading the NTS-KE request")?;
+        if s.conn.alpn_protocol() != Some(nts::ALPN) {
+            bail!(
+                "the client did not negotiate {}",
+                String::from_utf8_lossy(nts::ALPN)
+            );
+        }
         if n == 0 {
             bail!("connection closed before the request ended");
         }
@@ -316,6 +343,8 @@ fn serve(sh: &Shared, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) -> Result<
         }
         Err(code) => nts::ke_error(code),
     };
+    let left = remaining(deadline)?;
+    s.sock.set_write_timeout(Some(left))?;
     s.write_all(&reply).context("sending the NTS-KE response")?;
     s.conn.send_close_notify();
     s.flush().context("closing the TLS session")?;

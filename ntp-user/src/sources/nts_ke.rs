@@ -110,6 +110,24 @@ impl rustls::client::danger::ServerCertVerifier for TrustedOrChained {
             .iter()
             .any(|p| p.as_ref() == end_entity.as_ref())
         {
+            // Trusted as itself, but only for the names it carries and while it is
+            // valid, as GnuTLS checks a directly trusted certificate for chronyd.
+            let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_name(&parsed, server_name)?;
+            let (not_before, not_after) = validity(end_entity.as_ref()).ok_or(
+                rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding),
+            )?;
+            let t = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+            if t < not_before {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidYet,
+                ));
+            }
+            if t > not_after {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Expired,
+                ));
+            }
             return Ok(rustls::client::danger::ServerCertVerified::assertion());
         }
         self.webpki
@@ -137,6 +155,69 @@ impl rustls::client::danger::ServerCertVerifier for TrustedOrChained {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.webpki.supported_verify_schemes()
     }
+}
+
+/// One DER element: its tag, its content, and what follows it.
+fn der(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *b.first()?;
+    let first = usize::from(*b.get(1)?);
+    let (len, head) = if first < 0x80 {
+        (first, 2)
+    } else {
+        let n = first & 0x7f;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = len << 8 | usize::from(*b.get(2 + i)?);
+        }
+        (len, 2 + n)
+    };
+    let end = head.checked_add(len)?;
+    let content = b.get(head..end)?;
+    Some((tag, content, &b[end..]))
+}
+
+/// A certificate's validity period (notBefore, notAfter), Unix seconds.
+fn validity(cert: &[u8]) -> Option<(i64, i64)> {
+    let (_, cert, _) = der(cert)?;
+    let (_, tbs, _) = der(cert)?;
+    let (tag, _, after_version) = der(tbs)?;
+    // The version is optional ([0]); then serial, signature algorithm, issuer, validity.
+    let mut rest = if tag == 0xa0 { after_version } else { tbs };
+    for _ in 0..3 {
+        rest = der(rest)?.2;
+    }
+    let (_, period, _) = der(rest)?;
+    let (t1, from, more) = der(period)?;
+    let (t2, until, _) = der(more)?;
+    Some((asn1_time(t1, from)?, asn1_time(t2, until)?))
+}
+
+/// An ASN.1 `UTCTime` (`YYMMDDHHMMSSZ`) or `GeneralizedTime` (`YYYYMMDDHHMMSSZ`), Unix
+/// seconds.
+fn asn1_time(tag: u8, s: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(s).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match (tag, s.len()) {
+        (0x17, 12) => {
+            let yy: i64 = s.get(..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &s[2..])
+        }
+        (0x18, 14) => (s.get(..4)?.parse().ok()?, &s[4..]),
+        _ => return None,
+    };
+    let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
+    let (month, day, h, m, sec) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    // Days from 1970-01-01 to the civil date (H. Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + m * 60 + sec)
 }
 
 /// The PEM certificates in `path`, a file or a directory of them.
@@ -168,13 +249,19 @@ fn certificates_in(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 pub fn key_exchange(
     tls: Arc<rustls::ClientConfig>,
     name: &str,
+    address: Option<std::net::IpAddr>,
     port: u16,
 ) -> Result<(SessionKeys, KeResponse)> {
-    let addr = (name, port)
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {name}"))?
-        .next()
-        .ok_or_else(|| anyhow!("{name} has no address"))?;
+    // The address polled, so the cookies come from the server the NTP goes to (a name
+    // resolving to several servers would otherwise hand out another's).
+    let addr = match address {
+        Some(ip) => std::net::SocketAddr::new(ip, port),
+        None => (name, port)
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {name}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{name} has no address"))?,
+    };
     let tcp = TcpStream::connect_timeout(&addr, TIMEOUT)
         .with_context(|| format!("connecting to {addr}"))?;
     tcp.set_read_timeout(Some(TIMEOUT))?;
@@ -186,6 +273,12 @@ pub fn key_exchange(
     s.write_all(&nts::ke_request())
         .context("sending the NTS-KE request (TLS handshake)")?;
     s.flush()?;
+    if s.conn.alpn_protocol() != Some(nts::ALPN) {
+        bail!(
+            "the server did not negotiate {}",
+            String::from_utf8_lossy(nts::ALPN)
+        );
+    }
     let mut msg = Vec::new();
     let mut buf = [0u8; 4096];
     let response = loop {
@@ -220,4 +313,20 @@ pub fn key_exchange(
     s.conn.send_close_notify();
     let _ = s.flush();
     Ok((SessionKeys { c2s, s2c }, response))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asn1_times_are_unix_seconds() {
+        assert_eq!(asn1_time(0x17, b"700101000000Z"), Some(0));
+        assert_eq!(asn1_time(0x17, b"261130154500Z"), Some(1_796_053_500));
+        assert_eq!(asn1_time(0x18, b"20261130154500Z"), Some(1_796_053_500));
+        assert_eq!(asn1_time(0x17, b"491231235959Z"), Some(2_524_607_999));
+        assert_eq!(asn1_time(0x18, b"2026113015Z"), None);
+        assert_eq!(asn1_time(0x17, b"26113015450Z"), None);
+        assert_eq!(der(&[0x30, 0x82, 0x01]), None, "a length past the end");
+    }
 }

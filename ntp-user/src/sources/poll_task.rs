@@ -107,7 +107,7 @@ pub async fn run(
             return;
         }
         if lock(&ctx.engine).nts_needs_ke(id)
-            && let Some(backoff) = key_exchange(id, &ctx).await
+            && let Some(backoff) = key_exchange(id, addr, &ctx).await
         {
             // Failed: try again later (chrony's back-off), still answering commands.
             if let Woken::Stop = wait(
@@ -165,13 +165,15 @@ pub async fn run(
 /// Runs an NTS-KE for source `id` (off the timekeeping thread) and gives the engine the
 /// session; on failure, how long to wait before the next attempt (doubling from 16 s to
 /// about an hour, as chrony's retries grow).
-async fn key_exchange(id: SourceId, ctx: &PollContext) -> Option<Duration> {
+async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> Option<Duration> {
     let nts = ctx.nts.clone()?;
     let (name, port) = lock(&nts.servers).get(&id).cloned()?;
     let tls = nts.tls.clone();
     let target = name.clone();
-    let result =
-        tokio::task::spawn_blocking(move || super::nts_ke::key_exchange(tls, &target, port)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        super::nts_ke::key_exchange(tls, &target, Some(addr.ip()), port)
+    })
+    .await;
     let outcome = match result {
         Ok(Ok((keys, response))) => {
             let mut prf = [0u8; 16];
@@ -183,6 +185,13 @@ async fn key_exchange(id: SourceId, ctx: &PollContext) -> Option<Duration> {
     match outcome {
         Ok((keys, response, prf)) => {
             let n = response.cookies.len();
+            if response.server.is_some() || response.port.is_some() {
+                warn!(
+                    "Source {name}: the NTS-KE server names another NTP server ({:?} port \
+                     {:?}); ntpx polls the source's own address",
+                    response.server, response.port
+                );
+            }
             let session = ntp_proto::nts::ClientSession::new(keys, response.cookies, prf);
             lock(&ctx.engine).nts_session(id, session, now_ns());
             info!("Source {name}: NTS-KE done, {n} cookies");
