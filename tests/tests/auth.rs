@@ -356,7 +356,7 @@ fn ntpxd_is_an_nts_client_of_chronyd() -> Result<()> {
     me.set_hosts(&format!("{} chrony.test\n", link.server_v4))?;
     let dir = ntpx_tests::TempDir::new("nts")?;
     let (cert, key) = certificate(&dir, "chrony.test")?;
-    let (_c, _cdir, _sock) = chronyd(
+    let (chrony, _cdir, _sock) = chronyd(
         &up,
         &format!(
             "local stratum 2\nallow all\nntsservercert {}\nntsserverkey {}\n",
@@ -428,7 +428,7 @@ fn ntpxd_is_an_nts_client_of_chronyd() -> Result<()> {
 
     // chronyd's own certificate trusted, but it names another host: refused too (a
     // trusted certificate stands only for the names it carries).
-    drop(_c);
+    drop(chrony);
     let named = ntpx_tests::TempDir::new("named")?;
     let (other_cert, other_key) = certificate(&named, "other.test")?;
     let (_c2, _cdir2, _sock2) = chronyd(
