@@ -33,6 +33,9 @@ pub struct TestRunFigures {
     pub serve_no_clientlog: RunTimes,
     /// `ntpx_bounce` on the same frame.
     pub bounce: RunTimes,
+    /// `ntpx_bounce_timed`: the bounce with the two clock reads a reply needs.
+    #[serde(default)]
+    pub bounce_timed: RunTimes,
     /// Single runs timed per program.
     pub runs: usize,
 }
@@ -41,20 +44,27 @@ impl TestRunFigures {
     /// One sentence with the figures and their ratio, for the report and `ntpx-bench testrun`.
     pub fn summary(&self) -> String {
         let ratio = |t: &RunTimes| t.p50_ns as f64 / self.bounce.p50_ns.max(1) as f64;
+        let timed = |t: &RunTimes| t.p50_ns as f64 / self.bounce_timed.p50_ns.max(1) as f64;
         format!(
             "BPF_PROG_TEST_RUN, {} single runs each on a valid IPv4 request: `ntpx_serve` \
-             median {} ns (p99 {}, {:.2}x the bounce), with `noclientlog` {} ns (p99 {}, \
-             {:.2}x), bare bounce median {} ns (p99 {}); each single run includes the \
-             test-run's own overhead, the same for all.",
+             median {} ns (p99 {}, {:.2}x the bounce, {:.2}x the timed bounce), with \
+             `noclientlog` {} ns (p99 {}, {:.2}x, {:.2}x), bare bounce median {} ns (p99 \
+             {}), the bounce with the two clock reads a reply needs (receive and transmit \
+             timestamps) {} ns (p99 {}); each single run includes the test-run's own \
+             overhead, the same for all.",
             self.runs,
             self.serve.p50_ns,
             self.serve.p99_ns,
             ratio(&self.serve),
+            timed(&self.serve),
             self.serve_no_clientlog.p50_ns,
             self.serve_no_clientlog.p99_ns,
             ratio(&self.serve_no_clientlog),
+            timed(&self.serve_no_clientlog),
             self.bounce.p50_ns,
-            self.bounce.p99_ns
+            self.bounce.p99_ns,
+            self.bounce_timed.p50_ns,
+            self.bounce_timed.p99_ns
         )
     }
 }
@@ -71,16 +81,21 @@ pub fn measure(runs: usize) -> Result<TestRunFigures> {
 
     let mut ebpf =
         aya::Ebpf::load(ntp_user::BENCH_OBJECT).context("loading the ntpx-bench eBPF object")?;
-    let bounce: &mut Xdp = ebpf
-        .program_mut(ntp_common::load::PROG_BOUNCE)
-        .context("bounce program missing")?
-        .try_into()?;
-    bounce.load().context("loading the bounce program")?;
-    let bounce = time(bounce, frame, runs).context("timing ntpx_bounce")?;
+    let mut bounce_of = |name: &str| -> Result<RunTimes> {
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .with_context(|| format!("{name} missing"))?
+            .try_into()?;
+        prog.load().with_context(|| format!("loading {name}"))?;
+        time(prog, frame, runs).with_context(|| format!("timing {name}"))
+    };
+    let bounce = bounce_of(ntp_common::load::PROG_BOUNCE)?;
+    let bounce_timed = bounce_of(ntp_common::load::PROG_BOUNCE_TIMED)?;
     Ok(TestRunFigures {
         serve,
         serve_no_clientlog,
         bounce,
+        bounce_timed,
         runs,
     })
 }

@@ -13,6 +13,9 @@ pub const PROG_LOAD_GEN: &str = "ntpx_load_gen";
 pub const PROG_LOAD_COUNT: &str = "ntpx_load_count";
 /// Name of the bare bounce program (swap addresses, `XDP_TX`).
 pub const PROG_BOUNCE: &str = "ntpx_bounce";
+/// The bounce that also reads the clock twice, as any NTP reply must (receive and
+/// transmit timestamps): the least an XDP NTP responder can cost.
+pub const PROG_BOUNCE_TIMED: &str = "ntpx_bounce_timed";
 /// Name of the configuration map (one [`LoadConfig`]).
 pub const MAP_LOAD_CFG: &str = "NTPX_LOAD_CFG";
 /// Name of the per-CPU scalar map (indexed by [`Stat`]).

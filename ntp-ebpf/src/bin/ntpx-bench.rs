@@ -327,6 +327,28 @@ pub(crate) fn ntpx_bounce(ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 
+/// The bounce with the two clock reads every NTP reply needs (its receive and transmit
+/// timestamps, written over the request's): the floor of an XDP NTP responder.
+#[xdp]
+pub(crate) fn ntpx_bounce_timed(ctx: XdpContext) -> u32 {
+    // SAFETY: a BPF helper without arguments or preconditions.
+    let rx = unsafe { bpf_ktime_get_tai_ns() };
+    let Some(f) = Frame::new(&ctx).exact_span::<FRAME_LEN>(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    if f.u16(12) != ETH_P_IP {
+        return xdp_action::XDP_PASS;
+    }
+    f.swap_macs();
+    f.swap_words::<1>(IP + 12, IP + 16);
+    f.swap_ports(UDP);
+    f.put_u64(NTP + wire::OFF_RECEIVE_TS, rx);
+    // SAFETY: as above.
+    let tx = unsafe { bpf_ktime_get_tai_ns() };
+    f.put_u64(NTP + wire::OFF_TRANSMIT_TS, tx);
+    xdp_action::XDP_TX
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
