@@ -393,6 +393,19 @@ impl<C: EngineClock> Engine<C> {
         }
     }
 
+    /// Every NTS source's session, saved (see `ClientSession::dump`), by source id.
+    pub fn nts_sessions(&self) -> Vec<(usize, String)> {
+        self.sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.removed)
+            .filter_map(|(i, s)| match s.poller.auth() {
+                SourceAuth::Nts(n) => n.session.as_ref().map(|x| (i, x.dump())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Source `id`'s NTS-KE failed; how many have failed in a row.
     pub fn nts_ke_failed(&mut self, id: usize) -> u16 {
         self.sources

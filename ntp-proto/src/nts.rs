@@ -571,6 +571,9 @@ impl std::fmt::Debug for ClientSession {
     }
 }
 
+/// The first line of a saved client session.
+const DUMP_VERSION: &str = "ntpx-nts-session 1";
+
 /// Why a reply to an NTS request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplyError {
@@ -595,6 +598,57 @@ impl ClientSession {
     /// Cookies left.
     pub fn cookies(&self) -> usize {
         self.cookies.len()
+    }
+
+    /// The session as kept across a restart (`ntsdumpdir`): its keys and cookies, as
+    /// lines of hex under a version line.
+    pub fn dump(&self) -> String {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut out = format!(
+            "{DUMP_VERSION}\n{}\n{}\n",
+            hex(&self.keys.c2s),
+            hex(&self.keys.s2c)
+        );
+        for c in &self.cookies {
+            out.push_str(&hex(c));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// A session saved by [`Self::dump`], with `prf_key` (fresh random bytes); `None` if
+    /// the text is not one, or holds no cookie.
+    pub fn restore(text: &str, prf_key: [u8; 16]) -> Option<Self> {
+        let unhex = |s: &str| -> Option<Vec<u8>> {
+            if !s.len().is_multiple_of(2) {
+                return None;
+            }
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+                .collect()
+        };
+        let mut lines = text.lines();
+        if lines.next()? != DUMP_VERSION {
+            return None;
+        }
+        let c2s: [u8; KEY_LEN] = unhex(lines.next()?)?.try_into().ok()?;
+        let s2c: [u8; KEY_LEN] = unhex(lines.next()?)?.try_into().ok()?;
+        let cookies: Vec<Vec<u8>> = lines
+            .map(unhex)
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .filter(|c| !c.is_empty() && c.len() <= MAX_COOKIE_LEN)
+            .take(MAX_COOKIES)
+            .collect();
+        if cookies.is_empty() {
+            return None;
+        }
+        Some(ClientSession::new(
+            SessionKeys { c2s, s2c },
+            cookies,
+            prf_key,
+        ))
     }
 
     /// Length of the cookies held (0 with none).
@@ -891,6 +945,16 @@ mod tests {
         // No cookies left: no request.
         let mut empty = ClientSession::new(session(), vec![], [1; 16]);
         assert!(empty.request(&header).is_none());
+        // Saved and restored (a restart): the same keys and cookies, still accepted.
+        let mut restored = ClientSession::restore(&client.dump(), [8; 16]).unwrap();
+        assert_eq!(restored.cookies(), client.cookies());
+        let req = restored.request(&header).unwrap();
+        assert!(matches!(check_request(&req, &server), NtsCheck::Valid(_)));
+        assert!(ClientSession::restore("junk", [0; 16]).is_none());
+        assert!(
+            ClientSession::restore(&empty.dump(), [0; 16]).is_none(),
+            "no cookie"
+        );
     }
 
     #[test]

@@ -364,14 +364,14 @@ fn ntpxd_is_an_nts_client_of_chronyd() -> Result<()> {
             key.display()
         ),
     )?;
-    let d = Ntpxd::start(
-        &me,
-        &format!(
-            "ntstrustedcerts {}\nnosystemcert\nserver chrony.test nts {FAST_POLL}\n",
-            cert.display()
-        ),
-        &["--no-xdp"],
-    )?;
+    let dump = dir.path().join("dump");
+    std::fs::create_dir(&dump)?;
+    let client_config = format!(
+        "ntstrustedcerts {}\nnosystemcert\nntsdumpdir {}\nserver chrony.test nts {FAST_POLL}\n",
+        cert.display(),
+        dump.display()
+    );
+    let mut d = Ntpxd::start(&me, &client_config, &["--no-xdp"])?;
     let report = wait_until(Duration::from_secs(20), "NTS samples", || {
         let r = d.ntpxc(&["ntpdata"]).ok()?;
         ntpdata_field(&r, &link.server_v4, "Total good RX")
@@ -403,6 +403,30 @@ fn ntpxd_is_an_nts_client_of_chronyd() -> Result<()> {
     );
     wait_until(Duration::from_secs(20), "chronyd selected", || d.selected())
         .with_context(|| d.ntpxc(&["sources"]).unwrap_or_default())?;
+
+    // Stopped and started again: the session kept in ntsdumpdir spares the NTS-KE.
+    d.proc.signal(libc::SIGTERM);
+    assert!(
+        d.proc.wait_exit(Duration::from_secs(5))?,
+        "{}",
+        d.proc.log()
+    );
+    assert!(dump.join("chrony.test.nts").is_file(), "session saved");
+    let mut d = Ntpxd::start(&me, &client_config, &["--no-xdp"])?;
+    d.proc
+        .wait_for_log("NTS session restored", Duration::from_secs(10))?;
+    wait_until(
+        Duration::from_secs(10),
+        "samples on the restored cookies",
+        || {
+            let r = d.ntpxc(&["ntpdata"]).ok()?;
+            ntpdata_field(&r, &link.server_v4, "Total good RX")
+                .and_then(|v| v.parse::<u32>().ok())
+                .is_some_and(|n| n >= 3)
+                .then_some(())
+        },
+    )?;
+    assert!(!d.proc.log().contains("NTS-KE done"), "{}", d.proc.log());
     drop(d);
 
     // Another certificate trusted: the TLS check fails, nothing is measured.

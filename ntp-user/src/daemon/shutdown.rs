@@ -69,4 +69,7 @@ pub(super) fn finish(sh: &Arc<Shared>) {
         let _ = std::fs::remove_file(path);
     }
     sh.save_drift();
+    if let Some(s) = sh.sync.get() {
+        s.save_nts_sessions();
+    }
 }

@@ -212,6 +212,21 @@ impl SyncHandle {
     }
 }
 
+impl SyncHandle {
+    /// Saves every NTS source's session (keys and cookies) in `ntsdumpdir`, so the next
+    /// run needs no NTS-KE (at exit).
+    pub fn save_nts_sessions(&self) {
+        let Some(nts) = &self.ctx.nts else { return };
+        let sessions = lock(&self.engine).nts_sessions();
+        let servers = lock(&nts.servers);
+        for (id, dump) in sessions {
+            if let Some((name, _)) = servers.get(&id) {
+                nts.save(name, &dump);
+            }
+        }
+    }
+}
+
 /// Starts resolution and polling of every configured source; `changed` runs after each
 /// reply the engine takes.
 pub fn start(

@@ -34,6 +34,47 @@ pub struct NtsContext {
     pub tls: Arc<rustls::ClientConfig>,
     /// NTS-KE server of each source (by engine id).
     pub servers: Mutex<HashMap<usize, (String, u16)>>,
+    /// `ntsdumpdir`: where the sessions (keys and cookies) are kept across restarts.
+    pub dump_dir: Option<std::path::PathBuf>,
+}
+
+impl NtsContext {
+    /// Where the session with NTS-KE server `name` is kept.
+    fn dump_file(&self, name: &str) -> Option<std::path::PathBuf> {
+        // A host name or address; anything else in it could leave the directory.
+        let safe = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+        (safe && !name.starts_with('.'))
+            .then(|| {
+                self.dump_dir
+                    .as_ref()
+                    .map(|d| d.join(format!("{name}.nts")))
+            })
+            .flatten()
+    }
+
+    /// The session saved for `name` by the last run, taken (the file is removed: its
+    /// cookies are used once; a NAK then brings a new NTS-KE).
+    pub fn take_saved(&self, name: &str) -> Option<ntp_proto::nts::ClientSession> {
+        let path = self.dump_file(name)?;
+        let text = std::fs::read_to_string(&path).ok()?;
+        let _ = std::fs::remove_file(&path);
+        let mut prf = [0u8; 16];
+        crate::net::random_bytes(&mut prf).ok()?;
+        ntp_proto::nts::ClientSession::restore(&text, prf)
+    }
+
+    /// Saves `dump` (a session) for `name`, readable by the daemon's user alone.
+    pub fn save(&self, name: &str, dump: &str) {
+        let Some(path) = self.dump_file(name) else {
+            return;
+        };
+        if let Err(e) = crate::os::atomic_file::write_atomically_mode(&path, dump.as_bytes(), 0o600)
+        {
+            warn!("Could not save the NTS session with {name}: {e:#}");
+        }
+    }
 }
 
 /// The NTS context when any source uses NTS.
@@ -84,6 +125,7 @@ pub fn context(config: &Config) -> Result<Option<Arc<NtsContext>>> {
     Ok(Some(Arc::new(NtsContext {
         tls: Arc::new(tls),
         servers: Mutex::new(HashMap::new()),
+        dump_dir: config.nts_server.dump_dir.clone(),
     })))
 }
 

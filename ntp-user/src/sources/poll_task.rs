@@ -168,6 +168,15 @@ pub async fn run(
 async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> Option<Duration> {
     let nts = ctx.nts.clone()?;
     let (name, port) = lock(&nts.servers).get(&id).cloned()?;
+    // A session the last run saved spares an NTS-KE (as chronyd's ntsdumpdir does).
+    if let Some(saved) = nts.take_saved(&name) {
+        info!(
+            "Source {name}: NTS session restored, {} cookies",
+            saved.cookies()
+        );
+        lock(&ctx.engine).nts_session(id, saved, now_ns());
+        return None;
+    }
     let tls = nts.tls.clone();
     let target = name.clone();
     let result = tokio::task::spawn_blocking(move || {
