@@ -14,6 +14,7 @@ use crate::{
     config::{LocalConfig, SourceConfig, SyncConfig},
     packet::{NtpHeader, NtpTimestamp, ntp_short_to_secs},
     poller::{MAX_RESPONSE_TIME, NtsClient, PollOptions, Poller, SourceAuth},
+    refclock::Refclock,
     reference::Reference,
     report::{
         AuthDataReport, NtpDataReport, SelectDataReport, SourceReport, SourceStatsReport,
@@ -32,6 +33,8 @@ use crate::{
 };
 use ntp_common::wire::{LEAP_UNSYNC, STRATUM_UNSYNC};
 use std::net::{IpAddr, SocketAddr};
+
+mod refclocks;
 
 /// A source's options: its `server`/`pool` line with the global defaults.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -210,6 +213,8 @@ pub struct SourceEntry {
     recent: std::collections::VecDeque<Sample>,
     /// `filter`: samples waiting to be combined, and the polls counted towards it.
     filter: Option<(SampleFilter, usize)>,
+    /// A reference clock's state (`None`: an NTP source).
+    pub refclock: Option<Box<Refclock>>,
 }
 
 impl SourceEntry {
@@ -226,6 +231,19 @@ impl SourceEntry {
     /// Its state after the last selection.
     pub fn state(&self) -> SourceState {
         self.sel.state
+    }
+
+    /// Its reference id: a reference clock's own, else from its address.
+    pub fn ref_id(&self) -> [u8; 4] {
+        match &self.refclock {
+            Some(rc) => rc.refid,
+            None => refid_of(self.addr.ip()),
+        }
+    }
+
+    /// Whether it is an NTP source (not a reference clock).
+    pub fn is_ntp(&self) -> bool {
+        self.refclock.is_none()
     }
 }
 
@@ -443,6 +461,7 @@ impl<C: EngineClock> Engine<C> {
             filter: opts
                 .filter
                 .map(|n| (SampleFilter::for_ntp(n, self.precision), 0)),
+            refclock: None,
         });
         self.sources.len() - 1
     }
@@ -477,10 +496,10 @@ impl<C: EngineClock> Engine<C> {
         self.sources.iter().enumerate().filter(|(_, s)| !s.removed)
     }
 
-    /// Ids of the sources matching `addr` (all with `None`).
+    /// Ids of the NTP sources matching `addr` (all with `None`).
     pub fn source_ids(&self, addr: Option<IpAddr>) -> Vec<usize> {
         self.live()
-            .filter(|(_, s)| addr.is_none_or(|a| s.addr.ip() == a))
+            .filter(|(_, s)| s.is_ntp() && addr.is_none_or(|a| s.addr.ip() == a))
             .map(|(i, _)| i)
             .collect()
     }
@@ -512,7 +531,7 @@ impl<C: EngineClock> Engine<C> {
         self.live()
             .filter(|(_, s)| {
                 let silent = s.poller.reach() == 0 && s.poller.reach_size() >= 8;
-                (silent || s.sel.bad_updates >= BAD_UPDATES_LIMIT) && !s.offline
+                (silent || s.sel.bad_updates >= BAD_UPDATES_LIMIT) && !s.offline && s.is_ntp()
             })
             .map(|(i, _)| i)
             .collect()
@@ -878,7 +897,7 @@ impl<C: EngineClock> Engine<C> {
                     trust: s.opts.trust,
                     require: s.opts.require && live,
                     updates: s.updates,
-                    ref_id: u32::from_be_bytes(refid_of(s.addr.ip())),
+                    ref_id: u32::from_be_bytes(s.ref_id()),
                     local_ref_id: s
                         .last_reply
                         .map(|(_, w)| u32::from_be_bytes(refid_of(w.local.ip()))),
@@ -972,6 +991,9 @@ impl<C: EngineClock> Engine<C> {
             if let Some((f, _)) = s.filter.as_mut() {
                 f.restate(r.time, r.dfreq, r.offset);
             }
+            if let Some(rc) = s.refclock.as_mut() {
+                rc.filter.restate(r.time, r.dfreq, r.offset);
+            }
             for h in &mut s.recent {
                 let shift = r.offset + (h.time - r.time) * r.dfreq;
                 h.time += shift;
@@ -1010,7 +1032,7 @@ impl<C: EngineClock> Engine<C> {
             combined: c.combined,
         }));
         self.synced = Some(Synced {
-            refid: refid_of(self.sources[selected].addr.ip()),
+            refid: self.sources[selected].ref_id(),
             name: self.sources[selected].name.clone(),
             stratum: c.stratum,
             // On the clock's scale after the correction (a step moves both).
@@ -1072,6 +1094,9 @@ impl<C: EngineClock> Engine<C> {
             if let Some((f, n)) = s.filter.as_mut() {
                 f.clear();
                 *n = 0;
+            }
+            if let Some(rc) = s.refclock.as_mut() {
+                rc.filter.clear();
             }
         }
         self.discipline.forget_last_update();
@@ -1166,7 +1191,7 @@ impl<C: EngineClock> Engine<C> {
         let now_ns = self.clock.system_now_ns();
         self.live()
             .map(|(_, s)| s)
-            .filter(|s| addr.is_none_or(|a| s.addr.ip() == a))
+            .filter(|s| s.is_ntp() && addr.is_none_or(|a| s.addr.ip() == a))
             .map(|s| {
                 let (h, w) = s.last_reply.unwrap_or_else(|| {
                     let local = match s.addr {
@@ -1221,6 +1246,7 @@ impl<C: EngineClock> Engine<C> {
     /// The `authdata` report: how each source is authenticated.
     pub fn authdata_report(&self) -> Vec<AuthDataReport> {
         self.live()
+            .filter(|(_, s)| s.is_ntp())
             .map(|(_, s)| {
                 let (mode, key_id, key_type, key_bits) = match s.poller.auth() {
                     SourceAuth::None => ("-", 0, 0, 0),
@@ -1309,7 +1335,7 @@ impl<C: EngineClock> Engine<C> {
             .map(|(_, s)| {
                 let adjusted = s.stats.last_sample().map_or(0.0, |x| x.offset);
                 SourceReport {
-                    mode: '^',
+                    mode: if s.is_ntp() { '^' } else { '#' },
                     state: s.sel.state.symbol(),
                     name: s.name.clone(),
                     stratum: s.stratum,

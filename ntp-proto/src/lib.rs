@@ -20,6 +20,8 @@ pub mod leaptz;
 pub mod nts;
 pub mod packet;
 pub mod poller;
+pub mod refclock;
+pub mod refclock_formats;
 pub mod reference;
 pub mod report;
 pub mod server;

@@ -217,6 +217,11 @@ impl Poller {
         self.burst.is_some()
     }
 
+    /// A reference clock's poll ended, with readings (`reached`) or without.
+    pub fn refclock_poll(&mut self, reached: bool) {
+        self.update_reach(reached);
+    }
+
     fn update_reach(&mut self, answered: bool) {
         self.reach = (self.reach << 1) | u8::from(answered);
         self.reach_size = (self.reach_size + 1).min(8);

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod daemon;
 pub mod net;
 pub mod os;
+pub mod refclocks;
 pub mod sources;
 pub mod xdp;
 

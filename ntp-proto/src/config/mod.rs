@@ -14,9 +14,11 @@ use std::time::Duration;
 use crate::acl::{AclError, Action, Rule, Target};
 
 pub mod files;
+pub mod refclocks;
 mod render;
 pub use files::{ConfigFiles, matches};
 mod sources;
+pub use refclocks::{RefclockConfig, RefclockDriver};
 pub use render::render;
 pub use sources::{SourceConfig, SourceKind, SyncConfig};
 
@@ -128,6 +130,8 @@ pub struct Config {
     pub lock_all: bool,
     /// `server` and `pool` lines in file order.
     pub sources: Vec<SourceConfig>,
+    /// `refclock` lines in file order.
+    pub refclocks: Vec<RefclockConfig>,
     /// Selection and steering settings.
     pub sync: SyncConfig,
     /// `authselectmode` (default mix), already applied to `sources`.
@@ -178,6 +182,7 @@ impl Default for Config {
             sched_priority: None,
             lock_all: false,
             sources: Vec::new(),
+            refclocks: Vec::new(),
             sync: SyncConfig::default(),
             auth_select: AuthSelectMode::default(),
             nts_server: NtsServerConfig::default(),
@@ -721,7 +726,17 @@ impl<'a> Parser<'a> {
                     self.warn(line, w);
                 }
             }
-            "refclock" | "smoothtime" | "leapseclist" | "binddevice" | "bindcmddevice" => {
+            "refclock" => {
+                if self.kind == FileKind::Sources {
+                    // `ntpxc reload sources` adds and removes NTP sources only.
+                    return Err("refclock in a sourcedir file is not supported yet; put it \
+                                in the main configuration"
+                        .to_string());
+                }
+                let r = refclocks::parse_refclock(line, args)?;
+                self.config.refclocks.push(r);
+            }
+            "smoothtime" | "leapseclist" | "binddevice" | "bindcmddevice" => {
                 return Err(fail_closed(&lower));
             }
             "authselectmode" => {
@@ -999,7 +1014,6 @@ fn option_value<'t>(
 /// absence would weaken what the operator configured (fail closed).
 fn fail_closed(directive: &str) -> String {
     let what = match directive {
-        "refclock" => "the reference clock this configuration relies on",
         "smoothtime" => "the smoothing its clients expect (a leap smear)",
         "leapseclist" => "the leap seconds that list announces",
         "binddevice" => "keeping the NTP port to that interface",
@@ -1564,8 +1578,8 @@ mod tests {
     fn what_cannot_be_honoured_refuses_to_start_with_its_line() {
         for (text, expect) in [
             (
-                "refclock PHC /dev/ptp0",
-                "directive \"refclock\" is not supported yet; refusing",
+                "refclock PPS /dev/pps0",
+                "refclock driver PPS is not supported yet",
             ),
             (
                 "smoothtime 400 0.001",

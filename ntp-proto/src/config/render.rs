@@ -1,8 +1,77 @@
 //! The effective configuration in chrony.conf syntax (`ntpxd -p`).
 
-use super::{Config, SourceKind};
+use super::{Config, RefclockConfig, RefclockDriver, SourceKind};
 use crate::acl::{Action, Target};
 use std::fmt::Write;
+
+/// A `refclock` line: the driver, then every option (defaults included).
+fn refclock_line(r: &RefclockConfig) -> String {
+    let driver = match &r.driver {
+        RefclockDriver::Shm { segment, perm } => format!("SHM {segment}:perm={perm:04o}"),
+        RefclockDriver::Sock { path } => format!("SOCK {}", path.display()),
+        RefclockDriver::Phc {
+            device,
+            nocrossts,
+            extpps,
+            pin,
+            channel,
+            clear,
+        } => {
+            let mut d = format!("PHC {device}");
+            for (on, word) in [
+                (*nocrossts, ":nocrossts"),
+                (*extpps, ":extpps"),
+                (*clear, ":clear"),
+            ] {
+                if on {
+                    d += word;
+                }
+            }
+            if *extpps {
+                d += &format!(":pin={pin}:channel={channel}");
+            }
+            d
+        }
+    };
+    let mut line = format!(
+        "refclock {driver} poll {} dpoll {} filter {} offset {} delay {} precision {} \
+         maxdispersion {} stratum {} rate {} maxlockage {} width {}",
+        r.poll,
+        r.dpoll,
+        r.filter,
+        r.offset,
+        r.delay,
+        r.precision,
+        r.max_dispersion,
+        r.stratum,
+        r.rate,
+        r.max_lock_age,
+        r.width
+    );
+    for (id, word) in [(r.refid, "refid"), (r.lock, "lock")] {
+        if let Some(id) = id {
+            line += &format!(" {word} {}", crate::refclock::refid_name(id));
+        }
+    }
+    for (on, word) in [
+        (r.pps, "pps"),
+        (r.prefer, "prefer"),
+        (r.noselect, "noselect"),
+        (r.trust, "trust"),
+        (r.require, "require"),
+    ] {
+        if on {
+            line += &format!(" {word}");
+        }
+    }
+    if let Some(n) = r.min_samples {
+        line += &format!(" minsamples {n}");
+    }
+    if let Some(n) = r.max_samples {
+        line += &format!(" maxsamples {n}");
+    }
+    line
+}
 
 /// Every setting in force, one directive per line, defaults included.
 pub fn render(c: &Config) -> String {
@@ -79,6 +148,9 @@ pub fn render(c: &Config) -> String {
             }
         }
         w(line);
+    }
+    for r in &c.refclocks {
+        w(refclock_line(r));
     }
     let sync = &c.sync;
     if let Some((t, l)) = sync.makestep {
@@ -212,7 +284,7 @@ mod tests {
 
     #[test]
     fn rendered_configuration_parses_back_to_the_same() {
-        let text = "pool p.example iburst maxsources 3\nserver 198.18.0.1 minpoll -4 maxpoll 2 prefer port 1123\n\
+        let text = "pool p.example iburst maxsources 3\nserver 198.18.0.1 minpoll -4 maxpoll 2 prefer port 1123\nrefclock PHC /dev/ptp0:extpps:pin=1 poll 2 refid PPS lock NMEA pps prefer\nrefclock SHM 0 offset 0.5 delay 0.2\n\
                     makestep 1 3\nrtcsync\nminsources 2\nlocal stratum 3 orphan\nallow 192.168.0.0/16\n\
                     deny all 192.168.7.0/24\nallow\ncmdallow 198.18.0.0/16\nport 4123\nbindaddress 198.18.0.1\n\
                     driftfile /var/lib/ntpx/drift\nbindcmdaddress /\npidfile /run/x.pid\nxdpstalelimit 2.5\nuser ntpx\nlogdir /var/log/ntpx\nlog measurements tracking\nratelimit interval 2 burst 4 leak 3 kod 1\n";

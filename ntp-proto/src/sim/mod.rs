@@ -69,6 +69,17 @@ impl Server {
     }
 }
 
+/// A reference clock on the client (a GPS receiver through SHM, a PHC).
+#[derive(Clone, Debug)]
+pub(crate) struct SimRefclock {
+    /// Its `refclock` line.
+    pub config: crate::config::RefclockConfig,
+    /// Its time minus true time, seconds.
+    pub offset: f64,
+    /// Standard deviation of the normal noise of each reading, seconds.
+    pub jitter: f64,
+}
+
 /// The network between the client and every server.
 #[derive(Clone, Debug)]
 pub(crate) struct Network {
@@ -110,6 +121,8 @@ pub(crate) struct Scenario {
     pub wander: f64,
     /// The servers.
     pub servers: Vec<Server>,
+    /// The client's reference clocks.
+    pub refclocks: Vec<SimRefclock>,
     /// The network.
     pub net: Network,
     /// The client's synchronization settings.
@@ -133,6 +146,7 @@ impl Default for Scenario {
             freq_offset: 1e-4,
             wander: 1e-9,
             servers: vec![Server::good(SourceOptions::default())],
+            refclocks: Vec::new(),
             net: Network::default(),
             sync: SyncConfig::default(),
             drift: None,
@@ -276,6 +290,8 @@ enum Event {
     ClockTimer { token: u64 },
     /// A simulated second: wander, and a sample of the trace.
     Second,
+    /// Reference clock `rc`'s timer: a driver read and the end of a poll.
+    Refclock { rc: usize },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -308,6 +324,7 @@ pub(crate) struct Sim {
     sc: Scenario,
     engine: Engine<SteeredClock<KernelModel>>,
     ids: Vec<usize>,
+    refclock_ids: Vec<usize>,
     rng: XorShift,
     queue: BinaryHeap<Queued>,
     seq: u64,
@@ -350,11 +367,17 @@ impl Sim {
                 engine.add_source(addr, s.opts)
             })
             .collect();
+        let refclock_ids: Vec<usize> = sc
+            .refclocks
+            .iter()
+            .map(|r| engine.add_refclock(&r.config))
+            .collect();
         let n = sc.servers.len();
         let rng = XorShift::new(sc.seed);
         let mut sim = Sim {
             engine,
             ids,
+            refclock_ids,
             rng,
             queue: BinaryHeap::new(),
             seq: 0,
@@ -372,6 +395,9 @@ impl Sim {
                 crate::poller::INITIAL_DELAY * r,
                 Event::Transmit { src, token: 0 },
             );
+        }
+        for rc in 0..sim.refclock_ids.len() {
+            sim.schedule(0.0, Event::Refclock { rc });
         }
         sim.schedule(0.0, Event::Second);
         sim.arm_clock_timer();
@@ -469,6 +495,7 @@ impl Sim {
                 }
             }
             Event::AtServer { src, cookie } => self.serve(src, cookie),
+            Event::Refclock { rc } => self.read_refclock(rc),
             Event::AtClient { src, reply } => {
                 let t4 = self.model().now_ns();
                 let wire = WireInfo {
@@ -487,6 +514,31 @@ impl Sim {
         }
     }
 
+    /// A reference clock's timer, as the daemon's refclock task runs it: read the
+    /// driver (polled drivers), end the poll when due, and come back after `dpoll`.
+    fn read_refclock(&mut self, rc: usize) {
+        let id = self.refclock_ids[rc];
+        let sim_rc = self.sc.refclocks[rc].clone();
+        if sim_rc.config.driver.is_polled() {
+            let noise = sim_rc.jitter * self.normal();
+            let reading = crate::refclock::Reading::Time {
+                sys_ns: self.model().now_ns(),
+                offset: sim_rc.offset + noise - self.model().error(),
+                leap: 0,
+            };
+            let _ = self.engine.refclock_reading(id, reading);
+        }
+        let log = self.engine.refclock_tick(id);
+        self.note(log);
+        self.arm_clock_timer();
+        let interval = if sim_rc.config.driver.is_polled() {
+            2f64.powi(i32::from(sim_rc.config.dpoll))
+        } else {
+            2f64.powi(i32::from(sim_rc.config.poll))
+        };
+        self.schedule(self.now + interval, Event::Refclock { rc });
+    }
+
     /// What a reply sent now would be off by: the system clock's reading plus the
     /// correction the daemon adds to it, against the reference.
     fn served_error(&self) -> f64 {
@@ -498,8 +550,10 @@ impl Sim {
     /// The servers' error where all of them stepped: the client should follow them.
     fn reference_error(&self, t: f64) -> f64 {
         let errs: Vec<f64> = self.sc.servers.iter().map(|s| s.error_at(t)).collect();
-        if errs.iter().all(|e| (e - errs[0]).abs() < 1e-12) {
-            errs[0]
+        if let Some(first) = errs.first()
+            && errs.iter().all(|e| (e - first).abs() < 1e-12)
+        {
+            *first
         } else {
             0.0
         }

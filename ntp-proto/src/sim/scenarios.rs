@@ -786,3 +786,47 @@ fn maxchange_ignores_then_gives_up() {
         assert!(t.offset[250].abs() < 1e-3, "{}", t.offset[250]);
     }
 }
+
+/// A `refclock` line as the configuration reads it.
+fn refclock_line(line: &str) -> crate::config::RefclockConfig {
+    let c = crate::config::parse_str(line, std::path::Path::new("sim.conf"))
+        .unwrap_or_else(|e| panic!("{line}: {e}"));
+    c.refclocks[0].clone()
+}
+
+#[test]
+fn reference_clock() {
+    // chrony's 106-refclock: no server, `refclock SHM 0 stratum 3 delay 1e-3 refid GPS`
+    // read every second with 100 µs of normal noise; synced in 45-70 s, then the
+    // default bounds; the server reports stratum 4, refid GPS, root delay 1 ms.
+    let sc = Scenario {
+        servers: Vec::new(),
+        refclocks: vec![super::SimRefclock {
+            config: refclock_line("refclock SHM 0 stratum 3 delay 1e-3 refid GPS"),
+            offset: 0.0,
+            jitter: 1e-4,
+        }],
+        limit: 1000.0,
+        ..Scenario::default()
+    };
+    let b = Bounds {
+        min_sync: 45.0,
+        max_sync: 70.0,
+        ..Bounds::default()
+    };
+    run_seeds("106-refclock", &sc, SEEDS, &b);
+    let trace = Sim::new(sc).run();
+    let (stratum, refid, _) = trace.reference[999];
+    assert_eq!((stratum, &refid), (4, b"GPS\0"));
+    let updates = trace
+        .records
+        .iter()
+        .filter(|l| {
+            // tracking.log: date, time, source, our stratum.
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.get(2..4) == Some(&["GPS", "4"][..])
+        })
+        .count();
+    // One update per 16 s poll after the first three samples.
+    assert!((55..=62).contains(&updates), "{updates} updates");
+}

@@ -82,6 +82,11 @@ impl SampleFilter {
         self.last.as_ref()
     }
 
+    /// The typical dispersion of a combined sample (the long-term average's root).
+    pub fn avg_dispersion(&self) -> f64 {
+        self.avg_var.sqrt()
+    }
+
     /// Samples waiting.
     pub fn len(&self) -> usize {
         self.samples.len()

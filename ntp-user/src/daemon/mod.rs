@@ -241,6 +241,15 @@ fn start_tasks(sh: &Arc<Shared>, opts: &Options, tasks: &mut JoinSet<Result<()>>
         nts,
     );
     let _ = sh.sync.set(handle);
+    let hook = sh.clone();
+    let refclock_ctx = sources::poll_task::PollContext {
+        engine: sh.engine.clone(),
+        journal: sh.journal.clone(),
+        changed: Arc::new(move || hook.on_clock_update()),
+        nts: None,
+    };
+    let precision = 2f64.powi(i32::from(sh.params.precision));
+    crate::refclocks::start(&sh.config, &refclock_ctx, precision)?;
     for sock in ntp_server::bind_ntp_sockets(&sh.config)? {
         tasks.spawn(ntp_server::serve_ntp(sock, sh.clone()));
     }

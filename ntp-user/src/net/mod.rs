@@ -1,5 +1,6 @@
 //! UDP sockets with kernel receive and transmit timestamps (`SO_TIMESTAMPING`, software).
 
+pub mod ethtool;
 pub mod link_events;
 
 use anyhow::{Context, Result, anyhow};

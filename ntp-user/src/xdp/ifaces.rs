@@ -4,7 +4,6 @@ use anyhow::{Context, Result, bail};
 use nix::net::if_::InterfaceFlags;
 use ntp_proto::serving::Interface;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd};
 
 /// The hardware (MAC) address of `iface`.
 pub fn mac_address(iface: &str) -> Result<[u8; 6]> {
@@ -24,48 +23,7 @@ pub fn mac_address(iface: &str) -> Result<[u8; 6]> {
     bail!("interface {iface} has no MAC address (XDP serves Ethernet interfaces only)")
 }
 
-/// Whether `iface` strips VLAN tags on receive (ethtool's `rx-vlan-offload`): the XDP
-/// program then sees tagged frames without their tag and would answer them untagged.
-pub fn strips_vlan_tags(iface: &str) -> Result<bool> {
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
-    const ETHTOOL_GFLAGS: u32 = 0x25;
-    const ETH_FLAG_RXVLAN: u32 = 1 << 8;
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    let name = iface.as_bytes();
-    if name.len() >= libc::IFNAMSIZ {
-        bail!("interface name {iface} is too long");
-    }
-    let mut value = EthtoolValue {
-        cmd: ETHTOOL_GFLAGS,
-        data: 0,
-    };
-    // SAFETY: a zeroed ifreq is a valid value; the name and data pointer are set below.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(name) {
-        *d = *s as libc::c_char;
-    }
-    ifr.ifr_ifru.ifru_data = (&raw mut value).cast::<libc::c_char>();
-    // SAFETY: plain socket(2); the descriptor is owned (and closed) below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        bail!("socket for ethtool: {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
-    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    // SAFETY: SIOCETHTOOL reads the ifreq and writes `value`, both live for the call.
-    let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &raw mut ifr) };
-    if r < 0 {
-        bail!(
-            "reading the offload flags of {iface} (ethtool): {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(value.data & ETH_FLAG_RXVLAN != 0)
-}
+pub use crate::net::ethtool::strips_vlan_tags;
 
 /// The VLAN devices stacked on `iface` (from sysfs: its `upper_*` links whose device
 /// is a VLAN).

@@ -1,0 +1,452 @@
+//! Reference clocks as chrony handles them, without IO: a driver's readings (the
+//! reference's time at a system time, or a pulse) are checked and collected in a median
+//! filter; at the end of every poll the filter gives the source statistics one sample.
+//! The daemon reads the drivers (SHM, SOCK, PHC) and hands the readings to the engine.
+
+use crate::config::refclocks::RefclockConfig;
+use crate::sync::filter::SampleFilter;
+use crate::sync::sample::Sample;
+
+/// How far (as a share of the pulse interval) a pulse may be from the sample of the
+/// reference clock it is locked to (chrony's `PPS_LOCK_LIMIT`).
+pub const PPS_LOCK_LIMIT: f64 = 0.4;
+
+/// The largest offset a reading may claim, seconds (about 68 years: a reading beyond it
+/// is garbage, not time).
+const MAX_OFFSET: f64 = 2_147_483_647.0;
+
+/// One reading from a driver.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Reading {
+    /// The reference's time at system time `sys_ns` (`CLOCK_REALTIME`, ns):
+    /// `offset` = reference − system, seconds; `leap` 0 none, 1 insert, 2 delete.
+    Time {
+        /// System time of the reading.
+        sys_ns: u64,
+        /// Reference minus system time, seconds.
+        offset: f64,
+        /// Leap second the reference announces.
+        leap: u8,
+    },
+    /// A pulse seen at system time `sys_ns`; `second` is where in its interval the
+    /// system clock was at the pulse (system − reference, seconds), only known modulo
+    /// the pulse interval.
+    Pulse {
+        /// System time of the pulse.
+        sys_ns: u64,
+        /// System minus reference time, modulo the pulse interval.
+        second: f64,
+    },
+}
+
+/// Why a reading was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadingRefused {
+    /// Not a finite offset within range.
+    Insane,
+    /// Taken in the future, or more than two polls ago.
+    Age,
+    /// A leap value other than 0, 1 or 2.
+    Leap,
+    /// Not newer than the last reading.
+    Order,
+    /// A pulse with nothing to number it: the lock clock has no recent sample, or the
+    /// daemon is not synchronised well enough to tell which second it marks.
+    NoLock,
+    /// A pulse too far from its lock clock's sample.
+    LockLimit,
+    /// A pulse outside the `width` window.
+    Edge,
+}
+
+/// A reference clock's state between polls.
+#[derive(Clone, Debug)]
+pub struct Refclock {
+    /// Its configuration line.
+    pub config: RefclockConfig,
+    /// Its reference id (configured, or the driver's name and index).
+    pub refid: [u8; 4],
+    /// The readings of the current poll.
+    pub(crate) filter: SampleFilter,
+    /// The dispersion of one reading: the larger of the system's and the configured
+    /// precision.
+    pub(crate) precision: f64,
+    /// Driver reads in the current poll.
+    driver_polled: u32,
+    /// Readings taken in the current poll (reachability).
+    reached: u32,
+    /// The leap second of the latest reading.
+    pub(crate) leap: u8,
+    /// Whether the latest reading was a pulse.
+    pub(crate) pps_active: bool,
+    /// Readings taken, ever.
+    pub readings: u64,
+    /// Readings refused, ever.
+    pub refused: u64,
+}
+
+impl Refclock {
+    /// The reference clock of `config`, the `index`th refclock line (for its default
+    /// refid), on a system clock of `system_precision` seconds.
+    pub fn new(config: RefclockConfig, index: usize, system_precision: f64) -> Self {
+        let precision = system_precision.max(config.precision);
+        let refid = config
+            .refid
+            .unwrap_or_else(|| default_refid(config.driver.name(), index));
+        let filter = SampleFilter::new(1, config.filter, config.max_dispersion, 0.6, precision);
+        Refclock {
+            config,
+            refid,
+            filter,
+            precision,
+            driver_polled: 0,
+            reached: 0,
+            leap: 0,
+            pps_active: false,
+            readings: 0,
+            refused: 0,
+        }
+    }
+
+    /// The reference id as chronyc prints it.
+    pub fn name(&self) -> String {
+        refid_name(self.refid)
+    }
+
+    /// Seconds between driver reads (only meaningful for polled drivers).
+    pub fn driver_interval(&self) -> f64 {
+        2f64.powi(i32::from(self.config.dpoll))
+    }
+
+    /// Seconds between samples given to the statistics.
+    pub fn poll_interval(&self) -> f64 {
+        2f64.powi(i32::from(self.config.poll))
+    }
+
+    /// Counts a tick of the refclock's timer (a driver read for polled drivers, the
+    /// poll itself for the others); true when the poll is complete.
+    pub fn tick(&mut self) -> bool {
+        if self.config.driver.is_polled() {
+            self.driver_polled += 1;
+            let reads = 1u32 << (self.config.poll - self.config.dpoll).clamp(0, 31);
+            if self.driver_polled < reads {
+                return false;
+            }
+        }
+        self.driver_polled = 0;
+        true
+    }
+
+    /// Ends a poll: whether any reading was taken in it (reachability), and the filter's
+    /// combined sample if it gives one.
+    pub fn end_poll(&mut self) -> (bool, Option<Sample>) {
+        let reached = self.reached > 0;
+        self.reached = 0;
+        (reached, self.filter.combine())
+    }
+
+    /// Takes a checked sample into the filter.
+    pub(crate) fn accumulate(&mut self, sample: Sample) -> Result<(), ReadingRefused> {
+        self.reached += 1;
+        if !self.filter.add(sample) {
+            return Err(ReadingRefused::Order);
+        }
+        self.readings += 1;
+        Ok(())
+    }
+}
+
+/// The sample of a time reading: `local` the local (NTP clock) time of the reading,
+/// `correction` what the NTP clock was ahead of the system clock then.
+pub fn time_sample(
+    rc: &Refclock,
+    local: f64,
+    offset: f64,
+    correction: f64,
+    leap: u8,
+) -> Result<Sample, ReadingRefused> {
+    if !offset.is_finite() || offset.abs() > MAX_OFFSET {
+        return Err(ReadingRefused::Insane);
+    }
+    if leap > 2 {
+        return Err(ReadingRefused::Leap);
+    }
+    Ok(sample(
+        rc,
+        local,
+        offset - correction + rc.config.offset,
+        leap,
+    ))
+}
+
+fn sample(rc: &Refclock, local: f64, offset: f64, leap: u8) -> Sample {
+    Sample {
+        time: local,
+        offset,
+        delay: rc.config.delay,
+        dispersion: rc.precision,
+        root_delay: rc.config.delay,
+        root_dispersion: rc.precision,
+        stratum: rc.config.stratum,
+        leap,
+    }
+}
+
+/// A pulse's offset (reference − NTP clock) within the pulse interval, centred on 0:
+/// `second` is system − reference modulo the interval, `correction` as for
+/// [`time_sample`].
+pub fn pulse_offset(rc: &Refclock, second: f64, correction: f64) -> f64 {
+    let rate = f64::from(rc.config.rate.max(1));
+    let mut offset = -(second + correction) + rc.config.offset;
+    offset -= (offset * rate).trunc() / rate;
+    if offset < -0.5 / rate {
+        offset += 1.0 / rate;
+    } else if offset >= 0.5 / rate {
+        offset -= 1.0 / rate;
+    }
+    offset
+}
+
+/// The sample of a pulse numbered by `lock`'s latest sample (`lock_dispersion`: that
+/// clock's typical dispersion): the pulse is put in the interval nearest that sample.
+pub fn locked_pulse_sample(
+    rc: &Refclock,
+    local: f64,
+    offset: f64,
+    lock: &Sample,
+    lock_dispersion: f64,
+    lock_leap: u8,
+) -> Result<Sample, ReadingRefused> {
+    let rate = f64::from(rc.config.rate.max(1));
+    if (local - lock.time).abs() >= f64::from(rc.config.max_lock_age) / rate {
+        return Err(ReadingRefused::NoLock);
+    }
+    let offset = offset + ((lock.offset - offset) * rate).round() / rate;
+    let root_dispersion = lock.root_dispersion + lock_dispersion;
+    if (lock.offset - offset).abs() + root_dispersion + rc.precision > PPS_LOCK_LIMIT / rate {
+        return Err(ReadingRefused::LockLimit);
+    }
+    check_edge(rc, lock.offset - offset, 0.0)?;
+    Ok(sample(rc, local, offset, lock_leap))
+}
+
+/// The sample of a pulse numbered by the daemon's own time, which must be synchronised
+/// to within half the pulse interval (`distance`: its root distance, `None`
+/// unsynchronised).
+pub fn own_pulse_sample(
+    rc: &Refclock,
+    local: f64,
+    offset: f64,
+    distance: Option<f64>,
+) -> Result<Sample, ReadingRefused> {
+    let rate = f64::from(rc.config.rate.max(1));
+    let Some(distance) = distance.filter(|d| *d < 0.5 / rate) else {
+        return Err(ReadingRefused::NoLock);
+    };
+    check_edge(rc, offset, distance)?;
+    Ok(sample(rc, local, offset, 0))
+}
+
+/// chrony's `width` check: a pulse (or its distance) too near the other edge of the
+/// pulse is the wrong edge.
+fn check_edge(rc: &Refclock, offset: f64, distance: f64) -> Result<(), ReadingRefused> {
+    let width = rc.config.width;
+    if width <= 0.0 {
+        return Ok(());
+    }
+    let rate = f64::from(rc.config.rate.max(1));
+    let max_error = 0.5 * width.min(1.0 / rate - width);
+    if offset.abs() > max_error || distance > max_error {
+        return Err(ReadingRefused::Edge);
+    }
+    Ok(())
+}
+
+/// chrony's default refid: the driver's first three letters and the refclock's index
+/// (two digits from the tenth on).
+pub fn default_refid(driver: &str, index: usize) -> [u8; 4] {
+    let mut id = [0u8; 4];
+    for (d, s) in id.iter_mut().zip(driver.bytes().take(3)) {
+        *d = s;
+    }
+    id[3] = b'0' + (index % 10) as u8;
+    if index >= 10 {
+        id[2] = b'0' + ((index / 10) % 10) as u8;
+    }
+    id
+}
+
+/// A refid as text: its characters up to the first zero byte.
+pub fn refid_name(refid: [u8; 4]) -> String {
+    refid
+        .iter()
+        .take_while(|b| **b != 0)
+        .map(|b| {
+            if b.is_ascii_graphic() {
+                *b as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::refclocks::RefclockDriver;
+
+    fn config(driver: RefclockDriver) -> RefclockConfig {
+        RefclockConfig {
+            driver,
+            poll: 2,
+            dpoll: 0,
+            filter: 64,
+            offset: 0.0,
+            delay: 1e-9,
+            precision: 0.0,
+            max_dispersion: 0.0,
+            stratum: 0,
+            refid: None,
+            lock: None,
+            pps: false,
+            rate: 1,
+            max_lock_age: 2,
+            width: 0.0,
+            prefer: false,
+            noselect: false,
+            trust: false,
+            require: false,
+            min_samples: None,
+            max_samples: None,
+            line: 1,
+        }
+    }
+
+    fn shm() -> Refclock {
+        Refclock::new(
+            config(RefclockDriver::Shm {
+                segment: 0,
+                perm: 0o600,
+            }),
+            0,
+            1e-7,
+        )
+    }
+
+    #[test]
+    fn default_refids_are_chronys() {
+        assert_eq!(&default_refid("SHM", 0), b"SHM0");
+        assert_eq!(&default_refid("SOCK", 1), b"SOC1");
+        assert_eq!(&default_refid("PHC", 12), b"PH12");
+        assert_eq!(refid_name(*b"GPS\0"), "GPS");
+    }
+
+    #[test]
+    fn a_poll_ends_after_two_to_the_poll_minus_dpoll_reads() {
+        let mut rc = shm();
+        let ends: Vec<bool> = (0..8).map(|_| rc.tick()).collect();
+        assert_eq!(ends, [false, false, false, true, false, false, false, true]);
+        let mut sock = Refclock::new(
+            config(RefclockDriver::Sock {
+                path: "/run/x.sock".into(),
+            }),
+            1,
+            1e-7,
+        );
+        assert!(sock.tick(), "an unpolled driver's timer is the poll");
+    }
+
+    #[test]
+    fn time_readings_become_samples_with_the_configured_offset_and_delay() {
+        let mut rc = shm();
+        rc.config.offset = 0.25;
+        rc.config.delay = 1e-3;
+        let s = time_sample(&rc, 100.0, 0.5, 0.125, 1).expect("sane");
+        assert_eq!(
+            (s.time, s.offset, s.delay),
+            (100.0, 0.5 - 0.125 + 0.25, 1e-3)
+        );
+        assert_eq!((s.dispersion, s.stratum, s.leap), (1e-7, 0, 1));
+        assert_eq!(
+            time_sample(&rc, 1.0, f64::NAN, 0.0, 0),
+            Err(ReadingRefused::Insane)
+        );
+        assert_eq!(
+            time_sample(&rc, 1.0, 0.0, 0.0, 3),
+            Err(ReadingRefused::Leap)
+        );
+    }
+
+    #[test]
+    fn the_filter_gives_the_median_of_a_poll_and_reachability() {
+        let mut rc = shm();
+        for (i, off) in [1e-6, 2e-6, 100e-6, 3e-6].iter().enumerate() {
+            let s = time_sample(&rc, 10.0 + i as f64, *off, 0.0, 0).expect("sane");
+            rc.accumulate(s).expect("in order");
+        }
+        let late = time_sample(&rc, 12.5, 0.0, 0.0, 0).expect("sane");
+        assert_eq!(rc.accumulate(late), Err(ReadingRefused::Order));
+        let (reached, s) = rc.end_poll();
+        let s = s.expect("combined");
+        assert!(reached);
+        assert!(
+            s.offset < 10e-6,
+            "the outlier is not in the median: {}",
+            s.offset
+        );
+        assert_eq!(rc.end_poll(), (false, None));
+    }
+
+    #[test]
+    fn pulses_are_centred_and_numbered_by_their_lock() {
+        let mut rc = shm();
+        // System 0.3 s past the pulse: the reference is 0.3 s ahead... or 0.7 behind.
+        assert!((pulse_offset(&rc, 0.3, 0.0) + 0.3).abs() < 1e-12);
+        assert!((pulse_offset(&rc, 0.7, 0.0) - 0.3).abs() < 1e-12);
+        rc.config.rate = 4;
+        assert!((pulse_offset(&rc, 0.3, 0.0) - (-0.05)).abs() < 1e-12);
+        rc.config.rate = 1;
+        // The lock says the reference is 2.0000010 s ahead; the pulse says 1 µs mod 1 s.
+        let lock = Sample {
+            time: 100.0,
+            offset: 2.0 + 1.2e-6,
+            delay: 0.0,
+            dispersion: 1e-4,
+            root_delay: 0.0,
+            root_dispersion: 1e-4,
+            stratum: 0,
+            leap: 1,
+        };
+        let s = locked_pulse_sample(&rc, 100.5, 1e-6, &lock, 1e-4, 1).expect("locked");
+        assert!((s.offset - (2.0 + 1e-6)).abs() < 1e-12, "{}", s.offset);
+        assert_eq!(s.leap, 1);
+        assert_eq!(
+            locked_pulse_sample(&rc, 103.0, 1e-6, &lock, 1e-4, 0),
+            Err(ReadingRefused::NoLock),
+            "older than maxlockage pulses"
+        );
+        let far = Sample {
+            offset: 2.45,
+            ..lock
+        };
+        assert_eq!(
+            locked_pulse_sample(&rc, 100.5, 0.0, &far, 1e-4, 0),
+            Err(ReadingRefused::LockLimit)
+        );
+        assert!(own_pulse_sample(&rc, 1.0, 1e-6, Some(0.01)).is_ok());
+        assert_eq!(
+            own_pulse_sample(&rc, 1.0, 1e-6, Some(0.6)),
+            Err(ReadingRefused::NoLock)
+        );
+        assert_eq!(
+            own_pulse_sample(&rc, 1.0, 1e-6, None),
+            Err(ReadingRefused::NoLock)
+        );
+        rc.config.width = 0.1;
+        assert_eq!(
+            own_pulse_sample(&rc, 1.0, 0.06, Some(0.01)),
+            Err(ReadingRefused::Edge)
+        );
+    }
+}

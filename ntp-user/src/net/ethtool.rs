@@ -1,0 +1,111 @@
+//! ethtool requests (`SIOCETHTOOL`): offload flags and timestamping capabilities.
+
+use anyhow::{Result, bail};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GFLAGS: u32 = 0x25;
+const ETHTOOL_GET_TS_INFO: u32 = 0x41;
+const ETH_FLAG_RXVLAN: u32 = 1 << 8;
+
+/// Runs ethtool command `data` (a `#[repr(C)]` struct starting with its `cmd`) on
+/// `iface`.
+fn request<T>(iface: &str, data: &mut T) -> std::io::Result<()> {
+    let name = iface.as_bytes();
+    if name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: a zeroed ifreq is a valid value; the name and data pointer are set below.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = std::ptr::from_mut(data).cast::<libc::c_char>();
+    // SAFETY: plain socket(2); the descriptor is owned (and closed) below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: SIOCETHTOOL reads the ifreq and reads/writes `data`, both live for the call;
+    // callers pass the struct the command expects.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &raw mut ifr) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether `iface` strips VLAN tags on receive (ethtool's `rx-vlan-offload`): the XDP
+/// program then sees tagged frames without their tag and would answer them untagged.
+pub fn strips_vlan_tags(iface: &str) -> Result<bool> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_GFLAGS,
+        data: 0,
+    };
+    if let Err(e) = request(iface, &mut value) {
+        bail!("reading the offload flags of {iface} (ethtool): {e}");
+    }
+    Ok(value.data & ETH_FLAG_RXVLAN != 0)
+}
+
+/// What an interface can timestamp (`ethtool -T`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TsInfo {
+    /// `SOF_TIMESTAMPING_*` flags it supports.
+    pub so_timestamping: u32,
+    /// Index of its PTP hardware clock (`/dev/ptpN`), if it has one.
+    pub phc_index: Option<u32>,
+    /// Transmit timestamp types (`HWTSTAMP_TX_*` bits).
+    pub tx_types: u32,
+    /// Receive filters (`HWTSTAMP_FILTER_*` bits).
+    pub rx_filters: u32,
+}
+
+/// `iface`'s timestamping capabilities.
+pub fn ts_info(iface: &str) -> Result<TsInfo> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct EthtoolTsInfo {
+        cmd: u32,
+        so_timestamping: u32,
+        phc_index: i32,
+        tx_types: u32,
+        tx_reserved: [u32; 3],
+        rx_filters: u32,
+        rx_reserved: [u32; 3],
+    }
+    let mut info = EthtoolTsInfo {
+        cmd: ETHTOOL_GET_TS_INFO,
+        ..EthtoolTsInfo::default()
+    };
+    if let Err(e) = request(iface, &mut info) {
+        bail!("reading the timestamping capabilities of {iface} (ethtool): {e}");
+    }
+    Ok(TsInfo {
+        so_timestamping: info.so_timestamping,
+        phc_index: u32::try_from(info.phc_index).ok(),
+        tx_types: info.tx_types,
+        rx_filters: info.rx_filters,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_has_software_timestamps_and_no_phc() {
+        let info = ts_info("lo").expect("lo answers ETHTOOL_GET_TS_INFO");
+        // SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE.
+        assert_eq!(info.so_timestamping & 0x18, 0x18, "{info:?}");
+        assert_eq!(info.phc_index, None);
+        assert!(ts_info("no-such-if0").is_err());
+        assert!(ts_info("a-name-far-too-long-for-linux").is_err());
+    }
+}

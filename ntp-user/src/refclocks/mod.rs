@@ -1,0 +1,173 @@
+//! Reference clocks: each `refclock` line's driver (an SHM segment, a SOCK socket, a PHC)
+//! opened at start, while the daemon still has the rights to, and a task per clock on the
+//! timekeeping thread that hands its readings to the engine and ends each poll.
+
+pub mod phc;
+pub mod shm;
+pub mod sock;
+
+use crate::{lock, sources::poll_task::PollContext};
+use anyhow::{Context, Result};
+use ntp_proto::{
+    config::{Config, RefclockConfig, RefclockDriver},
+    refclock::Reading,
+    refclock_formats::{phc_offset, sock_reading},
+};
+use std::time::Duration;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+
+/// An opened driver.
+enum Driver {
+    Shm(shm::Segment),
+    Sock(tokio::net::UnixDatagram),
+    Phc(phc::Phc),
+}
+
+fn open(rc: &RefclockConfig) -> Result<Driver> {
+    Ok(match &rc.driver {
+        RefclockDriver::Shm { segment, perm } => {
+            Driver::Shm(shm::Segment::attach(*segment, *perm)?)
+        }
+        RefclockDriver::Sock { path } => Driver::Sock(sock::open(path)?),
+        RefclockDriver::Phc {
+            device,
+            nocrossts,
+            extpps,
+            ..
+        } => {
+            if *extpps {
+                anyhow::bail!(
+                    "PHC option extpps is not supported yet; refusing to read {device} as \
+                     anything but a clock"
+                );
+            }
+            Driver::Phc(phc::Phc::open(device, *nocrossts)?)
+        }
+    })
+}
+
+/// Opens every reference clock of `config`, adds each to the engine and starts its task;
+/// an error names the line (chronyd, too, refuses to start without a configured
+/// reference clock).
+pub fn start(config: &Config, ctx: &PollContext, precision: f64) -> Result<()> {
+    for rc in &config.refclocks {
+        let driver = open(rc)
+            .with_context(|| format!("refclock {} (line {})", rc.driver.name(), rc.line))?;
+        let id = lock(&ctx.engine).add_refclock(rc);
+        let name = lock(&ctx.engine).sources()[id].name.clone();
+        info!(
+            "Added reference clock {name} ({} line {}, poll {} dpoll {})",
+            rc.driver.name(),
+            rc.line,
+            rc.poll,
+            rc.dpoll
+        );
+        let ctx = ctx.clone();
+        let rc = rc.clone();
+        tokio::spawn(async move {
+            match driver {
+                Driver::Sock(s) => run_sock(id, &name, &rc, s, ctx).await,
+                polled => run_polled(id, &name, &rc, polled, ctx, precision).await,
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Hands a reading to the engine.
+fn take(ctx: &PollContext, id: usize, name: &str, reading: Reading) {
+    if let Err(why) = lock(&ctx.engine).refclock_reading(id, reading) {
+        debug!("{name}: reading refused ({why:?})");
+    }
+}
+
+/// The end of a timer period: a poll may end, the clock may be updated.
+fn tick(ctx: &PollContext, id: usize) {
+    let log = lock(&ctx.engine).refclock_tick(id);
+    if !log.is_empty() {
+        (ctx.changed)();
+    }
+    ctx.journal.emit(log);
+}
+
+/// SHM and PHC: read every `dpoll`.
+async fn run_polled(
+    id: usize,
+    name: &str,
+    rc: &RefclockConfig,
+    mut driver: Driver,
+    ctx: PollContext,
+    precision: f64,
+) {
+    let period = Duration::from_secs_f64(2f64.powi(i32::from(rc.dpoll)));
+    let mut timer = tokio::time::interval_at(Instant::now(), period);
+    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        timer.tick().await;
+        let reading = match &mut driver {
+            Driver::Shm(seg) => Ok(seg.read()),
+            Driver::Phc(p) => p.read().map(|r| {
+                phc_offset(&r, precision).map(|(sys_ns, offset, _err)| Reading::Time {
+                    sys_ns,
+                    offset,
+                    leap: 0,
+                })
+            }),
+            Driver::Sock(_) => Ok(None),
+        };
+        match reading {
+            Ok(r) => {
+                if failing {
+                    info!("{name}: readings again");
+                    failing = false;
+                }
+                if let Some(r) = r {
+                    take(&ctx, id, name, r);
+                }
+            }
+            Err(e) if !failing => {
+                warn!("{name}: {e:#}");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        tick(&ctx, id);
+    }
+}
+
+/// SOCK: samples come when the writer sends them; the poll ends every `poll`.
+async fn run_sock(
+    id: usize,
+    name: &str,
+    rc: &RefclockConfig,
+    sock: tokio::net::UnixDatagram,
+    ctx: PollContext,
+) {
+    let period = Duration::from_secs_f64(2f64.powi(i32::from(rc.poll)));
+    let mut timer = tokio::time::interval_at(Instant::now() + period, period);
+    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Room for a longer datagram, so a wrong length is seen as such.
+    let mut buf = [0u8; 64];
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = timer.tick() => tick(&ctx, id),
+            r = sock.recv(&mut buf) => match r {
+                Ok(n) => match sock_reading(&buf[..n]) {
+                    Ok(reading) => take(&ctx, id, name, reading),
+                    Err(e) if !warned => {
+                        warn!("{name}: a datagram that is not a SOCK sample ({e}); ignoring such");
+                        warned = true;
+                    }
+                    Err(e) => debug!("{name}: {e}"),
+                },
+                Err(e) => {
+                    warn!("{name}: reading the socket failed: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+        }
+    }
+}

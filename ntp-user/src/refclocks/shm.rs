@@ -1,0 +1,114 @@
+//! `refclock SHM N`: the NTP shared-memory segment a GPS daemon (gpsd), phc2sys or any
+//! ntpshm writer fills, attached as chronyd attaches it.
+
+use anyhow::{Result, bail};
+use ntp_proto::refclock::Reading;
+use ntp_proto::refclock_formats::{SHM_KEY, ShmFields, shm_reading};
+
+/// The segment's layout (`struct shmTime` of ntpd, gpsd and chrony) on 64-bit Linux.
+#[repr(C)]
+struct ShmTime {
+    mode: i32,
+    count: i32,
+    clock_sec: i64,
+    clock_usec: i32,
+    receive_sec: i64,
+    receive_usec: i32,
+    leap: i32,
+    precision: i32,
+    nsamples: i32,
+    valid: i32,
+    clock_nsec: i32,
+    receive_nsec: i32,
+    dummy: [i32; 8],
+}
+
+/// An attached segment.
+pub struct Segment {
+    ptr: *mut ShmTime,
+    /// The segment's number, for messages.
+    pub number: u32,
+}
+
+// SAFETY: the mapping stays valid until `Drop` detaches it, and the segment is only read
+// and written through this value, by whichever thread owns it.
+unsafe impl Send for Segment {}
+
+impl Segment {
+    /// Attaches segment `number` (key 0x4e545030 + N), creating it with mode `perm` if no
+    /// writer has yet, as chronyd does (0600 by default: only root's writers).
+    pub fn attach(number: u32, perm: u32) -> Result<Self> {
+        let key = SHM_KEY.wrapping_add(number as i32);
+        let flags = libc::IPC_CREAT | (perm & 0o777) as i32;
+        // SAFETY: plain shmget(2) with a size and flags; no memory is touched.
+        let id = unsafe { libc::shmget(key, size_of::<ShmTime>(), flags) };
+        if id < 0 {
+            bail!(
+                "shmget of SHM segment {number} (key {key:#x}): {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        // SAFETY: attaching a segment of at least size_of::<ShmTime>() bytes (shmget
+        // fails for an existing smaller one); the kernel picks the address.
+        let ptr = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+        if ptr as isize == -1 {
+            bail!(
+                "shmat of SHM segment {number}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(Segment {
+            ptr: ptr.cast(),
+            number,
+        })
+    }
+
+    /// The segment's sample, if a new consistent one is there; marks it read (valid = 0)
+    /// as the protocol asks.
+    pub fn read(&mut self) -> Option<Reading> {
+        let p = self.ptr;
+        // SAFETY: `p` points to the attached segment for the life of `self`; a writer in
+        // another process may change it at any time, hence volatile reads of each field
+        // and the count checked again afterwards (mode 1).
+        let (t, count_after) = unsafe {
+            let t = ShmFields {
+                mode: (&raw const (*p).mode).read_volatile(),
+                count: (&raw const (*p).count).read_volatile(),
+                clock_sec: (&raw const (*p).clock_sec).read_volatile(),
+                clock_usec: (&raw const (*p).clock_usec).read_volatile(),
+                receive_sec: (&raw const (*p).receive_sec).read_volatile(),
+                receive_usec: (&raw const (*p).receive_usec).read_volatile(),
+                leap: (&raw const (*p).leap).read_volatile(),
+                valid: (&raw const (*p).valid).read_volatile(),
+                clock_nsec: (&raw const (*p).clock_nsec).read_volatile(),
+                receive_nsec: (&raw const (*p).receive_nsec).read_volatile(),
+            };
+            (t, (&raw const (*p).count).read_volatile())
+        };
+        let reading = shm_reading(&t, count_after)?;
+        // SAFETY: as above; clearing `valid` tells the writer the sample was taken.
+        unsafe { (&raw mut (*p).valid).write_volatile(0) };
+        Some(reading)
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: detaching the address shmat returned; nothing uses it afterwards.
+        unsafe { libc::shmdt(self.ptr.cast()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layout_is_the_one_writers_use() {
+        // 96 bytes on 64-bit Linux, the nanosecond fields at 52 and 56.
+        assert_eq!(size_of::<ShmTime>(), 96);
+        assert_eq!(std::mem::offset_of!(ShmTime, valid), 48);
+        assert_eq!(std::mem::offset_of!(ShmTime, clock_nsec), 52);
+        assert_eq!(std::mem::offset_of!(ShmTime, receive_nsec), 56);
+    }
+}
