@@ -231,20 +231,22 @@ pub fn locked_pulse_sample(
 }
 
 /// The sample of a pulse numbered by the daemon's own time, which must be synchronised
-/// to within half the pulse interval (`distance`: its root distance, `None`
-/// unsynchronised).
+/// (or serving its `local` reference) to within half the pulse interval: `reference` is
+/// what the server says now, its leap indicator and root distance; the pulse carries
+/// that leap indicator on.
 pub fn own_pulse_sample(
     rc: &Refclock,
     local: f64,
     offset: f64,
-    distance: Option<f64>,
+    reference: (u8, f64),
 ) -> Result<Sample, ReadingRefused> {
     let rate = f64::from(rc.config.rate.max(1));
-    let Some(distance) = distance.filter(|d| *d < 0.5 / rate) else {
+    let (leap, distance) = reference;
+    if leap > 2 || distance >= 0.5 / rate {
         return Err(ReadingRefused::NoLock);
-    };
+    }
     check_edge(rc, offset, distance)?;
-    Ok(sample(rc, local, offset, 0))
+    Ok(sample(rc, local, offset, leap))
 }
 
 /// chrony's `width` check: a pulse (or its distance) too near the other edge of the
@@ -434,18 +436,20 @@ mod tests {
             locked_pulse_sample(&rc, 100.5, 0.0, &far, 1e-4, 0),
             Err(ReadingRefused::LockLimit)
         );
-        assert!(own_pulse_sample(&rc, 1.0, 1e-6, Some(0.01)).is_ok());
+        let s = own_pulse_sample(&rc, 1.0, 1e-6, (1, 0.01)).expect("numbered");
+        assert_eq!(s.leap, 1, "the announced leap second is carried on");
         assert_eq!(
-            own_pulse_sample(&rc, 1.0, 1e-6, Some(0.6)),
+            own_pulse_sample(&rc, 1.0, 1e-6, (0, 0.6)),
             Err(ReadingRefused::NoLock)
         );
         assert_eq!(
-            own_pulse_sample(&rc, 1.0, 1e-6, None),
-            Err(ReadingRefused::NoLock)
+            own_pulse_sample(&rc, 1.0, 1e-6, (3, 0.0)),
+            Err(ReadingRefused::NoLock),
+            "unsynchronised"
         );
         rc.config.width = 0.1;
         assert_eq!(
-            own_pulse_sample(&rc, 1.0, 0.06, Some(0.01)),
+            own_pulse_sample(&rc, 1.0, 0.06, (0, 0.01)),
             Err(ReadingRefused::Edge)
         );
     }

@@ -38,11 +38,17 @@ pub struct ShmFields {
     pub receive_nsec: i32,
 }
 
-/// The reading in a segment, if it holds a new, consistent one (`count_after`: the
-/// segment's count read again after the fields). As chrony: the nanosecond fields are
-/// used only where they agree with the microsecond ones (older writers leave them 0).
+/// Whether a segment holds a new sample read whole (`count_after`: the segment's count
+/// read again after the fields): the reader then clears `valid`, usable or not.
+pub fn shm_consistent(t: &ShmFields, count_after: i32) -> bool {
+    (t.mode == 0 || t.mode == 1) && t.valid != 0 && !(t.mode == 1 && t.count != count_after)
+}
+
+/// The reading in a segment, if it holds a new, consistent one (see [`shm_consistent`]).
+/// As chrony: the nanosecond fields are used only where they agree with the microsecond
+/// ones (older writers leave them 0).
 pub fn shm_reading(t: &ShmFields, count_after: i32) -> Option<Reading> {
-    if !(t.mode == 0 || t.mode == 1) || t.valid == 0 || (t.mode == 1 && t.count != count_after) {
+    if !shm_consistent(t, count_after) {
         return None;
     }
     let use_ns = t.clock_nsec / 1000 == t.clock_usec && t.receive_nsec / 1000 == t.receive_usec;

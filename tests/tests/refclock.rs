@@ -1,4 +1,4 @@
-//! Reference clocks against real writers, side by side with chronyd 4.3 reading the same
+//! Reference clocks against real writers, side by side with chronyd (Debian's 4.3) reading the same
 //! samples: an NTP shared-memory segment (the protocol gpsd, phc2sys and ntpshm writers
 //! use) and a SOCK socket (gpsd's chrony socket). Both daemons run with clock control
 //! off, so each reports how far the system clock is from the reference. Needs root.
@@ -170,7 +170,7 @@ fn system_time(tracking: &str) -> Option<f64> {
 }
 
 /// Waits until both daemons select `refid` and their estimate of the system clock's
-/// offset has settled within 50 µs of `expected` (seconds the system clock is ahead);
+/// offset has settled within 1 µs of `expected` (seconds the system clock is ahead);
 /// returns (ntpxd's, chronyd's).
 fn both_settle(
     d: &Ntpxd,
@@ -192,8 +192,8 @@ fn both_settle(
             );
             (selected(&ours)
                 && selected(&theirs)
-                && (a - expected).abs() < 50e-6
-                && (b - expected).abs() < 50e-6)
+                && (a - expected).abs() < 1e-6
+                && (b - expected).abs() < 1e-6)
                 .then_some((a, b))
         },
     )
@@ -224,7 +224,8 @@ fn shm_refclock_reads_what_chronyd_reads() -> Result<()> {
     let (a, b) = both_settle(&d, &theirs, &sock, "GPS", -0.25)
         .with_context(|| format!("chronyd's log:\n{}", c.log()))?;
     println!("system clock vs reference: ntpxd {a:+.9} s, chronyd {b:+.9} s");
-    assert!((a - b).abs() < 20e-6, "ntpxd {a} vs chronyd {b}");
+    // The writer's samples carry no noise: both estimates are the reference's offset.
+    assert!((a - b).abs() <= 1e-6, "ntpxd {a} vs chronyd {b}");
     // The server takes the reference clock's stratum 0 as its own 1, with its refid.
     let tracking = d.ntpxc(&["tracking"])?;
     assert!(tracking.contains("(GPS)"), "{tracking}");
@@ -236,9 +237,10 @@ fn shm_refclock_reads_what_chronyd_reads() -> Result<()> {
     );
     let sources = d.ntpxc(&["sources"])?;
     assert!(
-        sources
-            .lines()
-            .any(|l| l.starts_with("#* GPS") && l.contains(" 0  ")),
+        sources.lines().any(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.get(..3) == Some(&["#*", "GPS", "0"][..])
+        }),
         "a # line of stratum 0:\n{sources}"
     );
     Ok(())
@@ -265,6 +267,7 @@ fn sock_refclock_reads_what_chronyd_reads() -> Result<()> {
     let _writer = sock_writer(vec![p1, p2]);
     let (a, b) = both_settle(&d, &theirs, &sock, "NMEA", 0.125)?;
     println!("system clock vs reference: ntpxd {a:+.9} s, chronyd {b:+.9} s");
-    assert!((a - b).abs() < 20e-6, "ntpxd {a} vs chronyd {b}");
+    // The writer's samples carry no noise: both estimates are the reference's offset.
+    assert!((a - b).abs() <= 1e-6, "ntpxd {a} vs chronyd {b}");
     Ok(())
 }

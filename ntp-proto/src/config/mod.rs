@@ -14,10 +14,12 @@ use std::time::Duration;
 use crate::acl::{AclError, Action, Rule, Target};
 
 pub mod files;
+pub mod hwtimestamp;
 pub mod refclocks;
 mod render;
 pub use files::{ConfigFiles, matches};
 mod sources;
+pub use hwtimestamp::{HwTimestampConfig, RxFilter};
 pub use refclocks::{RefclockConfig, RefclockDriver};
 pub use render::render;
 pub use sources::{SourceConfig, SourceKind, SyncConfig};
@@ -48,7 +50,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "dumpdir",
     "fallbackdrift",
     "hwclockfile",
-    "hwtimestamp",
     "hwtsinterface",
     "hwtstimeout",
     "initstepslew",
@@ -132,6 +133,8 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// `refclock` lines in file order.
     pub refclocks: Vec<RefclockConfig>,
+    /// `hwtimestamp` lines in file order.
+    pub hwtimestamp: Vec<HwTimestampConfig>,
     /// Selection and steering settings.
     pub sync: SyncConfig,
     /// `authselectmode` (default mix), already applied to `sources`.
@@ -183,6 +186,7 @@ impl Default for Config {
             lock_all: false,
             sources: Vec::new(),
             refclocks: Vec::new(),
+            hwtimestamp: Vec::new(),
             sync: SyncConfig::default(),
             auth_select: AuthSelectMode::default(),
             nts_server: NtsServerConfig::default(),
@@ -735,6 +739,10 @@ impl<'a> Parser<'a> {
                 }
                 let r = refclocks::parse_refclock(line, args)?;
                 self.config.refclocks.push(r);
+            }
+            "hwtimestamp" => {
+                let h = hwtimestamp::parse_hwtimestamp(line, args)?;
+                self.config.hwtimestamp.push(h);
             }
             "smoothtime" | "leapseclist" | "binddevice" | "bindcmddevice" => {
                 return Err(fail_closed(&lower));

@@ -262,7 +262,8 @@ pub(super) fn parse_refclock(line: usize, args: &[&str]) -> Result<RefclockConfi
             }
             "filter" | "rate" | "maxlockage" | "minsamples" | "maxsamples" | "stratum" => {
                 let (expected, ok): (&str, fn(u64) -> bool) = match o {
-                    "filter" => ("an integer 1-256", |n| (1..=256).contains(&n)),
+                    // chrony takes any count and holds at most 256.
+                    "filter" => ("a number of samples", |_| true),
                     "rate" => ("an integer 1-1000000", |n| (1..=1_000_000).contains(&n)),
                     "maxlockage" => ("an integer 0-1000", |n| n <= 1000),
                     "stratum" => ("an integer 0-15", |n| n <= 15),
@@ -273,7 +274,7 @@ pub(super) fn parse_refclock(line: usize, args: &[&str]) -> Result<RefclockConfi
                     .filter(|n| ok(*n))
                     .ok_or_else(|| invalid(o, v, D, expected))?;
                 match o {
-                    "filter" => r.filter = n as usize,
+                    "filter" => r.filter = n.clamp(1, 256) as usize,
                     "rate" => r.rate = n as u32,
                     "maxlockage" => r.max_lock_age = n as u32,
                     "stratum" => r.stratum = n as u8,
@@ -410,7 +411,7 @@ mod tests {
             ("PHC /dev/ptp0:pin=x", "invalid pin"),
             ("SHM 0 poll 30", "invalid poll \"30\""),
             ("SHM 0 refid TOOLONG", "invalid refid"),
-            ("SHM 0 filter 0", "invalid filter"),
+            ("SHM 0 filter x", "invalid filter"),
             ("SHM 0 stratum 16", "invalid stratum"),
             (
                 "SHM 0 tai",

@@ -1,6 +1,6 @@
 //! The effective configuration in chrony.conf syntax (`ntpxd -p`).
 
-use super::{Config, RefclockConfig, RefclockDriver, SourceKind};
+use super::{Config, RefclockConfig, RefclockDriver, RxFilter, SourceKind};
 use crate::acl::{Action, Target};
 use std::fmt::Write;
 
@@ -152,6 +152,28 @@ pub fn render(c: &Config) -> String {
     for r in &c.refclocks {
         w(refclock_line(r));
     }
+    for h in &c.hwtimestamp {
+        let filter = match h.rx_filter {
+            RxFilter::Any => "",
+            RxFilter::All => " rxfilter all",
+            RxFilter::Ntp => " rxfilter ntp",
+            RxFilter::Ptp => " rxfilter ptp",
+            RxFilter::None => " rxfilter none",
+        };
+        w(format!(
+            "hwtimestamp {} minpoll {} maxpoll {} minsamples {} maxsamples {} precision {} \
+             txcomp {} rxcomp {}{}{filter}",
+            h.iface,
+            h.minpoll,
+            h.maxpoll,
+            h.min_samples,
+            h.max_samples,
+            h.precision,
+            h.tx_comp,
+            h.rx_comp,
+            if h.nocrossts { " nocrossts" } else { "" }
+        ));
+    }
     let sync = &c.sync;
     if let Some((t, l)) = sync.makestep {
         w(format!("makestep {t} {l}"));
@@ -284,7 +306,7 @@ mod tests {
 
     #[test]
     fn rendered_configuration_parses_back_to_the_same() {
-        let text = "pool p.example iburst maxsources 3\nserver 198.18.0.1 minpoll -4 maxpoll 2 prefer port 1123\nrefclock PHC /dev/ptp0:extpps:pin=1 poll 2 refid PPS lock NMEA pps prefer\nrefclock SHM 0 offset 0.5 delay 0.2\n\
+        let text = "pool p.example iburst maxsources 3\nserver 198.18.0.1 minpoll -4 maxpoll 2 prefer port 1123\nrefclock PHC /dev/ptp0:extpps:pin=1 poll 2 refid PPS lock NMEA pps prefer\nrefclock SHM 0 offset 0.5 delay 0.2\nhwtimestamp eth0 rxfilter ntp nocrossts\nhwtimestamp * minpoll -2\n\
                     makestep 1 3\nrtcsync\nminsources 2\nlocal stratum 3 orphan\nallow 192.168.0.0/16\n\
                     deny all 192.168.7.0/24\nallow\ncmdallow 198.18.0.0/16\nport 4123\nbindaddress 198.18.0.1\n\
                     driftfile /var/lib/ntpx/drift\nbindcmdaddress /\npidfile /run/x.pid\nxdpstalelimit 2.5\nuser ntpx\nlogdir /var/log/ntpx\nlog measurements tracking\nratelimit interval 2 burst 4 leak 3 kod 1\n";

@@ -102,13 +102,15 @@ impl<C: EngineClock> Engine<C> {
             return Err(ReadingRefused::Insane);
         }
         let offset = pulse_offset(rc, second, correction);
-        let sample = if let Some(lock) = rc.config.lock {
-            let lock_rc = self
-                .sources
+        // As chrony: a lock naming no other reference clock is ignored (warned of at
+        // start) and the pulses are numbered by our own time.
+        let lock_rc = rc.config.lock.and_then(|lock| {
+            self.sources
                 .iter()
                 .filter_map(|s| s.refclock.as_deref())
-                .find(|l| l.refid == lock)
-                .ok_or(ReadingRefused::NoLock)?;
+                .find(|l| l.refid == lock && l.refid != rc.refid)
+        });
+        let sample = if let Some(lock_rc) = lock_rc {
             let last = lock_rc.filter.last().ok_or(ReadingRefused::NoLock)?;
             locked_pulse_sample(
                 rc,
@@ -119,20 +121,20 @@ impl<C: EngineClock> Engine<C> {
                 lock_rc.leap,
             )?
         } else {
-            let distance = self.synced.as_ref().map(|s| {
-                let grown = (local - s.time).abs() * self.discipline.dispersion_rate();
-                s.root_delay.abs() / 2.0 + s.root_dispersion + grown
-            });
-            match own_pulse_sample(rc, local, offset, distance) {
+            // What the server says now: synchronised, or serving its local reference.
+            let r = self.reference(self.clock.system_now_ns());
+            let distance = (r.root_delay_ns as f64 / 2.0 + r.root_dispersion_ns as f64) * 1e-9;
+            match own_pulse_sample(rc, local, offset, (r.leap, distance)) {
                 Ok(s) => s,
-                Err(e) => {
+                Err(ReadingRefused::NoLock) => {
                     // As chrony: pulses that cannot be numbered make the stored ones
-                    // suspect too.
+                    // suspect too (not so a pulse refused for its edge).
                     if let Some(rc) = self.sources[id].refclock.as_mut() {
                         rc.filter.clear();
                     }
-                    return Err(e);
+                    return Err(ReadingRefused::NoLock);
                 }
+                Err(e) => return Err(e),
             }
         };
         self.accumulate(id, sample, true)
@@ -164,11 +166,12 @@ impl<C: EngineClock> Engine<C> {
             return Vec::new();
         }
         let (reached, sample) = rc.end_poll();
-        let was_reachable = s.poller.reach() != 0;
+        let leap = rc.leap;
         s.polls = s.polls.saturating_add(1);
         s.poller.refclock_poll(reached);
         let Some(mut sample) = sample else {
-            if was_reachable && s.poller.reach() == 0 {
+            // As chrony: selection runs at every poll of an unreachable reference clock.
+            if s.poller.reach() == 0 {
                 return self.reselect(None);
             }
             return Vec::new();
@@ -176,6 +179,8 @@ impl<C: EngineClock> Engine<C> {
         if let Some(st) = stratum {
             sample.stratum = st;
         }
+        // The leap second of the newest reading, not of the median's last sample.
+        sample.leap = leap;
         s.received = s.received.saturating_add(1);
         s.replies = s.replies.saturating_add(1);
         s.samples = s.samples.saturating_add(1);
@@ -278,11 +283,45 @@ mod tests {
         assert_eq!((r.stratum, &r.refid), (1, b"SHM0"));
         let report = e.sources_report(t);
         assert_eq!(report[0].mode, '#');
-        assert!(
-            (e.sources()[id].measured - 1e-3).abs() < 1e-3,
-            "{}",
-            s.measured
+        // The served time (the NTP clock) follows the reference: 1 ms ahead of the system.
+        let (corr, _) = e.clock().served_correction(t);
+        assert!((corr - 1e-3).abs() < 1e-6, "{corr}");
+    }
+
+    #[test]
+    fn pulses_are_numbered_by_the_local_reference_or_refused_unsynchronised() {
+        let start = 1_700_000_000_000_000_000u64;
+        let config = |line: &str| {
+            crate::config::parse_str(line, std::path::Path::new("t.conf"))
+                .expect("valid")
+                .refclocks[0]
+                .clone()
+        };
+        let pps = config("refclock SHM 1 pps poll 2 refid PPS");
+        let pulse = Reading::Pulse {
+            sys_ns: start - 100_000_000,
+            second: 2e-6,
+        };
+        let (mut e, _now) = engine(start);
+        let id = e.add_refclock(&pps);
+        assert_eq!(e.refclock_reading(id, pulse), Err(ReadingRefused::NoLock));
+        // With `local`, the server's own time numbers the pulses (chrony's behaviour).
+        let now = Rc::new(Cell::new(start));
+        let clock = FreeRunning::new(0.0, Sys(now.clone()), 500e-6);
+        let local = crate::config::LocalConfig::default();
+        let mut e = Engine::new(clock, &SyncConfig::default(), Some(local), 1e-7, None);
+        let id = e.add_refclock(&pps);
+        assert_eq!(e.refclock_reading(id, pulse), Ok(()));
+        // A lock naming itself is no lock: the same own numbering.
+        let mut e = Engine::new(
+            FreeRunning::new(0.0, Sys(now), 500e-6),
+            &SyncConfig::default(),
+            Some(local),
+            1e-7,
+            None,
         );
+        let id = e.add_refclock(&config("refclock SHM 1 pps lock PPS refid PPS"));
+        assert_eq!(e.refclock_reading(id, pulse), Ok(()));
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub(crate) struct Server {
     pub route_change: Option<(f64, f64)>,
     /// Its clock's frequency error (ratio), from the start.
     pub drift: f64,
+    /// Standard deviation of the normal error of its receive and transmit timestamps
+    /// (a server cooking NIC timestamps through its PHC readings), seconds.
+    pub stamp_jitter: f64,
 }
 
 impl Server {
@@ -54,6 +57,7 @@ impl Server {
             extra_delay: 0.0,
             route_change: None,
             drift: 0.0,
+            stamp_jitter: 0.0,
         }
     }
 
@@ -617,9 +621,16 @@ impl Sim {
     }
 
     fn serve(&mut self, src: usize, cookie: u64) {
+        let jitter = self.sc.servers[src].stamp_jitter;
+        // Drawn only when asked for, so scenarios without it keep their random paths.
+        let (e2, e3) = if jitter > 0.0 {
+            (jitter * self.normal(), jitter * self.normal())
+        } else {
+            (0.0, 0.0)
+        };
         let s = &self.sc.servers[src];
-        let t2 = self.now + s.error_at(self.now);
-        let t3 = t2 + 1e-6;
+        let t2 = self.now + s.error_at(self.now) + e2;
+        let t3 = t2 - e2 + 1e-6 + e3;
         let reply = NtpHeader {
             leap: 0,
             version: 4,

@@ -830,3 +830,33 @@ fn reference_clock() {
     // One update per 16 s poll after the first three samples.
     assert!((55..=62).contains(&updates), "{updates} updates");
 }
+
+#[test]
+fn nic_stamping_server_at_poll_0() {
+    // chrony's 133-hwtimestamp as the client sees it: a server answering with NIC
+    // timestamps cooked through its PHC readings (100 ns of noise on each), 10 ns of
+    // network jitter, the client 10 ppm off, polling every second (minpoll 0 maxpoll 0);
+    // bounds: synced in 4-20 s, RMS offset 100 ns, RMS frequency 0.03 ppm. chronyd 4.3
+    // with NIC timestamps of its own: RMS 20 ns. The client here uses kernel software
+    // stamps (hardware ones are not used yet), which are exact in simulation.
+    let mut server = Server::good(opts(0, 0, false));
+    server.stamp_jitter = 1e-7;
+    let sc = Scenario {
+        freq_offset: 1e-5,
+        servers: vec![server],
+        net: Network {
+            jitter: 1e-8,
+            ..Network::default()
+        },
+        limit: 200.0,
+        ..Scenario::default()
+    };
+    let b = Bounds {
+        min_sync: 4.0,
+        max_sync: 20.0,
+        time_rms: 1e-7,
+        freq_rms: 3e-8,
+        ..Bounds::default()
+    };
+    run_seeds("133-hwtimestamp (server stamps)", &sc, SEEDS, &b);
+}

@@ -65,7 +65,12 @@ impl Shared {
 
     fn activity(&self) -> ActivityReport {
         let e = lock(&self.engine);
-        let live: Vec<_> = e.sources().iter().filter(|s| !s.removed).collect();
+        // As chronyc's: NTP sources only, reference clocks are not counted.
+        let live: Vec<_> = e
+            .sources()
+            .iter()
+            .filter(|s| !s.removed && s.is_ntp())
+            .collect();
         let off = live.iter().filter(|s| s.offline).count();
         ActivityReport {
             online: live.len() - off,

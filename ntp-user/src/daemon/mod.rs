@@ -131,6 +131,7 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
 /// the log files open, the engine over its clock.
 fn set_up(config: Config, opts: &Options) -> Result<Shared> {
     let acl = startup::access_table(&config)?;
+    crate::net::hw_timestamping::check(&config.hwtimestamp)?;
     let kt = clock::kernel_time()?;
     let params = PublishParams {
         precision: clock::measure_precision()?,

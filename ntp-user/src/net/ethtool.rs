@@ -8,9 +8,12 @@ const ETHTOOL_GFLAGS: u32 = 0x25;
 const ETHTOOL_GET_TS_INFO: u32 = 0x41;
 const ETH_FLAG_RXVLAN: u32 = 1 << 8;
 
-/// Runs ethtool command `data` (a `#[repr(C)]` struct starting with its `cmd`) on
-/// `iface`.
-fn request<T>(iface: &str, data: &mut T) -> std::io::Result<()> {
+/// Runs ethtool command `data` on `iface`.
+///
+/// # Safety
+/// `T` must be the `#[repr(C)]` struct the kernel expects for the command in its first
+/// field (the kernel reads and writes that many bytes).
+unsafe fn request<T>(iface: &str, data: &mut T) -> std::io::Result<()> {
     let name = iface.as_bytes();
     if name.len() >= libc::IFNAMSIZ || name.contains(&0) {
         return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
@@ -29,7 +32,7 @@ fn request<T>(iface: &str, data: &mut T) -> std::io::Result<()> {
     // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: SIOCETHTOOL reads the ifreq and reads/writes `data`, both live for the call;
-    // callers pass the struct the command expects.
+    // the caller passes the struct the command expects.
     if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &raw mut ifr) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -48,7 +51,8 @@ pub fn strips_vlan_tags(iface: &str) -> Result<bool> {
         cmd: ETHTOOL_GFLAGS,
         data: 0,
     };
-    if let Err(e) = request(iface, &mut value) {
+    // SAFETY: ETHTOOL_GFLAGS reads and writes a `struct ethtool_value`, which this is.
+    if let Err(e) = unsafe { request(iface, &mut value) } {
         bail!("reading the offload flags of {iface} (ethtool): {e}");
     }
     Ok(value.data & ETH_FLAG_RXVLAN != 0)
@@ -84,7 +88,9 @@ pub fn ts_info(iface: &str) -> Result<TsInfo> {
         cmd: ETHTOOL_GET_TS_INFO,
         ..EthtoolTsInfo::default()
     };
-    if let Err(e) = request(iface, &mut info) {
+    // SAFETY: ETHTOOL_GET_TS_INFO reads and writes a `struct ethtool_ts_info`, which
+    // this is.
+    if let Err(e) = unsafe { request(iface, &mut info) } {
         bail!("reading the timestamping capabilities of {iface} (ethtool): {e}");
     }
     Ok(TsInfo {

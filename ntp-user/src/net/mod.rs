@@ -1,6 +1,7 @@
 //! UDP sockets with kernel receive and transmit timestamps (`SO_TIMESTAMPING`, software).
 
 pub mod ethtool;
+pub mod hw_timestamping;
 pub mod link_events;
 
 use anyhow::{Context, Result, anyhow};

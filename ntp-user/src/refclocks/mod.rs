@@ -15,7 +15,7 @@ use ntp_proto::{
 };
 use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// An opened driver.
 enum Driver {
@@ -55,6 +55,7 @@ pub fn start(config: &Config, ctx: &PollContext, precision: f64) -> Result<()> {
         let driver = open(rc)
             .with_context(|| format!("refclock {} (line {})", rc.driver.name(), rc.line))?;
         let id = lock(&ctx.engine).add_refclock(rc);
+        let line = rc.line;
         let name = lock(&ctx.engine).sources()[id].name.clone();
         info!(
             "Added reference clock {name} ({} line {}, poll {} dpoll {})",
@@ -65,12 +66,39 @@ pub fn start(config: &Config, ctx: &PollContext, precision: f64) -> Result<()> {
         );
         let ctx = ctx.clone();
         let rc = rc.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             match driver {
                 Driver::Sock(s) => run_sock(id, &name, &rc, s, ctx).await,
                 polled => run_polled(id, &name, &rc, polled, ctx, precision).await,
             }
         });
+        // The driver cannot be opened again once privileges are dropped: a task that
+        // fails is reported, loudly, and the clock stays unreachable.
+        tokio::spawn(async move {
+            if let Err(e) = task.await {
+                error!("reference clock (line {line}) stopped: its task failed ({e})");
+            }
+        });
+    }
+    // As chrony: a `lock` naming no other reference clock is warned of (the pulses are
+    // then numbered by our own time).
+    let refids: Vec<[u8; 4]> = {
+        let e = lock(&ctx.engine);
+        e.refclock_ids()
+            .iter()
+            .filter_map(|id| e.refclock(*id).map(|r| r.refid))
+            .collect()
+    };
+    for rc in &config.refclocks {
+        if let Some(l) = rc.lock
+            && (!refids.contains(&l) || rc.refid == Some(l))
+        {
+            warn!(
+                "Invalid lock refid {} (refclock line {})",
+                ntp_proto::refclock::refid_name(l),
+                rc.line
+            );
+        }
     }
     Ok(())
 }
@@ -146,7 +174,8 @@ async fn run_sock(
     ctx: PollContext,
 ) {
     let period = Duration::from_secs_f64(2f64.powi(i32::from(rc.poll)));
-    let mut timer = tokio::time::interval_at(Instant::now() + period, period);
+    // As chrony: the first poll ends at once (an empty one), then every `poll`.
+    let mut timer = tokio::time::interval_at(Instant::now(), period);
     timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Room for a longer datagram, so a wrong length is seen as such.
     let mut buf = [0u8; 64];

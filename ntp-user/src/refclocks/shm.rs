@@ -3,7 +3,7 @@
 
 use anyhow::{Result, bail};
 use ntp_proto::refclock::Reading;
-use ntp_proto::refclock_formats::{SHM_KEY, ShmFields, shm_reading};
+use ntp_proto::refclock_formats::{SHM_KEY, ShmFields, shm_consistent, shm_reading};
 
 /// The segment's layout (`struct shmTime` of ntpd, gpsd and chrony) on 64-bit Linux.
 #[repr(C)]
@@ -85,10 +85,13 @@ impl Segment {
             };
             (t, (&raw const (*p).count).read_volatile())
         };
-        let reading = shm_reading(&t, count_after)?;
-        // SAFETY: as above; clearing `valid` tells the writer the sample was taken.
+        if !shm_consistent(&t, count_after) {
+            return None;
+        }
+        // SAFETY: as above; clearing `valid` tells the writer the sample was taken (even
+        // one whose times turn out unusable, as chrony does).
         unsafe { (&raw mut (*p).valid).write_volatile(0) };
-        Some(reading)
+        shm_reading(&t, count_after)
     }
 }
 
