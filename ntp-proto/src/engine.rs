@@ -34,6 +34,7 @@ use crate::{
 use ntp_common::wire::{LEAP_UNSYNC, STRATUM_UNSYNC};
 use std::net::{IpAddr, SocketAddr};
 
+mod hwstamps;
 mod refclocks;
 
 /// A source's options: its `server`/`pool` line with the global defaults.

@@ -61,7 +61,7 @@ fn ntpxc_says_when_the_daemon_is_not_there() {
 fn ntpxd_p_prints_the_effective_configuration_and_starts_nothing() {
     let dir = TempDir::new("cli").unwrap();
     let conf = dir.path().join("ntpx.conf");
-    std::fs::write(&conf, "pool pool.example iburst\nmakestep 1.0 3\nhwtimestamp *\nallow 192.168.0.0/16\nlocal stratum 3\n").unwrap();
+    std::fs::write(&conf, "pool pool.example iburst\nmakestep 1.0 3\ndscp 46\nallow 192.168.0.0/16\nlocal stratum 3\n").unwrap();
     let (ok, out, err) = run(Command::new(bin("ntpxd")).arg("-p").arg("-f").arg(&conf));
     assert!(ok, "{err}");
     for line in [
@@ -74,7 +74,7 @@ fn ntpxd_p_prints_the_effective_configuration_and_starts_nothing() {
         assert!(out.lines().any(|l| l == line), "{line:?} missing:\n{out}");
     }
     assert!(
-        err.contains("ntpx.conf:3: directive \"hwtimestamp\" is not supported yet"),
+        err.contains("ntpx.conf:3: directive \"dscp\" is not supported yet"),
         "{err}"
     );
     std::fs::write(&conf, "local stratum 3\nmakestep 1\n").unwrap();

@@ -84,6 +84,26 @@ pub(crate) struct SimRefclock {
     pub jitter: f64,
 }
 
+/// The client's NIC, with a clock of its own that timestamps its packets (`hwtimestamp`)
+/// and is read against the system clock as the `PTP_SYS_OFFSET*` ioctls read it.
+#[derive(Clone, Debug)]
+pub(crate) struct SimNic {
+    /// Its clock minus true time at the start, seconds.
+    pub offset: f64,
+    /// Its clock's frequency error (ratio).
+    pub freq: f64,
+    /// Mean time between the two system clock reads around a PHC reading, seconds.
+    pub phc_delay: f64,
+    /// Standard deviation of that time, seconds.
+    pub phc_jitter: f64,
+    /// Share of the extra time that falls before the PHC is read (0.5: symmetric).
+    pub phc_asym: f64,
+    /// The PHC is read every 2^poll seconds (`hwtimestamp minpoll`).
+    pub poll: i8,
+    /// Readings per poll (chrony takes 25).
+    pub readings: usize,
+}
+
 /// The network between the client and every server.
 #[derive(Clone, Debug)]
 pub(crate) struct Network {
@@ -99,6 +119,9 @@ pub(crate) struct Network {
     pub outages: Vec<(f64, f64)>,
     /// Only one request in this many gets through (1: all).
     pub pass_every: u64,
+    /// Mean (exponential) time between a packet on the wire and the kernel's software
+    /// timestamp of it: after arrival, before departure (0: exact stamps).
+    pub sw_stamp_latency: f64,
 }
 
 impl Default for Network {
@@ -110,6 +133,7 @@ impl Default for Network {
             loss: 0.0,
             outages: Vec::new(),
             pass_every: 1,
+            sw_stamp_latency: 0.0,
         }
     }
 }
@@ -127,6 +151,9 @@ pub(crate) struct Scenario {
     pub servers: Vec<Server>,
     /// The client's reference clocks.
     pub refclocks: Vec<SimRefclock>,
+    /// The client's NIC stamps its packets (`hwtimestamp`); `None`: kernel software
+    /// stamps.
+    pub nic: Option<SimNic>,
     /// The network.
     pub net: Network,
     /// The client's synchronization settings.
@@ -151,6 +178,7 @@ impl Default for Scenario {
             wander: 1e-9,
             servers: vec![Server::good(SourceOptions::default())],
             refclocks: Vec::new(),
+            nic: None,
             net: Network::default(),
             sync: SyncConfig::default(),
             drift: None,
@@ -296,6 +324,8 @@ enum Event {
     Second,
     /// Reference clock `rc`'s timer: a driver read and the end of a poll.
     Refclock { rc: usize },
+    /// The NIC's PHC is read.
+    Phc,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -329,6 +359,7 @@ pub(crate) struct Sim {
     engine: Engine<SteeredClock<KernelModel>>,
     ids: Vec<usize>,
     refclock_ids: Vec<usize>,
+    hw: Option<crate::hwclock::HwClock>,
     rng: XorShift,
     queue: BinaryHeap<Queued>,
     seq: u64,
@@ -382,6 +413,10 @@ impl Sim {
             engine,
             ids,
             refclock_ids,
+            hw: sc
+                .nic
+                .as_ref()
+                .map(|_| crate::hwclock::HwClock::new(2, 16, 1e-9)),
             rng,
             queue: BinaryHeap::new(),
             seq: 0,
@@ -402,6 +437,9 @@ impl Sim {
         }
         for rc in 0..sim.refclock_ids.len() {
             sim.schedule(0.0, Event::Refclock { rc });
+        }
+        if sim.sc.nic.is_some() {
+            sim.schedule(0.0, Event::Phc);
         }
         sim.schedule(0.0, Event::Second);
         sim.arm_clock_timer();
@@ -500,8 +538,9 @@ impl Sim {
             }
             Event::AtServer { src, cookie } => self.serve(src, cookie),
             Event::Refclock { rc } => self.read_refclock(rc),
+            Event::Phc => self.read_phc(),
             Event::AtClient { src, reply } => {
-                let t4 = self.model().now_ns();
+                let t4 = self.stamp(true);
                 let wire = WireInfo {
                     local: ([192, 168, 123, 100], 40000).into(),
                     tx_kernel: true,
@@ -516,6 +555,58 @@ impl Sim {
                 self.rearm_transmit(src, next.max(self.now));
             }
         }
+    }
+
+    /// The system time of true time `now + dt`, as the kernel clock will read then.
+    fn system_ns_in(&self, dt: f64) -> u64 {
+        let m = self.model();
+        // In integer ns: an absolute time as f64 is only good to 256 ns.
+        let d = (dt * 1e9 * (1.0 + m.rate())).round() as i64;
+        m.now_ns().saturating_add_signed(d)
+    }
+
+    /// The NIC's clock at true time `now + dt`, ns.
+    fn nic_ns_in(&self, nic: &SimNic, dt: f64) -> i128 {
+        let t = self.now + dt;
+        i128::from(true_ns(t)) + ((nic.offset + nic.freq * t) * 1e9).round() as i128
+    }
+
+    /// The daemon's timestamp of a packet on the wire now (`rx`: arriving): the NIC's,
+    /// through its PHC readings, once they tell; else the kernel's software stamp,
+    /// taken after arrival or before departure.
+    fn stamp(&mut self, rx: bool) -> u64 {
+        if let (Some(nic), Some(hw)) = (self.sc.nic.clone(), self.hw.as_ref()) {
+            let nic_ns = self.nic_ns_in(&nic, 0.0);
+            if let Some(t) = self.engine.hw_to_system_ns(hw, nic_ns) {
+                return t;
+            }
+        }
+        let latency = self.sc.net.sw_stamp_latency * self.exponential();
+        self.system_ns_in(if rx { latency } else { -latency })
+    }
+
+    /// One poll of the NIC's PHC: `readings` ioctl readings a few microseconds apart.
+    fn read_phc(&mut self) {
+        let Some(nic) = self.sc.nic.clone() else {
+            return;
+        };
+        let mut readings = Vec::with_capacity(nic.readings);
+        for i in 0..nic.readings {
+            let start = i as f64 * 3e-6;
+            let extra = nic.phc_jitter * self.normal().abs();
+            let before = nic.phc_delay / 2.0 + nic.phc_asym * extra;
+            let total = nic.phc_delay + extra;
+            readings.push([
+                i128::from(self.system_ns_in(start)),
+                self.nic_ns_in(&nic, start + before),
+                i128::from(self.system_ns_in(start + total)),
+            ]);
+        }
+        if let Some(mut hw) = self.hw.take() {
+            self.engine.hw_reading(&mut hw, &readings, PRECISION);
+            self.hw = Some(hw);
+        }
+        self.schedule(self.now + 2f64.powi(i32::from(nic.poll)), Event::Phc);
     }
 
     /// A reference clock's timer, as the daemon's refclock task runs it: read the
@@ -576,7 +667,7 @@ impl Sim {
             return;
         };
         self.note(log);
-        let t1 = self.model().now_ns();
+        let t1 = self.stamp(false);
         self.engine.transmitted(id, cookie, t1);
         let r = self.randomness();
         self.last_sent[src] = (self.now, r);

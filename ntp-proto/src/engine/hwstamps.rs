@@ -1,0 +1,24 @@
+//! NIC timestamps in the engine's terms: PHC readings go into an interface's
+//! [`HwClock`] with their system times taken onto the NTP clock's scale, and a NIC
+//! timestamp comes out as the system time the engine measures with.
+
+use super::Engine;
+use crate::clock::EngineClock;
+use crate::hwclock::HwClock;
+use crate::refclock_formats::{PhcTriple, phc_offset};
+
+impl<C: EngineClock> Engine<C> {
+    /// Takes one poll's PHC readings into `hw` (`precision`: the system clock's).
+    pub fn hw_reading(&self, hw: &mut HwClock, readings: &[PhcTriple], precision: f64) {
+        if let Some((sys_ns, offset, err)) = phc_offset(readings, precision) {
+            let phc_ns = i128::from(sys_ns) + (offset * 1e9).round() as i128;
+            hw.add(phc_ns, sys_ns, err, |ns| self.clock.local_at(ns));
+        }
+    }
+
+    /// The system time (ns) of NIC timestamp `phc_ns` through `hw`, once it can tell.
+    pub fn hw_to_system_ns(&self, hw: &HwClock, phc_ns: i128) -> Option<u64> {
+        let local = hw.cook(phc_ns, |ns| self.clock.local_at(ns))?;
+        Some(self.clock.system_at_local(local))
+    }
+}
