@@ -17,7 +17,7 @@ use crate::{
     refclock::Refclock,
     reference::Reference,
     report::{
-        AuthDataReport, NtpDataReport, SelectDataReport, SourceReport, SourceStatsReport,
+        AuthDataReport, NtpDataReport, SelectDataReport, SourceReport, SourceStatsReport, Stamp,
         TrackingReport, logfile::Record,
     },
     sync::{
@@ -163,10 +163,10 @@ pub enum Log {
 pub struct WireInfo {
     /// Local address and port used.
     pub local: SocketAddr,
-    /// Whether t1 is the kernel's transmit timestamp (else the daemon's clock).
-    pub tx_kernel: bool,
-    /// Whether t4 is the kernel's receive timestamp.
-    pub rx_kernel: bool,
+    /// Who took t1.
+    pub tx: Stamp,
+    /// Who took t4.
+    pub rx: Stamp,
 }
 
 /// One upstream address and what is known of it.
@@ -1201,8 +1201,8 @@ impl<C: EngineClock> Engine<C> {
                     };
                     let wire = WireInfo {
                         local,
-                        tx_kernel: false,
-                        rx_kernel: false,
+                        tx: Stamp::Daemon,
+                        rx: Stamp::Daemon,
                     };
                     (NtpHeader::default(), wire)
                 });
@@ -1232,8 +1232,8 @@ impl<C: EngineClock> Engine<C> {
                     dispersion,
                     response_time: (h.transmit_ts.0.wrapping_sub(h.receive_ts.0)) as f64
                         / 4_294_967_296.0,
-                    tx_kernel: w.tx_kernel,
-                    rx_kernel: w.rx_kernel,
+                    tx_stamp: w.tx,
+                    rx_stamp: w.rx,
                     total_tx: s.polls,
                     total_rx: s.received,
                     total_valid_rx: s.replies,
@@ -1403,7 +1403,7 @@ fn measurement(
             good != Err(Refusal::DelayDeviation),
             good != Err(Refusal::Loop),
         ],
-        kernel_stamps: (wire.tx_kernel, wire.rx_kernel),
+        stamps: (wire.tx, wire.rx),
         time: t4_ns as f64 * 1e-9,
         addr: s.name.clone(),
         leap: h.leap,

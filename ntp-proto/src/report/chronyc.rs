@@ -2,6 +2,38 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Who took a timestamp of an exchange, as chronyc names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stamp {
+    /// The daemon read the clock (the kernel gave no timestamp).
+    #[default]
+    Daemon,
+    /// The kernel's software timestamp.
+    Kernel,
+    /// The NIC's timestamp, through its PHC.
+    Hardware,
+}
+
+impl Stamp {
+    /// chronyc's word for it (`ntpdata`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Stamp::Daemon => "Daemon",
+            Stamp::Kernel => "Kernel",
+            Stamp::Hardware => "Hardware",
+        }
+    }
+
+    /// The letter of chrony's measurements log.
+    pub fn letter(self) -> char {
+        match self {
+            Stamp::Daemon => 'D',
+            Stamp::Kernel => 'K',
+            Stamp::Hardware => 'H',
+        }
+    }
+}
+
 /// One line of `sources`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SourceReport {
@@ -201,10 +233,10 @@ pub struct NtpDataReport {
     pub dispersion: f64,
     /// Server's processing time (transmit minus receive), seconds.
     pub response_time: f64,
-    /// Transmit timestamps from the kernel.
-    pub tx_kernel: bool,
-    /// Receive timestamps from the kernel.
-    pub rx_kernel: bool,
+    /// Who stamped the last request's transmission.
+    pub tx_stamp: Stamp,
+    /// Who stamped the last reply's reception.
+    pub rx_stamp: Stamp,
     /// Requests sent.
     pub total_tx: u32,
     /// Replies received.
@@ -230,7 +262,7 @@ fn ip_hex(ip: std::net::IpAddr) -> String {
 impl NtpDataReport {
     /// chronyc's `ntpdata` layout (one block, starting with an empty line).
     pub fn render(&self) -> String {
-        let ts = |kernel: bool| if kernel { "Kernel" } else { "Daemon" };
+        let ts = Stamp::name;
         let mode = match self.mode {
             4 => "Server",
             5 => "Broadcast",
@@ -287,8 +319,8 @@ impl NtpDataReport {
             self.dispersion,
             self.response_time,
             if self.authenticated { "Yes" } else { "No" },
-            ts(self.tx_kernel),
-            ts(self.rx_kernel),
+            ts(self.tx_stamp),
+            ts(self.rx_stamp),
             self.total_tx,
             self.total_rx,
             self.total_valid_rx,
@@ -766,8 +798,8 @@ mod tests {
             delay: 0.000_037_108,
             dispersion: 0.000_000_035,
             response_time: 0.000_126_654,
-            tx_kernel: true,
-            rx_kernel: true,
+            tx_stamp: Stamp::Kernel,
+            rx_stamp: Stamp::Kernel,
             total_tx: 62,
             total_rx: 62,
             total_valid_rx: 62,

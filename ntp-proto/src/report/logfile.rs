@@ -27,8 +27,8 @@ pub enum Record {
         /// chrony's tests A-D: maxdelay (with the precision and response time),
         /// maxdelayratio, maxdelaydevratio, no synchronisation loop.
         delay_tests: [bool; 4],
-        /// Whether the kernel stamped the transmission and the reception.
-        kernel_stamps: (bool, bool),
+        /// Who stamped the transmission and the reception.
+        stamps: (super::chronyc::Stamp, super::chronyc::Stamp),
         /// Offset (source minus local: positive when the local clock is slow), delay,
         /// dispersion, root delay, root dispersion.
         figures: [f64; 5],
@@ -141,7 +141,7 @@ impl Record {
                 polls,
                 score,
                 delay_tests,
-                kernel_stamps,
+                stamps,
                 figures: f,
                 refid,
             } => format!(
@@ -163,8 +163,8 @@ impl Record {
                 e(f[3]),
                 e(f[4]),
                 refid,
-                if kernel_stamps.0 { 'K' } else { 'D' },
-                if kernel_stamps.1 { 'K' } else { 'D' }
+                stamps.0.letter(),
+                stamps.1.letter()
             ),
             Record::Statistics {
                 time,
@@ -294,7 +294,7 @@ mod tests {
             polls: (6, 6),
             score: 1.0,
             delay_tests: [true, true, false, true],
-            kernel_stamps: (false, true),
+            stamps: (crate::report::Stamp::Daemon, crate::report::Stamp::Kernel),
             figures: [-4.966e-3, 0.2296, 1.577e-5, 0.1615, 7.446e-3],
             refid: 0xCB00_717B,
         };

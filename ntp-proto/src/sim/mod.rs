@@ -14,6 +14,7 @@ use crate::{
     config::SyncConfig,
     engine::{Engine, Log, SourceOptions, WireInfo},
     packet::{NtpHeader, NtpTimestamp},
+    report::Stamp,
 };
 use kernel::{KernelModel, true_ns};
 use ntp_common::prng::XorShift;
@@ -543,8 +544,16 @@ impl Sim {
                 let t4 = self.stamp(true);
                 let wire = WireInfo {
                     local: ([192, 168, 123, 100], 40000).into(),
-                    tx_kernel: true,
-                    rx_kernel: true,
+                    tx: if self.hw_fitted() {
+                        Stamp::Hardware
+                    } else {
+                        Stamp::Kernel
+                    },
+                    rx: if self.hw_fitted() {
+                        Stamp::Hardware
+                    } else {
+                        Stamp::Kernel
+                    },
                 };
                 let log = self.engine.receive(self.ids[src], &reply, t4, wire);
                 self.note(log);
@@ -555,6 +564,11 @@ impl Sim {
                 self.rearm_transmit(src, next.max(self.now));
             }
         }
+    }
+
+    /// Whether the NIC's stamps are in use (its PHC readings make a line).
+    fn hw_fitted(&self) -> bool {
+        self.hw.as_ref().is_some_and(|h| h.len() >= 2)
     }
 
     /// The system time of true time `now + dt`, as the kernel clock will read then.

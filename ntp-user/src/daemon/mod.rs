@@ -131,7 +131,6 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
 /// the log files open, the engine over its clock.
 fn set_up(config: Config, opts: &Options) -> Result<Shared> {
     let acl = startup::access_table(&config)?;
-    crate::net::hw_timestamping::check(&config.hwtimestamp)?;
     let kt = clock::kernel_time()?;
     let params = PublishParams {
         precision: clock::measure_precision()?,
@@ -234,12 +233,15 @@ fn announce(sh: &Shared) {
 fn start_tasks(sh: &Arc<Shared>, opts: &Options, tasks: &mut JoinSet<Result<()>>) -> Result<()> {
     let hook = sh.clone();
     let nts = sources::nts_ke::context(&sh.config).context("NTS")?;
+    let precision = 2f64.powi(i32::from(sh.params.precision));
+    let hw = crate::net::hw_timestamping::enable(&sh.config.hwtimestamp, &sh.engine, precision)?;
     let handle = sources::start(
         &sh.config,
         sh.engine.clone(),
         sh.journal.clone(),
         Arc::new(move || hook.on_clock_update()),
         nts,
+        hw,
     );
     let _ = sh.sync.set(handle);
     let hook = sh.clone();
@@ -248,8 +250,8 @@ fn start_tasks(sh: &Arc<Shared>, opts: &Options, tasks: &mut JoinSet<Result<()>>
         journal: sh.journal.clone(),
         changed: Arc::new(move || hook.on_clock_update()),
         nts: None,
+        hw: None,
     };
-    let precision = 2f64.powi(i32::from(sh.params.precision));
     crate::refclocks::start(&sh.config, &refclock_ctx, precision)?;
     for sock in ntp_server::bind_ntp_sockets(&sh.config)? {
         tasks.spawn(ntp_server::serve_ntp(sock, sh.clone()));

@@ -101,6 +101,81 @@ pub fn ts_info(iface: &str) -> Result<TsInfo> {
     })
 }
 
+/// `iface`'s link speed in Mb/s, if it has one (a veth has none).
+pub fn link_speed(iface: &str) -> Option<u32> {
+    const ETHTOOL_GSET: u32 = 1;
+    #[repr(C)]
+    #[derive(Default)]
+    struct EthtoolCmd {
+        cmd: u32,
+        supported: u32,
+        advertising: u32,
+        speed: u16,
+        duplex: u8,
+        port: u8,
+        phy_address: u8,
+        transceiver: u8,
+        autoneg: u8,
+        mdio_support: u8,
+        maxtxpkt: u32,
+        maxrxpkt: u32,
+        speed_hi: u16,
+        eth_tp_mdix: u8,
+        eth_tp_mdix_ctrl: u8,
+        lp_advertising: u32,
+        reserved: [u32; 2],
+    }
+    let mut c = EthtoolCmd {
+        cmd: ETHTOOL_GSET,
+        ..EthtoolCmd::default()
+    };
+    // SAFETY: ETHTOOL_GSET reads and writes a `struct ethtool_cmd`, which this is.
+    unsafe { request(iface, &mut c) }.ok()?;
+    let speed = (u32::from(c.speed_hi) << 16) | u32::from(c.speed);
+    // SPEED_UNKNOWN is all ones.
+    (speed != 0 && speed != u32::MAX && speed != 0xffff).then_some(speed)
+}
+
+/// `SIOCSHWTSTAMP`: turns the NIC's timestamping on (`tx_on`) with receive filter
+/// `rx_filter` (`HWTSTAMP_FILTER_*`).
+pub fn set_hw_timestamping(iface: &str, tx_on: bool, rx_filter: u32) -> std::io::Result<()> {
+    const SIOCSHWTSTAMP: libc::c_ulong = 0x89b0;
+    #[repr(C)]
+    struct HwtstampConfig {
+        flags: i32,
+        tx_type: i32,
+        rx_filter: i32,
+    }
+    let name = iface.as_bytes();
+    if name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    let mut cfg = HwtstampConfig {
+        flags: 0,
+        tx_type: i32::from(tx_on),
+        rx_filter: rx_filter as i32,
+    };
+    // SAFETY: a zeroed ifreq is a valid value; the name and data pointer are set below.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (&raw mut cfg).cast::<libc::c_char>();
+    // SAFETY: plain socket(2); the descriptor is owned (and closed) below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: SIOCSHWTSTAMP reads the ifreq and reads/writes the hwtstamp_config it
+    // points to, both live for the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCSHWTSTAMP, &raw mut ifr) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +188,7 @@ mod tests {
         assert_eq!(info.phc_index, None);
         assert!(ts_info("no-such-if0").is_err());
         assert!(ts_info("a-name-far-too-long-for-linux").is_err());
+        assert_eq!(link_speed("lo"), None);
+        assert!(set_hw_timestamping("lo", true, 0).is_err(), "lo has no NIC");
     }
 }

@@ -30,6 +30,40 @@ pub struct Received {
     /// must leave from that address, or a client of a host with several addresses
     /// discards it, as chronyd's replies do.
     pub dst: Option<(IpAddr, u32)>,
+    /// The NIC's receive timestamp, where the socket asked for hardware stamps.
+    pub rx_hw: Option<HwStamp>,
+}
+
+/// A NIC's raw timestamp (its PHC's time) and the interface that took it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HwStamp {
+    /// The PHC's time, ns.
+    pub raw_ns: i128,
+    /// The interface (`SCM_TIMESTAMPING_PKTINFO`), where the kernel says.
+    pub ifindex: Option<u32>,
+}
+
+/// `SCM_TIMESTAMPING_PKTINFO`: the interface and length of a hardware-stamped packet.
+const SCM_TIMESTAMPING_PKTINFO: i32 = 58;
+/// `SOF_TIMESTAMPING_OPT_PKTINFO` (not among nix's flags).
+const SOF_TIMESTAMPING_OPT_PKTINFO: u32 = 1 << 13;
+
+/// The raw hardware stamp of a `SCM_TIMESTAMPING` message, if there is one.
+fn hw_raw(ts: &nix::sys::socket::Timestamps) -> Option<i128> {
+    let t = ts.hw_raw;
+    (t.tv_sec() > 0 || t.tv_nsec() > 0)
+        .then(|| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
+}
+
+/// The interface of a `SCM_TIMESTAMPING_PKTINFO` message (`struct scm_ts_pktinfo`).
+fn ts_pktinfo_ifindex(c: &nix::sys::socket::UnknownCmsg) -> Option<u32> {
+    if c.cmsg_header.cmsg_level != libc::SOL_SOCKET
+        || c.cmsg_header.cmsg_type != SCM_TIMESTAMPING_PKTINFO
+    {
+        return None;
+    }
+    let b: [u8; 4] = c.data_bytes.get(..4)?.try_into().ok()?;
+    Some(u32::from_ne_bytes(b))
 }
 
 /// A kernel transmit timestamp from a socket's error queue, with the end of the
@@ -148,7 +182,11 @@ impl TimestampedSocket {
                 .await
                 .context("waiting for a transmit timestamp")?;
             match guard.try_io(|fd| read_errqueue(fd.get_ref()).map_err(std::io::Error::from)) {
-                Ok(Ok(Some((realtime_ns, Some(tail))))) => {
+                Ok(Ok(Some(ErrStamp {
+                    sw: Some(realtime_ns),
+                    tail: Some(tail),
+                    ..
+                }))) => {
                     return Ok(TxStamp { realtime_ns, tail });
                 }
                 Ok(Ok(_)) => continue,
@@ -242,11 +280,12 @@ fn send_with(
 
 fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<Received> {
     let mut iov = [IoSliceMut::new(buf)];
-    let mut cmsg = nix::cmsg_space!(nix::sys::socket::Timestamps, libc::in6_pktinfo);
+    let mut cmsg = nix::cmsg_space!(nix::sys::socket::Timestamps, libc::in6_pktinfo, [u32; 4]);
     let msg =
         recvmsg::<SockaddrStorage>(fd.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
     let mut rx = None;
     let mut dst = None;
+    let (mut hw, mut hw_if) = (None, None);
     for c in msg.cmsgs()? {
         match c {
             ControlMessageOwned::ScmTimestampsns(ts) => {
@@ -254,6 +293,10 @@ fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<Received> {
                 if t.tv_sec() > 0 {
                     rx = Some(timespec_ns(&t));
                 }
+                hw = hw_raw(&ts);
+            }
+            ControlMessageOwned::Unknown(u) => {
+                hw_if = hw_if.or(ts_pktinfo_ifindex(&u));
             }
             ControlMessageOwned::Ipv4PacketInfo(i) => {
                 let a = std::net::Ipv4Addr::from(i.ipi_addr.s_addr.to_ne_bytes());
@@ -275,6 +318,10 @@ fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<Received> {
         src,
         rx_realtime_ns: rx,
         dst,
+        rx_hw: hw.map(|raw_ns| HwStamp {
+            raw_ns,
+            ifindex: hw_if,
+        }),
     })
 }
 
@@ -300,11 +347,24 @@ pub struct ClientSocket {
     fd: AsyncFd<OwnedFd>,
     remote: SocketAddr,
     local: SocketAddr,
+    /// NIC timestamps asked for.
+    hw: bool,
+}
+
+/// The transmit timestamps of one datagram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxStamps {
+    /// The kernel's software stamp, `CLOCK_REALTIME` ns.
+    pub sw: Option<u64>,
+    /// The NIC's stamp (its PHC's time, ns).
+    pub hw: Option<i128>,
 }
 
 impl ClientSocket {
-    /// Opens an ephemeral-port socket connected to `remote`.
-    pub fn connect(remote: SocketAddr) -> Result<Self> {
+    /// Opens an ephemeral-port socket connected to `remote`; with `hw`, NIC timestamps are
+    /// asked for besides the kernel's (the kernel gives them where the NIC has them
+    /// enabled).
+    pub fn connect(remote: SocketAddr, hw: bool) -> Result<Self> {
         let (family, any) = match remote {
             SocketAddr::V4(_) => (AddressFamily::Inet, SocketAddr::from(([0, 0, 0, 0], 0))),
             SocketAddr::V6(_) => (AddressFamily::Inet6, SocketAddr::from(([0u16; 8], 0))),
@@ -316,15 +376,17 @@ impl ClientSocket {
             None,
         )
         .with_context(|| format!("creating a UDP socket for {remote}"))?;
-        setsockopt(
-            &fd,
-            sockopt::Timestamping,
-            &(TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
-                | TimestampingFlag::SOF_TIMESTAMPING_TX_SOFTWARE
-                | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE
-                | TimestampingFlag::SOF_TIMESTAMPING_OPT_TSONLY),
-        )
-        .context("enabling SO_TIMESTAMPING")?;
+        let mut flags = TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
+            | TimestampingFlag::SOF_TIMESTAMPING_TX_SOFTWARE
+            | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE
+            | TimestampingFlag::SOF_TIMESTAMPING_OPT_TSONLY;
+        if hw {
+            flags |= TimestampingFlag::SOF_TIMESTAMPING_RAW_HARDWARE
+                | TimestampingFlag::SOF_TIMESTAMPING_RX_HARDWARE
+                | TimestampingFlag::SOF_TIMESTAMPING_TX_HARDWARE
+                | TimestampingFlag::from_bits_retain(SOF_TIMESTAMPING_OPT_PKTINFO);
+        }
+        setsockopt(&fd, sockopt::Timestamping, &flags).context("enabling SO_TIMESTAMPING")?;
         bind(fd.as_raw_fd(), &SockaddrStorage::from(any)).context("binding an ephemeral port")?;
         nix::sys::socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(remote))
             .with_context(|| format!("connecting to {remote}"))?;
@@ -333,7 +395,12 @@ impl ClientSocket {
         let fd =
             unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::ERROR) }
                 .map_err(|e| anyhow!("registering the socket with tokio: {e}"))?;
-        Ok(ClientSocket { fd, remote, local })
+        Ok(ClientSocket {
+            fd,
+            remote,
+            local,
+            hw,
+        })
     }
 
     /// The server this socket talks to.
@@ -353,21 +420,30 @@ impl ClientSocket {
         Ok(())
     }
 
-    /// Waits up to `wait` for the kernel transmit timestamp of the last datagram sent
-    /// (`CLOCK_REALTIME` ns).
-    pub async fn tx_timestamp(&self, wait: std::time::Duration) -> Option<u64> {
+    /// Waits up to `wait` for the transmit timestamps of the last datagram sent: the
+    /// kernel's, and the NIC's where asked for (they come as separate messages).
+    pub async fn tx_timestamp(&self, wait: std::time::Duration) -> TxStamps {
+        let mut got = TxStamps::default();
         let fut = async {
             loop {
-                let mut guard = self.fd.ready(Interest::ERROR).await.ok()?;
+                let Ok(mut guard) = self.fd.ready(Interest::ERROR).await else {
+                    return;
+                };
                 match guard.try_io(|fd| read_errqueue(fd.get_ref()).map_err(std::io::Error::from)) {
-                    Ok(Ok(Some((ts, _)))) => return Some(ts),
-                    Ok(Ok(None)) => continue,
-                    Ok(Err(_)) => return None,
-                    Err(_would_block) => continue,
+                    Ok(Ok(Some(e))) => {
+                        got.sw = got.sw.or(e.sw);
+                        got.hw = got.hw.or(e.hw);
+                        if got.sw.is_some() && (got.hw.is_some() || !self.hw) {
+                            return;
+                        }
+                    }
+                    Ok(Ok(None)) | Err(_) => {}
+                    Ok(Err(_)) => return,
                 }
             }
         };
-        tokio::time::timeout(wait, fut).await.ok().flatten()
+        let _ = tokio::time::timeout(wait, fut).await;
+        got
     }
 
     /// Receives one datagram from the server into `buf`.
@@ -387,9 +463,16 @@ fn timespec_ns(t: &nix::sys::time::TimeSpec) -> u64 {
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
-/// Reads one error-queue message: `Some` with its software timestamp if it carried one,
-/// and the end of its datagram unless the socket asked for timestamps only.
-fn read_errqueue(fd: &OwnedFd) -> nix::Result<Option<(u64, Option<[u8; 48]>)>> {
+/// One error-queue message's timestamps and the end of its datagram (unless the socket
+/// asked for timestamps only).
+struct ErrStamp {
+    sw: Option<u64>,
+    hw: Option<i128>,
+    tail: Option<[u8; 48]>,
+}
+
+/// Reads one error-queue message: `Some` if it carried a timestamp.
+fn read_errqueue(fd: &OwnedFd) -> nix::Result<Option<ErrStamp>> {
     // The looped-back datagram comes with its link, IP and UDP headers.
     let mut buf = [0u8; 256];
     let mut iov = [IoSliceMut::new(&mut buf)];
@@ -404,19 +487,20 @@ fn read_errqueue(fd: &OwnedFd) -> nix::Result<Option<(u64, Option<[u8; 48]>)>> {
         Some(&mut cmsg),
         MsgFlags::MSG_ERRQUEUE,
     )?;
-    let mut stamp = None;
+    let (mut sw, mut hw) = (None, None);
     for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmTimestampsns(ts) = c
-            && ts.system.tv_sec() > 0
-        {
-            stamp = Some(timespec_ns(&ts.system));
+        if let ControlMessageOwned::ScmTimestampsns(ts) = c {
+            if ts.system.tv_sec() > 0 {
+                sw = Some(timespec_ns(&ts.system));
+            }
+            hw = hw_raw(&ts);
         }
     }
     let len = msg.bytes;
     let tail = (len >= 48 && len <= buf.len())
         .then(|| buf[len - 48..len].try_into().ok())
         .flatten();
-    Ok(stamp.map(|realtime_ns| (realtime_ns, tail)))
+    Ok((sw.is_some() || hw.is_some()).then_some(ErrStamp { sw, hw, tail }))
 }
 
 /// Fills `buf` from the kernel's random number generator (keys and nonces: no fallback).

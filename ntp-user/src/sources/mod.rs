@@ -235,6 +235,7 @@ pub fn start(
     journal: Arc<Journal>,
     changed: Arc<dyn Fn() + Send + Sync>,
     nts: Option<Arc<nts_ke::NtsContext>>,
+    hw: Option<Arc<crate::net::hw_timestamping::HwClocks>>,
 ) -> SyncHandle {
     let handle = SyncHandle {
         ctx: PollContext {
@@ -242,6 +243,7 @@ pub fn start(
             journal: journal.clone(),
             changed,
             nts,
+            hw,
         },
         engine,
         journal,

@@ -12,7 +12,7 @@ use crate::{
     net::{self, ClientSocket},
     os::log_files::Journal,
 };
-use ntp_proto::{engine::WireInfo, poller::INITIAL_DELAY};
+use ntp_proto::{engine::WireInfo, poller::INITIAL_DELAY, report::Stamp};
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{sync::mpsc, time::Instant};
 use tracing::{debug, info, warn};
@@ -44,6 +44,8 @@ pub struct PollContext {
     pub changed: Arc<dyn Fn() + Send + Sync>,
     /// NTS: the TLS configuration and each NTS source's NTS-KE server.
     pub nts: Option<Arc<super::nts_ke::NtsContext>>,
+    /// `hwtimestamp`: the interfaces whose NIC stamps are in use.
+    pub hw: Option<Arc<crate::net::hw_timestamping::HwClocks>>,
 }
 
 fn now_ns() -> u64 {
@@ -82,7 +84,7 @@ pub async fn run(
     let mut reported = false;
     loop {
         if sock.is_none() {
-            match ClientSocket::connect(addr) {
+            match ClientSocket::connect(addr, ctx.hw.is_some()) {
                 Ok(s) => {
                     if reported {
                         warn!("Source {addr}: socket open again");
@@ -136,15 +138,26 @@ pub async fn run(
         ctx.journal.emit(log);
         let sent_at = Instant::now();
         let stretch = randomness();
-        let mut tx_kernel = false;
+        let mut tx_stamp = Stamp::Daemon;
         if let Some(s) = &sock {
             if let Err(e) = s.send(&req) {
                 debug!("Source {addr}: {e:#}");
-            } else if let Some(ts) = s.tx_timestamp(Duration::from_millis(20)).await {
-                lock(&ctx.engine).transmitted(id, cookie, ts);
-                tx_kernel = true;
             } else {
-                lock(&ctx.engine).transmitted(id, cookie, sent_fallback);
+                let ts = s.tx_timestamp(Duration::from_millis(20)).await;
+                let hw = ts.hw.zip(ctx.hw.as_ref()).and_then(|(raw_ns, clocks)| {
+                    let stamp = net::HwStamp {
+                        raw_ns,
+                        ifindex: None,
+                    };
+                    clocks.to_system_ns(&ctx.engine, stamp, None, ts.sw)
+                });
+                let (t1, how) = match (hw, ts.sw) {
+                    (Some(t), _) => (t, Stamp::Hardware),
+                    (None, Some(t)) => (t, Stamp::Kernel),
+                    (None, None) => (sent_fallback, Stamp::Daemon),
+                };
+                lock(&ctx.engine).transmitted(id, cookie, t1);
+                tx_stamp = how;
             }
         }
         if let Woken::Stop = wait(
@@ -153,7 +166,7 @@ pub async fn run(
             &ctx,
             &mut commands,
             sent_at,
-            Some((stretch, tx_kernel)),
+            Some((stretch, tx_stamp)),
         )
         .await
         {
@@ -224,7 +237,7 @@ async fn wait(
     ctx: &PollContext,
     commands: &mut mpsc::Receiver<SourceCommand>,
     until: Instant,
-    after_send: Option<(f64, bool)>,
+    after_send: Option<(f64, Stamp)>,
 ) -> Woken {
     // Room for an NTS reply with eight cookies of up to 256 bytes (chrony's limit).
     let mut buf = [0u8; 4096];
@@ -259,12 +272,20 @@ async fn wait(
                         continue;
                     }
                 };
-                let t4 = r.rx_realtime_ns.unwrap_or_else(now_ns);
                 let Some(sock) = sock else { continue };
+                let hw = r.rx_hw.zip(ctx.hw.as_ref()).and_then(|(stamp, clocks)| {
+                    let v6 = r.src.is_ipv6();
+                    clocks.to_system_ns(&ctx.engine, stamp, Some((r.len, v6)), r.rx_realtime_ns)
+                });
+                let (t4, rx) = match (hw, r.rx_realtime_ns) {
+                    (Some(t), _) => (t, Stamp::Hardware),
+                    (None, Some(t)) => (t, Stamp::Kernel),
+                    (None, None) => (now_ns(), Stamp::Daemon),
+                };
                 let wire = WireInfo {
                     local: sock.local(),
-                    tx_kernel: after_send.is_some_and(|(_, k)| k),
-                    rx_kernel: r.rx_realtime_ns.is_some(),
+                    tx: after_send.map_or(Stamp::Daemon, |(_, s)| s),
+                    rx,
                 };
                 let log = lock(&ctx.engine).receive(id, &buf[..r.len], t4, wire);
                 // Publish first: after a step the kernel serves nothing until then, and
