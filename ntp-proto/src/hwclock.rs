@@ -32,6 +32,9 @@ pub struct HwClock {
     /// The NIC's timestamping precision, seconds.
     precision: f64,
     readings: VecDeque<Reading>,
+    /// The system clock's step count when the readings were taken: after a step their
+    /// system times are on another scale.
+    generation: u64,
 }
 
 /// The line through the readings: PHC seconds since the newest reading as a function of
@@ -57,6 +60,7 @@ impl HwClock {
             max_samples: max_samples.clamp(min_samples, MAX_SAMPLES),
             precision,
             readings: VecDeque::with_capacity(MAX_SAMPLES),
+            generation: 0,
         }
     }
 
@@ -70,11 +74,23 @@ impl HwClock {
         self.readings.is_empty()
     }
 
-    /// Takes a reading: the PHC showed `phc_ns` at system time `sys_ns`, give or take
-    /// `err` seconds. A reading that does not follow the last one in both clocks (a step
-    /// of either) starts the line over; so does one the line does not pass within its
-    /// error, or a line whose rate is not believable (chrony's reset).
-    pub fn add(&mut self, phc_ns: i128, sys_ns: u64, err: f64, local_at: impl Fn(u64) -> f64) {
+    /// Takes a reading: the PHC showed `phc_ns` at system time `sys_ns` (taken at the
+    /// system clock's step count `generation`), give or take `err` seconds. A reading
+    /// after a step of the system clock, or that does not follow the last one in both
+    /// clocks (a step of either), starts the line over; so does one the line does not pass
+    /// within its error, or a line whose rate is not believable (chrony's reset).
+    pub fn add(
+        &mut self,
+        phc_ns: i128,
+        sys_ns: u64,
+        err: f64,
+        generation: u64,
+        local_at: impl Fn(u64) -> f64,
+    ) {
+        if generation != self.generation {
+            self.readings.clear();
+            self.generation = generation;
+        }
         let r = Reading {
             phc_ns,
             sys_ns,
@@ -91,7 +107,7 @@ impl HwClock {
             self.readings.pop_front();
         }
         self.readings.push_back(r);
-        if self.readings.len() < 3 {
+        if self.readings.len() < 2 {
             return;
         }
         match self.fit(&local_at) {
@@ -139,8 +155,17 @@ impl HwClock {
     }
 
     /// The local time (the NTP clock's reading, on its current scale) at which the PHC
-    /// showed `phc_ns`; `None` until two readings are held.
-    pub fn cook(&self, phc_ns: i128, local_at: impl Fn(u64) -> f64) -> Option<f64> {
+    /// showed `phc_ns`; `None` until two readings are held, or when the system clock was
+    /// stepped since they were taken (`generation`: its step count now).
+    pub fn cook(
+        &self,
+        phc_ns: i128,
+        generation: u64,
+        local_at: impl Fn(u64) -> f64,
+    ) -> Option<f64> {
+        if generation != self.generation {
+            return None;
+        }
         let f = self.fit(&local_at)?;
         if f.rate <= 0.0 {
             return None;
@@ -172,12 +197,12 @@ mod tests {
         let noise = [30i128, -50, 10, 45, -20, 0, -35, 25];
         for k in 0..16u64 {
             let sys = 1_000_000_000_000 + k * 1_000_000_000;
-            hw.add(phc_at(sys) + noise[k as usize % 8], sys, 5e-8, local);
+            hw.add(phc_at(sys) + noise[k as usize % 8], sys, 5e-8, 0, local);
         }
         assert!(hw.len() >= 8, "{}", hw.len());
         // A packet stamped by the NIC half a second after the last reading.
         let sys = 1_000_000_000_000 + 15_500_000_000;
-        let cooked = hw.cook(phc_at(sys), local).expect("fitted");
+        let cooked = hw.cook(phc_at(sys), 0, local).expect("fitted");
         assert!(
             (cooked - local(sys)).abs() < 50e-9,
             "{}",
@@ -190,14 +215,14 @@ mod tests {
         let mut hw = HwClock::new(2, 16, 1e-8);
         for k in 0..5i128 {
             let sys = 1_000_000_000_000 + k as u64 * 1_000_000_000;
-            hw.add(i128::from(sys) + 5, sys, 1e-8, local);
+            hw.add(i128::from(sys) + 5, sys, 1e-8, 0, local);
         }
         assert_eq!(hw.len(), 5);
         // The PHC stepped back (ptp4l stepping it): only the new reading stays.
-        hw.add(1_000_000_000_000, 1_006_000_000_000, 1e-8, local);
+        hw.add(1_000_000_000_000, 1_006_000_000_000, 1e-8, 0, local);
         assert_eq!(hw.len(), 1);
         assert_eq!(
-            hw.cook(1_000_000_000_000, local),
+            hw.cook(1_000_000_000_000, 0, local),
             None,
             "one reading is no line"
         );
@@ -205,10 +230,21 @@ mod tests {
         let mut hw = HwClock::new(2, 16, 1e-8);
         for k in 0..5u64 {
             let sys = 1_000_000_000_000 + k * 1_000_000_000;
-            hw.add(i128::from(sys), sys, 1e-8, local);
+            hw.add(i128::from(sys), sys, 1e-8, 0, local);
         }
         let sys = 1_005_000_000_000;
-        hw.add(i128::from(sys) + 1_000_000, sys, 1e-8, local);
+        hw.add(i128::from(sys) + 1_000_000, sys, 1e-8, 0, local);
+        assert_eq!(hw.len(), 1);
+        // The system clock was stepped: nothing is cooked until readings on the new
+        // scale come, and the first of them starts the line over.
+        let mut hw = HwClock::new(2, 16, 1e-8);
+        for k in 0..5u64 {
+            let sys = 1_000_000_000_000 + k * 1_000_000_000;
+            hw.add(i128::from(sys), sys, 1e-8, 0, local);
+        }
+        assert!(hw.cook(1_004_500_000_000, 0, local).is_some());
+        assert_eq!(hw.cook(1_004_500_000_000, 1, local), None);
+        hw.add(1_005_000_000_000, 1_005_000_000_000, 1e-8, 1, local);
         assert_eq!(hw.len(), 1);
     }
 
@@ -234,10 +270,10 @@ mod tests {
         let mut hw = HwClock::new(2, 16, 1e-8);
         for k in 0..12u64 {
             let t = 1_000_000_000_000 + k * 1_000_000_000;
-            hw.add(i128::from(t), sys_of_true(t), 1e-8, true_of_sys);
+            hw.add(i128::from(t), sys_of_true(t), 1e-8, 0, true_of_sys);
         }
         let t = 1_000_000_000_000 + 11_500_000_000u64;
-        let cooked = hw.cook(i128::from(t), true_of_sys).expect("fitted");
+        let cooked = hw.cook(i128::from(t), 0, true_of_sys).expect("fitted");
         assert!(
             (cooked - t as f64 * 1e-9).abs() < 5e-9,
             "{}",

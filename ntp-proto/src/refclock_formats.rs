@@ -144,9 +144,11 @@ pub type PhcTriple = [i128; 3];
 /// The PHC's offset from the system clock from one ioctl's readings: those whose
 /// system-clock interval is within `precision` of the shortest are averaged (the others
 /// were interrupted or delayed), the PHC time taken at the middle of each interval.
-/// Returns the system time (ns), the offset PHC − system (s) and its error (s), or
-/// `None` when the readings are unusable (an interval running backwards: a step).
-pub fn phc_offset(readings: &[PhcTriple], precision: f64) -> Option<(u64, f64, f64)> {
+/// Returns the system time and the PHC's time there (ns) and the reading's error (s), or
+/// `None` when the readings are unusable (an interval running backwards: a step). The
+/// PHC's time stays an integer: a PHC counting from zero is 1.7e18 ns from the system
+/// clock, where an `f64` of the difference would keep only 256 ns.
+pub fn phc_reading(readings: &[PhcTriple], precision: f64) -> Option<(u64, i128, f64)> {
     let first = readings.first()?;
     let delays: Vec<i128> = readings.iter().map(|r| r[2] - r[0]).collect();
     if delays.iter().any(|d| *d < 0) {
@@ -168,9 +170,15 @@ pub fn phc_offset(readings: &[PhcTriple], precision: f64) -> Option<(u64, f64, f
     let sys = first[0] * 2 + sys_sum / n;
     let phc = first[1] * 2 + phc_sum / n;
     let sys_ns = u64::try_from(sys / 2).ok()?;
-    let offset = (phc - sys) as f64 * 0.5e-9;
     let err = (delay_sum as f64 / n as f64 * 0.5e-9).max(precision);
-    Some((sys_ns, offset, err))
+    Some((sys_ns, phc / 2, err))
+}
+
+/// The PHC's offset from the system clock from one ioctl's readings (see
+/// [`phc_reading`]): the system time (ns), PHC − system (s) and the error (s).
+pub fn phc_offset(readings: &[PhcTriple], precision: f64) -> Option<(u64, f64, f64)> {
+    let (sys_ns, phc_ns, err) = phc_reading(readings, precision)?;
+    Some((sys_ns, (phc_ns - i128::from(sys_ns)) as f64 * 1e-9, err))
 }
 
 #[cfg(test)]
@@ -298,5 +306,8 @@ mod tests {
             "a step mid-reading"
         );
         assert_eq!(phc_offset(&[], 1e-7), None);
+        // A PHC counting from zero keeps its nanoseconds.
+        let (sys, phc, _) = phc_reading(&[[t, 123_456_789, t]], 1e-9).expect("usable");
+        assert_eq!((sys, phc), (t as u64, 123_456_789));
     }
 }

@@ -94,8 +94,9 @@ pub trait EngineClock: Clock {
     /// meaningless on the new scale. The NTP clock starts over as the system clock.
     fn external_step(&mut self);
     /// The system time (ns) at which the NTP clock reads `local` (the inverse of
-    /// [`EngineClock::local_at`], by Newton's method: the two run within 0.1 % of each
-    /// other, so three steps leave well under a nanosecond).
+    /// [`EngineClock::local_at`], by Newton's method: the two run within `maxslewrate`
+    /// (8.3 %) of each other, so for times within seconds of now four steps leave well
+    /// under a nanosecond).
     fn system_at_local(&self, local: f64) -> u64 {
         let mut t = self.system_now_ns();
         for _ in 0..4 {

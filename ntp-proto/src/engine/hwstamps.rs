@@ -5,20 +5,24 @@
 use super::Engine;
 use crate::clock::EngineClock;
 use crate::hwclock::HwClock;
-use crate::refclock_formats::{PhcTriple, phc_offset};
+use crate::refclock_formats::{PhcTriple, phc_reading};
 
 impl<C: EngineClock> Engine<C> {
     /// Takes one poll's PHC readings into `hw` (`precision`: the system clock's).
     pub fn hw_reading(&self, hw: &mut HwClock, readings: &[PhcTriple], precision: f64) {
-        if let Some((sys_ns, offset, err)) = phc_offset(readings, precision) {
-            let phc_ns = i128::from(sys_ns) + (offset * 1e9).round() as i128;
-            hw.add(phc_ns, sys_ns, err, |ns| self.clock.local_at(ns));
+        if let Some((sys_ns, phc_ns, err)) = phc_reading(readings, precision) {
+            let generation = self.clock.generation();
+            hw.add(phc_ns, sys_ns, err, generation, |ns| {
+                self.clock.local_at(ns)
+            });
         }
     }
 
     /// The system time (ns) of NIC timestamp `phc_ns` through `hw`, once it can tell.
     pub fn hw_to_system_ns(&self, hw: &HwClock, phc_ns: i128) -> Option<u64> {
-        let local = hw.cook(phc_ns, |ns| self.clock.local_at(ns))?;
+        let local = hw.cook(phc_ns, self.clock.generation(), |ns| {
+            self.clock.local_at(ns)
+        })?;
         Some(self.clock.system_at_local(local))
     }
 }

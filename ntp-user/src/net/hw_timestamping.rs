@@ -70,7 +70,8 @@ pub struct HwClocks {
 
 impl HwClocks {
     /// The system time (ns) of NIC stamp `s`, `None` where it cannot be told (another
-    /// interface, a PHC not read yet, a stamp too far from the kernel's `sw_ns`).
+    /// interface, a PHC not read yet, a stamp too far from `near_ns`, the kernel's stamp
+    /// or the daemon's clock read).
     /// `rx_len`: the NTP datagram's length for a receive stamp (and whether it came over
     /// IPv6), `None` for a transmit stamp.
     pub fn to_system_ns(
@@ -78,7 +79,7 @@ impl HwClocks {
         engine: &SharedEngine,
         s: HwStamp,
         rx_len: Option<(usize, bool)>,
-        sw_ns: Option<u64>,
+        near_ns: Option<u64>,
     ) -> Option<u64> {
         let ifaces = lock(&self.ifaces);
         let iface = match s.ifindex {
@@ -100,8 +101,8 @@ impl HwClocks {
             None => iface.config.tx_comp,
         };
         let t = i128::from(sys) + (comp * 1e9).round() as i128;
-        if let Some(sw) = sw_ns
-            && (t - i128::from(sw)).abs() > MAX_TS_DELAY_NS
+        if let Some(near) = near_ns
+            && (t - i128::from(near)).abs() > MAX_TS_DELAY_NS
         {
             return None;
         }
@@ -159,10 +160,27 @@ pub fn enable(
             );
         }
         let path = format!("/dev/ptp{phc_index}");
-        let phc = Phc::open(&path, config.nocrossts)
-            .with_context(|| format!("the PHC of {name} (hwtimestamp, line {})", config.line))?;
-        let ifindex = nix::net::if_::if_nametoindex(name.as_str())
-            .with_context(|| format!("the index of interface {name}"))?;
+        let opened = Phc::open(&path, config.nocrossts).and_then(|phc| {
+            let i = nix::net::if_::if_nametoindex(name.as_str())
+                .with_context(|| format!("the index of interface {name}"))?;
+            Ok((phc, i))
+        });
+        let (phc, ifindex) = match opened {
+            Ok(p) => p,
+            // As chronyd: `*` leaves out an interface it cannot use.
+            Err(e) if config.iface == "*" => {
+                warn!("{name}: {e:#}; kernel software timestamps");
+                continue;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "Could not enable HW timestamping on {name} (hwtimestamp, line {})",
+                        config.line
+                    )
+                });
+            }
+        };
         info!(
             "Enabled HW timestamping {}on {name} (PHC {path})",
             if filter == FILTER_NONE {
@@ -220,6 +238,9 @@ async fn read_phc(
                 let mut ifaces = lock(&clocks.ifaces);
                 if let Some(i) = ifaces.iter_mut().find(|i| i.ifindex == ifindex) {
                     lock(&engine).hw_reading(&mut i.clock, &readings, precision);
+                    // The link may have come up or changed speed since (chronyd reads it
+                    // at every PHC poll too).
+                    i.speed = link_speed(&i.name);
                 }
             }
             Err(e) if !failing => {

@@ -47,6 +47,9 @@ pub struct HwStamp {
 const SCM_TIMESTAMPING_PKTINFO: i32 = 58;
 /// `SOF_TIMESTAMPING_OPT_PKTINFO` (not among nix's flags).
 const SOF_TIMESTAMPING_OPT_PKTINFO: u32 = 1 << 13;
+/// `SOF_TIMESTAMPING_OPT_TX_SWHW`: both transmit stamps where the NIC stamps (without it
+/// the kernel drops the software one).
+const SOF_TIMESTAMPING_OPT_TX_SWHW: u32 = 1 << 14;
 
 /// The raw hardware stamp of a `SCM_TIMESTAMPING` message, if there is one.
 fn hw_raw(ts: &nix::sys::socket::Timestamps) -> Option<i128> {
@@ -349,6 +352,9 @@ pub struct ClientSocket {
     local: SocketAddr,
     /// NIC timestamps asked for.
     hw: bool,
+    /// The interface the last NIC-stamped reply came in on (0: none yet): the requests
+    /// leave through it too, and their stamps do not say.
+    hw_ifindex: std::sync::atomic::AtomicU32,
 }
 
 /// The transmit timestamps of one datagram.
@@ -376,17 +382,24 @@ impl ClientSocket {
             None,
         )
         .with_context(|| format!("creating a UDP socket for {remote}"))?;
-        let mut flags = TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
+        let flags = TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
             | TimestampingFlag::SOF_TIMESTAMPING_TX_SOFTWARE
             | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE
             | TimestampingFlag::SOF_TIMESTAMPING_OPT_TSONLY;
-        if hw {
-            flags |= TimestampingFlag::SOF_TIMESTAMPING_RAW_HARDWARE
-                | TimestampingFlag::SOF_TIMESTAMPING_RX_HARDWARE
-                | TimestampingFlag::SOF_TIMESTAMPING_TX_HARDWARE
-                | TimestampingFlag::from_bits_retain(SOF_TIMESTAMPING_OPT_PKTINFO);
+        let hw_flags = TimestampingFlag::SOF_TIMESTAMPING_RAW_HARDWARE
+            | TimestampingFlag::SOF_TIMESTAMPING_RX_HARDWARE
+            | TimestampingFlag::SOF_TIMESTAMPING_TX_HARDWARE;
+        let options = TimestampingFlag::from_bits_retain(
+            SOF_TIMESTAMPING_OPT_PKTINFO | SOF_TIMESTAMPING_OPT_TX_SWHW,
+        );
+        // Older kernels refuse the options (PKTINFO and TX_SWHW came in 4.13): then the
+        // hardware stamps without them, as chronyd does.
+        let ok = !hw
+            || setsockopt(&fd, sockopt::Timestamping, &(flags | hw_flags | options)).is_ok()
+            || setsockopt(&fd, sockopt::Timestamping, &(flags | hw_flags)).is_ok();
+        if !hw || !ok {
+            setsockopt(&fd, sockopt::Timestamping, &flags).context("enabling SO_TIMESTAMPING")?;
         }
-        setsockopt(&fd, sockopt::Timestamping, &flags).context("enabling SO_TIMESTAMPING")?;
         bind(fd.as_raw_fd(), &SockaddrStorage::from(any)).context("binding an ephemeral port")?;
         nix::sys::socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(remote))
             .with_context(|| format!("connecting to {remote}"))?;
@@ -399,7 +412,8 @@ impl ClientSocket {
             fd,
             remote,
             local,
-            hw,
+            hw: hw && ok,
+            hw_ifindex: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -413,8 +427,15 @@ impl ClientSocket {
         self.local
     }
 
-    /// Sends one datagram.
+    /// The interface of the last NIC-stamped reply.
+    pub fn hw_ifindex(&self) -> Option<u32> {
+        Some(self.hw_ifindex.load(std::sync::atomic::Ordering::Relaxed)).filter(|i| *i != 0)
+    }
+
+    /// Sends one datagram. Transmit stamps of earlier ones still queued are dropped
+    /// first: one that came after its wait would pass for this datagram's.
     pub fn send(&self, data: &[u8]) -> Result<()> {
+        while read_errqueue(self.fd.get_ref()).is_ok() {}
         nix::sys::socket::send(self.fd.get_ref().as_raw_fd(), data, MsgFlags::MSG_DONTWAIT)
             .with_context(|| format!("sending to {}", self.remote))?;
         Ok(())
@@ -451,7 +472,20 @@ impl ClientSocket {
         loop {
             let mut guard = self.fd.readable().await.context("waiting for a reply")?;
             match guard.try_io(|fd| recv_now(fd.get_ref(), buf).map_err(std::io::Error::from)) {
-                Ok(r) => return r.with_context(|| format!("receiving from {}", self.remote)),
+                Ok(r) => {
+                    if let Ok(Received {
+                        rx_hw:
+                            Some(HwStamp {
+                                ifindex: Some(i), ..
+                            }),
+                        ..
+                    }) = &r
+                    {
+                        self.hw_ifindex
+                            .store(*i, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    return r.with_context(|| format!("receiving from {}", self.remote));
+                }
                 Err(_would_block) => continue,
             }
         }

@@ -147,9 +147,11 @@ pub async fn run(
                 let hw = ts.hw.zip(ctx.hw.as_ref()).and_then(|(raw_ns, clocks)| {
                     let stamp = net::HwStamp {
                         raw_ns,
-                        ifindex: None,
+                        ifindex: s.hw_ifindex(),
                     };
-                    clocks.to_system_ns(&ctx.engine, stamp, None, ts.sw)
+                    // Checked against the kernel's stamp, or the daemon's clock read.
+                    let near = ts.sw.unwrap_or(sent_fallback);
+                    clocks.to_system_ns(&ctx.engine, stamp, None, Some(near))
                 });
                 let (t1, how) = match (hw, ts.sw) {
                     (Some(t), _) => (t, Stamp::Hardware),
@@ -275,7 +277,8 @@ async fn wait(
                 let Some(sock) = sock else { continue };
                 let hw = r.rx_hw.zip(ctx.hw.as_ref()).and_then(|(stamp, clocks)| {
                     let v6 = r.src.is_ipv6();
-                    clocks.to_system_ns(&ctx.engine, stamp, Some((r.len, v6)), r.rx_realtime_ns)
+                    let near = r.rx_realtime_ns.unwrap_or_else(now_ns);
+                    clocks.to_system_ns(&ctx.engine, stamp, Some((r.len, v6)), Some(near))
                 });
                 let (t4, rx) = match (hw, r.rx_realtime_ns) {
                     (Some(t), _) => (t, Stamp::Hardware),
