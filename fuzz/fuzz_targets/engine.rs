@@ -1,6 +1,7 @@
 //! The synchronization engine fed arbitrary replies from three sources at arbitrary
-//! times: no panic, nothing non-finite, no step where makestep forbids one, and no leap
-//! second served on a day none can happen.
+//! times, and arbitrary readings and pulses from two reference clocks (one numbering the
+//! other's pulses): no panic, nothing non-finite, no step where makestep forbids one,
+//! and no leap second served on a day none can happen.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,6 +9,8 @@ use ntp_proto::{
     clock::{Clock, ClockError, KernelClock, KernelFrequency, RealtimeClock, SteeredClock},
     config::SyncConfig,
     engine::{Engine, SourceOptions, WireInfo},
+    refclock::Reading,
+    report::Stamp,
 };
 use std::cell::Cell;
 
@@ -54,8 +57,19 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let wire = WireInfo {
         local: ([192, 0, 2, 100], 40000).into(),
-        tx_kernel: true,
-        rx_kernel: true,
+        tx: Stamp::Kernel,
+        rx: Stamp::Kernel,
+    };
+    let refclocks = "refclock SHM 0 poll 0 refid GPS\nrefclock SHM 1 pps lock GPS poll 0 refid PPS\n";
+    let Ok(config) = ntp_proto::config::parse_str(refclocks, std::path::Path::new("f")) else {
+        return;
+    };
+    let gps = e.add_refclock(&config.refclocks[0]);
+    let pps = e.add_refclock(&config.refclocks[1]);
+    let f64_at = |c: &[u8], at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&c[at..at + 8]);
+        f64::from_bits(u64::from_be_bytes(b))
     };
     // Each 52-byte chunk: which source, how long until the reply arrives, then a reply.
     for (n, chunk) in data.chunks_exact(52).enumerate() {
@@ -75,6 +89,20 @@ fuzz_target!(|data: &[u8]| {
         e.clock().kernel().now.set(t4);
         e.clock_mut().tick();
         let _ = e.receive(id, &reply, t4, wire);
+        let age_ns = u64::from(chunk[12]) * 10_000_000;
+        let reading = Reading::Time {
+            sys_ns: t4.saturating_sub(age_ns),
+            offset: f64_at(chunk, 4),
+            leap: chunk[13] & 3,
+        };
+        let _ = e.refclock_reading(gps, reading);
+        let pulse = Reading::Pulse {
+            sys_ns: t4,
+            second: f64_at(chunk, 14),
+        };
+        let _ = e.refclock_reading(pps, pulse);
+        let _ = e.refclock_tick(gps);
+        let _ = e.refclock_tick(pps);
         let r = e.reference(t4);
         assert!(
             r.leap == 0 || r.leap == 3,

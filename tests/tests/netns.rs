@@ -788,6 +788,26 @@ fn xleave_clients_get_interleaved_replies_from_both_paths() -> Result<()> {
         assert!(d.stat("serverstats", "NTP timestamps held")? >= 1);
         // The departures were the kernel's, matched to their replies.
         assert!(d.stat("serverstats", "Daemon TX timestamps")? >= 1);
+        // Who stamped (chrony 4.4's lines): receptions by the kernel (the XDP program's
+        // clock read or the socket's stamp); interleaved replies carry the kernel's
+        // transmit stamp, and no NIC took any.
+        let stats = d.ntpxc(&["serverstats"])?;
+        let kernel_rx = d.stat("serverstats", "NTP kernel RX timestamps")?;
+        let kernel_tx = d.stat("serverstats", "NTP kernel TX timestamps")?;
+        assert!(
+            kernel_rx > interleaved && kernel_tx >= interleaved,
+            "{stats}"
+        );
+        assert_eq!(
+            d.stat("serverstats", "NTP daemon RX timestamps")?,
+            0,
+            "{stats}"
+        );
+        assert_eq!(
+            d.stat("serverstats", "NTP hardware RX timestamps")?,
+            0,
+            "{stats}"
+        );
         if xdp {
             // The kernel answered the first, basic request and left the rest to the daemon.
             assert!(d.stat("xdpstats", "pass-interleaved")? >= 1);

@@ -46,6 +46,14 @@ pub struct ServerStats {
     /// Kernel transmit timestamps the daemon matched to its replies (interleaved mode).
     #[serde(default)]
     pub daemon_tx_stamps: u64,
+    /// Requests answered, by who stamped their reception: the daemon, the kernel (the
+    /// XDP program's clock read or a socket's software stamp), the NIC (chrony 4.4's
+    /// lines).
+    #[serde(default)]
+    pub rx_timestamps: [u64; 3],
+    /// Replies sent, by who stamped the transmit timestamp they carry (the same three).
+    #[serde(default)]
+    pub tx_timestamps: [u64; 3],
     /// The longest the publication of the server state came after its time, µs.
     #[serde(default)]
     pub publish_late_max_us: u64,
@@ -95,6 +103,18 @@ impl ServerStats {
         line(&mut s, "Interleaved NTP packets", self.interleaved);
         line(&mut s, "NTP timestamps held", self.timestamps_held);
         line(&mut s, "NTP timestamp span", self.timestamp_span);
+        for (i, who) in ["daemon", "kernel", "hardware"].iter().enumerate() {
+            line(
+                &mut s,
+                &format!("NTP {who} RX timestamps"),
+                self.rx_timestamps[i],
+            );
+            line(
+                &mut s,
+                &format!("NTP {who} TX timestamps"),
+                self.tx_timestamps[i],
+            );
+        }
         if let (Some(a), Some(p), Some(d)) = (
             self.kernel_answered,
             self.kernel_passed,
@@ -134,6 +154,9 @@ impl ServerStats {
             self.timestamps_held,
             self.timestamp_span,
         ];
+        for i in 0..3 {
+            v.extend([self.rx_timestamps[i], self.tx_timestamps[i]]);
+        }
         if let (Some(a), Some(p), Some(d)) = (
             self.kernel_answered,
             self.kernel_passed,
@@ -187,6 +210,8 @@ mod tests {
             daemon_tx_stamps: 5,
             publish_late_max_us: 1200,
             slew_late_max_us: 3,
+            rx_timestamps: [1, 2, 0],
+            tx_timestamps: [1, 2, 0],
             ..Default::default()
         };
         let out = st.render();
@@ -198,6 +223,12 @@ mod tests {
         assert_eq!(
             tail,
             [
+                "NTP daemon RX timestamps   : 1",
+                "NTP daemon TX timestamps   : 1",
+                "NTP kernel RX timestamps   : 2",
+                "NTP kernel TX timestamps   : 2",
+                "NTP hardware RX timestamps : 0",
+                "NTP hardware TX timestamps : 0",
                 "Kernel NTP packets answered: 2",
                 "Kernel NTP packets passed  : 1",
                 "Kernel NTP packets dropped : 0",
@@ -207,13 +238,16 @@ mod tests {
                 "Longest slew change delay  : 3 us",
             ]
         );
-        assert_eq!(st.render_csv(), "3,0,11,0,0,0,0,0,0,0,0,2,1,0,1,5,1200,3\n");
+        assert_eq!(
+            st.render_csv(),
+            "3,0,11,0,0,0,0,0,0,0,0,1,1,2,2,0,0,2,1,0,1,5,1200,3\n"
+        );
     }
 
     #[test]
     fn without_the_fast_path_the_kernel_lines_are_absent() {
         let out = ServerStats::default().render();
         assert!(!out.contains("Kernel"));
-        assert_eq!(out.lines().count(), 15);
+        assert_eq!(out.lines().count(), 21);
     }
 }

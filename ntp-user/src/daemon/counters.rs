@@ -25,6 +25,10 @@ pub(super) struct DaemonCounters {
     pub nts_ke_accepted: AtomicU64,
     pub nts_ke_dropped: AtomicU64,
     pub tx_stamps: AtomicU64,
+    /// Replies sent, by who stamped the request's reception (daemon, kernel, NIC).
+    pub rx_sources: [AtomicU64; 3],
+    /// Replies sent, by who stamped the transmit timestamp they carry.
+    pub tx_sources: [AtomicU64; 3],
     pub cmd_received: AtomicU64,
     pub cmd_dropped: AtomicU64,
     /// The latest a publication ran after its time, ns.
@@ -60,6 +64,8 @@ impl Shared {
             nts_ke_accepted: get(&c.nts_ke_accepted),
             nts_ke_dropped: get(&c.nts_ke_dropped),
             daemon_tx_stamps: get(&c.tx_stamps),
+            rx_timestamps: c.rx_sources.each_ref().map(get),
+            tx_timestamps: c.tx_sources.each_ref().map(get),
             timestamps_held,
             timestamp_span,
             publish_late_max_us: get(&c.publish_late_max_ns) / 1000,
@@ -76,6 +82,9 @@ impl Shared {
             // Passed requests reach the socket and are counted there; count each once.
             s.ntp_received += answered + dropped;
             s.ntp_dropped += dropped;
+            // The XDP program reads the clock in the kernel for both stamps.
+            s.rx_timestamps[1] += answered;
+            s.tx_timestamps[1] += answered;
             s.kernel_answered = Some(answered);
             s.kernel_passed = Some(passed);
             s.kernel_dropped = Some(dropped);

@@ -187,6 +187,12 @@ fn answer(
             match sock.send_to(&reply, r.src, stamp, from) {
                 Ok(()) => {
                     bump(&sh.counters.answered);
+                    // Who stamped: the request's reception, and the transmit timestamp
+                    // the reply carries (an interleaved one, the kernel's of the last
+                    // reply; else the daemon's clock read before sending).
+                    let rx_source = usize::from(r.rx_realtime_ns.is_some());
+                    bump(&sh.counters.rx_sources[rx_source]);
+                    bump(&sh.counters.tx_sources[usize::from(p.is_interleaved())]);
                     if p.is_interleaved() {
                         bump(&sh.counters.interleaved);
                     }
