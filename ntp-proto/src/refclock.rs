@@ -300,28 +300,8 @@ mod tests {
 
     fn config(driver: RefclockDriver) -> RefclockConfig {
         RefclockConfig {
-            driver,
             poll: 2,
-            dpoll: 0,
-            filter: 64,
-            offset: 0.0,
-            delay: 1e-9,
-            precision: 0.0,
-            max_dispersion: 0.0,
-            stratum: 0,
-            refid: None,
-            lock: None,
-            pps: false,
-            rate: 1,
-            max_lock_age: 2,
-            width: 0.0,
-            prefer: false,
-            noselect: false,
-            trust: false,
-            require: false,
-            min_samples: None,
-            max_samples: None,
-            line: 1,
+            ..RefclockConfig::new(driver, 1)
         }
     }
 

@@ -13,7 +13,9 @@ pub const SOCK_SAMPLE_LEN: usize = 40;
 
 const NS: i128 = 1_000_000_000;
 
-/// The fields of the NTP shared-memory segment (`struct shmTime`) a reader uses.
+/// The NTP shared-memory segment (`struct shmTime` of ntpd, gpsd and chrony), laid out
+/// as on 64-bit Linux: the daemon reads the segment into it, writers in tests fill it.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShmFields {
     /// 0: use when valid; 1: use when valid and `count` did not change while reading.
@@ -30,12 +32,18 @@ pub struct ShmFields {
     pub receive_usec: i32,
     /// Leap second: 0 none, 1 insert, 2 delete, 3 not synchronised.
     pub leap: i32,
+    /// The reference's precision, log2 seconds (not used by readers).
+    pub precision: i32,
+    /// Not used by readers.
+    pub nsamples: i32,
     /// Set by the writer when a sample is ready, cleared by the reader.
     pub valid: i32,
     /// The reference's time, nanoseconds (where the writer fills it).
     pub clock_nsec: i32,
     /// The system time, nanoseconds (where the writer fills it).
     pub receive_nsec: i32,
+    /// Reserved.
+    pub dummy: [i32; 8],
 }
 
 /// Whether a segment holds a new sample read whole (`count_after`: the segment's count
@@ -197,7 +205,17 @@ mod tests {
             valid: 1,
             clock_nsec: 500_001_250,
             receive_nsec: 500_000_000,
+            ..ShmFields::default()
         }
+    }
+
+    #[test]
+    fn the_segment_layout_is_the_one_writers_use() {
+        // 96 bytes on 64-bit Linux, the nanosecond fields at 52 and 56.
+        assert_eq!(size_of::<ShmFields>(), 96);
+        assert_eq!(std::mem::offset_of!(ShmFields, valid), 48);
+        assert_eq!(std::mem::offset_of!(ShmFields, clock_nsec), 52);
+        assert_eq!(std::mem::offset_of!(ShmFields, receive_nsec), 56);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! off, so each reports how far the system clock is from the reference. Needs root.
 
 use anyhow::{Context, Result, bail};
+use ntp_proto::refclock_formats::ShmFields as ShmTime;
 use ntpx_tests::{Netns, Ntpxd, chronyc, chronyd, wait_until};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,24 +33,6 @@ fn now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-}
-
-/// `struct shmTime` on 64-bit Linux, as gpsd writes it.
-#[repr(C)]
-struct ShmTime {
-    mode: i32,
-    count: i32,
-    clock_sec: i64,
-    clock_usec: i32,
-    receive_sec: i64,
-    receive_usec: i32,
-    leap: i32,
-    precision: i32,
-    nsamples: i32,
-    valid: i32,
-    clock_nsec: i32,
-    receive_nsec: i32,
-    dummy: [i32; 8],
 }
 
 /// Writes one sample (times in ns since the epoch) as a mode-1 writer does: count odd

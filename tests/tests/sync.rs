@@ -142,7 +142,7 @@ fn ntpxd_selects_chronyd_and_serves_stratum_3() -> Result<()> {
         ("selectdata", 10),
         ("activity", 5),
         ("sources", 10),
-        ("serverstats", 18),
+        ("serverstats", 24),
     ] {
         let out = d.ntpxc(&["-c", cmd])?;
         for line in out.lines() {

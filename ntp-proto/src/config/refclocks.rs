@@ -105,6 +105,36 @@ pub struct RefclockConfig {
     pub line: usize,
 }
 
+impl RefclockConfig {
+    /// `driver` with chrony's defaults for every option, from line `line`.
+    pub fn new(driver: RefclockDriver, line: usize) -> Self {
+        RefclockConfig {
+            driver,
+            poll: 4,
+            dpoll: 0,
+            filter: 64,
+            offset: 0.0,
+            delay: 1e-9,
+            precision: 0.0,
+            max_dispersion: 0.0,
+            stratum: 0,
+            refid: None,
+            lock: None,
+            pps: false,
+            rate: 1,
+            max_lock_age: 2,
+            width: 0.0,
+            prefer: false,
+            noselect: false,
+            trust: false,
+            require: false,
+            min_samples: None,
+            max_samples: None,
+            line,
+        }
+    }
+}
+
 /// Driver names chrony has that ntpx does not read yet.
 const UNSUPPORTED_DRIVERS: &[&str] = &["PPS", "RTC"];
 
@@ -203,30 +233,7 @@ pub(super) fn parse_refclock(line: usize, args: &[&str]) -> Result<RefclockConfi
     let (Some(&name), Some(&param)) = (args.first(), args.get(1)) else {
         return Err(missing(D, "a driver name and its parameter"));
     };
-    let mut r = RefclockConfig {
-        driver: parse_driver(name, param)?,
-        poll: 4,
-        dpoll: 0,
-        filter: 64,
-        offset: 0.0,
-        delay: 1e-9,
-        precision: 0.0,
-        max_dispersion: 0.0,
-        stratum: 0,
-        refid: None,
-        lock: None,
-        pps: false,
-        rate: 1,
-        max_lock_age: 2,
-        width: 0.0,
-        prefer: false,
-        noselect: false,
-        trust: false,
-        require: false,
-        min_samples: None,
-        max_samples: None,
-        line,
-    };
+    let mut r = RefclockConfig::new(parse_driver(name, param)?, line);
     let mut rest = args[2..].iter();
     while let Some(&option) = rest.next() {
         let lower = option.to_ascii_lowercase();
