@@ -194,6 +194,7 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         clients: ClientLog::new(config.client_log, config.ratelimit),
         leaps,
         sync: OnceLock::new(),
+        hw: OnceLock::new(),
         acl,
         secrets: std::sync::RwLock::new(secrets),
         params,
@@ -235,6 +236,9 @@ fn start_tasks(sh: &Arc<Shared>, opts: &Options, tasks: &mut JoinSet<Result<()>>
     let nts = sources::nts_ke::context(&sh.config).context("NTS")?;
     let precision = 2f64.powi(i32::from(sh.params.precision));
     let hw = crate::net::hw_timestamping::enable(&sh.config.hwtimestamp, &sh.engine, precision)?;
+    if let Some(h) = &hw {
+        let _ = sh.hw.set(h.clone());
+    }
     let handle = sources::start(
         &sh.config,
         sh.engine.clone(),
@@ -253,7 +257,7 @@ fn start_tasks(sh: &Arc<Shared>, opts: &Options, tasks: &mut JoinSet<Result<()>>
         hw: None,
     };
     crate::refclocks::start(&sh.config, &refclock_ctx, precision)?;
-    for sock in ntp_server::bind_ntp_sockets(&sh.config)? {
+    for sock in ntp_server::bind_ntp_sockets(&sh.config, sh.hw.get().is_some())? {
         tasks.spawn(ntp_server::serve_ntp(sock, sh.clone()));
     }
     control_server::start(sh, tasks)?;

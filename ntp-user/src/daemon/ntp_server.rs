@@ -34,7 +34,7 @@ fn random_nonce() -> [u8; ntp_proto::nts::NONCE_LEN] {
 }
 
 /// Binds the NTP sockets: the `bindaddress` addresses, or the wildcard of each family.
-pub(super) fn bind_ntp_sockets(config: &Config) -> Result<Vec<TimestampedSocket>> {
+pub(super) fn bind_ntp_sockets(config: &Config, hw: bool) -> Result<Vec<TimestampedSocket>> {
     if config.port == 0 {
         return Ok(Vec::new());
     }
@@ -42,13 +42,9 @@ pub(super) fn bind_ntp_sockets(config: &Config) -> Result<Vec<TimestampedSocket>
         IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     ];
-    let socks = bind_each(
-        &config.bind_addresses,
-        any,
-        config.port,
-        "NTP",
-        TimestampedSocket::bind,
-    )?;
+    let socks = bind_each(&config.bind_addresses, any, config.port, "NTP", |a| {
+        TimestampedSocket::bind(a, hw)
+    })?;
     if socks.is_empty() {
         bail!("could not open any NTP socket on port {}", config.port);
     }
@@ -75,8 +71,9 @@ impl AwaitingDeparture {
         self.pending.push_back((rx, ip, Instant::now()));
     }
 
-    /// The client of the reply that carried receive timestamp `rx`.
-    fn take(&mut self, rx: NtpTimestamp) -> Option<IpAddr> {
+    /// The client of the reply that carried receive timestamp `rx`; `keep`: it stays
+    /// awaited (the NIC's stamp comes as a second message), until it is forgotten.
+    fn take(&mut self, rx: NtpTimestamp, keep: bool) -> Option<IpAddr> {
         while let Some(&(_, _, at)) = self.pending.front() {
             if at.elapsed() < Self::PATIENCE {
                 break;
@@ -84,6 +81,9 @@ impl AwaitingDeparture {
             self.pending.pop_front();
         }
         let i = self.pending.iter().position(|(r, _, _)| *r == rx)?;
+        if keep {
+            return self.pending.get(i).map(|(_, ip, _)| *ip);
+        }
         self.pending.remove(i).map(|(_, ip, _)| ip)
     }
 }
@@ -97,7 +97,7 @@ pub(super) async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Resul
             r = sock.recv(&mut buf) => r,
             stamp = sock.tx_stamp() => {
                 match stamp {
-                    Ok(st) => note_departure(&sh, &st, &mut awaiting),
+                    Ok(st) => note_departure(&sh, &st, &mut awaiting, sock.hw()),
                     Err(e) => debug!("{e:#}"),
                 }
                 continue;
@@ -112,14 +112,28 @@ pub(super) async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Resul
 
 /// A transmit timestamp came back: the reply it belongs to names itself by its receive
 /// timestamp.
-fn note_departure(sh: &Shared, st: &TxStamp, awaiting: &mut AwaitingDeparture) {
+fn note_departure(sh: &Shared, st: &TxStamp, awaiting: &mut AwaitingDeparture, hw: bool) {
+    // The NIC's stamp, where it can be told in system time; else the kernel's.
+    let nic = st.hw_ns.zip(sh.hw.get()).and_then(|(raw_ns, clocks)| {
+        let stamp = net::HwStamp {
+            raw_ns,
+            ifindex: None,
+        };
+        clocks.to_system_ns(&sh.engine, stamp, None, st.realtime_ns)
+    });
+    let Some(sys_ns) = nic.or(st.realtime_ns) else {
+        return;
+    };
     if let Ok(h) = NtpHeader::parse(&st.tail)
-        && let Some(ip) = awaiting.take(h.receive_ts)
+        && let Some(ip) = awaiting.take(h.receive_ts, hw)
     {
         let state = *lock(&sh.state);
+        // Counted once per reply: the kernel's stamp, or the NIC's alone.
+        let first = st.realtime_ns.is_some() || nic.is_some() && !hw;
         if sh
             .clients
-            .note_departure(ip, h.receive_ts, sh.tai_of(st.realtime_ns), &state)
+            .note_departure(ip, h.receive_ts, sh.tai_of(sys_ns), &state)
+            && first
         {
             bump(&sh.counters.tx_stamps);
         }
@@ -135,9 +149,15 @@ fn answer(
     awaiting: &mut AwaitingDeparture,
 ) -> Result<()> {
     bump(&sh.counters.received);
-    let rx_tai = match r.rx_realtime_ns {
-        Some(t) => sh.tai_of(t),
-        None => clock::tai_ns()?,
+    // The NIC's receive stamp where it can be told in system time, else the kernel's.
+    let nic = r.rx_hw.zip(sh.hw.get()).and_then(|(stamp, clocks)| {
+        let v6 = r.src.is_ipv6();
+        clocks.to_system_ns(&sh.engine, stamp, Some((r.len, v6)), r.rx_realtime_ns)
+    });
+    let (rx_tai, rx_source) = match (nic, r.rx_realtime_ns) {
+        (Some(t), _) => (sh.tai_of(t), 2),
+        (None, Some(t)) => (sh.tai_of(t), 1),
+        (None, None) => (clock::tai_ns()?, 0),
     };
     let state = *lock(&sh.state);
     let src_ip = net::canonical_ip(r.src.ip());
@@ -190,7 +210,6 @@ fn answer(
                     // Who stamped: the request's reception, and the transmit timestamp
                     // the reply carries (an interleaved one, the kernel's of the last
                     // reply; else the daemon's clock read before sending).
-                    let rx_source = usize::from(r.rx_realtime_ns.is_some());
                     bump(&sh.counters.rx_sources[rx_source]);
                     bump(&sh.counters.tx_sources[usize::from(p.is_interleaved())]);
                     if p.is_interleaved() {
@@ -229,14 +248,20 @@ mod tests {
         a.push(NtpTimestamp(11), c2);
         a.push(NtpTimestamp(12), c1);
         // Stamps may come back in any order; each is taken once.
-        assert_eq!(a.take(NtpTimestamp(11)), Some(c2));
-        assert_eq!(a.take(NtpTimestamp(11)), None);
-        assert_eq!(a.take(NtpTimestamp(12)), Some(c1));
-        assert_eq!(a.take(NtpTimestamp(99)), None);
+        assert_eq!(a.take(NtpTimestamp(11), false), Some(c2));
+        assert_eq!(a.take(NtpTimestamp(11), false), None);
+        // With NIC stamps the reply stays awaited for the second message.
+        assert_eq!(a.take(NtpTimestamp(12), true), Some(c1));
+        assert_eq!(a.take(NtpTimestamp(12), true), Some(c1));
+        assert_eq!(a.take(NtpTimestamp(99), false), None);
         for i in 0..2 * AwaitingDeparture::LIMIT as u64 {
             a.push(NtpTimestamp(100 + i), c1);
         }
         assert_eq!(a.pending.len(), AwaitingDeparture::LIMIT);
-        assert_eq!(a.take(NtpTimestamp(100)), None, "the oldest made room");
+        assert_eq!(
+            a.take(NtpTimestamp(100), false),
+            None,
+            "the oldest made room"
+        );
     }
 }

@@ -57,6 +57,8 @@ pub(super) struct Shared {
     pub journal: std::sync::Arc<Journal>,
     pub leaps: Vec<Leap>,
     pub sync: OnceLock<SyncHandle>,
+    /// `hwtimestamp`: the interfaces whose NIC stamps are in use (set at start).
+    pub hw: OnceLock<std::sync::Arc<crate::net::hw_timestamping::HwClocks>>,
     /// Wakes the slew timer when an update planned a new slew.
     pub slew_wake: tokio::sync::Notify,
     /// Set once the orderly exit has run.

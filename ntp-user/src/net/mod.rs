@@ -51,6 +51,18 @@ const SOF_TIMESTAMPING_OPT_PKTINFO: u32 = 1 << 13;
 /// the kernel drops the software one).
 const SOF_TIMESTAMPING_OPT_TX_SWHW: u32 = 1 << 14;
 
+/// Adds raw NIC stamps to a socket's timestamping `flags` (with the interface and both
+/// transmit stamps where the kernel offers them); false if the kernel refuses.
+fn enable_hw_stamps(fd: &OwnedFd, flags: TimestampingFlag) -> bool {
+    let hw = TimestampingFlag::SOF_TIMESTAMPING_RAW_HARDWARE
+        | TimestampingFlag::SOF_TIMESTAMPING_RX_HARDWARE;
+    let options = TimestampingFlag::from_bits_retain(
+        SOF_TIMESTAMPING_OPT_PKTINFO | SOF_TIMESTAMPING_OPT_TX_SWHW,
+    );
+    setsockopt(fd, sockopt::Timestamping, &(flags | hw | options)).is_ok()
+        || setsockopt(fd, sockopt::Timestamping, &(flags | hw)).is_ok()
+}
+
 /// The raw hardware stamp of a `SCM_TIMESTAMPING` message, if there is one.
 fn hw_raw(ts: &nix::sys::socket::Timestamps) -> Option<i128> {
     let t = ts.hw_raw;
@@ -69,12 +81,14 @@ fn ts_pktinfo_ifindex(c: &nix::sys::socket::UnknownCmsg) -> Option<u32> {
     Some(u32::from_ne_bytes(b))
 }
 
-/// A kernel transmit timestamp from a socket's error queue, with the end of the
-/// datagram it belongs to.
+/// A transmit timestamp from a socket's error queue, with the end of the datagram it
+/// belongs to. The kernel's and the NIC's come as separate messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxStamp {
     /// When the kernel handed the datagram to the device, `CLOCK_REALTIME` ns.
-    pub realtime_ns: u64,
+    pub realtime_ns: Option<u64>,
+    /// When the NIC sent it (its PHC's time, ns).
+    pub hw_ns: Option<i128>,
     /// The datagram's last 48 bytes (an NTP reply: its own identity).
     pub tail: [u8; 48],
 }
@@ -84,12 +98,15 @@ pub struct TxStamp {
 pub struct TimestampedSocket {
     fd: AsyncFd<OwnedFd>,
     local: SocketAddr,
+    /// NIC timestamps asked for (and granted).
+    hw: bool,
 }
 
 impl TimestampedSocket {
     /// Binds `addr` with receive timestamping on and transmit timestamps available per
-    /// datagram (IPv6 sockets are IPv6-only).
-    pub fn bind(addr: SocketAddr) -> Result<Self> {
+    /// datagram (IPv6 sockets are IPv6-only); with `hw`, the NIC's stamps too where it
+    /// has them on.
+    pub fn bind(addr: SocketAddr, hw: bool) -> Result<Self> {
         let family = match addr {
             SocketAddr::V4(_) => AddressFamily::Inet,
             SocketAddr::V6(_) => AddressFamily::Inet6,
@@ -117,13 +134,12 @@ impl TimestampedSocket {
         // Transmit timestamps are requested per datagram (see `send_to`) and come back
         // with the datagram itself (no OPT_TSONLY): its content names the reply, where a
         // counter (OPT_ID) drifts whenever a failed send used up a number.
-        setsockopt(
-            &fd,
-            sockopt::Timestamping,
-            &(TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
-                | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE),
-        )
-        .context("enabling SO_TIMESTAMPING")?;
+        let flags = TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
+            | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE;
+        let hw = hw && enable_hw_stamps(&fd, flags);
+        if !hw {
+            setsockopt(&fd, sockopt::Timestamping, &flags).context("enabling SO_TIMESTAMPING")?;
+        }
         bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))
             .with_context(|| format!("binding UDP {addr}"))?;
         let local = local_addr(&fd)?;
@@ -132,7 +148,12 @@ impl TimestampedSocket {
         let fd =
             unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::ERROR) }
                 .map_err(|e| anyhow!("registering the socket with tokio: {e}"))?;
-        Ok(TimestampedSocket { fd, local })
+        Ok(TimestampedSocket { fd, local, hw })
+    }
+
+    /// Whether the NIC's stamps were asked for.
+    pub fn hw(&self) -> bool {
+        self.hw
     }
 
     /// The bound address.
@@ -169,7 +190,7 @@ impl TimestampedSocket {
         let fd = self.fd.get_ref().as_raw_fd();
         let addr = SockaddrStorage::from(dst);
         if stamp || from.is_some() {
-            send_with(fd, data, &addr, stamp, from)
+            send_with(fd, data, &addr, stamp.then_some(self.hw), from)
         } else {
             sendto(fd, data, &addr, MsgFlags::MSG_DONTWAIT).map(|_| ())
         }
@@ -186,11 +207,15 @@ impl TimestampedSocket {
                 .context("waiting for a transmit timestamp")?;
             match guard.try_io(|fd| read_errqueue(fd.get_ref()).map_err(std::io::Error::from)) {
                 Ok(Ok(Some(ErrStamp {
-                    sw: Some(realtime_ns),
+                    sw,
+                    hw,
                     tail: Some(tail),
-                    ..
                 }))) => {
-                    return Ok(TxStamp { realtime_ns, tail });
+                    return Ok(TxStamp {
+                        realtime_ns: sw,
+                        hw_ns: hw,
+                        tail,
+                    });
                 }
                 Ok(Ok(_)) => continue,
                 Ok(Err(e)) => return Err(e).context("reading the socket's error queue"),
@@ -201,13 +226,14 @@ impl TimestampedSocket {
 }
 
 /// `sendmsg` with control messages (nix has no `SO_TIMESTAMPING` one): with `stamp`, a
-/// request for a software transmit timestamp of this one datagram; with `from`, the
-/// source address and interface (`IP_PKTINFO` / `IPV6_PKTINFO`).
+/// request for a software transmit timestamp of this one datagram (and the NIC's with
+/// `Some(true)`); with `from`, the source address and interface (`IP_PKTINFO` /
+/// `IPV6_PKTINFO`).
 fn send_with(
     fd: std::os::fd::RawFd,
     data: &[u8],
     addr: &SockaddrStorage,
-    stamp: bool,
+    stamp: Option<bool>,
     from: Option<(IpAddr, u32)>,
 ) -> nix::Result<()> {
     use nix::sys::socket::SockaddrLike;
@@ -231,8 +257,11 @@ fn send_with(
         msg.msg_controllen = std::mem::size_of_val(&control) as _;
         let mut used = 0usize;
         let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
-        if stamp {
-            let flags: u32 = libc::SOF_TIMESTAMPING_TX_SOFTWARE;
+        if let Some(hw) = stamp {
+            let mut flags: u32 = libc::SOF_TIMESTAMPING_TX_SOFTWARE;
+            if hw {
+                flags |= libc::SOF_TIMESTAMPING_TX_HARDWARE;
+            }
             (*c).cmsg_level = libc::SOL_SOCKET;
             (*c).cmsg_type = libc::SO_TIMESTAMPING;
             (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u32>() as u32) as _;
@@ -386,18 +415,12 @@ impl ClientSocket {
             | TimestampingFlag::SOF_TIMESTAMPING_TX_SOFTWARE
             | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE
             | TimestampingFlag::SOF_TIMESTAMPING_OPT_TSONLY;
-        let hw_flags = TimestampingFlag::SOF_TIMESTAMPING_RAW_HARDWARE
-            | TimestampingFlag::SOF_TIMESTAMPING_RX_HARDWARE
-            | TimestampingFlag::SOF_TIMESTAMPING_TX_HARDWARE;
-        let options = TimestampingFlag::from_bits_retain(
-            SOF_TIMESTAMPING_OPT_PKTINFO | SOF_TIMESTAMPING_OPT_TX_SWHW,
-        );
-        // Older kernels refuse the options (PKTINFO and TX_SWHW came in 4.13): then the
-        // hardware stamps without them, as chronyd does.
-        let ok = !hw
-            || setsockopt(&fd, sockopt::Timestamping, &(flags | hw_flags | options)).is_ok()
-            || setsockopt(&fd, sockopt::Timestamping, &(flags | hw_flags)).is_ok();
-        if !hw || !ok {
+        // Transmit stamps from the NIC on every datagram of this socket; older kernels
+        // refuse the options (PKTINFO and TX_SWHW came in 4.13): then the hardware
+        // stamps without them, as chronyd does.
+        let tx_hw = flags | TimestampingFlag::SOF_TIMESTAMPING_TX_HARDWARE;
+        let ok = hw && enable_hw_stamps(&fd, tx_hw);
+        if !ok {
             setsockopt(&fd, sockopt::Timestamping, &flags).context("enabling SO_TIMESTAMPING")?;
         }
         bind(fd.as_raw_fd(), &SockaddrStorage::from(any)).context("binding an ephemeral port")?;
@@ -412,7 +435,7 @@ impl ClientSocket {
             fd,
             remote,
             local,
-            hw: hw && ok,
+            hw: ok,
             hw_ifindex: std::sync::atomic::AtomicU32::new(0),
         })
     }
