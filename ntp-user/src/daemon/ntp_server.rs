@@ -56,7 +56,8 @@ pub(super) fn bind_ntp_sockets(config: &Config, hw: bool) -> Result<Vec<Timestam
 /// Bounded, and a stamp the kernel never delivers is forgotten after a while.
 #[derive(Default)]
 struct AwaitingDeparture {
-    pending: VecDeque<(NtpTimestamp, IpAddr, Instant)>,
+    /// Receive timestamp, client, when sent, whether the NIC's stamp was noted.
+    pending: VecDeque<(NtpTimestamp, IpAddr, Instant, bool)>,
 }
 
 impl AwaitingDeparture {
@@ -68,23 +69,30 @@ impl AwaitingDeparture {
         if self.pending.len() == Self::LIMIT {
             self.pending.pop_front();
         }
-        self.pending.push_back((rx, ip, Instant::now()));
+        self.pending.push_back((rx, ip, Instant::now(), false));
     }
 
-    /// The client of the reply that carried receive timestamp `rx`; `keep`: it stays
-    /// awaited (the NIC's stamp comes as a second message), until it is forgotten.
-    fn take(&mut self, rx: NtpTimestamp, keep: bool) -> Option<IpAddr> {
-        while let Some(&(_, _, at)) = self.pending.front() {
+    /// The client of the reply that carried receive timestamp `rx`, if its stamp is to
+    /// be noted. `keep`: the reply stays awaited (NIC stamps come as a message of their
+    /// own) until it is forgotten; once the NIC's stamp (`from_nic`) was noted, the
+    /// kernel's, coarser, is not taken over it.
+    fn take(&mut self, rx: NtpTimestamp, keep: bool, from_nic: bool) -> Option<IpAddr> {
+        while let Some(&(_, _, at, _)) = self.pending.front() {
             if at.elapsed() < Self::PATIENCE {
                 break;
             }
             self.pending.pop_front();
         }
-        let i = self.pending.iter().position(|(r, _, _)| *r == rx)?;
+        let i = self.pending.iter().position(|(r, ..)| *r == rx)?;
         if keep {
-            return self.pending.get(i).map(|(_, ip, _)| *ip);
+            let entry = self.pending.get_mut(i)?;
+            if entry.3 && !from_nic {
+                return None;
+            }
+            entry.3 |= from_nic;
+            return Some(entry.1);
         }
-        self.pending.remove(i).map(|(_, ip, _)| ip)
+        self.pending.remove(i).map(|(_, ip, ..)| ip)
     }
 }
 
@@ -125,7 +133,7 @@ fn note_departure(sh: &Shared, st: &TxStamp, awaiting: &mut AwaitingDeparture, h
         return;
     };
     if let Ok(h) = NtpHeader::parse(&st.tail)
-        && let Some(ip) = awaiting.take(h.receive_ts, hw)
+        && let Some(ip) = awaiting.take(h.receive_ts, hw, nic.is_some())
     {
         let state = *lock(&sh.state);
         // Counted once per reply: the kernel's stamp, or the NIC's alone.
@@ -248,18 +256,22 @@ mod tests {
         a.push(NtpTimestamp(11), c2);
         a.push(NtpTimestamp(12), c1);
         // Stamps may come back in any order; each is taken once.
-        assert_eq!(a.take(NtpTimestamp(11), false), Some(c2));
-        assert_eq!(a.take(NtpTimestamp(11), false), None);
-        // With NIC stamps the reply stays awaited for the second message.
-        assert_eq!(a.take(NtpTimestamp(12), true), Some(c1));
-        assert_eq!(a.take(NtpTimestamp(12), true), Some(c1));
-        assert_eq!(a.take(NtpTimestamp(99), false), None);
+        assert_eq!(a.take(NtpTimestamp(11), false, false), Some(c2));
+        assert_eq!(a.take(NtpTimestamp(11), false, false), None);
+        // With NIC stamps the reply stays awaited for the second message; the kernel's
+        // stamp is noted until the NIC's was, never after it.
+        assert_eq!(a.take(NtpTimestamp(12), true, false), Some(c1));
+        assert_eq!(a.take(NtpTimestamp(12), true, true), Some(c1));
+        assert_eq!(a.take(NtpTimestamp(12), true, false), None);
+        assert_eq!(a.take(NtpTimestamp(10), true, true), Some(c1));
+        assert_eq!(a.take(NtpTimestamp(10), true, false), None);
+        assert_eq!(a.take(NtpTimestamp(99), false, false), None);
         for i in 0..2 * AwaitingDeparture::LIMIT as u64 {
             a.push(NtpTimestamp(100 + i), c1);
         }
         assert_eq!(a.pending.len(), AwaitingDeparture::LIMIT);
         assert_eq!(
-            a.take(NtpTimestamp(100), false),
+            a.take(NtpTimestamp(100), false, false),
             None,
             "the oldest made room"
         );
