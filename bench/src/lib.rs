@@ -9,6 +9,8 @@
 pub mod cpu;
 pub mod generator;
 pub mod histogram;
+pub mod nts;
+pub mod nts_bench;
 pub mod report;
 pub mod servers;
 pub mod testrun;

@@ -67,7 +67,7 @@ pub fn max_rate(ramp: &[Step]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn rate(r: f64) -> String {
+pub(crate) fn rate(r: f64) -> String {
     if r >= 1e6 {
         format!("{:.2} M/s", r / 1e6)
     } else if r >= 1e3 {
@@ -77,7 +77,7 @@ fn rate(r: f64) -> String {
     }
 }
 
-fn ns(v: u64) -> String {
+pub(crate) fn ns(v: u64) -> String {
     if v >= 1_000_000 {
         format!("{:.2} ms", v as f64 / 1e6)
     } else if v >= 1_000 {
@@ -352,12 +352,17 @@ impl BenchReport {
 /// Replaces the text between `<!-- bench:begin -->` and `<!-- bench:end -->` in `doc`
 /// with `section` (appending the markers if they are missing).
 pub fn splice(doc: &str, section: &str) -> String {
-    const BEGIN: &str = "<!-- bench:begin -->";
-    const END: &str = "<!-- bench:end -->";
-    let block = format!("{BEGIN}\n{section}\n{END}");
-    match (doc.find(BEGIN), doc.find(END)) {
+    splice_named(doc, "bench", section)
+}
+
+/// [`splice`] between `<!-- NAME:begin -->` and `<!-- NAME:end -->`.
+pub fn splice_named(doc: &str, name: &str, section: &str) -> String {
+    let begin = format!("<!-- {name}:begin -->");
+    let end = format!("<!-- {name}:end -->");
+    let block = format!("{begin}\n{section}\n{end}");
+    match (doc.find(&begin), doc.find(&end)) {
         (Some(b), Some(e)) if e > b => {
-            format!("{}{block}{}", &doc[..b], &doc[e + END.len()..])
+            format!("{}{block}{}", &doc[..b], &doc[e + end.len()..])
         }
         _ => format!("{}\n\n{block}\n", doc.trim_end()),
     }

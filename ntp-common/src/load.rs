@@ -16,6 +16,35 @@ pub const PROG_BOUNCE: &str = "ntpx_bounce";
 /// The bounce that also reads the clock twice, as any NTP reply must (receive and
 /// transmit timestamps): the least an XDP NTP responder can cost.
 pub const PROG_BOUNCE_TIMED: &str = "ntpx_bounce_timed";
+/// Counts NTS replies to the NTS generator's pool at the client end and drops them,
+/// passing a sample up to its sockets (full checks, response times).
+pub const PROG_NTS_COUNT: &str = "ntpx_nts_count";
+/// Its per-CPU counters (indexed by [`NtsStat`]).
+pub const MAP_NTS_STATS: &str = "NTPX_NTS_STATS";
+/// The high half of the transmit timestamp of every request in the NTS generator's pool
+/// (the low half is the request's index), echoed in the reply's origin timestamp.
+pub const NTS_POOL_MAGIC: u32 = 0x6e74_7378;
+/// Replies to requests whose index is a multiple of this go up to the generator's
+/// sockets; the rest are counted and dropped at the client end.
+pub const NTS_PASS_EVERY: u32 = 16;
+
+/// What the NTS reply counter counts.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NtsStat {
+    /// Replies with extension fields (authenticated), dropped after counting.
+    Answered,
+    /// NTS NAKs (Kiss-o'-Death NTSN), dropped.
+    Nak,
+    /// Other Kiss-o'-Death replies, dropped.
+    Kod,
+    /// Replies to the pool without extension fields, dropped.
+    Short,
+}
+
+/// Number of [`NtsStat`] slots.
+pub const NTS_STATS: u32 = 4;
+
 /// Name of the configuration map (one [`LoadConfig`]).
 pub const MAP_LOAD_CFG: &str = "NTPX_LOAD_CFG";
 /// Name of the per-CPU scalar map (indexed by [`Stat`]).

@@ -861,6 +861,39 @@ pub fn parse_ntpdig(out: &str) -> Result<Dig> {
     bail!("no result line")
 }
 
+/// A self-signed certificate and key for `name` (EC P-256), made with openssl.
+pub fn self_signed_certificate(
+    dir: &TempDir,
+    name: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj"])
+        .arg(format!("/CN={name}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{name}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("running openssl")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((cert, key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -201,39 +201,6 @@ fn ntpxd_authenticates_chronyd_and_refuses_a_wrong_key() -> Result<()> {
     Ok(())
 }
 
-/// A self-signed certificate and key for `name` (EC P-256), made with openssl.
-fn certificate(
-    dir: &ntpx_tests::TempDir,
-    name: &str,
-) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj"])
-        .arg(format!("/CN={name}"))
-        .arg("-addext")
-        .arg(format!("subjectAltName=DNS:{name}"))
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .context("running openssl")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((cert, key))
-}
-
 /// chronyd as an NTS client of ntpxd (RFC 8915): it gets cookies over NTS-KE, its NTP
 /// exchanges are authenticated (chronyc authdata says NTS with cookies, ntpdata
 /// Authenticated), it selects ntpxd; ntpxd counts the NTS-KE sessions and the
@@ -249,7 +216,7 @@ fn chronyd_is_an_nts_client_of_ntpxd() -> Result<()> {
     let _pass = xdp_pass(&client, &link.client_if)?;
     client.set_hosts(&format!("{} ntpx.test\n", link.server_v4))?;
     let dir = ntpx_tests::TempDir::new("nts")?;
-    let (cert, key) = certificate(&dir, "ntpx.test")?;
+    let (cert, key) = ntpx_tests::self_signed_certificate(&dir, "ntpx.test")?;
     let dump = dir.path().join("dump");
     std::fs::create_dir(&dump)?;
     let d = Ntpxd::start(
@@ -355,7 +322,7 @@ fn ntpxd_is_an_nts_client_of_chronyd() -> Result<()> {
     let link = veth(&up, &me, 36)?;
     me.set_hosts(&format!("{} chrony.test\n", link.server_v4))?;
     let dir = ntpx_tests::TempDir::new("nts")?;
-    let (cert, key) = certificate(&dir, "chrony.test")?;
+    let (cert, key) = ntpx_tests::self_signed_certificate(&dir, "chrony.test")?;
     let (chrony, _cdir, _sock) = chronyd(
         &up,
         &format!(
@@ -431,7 +398,7 @@ fn ntpxd_is_an_nts_client_of_chronyd() -> Result<()> {
 
     // Another certificate trusted: the TLS check fails, nothing is measured.
     let other = ntpx_tests::TempDir::new("other")?;
-    let (wrong, _) = certificate(&other, "chrony.test")?;
+    let (wrong, _) = ntpx_tests::self_signed_certificate(&other, "chrony.test")?;
     let mut d = Ntpxd::start(
         &me,
         &format!(
@@ -454,7 +421,7 @@ fn ntpxd_is_an_nts_client_of_chronyd() -> Result<()> {
     // trusted certificate stands only for the names it carries).
     drop(chrony);
     let named = ntpx_tests::TempDir::new("named")?;
-    let (other_cert, other_key) = certificate(&named, "other.test")?;
+    let (other_cert, other_key) = ntpx_tests::self_signed_certificate(&named, "other.test")?;
     let (_c2, _cdir2, _sock2) = chronyd(
         &up,
         &format!(

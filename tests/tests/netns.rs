@@ -821,6 +821,92 @@ fn xleave_clients_get_interleaved_replies_from_both_paths() -> Result<()> {
     Ok(())
 }
 
+/// Run counts (times scheduled, from schedstat) of the daemon's NTP server threads.
+fn server_thread_runs(pid: u32) -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = t?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("ntpx-ntp-") {
+            continue;
+        }
+        let sched = std::fs::read_to_string(dir.join("schedstat"))?;
+        let runs = sched
+            .split_whitespace()
+            .nth(2)
+            .and_then(|v| v.parse().ok())
+            .context("schedstat run count")?;
+        out.push((comm.trim().to_string(), runs));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `--server-threads 2`: two threads share the NTP port (an `SO_REUSEPORT` group); the
+/// kernel spreads clients over both, every request is answered, and a client in
+/// interleaved mode, always hashed to the same socket, still gets the departure of its
+/// previous reply from the thread that sent it.
+#[test]
+fn server_threads_share_the_port_and_keep_interleaved_mode() -> Result<()> {
+    if !ntpx_tests::privileged("server_threads_share_the_port_and_keep_interleaved_mode") {
+        return Ok(());
+    }
+    let n = net(false, 25)?;
+    let mut d = Ntpxd::start(&n.server, SERVE_ALL, &["--no-xdp", "--server-threads", "2"])?;
+    d.proc
+        .wait_for_log("for NTP (2 threads)", Duration::from_secs(5))?;
+    let before = server_thread_runs(d.proc.pid())?;
+    assert_eq!(before.len(), 2, "{before:?}");
+    const CLIENTS: usize = 64;
+    let server: std::net::SocketAddr = format!("{}:123", n.link.server_v4).parse()?;
+    let answered = n.client.run_in(move || -> Result<usize> {
+        let socks = (0..CLIENTS)
+            .map(|_| -> Result<std::net::UdpSocket> {
+                let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+                s.connect(server)?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut answered = 0;
+        for (i, s) in socks.iter().enumerate() {
+            let mut req = [0u8; 48];
+            req[0] = 0x23;
+            req[40..48].copy_from_slice(&(0x1234_0000_0000_0000u64 + i as u64).to_be_bytes());
+            s.send(&req)?;
+            let mut buf = [0u8; 128];
+            if let Ok(len) = s.recv(&mut buf)
+                && len == 48
+                && buf[24..32] == req[40..48]
+                && buf[0] & 7 == 4
+            {
+                answered += 1;
+            }
+        }
+        Ok(answered)
+    })?;
+    assert_eq!(answered, CLIENTS, "{}", d.proc.log());
+    let after = server_thread_runs(d.proc.pid())?;
+    for ((name, b), (_, a)) in before.iter().zip(&after) {
+        assert!(
+            a > b,
+            "{name} never woke for a request: {before:?} -> {after:?}"
+        );
+    }
+    let report = chronyd_interleaved(&n, &n.link.server_v4).with_context(|| {
+        format!(
+            "{}{}",
+            d.ntpxc(&["serverstats"]).unwrap_or_default(),
+            d.proc.log()
+        )
+    })?;
+    let offset = ntpdata_seconds(&report, "Offset")?;
+    assert!(offset.abs() < 0.001, "offset {offset} s:\n{report}");
+    assert!(d.stat("serverstats", "Interleaved NTP packets")? >= 1);
+    println!("two server threads: {before:?} -> {after:?} runs; interleaved offset {offset:+.9} s");
+    Ok(())
+}
+
 /// The value in microseconds of `label` in `ntpxc serverstats` ("N us").
 fn serverstats_us(d: &Ntpxd, label: &str) -> Result<u64> {
     let out = d.ntpxc(&["serverstats"])?;

@@ -1,5 +1,5 @@
 //! The `bench` task: ntpx against chronyd, ntpd-rs and a bare XDP bounce program under
-//! the same load, and the accuracy comparison; rewrites the generated part of
+//! the same load, the NTS servers of ntpx and chronyd, and the accuracy comparison; rewrites the generated part of
 //! docs/benchmarks.md and docs/benchmarks.json.
 
 use crate::cargo::{build_binaries, root, status, succeeds};
@@ -96,10 +96,22 @@ pub(crate) fn run(servers: Option<&str>, step_secs: f64, accuracy: bool) -> Resu
     } else {
         command.push_str(" --no-accuracy");
     }
-    args.extend(["--command".into(), command]);
+    args.extend(["--command".into(), command.clone()]);
     status(
         Command::new(root().join("target/release/ntpx-bench"))
             .current_dir(root())
             .args(&args),
-    )
+    )?;
+    // The NTS comparison (its own section of docs/benchmarks.md), with the whole run.
+    if servers.is_none() {
+        println!("xtask bench: NTS servers (a few minutes)");
+        status(
+            Command::new(root().join("target/release/ntpx-bench"))
+                .current_dir(root())
+                .args(["--step-secs", &step_secs.to_string()])
+                .args(["--markdown", "docs/benchmarks.md", "--command", &command])
+                .arg("nts"),
+        )?;
+    }
+    Ok(())
 }

@@ -52,7 +52,8 @@ enum Task {
     )]
     Test,
     /// Benchmark ntpx (XDP and --no-xdp) against chronyd -x, ntpd-rs and a bare XDP
-    /// bounce program under the same load, plus the accuracy comparison; rewrite the
+    /// bounce program under the same load, ntpx's NTS server against chronyd's (unless
+    /// --servers is given), plus the accuracy comparison; rewrite the
     /// generated part of docs/benchmarks.md and docs/benchmarks.json. Installs chrony
     /// (Debian) and ntpd-rs (crates.io, into .tools/ntpd-rs) when missing. Needs root.
     Bench {

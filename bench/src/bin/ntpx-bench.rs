@@ -5,7 +5,8 @@ use clap::Parser;
 use ntpx_bench::{
     cpu::{CpuTimes, ProcessCpu},
     generator::{Generator, Step, Template},
-    report::{BenchReport, ServerResult, max_rate, splice},
+    nts_bench,
+    report::{BenchReport, ServerResult, max_rate, splice, splice_named},
     servers::{self, Peers, ServerKind},
     testrun,
     topology::{BenchNet, CLIENT_CPU, FIRST_CLIENT, SERVER_CPU, pin_pid, pin_thread},
@@ -71,6 +72,19 @@ enum Only {
         #[arg(long, default_value_t = 20_000)]
         runs: usize,
     },
+    /// Only the NTS comparison: ntpxd's NTS server (a thread per core, and one thread)
+    /// beside chronyd's, NTS requests from a userspace generator; with --markdown, its
+    /// section (`bench-nts`) of the file is replaced.
+    Nts {
+        /// Servers to run, comma-separated: ntpx (--no-xdp, a thread per core), ntpx-1
+        /// (one server thread), chronyd, ntpx-xdp (XDP attached).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "ntpx,ntpx-1,chronyd,ntpx-xdp"
+        )]
+        servers: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -87,6 +101,15 @@ fn main() -> Result<()> {
     if !(a.step_secs > 0.0 && a.step_secs <= 60.0) {
         bail!("--step-secs must be in (0, 60]");
     }
+    if let Some(Only::Nts { servers }) = &a.only {
+        let servers = servers
+            .iter()
+            .map(|s| {
+                nts_bench::NtsServer::from_key(s).with_context(|| format!("unknown server {s:?}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return nts_only(&a, &servers);
+    }
     let kinds: Vec<ServerKind> = a
         .servers
         .iter()
@@ -96,12 +119,7 @@ fn main() -> Result<()> {
     if cpus <= SERVER_CPU {
         bail!("two CPUs needed (generator and server apart), found {cpus}");
     }
-    if std::env::var_os("NTPX_BIN_DIR").is_none() {
-        let exe = std::env::current_exe()?;
-        let dir = exe.parent().context("binary directory")?;
-        // SAFETY: set before any other thread exists.
-        unsafe { std::env::set_var("NTPX_BIN_DIR", dir) };
-    }
+    set_bin_dir()?;
     let peers = Peers {
         ntpd_rs: a.ntpd_rs.clone(),
     };
@@ -188,6 +206,40 @@ fn main() -> Result<()> {
     if let Some(p) = &a.markdown {
         let doc = std::fs::read_to_string(p).unwrap_or_default();
         ntp_user::os::atomic_file::write_atomically(p, splice(&doc, &md).as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The NTS comparison on a network of its own.
+fn nts_only(a: &Args, servers: &[nts_bench::NtsServer]) -> Result<()> {
+    set_bin_dir()?;
+    let net = BenchNet::new(31)?;
+    // The generator pins its own threads: servers started from this thread may use
+    // every CPU (a thread per core is what ntpx's NTS server is measured with).
+    enter_netns(net.client.name())?;
+    let (results, request_len) = nts_bench::run(
+        &net,
+        servers,
+        Duration::from_secs_f64(a.step_secs),
+        a.fixed_rate,
+    )?;
+    let md = nts_bench::markdown(&results, &utc_now(), &a.command, request_len);
+    println!("{md}");
+    if let Some(p) = &a.markdown {
+        let doc = std::fs::read_to_string(p).unwrap_or_default();
+        let out = splice_named(&doc, "bench-nts", &md);
+        ntp_user::os::atomic_file::write_atomically(p, out.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Where the test helpers find ntpxd: beside this binary, unless set.
+fn set_bin_dir() -> Result<()> {
+    if std::env::var_os("NTPX_BIN_DIR").is_none() {
+        let exe = std::env::current_exe()?;
+        let dir = exe.parent().context("binary directory")?;
+        // SAFETY: set before any other thread exists.
+        unsafe { std::env::set_var("NTPX_BIN_DIR", dir) };
     }
     Ok(())
 }

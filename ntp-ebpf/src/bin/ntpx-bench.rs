@@ -1,5 +1,5 @@
 //! Benchmark programs, run only by `ntpx-bench`: a load generator for `BPF_PROG_TEST_RUN`
-//! live frames, a reply counter for the client end of the link, and the bare bounce
+//! live frames, reply counters (plain and NTS) for the client end of the link, and the bare bounce
 //! program that marks the limit of the link itself. IPv4 only. An object of their own,
 //! embedded only by the bench: `ntpxd` never carries them.
 #![no_std]
@@ -20,7 +20,8 @@ use aya_ebpf::{
 use ntp_common::{
     load::{
         BUCKETS, HIST_OFFSET, HIST_PROC, HIST_RTT, HIST_TX_GAP, HIST_XLEAVE_GAP, HISTS, LoadConfig,
-        STATS, Stat, XLEAVE_CLIENTS, XleaveSlot, bucket_of, ntp_diff_ns, pace,
+        NTS_PASS_EVERY, NTS_POOL_MAGIC, NTS_STATS, NtsStat, STATS, Stat, XLEAVE_CLIENTS,
+        XleaveSlot, bucket_of, ntp_diff_ns, pace,
     },
     timebase::unix_ns_to_ntp,
     wire,
@@ -43,6 +44,9 @@ static NTPX_LOAD_HIST: Array<u64> = Array::with_max_entries(HISTS * BUCKETS, 0);
 /// answers as such).
 #[map(name = "NTPX_LOAD_XLEAVE")]
 static NTPX_LOAD_XLEAVE: Array<XleaveSlot> = Array::with_max_entries(XLEAVE_CLIENTS, 0);
+
+#[map(name = "NTPX_NTS_STATS")]
+static NTPX_NTS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NTS_STATS, 0);
 
 const ETH: usize = 14;
 const IP: usize = ETH;
@@ -309,6 +313,44 @@ fn record_reply(rtt: u64, proc: u64, off: u64, flags: u64) {
     hist_add(HIST_PROC, proc);
     stat_min_max(Stat::ProcMin, Stat::ProcMax, proc);
     hist_add(HIST_OFFSET, off);
+}
+
+/// Counts the NTS generator's replies and drops them, so the client end's CPU is not
+/// spent taking them through its stack (which would make the generator the limit);
+/// one in [`NTS_PASS_EVERY`] goes up to the generator's sockets.
+#[xdp]
+pub(crate) fn ntpx_nts_count(ctx: XdpContext) -> u32 {
+    let f = Frame::new(&ctx);
+    let Some(h) = f.span::<FRAME_LEN>(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    if h.u16(12) != ETH_P_IP
+        || h.u8(IP) != 0x45
+        || h.u8(IP + 9) != 17
+        || h.u16(UDP) != wire::NTP_PORT
+        || h.u32(NTP + wire::OFF_ORIGIN_TS) != NTS_POOL_MAGIC
+    {
+        return xdp_action::XDP_PASS;
+    }
+    if h.u32(NTP + wire::OFF_ORIGIN_TS + 4) % NTS_PASS_EVERY == 0 {
+        return xdp_action::XDP_PASS;
+    }
+    let stat = if h.u8(NTP + 1) == 0 {
+        if h.raw32(NTP + 12) == u32::from_ne_bytes(*b"NTSN") {
+            NtsStat::Nak
+        } else {
+            NtsStat::Kod
+        }
+    } else if f.span::<{ FRAME_LEN + 4 }>(0).is_some() {
+        NtsStat::Answered
+    } else {
+        NtsStat::Short
+    };
+    if let Some(p) = NTPX_NTS_STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: a valid pointer into this CPU's slot, written only from here.
+        unsafe { *p += 1 };
+    }
+    xdp_action::XDP_DROP
 }
 
 /// The limit of the link: every IPv4 frame goes straight back, addresses and ports

@@ -28,6 +28,13 @@ struct Args {
     /// Do not load the XDP program; answer every request from the daemon's socket.
     #[arg(long)]
     no_xdp: bool,
+    /// Threads answering the requests the daemon's socket gets (all with --no-xdp; with
+    /// XDP, authenticated and NTS requests and whatever the program passes up), each on a
+    /// socket of its own sharing the port (the kernel keeps each client on one). 0: the
+    /// timekeeping thread answers them, as chronyd does. Default: one per core when this
+    /// is an NTS server (ntsservercert), else 0.
+    #[arg(long, value_name = "N")]
+    server_threads: Option<usize>,
     /// Stay in the foreground and log to stderr (ntpxd never forks; accepted for chronyd compatibility).
     #[arg(short = 'd', action = clap::ArgAction::Count)]
     debug: u8,
@@ -85,6 +92,7 @@ fn main() -> Result<()> {
         interfaces: args.interfaces,
         user: args.user,
         config_path: args.config.clone(),
+        server_threads: args.server_threads,
     };
     // Timekeeping runs on this thread; the runtime's other threads only do blocking work
     // for control requests (reports of many thousand clients, file reads), at a lower

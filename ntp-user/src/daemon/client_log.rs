@@ -9,11 +9,7 @@ use ntp_proto::{
     report::ClientReport,
     server::{self, LastExchange},
 };
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    sync::{Mutex, atomic::Ordering},
-};
+use std::{collections::HashMap, net::IpAddr, sync::Mutex};
 
 /// Makes room in a full log: the least recently seen eighth goes at once (as the
 /// kernel's LRU map would let them go), so a flood of new addresses costs one pass over
@@ -69,9 +65,7 @@ impl ClientLog {
         let mut c = lock(&self.records);
         if !c.contains_key(&ip) && c.len() >= limit as usize {
             let gone = evict_least_recent(&mut c);
-            counters
-                .client_log_dropped
-                .fetch_add(gone as u64, Ordering::Relaxed);
+            super::counters::add(&counters.client_log_dropped, gone as u64);
         }
         let r = c.entry(ip).or_default();
         let verdict = match &self.ratelimit {

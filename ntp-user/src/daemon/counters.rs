@@ -7,43 +7,76 @@ use ntp_common::{ClientRecord, Counter};
 use ntp_proto::report::stats::{NamedCounter, ServerStats, XdpStats};
 use std::{
     net::IpAddr,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 use tracing::warn;
 
 /// Counters of the daemon's own socket and command ports.
 #[derive(Default)]
 pub(super) struct DaemonCounters {
-    pub client_log_dropped: AtomicU64,
-    pub ratelimited: AtomicU64,
-    pub received: AtomicU64,
-    pub answered: AtomicU64,
-    pub ignored: AtomicU64,
-    pub denied: AtomicU64,
-    pub interleaved: AtomicU64,
-    pub authenticated: AtomicU64,
-    pub nts_ke_accepted: AtomicU64,
-    pub nts_ke_dropped: AtomicU64,
-    pub tx_stamps: AtomicU64,
+    pub client_log_dropped: Count,
+    pub ratelimited: Count,
+    pub received: Count,
+    pub answered: Count,
+    pub ignored: Count,
+    pub denied: Count,
+    pub interleaved: Count,
+    pub authenticated: Count,
+    pub nts_ke_accepted: Count,
+    pub nts_ke_dropped: Count,
+    pub tx_stamps: Count,
     /// Replies sent, by who stamped the request's reception (daemon, kernel, NIC).
-    pub rx_sources: [AtomicU64; 3],
+    pub rx_sources: [Count; 3],
     /// Replies sent, by who stamped the transmit timestamp they carry.
-    pub tx_sources: [AtomicU64; 3],
-    pub cmd_received: AtomicU64,
-    pub cmd_dropped: AtomicU64,
+    pub tx_sources: [Count; 3],
+    pub cmd_received: Count,
+    pub cmd_dropped: Count,
     /// The latest a publication ran after its time, ns.
     pub publish_late_max_ns: AtomicU64,
     /// The latest a planned slew change ran after its time, ns.
     pub slew_late_max_ns: AtomicU64,
 }
 
-/// Adds one to `c`.
-pub(super) fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
+/// Shards of a [`Count`]: server threads on different cores each add to their own
+/// cache line, so counting a reply never waits for another core's.
+const SHARDS: usize = 8;
+
+/// One counter slot on a cache line of its own.
+#[derive(Default)]
+#[repr(align(64))]
+struct Shard(AtomicU64);
+
+/// A counter that threads add to without sharing a cache line; read as the sum.
+#[derive(Default)]
+pub(super) struct Count([Shard; SHARDS]);
+
+impl Count {
+    fn total(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
 }
 
-fn get(c: &AtomicU64) -> u64 {
-    c.load(Ordering::Relaxed)
+/// This thread's shard (threads numbered in the order they first count).
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    MINE.with(|m| *m)
+}
+
+/// Adds one to `c`.
+pub(super) fn bump(c: &Count) {
+    add(c, 1);
+}
+
+/// Adds `n` to `c`.
+pub(super) fn add(c: &Count, n: u64) {
+    c.0[shard()].0.fetch_add(n, Ordering::Relaxed);
+}
+
+fn get(c: &Count) -> u64 {
+    c.total()
 }
 
 impl Shared {
@@ -68,8 +101,8 @@ impl Shared {
             tx_timestamps: c.tx_sources.each_ref().map(get),
             timestamps_held,
             timestamp_span,
-            publish_late_max_us: get(&c.publish_late_max_ns) / 1000,
-            slew_late_max_us: get(&c.slew_late_max_ns) / 1000,
+            publish_late_max_us: c.publish_late_max_ns.load(Ordering::Relaxed) / 1000,
+            slew_late_max_us: c.slew_late_max_ns.load(Ordering::Relaxed) / 1000,
             ..Default::default()
         };
         if let Some(k) = self.kernel_counters() {

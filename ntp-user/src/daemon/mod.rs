@@ -59,6 +59,9 @@ pub struct Options {
     pub user: Option<String>,
     /// The configuration file, re-read by `reload sources`.
     pub config_path: PathBuf,
+    /// Threads answering NTP requests on the daemon's path (`--server-threads`); `None`:
+    /// one per core for an NTS server, else the timekeeping thread alone.
+    pub server_threads: Option<usize>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -257,9 +260,8 @@ fn start_tasks(sh: &Arc<Shared>, opts: &Options, tasks: &mut JoinSet<Result<()>>
         hw: None,
     };
     crate::refclocks::start(&sh.config, &refclock_ctx, precision)?;
-    for sock in ntp_server::bind_ntp_sockets(&sh.config, sh.hw.get().is_some())? {
-        tasks.spawn(ntp_server::serve_ntp(sock, sh.clone()));
-    }
+    let threads = ntp_server::server_threads(&sh.config, opts.server_threads);
+    ntp_server::start(sh, threads, tasks)?;
     control_server::start(sh, tasks)?;
     if !opts.no_clock_control {
         tasks.spawn(timekeeping::slew_timer(sh.clone()));

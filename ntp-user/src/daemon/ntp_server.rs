@@ -5,9 +5,9 @@
 use super::{bind::bind_each, counters::bump, shared::Shared};
 use crate::{
     clock, lock,
-    net::{self, Received, TimestampedSocket, TxStamp},
+    net::{self, Received, TimestampedSocket, TxStamp, UnregisteredSocket},
 };
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use ntp_common::RateVerdict;
 use ntp_proto::{
     config::Config,
@@ -20,21 +20,109 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
+use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 /// A nonce for NTS (cookies, authenticators); the kernel's generator cannot fail after
 /// boot, and a failure would only repeat a nonce, so it is logged, not fatal.
 fn random_nonce() -> [u8; ntp_proto::nts::NONCE_LEN] {
     let mut n = [0u8; ntp_proto::nts::NONCE_LEN];
-    if let Err(e) = net::random_bytes(&mut n) {
+    if let Err(e) = net::random_bytes_buffered(&mut n) {
         warn!("{e:#}");
         n[..8].copy_from_slice(&net::random_u64().to_ne_bytes());
     }
     n
 }
 
-/// Binds the NTP sockets: the `bindaddress` addresses, or the wildcard of each family.
-pub(super) fn bind_ntp_sockets(config: &Config, hw: bool) -> Result<Vec<TimestampedSocket>> {
+/// How many threads of their own answer the daemon's NTP requests: `asked` (the
+/// command line), else one per core for an NTS server, whose requests each cost their
+/// cryptography, else none: the timekeeping thread answers, as chronyd's one thread does
+/// (and a simulator interposing the C library expects of a daemon).
+pub(super) fn server_threads(config: &Config, asked: Option<usize>) -> usize {
+    asked.unwrap_or_else(|| {
+        if config.nts_server.enabled() && config.port != 0 {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        } else {
+            0
+        }
+    })
+}
+
+/// Starts answering on the NTP port: on the timekeeping thread (`threads` 0), or on
+/// `threads` threads of their own, each with one socket of every bound address's
+/// `SO_REUSEPORT` group (the kernel keeps each client on one socket, so interleaved
+/// mode finds its reply's departure where it was sent). A thread that fails ends a task
+/// in `tasks` with its error, which ends the daemon.
+pub(super) fn start(
+    sh: &Arc<Shared>,
+    threads: usize,
+    tasks: &mut JoinSet<Result<()>>,
+) -> Result<()> {
+    let hw = sh.hw.get().is_some();
+    if threads == 0 {
+        for sock in bind_ntp_sockets(&sh.config, "NTP", |a| TimestampedSocket::bind(a, hw))? {
+            tasks.spawn(serve_ntp(sock, sh.clone()));
+        }
+        return Ok(());
+    }
+    let what = format!("NTP ({threads} threads)");
+    let groups = bind_ntp_sockets(&sh.config, &what, |a| {
+        (0..threads)
+            .map(|_| TimestampedSocket::open(a, hw, true))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut per_thread: Vec<Vec<UnregisteredSocket>> = (0..threads).map(|_| Vec::new()).collect();
+    for group in groups {
+        for (i, sock) in group.into_iter().enumerate() {
+            per_thread[i].push(sock);
+        }
+    }
+    for (i, socks) in per_thread.into_iter().enumerate() {
+        let (done, ended) = tokio::sync::oneshot::channel();
+        let sh = sh.clone();
+        std::thread::Builder::new()
+            .name(format!("ntpx-ntp-{i}"))
+            .spawn(move || {
+                let _ = done.send(serve_on_thread(socks, sh));
+            })
+            .with_context(|| format!("starting NTP server thread {i}"))?;
+        tasks.spawn(async move {
+            match ended.await {
+                Ok(Err(e)) => Err(e.context(format!("NTP server thread {i}"))),
+                Ok(Ok(())) => Err(anyhow!("NTP server thread {i} ended")),
+                Err(_) => Err(anyhow!("NTP server thread {i} panicked")),
+            }
+        });
+    }
+    Ok(())
+}
+
+/// One server thread's life: its sockets served on a runtime of its own.
+fn serve_on_thread(socks: Vec<UnregisteredSocket>, sh: Arc<Shared>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .context("starting the thread's tokio runtime")?;
+    rt.block_on(async move {
+        let mut set = JoinSet::new();
+        for s in socks {
+            set.spawn(serve_ntp(s.register()?, sh.clone()));
+        }
+        match set.join_next().await {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => Err(anyhow!("{e}")),
+            None => Ok(()),
+        }
+    })
+}
+
+/// Binds the NTP sockets with `bind`: the `bindaddress` addresses, or the wildcard of
+/// each family.
+fn bind_ntp_sockets<S>(
+    config: &Config,
+    what: &str,
+    bind: impl Fn(SocketAddr) -> Result<S>,
+) -> Result<Vec<S>> {
     if config.port == 0 {
         return Ok(Vec::new());
     }
@@ -42,9 +130,7 @@ pub(super) fn bind_ntp_sockets(config: &Config, hw: bool) -> Result<Vec<Timestam
         IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     ];
-    let socks = bind_each(&config.bind_addresses, any, config.port, "NTP", |a| {
-        TimestampedSocket::bind(a, hw)
-    })?;
+    let socks = bind_each(&config.bind_addresses, any, config.port, what, bind)?;
     if socks.is_empty() {
         bail!("could not open any NTP socket on port {}", config.port);
     }
@@ -98,11 +184,14 @@ impl AwaitingDeparture {
 
 /// Answers requests on `sock` for the daemon's life.
 pub(super) async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Result<()> {
-    let mut buf = [0u8; 1500];
+    // Datagrams taken in one system call: a burst costs one call, not one each.
+    const BATCH: usize = 16;
+    let mut bufs = vec![[0u8; net::DATAGRAM]; BATCH];
+    let mut got = Vec::with_capacity(BATCH);
     let mut awaiting = AwaitingDeparture::default();
     loop {
         let r = tokio::select! {
-            r = sock.recv(&mut buf) => r,
+            r = sock.recv_batch(&mut bufs, &mut got) => r,
             stamp = sock.tx_stamp() => {
                 match stamp {
                     Ok(st) => note_departure(&sh, &st, &mut awaiting, sock.hw()),
@@ -112,7 +201,11 @@ pub(super) async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Resul
             }
         };
         match r {
-            Ok(r) => answer(&sock, &sh, &buf[..r.len], &r, &mut awaiting)?,
+            Ok(()) => {
+                for (r, buf) in got.iter().zip(&bufs).filter(|(r, _)| r.len > 0) {
+                    answer(&sock, &sh, &buf[..r.len.min(buf.len())], r, &mut awaiting)?;
+                }
+            }
             Err(e) => warn!("{e:#}"),
         }
     }

@@ -260,10 +260,10 @@ fn accept_loop(
             }
         };
         if active.load(Ordering::Relaxed) >= max {
-            sh.counters.nts_ke_dropped.fetch_add(1, Ordering::Relaxed);
+            super::counters::bump(&sh.counters.nts_ke_dropped);
             continue;
         }
-        sh.counters.nts_ke_accepted.fetch_add(1, Ordering::Relaxed);
+        super::counters::bump(&sh.counters.nts_ke_accepted);
         active.fetch_add(1, Ordering::Relaxed);
         let (sh, tls, active) = (sh.clone(), tls.clone(), active.clone());
         let spawned = std::thread::Builder::new()

@@ -7,8 +7,8 @@ pub mod link_events;
 use anyhow::{Context, Result, anyhow};
 use nix::sys::socket::TimestampingFlag;
 use nix::sys::socket::{
-    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrStorage, bind,
-    recvmsg, sendto, setsockopt, socket, sockopt,
+    AddressFamily, ControlMessageOwned, MsgFlags, MultiHeaders, SockFlag, SockType,
+    SockaddrStorage, bind, recvmmsg, recvmsg, sendto, setsockopt, socket, sockopt,
 };
 use std::{
     io::IoSliceMut,
@@ -16,6 +16,9 @@ use std::{
     os::fd::{AsRawFd, OwnedFd},
 };
 use tokio::io::{Interest, unix::AsyncFd};
+
+/// The largest datagram the daemon's NTP sockets take whole (an Ethernet frame's payload).
+pub const DATAGRAM: usize = 1500;
 
 /// A received datagram with its kernel receive timestamp.
 #[derive(Debug)]
@@ -93,6 +96,31 @@ pub struct TxStamp {
     pub tail: [u8; 48],
 }
 
+/// A bound [`TimestampedSocket`] not yet registered with a tokio runtime.
+pub struct UnregisteredSocket {
+    fd: OwnedFd,
+    local: SocketAddr,
+    hw: bool,
+}
+
+impl UnregisteredSocket {
+    /// Registers the socket with the runtime of the calling thread.
+    pub fn register(self) -> Result<TimestampedSocket> {
+        let UnregisteredSocket { fd, local, hw } = self;
+        // SAFETY: the OwnedFd moves into the AsyncFd, which owns it until it is dropped,
+        // so the descriptor cannot be closed or reused while registered.
+        let fd =
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::ERROR) }
+                .map_err(|e| anyhow!("registering the socket with tokio: {e}"))?;
+        Ok(TimestampedSocket { fd, local, hw })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
 /// A non-blocking UDP socket registered with tokio, receive timestamps on every datagram
 /// and transmit timestamps on request.
 pub struct TimestampedSocket {
@@ -107,6 +135,14 @@ impl TimestampedSocket {
     /// datagram (IPv6 sockets are IPv6-only); with `hw`, the NIC's stamps too where it
     /// has them on.
     pub fn bind(addr: SocketAddr, hw: bool) -> Result<Self> {
+        Self::open(addr, hw, false)?.register()
+    }
+
+    /// Binds `addr` as [`bind`](Self::bind) does, not yet registered with a runtime, so
+    /// the thread that serves it can register it with its own. With `reuse_port`, one of
+    /// a group of sockets on the same address that the kernel shares requests between
+    /// (a client's requests, by its address and port, always to the same one).
+    pub fn open(addr: SocketAddr, hw: bool, reuse_port: bool) -> Result<UnregisteredSocket> {
         let family = match addr {
             SocketAddr::V4(_) => AddressFamily::Inet,
             SocketAddr::V6(_) => AddressFamily::Inet6,
@@ -122,6 +158,9 @@ impl TimestampedSocket {
             setsockopt(&fd, sockopt::Ipv6V6Only, &true).context("setting IPV6_V6ONLY")?;
         }
         setsockopt(&fd, sockopt::ReuseAddr, &true).context("setting SO_REUSEADDR")?;
+        if reuse_port {
+            setsockopt(&fd, sockopt::ReusePort, &true).context("setting SO_REUSEPORT")?;
+        }
         // As chrony: a bind address the host does not have yet (the network comes up
         // after the daemon at boot) is bound all the same, and served once it appears.
         setsockopt(&fd, sockopt::IpFreebind, &true).context("setting IP_FREEBIND")?;
@@ -143,12 +182,7 @@ impl TimestampedSocket {
         bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))
             .with_context(|| format!("binding UDP {addr}"))?;
         let local = local_addr(&fd)?;
-        // SAFETY: the OwnedFd moves into the AsyncFd, which owns it until it is dropped,
-        // so the descriptor cannot be closed or reused while registered.
-        let fd =
-            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::ERROR) }
-                .map_err(|e| anyhow!("registering the socket with tokio: {e}"))?;
-        Ok(TimestampedSocket { fd, local, hw })
+        Ok(UnregisteredSocket { fd, local, hw })
     }
 
     /// Whether the NIC's stamps were asked for.
@@ -161,16 +195,33 @@ impl TimestampedSocket {
         self.local
     }
 
-    /// Receives one datagram into `buf`.
-    pub async fn recv(&self, buf: &mut [u8]) -> Result<Received> {
+    /// Waits for datagrams and takes up to `bufs.len()` of them in one system call (a
+    /// busy server's burst), into `out` (one entry per buffer used, in order; an entry
+    /// of length 0 is a datagram to skip).
+    pub async fn recv_batch(
+        &self,
+        bufs: &mut [[u8; DATAGRAM]],
+        out: &mut Vec<Received>,
+    ) -> Result<()> {
         loop {
             let mut guard = self
                 .fd
                 .readable()
                 .await
                 .context("waiting for the NTP socket")?;
-            match guard.try_io(|fd| recv_now(fd.get_ref(), buf).map_err(std::io::Error::from)) {
-                Ok(r) => return r.context("receiving on the NTP socket"),
+            let n = bufs.len();
+            match guard
+                .try_io(|fd| recv_many(fd.get_ref(), bufs, out).map_err(std::io::Error::from))
+            {
+                Ok(r) => {
+                    // Fewer than asked for: the queue was empty, so the next call would
+                    // only fail with EAGAIN. The edge of a datagram arriving since is
+                    // still to come from epoll, so none is missed.
+                    if r.is_ok() && out.len() < n {
+                        guard.clear_ready();
+                    }
+                    return r.context("receiving on the NTP socket");
+                }
                 Err(_would_block) => continue,
             }
         }
@@ -315,6 +366,45 @@ fn recv_now(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<Received> {
     let mut cmsg = nix::cmsg_space!(nix::sys::socket::Timestamps, libc::in6_pktinfo, [u32; 4]);
     let msg =
         recvmsg::<SockaddrStorage>(fd.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
+    received(&msg)
+}
+
+/// Up to `bufs.len()` datagrams in one call into `out` (cleared first); a datagram
+/// from an address that is not IP is left out.
+fn recv_many(
+    fd: &OwnedFd,
+    bufs: &mut [[u8; DATAGRAM]],
+    out: &mut Vec<Received>,
+) -> nix::Result<()> {
+    out.clear();
+    let cmsg = nix::cmsg_space!(nix::sys::socket::Timestamps, libc::in6_pktinfo, [u32; 4]);
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(bufs.len(), Some(cmsg));
+    let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
+        .iter_mut()
+        .map(|b| [IoSliceMut::new(&mut b[..])])
+        .collect();
+    let got = recvmmsg(
+        fd.as_raw_fd(),
+        &mut headers,
+        iovs.iter_mut(),
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    )?;
+    for msg in got {
+        // Each entry stays at its buffer's index, so the caller pairs them up.
+        out.push(received(&msg).unwrap_or(Received {
+            len: 0,
+            src: SocketAddr::from(([0, 0, 0, 0], 0)),
+            rx_realtime_ns: None,
+            dst: None,
+            rx_hw: None,
+        }));
+    }
+    Ok(())
+}
+
+/// What a received message says: its length, source, timestamps and destination.
+fn received(msg: &nix::sys::socket::RecvMsg<'_, '_, SockaddrStorage>) -> nix::Result<Received> {
     let mut rx = None;
     let mut dst = None;
     let (mut hw, mut hw_if) = (None, None);
@@ -558,6 +648,33 @@ fn read_errqueue(fd: &OwnedFd) -> nix::Result<Option<ErrStamp>> {
         .then(|| buf[len - 48..len].try_into().ok())
         .flatten();
     Ok((sw.is_some() || hw.is_some()).then_some(ErrStamp { sw, hw, tail }))
+}
+
+/// Random bytes from a buffer per thread, refilled from the kernel 4 KiB at a time: a
+/// server answering NTS requests needs two nonces a reply, and a system call for each
+/// was a third of its system calls.
+pub fn random_bytes_buffered(out: &mut [u8]) -> Result<()> {
+    const SIZE: usize = 4096;
+    thread_local! {
+        static BUFFER: std::cell::RefCell<(Box<[u8; SIZE]>, usize)> =
+            std::cell::RefCell::new((Box::new([0u8; SIZE]), SIZE));
+    }
+    if out.len() > SIZE {
+        return random_bytes(out);
+    }
+    BUFFER.with(|b| {
+        let (bytes, used) = &mut *b.borrow_mut();
+        if *used + out.len() > SIZE {
+            random_bytes(&mut bytes[..])?;
+            *used = 0;
+        }
+        let taken = &mut bytes[*used..*used + out.len()];
+        out.copy_from_slice(taken);
+        // Bytes handed out are not left behind to be read again.
+        taken.fill(0);
+        *used += out.len();
+        Ok(())
+    })
 }
 
 /// Fills `buf` from the kernel's random number generator (keys and nonces: no fallback).
