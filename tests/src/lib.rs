@@ -894,6 +894,116 @@ pub fn self_signed_certificate(
     Ok((cert, key))
 }
 
+/// A certificate for `name` signed by a throwaway authority (EC P-256, openssl): the
+/// authority's certificate, the server's certificate and its key. For clients that
+/// refuse a self-signed server certificate (ntpd-rs, webpki).
+pub fn ca_signed_certificate(dir: &TempDir, name: &str) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let p = |f: &str| dir.path().join(f);
+    let openssl = |args: &[&str]| -> Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .context("running openssl")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "2", "-subj", "/CN=ntpx test CA"],
+        ]
+        .concat()
+        .into_iter()
+        .chain(["-keyout", "ca.key", "-out", "ca.pem"])
+        .collect::<Vec<_>>(),
+    )?;
+    let subject = format!("/CN={name}");
+    openssl(
+        &[&["req"][..], &ec, &["-subj", &subject]]
+            .concat()
+            .into_iter()
+            .chain(["-keyout", "server.key", "-out", "server.csr"])
+            .collect::<Vec<_>>(),
+    )?;
+    std::fs::write(
+        p("server.ext"),
+        format!(
+            "subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+        ),
+    )?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ])?;
+    Ok((p("ca.pem"), p("server.pem"), p("server.key")))
+}
+
+/// ntpd-rs's daemon: `NTPX_NTPD_RS`, else the one `cargo xtask setup` builds into
+/// `.tools/ntpd-rs`.
+pub fn ntpd_rs_daemon() -> Result<PathBuf> {
+    let path = match std::env::var_os("NTPX_NTPD_RS") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/ntpd-rs/bin/ntp-daemon"),
+    };
+    if !path.is_file() {
+        bail!(
+            "ntpd-rs not found at {} (cargo xtask test builds it there; or set NTPX_NTPD_RS)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The `noclock` preload library (tests/shim/noclock.c), built into `dir`: a daemon
+/// that cannot run without clock control (ntpd-rs) runs with it, every clock change
+/// it asks for reported done and none made.
+pub fn noclock_shim(dir: &TempDir) -> Result<PathBuf> {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shim/noclock.c");
+    let out = dir.path().join("noclock.so");
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg("-ldl")
+        .output()
+        .context("running cc")?;
+    anyhow::ensure!(
+        built.status.success(),
+        "building {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -447,3 +447,98 @@ fn ntpxd_is_an_nts_client_of_chronyd() -> Result<()> {
     );
     Ok(())
 }
+
+/// ntpd-rs (1.9) as an NTS client of ntpxd: it verifies ntpxd's certificate (signed by
+/// an authority it is given: it refuses self-signed ones), gets cookies over NTS-KE and
+/// polls with NTS; ntpxd counts the NTS-KE session and the authenticated exchanges, and
+/// ntpd-rs reports the source reachable. ntpd-rs has no mode without clock control: it
+/// runs without `CAP_SYS_TIME` and with the `noclock` preload library, so every clock
+/// change it asks for is reported done and none is made (the library's log shows it
+/// asked).
+#[test]
+fn ntpd_rs_is_an_nts_client_of_ntpxd() -> Result<()> {
+    if !ntpx_tests::privileged("ntpd_rs_is_an_nts_client_of_ntpxd") {
+        return Ok(());
+    }
+    let daemon = ntpx_tests::ntpd_rs_daemon()?;
+    let server = Netns::new("srv")?;
+    let client = Netns::new("cli")?;
+    let link = veth(&server, &client, 37)?;
+    let _pass = xdp_pass(&client, &link.client_if)?;
+    client.set_hosts(&format!("{} ntpx.test\n", link.server_v4))?;
+    let dir = ntpx_tests::TempDir::new("nts-rs")?;
+    let (ca, cert, key) = ntpx_tests::ca_signed_certificate(&dir, "ntpx.test")?;
+    let shim = ntpx_tests::noclock_shim(&dir)?;
+    let dump = dir.path().join("dump");
+    std::fs::create_dir(&dump)?;
+    let d = Ntpxd::start(
+        &server,
+        &format!(
+            "local stratum 3\nallow all\nntsservercert {}\nntsserverkey {}\nntsdumpdir {}\n",
+            cert.display(),
+            key.display(),
+            dump.display()
+        ),
+        &["-i", &link.server_if],
+    )?;
+    let observe = dir.path().join("observe");
+    let conf = dir.path().join("ntp.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[observability]\nlog-level = \"info\"\nobservation-path = \"{}\"\n\n\
+             [source-defaults]\npoll-interval-limits = {{ min = 0, max = 0 }}\n\
+             initial-poll-interval = 0\n\n\
+             [[source]]\nmode = \"nts\"\naddress = \"ntpx.test\"\n\
+             certificate-authority = \"{}\"\n\n\
+             [synchronization]\nminimum-agreeing-sources = 1\n",
+            observe.display(),
+            ca.display()
+        ),
+    )?;
+    let changes = dir.path().join("noclock.log");
+    let mut cmd = client.command("setpriv");
+    cmd.args(["--bounding-set=-sys_time", "--inh-caps=-sys_time"])
+        .arg(&daemon)
+        .arg("-c")
+        .arg(&conf)
+        .env("LD_PRELOAD", &shim)
+        .env("NOCLOCK_LOG", &changes);
+    let rs = ntpx_tests::Proc::spawn("ntpd-rs", cmd)?;
+    wait_until(Duration::from_secs(30), "authenticated exchanges", || {
+        (d.stat("serverstats", "Authenticated NTP packets").ok()? >= 4).then_some(())
+    })
+    .with_context(|| {
+        format!(
+            "{}\nntpd-rs:\n{}\nntpxd:\n{}",
+            d.ntpxc(&["serverstats"]).unwrap_or_default(),
+            rs.log(),
+            d.proc.log()
+        )
+    })?;
+    assert!(d.stat("serverstats", "NTS-KE connections accepted")? >= 1);
+    let ctl = daemon.with_file_name("ntp-ctl");
+    let status = client.output(
+        ctl.to_str().context("ntp-ctl path")?,
+        &["status", "-c", conf.to_str().context("config path")?],
+    )?;
+    let asked = std::fs::read_to_string(&changes).unwrap_or_default();
+    println!(
+        "ntpd-rs status:\n{status}\nclock changes asked for (none made):\n{asked}ntpd-rs log:\n{}",
+        rs.log()
+    );
+    // The library stood in for the clock (it could not have changed it: no CAP_SYS_TIME).
+    assert!(asked.contains("clock_adjtime"), "{asked}");
+    // The source, over NTS, with cookies in hand; selected (stratum one below ntpxd's).
+    assert!(
+        status.contains("ntpx.test:4460") && status.contains("[NTS]"),
+        "{status}"
+    );
+    assert!(status.contains("Stratum:\t4"), "{status}");
+    let cookies = status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("NTS cookies:"))
+        .and_then(|c| c.trim().split('/').next()?.parse::<u32>().ok());
+    assert!(cookies.is_some_and(|c| c >= 1), "{status}");
+    Ok(())
+}

@@ -2,13 +2,10 @@
 //! the same load, the NTS servers of ntpx and chronyd, and the accuracy comparison; rewrites the generated part of
 //! docs/benchmarks.md and docs/benchmarks.json.
 
-use crate::cargo::{build_binaries, root, status, succeeds};
+use crate::cargo::{build_binaries, root, status};
 use anyhow::{Context, Result, bail};
 use ntpx_tests::is_root;
 use std::process::Command;
-
-/// ntpd-rs's version: the `ntpd` crate, built once into .tools/ntpd-rs.
-const NTPD_RS_VERSION: &str = "1.9.0";
 
 /// Runs the benchmark with `servers` (all by default) and `step_secs` per ramp step, and
 /// the accuracy comparison when `accuracy`.
@@ -17,26 +14,7 @@ pub(crate) fn run(servers: Option<&str>, step_secs: f64, accuracy: bool) -> Resu
         bail!("cargo xtask bench needs root (namespaces, XDP, BPF_PROG_TEST_RUN)");
     }
     crate::setup::run()?;
-    let tools = root().join(".tools/ntpd-rs");
-    let daemon = tools.join("bin/ntp-daemon");
-    if !succeeds(Command::new(&daemon).arg("--version")) {
-        println!(
-            "xtask bench: building ntpd-rs {NTPD_RS_VERSION} into {} (minutes, once)",
-            tools.display()
-        );
-        status(
-            Command::new("cargo")
-                .args([
-                    "install",
-                    "ntpd",
-                    "--version",
-                    NTPD_RS_VERSION,
-                    "--locked",
-                    "--root",
-                ])
-                .arg(&tools),
-        )?;
-    }
+    let daemon = crate::setup::ntpd_rs()?;
     build_binaries(true, &["-p", "ntpx-bench"])?;
     let mut args: Vec<String> = vec![
         "--ntpd-rs".into(),

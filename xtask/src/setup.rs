@@ -48,6 +48,35 @@ pub(crate) fn run() -> Result<()> {
     Ok(())
 }
 
+/// ntpd-rs's version: the `ntpd` crate, built once into .tools/ntpd-rs.
+const NTPD_RS_VERSION: &str = "1.9.0";
+
+/// ntpd-rs's daemon, built into .tools/ntpd-rs from crates.io if missing (about two
+/// minutes, once): the benchmark compares with it and a test runs it as an NTS client.
+pub(crate) fn ntpd_rs() -> Result<PathBuf> {
+    let tools = root().join(".tools/ntpd-rs");
+    let daemon = tools.join("bin/ntp-daemon");
+    if !succeeds(Command::new(&daemon).arg("--version")) {
+        println!(
+            "xtask setup: building ntpd-rs {NTPD_RS_VERSION} into {} (minutes, once)",
+            tools.display()
+        );
+        status(
+            Command::new("cargo")
+                .args([
+                    "install",
+                    "ntpd",
+                    "--version",
+                    NTPD_RS_VERSION,
+                    "--locked",
+                    "--root",
+                ])
+                .arg(&tools),
+        )?;
+    }
+    Ok(daemon)
+}
+
 /// bpf-linker must use exactly the LLVM of the nightly rustc that emits the bitcode:
 /// link it against the libLLVM shipped inside that toolchain.
 fn build_bpf_linker(tools: &Path) -> Result<()> {
