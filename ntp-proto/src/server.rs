@@ -206,6 +206,29 @@ fn replyable(src: SocketAddr) -> bool {
     port_ok && addr_ok
 }
 
+/// The checks of [`handle_request`] that cost nothing (shape, mode, source, access),
+/// in its order: their verdict, or `None` for a request that goes on to the rate limit
+/// and then to authentication, whose cryptography a rate-limited client must not be
+/// able to spend (chrony's order).
+pub fn screen(datagram: &[u8], src: SocketAddr, acl: &AccessTable) -> Option<Verdict> {
+    if matches!(trailer(datagram), Trailer::CryptoNak | Trailer::Malformed) {
+        return Some(Verdict::Ignore(Ignored::Length));
+    }
+    if !datagram
+        .first()
+        .is_some_and(|b| wire::is_answerable_request(*b))
+    {
+        return Some(Verdict::Ignore(Ignored::Mode));
+    }
+    if !replyable(src) {
+        return Some(Verdict::BadSource);
+    }
+    if acl.check(src.ip()) != Action::Allow {
+        return Some(Verdict::Deny);
+    }
+    None
+}
+
 /// Decides how to answer `datagram` from `src`, received at kernel TAI time `rx_tai_ns`;
 /// a request with a MAC is answered only if it verifies under one of `secrets`' keys, an
 /// NTS request only if the server offers NTS (`random` gives the NTS nonces).
@@ -218,24 +241,15 @@ pub fn handle_request(
     secrets: &Secrets,
     random: &mut dyn FnMut() -> [u8; NONCE_LEN],
 ) -> Verdict {
+    if let Some(v) = screen(datagram, src, acl) {
+        return v;
+    }
     let keys = &secrets.keys;
     let key_id = match trailer(datagram) {
-        Trailer::None | Trailer::ExtensionFields => None,
         Trailer::Mac { key_id, .. } => Some(key_id),
-        Trailer::CryptoNak | Trailer::Malformed => {
-            return Verdict::Ignore(Ignored::Length);
-        }
+        _ => None,
     };
     let extension_fields = trailer(datagram) == Trailer::ExtensionFields;
-    if !wire::is_answerable_request(datagram[0]) {
-        return Verdict::Ignore(Ignored::Mode);
-    }
-    if !replyable(src) {
-        return Verdict::BadSource;
-    }
-    if acl.check(src.ip()) != Action::Allow {
-        return Verdict::Deny;
-    }
     // After access control, as chrony checks it: a denied source learns nothing, not
     // even whether its key is known.
     if let Trailer::Mac {
@@ -360,6 +374,38 @@ mod tests {
 
     fn src() -> SocketAddr {
         "198.18.0.2:40000".parse().unwrap()
+    }
+
+    #[test]
+    fn screening_decides_what_needs_no_cryptography_and_passes_the_rest() {
+        let req = request(4, 3, 6);
+        assert!(screen(&req, src(), &allow_all()).is_none());
+        // A request with a MAC or NTS fields goes on too: its keys are checked later.
+        let mut with_mac = req.to_vec();
+        with_mac.extend_from_slice(&[0, 0, 0, 1]);
+        with_mac.extend_from_slice(&[0xab; 16]);
+        assert!(screen(&with_mac, src(), &allow_all()).is_none());
+        assert_eq!(
+            screen(&req, src(), &AccessTable::new()),
+            Some(Verdict::Deny)
+        );
+        assert_eq!(
+            screen(&request(4, 4, 6), src(), &allow_all()),
+            Some(Verdict::Ignore(Ignored::Mode))
+        );
+        assert_eq!(
+            screen(&req[..40], src(), &allow_all()),
+            Some(Verdict::Ignore(Ignored::Length))
+        );
+        assert_eq!(
+            screen(&[], src(), &allow_all()),
+            Some(Verdict::Ignore(Ignored::Length))
+        );
+        let port_zero: SocketAddr = "198.18.0.2:0".parse().unwrap();
+        assert_eq!(
+            screen(&req, port_zero, &allow_all()),
+            Some(Verdict::BadSource)
+        );
     }
 
     #[test]

@@ -263,31 +263,38 @@ fn answer(
     let state = *lock(&sh.state);
     let src_ip = net::canonical_ip(r.src.ip());
     let src = SocketAddr::new(src_ip, r.src.port());
-    let verdict = match server::handle_request(
-        datagram,
-        src,
-        rx_tai,
-        &state,
-        &sh.acl,
-        &sh.secrets(),
-        &mut random_nonce,
-    ) {
-        Verdict::Reply(p) => match sh.clients.log(src_ip, rx_tai, &sh.counters) {
-            (RateVerdict::Answer, last) => Verdict::Reply(p.interleave(&last)),
-            // An NTS NAK over the rate limit gets nothing (chrony: the two kisses conflict).
-            (RateVerdict::Kod, _) if p.is_nts_nak() => {
+    // The rate limit before any cryptography (chrony's order): a client over it cannot
+    // make the server open cookies or check MACs. A denied source leaves no record (as
+    // chrony): a spoofed flood from denied addresses must not push real clients out.
+    let verdict = if let Some(v) = server::screen(datagram, src, &sh.acl) {
+        v
+    } else {
+        let (rate, last) = sh.clients.log(src_ip, rx_tai, &sh.counters);
+        if rate == RateVerdict::Drop {
+            bump(&sh.counters.ratelimited);
+            return Ok(());
+        }
+        let secrets = sh.secrets();
+        let v = server::handle_request(
+            datagram,
+            src,
+            rx_tai,
+            &state,
+            &sh.acl,
+            &secrets,
+            &mut random_nonce,
+        );
+        drop(secrets);
+        match (v, rate) {
+            (Verdict::Reply(p), RateVerdict::Answer) => Verdict::Reply(p.interleave(&last)),
+            // An NTS NAK over the rate limit gets nothing (chrony: the kisses conflict).
+            (Verdict::Reply(p), _) if p.is_nts_nak() => {
                 bump(&sh.counters.ratelimited);
                 return Ok(());
             }
-            (RateVerdict::Kod, _) => Verdict::Reply(p.kiss_rate()),
-            (RateVerdict::Drop, _) => {
-                bump(&sh.counters.ratelimited);
-                return Ok(());
-            }
-        },
-        // A denied source leaves no record (as chrony): a spoofed flood from denied
-        // addresses must not push real clients out of the log.
-        other => other,
+            (Verdict::Reply(p), _) => Verdict::Reply(p.kiss_rate()),
+            (other, _) => other,
+        }
     };
     match verdict {
         Verdict::Reply(p) => {
