@@ -396,13 +396,16 @@ fn ntpxd_is_an_nts_client_of_chronyd() -> Result<()> {
     assert!(!d.proc.log().contains("NTS-KE done"), "{}", d.proc.log());
     drop(d);
 
-    // Another certificate trusted: the TLS check fails, nothing is measured.
+    // Another certificate trusted for the source (its certset 1; the right one is in
+    // set 0, which it does not use): the TLS check fails, nothing is measured.
     let other = ntpx_tests::TempDir::new("other")?;
     let (wrong, _) = ntpx_tests::self_signed_certificate(&other, "chrony.test")?;
     let mut d = Ntpxd::start(
         &me,
         &format!(
-            "ntstrustedcerts {}\nnosystemcert\nserver chrony.test nts {FAST_POLL}\n",
+            "ntstrustedcerts {}\nntstrustedcerts 1 {}\nnosystemcert\n\
+             server chrony.test nts certset 1 {FAST_POLL}\n",
+            cert.display(),
             wrong.display()
         ),
         &["--no-xdp"],
@@ -415,6 +418,20 @@ fn ntpxd_is_an_nts_client_of_chronyd() -> Result<()> {
         Some("0"),
         "{r}"
     );
+    drop(d);
+    // The sets the other way round: the source's set 2 holds chronyd's certificate.
+    let mut d = Ntpxd::start(
+        &me,
+        &format!(
+            "ntstrustedcerts {}\nntstrustedcerts 2 {}\nnosystemcert\n\
+             server chrony.test nts certset 2 {FAST_POLL}\n",
+            wrong.display(),
+            cert.display()
+        ),
+        &["--no-xdp"],
+    )?;
+    d.proc
+        .wait_for_log("NTS-KE done", Duration::from_secs(10))?;
     drop(d);
 
     // chronyd's own certificate trusted, but it names another host: refused too (a

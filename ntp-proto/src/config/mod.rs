@@ -141,9 +141,10 @@ pub struct Config {
     pub auth_select: AuthSelectMode,
     /// The NTS server (`ntsservercert`/`ntsserverkey` given).
     pub nts_server: NtsServerConfig,
-    /// `ntstrustedcerts`: certificates (PEM files or directories of them) NTS servers
-    /// may present, beside the system's.
-    pub nts_trusted_certs: Vec<PathBuf>,
+    /// `ntstrustedcerts [SET] PATH`: certificates (PEM files or directories of them) NTS
+    /// servers may present, by certificate set (`certset`; set 0 also holds the
+    /// system's authorities unless `nosystemcert`).
+    pub nts_trusted_certs: Vec<(u32, PathBuf)>,
     /// Whether the system's certificate authorities are trusted too (`nosystemcert`:
     /// no).
     pub nts_system_certs: bool,
@@ -625,20 +626,23 @@ impl<'a> Parser<'a> {
                 }
             }
             "ntstrustedcerts" => {
-                // chrony's optional set number first: only set 0 (the default) is used.
-                let path = match args {
-                    [p] => *p,
-                    [set, p] if *set == "0" => *p,
-                    [_, _] => {
-                        return Err(
-                            "ntstrustedcerts: only the default certificate set 0 is supported \
-                             (certset is not)"
-                                .to_string(),
-                        );
-                    }
+                // chrony's optional set number first (0 by default).
+                let (set, path) = match args {
+                    [p] => (0, *p),
+                    [set, p] => (
+                        parse_uint::<u32>(set).ok_or_else(|| {
+                            format!(
+                                "ntstrustedcerts: invalid certificate set \"{set}\" \
+                                 (expected 0 through 4294967295)"
+                            )
+                        })?,
+                        *p,
+                    ),
                     _ => return Err(missing("ntstrustedcerts", "[SET] FILE|DIRECTORY")),
                 };
-                self.config.nts_trusted_certs.push(PathBuf::from(path));
+                self.config
+                    .nts_trusted_certs
+                    .push((set, PathBuf::from(path)));
             }
             "nosystemcert" => self.config.nts_system_certs = false,
             "ntsservercert" => {
@@ -1599,11 +1603,11 @@ mod tests {
             ),
             ("leapsecmode slew", "leapsecmode slew is not supported yet"),
             ("binddevice eth1", "keeping the NTP port to that interface"),
-            ("authselectmode sometimes", "invalid mode \"sometimes\""),
             (
-                "server a certset 2",
-                "without the authentication it asks for",
+                "ntstrustedcerts one /etc/a.pem",
+                "invalid certificate set \"one\"",
             ),
+            ("authselectmode sometimes", "invalid mode \"sometimes\""),
         ] {
             let e = parse(&format!("allow all\n{text}\n")).unwrap_err();
             assert_eq!(e.line, 2, "{text}");

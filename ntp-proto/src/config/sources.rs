@@ -66,6 +66,9 @@ pub struct SourceConfig {
     pub nts: bool,
     /// `ntsport`: the NTS-KE port (default 4460).
     pub nts_port: u16,
+    /// `certset`: the set of trusted certificates the NTS-KE server's is checked
+    /// against (`ntstrustedcerts`; default 0).
+    pub certset: u32,
     /// Line of the directive, for log messages.
     pub line: usize,
     /// Read from a `sourcedir` file (reloaded by `ntpxc reload sources`).
@@ -132,6 +135,7 @@ pub(super) fn parse_source(
         key: None,
         nts: false,
         nts_port: crate::nts::KE_PORT,
+        certset: 0,
         line,
         from_sourcedir: false,
     };
@@ -195,11 +199,10 @@ pub(super) fn parse_source(
                     .ok_or_else(|| invalid("ntsport", v, directive, PORT))?;
             }
             "certset" => {
-                return Err(format!(
-                    "option \"{option}\" of {directive} directive is not supported yet; \
-                     refusing to poll this source without the authentication it asks for \
-                     (remove the option to poll it unauthenticated)"
-                ));
+                const SET: &str = "a certificate set 0-4294967295";
+                let v = option_value(&mut rest, "certset", directive, SET)?;
+                s.certset =
+                    parse_uint::<u32>(v).ok_or_else(|| invalid("certset", v, directive, SET))?;
             }
             "minstratum" => {
                 const STRATUM: &str = "an integer 0-15";
@@ -537,14 +540,15 @@ mod tests {
     }
 
     #[test]
-    fn certset_fails_closed_keys_nts_and_minstratum_are_read() {
+    fn certset_keys_nts_and_minstratum_are_read() {
         let s = server(&["ntp1", "nts", "ntsport", "4461"]).unwrap().0;
-        assert!(s.nts && s.nts_port == 4461);
-        let e = server(&["ntp1", "certset", "1"]).unwrap_err();
-        assert!(
-            e.contains("refusing to poll this source without the authentication"),
-            "{e}"
-        );
+        assert!(s.nts && s.nts_port == 4461 && s.certset == 0);
+        let s = server(&["ntp1", "nts", "certset", "7"]).unwrap().0;
+        assert_eq!(s.certset, 7);
+        for bad in ["x", "-1", "4294967296"] {
+            assert!(server(&["ntp1", "certset", bad]).is_err(), "certset {bad}");
+        }
+        assert!(server(&["ntp1", "certset"]).is_err());
         assert_eq!(server(&["ntp1", "key", "5"]).unwrap().0.key, Some(5));
         for bad in ["0", "x", "4294967296"] {
             assert!(server(&["ntp1", "key", bad]).is_err(), "key {bad}");

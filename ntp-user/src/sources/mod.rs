@@ -86,7 +86,14 @@ impl SyncHandle {
                 if sc.nts
                     && let Some(n) = &h.ctx.nts
                 {
-                    lock(&n.servers).insert(id, (sc.name.clone(), sc.nts_port));
+                    lock(&n.servers).insert(
+                        id,
+                        nts_ke::KeServer {
+                            name: sc.name.clone(),
+                            port: sc.nts_port,
+                            certset: sc.certset,
+                        },
+                    );
                 }
                 h.spawn_poller(id, addr);
                 lock(&mine).push(id);
@@ -220,8 +227,8 @@ impl SyncHandle {
         let sessions = lock(&self.engine).nts_sessions();
         let servers = lock(&nts.servers);
         for (id, dump) in sessions {
-            if let Some((name, _)) = servers.get(&id) {
-                nts.save(name, &dump);
+            if let Some(ke) = servers.get(&id) {
+                nts.save(&ke.name, &dump);
             }
         }
     }

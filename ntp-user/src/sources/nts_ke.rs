@@ -27,18 +27,35 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/pki/tls/certs/ca-bundle.crt",
 ];
 
-/// What the sources with NTS share: the TLS configuration, and each source's NTS-KE
-/// server (its configured name, for the certificate check, and port).
+/// An NTS source's NTS-KE server: its configured name (for the certificate check), its
+/// port, and the set of trusted certificates its certificate is checked against.
+#[derive(Clone, Debug)]
+pub struct KeServer {
+    /// The name in the `server` line.
+    pub name: String,
+    /// `ntsport`.
+    pub port: u16,
+    /// `certset`.
+    pub certset: u32,
+}
+
+/// What the sources with NTS share: a TLS configuration per certificate set, and each
+/// source's NTS-KE server.
 pub struct NtsContext {
-    /// The TLS client configuration.
-    pub tls: Arc<rustls::ClientConfig>,
+    /// The TLS client configuration of each certificate set a source uses.
+    tls: HashMap<u32, Arc<rustls::ClientConfig>>,
     /// NTS-KE server of each source (by engine id).
-    pub servers: Mutex<HashMap<usize, (String, u16)>>,
+    pub servers: Mutex<HashMap<usize, KeServer>>,
     /// `ntsdumpdir`: where the sessions (keys and cookies) are kept across restarts.
     pub dump_dir: Option<std::path::PathBuf>,
 }
 
 impl NtsContext {
+    /// The TLS configuration checking certificates against set `certset`.
+    pub fn tls(&self, certset: u32) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.get(&certset).cloned()
+    }
+
     /// Where the session with NTS-KE server `name` is kept.
     fn dump_file(&self, name: &str) -> Option<std::path::PathBuf> {
         // A host name or address; anything else in it could leave the directory.
@@ -77,14 +94,45 @@ impl NtsContext {
     }
 }
 
-/// The NTS context when any source uses NTS.
+/// The NTS context when any source uses NTS: a TLS configuration for each certificate
+/// set an NTS source names (chrony's sets: 0 holds the system's authorities unless
+/// `nosystemcert`, and `ntstrustedcerts` lines without a set; the others only their own
+/// lines). A set a source needs with nothing in it is an error naming the source.
 pub fn context(config: &Config) -> Result<Option<Arc<NtsContext>>> {
-    if !config.sources.iter().any(|s| s.nts) {
+    let sources: Vec<_> = config.sources.iter().filter(|s| s.nts).collect();
+    if sources.is_empty() {
         return Ok(None);
     }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = HashMap::new();
+    for s in &sources {
+        if tls.contains_key(&s.certset) {
+            continue;
+        }
+        let c = tls_for_set(config, s.certset, &provider).with_context(|| {
+            format!(
+                "NTS source {} (line {}), certificate set {}",
+                s.name, s.line, s.certset
+            )
+        })?;
+        tls.insert(s.certset, Arc::new(c));
+    }
+    Ok(Some(Arc::new(NtsContext {
+        tls,
+        servers: Mutex::new(HashMap::new()),
+        dump_dir: config.nts_server.dump_dir.clone(),
+    })))
+}
+
+/// The TLS client configuration trusting certificate set `set`.
+fn tls_for_set(
+    config: &Config,
+    set: u32,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     let mut pinned = Vec::new();
-    for path in &config.nts_trusted_certs {
+    for (_, path) in config.nts_trusted_certs.iter().filter(|(s, _)| *s == set) {
         for cert in certificates_in(path)? {
             // As an authority, and as itself: chronyd (GnuTLS) accepts a trusted
             // self-signed server certificate, which webpki refuses as an end entity.
@@ -92,7 +140,8 @@ pub fn context(config: &Config) -> Result<Option<Arc<NtsContext>>> {
             pinned.push(cert);
         }
     }
-    if config.nts_system_certs
+    if set == 0
+        && config.nts_system_certs
         && let Some(bundle) = SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.is_file())
     {
         let certs = certificates_in(bundle)?;
@@ -105,9 +154,11 @@ pub fn context(config: &Config) -> Result<Option<Arc<NtsContext>>> {
         }
     }
     if roots.is_empty() && pinned.is_empty() {
-        bail!("NTS sources, but no certificate to trust (ntstrustedcerts, or the system's)");
+        if set == 0 {
+            bail!("no certificate to trust (ntstrustedcerts, or the system's)");
+        }
+        bail!("no certificate to trust (no ntstrustedcerts {set} line)");
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
@@ -115,18 +166,14 @@ pub fn context(config: &Config) -> Result<Option<Arc<NtsContext>>> {
     .build()
     .context("the trusted certificates")?;
     let verifier = Arc::new(TrustedOrChained { webpki, pinned });
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3")?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     tls.alpn_protocols = vec![nts::ALPN.to_vec()];
-    Ok(Some(Arc::new(NtsContext {
-        tls: Arc::new(tls),
-        servers: Mutex::new(HashMap::new()),
-        dump_dir: config.nts_server.dump_dir.clone(),
-    })))
+    Ok(tls)
 }
 
 /// Accepts a server certificate that is itself one of `ntstrustedcerts` (the handshake

@@ -182,7 +182,8 @@ pub async fn run(
 /// about an hour, as chrony's retries grow).
 async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> Option<Duration> {
     let nts = ctx.nts.clone()?;
-    let (name, port) = lock(&nts.servers).get(&id).cloned()?;
+    let ke = lock(&nts.servers).get(&id).cloned()?;
+    let (name, port) = (ke.name, ke.port);
     // A session the last run saved spares an NTS-KE (as chronyd's ntsdumpdir does).
     if let Some(saved) = nts.take_saved(&name) {
         info!(
@@ -192,7 +193,7 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> Opti
         lock(&ctx.engine).nts_session(id, saved, now_ns());
         return None;
     }
-    let tls = nts.tls.clone();
+    let tls = nts.tls(ke.certset)?;
     let target = name.clone();
     let result = tokio::task::spawn_blocking(move || {
         super::nts_ke::key_exchange(tls, &target, Some(addr.ip()), port)
