@@ -559,3 +559,65 @@ fn ntpd_rs_is_an_nts_client_of_ntpxd() -> Result<()> {
     assert!(cookies.is_some_and(|c| c >= 1), "{status}");
     Ok(())
 }
+
+/// An NTS-KE server naming another NTP server and port (`ntsntpserver`, and an NTP port
+/// other than 123, which it then sends as a port record): ntpxd's NTS client polls what
+/// it names, where its cookies are good, and gets authenticated samples; nothing listens
+/// on the NTS-KE host's port 123.
+#[test]
+fn ntpxd_polls_the_ntp_server_its_nts_ke_server_names() -> Result<()> {
+    if !ntpx_tests::privileged("ntpxd_polls_the_ntp_server_its_nts_ke_server_names") {
+        return Ok(());
+    }
+    let up = Netns::new("up")?;
+    let me = Netns::new("me")?;
+    let link = veth(&up, &me, 38)?;
+    let named = "198.18.38.9";
+    add_addresses(&up, &link.server_if, &[named])?;
+    me.set_hosts(&format!(
+        "{} ntpx.test\n{named} time.ntpx.test\n",
+        link.server_v4
+    ))?;
+    let dir = ntpx_tests::TempDir::new("nts-named")?;
+    let (cert, key) = ntpx_tests::self_signed_certificate(&dir, "ntpx.test")?;
+    let dump = dir.path().join("dump");
+    std::fs::create_dir(&dump)?;
+    let server = Ntpxd::start(
+        &up,
+        &format!(
+            "local stratum 3\nallow all\nport 1123\nntsservercert {}\nntsserverkey {}\n\
+             ntsdumpdir {}\nntsntpserver time.ntpx.test\n",
+            cert.display(),
+            key.display(),
+            dump.display()
+        ),
+        &["--no-xdp"],
+    )?;
+    let mut d = Ntpxd::start(
+        &me,
+        &format!(
+            "ntstrustedcerts {}\nnosystemcert\nserver ntpx.test nts {FAST_POLL}\n",
+            cert.display()
+        ),
+        &["--no-xdp"],
+    )?;
+    d.proc
+        .wait_for_log(&format!("NTP server {named}:1123"), Duration::from_secs(10))?;
+    wait_until(Duration::from_secs(20), "authenticated samples", || {
+        let r = d.ntpxc(&["ntpdata"]).ok()?;
+        ntpdata_field(&r, &link.server_v4, "Total good RX")
+            .and_then(|v| v.parse::<u32>().ok())
+            .is_some_and(|n| n >= 3)
+            .then_some(())
+    })
+    .with_context(|| {
+        format!(
+            "{}\nclient:\n{}\nserver:\n{}",
+            d.ntpxc(&["ntpdata"]).unwrap_or_default(),
+            d.proc.log(),
+            server.proc.log()
+        )
+    })?;
+    assert!(server.stat("serverstats", "Authenticated NTP packets")? >= 3);
+    Ok(())
+}

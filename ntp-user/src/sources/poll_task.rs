@@ -12,8 +12,13 @@ use crate::{
     net::{self, ClientSocket},
     os::log_files::Journal,
 };
+use anyhow::{Context, Result};
 use ntp_proto::{engine::WireInfo, poller::INITIAL_DELAY, report::Stamp};
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::{SocketAddr, ToSocketAddrs},
+    sync::Arc,
+    time::Duration,
+};
 use tokio::{sync::mpsc, time::Instant};
 use tracing::{debug, info, warn};
 
@@ -77,6 +82,8 @@ pub async fn run(
     mut commands: mpsc::Receiver<SourceCommand>,
 ) {
     let mut sock: Option<ClientSocket> = None;
+    // Where the requests go: `addr`, unless an NTS-KE server names another.
+    let mut ntp_addr = addr;
     let first = Instant::now() + Duration::from_secs_f64(INITIAL_DELAY * randomness());
     if let Woken::Stop = wait(None, id, &ctx, &mut commands, first, None).await {
         return;
@@ -84,19 +91,19 @@ pub async fn run(
     let mut reported = false;
     loop {
         if sock.is_none() {
-            match ClientSocket::connect(addr, ctx.hw.is_some()) {
+            match ClientSocket::connect(ntp_addr, ctx.hw.is_some()) {
                 Ok(s) => {
                     if reported {
-                        warn!("Source {addr}: socket open again");
+                        warn!("Source {ntp_addr}: socket open again");
                     }
                     sock = Some(s);
                     reported = false;
                 }
                 Err(e) if !reported => {
-                    warn!("Source {addr}: {e:#}; trying again at each poll");
+                    warn!("Source {ntp_addr}: {e:#}; trying again at each poll");
                     reported = true;
                 }
-                Err(e) => debug!("Source {addr}: {e:#}"),
+                Err(e) => debug!("Source {ntp_addr}: {e:#}"),
             }
         }
         // The slot may have been given another address (or removed) while a Stop was
@@ -109,7 +116,17 @@ pub async fn run(
             return;
         }
         if lock(&ctx.engine).nts_needs_ke(id)
-            && let Some(backoff) = key_exchange(id, addr, &ctx).await
+            && let Some(backoff) = match key_exchange(id, addr, &ctx).await {
+                KeOutcome::Retry(backoff) => Some(backoff),
+                // The NTS-KE server may name another NTP server or port (RFC 8915
+                // 4.1.7, 4.1.8): the cookies are for it, so the polls go there.
+                KeOutcome::Done(named) if named.unwrap_or(addr) != ntp_addr => {
+                    ntp_addr = named.unwrap_or(addr);
+                    sock = None;
+                    continue;
+                }
+                KeOutcome::Done(_) => None,
+            }
         {
             // Failed: try again later (chrony's back-off), still answering commands.
             if let Woken::Stop = wait(
@@ -177,12 +194,55 @@ pub async fn run(
     }
 }
 
+/// How an NTS-KE ended.
+enum KeOutcome {
+    /// The engine has the session; with the NTP server the NTS-KE server named, if it
+    /// named one (its address and port resolved).
+    Done(Option<SocketAddr>),
+    /// Failed: try again after this long.
+    Retry(Duration),
+}
+
+/// Where the NTS-KE server at `ke_addr` says to send NTP: its server record (a name or
+/// address, resolved as `ke_addr`'s family is, else any) and port record (default 123),
+/// or `None` when it gave neither.
+fn named_ntp_server(
+    server: Option<&str>,
+    port: Option<u16>,
+    ke_addr: SocketAddr,
+) -> Result<Option<SocketAddr>> {
+    if server.is_none() && port.is_none() {
+        return Ok(None);
+    }
+    let port = port.unwrap_or(ntp_common::wire::NTP_PORT);
+    let Some(name) = server else {
+        return Ok(Some(SocketAddr::new(ke_addr.ip(), port)));
+    };
+    let found: Vec<SocketAddr> = (name, port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving the NTP server {name} the NTS-KE server named"))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4() == ke_addr.is_ipv4())
+        .or(found.first())
+        .copied()
+        .map(Some)
+        .ok_or_else(|| anyhow::anyhow!("{name} has no address"))
+}
+
 /// Runs an NTS-KE for source `id` (off the timekeeping thread) and gives the engine the
 /// session; on failure, how long to wait before the next attempt (doubling from 16 s to
 /// about an hour, as chrony's retries grow).
-async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> Option<Duration> {
-    let nts = ctx.nts.clone()?;
-    let ke = lock(&nts.servers).get(&id).cloned()?;
+async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOutcome {
+    // Neither can be missing for an NTS source; were one, it is not tried in a loop.
+    const NEVER: Duration = Duration::from_hours(1);
+    let Some(nts) = ctx.nts.clone() else {
+        return KeOutcome::Retry(NEVER);
+    };
+    let Some(ke) = lock(&nts.servers).get(&id).cloned() else {
+        return KeOutcome::Retry(NEVER);
+    };
     let (name, port) = (ke.name, ke.port);
     // A session the last run saved spares an NTS-KE (as chronyd's ntsdumpdir does).
     if let Some(saved) = nts.take_saved(&name) {
@@ -191,42 +251,50 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> Opti
             saved.cookies()
         );
         lock(&ctx.engine).nts_session(id, saved, now_ns());
-        return None;
+        return KeOutcome::Done(None);
     }
-    let tls = nts.tls(ke.certset)?;
+    let Some(tls) = nts.tls(ke.certset) else {
+        return KeOutcome::Retry(NEVER);
+    };
     let target = name.clone();
     let result = tokio::task::spawn_blocking(move || {
-        super::nts_ke::key_exchange(tls, &target, Some(addr.ip()), port)
+        let (keys, response) = super::nts_ke::key_exchange(tls, &target, Some(addr.ip()), port)?;
+        let named = named_ntp_server(response.server.as_deref(), response.port, addr)?;
+        Ok::<_, anyhow::Error>((keys, response, named))
     })
     .await;
     let outcome = match result {
-        Ok(Ok((keys, response))) => {
+        Ok(Ok((keys, response, named))) => {
             let mut prf = [0u8; 16];
-            net::random_bytes(&mut prf).map(|()| (keys, response, prf))
+            net::random_bytes(&mut prf).map(|()| (keys, response, named, prf))
         }
         Ok(Err(e)) => Err(e),
         Err(e) => Err(anyhow::anyhow!("the NTS-KE task failed: {e}")),
     };
     match outcome {
-        Ok((keys, response, prf)) => {
+        Ok((keys, response, named, prf)) => {
             let n = response.cookies.len();
-            if response.server.is_some() || response.port.is_some() {
-                warn!(
-                    "Source {name}: the NTS-KE server names another NTP server ({:?} port \
-                     {:?}); ntpx polls the source's own address",
-                    response.server, response.port
-                );
-            }
             let session = ntp_proto::nts::ClientSession::new(keys, response.cookies, prf);
             lock(&ctx.engine).nts_session(id, session, now_ns());
-            info!("Source {name}: NTS-KE done, {n} cookies");
-            None
+            if let Some(a) = named {
+                info!(
+                    "Source {name}: NTS-KE done, {n} cookies; NTP server {a} (named by the \
+                     NTS-KE server{})",
+                    response
+                        .server
+                        .as_deref()
+                        .map_or(String::new(), |s| format!(": {s}"))
+                );
+            } else {
+                info!("Source {name}: NTS-KE done, {n} cookies");
+            }
+            KeOutcome::Done(named)
         }
         Err(e) => {
             let attempts = lock(&ctx.engine).nts_ke_failed(id);
             let wait = Duration::from_secs(16u64 << attempts.saturating_sub(1).min(8));
             warn!("Source {name}: NTS-KE failed: {e:#}; next attempt in {wait:?}");
-            Some(wait)
+            KeOutcome::Retry(wait)
         }
     }
 }
@@ -309,5 +377,30 @@ async fn recv(
     match sock {
         Some(s) => Some(s.recv(buf).await),
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ntp_server_an_nts_ke_server_names_is_where_polls_go() {
+        let ke: SocketAddr = "198.18.0.1:123".parse().unwrap();
+        assert_eq!(named_ntp_server(None, None, ke).unwrap(), None);
+        // A port alone: the same host.
+        assert_eq!(
+            named_ntp_server(None, Some(1123), ke).unwrap(),
+            Some("198.18.0.1:1123".parse().unwrap())
+        );
+        // An address, default port 123.
+        assert_eq!(
+            named_ntp_server(Some("198.18.0.9"), None, ke).unwrap(),
+            Some("198.18.0.9:123".parse().unwrap())
+        );
+        assert_eq!(
+            named_ntp_server(Some("2001:db8::9"), Some(1123), ke).unwrap(),
+            Some("[2001:db8::9]:1123".parse().unwrap())
+        );
     }
 }
