@@ -117,7 +117,10 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     nts_ke::start(&shared)?;
     let nts = &shared.config.nts_server;
     if nts.enabled() && nts.rotate_secs > 0 {
-        tasks.spawn(nts_ke::rotate_keys(shared.clone()));
+        tasks.spawn(nts_ke::rotate_keys(
+            shared.clone(),
+            shared.cookie_keys_created,
+        ));
     }
     if let Some(events) = link_events {
         tasks.spawn(interfaces::follow_interfaces(shared.clone(), events));
@@ -168,14 +171,14 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
     )));
     let leaps = startup::load_leaps(&config, opts, kt.tai_offset_s)?;
     let keys = startup::load_keys(&config);
-    let cookies = if config.nts_server.enabled() {
-        let k = nts_ke::cookie_keys(&config.nts_server).context("NTS cookie keys")?;
+    let (cookies, cookie_keys_created) = if config.nts_server.enabled() {
+        let (k, created) = nts_ke::cookie_keys(&config.nts_server).context("NTS cookie keys")?;
         if let Some(p) = nts_ke::dump_path(&config.nts_server) {
             info!("NTS cookie keys kept in {}", p.display());
         }
-        Some(k)
+        (Some(k), created)
     } else {
-        None
+        (None, 0)
     };
     let mut engine = startup::new_engine(&config, opts, params.precision, &kt);
     for s in &config.sources {
@@ -215,6 +218,7 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         counters: counters::DaemonCounters::default(),
         slew_wake: tokio::sync::Notify::new(),
         finished: std::sync::atomic::AtomicBool::new(false),
+        cookie_keys_created,
         socket_bound: std::sync::atomic::AtomicBool::new(false),
         config,
     })

@@ -30,8 +30,14 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// The file in `ntsdumpdir` holding the cookie keys.
 const KEYS_FILE: &str = "ntpx-nts-keys";
 
-/// The cookie keys: read from `ntsdumpdir` if it holds them, else new ones (saved there).
-pub(super) fn cookie_keys(nts: &NtsServerConfig) -> Result<CookieKeys> {
+/// The line of the key file saying when its newest key was made (Unix seconds), so the
+/// rotation schedule survives restarts (chronyd keeps the newest key's age likewise): a
+/// daemon restarted more often than `ntsrotate` would otherwise never rotate.
+const CREATED: &str = "created ";
+
+/// The cookie keys, and when the newest was made (Unix seconds): read from `ntsdumpdir`
+/// if it holds them, else new ones (saved there).
+pub(super) fn cookie_keys(nts: &NtsServerConfig) -> Result<(CookieKeys, u64)> {
     if let Some(dir) = &nts.dump_dir {
         let path = dir.join(KEYS_FILE);
         match std::fs::read_to_string(&path) {
@@ -40,7 +46,9 @@ pub(super) fn cookie_keys(nts: &NtsServerConfig) -> Result<CookieKeys> {
                     .with_context(|| format!("reading the NTS keys in {}", path.display()))?;
                 if let Some(k) = CookieKeys::from_keys(keys) {
                     info!("NTS cookie keys read from {}", path.display());
-                    return Ok(k);
+                    // A file from before the line was kept: its keys' age is unknown.
+                    let created = created_at(&text).unwrap_or_else(unix_now);
+                    return Ok((k, created));
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -48,8 +56,29 @@ pub(super) fn cookie_keys(nts: &NtsServerConfig) -> Result<CookieKeys> {
         }
     }
     let keys = CookieKeys::new(new_key(1)?);
-    save_keys(nts, &keys);
-    Ok(keys)
+    let created = unix_now();
+    save_keys(nts, &keys, created);
+    Ok((keys, created))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// When the newest key in a key file's `text` was made, if it says.
+fn created_at(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(CREATED))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// How long until the next rotation of keys whose newest was made at `created`: the
+/// rest of `every`, nothing if overdue (a clock set back counts as just made).
+fn until_rotation(created: u64, now: u64, every: u64) -> Duration {
+    let age = now.saturating_sub(created);
+    Duration::from_secs(every.saturating_sub(age))
 }
 
 fn new_key(id: u32) -> Result<ServerKey> {
@@ -60,16 +89,13 @@ fn new_key(id: u32) -> Result<ServerKey> {
 
 /// Saves the keys in `ntsdumpdir`, readable by the daemon's user alone; a failure only
 /// costs the clients' cookies at the next start.
-fn save_keys(nts: &NtsServerConfig, keys: &CookieKeys) {
+fn save_keys(nts: &NtsServerConfig, keys: &CookieKeys, created: u64) {
     let Some(dir) = &nts.dump_dir else { return };
-    let text: String = keys
-        .keys()
-        .iter()
-        .map(|k| {
-            let hex: String = k.key.iter().map(|b| format!("{b:02x}")).collect();
-            format!("{} {hex}\n", k.id)
-        })
-        .collect();
+    let mut text = format!("{CREATED}{created}\n");
+    for k in keys.keys() {
+        let hex: String = k.key.iter().map(|b| format!("{b:02x}")).collect();
+        text.push_str(&format!("{} {hex}\n", k.id));
+    }
     let path = dir.join(KEYS_FILE);
     if let Err(e) = crate::os::atomic_file::write_atomically_mode(&path, text.as_bytes(), 0o600) {
         warn!("Could not save the NTS cookie keys: {e:#}");
@@ -78,7 +104,7 @@ fn save_keys(nts: &NtsServerConfig, keys: &CookieKeys) {
 
 fn parse_keys(text: &str) -> Result<Vec<ServerKey>> {
     text.lines()
-        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !l.trim().is_empty() && !l.starts_with(CREATED))
         .map(|l| {
             let (id, hex) = l.split_once(' ').ok_or_else(|| anyhow!("malformed line"))?;
             let id: u32 = id.parse().context("key id")?;
@@ -98,10 +124,15 @@ fn parse_keys(text: &str) -> Result<Vec<ServerKey>> {
 /// Replaces the sealing cookie key every `ntsrotate` seconds (the previous ones keep
 /// opening the cookies clients hold), saving the keys each time. Runs for the daemon's
 /// life (started only with NTS on and a non-zero interval).
-pub(super) async fn rotate_keys(sh: Arc<Shared>) -> Result<()> {
+pub(super) async fn rotate_keys(sh: Arc<Shared>, created: u64) -> Result<()> {
     let every = sh.config.nts_server.rotate_secs.max(1);
+    let mut wait = until_rotation(created, unix_now(), every);
+    if wait < Duration::from_secs(every) {
+        info!("NTS cookie key rotation due in {} s", wait.as_secs());
+    }
     loop {
-        tokio::time::sleep(Duration::from_secs(every)).await;
+        tokio::time::sleep(wait).await;
+        wait = Duration::from_secs(every);
         let sh = sh.clone();
         let rotated = tokio::task::spawn_blocking(move || -> Result<u32> {
             // Built and saved outside the lock: a request's reply never waits on the
@@ -121,7 +152,7 @@ pub(super) async fn rotate_keys(sh: Arc<Shared>) -> Result<()> {
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .cookies = Some(keys.clone());
-            save_keys(&sh.config.nts_server, &keys);
+            save_keys(&sh.config.nts_server, &keys, unix_now());
             Ok(id)
         })
         .await;
@@ -386,14 +417,15 @@ mod tests {
             dump_dir: Some(dir.path().to_path_buf()),
             ..NtsServerConfig::default()
         };
-        let first = cookie_keys(&nts).unwrap();
+        let (first, created) = cookie_keys(&nts).unwrap();
         let path = dump_path(&nts).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        let again = cookie_keys(&nts).unwrap();
+        let (again, created_again) = cookie_keys(&nts).unwrap();
+        assert_eq!(created_again, created, "the newest key's age is kept");
         let session = SessionKeys {
             c2s: [1; KEY_LEN],
             s2c: [2; KEY_LEN],
@@ -406,5 +438,20 @@ mod tests {
         );
         std::fs::write(&path, "1 zz\n").unwrap();
         assert!(cookie_keys(&nts).is_err(), "a damaged key file is an error");
+    }
+
+    #[test]
+    fn rotation_continues_on_the_schedule_of_the_saved_keys() {
+        let week = 7 * 86400;
+        assert_eq!(until_rotation(1000, 1000, week), Duration::from_secs(week));
+        assert_eq!(
+            until_rotation(1000, 1000 + week - 5, week),
+            Duration::from_secs(5)
+        );
+        assert_eq!(until_rotation(1000, 1000 + 2 * week, week), Duration::ZERO);
+        // A clock set back before the key was made: as if just made.
+        assert_eq!(until_rotation(5000, 1000, week), Duration::from_secs(week));
+        assert_eq!(created_at("created 1234\n1 00\n"), Some(1234));
+        assert_eq!(created_at("1 00\n"), None);
     }
 }

@@ -63,6 +63,9 @@ pub(super) struct Shared {
     pub slew_wake: tokio::sync::Notify,
     /// Set once the orderly exit has run.
     pub finished: std::sync::atomic::AtomicBool,
+    /// When the newest NTS cookie key was made (Unix seconds; 0 without NTS): the
+    /// rotation schedule goes on from it.
+    pub cookie_keys_created: u64,
     /// Set once the control socket is bound: only then is it ours to remove at exit.
     pub socket_bound: std::sync::atomic::AtomicBool,
 }
