@@ -375,26 +375,20 @@ impl NtsLoad {
 }
 
 /// Median and p99 of `v`, if any.
-fn percentiles(mut v: Vec<u64>) -> Option<Percentiles> {
+fn percentiles(v: Vec<u64>) -> Option<Percentiles> {
     if v.is_empty() {
         return None;
     }
-    v.sort_unstable();
-    let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    let r = crate::testrun::percentiles(v);
     Some(Percentiles {
-        p50: at(0.5),
-        p99: at(0.99),
+        p50: r.p50_ns,
+        p99: r.p99_ns,
     })
 }
 
+/// `CLOCK_MONOTONIC`, ns (0 if it cannot be read: a response time is then lost).
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to write.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    ntp_user::clock::read::monotonic_ns().unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -172,7 +172,7 @@ fn key_exchange(
     let ctx = ntp_user::sources::nts_ke::context(&config)?.context("no NTS context")?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let tls = ctx.tls(0).context("no TLS configuration")?;
+        let tls = ctx.tls(0)?;
         match ntp_user::sources::nts_ke::key_exchange(tls, NAME, Some(server), KE_PORT) {
             Ok((keys, response)) => return Ok((keys, response.cookies)),
             Err(e) if Instant::now() > deadline => {

@@ -190,7 +190,11 @@ impl ClientRecord {
         } else {
             self.requests += 1;
         }
-        self.last_tai_ns = now;
+        // Requests counted out of order (server threads, CPUs) never move it back: the
+        // next request's gap would count the same time twice and loosen the limit.
+        if now > self.last_tai_ns {
+            self.last_tai_ns = now;
+        }
     }
 
     /// Whether no request has been counted yet.

@@ -593,31 +593,53 @@ fn ntpxd_polls_the_ntp_server_its_nts_ke_server_names() -> Result<()> {
         ),
         &["--no-xdp"],
     )?;
-    let mut d = Ntpxd::start(
-        &me,
-        &format!(
-            "ntstrustedcerts {}\nnosystemcert\nserver ntpx.test nts {FAST_POLL}\n",
-            cert.display()
-        ),
-        &["--no-xdp"],
-    )?;
+    let kept = dir.path().join("client-dump");
+    std::fs::create_dir(&kept)?;
+    let client_config = format!(
+        "ntstrustedcerts {}\nnosystemcert\nntsdumpdir {}\nserver ntpx.test nts {FAST_POLL}\n",
+        cert.display(),
+        kept.display()
+    );
+    let samples = |d: &Ntpxd| {
+        wait_until(Duration::from_secs(20), "authenticated samples", || {
+            let r = d.ntpxc(&["ntpdata"]).ok()?;
+            ntpdata_field(&r, &link.server_v4, "Total good RX")
+                .and_then(|v| v.parse::<u32>().ok())
+                .is_some_and(|n| n >= 3)
+                .then_some(())
+        })
+        .with_context(|| {
+            format!(
+                "{}\nclient:\n{}\nserver:\n{}",
+                d.ntpxc(&["ntpdata"]).unwrap_or_default(),
+                d.proc.log(),
+                server.proc.log()
+            )
+        })
+    };
+    let mut d = Ntpxd::start(&me, &client_config, &["--no-xdp"])?;
     d.proc
         .wait_for_log(&format!("NTP server {named}:1123"), Duration::from_secs(10))?;
-    wait_until(Duration::from_secs(20), "authenticated samples", || {
-        let r = d.ntpxc(&["ntpdata"]).ok()?;
-        ntpdata_field(&r, &link.server_v4, "Total good RX")
-            .and_then(|v| v.parse::<u32>().ok())
-            .is_some_and(|n| n >= 3)
-            .then_some(())
-    })
-    .with_context(|| {
-        format!(
-            "{}\nclient:\n{}\nserver:\n{}",
-            d.ntpxc(&["ntpdata"]).unwrap_or_default(),
-            d.proc.log(),
-            server.proc.log()
-        )
-    })?;
+    samples(&d)?;
     assert!(server.stat("serverstats", "Authenticated NTP packets")? >= 3);
+    // Restarted: the saved session remembers where its cookies are good.
+    d.proc.signal(libc::SIGTERM);
+    assert!(
+        d.proc.wait_exit(Duration::from_secs(5))?,
+        "{}",
+        d.proc.log()
+    );
+    let mut d = Ntpxd::start(&me, &client_config, &["--no-xdp"])?;
+    d.proc
+        .wait_for_log("NTS session restored", Duration::from_secs(10))?;
+    assert!(
+        d.proc
+            .log()
+            .contains(&format!("cookies; NTP server {named}:1123")),
+        "{}",
+        d.proc.log()
+    );
+    samples(&d)?;
+    assert!(!d.proc.log().contains("NTS-KE done"), "{}", d.proc.log());
     Ok(())
 }

@@ -30,7 +30,7 @@ struct Args {
     no_xdp: bool,
     /// Threads answering the requests the daemon's socket gets (all with --no-xdp; with
     /// XDP, authenticated and NTS requests and whatever the program passes up), each on a
-    /// socket of its own sharing the port (the kernel keeps each client on one). 0: the
+    /// socket of its own sharing the port (the kernel spreads clients over them). 0: the
     /// timekeeping thread answers them, as chronyd does. Default: one per core when this
     /// is an NTS server (ntsservercert), else 0.
     #[arg(long, value_name = "N")]

@@ -6,7 +6,8 @@
 //! - `timekeeping`: the publication loop, clock-update hooks, the slew timer;
 //! - `ntp_server`: the daemon's NTP socket; `client_log`: its client records;
 //! - `control_server` and `commands`: ntpxc's transports and what each request does;
-//! - `counters`: serverstats and xdpstats; `shutdown`: signals and the orderly exit.
+//! - `counters`: serverstats and xdpstats; `shutdown`: signals and the orderly exit;
+//! - `step_gate`: answers held back across a step of the clock.
 
 mod bind;
 mod client_log;
@@ -19,6 +20,7 @@ mod nts_ke;
 mod shared;
 mod shutdown;
 mod startup;
+mod step_gate;
 mod timekeeping;
 
 pub use control_server::{serve, serve_udp};
@@ -113,7 +115,7 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
         crate::os::lock_memory();
     }
     let mut tasks = JoinSet::new();
-    start_tasks(&shared, &opts, &mut tasks)?;
+    let ntp = start_tasks(&shared, &opts, &mut tasks)?;
     nts_ke::start(&shared)?;
     let nts = &shared.config.nts_server;
     if nts.enabled() && nts.rotate_secs > 0 {
@@ -126,6 +128,7 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
         tasks.spawn(interfaces::follow_interfaces(shared.clone(), events));
     }
     drop_privileges(&shared.config, &opts, shared.kernel.is_some())?;
+    ntp.serve(&shared, &mut tasks)?;
     let outcome = shutdown::wait(&mut tasks, shared.journal.fatal()).await;
     tasks.abort_all();
     shutdown::finish(&shared);
@@ -218,6 +221,7 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         counters: counters::DaemonCounters::default(),
         slew_wake: tokio::sync::Notify::new(),
         finished: std::sync::atomic::AtomicBool::new(false),
+        step_gate: step_gate::StepGate::default(),
         cookie_keys_created,
         socket_bound: std::sync::atomic::AtomicBool::new(false),
         config,
@@ -236,9 +240,14 @@ fn announce(sh: &Shared) {
     );
 }
 
-/// The tasks that run for the daemon's life: sources, NTP sockets, control, the
-/// publication loop and (steering the real clock) the slew timer.
-fn start_tasks(sh: &Arc<Shared>, opts: &Options, tasks: &mut JoinSet<Result<()>>) -> Result<()> {
+/// The tasks that run for the daemon's life: sources, control, the publication loop
+/// and (steering the real clock) the slew timer; and the NTP sockets, bound, to be
+/// served once the privileges are dropped.
+fn start_tasks(
+    sh: &Arc<Shared>,
+    opts: &Options,
+    tasks: &mut JoinSet<Result<()>>,
+) -> Result<ntp_server::Bound> {
     let hook = sh.clone();
     let nts = sources::nts_ke::context(&sh.config).context("NTS")?;
     let precision = 2f64.powi(i32::from(sh.params.precision));
@@ -265,14 +274,14 @@ fn start_tasks(sh: &Arc<Shared>, opts: &Options, tasks: &mut JoinSet<Result<()>>
     };
     crate::refclocks::start(&sh.config, &refclock_ctx, precision)?;
     let threads = ntp_server::server_threads(&sh.config, opts.server_threads);
-    ntp_server::start(sh, threads, tasks)?;
+    let ntp = ntp_server::bind(sh, threads)?;
     control_server::start(sh, tasks)?;
     if !opts.no_clock_control {
         tasks.spawn(timekeeping::slew_timer(sh.clone()));
     }
     tasks.spawn(timekeeping::publish_loop(sh.clone()));
     tasks.spawn(timekeeping::leap_timer(sh.clone()));
-    Ok(())
+    Ok(ntp)
 }
 
 /// `-u USER` / `user`: everything that needed root is done by now.

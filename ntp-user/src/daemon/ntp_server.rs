@@ -48,22 +48,25 @@ pub(super) fn server_threads(config: &Config, asked: Option<usize>) -> usize {
     })
 }
 
-/// Starts answering on the NTP port: on the timekeeping thread (`threads` 0), or on
-/// `threads` threads of their own, each with one socket of every bound address's
-/// `SO_REUSEPORT` group (the kernel keeps each client on one socket, so interleaved
-/// mode finds its reply's departure where it was sent). A thread that fails ends a task
-/// in `tasks` with its error, which ends the daemon.
-pub(super) fn start(
-    sh: &Arc<Shared>,
-    threads: usize,
-    tasks: &mut JoinSet<Result<()>>,
-) -> Result<()> {
+/// The NTP sockets, bound (before the privilege drop: port 123 needs it) and not yet
+/// served.
+pub(super) enum Bound {
+    /// Served by the timekeeping thread.
+    OnTimekeeping(Vec<TimestampedSocket>),
+    /// One group per server thread: a socket of each bound address.
+    Threads(Vec<Vec<UnregisteredSocket>>),
+}
+
+/// Binds the NTP port for `threads` server threads (0: the timekeeping thread), each
+/// with one socket of every bound address's `SO_REUSEPORT` group. The kernel hashes
+/// the client's address and port; a client that changes ports between requests, as
+/// chronyd does, may reach another thread, and interleaved mode still works: each
+/// thread notes its replies' departures in the one client log.
+pub(super) fn bind(sh: &Shared, threads: usize) -> Result<Bound> {
     let hw = sh.hw.get().is_some();
-    if threads == 0 {
-        for sock in bind_ntp_sockets(&sh.config, "NTP", |a| TimestampedSocket::bind(a, hw))? {
-            tasks.spawn(serve_ntp(sock, sh.clone()));
-        }
-        return Ok(());
+    if threads == 0 || sh.config.port == 0 {
+        let socks = bind_ntp_sockets(&sh.config, "NTP", |a| TimestampedSocket::bind(a, hw))?;
+        return Ok(Bound::OnTimekeeping(socks));
     }
     let what = format!("NTP ({threads} threads)");
     let groups = bind_ntp_sockets(&sh.config, &what, |a| {
@@ -77,28 +80,50 @@ pub(super) fn start(
             per_thread[i].push(sock);
         }
     }
-    for (i, socks) in per_thread.into_iter().enumerate() {
-        let (done, ended) = tokio::sync::oneshot::channel();
-        let sh = sh.clone();
-        std::thread::Builder::new()
-            .name(format!("ntpx-ntp-{i}"))
-            .spawn(move || {
-                let _ = done.send(serve_on_thread(socks, sh));
-            })
-            .with_context(|| format!("starting NTP server thread {i}"))?;
-        tasks.spawn(async move {
-            match ended.await {
-                Ok(Err(e)) => Err(e.context(format!("NTP server thread {i}"))),
-                Ok(Ok(())) => Err(anyhow!("NTP server thread {i} ended")),
-                Err(_) => Err(anyhow!("NTP server thread {i} panicked")),
+    Ok(Bound::Threads(per_thread))
+}
+
+impl Bound {
+    /// Starts answering: tasks of the timekeeping thread, or the server threads (made
+    /// after the privilege drop, so they have no more than the daemon keeps: the
+    /// bounding set and `no_new_privs` are per thread). A thread that fails ends a task
+    /// in `tasks` with its error, which ends the daemon.
+    pub(super) fn serve(self, sh: &Arc<Shared>, tasks: &mut JoinSet<Result<()>>) -> Result<()> {
+        let per_thread = match self {
+            Bound::OnTimekeeping(socks) => {
+                for sock in socks {
+                    tasks.spawn(serve_ntp(sock, sh.clone()));
+                }
+                return Ok(());
             }
-        });
+            Bound::Threads(t) => t,
+        };
+        for (i, socks) in per_thread.into_iter().enumerate() {
+            let (done, ended) = tokio::sync::oneshot::channel();
+            let sh = sh.clone();
+            std::thread::Builder::new()
+                .name(format!("ntpx-ntp-{i}"))
+                .spawn(move || {
+                    let _ = done.send(serve_on_thread(socks, sh));
+                })
+                .with_context(|| format!("starting NTP server thread {i}"))?;
+            tasks.spawn(async move {
+                match ended.await {
+                    Ok(Err(e)) => Err(e.context(format!("NTP server thread {i}"))),
+                    Ok(Ok(())) => Err(anyhow!("NTP server thread {i} ended")),
+                    Err(_) => Err(anyhow!("NTP server thread {i} panicked")),
+                }
+            });
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// One server thread's life: its sockets served on a runtime of its own.
 fn serve_on_thread(socks: Vec<UnregisteredSocket>, sh: Arc<Shared>) -> Result<()> {
+    // Not under `sched_priority`'s SCHED_FIFO (inherited from the thread that made it):
+    // a flood of NTS requests must not take the CPU from timekeeping.
+    crate::os::normal_scheduling();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
@@ -202,7 +227,12 @@ pub(super) async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Resul
         };
         match r {
             Ok(()) => {
-                for (r, buf) in got.iter().zip(&bufs).filter(|(r, _)| r.len > 0) {
+                for (r, buf) in got.iter().zip(&bufs) {
+                    if r.len == 0 {
+                        // Empty, or its control data could not be read.
+                        bump(&sh.counters.ignored);
+                        continue;
+                    }
                     answer(&sock, &sh, &buf[..r.len.min(buf.len())], r, &mut awaiting)?;
                 }
             }
@@ -250,6 +280,11 @@ fn answer(
     awaiting: &mut AwaitingDeparture,
 ) -> Result<()> {
     bump(&sh.counters.received);
+    // During a step of the system clock nothing is answered (see Shared::withdraw).
+    let Some(ticket) = sh.step_gate.begin() else {
+        bump(&sh.counters.ignored);
+        return Ok(());
+    };
     // The NIC's receive stamp where it can be told in system time, else the kernel's.
     let nic = r.rx_hw.zip(sh.hw.get()).and_then(|(stamp, clocks)| {
         let v6 = r.src.is_ipv6();
@@ -302,6 +337,11 @@ fn answer(
             let secrets = sh.secrets();
             let (reply, tx_now) = p.finish(clock::tai_ns()?, &secrets);
             drop(secrets);
+            // A step since the request was read: its stamps and the state disagree.
+            if !sh.step_gate.still_open(ticket) {
+                bump(&sh.counters.ignored);
+                return Ok(());
+            }
             // Never more bytes back than came in (RFC 8915 5.6; no amplification).
             if reply.len() > datagram.len() {
                 bump(&sh.counters.ignored);

@@ -30,11 +30,6 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// The file in `ntsdumpdir` holding the cookie keys.
 const KEYS_FILE: &str = "ntpx-nts-keys";
 
-/// The line of the key file saying when its newest key was made (Unix seconds), so the
-/// rotation schedule survives restarts (chronyd keeps the newest key's age likewise): a
-/// daemon restarted more often than `ntsrotate` would otherwise never rotate.
-const CREATED: &str = "created ";
-
 /// The cookie keys, and when the newest was made (Unix seconds): read from `ntsdumpdir`
 /// if it holds them, else new ones (saved there).
 pub(super) fn cookie_keys(nts: &NtsServerConfig) -> Result<(CookieKeys, u64)> {
@@ -46,8 +41,14 @@ pub(super) fn cookie_keys(nts: &NtsServerConfig) -> Result<(CookieKeys, u64)> {
                     .with_context(|| format!("reading the NTS keys in {}", path.display()))?;
                 if let Some(k) = CookieKeys::from_keys(keys) {
                     info!("NTS cookie keys read from {}", path.display());
-                    // A file from before the line was kept: its keys' age is unknown.
-                    let created = created_at(&text).unwrap_or_else(unix_now);
+                    // Written when its newest key was made: the rotation schedule goes
+                    // on from there (chronyd keeps the key's age likewise), or a daemon
+                    // restarted more often than `ntsrotate` would never rotate.
+                    let created = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or_else(unix_now, |d| d.as_secs());
                     return Ok((k, created));
                 }
             }
@@ -56,22 +57,14 @@ pub(super) fn cookie_keys(nts: &NtsServerConfig) -> Result<(CookieKeys, u64)> {
         }
     }
     let keys = CookieKeys::new(new_key(1)?);
-    let created = unix_now();
-    save_keys(nts, &keys, created);
-    Ok((keys, created))
+    save_keys(nts, &keys);
+    Ok((keys, unix_now()))
 }
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// When the newest key in a key file's `text` was made, if it says.
-fn created_at(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(CREATED))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// How long until the next rotation of keys whose newest was made at `created`: the
@@ -89,9 +82,9 @@ fn new_key(id: u32) -> Result<ServerKey> {
 
 /// Saves the keys in `ntsdumpdir`, readable by the daemon's user alone; a failure only
 /// costs the clients' cookies at the next start.
-fn save_keys(nts: &NtsServerConfig, keys: &CookieKeys, created: u64) {
+fn save_keys(nts: &NtsServerConfig, keys: &CookieKeys) {
     let Some(dir) = &nts.dump_dir else { return };
-    let mut text = format!("{CREATED}{created}\n");
+    let mut text = String::new();
     for k in keys.keys() {
         let hex: String = k.key.iter().map(|b| format!("{b:02x}")).collect();
         text.push_str(&format!("{} {hex}\n", k.id));
@@ -104,7 +97,7 @@ fn save_keys(nts: &NtsServerConfig, keys: &CookieKeys, created: u64) {
 
 fn parse_keys(text: &str) -> Result<Vec<ServerKey>> {
     text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with(CREATED))
+        .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let (id, hex) = l.split_once(' ').ok_or_else(|| anyhow!("malformed line"))?;
             let id: u32 = id.parse().context("key id")?;
@@ -152,7 +145,7 @@ pub(super) async fn rotate_keys(sh: Arc<Shared>, created: u64) -> Result<()> {
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .cookies = Some(keys.clone());
-            save_keys(&sh.config.nts_server, &keys, unix_now());
+            save_keys(&sh.config.nts_server, &keys);
             Ok(id)
         })
         .await;
@@ -425,7 +418,10 @@ mod tests {
             0o600
         );
         let (again, created_again) = cookie_keys(&nts).unwrap();
-        assert_eq!(created_again, created, "the newest key's age is kept");
+        assert!(
+            created_again.abs_diff(created) <= 1,
+            "the newest key's age is kept"
+        );
         let session = SessionKeys {
             c2s: [1; KEY_LEN],
             s2c: [2; KEY_LEN],
@@ -451,7 +447,5 @@ mod tests {
         assert_eq!(until_rotation(1000, 1000 + 2 * week, week), Duration::ZERO);
         // A clock set back before the key was made: as if just made.
         assert_eq!(until_rotation(5000, 1000, week), Duration::from_secs(week));
-        assert_eq!(created_at("created 1234\n1 00\n"), Some(1234));
-        assert_eq!(created_at("1 00\n"), None);
     }
 }

@@ -63,6 +63,9 @@ pub(super) struct Shared {
     pub slew_wake: tokio::sync::Notify,
     /// Set once the orderly exit has run.
     pub finished: std::sync::atomic::AtomicBool,
+    /// Closed from a step of the system clock to the publication after it (see
+    /// [`Shared::withdraw`]).
+    pub step_gate: super::step_gate::StepGate,
     /// When the newest NTS cookie key was made (Unix seconds; 0 without NTS): the
     /// rotation schedule goes on from it.
     pub cookie_keys_created: u64,
@@ -100,6 +103,8 @@ impl Shared {
         schedule_leap(&mut st, now_tai, tai, &served, passed);
         *served = st;
         drop(served);
+        // A step that withdrew the daemon's path is over: the state has the new base.
+        self.step_gate.open();
         if let Some(p) = &self.publisher {
             p.publish(&st);
         }
@@ -107,13 +112,15 @@ impl Shared {
         Ok(())
     }
 
-    /// Withdraws the kernel's service before the system clock is stepped: until the
-    /// next publication every request goes to the daemon, which answers from the new
-    /// state, so no reply mixes the old base with the stepped clock.
+    /// Withdraws both paths' service before the system clock is stepped: the kernel
+    /// passes every request to the daemon, and the daemon's path (on server threads, or
+    /// a step made from a helper thread) answers nothing until the next publication, so
+    /// no reply mixes the old base with the stepped clock.
     pub(super) fn withdraw(&self) {
         if let Some(p) = &self.publisher {
             p.withdraw();
         }
+        self.step_gate.close();
     }
 
     /// The leap indicator to serve and to give the kernel at `now_unix_ns`: with

@@ -33,6 +33,20 @@ pub fn lower_thread_priority() {
     }
 }
 
+/// The calling thread back under the normal scheduler (`SCHED_OTHER`, nice 0), whatever
+/// policy it inherited.
+pub fn normal_scheduling() {
+    let normal = libc::sched_param { sched_priority: 0 };
+    // SAFETY: valid sched_param on the stack, for the calling thread (0); lowering one's
+    // own policy needs no privilege.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &raw const normal) } != 0 {
+        tracing::debug!(
+            "Could not set a thread's scheduling policy: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// `sched_priority`: timekeeping (this thread) under `SCHED_FIFO` at `priority`, so it runs
 /// as soon as it is ready whatever else the machine does. A refusal (no `CAP_SYS_NICE`,
 /// systemd's `RestrictRealtime`) is logged and the daemon runs on, as chronyd does.

@@ -228,7 +228,8 @@ impl SyncHandle {
         let servers = lock(&nts.servers);
         for (id, dump) in sessions {
             if let Some(ke) = servers.get(&id) {
-                nts.save(&ke.name, &dump);
+                let named = lock(&nts.named).get(&id).copied();
+                nts.save(&ke.name, &dump, named);
             }
         }
     }

@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use std::{
     collections::HashMap,
     io::{Read, Write},
-    net::{TcpStream, ToSocketAddrs},
+    net::{SocketAddr, TcpStream, ToSocketAddrs},
     path::Path,
     sync::{Arc, Mutex},
     time::Duration,
@@ -42,18 +42,34 @@ pub struct KeServer {
 /// What the sources with NTS share: a TLS configuration per certificate set, and each
 /// source's NTS-KE server.
 pub struct NtsContext {
-    /// The TLS client configuration of each certificate set a source uses.
-    tls: HashMap<u32, Arc<rustls::ClientConfig>>,
+    /// The TLS client configuration of each certificate set in use (built when a source
+    /// first names the set: at start, or when `reload sources` adds one).
+    tls: Mutex<HashMap<u32, Arc<rustls::ClientConfig>>>,
+    /// `ntstrustedcerts` (set, path), and whether set 0 holds the system's authorities.
+    trusted: (Vec<(u32, std::path::PathBuf)>, bool),
     /// NTS-KE server of each source (by engine id).
     pub servers: Mutex<HashMap<usize, KeServer>>,
+    /// The NTP server each source's NTS-KE server named, where it named one (by engine
+    /// id): kept with the session at exit.
+    pub named: Mutex<HashMap<usize, SocketAddr>>,
     /// `ntsdumpdir`: where the sessions (keys and cookies) are kept across restarts.
     pub dump_dir: Option<std::path::PathBuf>,
 }
 
 impl NtsContext {
     /// The TLS configuration checking certificates against set `certset`.
-    pub fn tls(&self, certset: u32) -> Option<Arc<rustls::ClientConfig>> {
-        self.tls.get(&certset).cloned()
+    pub fn tls(&self, certset: u32) -> Result<Arc<rustls::ClientConfig>> {
+        let mut sets = crate::lock(&self.tls);
+        if let Some(c) = sets.get(&certset) {
+            return Ok(c.clone());
+        }
+        let (trusted, system) = &self.trusted;
+        let c = Arc::new(
+            tls_for_set(trusted, *system, certset)
+                .with_context(|| format!("certificate set {certset}"))?,
+        );
+        sets.insert(certset, c.clone());
+        Ok(c)
     }
 
     /// Where the session with NTS-KE server `name` is kept.
@@ -72,26 +88,57 @@ impl NtsContext {
     }
 
     /// The session saved for `name` by the last run, taken (the file is removed: its
-    /// cookies are used once; a NAK then brings a new NTS-KE).
-    pub fn take_saved(&self, name: &str) -> Option<ntp_proto::nts::ClientSession> {
+    /// cookies are used once; a NAK then brings a new NTS-KE), with the NTP server the
+    /// NTS-KE server had named, if it had.
+    pub fn take_saved(
+        &self,
+        name: &str,
+    ) -> Option<(ntp_proto::nts::ClientSession, Option<SocketAddr>)> {
         let path = self.dump_file(name)?;
         let text = std::fs::read_to_string(&path).ok()?;
         let _ = std::fs::remove_file(&path);
         let mut prf = [0u8; 16];
         crate::net::random_bytes(&mut prf).ok()?;
-        ntp_proto::nts::ClientSession::restore(&text, prf)
+        let (session, named) = split_named(&text);
+        Some((
+            ntp_proto::nts::ClientSession::restore(&session, prf)?,
+            named,
+        ))
     }
 
-    /// Saves `dump` (a session) for `name`, readable by the daemon's user alone.
-    pub fn save(&self, name: &str, dump: &str) {
+    /// Saves `dump` (a session) for `name`, readable by the daemon's user alone, with
+    /// the NTP server its NTS-KE server named (`named`).
+    pub fn save(&self, name: &str, dump: &str, named: Option<SocketAddr>) {
         let Some(path) = self.dump_file(name) else {
             return;
         };
-        if let Err(e) = crate::os::atomic_file::write_atomically_mode(&path, dump.as_bytes(), 0o600)
+        let mut text = dump.to_string();
+        if let Some(a) = named {
+            text.push_str(&format!("{NAMED}{a}\n"));
+        }
+        if let Err(e) = crate::os::atomic_file::write_atomically_mode(&path, text.as_bytes(), 0o600)
         {
             warn!("Could not save the NTS session with {name}: {e:#}");
         }
     }
+}
+
+/// The line of a saved session naming the NTP server its NTS-KE server named.
+const NAMED: &str = "ntp-server ";
+
+/// A saved session's text without its `NAMED` line, and the address that line gives.
+fn split_named(text: &str) -> (String, Option<SocketAddr>) {
+    let mut named = None;
+    let mut rest = String::new();
+    for line in text.lines() {
+        if let Some(a) = line.strip_prefix(NAMED) {
+            named = a.trim().parse().ok();
+        } else {
+            rest.push_str(line);
+            rest.push('\n');
+        }
+    }
+    (rest, named)
 }
 
 /// The NTS context when any source uses NTS: a TLS configuration for each certificate
@@ -103,36 +150,33 @@ pub fn context(config: &Config) -> Result<Option<Arc<NtsContext>>> {
     if sources.is_empty() {
         return Ok(None);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = HashMap::new();
-    for s in &sources {
-        if tls.contains_key(&s.certset) {
-            continue;
-        }
-        let c = tls_for_set(config, s.certset, &provider).with_context(|| {
-            format!(
-                "NTS source {} (line {}), certificate set {}",
-                s.name, s.line, s.certset
-            )
-        })?;
-        tls.insert(s.certset, Arc::new(c));
-    }
-    Ok(Some(Arc::new(NtsContext {
-        tls,
+    let ctx = NtsContext {
+        tls: Mutex::new(HashMap::new()),
+        trusted: (config.nts_trusted_certs.clone(), config.nts_system_certs),
         servers: Mutex::new(HashMap::new()),
+        named: Mutex::new(HashMap::new()),
         dump_dir: config.nts_server.dump_dir.clone(),
-    })))
+    };
+    // Every set the configuration names, built now: a set with nothing to trust stops
+    // the start with the source's line.
+    for s in &sources {
+        ctx.tls(s.certset)
+            .with_context(|| format!("NTS source {} (line {})", s.name, s.line))?;
+    }
+    Ok(Some(Arc::new(ctx)))
 }
 
-/// The TLS client configuration trusting certificate set `set`.
+/// The TLS client configuration trusting certificate set `set` of `trusted` (and, for
+/// set 0 with `system`, the system's authorities).
 fn tls_for_set(
-    config: &Config,
+    trusted: &[(u32, std::path::PathBuf)],
+    system: bool,
     set: u32,
-    provider: &Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     let mut pinned = Vec::new();
-    for (_, path) in config.nts_trusted_certs.iter().filter(|(s, _)| *s == set) {
+    for (_, path) in trusted.iter().filter(|(s, _)| *s == set) {
         for cert in certificates_in(path)? {
             // As an authority, and as itself: chronyd (GnuTLS) accepts a trusted
             // self-signed server certificate, which webpki refuses as an end entity.
@@ -141,7 +185,7 @@ fn tls_for_set(
         }
     }
     if set == 0
-        && config.nts_system_certs
+        && system
         && let Some(bundle) = SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.is_file())
     {
         let certs = certificates_in(bundle)?;
@@ -166,7 +210,7 @@ fn tls_for_set(
     .build()
     .context("the trusted certificates")?;
     let verifier = Arc::new(TrustedOrChained { webpki, pinned });
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3")?
         .dangerous()
@@ -407,6 +451,14 @@ pub fn key_exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saved_session_keeps_the_ntp_server_it_was_named() {
+        let (rest, named) = split_named("v\nk1\nk2\nc1\nntp-server 198.18.0.9:1123\n");
+        assert_eq!(rest, "v\nk1\nk2\nc1\n");
+        assert_eq!(named, Some("198.18.0.9:1123".parse().unwrap()));
+        assert_eq!(split_named("v\nc\n"), ("v\nc\n".to_string(), None));
+    }
 
     #[test]
     fn asn1_times_are_unix_seconds() {

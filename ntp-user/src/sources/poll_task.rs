@@ -194,6 +194,16 @@ pub async fn run(
     }
 }
 
+/// Keeps the NTP server named for source `id` (or that none was), to be saved with its
+/// session.
+fn note_named(nts: &super::nts_ke::NtsContext, id: SourceId, named: Option<SocketAddr>) {
+    let mut m = lock(&nts.named);
+    match named {
+        Some(a) => m.insert(id, a),
+        None => m.remove(&id),
+    };
+}
+
 /// How an NTS-KE ended.
 enum KeOutcome {
     /// The engine has the session; with the NTP server the NTS-KE server named, if it
@@ -245,16 +255,22 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
     };
     let (name, port) = (ke.name, ke.port);
     // A session the last run saved spares an NTS-KE (as chronyd's ntsdumpdir does).
-    if let Some(saved) = nts.take_saved(&name) {
+    if let Some((saved, named)) = nts.take_saved(&name) {
         info!(
-            "Source {name}: NTS session restored, {} cookies",
-            saved.cookies()
+            "Source {name}: NTS session restored, {} cookies{}",
+            saved.cookies(),
+            named.map_or(String::new(), |a| format!("; NTP server {a}"))
         );
         lock(&ctx.engine).nts_session(id, saved, now_ns());
-        return KeOutcome::Done(None);
+        note_named(&nts, id, named);
+        return KeOutcome::Done(named);
     }
-    let Some(tls) = nts.tls(ke.certset) else {
-        return KeOutcome::Retry(NEVER);
+    let tls = match nts.tls(ke.certset) {
+        Ok(t) => t,
+        Err(e) => {
+            warn!("Source {name}: {e:#}; no NTS-KE for an hour");
+            return KeOutcome::Retry(NEVER);
+        }
     };
     let target = name.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -288,6 +304,7 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
             } else {
                 info!("Source {name}: NTS-KE done, {n} cookies");
             }
+            note_named(&nts, id, named);
             KeOutcome::Done(named)
         }
         Err(e) => {
