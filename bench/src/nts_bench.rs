@@ -4,7 +4,7 @@
 use crate::{
     cpu::ProcessCpu,
     nts::{NtsLoad, NtsStep, Pool},
-    report::{ns, rate},
+    report::{self, ns, rate},
     topology::BenchNet,
 };
 use anyhow::{Context, Result, anyhow, bail};
@@ -303,31 +303,16 @@ fn session(
 
 /// Three bisections between the best step under 1 % loss and the first over it.
 fn bisect(load: &mut NtsLoad, ramp: &mut Vec<NtsStep>, step: Duration) -> Result<()> {
-    let good = ramp
-        .iter()
-        .filter(|s| s.loss() < 0.01)
-        .map(|s| s.target_rate)
-        .fold(0.0, f64::max);
-    let bad = ramp
-        .iter()
-        .filter(|s| s.loss() >= 0.01 && s.target_rate > good)
-        .map(|s| s.target_rate)
-        .fold(f64::INFINITY, f64::min);
-    if good > 0.0 && bad.is_finite() {
-        let (mut lo, mut hi) = (good, bad);
-        for _ in 0..3 {
-            let mid = (lo * hi).sqrt();
-            let s = load.step(mid, step)?;
-            show(&s, " (bisecting)");
-            if s.loss() < 0.01 {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-            ramp.push(s);
-        }
-    }
-    Ok(())
+    let Some(between) = report::bracket(ramp.iter().map(|s| (s.target_rate, s.loss()))) else {
+        return Ok(());
+    };
+    report::bisect(between, |rate| {
+        let s = load.step(rate, step)?;
+        show(&s, " (bisecting)");
+        let good = s.loss() < 0.01;
+        ramp.push(s);
+        Ok(good)
+    })
 }
 
 /// `pid` and its descendants (chronyd's NTS-KE helpers are processes of their own).

@@ -3,6 +3,7 @@
 use crate::generator::{Latency, Step};
 use crate::servers::ServerKind;
 use crate::testrun::TestRunFigures;
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 
@@ -58,6 +59,38 @@ pub struct BenchReport {
 
 /// The interleaved load's rate, as `ntpx-bench` runs it.
 pub const XLEAVE_RATE_REPORTED: f64 = 5_000.0;
+
+/// What a ramp's bisection starts from: the best target rate stepped under 1 % loss and
+/// the lowest above it that lost more, from (target rate, loss) pairs.
+pub fn bracket(steps: impl Iterator<Item = (f64, f64)> + Clone) -> Option<(f64, f64)> {
+    let good = steps
+        .clone()
+        .filter(|s| s.1 < 0.01)
+        .map(|s| s.0)
+        .fold(0.0, f64::max);
+    let bad = steps
+        .filter(|s| s.1 >= 0.01 && s.0 > good)
+        .map(|s| s.0)
+        .fold(f64::INFINITY, f64::min);
+    (good > 0.0 && bad.is_finite()).then_some((good, bad))
+}
+
+/// Three bisections of `(lo, hi)` at geometric means; `run(rate)` runs a step and says
+/// whether it lost under 1 %.
+pub fn bisect(
+    (mut lo, mut hi): (f64, f64),
+    mut run: impl FnMut(f64) -> Result<bool>,
+) -> Result<()> {
+    for _ in 0..3 {
+        let mid = (lo * hi).sqrt();
+        if run(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(())
+}
 
 /// Highest answered rate among steps losing under 1 %.
 pub fn max_rate(ramp: &[Step]) -> f64 {
@@ -380,6 +413,22 @@ mod tests {
             offered_rate: sent as f64,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn bisection_narrows_between_the_last_good_and_the_first_bad_rate() {
+        let steps = [(10.0, 0.0), (20.0, 0.005), (40.0, 0.3), (80.0, 0.6)];
+        assert_eq!(bracket(steps.iter().copied()), Some((20.0, 40.0)));
+        assert_eq!(bracket([(10.0, 0.0)].iter().copied()), None);
+        let mut tried = Vec::new();
+        bisect((20.0, 40.0), |r| {
+            tried.push(r);
+            Ok(r < 30.0)
+        })
+        .unwrap();
+        assert_eq!(tried.len(), 3);
+        assert!((tried[0] - 800f64.sqrt()).abs() < 1e-9);
+        assert!(tried[1] > tried[0] && tried[2] < tried[1], "{tried:?}");
     }
 
     #[test]

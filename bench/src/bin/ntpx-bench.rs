@@ -6,7 +6,7 @@ use ntpx_bench::{
     cpu::{CpuTimes, ProcessCpu},
     generator::{Generator, Step, Template},
     nts_bench,
-    report::{BenchReport, ServerResult, max_rate, splice, splice_named},
+    report::{BenchReport, ServerResult, bisect, bracket, max_rate, splice, splice_named},
     servers::{self, Peers, ServerKind},
     testrun,
     topology::{BenchNet, CLIENT_CPU, FIRST_CLIENT, SERVER_CPU, pin_pid, pin_thread},
@@ -383,29 +383,14 @@ fn ramp(
         }
         rate *= 2.0;
     }
-    let good = ramp
-        .iter()
-        .filter(|s| s.loss() < 0.01)
-        .map(|s| s.target_rate)
-        .fold(0.0, f64::max);
-    let bad = ramp
-        .iter()
-        .filter(|s| s.loss() >= 0.01 && s.target_rate > good)
-        .map(|s| s.target_rate)
-        .fold(f64::INFINITY, f64::min);
-    if good > 0.0 && bad.is_finite() {
-        let (mut lo, mut hi) = (good, bad);
-        for _ in 0..3 {
-            let mid = (lo * hi).sqrt();
-            let s = sess.step(net, mid, step)?;
+    if let Some(between) = bracket(ramp.iter().map(|s| (s.target_rate, s.loss()))) {
+        bisect(between, |rate| {
+            let s = sess.step(net, rate, step)?;
             show(&s, " (bisecting)");
-            if s.loss() < 0.01 {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
+            let good = s.loss() < 0.01;
             ramp.push(s);
-        }
+            Ok(good)
+        })?;
     }
     Ok(ServerResult {
         kind,
