@@ -269,6 +269,8 @@ pub struct Engine<C: EngineClock> {
     sources: Vec<SourceEntry>,
     /// The keyfile's keys, for sources with `key`.
     keys: KeyTable,
+    /// The leap table (`leapsectz`), for reference clocks keeping TAI.
+    leaps: Vec<crate::leaptz::Leap>,
     discipline: Discipline,
     params: SelectParams,
     sync: SyncConfig,
@@ -326,6 +328,7 @@ impl<C: EngineClock> Engine<C> {
         Engine {
             sources: Vec::new(),
             keys: KeyTable::default(),
+            leaps: Vec::new(),
             discipline,
             params: SelectParams {
                 min_sources: sync.min_sources,
@@ -379,6 +382,11 @@ impl<C: EngineClock> Engine<C> {
     /// Authenticates sources with `keys` (the keyfile's) from now on.
     pub fn set_keys(&mut self, keys: KeyTable) {
         self.keys = keys;
+    }
+
+    /// The leap table (`leapsectz`): TAI - UTC for reference clocks that keep TAI.
+    pub fn set_leap_table(&mut self, leaps: Vec<crate::leaptz::Leap>) {
+        self.leaps = leaps;
     }
 
     /// How a source with `opts` is authenticated.

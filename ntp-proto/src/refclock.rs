@@ -57,6 +57,23 @@ pub enum ReadingRefused {
     LockLimit,
     /// A pulse outside the `width` window.
     Edge,
+    /// A TAI reading with no leap table to tell TAI - UTC (`tai`).
+    TaiUnknown,
+}
+
+/// A TAI clock's `offset` (reference − system, seconds) at system time `sys_s` (Unix
+/// seconds) as a UTC clock's: less TAI - UTC at the reference's time, found as chronyd
+/// finds it (from the reference's TAI time, then again at the UTC time that gives, so a
+/// reading next to a leap second takes the right side). `None` without a leap table.
+pub fn tai_to_utc_offset(leaps: &[crate::leaptz::Leap], sys_s: f64, offset: f64) -> Option<f64> {
+    if leaps.is_empty() {
+        return None;
+    }
+    let tai = sys_s + offset;
+    let first = crate::leaptz::tai_offset(leaps, tai.floor() as i64);
+    let utc = tai - f64::from(first);
+    let tai_utc = crate::leaptz::tai_offset(leaps, utc.floor() as i64);
+    Some(offset - f64::from(tai_utc))
 }
 
 /// A reference clock's state between polls.
@@ -296,6 +313,30 @@ pub fn refid_name(refid: [u8; 4]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tai_reference_reads_as_utc_on_either_side_of_a_leap_second() {
+        use crate::leaptz::Leap;
+        // 2017-01-01: TAI - UTC from 36 to 37.
+        let at = 1_483_228_800i64;
+        let leaps = [
+            Leap {
+                at: at - 10 * 86_400 * 365,
+                tai_offset: 36,
+            },
+            Leap { at, tai_offset: 37 },
+        ];
+        let sys = at as f64 - 100.0;
+        // A TAI clock 36 s ahead of UTC before the leap, 37 after; the system in UTC.
+        let before = tai_to_utc_offset(&leaps, sys, 36.000_2).unwrap();
+        assert!((before - 0.000_2).abs() < 1e-9, "{before}");
+        let after = tai_to_utc_offset(&leaps, at as f64 + 100.0, 37.000_2).unwrap();
+        assert!((after - 0.000_2).abs() < 1e-9, "{after}");
+        // Half a second into the first UTC second after the leap.
+        let edge = tai_to_utc_offset(&leaps, at as f64 + 0.5, 37.0).unwrap();
+        assert!(edge.abs() < 1e-9, "{edge}");
+        assert_eq!(tai_to_utc_offset(&[], sys, 37.0), None);
+    }
     use crate::config::refclocks::RefclockDriver;
 
     fn config(driver: RefclockDriver) -> RefclockConfig {

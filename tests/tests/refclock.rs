@@ -59,10 +59,10 @@ unsafe fn write_sample(p: *mut ShmTime, count: i32, clock: i64, rx: i64) {
 }
 
 /// Writes the same sample into NTP SHM segments `numbers` ten times a second, as gpsd
-/// does (mode 1: count bumped around the update), the reference `SHM_OFFSET_NS` ahead;
+/// does (mode 1: count bumped around the update), the reference `ahead_ns` ahead;
 /// the segments are removed at the end. One segment per reader: a reader clears the
 /// segment's `valid` flag, so two readers of one segment take each other's samples.
-fn shm_writer(numbers: &[i32]) -> Result<Writer> {
+fn shm_writer(numbers: &[i32], ahead_ns: i64) -> Result<Writer> {
     let mut segments = Vec::new();
     for n in numbers {
         let key = 0x4e54_5030 + n;
@@ -85,7 +85,7 @@ fn shm_writer(numbers: &[i32]) -> Result<Writer> {
         while !s.load(Ordering::Relaxed) {
             let t = now();
             let rx = i64::try_from(t.as_nanos()).unwrap_or_default();
-            let clock = rx + SHM_OFFSET_NS;
+            let clock = rx + ahead_ns;
             count += 2;
             for (_, addr) in &segments {
                 // SAFETY: `addr` is an attached segment of size_of::<ShmTime>() bytes,
@@ -198,7 +198,7 @@ fn shm_refclock_reads_what_chronyd_reads() -> Result<()> {
     }
     // Segment numbers of our own (segments are shared by every network namespace).
     let number = 40 + 2 * (std::process::id() % 50) as i32;
-    let _writer = shm_writer(&[number, number + 1])?;
+    let _writer = shm_writer(&[number, number + 1], SHM_OFFSET_NS)?;
     let line = |n: i32| format!("refclock SHM {n} poll 2 refid GPS\n");
     let ours = Netns::new("shm1")?;
     let theirs = Netns::new("shm2")?;
@@ -226,6 +226,28 @@ fn shm_refclock_reads_what_chronyd_reads() -> Result<()> {
         }),
         "a # line of stratum 0:\n{sources}"
     );
+    Ok(())
+}
+
+/// A reference keeping TAI (a PHC under ptp4l, here a SHM writer 37 s ahead of UTC plus
+/// the usual offset), `tai` with `leapsectz right/UTC`: both daemons take TAI - UTC from
+/// the tz database and report the same UTC offset.
+#[test]
+fn a_tai_refclock_reads_as_chronyd_reads_it() -> Result<()> {
+    if !ntpx_tests::privileged("a_tai_refclock_reads_as_chronyd_reads_it") {
+        return Ok(());
+    }
+    let number = 41 + 2 * (std::process::id() % 50) as i32 + 100;
+    let _writer = shm_writer(&[number, number + 1], 37_000_000_000 + SHM_OFFSET_NS)?;
+    let line = |n: i32| format!("leapsectz right/UTC\nrefclock SHM {n} poll 2 refid PTP tai\n");
+    let ours = Netns::new("tai1")?;
+    let theirs = Netns::new("tai2")?;
+    let d = Ntpxd::start(&ours, &line(number), &[])?;
+    let (c, _cdir, sock) = chronyd(&theirs, &line(number + 1))?;
+    let (a, b) = both_settle(&d, &theirs, &sock, "PTP", -0.25)
+        .with_context(|| format!("chronyd's log:\n{}", c.log()))?;
+    println!("TAI reference as UTC: ntpxd {a:+.9} s, chronyd {b:+.9} s");
+    assert!((a - b).abs() <= 1e-6, "ntpxd {a} vs chronyd {b}");
     Ok(())
 }
 

@@ -392,6 +392,17 @@ impl Parser<'_> {
     fn finish(mut self) -> Result<Config, ConfigError> {
         let mode = self.config.auth_select;
         mode.apply(&mut self.config.sources);
+        // As chronyd: TAI - UTC comes from the leap table.
+        if self.config.leapsectz.is_none()
+            && let Some(r) = self.config.refclocks.iter().find(|r| r.tai)
+        {
+            return Err(ConfigError {
+                file: self.file.clone(),
+                line: r.line,
+                message: "refclock option tai requires leapsectz (TAI - UTC comes from it)"
+                    .to_string(),
+            });
+        }
         let n = &self.config.nts_server;
         if n.certs.len() != n.keys.len() {
             return Err(ConfigError {
@@ -1608,6 +1619,10 @@ mod tests {
                 "invalid certificate set \"one\"",
             ),
             ("authselectmode sometimes", "invalid mode \"sometimes\""),
+            (
+                "refclock SHM 0 tai",
+                "refclock option tai requires leapsectz",
+            ),
         ] {
             let e = parse(&format!("allow all\n{text}\n")).unwrap_err();
             assert_eq!(e.line, 2, "{text}");

@@ -101,6 +101,9 @@ pub struct RefclockConfig {
     pub min_samples: Option<usize>,
     /// `maxsamples` (default: the global one).
     pub max_samples: Option<usize>,
+    /// `tai`: the reference keeps TAI, its offset corrected by TAI - UTC from the leap
+    /// table (`leapsectz` required).
+    pub tai: bool,
     /// Line of the directive, for messages.
     pub line: usize,
 }
@@ -130,6 +133,7 @@ impl RefclockConfig {
             require: false,
             min_samples: None,
             max_samples: None,
+            tai: false,
             line,
         }
     }
@@ -316,7 +320,8 @@ pub(super) fn parse_refclock(line: usize, args: &[&str]) -> Result<RefclockConfi
                      to select differently from what this configuration asks"
                 ));
             }
-            "local" | "tai" => {
+            "tai" => r.tai = true,
+            "local" => {
                 return Err(format!(
                     "option \"{option}\" of refclock directive is not supported yet; refusing \
                      to start without it (remove the option or the line)"
@@ -421,8 +426,8 @@ mod tests {
             ("SHM 0 filter x", "invalid filter"),
             ("SHM 0 stratum 16", "invalid stratum"),
             (
-                "SHM 0 tai",
-                "option \"tai\" of refclock directive is not supported yet",
+                "SHM 0 local",
+                "option \"local\" of refclock directive is not supported yet",
             ),
             ("SHM 0 local", "not supported yet"),
             ("SHM 0 maxunreach 4", "not supported yet"),

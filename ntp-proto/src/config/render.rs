@@ -59,6 +59,7 @@ fn refclock_line(r: &RefclockConfig) -> String {
         (r.noselect, "noselect"),
         (r.trust, "trust"),
         (r.require, "require"),
+        (r.tai, "tai"),
     ] {
         if on {
             line += &format!(" {word}");
@@ -318,11 +319,11 @@ mod tests {
 
     #[test]
     fn rendered_configuration_parses_back_to_the_same() {
-        let text = "pool p.example iburst maxsources 3\nserver 198.18.0.1 minpoll -4 maxpoll 2 prefer port 1123\nserver nts.example nts certset 2\nrefclock PHC /dev/ptp0:extpps:pin=1 poll 2 refid PPS lock NMEA pps prefer\nrefclock SHM 0 offset 0.5 delay 0.2\nhwtimestamp eth0 rxfilter ntp nocrossts\nhwtimestamp * minpoll -2\n\
+        let text = "pool p.example iburst maxsources 3\nserver 198.18.0.1 minpoll -4 maxpoll 2 prefer port 1123\nserver nts.example nts certset 2\nrefclock PHC /dev/ptp0:extpps:pin=1 poll 2 refid PPS lock NMEA pps prefer\nrefclock SHM 0 offset 0.5 delay 0.2 tai\nhwtimestamp eth0 rxfilter ntp nocrossts\nhwtimestamp * minpoll -2\n\
                     makestep 1 3\nrtcsync\nminsources 2\nlocal stratum 3 orphan\nallow 192.168.0.0/16\n\
                     deny all 192.168.7.0/24\nallow\ncmdallow 198.18.0.0/16\nport 4123\nbindaddress 198.18.0.1\n\
                     driftfile /var/lib/ntpx/drift\nbindcmdaddress /\npidfile /run/x.pid\nxdpstalelimit 2.5\nuser ntpx\nlogdir /var/log/ntpx\nlog measurements tracking\nratelimit interval 2 burst 4 leak 3 kod 1\n\
-                    ntstrustedcerts /etc/a.pem\nntstrustedcerts 2 /etc/b.pem\nnosystemcert\n";
+                    ntstrustedcerts /etc/a.pem\nntstrustedcerts 2 /etc/b.pem\nnosystemcert\nleapsectz right/UTC\n";
         let c = parse_str(text, Path::new("t.conf")).unwrap();
         let out = render(&c);
         let again = parse_str(&out, Path::new("rendered.conf")).unwrap();

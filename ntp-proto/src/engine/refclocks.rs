@@ -8,7 +8,7 @@ use crate::config::RefclockConfig;
 use crate::poller::PollOptions;
 use crate::refclock::{
     Reading, ReadingRefused, Refclock, locked_pulse_sample, own_pulse_sample, pulse_offset,
-    time_sample,
+    tai_to_utc_offset, time_sample,
 };
 use crate::sync::sample::Sample;
 use crate::sync::sourcestats::{DEFAULT_MIN_SAMPLES, MAX_SAMPLES};
@@ -91,6 +91,12 @@ impl<C: EngineClock> Engine<C> {
             Reading::Time {
                 offset, leap: l, ..
             } if !rc.config.pps => {
+                let offset = if rc.config.tai {
+                    tai_to_utc_offset(&self.leaps, sys_ns as f64 * 1e-9, offset)
+                        .ok_or(ReadingRefused::TaiUnknown)?
+                } else {
+                    offset
+                };
                 let sample = time_sample(rc, local, offset, correction, l)?;
                 return self.accumulate(id, sample, false);
             }
@@ -322,6 +328,43 @@ mod tests {
         );
         let id = e.add_refclock(&config("refclock SHM 1 pps lock PPS refid PPS"));
         assert_eq!(e.refclock_reading(id, pulse), Ok(()));
+    }
+
+    #[test]
+    fn a_tai_reference_is_read_as_utc_through_the_leap_table() {
+        let start = 1_700_000_000_000_000_000u64;
+        let tai = |line: &str| {
+            crate::config::parse_str(line, std::path::Path::new("t.conf"))
+                .expect("valid")
+                .refclocks[0]
+                .clone()
+        };
+        let rc = tai("leapsectz right/UTC\nrefclock PHC /dev/ptp0 tai poll 2");
+        // A PHC kept in TAI by ptp4l: 37 s and 1 ms ahead of UTC.
+        let reading = Reading::Time {
+            sys_ns: start - 100_000_000,
+            offset: 37.001,
+            leap: 0,
+        };
+        let (mut e, _now) = engine(start);
+        let id = e.add_refclock(&rc);
+        assert_eq!(
+            e.refclock_reading(id, reading),
+            Err(ReadingRefused::TaiUnknown),
+            "no leap table: TAI - UTC unknown, as chronyd"
+        );
+        let (mut e, _now) = engine(start);
+        e.set_leap_table(vec![crate::leaptz::Leap {
+            at: 1_483_228_800,
+            tai_offset: 37,
+        }]);
+        let id = e.add_refclock(&rc);
+        assert_eq!(e.refclock_reading(id, reading), Ok(()));
+        let last = e
+            .refclock(id)
+            .and_then(|r| r.filter.last())
+            .expect("a sample");
+        assert!((last.offset - 0.001).abs() < 1e-6, "{}", last.offset);
     }
 
     #[test]
