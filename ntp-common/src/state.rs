@@ -190,9 +190,11 @@ impl ClientRecord {
         } else {
             self.requests += 1;
         }
-        // Requests counted out of order (server threads, CPUs) never move it back: the
-        // next request's gap would count the same time twice and loosen the limit.
-        if now > self.last_tai_ns {
+        // Requests counted out of order (server threads, CPUs: microseconds apart) do
+        // not move it back, or the next request's gap would count the same time twice;
+        // a clock stepped back (more than a second) does, or the limit would refill
+        // nothing until the clock caught up.
+        if now > self.last_tai_ns || self.last_tai_ns - now > REORDER_NS {
             self.last_tai_ns = now;
         }
     }
@@ -203,6 +205,10 @@ impl ClientRecord {
         self.requests == 0 && self.dropped == 0
     }
 }
+
+/// How far back a request may be counted out of order before it is taken for a step
+/// of the clock (see [`ClientRecord::hit`]).
+pub const REORDER_NS: u64 = 1_000_000_000;
 
 /// Names of the rate-limit globals set by the loader.
 pub const GLOBAL_RL_INTERVAL: &str = "NTPX_RL_INTERVAL_NS";
@@ -310,6 +316,12 @@ mod tests {
             client_key_v4([198, 18, 0, 2])[10..],
             [0xff, 0xff, 198, 18, 0, 2]
         );
+        // Counted out of order by another thread: the last time stays.
+        r.hit(22 * s - 1000, false);
+        assert_eq!(r.last_tai_ns, 22 * s);
+        // The clock stepped back 20 s: the record follows it.
+        r.hit(2 * s, false);
+        assert_eq!(r.last_tai_ns, 2 * s);
     }
 }
 

@@ -59,6 +59,20 @@ pub enum ReadingRefused {
     Edge,
     /// A TAI reading with no leap table to tell TAI - UTC (`tai`).
     TaiUnknown,
+    /// Taken within [`LEAP_SECOND_CLOSE`] of a leap second, where a reference may not
+    /// have applied it yet, or the system clock repeats a second (chrony drops these).
+    NearLeap,
+}
+
+/// How near a leap second readings are dropped, seconds (chrony's figure).
+pub const LEAP_SECOND_CLOSE: f64 = 5.0;
+
+/// Whether Unix time `t` is within [`LEAP_SECOND_CLOSE`] of a leap second: one of the
+/// leap table's, or (`announced`) the one due at the end of the UTC day.
+pub fn leap_second_close(leaps: &[crate::leaptz::Leap], announced: bool, t: f64) -> bool {
+    let near = |at: f64| t >= at - LEAP_SECOND_CLOSE && t < at + LEAP_SECOND_CLOSE;
+    let midnight = (t / 86_400.0).round() * 86_400.0;
+    leaps.iter().any(|l| near(l.at as f64)) || (announced && near(midnight))
 }
 
 /// A TAI clock's `offset` (reference − system, seconds) at system time `sys_s` (Unix
@@ -336,6 +350,27 @@ mod tests {
         let edge = tai_to_utc_offset(&leaps, at as f64 + 0.5, 37.0).unwrap();
         assert!(edge.abs() < 1e-9, "{edge}");
         assert_eq!(tai_to_utc_offset(&[], sys, 37.0), None);
+        // Just before the leap, a TAI reading already past it: one lookup would say 37
+        // and read the reference a second behind; the second lookup says 36.
+        let close = tai_to_utc_offset(&leaps, at as f64 - 10.0, 36.0).unwrap();
+        assert!(close.abs() < 1e-9, "{close}");
+    }
+
+    #[test]
+    fn readings_near_a_leap_second_are_told() {
+        use crate::leaptz::Leap;
+        let at = 1_483_228_800i64;
+        let leaps = [Leap { at, tai_offset: 37 }];
+        let t = at as f64;
+        assert!(leap_second_close(&leaps, false, t - 4.9));
+        assert!(leap_second_close(&leaps, false, t + 4.9));
+        assert!(!leap_second_close(&leaps, false, t - 5.1));
+        assert!(!leap_second_close(&leaps, false, t + 5.0));
+        // Without a table, the leap the sources announce for midnight.
+        let other_midnight = t + 86_400.0 * 30.0;
+        assert!(!leap_second_close(&leaps, false, other_midnight - 1.0));
+        assert!(leap_second_close(&[], true, other_midnight - 1.0));
+        assert!(!leap_second_close(&[], true, other_midnight - 3600.0));
     }
     use crate::config::refclocks::RefclockDriver;
 

@@ -7,8 +7,8 @@ use crate::clock::EngineClock;
 use crate::config::RefclockConfig;
 use crate::poller::PollOptions;
 use crate::refclock::{
-    Reading, ReadingRefused, Refclock, locked_pulse_sample, own_pulse_sample, pulse_offset,
-    tai_to_utc_offset, time_sample,
+    Reading, ReadingRefused, Refclock, leap_second_close, locked_pulse_sample, own_pulse_sample,
+    pulse_offset, tai_to_utc_offset, time_sample,
 };
 use crate::sync::sample::Sample;
 use crate::sync::sourcestats::{DEFAULT_MIN_SAMPLES, MAX_SAMPLES};
@@ -81,6 +81,11 @@ impl<C: EngineClock> Engine<C> {
         let sys_ns = match reading {
             Reading::Time { sys_ns, .. } | Reading::Pulse { sys_ns, .. } => sys_ns,
         };
+        let sys_s = sys_ns as f64 * 1e-9;
+        let near_leap = |t: f64| leap_second_close(&self.leaps, self.leap != 0, t);
+        if near_leap(sys_s) {
+            return Err(ReadingRefused::NearLeap);
+        }
         let local = self.clock.local_at(sys_ns);
         let correction = local - self.clock.system_secs(sys_ns);
         let age = self.clock.now() - local;
@@ -92,11 +97,14 @@ impl<C: EngineClock> Engine<C> {
                 offset, leap: l, ..
             } if !rc.config.pps => {
                 let offset = if rc.config.tai {
-                    tai_to_utc_offset(&self.leaps, sys_ns as f64 * 1e-9, offset)
+                    tai_to_utc_offset(&self.leaps, sys_s, offset)
                         .ok_or(ReadingRefused::TaiUnknown)?
                 } else {
                     offset
                 };
+                if near_leap(sys_s + offset) {
+                    return Err(ReadingRefused::NearLeap);
+                }
                 let sample = time_sample(rc, local, offset, correction, l)?;
                 return self.accumulate(id, sample, false);
             }

@@ -167,8 +167,9 @@ fn bind_ntp_sockets<S>(
 /// Bounded, and a stamp the kernel never delivers is forgotten after a while.
 #[derive(Default)]
 struct AwaitingDeparture {
-    /// Receive timestamp, client, when sent, whether the NIC's stamp was noted.
-    pending: VecDeque<(NtpTimestamp, IpAddr, Instant, bool)>,
+    /// Receive timestamp, client, when sent, whether the NIC's stamp was noted, and the
+    /// step gate's sequence then (a stamp from before a step is not taken after it).
+    pending: VecDeque<(NtpTimestamp, IpAddr, Instant, bool, u64)>,
 }
 
 impl AwaitingDeparture {
@@ -176,25 +177,29 @@ impl AwaitingDeparture {
     /// A software transmit timestamp comes back within microseconds; this is generous.
     const PATIENCE: Duration = Duration::from_secs(2);
 
-    fn push(&mut self, rx: NtpTimestamp, ip: IpAddr) {
+    fn push(&mut self, rx: NtpTimestamp, ip: IpAddr, seq: u64) {
         if self.pending.len() == Self::LIMIT {
             self.pending.pop_front();
         }
-        self.pending.push_back((rx, ip, Instant::now(), false));
+        self.pending.push_back((rx, ip, Instant::now(), false, seq));
     }
 
     /// The client of the reply that carried receive timestamp `rx`, if its stamp is to
     /// be noted. `keep`: the reply stays awaited (NIC stamps come as a message of their
     /// own) until it is forgotten; once the NIC's stamp (`from_nic`) was noted, the
     /// kernel's, coarser, is not taken over it.
-    fn take(&mut self, rx: NtpTimestamp, keep: bool, from_nic: bool) -> Option<IpAddr> {
-        while let Some(&(_, _, at, _)) = self.pending.front() {
+    fn take(&mut self, rx: NtpTimestamp, keep: bool, from_nic: bool, seq: u64) -> Option<IpAddr> {
+        while let Some(&(_, _, at, ..)) = self.pending.front() {
             if at.elapsed() < Self::PATIENCE {
                 break;
             }
             self.pending.pop_front();
         }
         let i = self.pending.iter().position(|(r, ..)| *r == rx)?;
+        if self.pending.get(i)?.4 != seq {
+            self.pending.remove(i);
+            return None;
+        }
         if keep {
             let entry = self.pending.get_mut(i)?;
             if entry.3 && !from_nic {
@@ -214,6 +219,9 @@ pub(super) async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Resul
     let mut bufs = vec![[0u8; net::DATAGRAM]; BATCH];
     let mut got = Vec::with_capacity(BATCH);
     let mut awaiting = AwaitingDeparture::default();
+    // The step gate's sequence at the last batch: when it moved, the clock was stepped,
+    // and whatever was queued was stamped before the step (see drop_stale).
+    let mut seen = sh.step_gate.current();
     loop {
         let r = tokio::select! {
             r = sock.recv_batch(&mut bufs, &mut got) => r,
@@ -227,6 +235,9 @@ pub(super) async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Resul
         };
         match r {
             Ok(()) => {
+                if drop_stale(&sock, &sh, &mut seen, got.len(), &mut bufs) {
+                    continue;
+                }
                 for (r, buf) in got.iter().zip(&bufs) {
                     if r.len == 0 {
                         // Empty, or its control data could not be read.
@@ -239,6 +250,29 @@ pub(super) async fn serve_ntp(sock: TimestampedSocket, sh: Arc<Shared>) -> Resul
             Err(e) => warn!("{e:#}"),
         }
     }
+}
+
+/// Drops a batch (and everything still queued) received across a step of the clock:
+/// stamped before the step, it would be answered from the state after it. Whether it
+/// did.
+fn drop_stale(
+    sock: &TimestampedSocket,
+    sh: &Shared,
+    seen: &mut u64,
+    batch: usize,
+    bufs: &mut [[u8; net::DATAGRAM]],
+) -> bool {
+    let now = sh.step_gate.current();
+    if now == *seen {
+        return false;
+    }
+    *seen = now;
+    let dropped = batch + sock.drain(bufs);
+    for _ in 0..dropped {
+        bump(&sh.counters.ignored);
+    }
+    debug!("Dropped {dropped} requests received across a step of the clock");
+    true
 }
 
 /// A transmit timestamp came back: the reply it belongs to names itself by its receive
@@ -256,7 +290,7 @@ fn note_departure(sh: &Shared, st: &TxStamp, awaiting: &mut AwaitingDeparture, h
         return;
     };
     if let Ok(h) = NtpHeader::parse(&st.tail)
-        && let Some(ip) = awaiting.take(h.receive_ts, hw, nic.is_some())
+        && let Some(ip) = awaiting.take(h.receive_ts, hw, nic.is_some(), sh.step_gate.current())
     {
         let state = *lock(&sh.state);
         // Counted once per reply: the kernel's stamp, or the NIC's alone.
@@ -368,7 +402,7 @@ fn answer(
                     }
                     if stamp {
                         sh.clients.note_reply(src_ip, p.receive_ts(), tx_now);
-                        awaiting.push(p.receive_ts(), src_ip);
+                        awaiting.push(p.receive_ts(), src_ip, ticket);
                     }
                 }
                 Err(e) => debug!("{e:#}"),
@@ -392,28 +426,33 @@ mod tests {
         let mut a = AwaitingDeparture::default();
         let (c1, c2): (IpAddr, IpAddr) =
             ("198.18.0.2".parse().unwrap(), "fd00::2".parse().unwrap());
-        a.push(NtpTimestamp(10), c1);
-        a.push(NtpTimestamp(11), c2);
-        a.push(NtpTimestamp(12), c1);
+        a.push(NtpTimestamp(10), c1, 0);
+        a.push(NtpTimestamp(11), c2, 0);
+        a.push(NtpTimestamp(12), c1, 0);
         // Stamps may come back in any order; each is taken once.
-        assert_eq!(a.take(NtpTimestamp(11), false, false), Some(c2));
-        assert_eq!(a.take(NtpTimestamp(11), false, false), None);
+        assert_eq!(a.take(NtpTimestamp(11), false, false, 0), Some(c2));
+        assert_eq!(a.take(NtpTimestamp(11), false, false, 0), None);
         // With NIC stamps the reply stays awaited for the second message; the kernel's
         // stamp is noted until the NIC's was, never after it.
-        assert_eq!(a.take(NtpTimestamp(12), true, false), Some(c1));
-        assert_eq!(a.take(NtpTimestamp(12), true, true), Some(c1));
-        assert_eq!(a.take(NtpTimestamp(12), true, false), None);
-        assert_eq!(a.take(NtpTimestamp(10), true, true), Some(c1));
-        assert_eq!(a.take(NtpTimestamp(10), true, false), None);
-        assert_eq!(a.take(NtpTimestamp(99), false, false), None);
+        assert_eq!(a.take(NtpTimestamp(12), true, false, 0), Some(c1));
+        assert_eq!(a.take(NtpTimestamp(12), true, true, 0), Some(c1));
+        assert_eq!(a.take(NtpTimestamp(12), true, false, 0), None);
+        assert_eq!(a.take(NtpTimestamp(10), true, true, 0), Some(c1));
+        assert_eq!(a.take(NtpTimestamp(10), true, false, 0), None);
+        assert_eq!(a.take(NtpTimestamp(99), false, false, 0), None);
         for i in 0..2 * AwaitingDeparture::LIMIT as u64 {
-            a.push(NtpTimestamp(100 + i), c1);
+            a.push(NtpTimestamp(100 + i), c1, 0);
         }
         assert_eq!(a.pending.len(), AwaitingDeparture::LIMIT);
         assert_eq!(
-            a.take(NtpTimestamp(100), false, false),
+            a.take(NtpTimestamp(100), false, false, 0),
             None,
             "the oldest made room"
         );
+        // A departure stamped before a step of the clock is not taken after it.
+        a.push(NtpTimestamp(7), c2, 4);
+        assert_eq!(a.take(NtpTimestamp(7), false, false, 6), None);
+        a.push(NtpTimestamp(8), c2, 6);
+        assert_eq!(a.take(NtpTimestamp(8), false, false, 6), Some(c2));
     }
 }

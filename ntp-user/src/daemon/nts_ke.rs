@@ -422,6 +422,15 @@ mod tests {
             created_again.abs_diff(created) <= 1,
             "the newest key's age is kept"
         );
+        // The age is the file's: written when its newest key was made.
+        let then = std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+        assert_eq!(cookie_keys(&nts).unwrap().1, 1_600_000_000);
         let session = SessionKeys {
             c2s: [1; KEY_LEN],
             s2c: [2; KEY_LEN],

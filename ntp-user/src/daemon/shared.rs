@@ -84,14 +84,15 @@ impl Shared {
 
     /// Recomputes the state from the reference and publishes it to both paths.
     pub(super) fn publish(&self) -> Result<()> {
+        // The engine stays locked until both paths have the state, and is locked before
+        // the clock is read: a step made meanwhile (ntpxc makestep on a helper thread)
+        // would leave them serving the old base.
+        let mut engine = lock(&self.engine);
         // The kernel's TAI offset changes at leap seconds (and with ADJ_TAI): read with
         // the clock at every publication, or the kernel would serve a whole second off.
         let (now_tai, tai) = clock::tai_with_offset()?;
         let old_tai = self.tai_offset_s.swap(tai, Ordering::Relaxed);
         let now_unix = now_tai.wrapping_sub(tai as i64 as u64 * 1_000_000_000);
-        // The engine stays locked until both paths have the state: a step made meanwhile
-        // (ntpxc makestep on a helper thread) would leave them serving the old base.
-        let mut engine = lock(&self.engine);
         let passed = passed_leap(&lock(&self.state).timebase, now_tai, tai, old_tai);
         if let PassedLeap::TakeNow(step) = passed {
             self.journal.emit(engine.leap_step(step));

@@ -33,6 +33,12 @@ impl StepGate {
         s.is_multiple_of(2).then_some(s)
     }
 
+    /// The sequence as it stands (it changes at every step and at the publication
+    /// after it).
+    pub(super) fn current(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
     /// Whether a reply begun with `ticket` may go: no step came in between.
     pub(super) fn still_open(&self, ticket: u64) -> bool {
         self.0.load(Ordering::Acquire) == ticket

@@ -227,6 +227,16 @@ impl TimestampedSocket {
         }
     }
 
+    /// Reads and discards every datagram queued now; how many there were.
+    pub fn drain(&self, bufs: &mut [[u8; DATAGRAM]]) -> usize {
+        let mut out = Vec::with_capacity(bufs.len());
+        let mut n = 0;
+        while recv_many(self.fd.get_ref(), bufs, &mut out).is_ok() && !out.is_empty() {
+            n += out.len();
+        }
+        n
+    }
+
     /// Sends `data` to `dst` (a datagram socket never blocks for long; a full buffer
     /// drops), from the local address and interface `from` when given (the request's
     /// destination); with `stamp`, asks for its transmit timestamp (see

@@ -68,6 +68,19 @@ pub fn set_realtime_priority(priority: i32) {
 /// `lock_all`: the daemon's memory, present and future, locked in RAM (no page faults
 /// to disk in the middle of an exchange). A refusal is logged and the daemon runs on.
 pub fn lock_memory() {
+    // As chronyd: no limit on locked memory first, or threads made later (after the
+    // privilege drop takes CAP_IPC_LOCK) could not lock their stacks and would fail.
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit on the stack.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } != 0 {
+        tracing::warn!(
+            "lock_all: could not lift RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
     // SAFETY: plain syscall with flag arguments only.
     if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
         tracing::error!(

@@ -248,6 +248,10 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
     // Neither can be missing for an NTS source; were one, it is not tried in a loop.
     const NEVER: Duration = Duration::from_hours(1);
     let Some(nts) = ctx.nts.clone() else {
+        warn!(
+            "Source {addr}: NTS, but no NTS source was configured at start (one added by \
+             reload needs a restart of ntpxd); not polled"
+        );
         return KeOutcome::Retry(NEVER);
     };
     let Some(ke) = lock(&nts.servers).get(&id).cloned() else {
@@ -265,15 +269,13 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
         note_named(&nts, id, named);
         return KeOutcome::Done(named);
     }
-    let tls = match nts.tls(ke.certset) {
-        Ok(t) => t,
-        Err(e) => {
-            warn!("Source {name}: {e:#}; no NTS-KE for an hour");
-            return KeOutcome::Retry(NEVER);
-        }
-    };
     let target = name.clone();
+    let certset = ke.certset;
+    // Off the timekeeping thread, the TLS configuration too: a certificate set named for
+    // the first time is read from its files now.
+    let ctx_nts = nts.clone();
     let result = tokio::task::spawn_blocking(move || {
+        let tls = ctx_nts.tls(certset)?;
         let (keys, response) = super::nts_ke::key_exchange(tls, &target, Some(addr.ip()), port)?;
         let named = named_ntp_server(response.server.as_deref(), response.port, addr)?;
         Ok::<_, anyhow::Error>((keys, response, named))
