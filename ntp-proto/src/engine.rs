@@ -686,6 +686,15 @@ impl<C: EngineClock> Engine<C> {
                 return log;
             }
         }
+        // As chronyd: a measurement within seconds of a leap second may straddle it (the
+        // server or this clock may not have applied it yet), so it is not used.
+        if crate::refclock::leap_second_close(&self.leaps, self.leap != 0, t4_ns as f64 * 1e-9) {
+            log.push(Log::Info(format!(
+                "Sample from {} ignored: close to a leap second",
+                self.sources[id].name
+            )));
+            return log;
+        }
         // A route change restarts the statistics from the latest samples, this one included.
         let restarted = self.watch_route(id, sample);
         let s = &mut self.sources[id];

@@ -923,3 +923,20 @@ fn nic_timestamps_reach_chronys_133_bounds() {
         assert!(sw.rms_offset > 3.0 * h.rms_offset, "{sw:?} vs {h:?}");
     }
 }
+
+#[test]
+fn samples_close_to_a_leap_second_are_not_used() {
+    // As chronyd: measurements within 5 s of a leap second (from the leap table here)
+    // are dropped; polling every second, about ten of them.
+    let mut sim = Sim::new(Scenario {
+        servers: vec![Server::good(opts(0, 0, false))],
+        limit: 200.0,
+        ..Scenario::default()
+    });
+    let at = (super::kernel::EPOCH_NS / 1_000_000_000) as i64 + 100;
+    sim.engine
+        .set_leap_table(vec![crate::leaptz::Leap { at, tai_offset: 37 }]);
+    let t = sim.run();
+    let n = t.count("close to a leap second");
+    assert!((5..=12).contains(&n), "{n} samples dropped");
+}
