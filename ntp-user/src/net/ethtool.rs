@@ -14,6 +14,15 @@ const ETH_FLAG_RXVLAN: u32 = 1 << 8;
 /// `T` must be the `#[repr(C)]` struct the kernel expects for the command in its first
 /// field (the kernel reads and writes that many bytes).
 unsafe fn request<T>(iface: &str, data: &mut T) -> std::io::Result<()> {
+    // SAFETY: the caller's promise: `data` is what SIOCETHTOOL's command expects.
+    unsafe { ifreq_ioctl(iface, SIOCETHTOOL, data) }
+}
+
+/// Runs interface ioctl `request` on `iface` with an `ifreq` pointing at `data`.
+///
+/// # Safety
+/// `T` must be the `#[repr(C)]` struct the kernel reads and writes for `request`.
+unsafe fn ifreq_ioctl<T>(iface: &str, request: libc::c_ulong, data: &mut T) -> std::io::Result<()> {
     let name = iface.as_bytes();
     if name.len() >= libc::IFNAMSIZ || name.contains(&0) {
         return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
@@ -31,9 +40,9 @@ unsafe fn request<T>(iface: &str, data: &mut T) -> std::io::Result<()> {
     }
     // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: SIOCETHTOOL reads the ifreq and reads/writes `data`, both live for the call;
-    // the caller passes the struct the command expects.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &raw mut ifr) } < 0 {
+    // SAFETY: the ioctl reads the ifreq and reads/writes `data`, both live for the call;
+    // the caller passes the struct the request expects.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), request, &raw mut ifr) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
@@ -146,34 +155,13 @@ pub fn set_hw_timestamping(iface: &str, tx_on: bool, rx_filter: u32) -> std::io:
         tx_type: i32,
         rx_filter: i32,
     }
-    let name = iface.as_bytes();
-    if name.len() >= libc::IFNAMSIZ || name.contains(&0) {
-        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
-    }
     let mut cfg = HwtstampConfig {
         flags: 0,
         tx_type: i32::from(tx_on),
         rx_filter: rx_filter as i32,
     };
-    // SAFETY: a zeroed ifreq is a valid value; the name and data pointer are set below.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(name) {
-        *d = *s as libc::c_char;
-    }
-    ifr.ifr_ifru.ifru_data = (&raw mut cfg).cast::<libc::c_char>();
-    // SAFETY: plain socket(2); the descriptor is owned (and closed) below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: SIOCSHWTSTAMP reads the ifreq and reads/writes the hwtstamp_config it
-    // points to, both live for the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCSHWTSTAMP, &raw mut ifr) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    // SAFETY: SIOCSHWTSTAMP reads and writes a hwtstamp_config, which `cfg` is.
+    unsafe { ifreq_ioctl(iface, SIOCSHWTSTAMP, &mut cfg) }
 }
 
 #[cfg(test)]
