@@ -244,19 +244,32 @@ pub fn handle_request(
     if let Some(v) = screen(datagram, src, acl) {
         return v;
     }
+    handle_screened(datagram, rx_tai_ns, state, secrets, random)
+}
+
+/// [`handle_request`] for a request [`screen`] passed (the daemon screens before its
+/// rate limit, and does not screen twice).
+pub fn handle_screened(
+    datagram: &[u8],
+    rx_tai_ns: u64,
+    state: &ServerState,
+    secrets: &Secrets,
+    random: &mut dyn FnMut() -> [u8; NONCE_LEN],
+) -> Verdict {
     let keys = &secrets.keys;
-    let key_id = match trailer(datagram) {
+    let trailer = trailer(datagram);
+    let key_id = match trailer {
         Trailer::Mac { key_id, .. } => Some(key_id),
         _ => None,
     };
-    let extension_fields = trailer(datagram) == Trailer::ExtensionFields;
+    let extension_fields = trailer == Trailer::ExtensionFields;
     // After access control, as chrony checks it: a denied source learns nothing, not
     // even whether its key is known.
     if let Trailer::Mac {
         covered,
         key_id,
         digest,
-    } = trailer(datagram)
+    } = trailer
     {
         let version = (datagram[0] >> 3) & 7;
         if !keys

@@ -344,15 +344,7 @@ fn answer(
             return Ok(());
         }
         let secrets = sh.secrets();
-        let v = server::handle_request(
-            datagram,
-            src,
-            rx_tai,
-            &state,
-            &sh.acl,
-            &secrets,
-            &mut random_nonce,
-        );
+        let v = server::handle_screened(datagram, rx_tai, &state, &secrets, &mut random_nonce);
         drop(secrets);
         match (v, rate) {
             (Verdict::Reply(p), RateVerdict::Answer) => Verdict::Reply(p.interleave(&last)),
