@@ -90,10 +90,7 @@ pub struct NtsResult {
 
 /// Highest answered rate among steps losing under 1 %.
 pub fn max_rate(ramp: &[NtsStep]) -> f64 {
-    ramp.iter()
-        .filter(|s| s.loss() < 0.01 && s.answered > 0)
-        .map(NtsStep::answered_rate)
-        .fold(0.0, f64::max)
+    report::best_rate(ramp.iter().map(|s| (s.loss(), s.answered_rate())))
 }
 
 /// A running NTS server; stopped when dropped.

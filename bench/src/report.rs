@@ -94,9 +94,14 @@ pub fn bisect(
 
 /// Highest answered rate among steps losing under 1 %.
 pub fn max_rate(ramp: &[Step]) -> f64 {
-    ramp.iter()
-        .filter(|s| s.loss() < 0.01 && s.answered > 0)
-        .map(Step::answered_rate)
+    best_rate(ramp.iter().map(|s| (s.loss(), s.answered_rate())))
+}
+
+/// The highest answered rate among (loss, answered rate) steps losing under 1 %.
+pub fn best_rate(steps: impl Iterator<Item = (f64, f64)>) -> f64 {
+    steps
+        .filter(|&(loss, _)| loss < 0.01)
+        .map(|(_, rate)| rate)
         .fold(0.0, f64::max)
 }
 
