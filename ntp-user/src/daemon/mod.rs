@@ -119,10 +119,7 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     nts_ke::start(&shared)?;
     let nts = &shared.config.nts_server;
     if nts.enabled() && nts.rotate_secs > 0 {
-        tasks.spawn(nts_ke::rotate_keys(
-            shared.clone(),
-            shared.cookie_keys_created,
-        ));
+        tasks.spawn(nts_ke::rotate_keys(shared.clone()));
     }
     if let Some(events) = link_events {
         tasks.spawn(interfaces::follow_interfaces(shared.clone(), events));
@@ -174,14 +171,14 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
     )));
     let leaps = startup::load_leaps(&config, opts, kt.tai_offset_s)?;
     let keys = startup::load_keys(&config);
-    let (cookies, cookie_keys_created) = if config.nts_server.enabled() {
-        let (k, created) = nts_ke::cookie_keys(&config.nts_server).context("NTS cookie keys")?;
+    let cookies = if config.nts_server.enabled() {
+        let k = nts_ke::cookie_keys(&config.nts_server).context("NTS cookie keys")?;
         if let Some(p) = nts_ke::dump_path(&config.nts_server) {
             info!("NTS cookie keys kept in {}", p.display());
         }
-        (Some(k), created)
+        Some(k)
     } else {
-        (None, 0)
+        None
     };
     let mut engine = startup::new_engine(&config, opts, params.precision, &kt);
     for s in &config.sources {
@@ -223,7 +220,6 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         slew_wake: tokio::sync::Notify::new(),
         finished: std::sync::atomic::AtomicBool::new(false),
         step_gate: step_gate::StepGate::default(),
-        cookie_keys_created,
         socket_bound: std::sync::atomic::AtomicBool::new(false),
         config,
     })

@@ -30,9 +30,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// The file in `ntsdumpdir` holding the cookie keys.
 const KEYS_FILE: &str = "ntpx-nts-keys";
 
-/// The cookie keys, and when the newest was made (Unix seconds): read from `ntsdumpdir`
-/// if it holds them, else new ones (saved there).
-pub(super) fn cookie_keys(nts: &NtsServerConfig) -> Result<(CookieKeys, u64)> {
+/// The cookie keys: read from `ntsdumpdir` if it holds them, else new ones (saved there).
+pub(super) fn cookie_keys(nts: &NtsServerConfig) -> Result<CookieKeys> {
     if let Some(dir) = &nts.dump_dir {
         let path = dir.join(KEYS_FILE);
         match std::fs::read_to_string(&path) {
@@ -41,15 +40,7 @@ pub(super) fn cookie_keys(nts: &NtsServerConfig) -> Result<(CookieKeys, u64)> {
                     .with_context(|| format!("reading the NTS keys in {}", path.display()))?;
                 if let Some(k) = CookieKeys::from_keys(keys) {
                     info!("NTS cookie keys read from {}", path.display());
-                    // Written when its newest key was made: the rotation schedule goes
-                    // on from there (chronyd keeps the key's age likewise), or a daemon
-                    // restarted more often than `ntsrotate` would never rotate.
-                    let created = std::fs::metadata(&path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                        .map_or_else(unix_now, |d| d.as_secs());
-                    return Ok((k, created));
+                    return Ok(k);
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -58,7 +49,18 @@ pub(super) fn cookie_keys(nts: &NtsServerConfig) -> Result<(CookieKeys, u64)> {
     }
     let keys = CookieKeys::new(new_key(1)?);
     save_keys(nts, &keys);
-    Ok((keys, unix_now()))
+    Ok(keys)
+}
+
+/// When the newest cookie key was made (Unix seconds): the key file is written when a
+/// key is made, so its modification time says (chronyd keeps the key's age likewise);
+/// without the file, now. The rotation schedule goes on from it across restarts, or a
+/// daemon restarted more often than `ntsrotate` would never rotate.
+fn newest_key_made(nts: &NtsServerConfig) -> u64 {
+    dump_path(nts)
+        .and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(unix_now, |d| d.as_secs())
 }
 
 fn unix_now() -> u64 {
@@ -117,8 +119,9 @@ fn parse_keys(text: &str) -> Result<Vec<ServerKey>> {
 /// Replaces the sealing cookie key every `ntsrotate` seconds (the previous ones keep
 /// opening the cookies clients hold), saving the keys each time. Runs for the daemon's
 /// life (started only with NTS on and a non-zero interval).
-pub(super) async fn rotate_keys(sh: Arc<Shared>, created: u64) -> Result<()> {
+pub(super) async fn rotate_keys(sh: Arc<Shared>) -> Result<()> {
     let every = sh.config.nts_server.rotate_secs.max(1);
+    let created = newest_key_made(&sh.config.nts_server);
     let mut wait = until_rotation(created, unix_now(), every);
     if wait < Duration::from_secs(every) {
         info!("NTS cookie key rotation due in {} s", wait.as_secs());
@@ -410,16 +413,17 @@ mod tests {
             dump_dir: Some(dir.path().to_path_buf()),
             ..NtsServerConfig::default()
         };
-        let (first, created) = cookie_keys(&nts).unwrap();
+        let first = cookie_keys(&nts).unwrap();
+        let created = newest_key_made(&nts);
         let path = dump_path(&nts).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        let (again, created_again) = cookie_keys(&nts).unwrap();
+        let again = cookie_keys(&nts).unwrap();
         assert!(
-            created_again.abs_diff(created) <= 1,
+            newest_key_made(&nts).abs_diff(created) <= 1,
             "the newest key's age is kept"
         );
         // The age is the file's: written when its newest key was made.
@@ -430,7 +434,7 @@ mod tests {
             .unwrap()
             .set_modified(then)
             .unwrap();
-        assert_eq!(cookie_keys(&nts).unwrap().1, 1_600_000_000);
+        assert_eq!(newest_key_made(&nts), 1_600_000_000);
         let session = SessionKeys {
             c2s: [1; KEY_LEN],
             s2c: [2; KEY_LEN],

@@ -66,9 +66,6 @@ pub(super) struct Shared {
     /// Closed from a step of the system clock to the publication after it (see
     /// [`Shared::withdraw`]).
     pub step_gate: super::step_gate::StepGate,
-    /// When the newest NTS cookie key was made (Unix seconds; 0 without NTS): the
-    /// rotation schedule goes on from it.
-    pub cookie_keys_created: u64,
     /// Set once the control socket is bound: only then is it ours to remove at exit.
     pub socket_bound: std::sync::atomic::AtomicBool,
 }
