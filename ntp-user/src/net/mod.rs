@@ -114,11 +114,6 @@ impl UnregisteredSocket {
                 .map_err(|e| anyhow!("registering the socket with tokio: {e}"))?;
         Ok(TimestampedSocket { fd, local, hw })
     }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
 }
 
 /// A non-blocking UDP socket registered with tokio, receive timestamps on every datagram
