@@ -1,11 +1,12 @@
 //! Reference clocks against real writers, side by side with chronyd (Debian's 4.3) reading the same
 //! samples: an NTP shared-memory segment (the protocol gpsd, phc2sys and ntpshm writers
-//! use) and a SOCK socket (gpsd's chrony socket). Both daemons run with clock control
-//! off, so each reports how far the system clock is from the reference. Needs root.
+//! use) and a SOCK socket (gpsd's chrony socket); and gpsd itself (Debian's 3.22) fed
+//! NMEA through a pty. Both daemons run with clock control off, so each reports how far
+//! the system clock is from the reference. Needs root.
 
 use anyhow::{Context, Result, bail};
 use ntp_proto::refclock_formats::ShmFields as ShmTime;
-use ntpx_tests::{Netns, Ntpxd, chronyc, chronyd, wait_until};
+use ntpx_tests::{Netns, Ntpxd, Proc, chronyc, chronyd, wait_until};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -274,5 +275,248 @@ fn sock_refclock_reads_what_chronyd_reads() -> Result<()> {
     println!("system clock vs reference: ntpxd {a:+.9} s, chronyd {b:+.9} s");
     // The writer's samples carry no noise: both estimates are the reference's offset.
     assert!((a - b).abs() <= 1e-6, "ntpxd {a} vs chronyd {b}");
+    Ok(())
+}
+
+/// Debian's gpsd unpacked by `cargo xtask setup` (`NTPX_GPSD_ROOT`): (daemon, library
+/// directory).
+fn gpsd() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let root = match std::env::var_os("NTPX_GPSD_ROOT") {
+        Some(r) => std::path::PathBuf::from(r),
+        None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/gpsd"),
+    };
+    let daemon = root.join("usr/sbin/gpsd");
+    if !daemon.is_file() {
+        bail!(
+            "gpsd not found at {} (cargo xtask test unpacks it there; or set NTPX_GPSD_ROOT)",
+            daemon.display()
+        );
+    }
+    Ok((daemon, root.join("usr/lib/x86_64-linux-gnu")))
+}
+
+/// The `serialtty` preload library (tests/shim/serialtty.c), built into `dir`.
+fn serialtty_shim(dir: &ntpx_tests::TempDir) -> Result<std::path::PathBuf> {
+    let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shim/serialtty.c");
+    let out = dir.path().join("serialtty.so");
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg("-ldl")
+        .output()
+        .context("running cc")?;
+    anyhow::ensure!(
+        built.status.success(),
+        "building {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    Ok(out)
+}
+
+/// A pseudo-terminal in raw mode, its slave reachable as `link` (a symlink): what gpsd
+/// opens as the receiver's serial line. Both ends stay open while it lives.
+struct Pty {
+    master: std::os::fd::OwnedFd,
+    _slave: std::os::fd::OwnedFd,
+}
+
+impl Pty {
+    fn new(link: &std::path::Path) -> Result<Self> {
+        use std::os::fd::FromRawFd;
+        let (mut m, mut s) = (-1, -1);
+        let mut name = [0 as libc::c_char; 64];
+        // SAFETY: openpty writes two descriptors and a NUL-terminated name of at most
+        // 64 bytes (glibc's ttyname limit for Unix98 ptys is far below) into our storage.
+        let r = unsafe {
+            libc::openpty(
+                &raw mut m,
+                &raw mut s,
+                name.as_mut_ptr(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        if r != 0 {
+            bail!("openpty: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just opened by openpty and are owned here alone.
+        let (master, slave) = unsafe {
+            (
+                std::os::fd::OwnedFd::from_raw_fd(m),
+                std::os::fd::OwnedFd::from_raw_fd(s),
+            )
+        };
+        // SAFETY: `name` was NUL-terminated by openpty.
+        let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: termios is plain data; tcgetattr fills it, cfmakeraw edits it.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(s, &raw mut t) == 0 {
+                libc::cfmakeraw(&raw mut t);
+                libc::tcsetattr(s, libc::TCSANOW, &raw const t);
+            }
+        }
+        std::os::unix::fs::symlink(&path, link)
+            .with_context(|| format!("linking {} to {path}", link.display()))?;
+        Ok(Pty {
+            master,
+            _slave: slave,
+        })
+    }
+}
+
+/// An NMEA sentence with its checksum.
+fn nmea(body: &str) -> String {
+    let sum = body.bytes().fold(0u8, |a, b| a ^ b);
+    format!("${body}*{sum:02X}\r\n")
+}
+
+/// What a receiver with a fix sends over its serial line for the second starting at
+/// `unix_secs`: RMC (time, date, valid), GSA (3D fix), GGA (fix quality 1).
+fn nmea_cycle(unix_secs: u64) -> String {
+    let (days, s) = (unix_secs / 86_400, unix_secs % 86_400);
+    let hms = format!("{:02}{:02}{:02}.00", s / 3600, s / 60 % 60, s % 60);
+    let (y, m, d) = ntp_proto::calendar::civil_date(days as i64);
+    let dmy = format!("{d:02}{m:02}{:02}", y % 100);
+    [
+        nmea(&format!(
+            "GPRMC,{hms},A,4807.038,N,01131.000,E,0.0,0.0,{dmy},,,A"
+        )),
+        nmea("GPGSA,A,3,04,05,,09,12,,,24,,,,,2.5,1.3,2.1"),
+        nmea(&format!(
+            "GPGGA,{hms},4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,"
+        )),
+    ]
+    .concat()
+}
+
+/// How long after the second a receiver's sentences leave (they name that second).
+const NMEA_LATE: Duration = Duration::from_millis(100);
+
+/// Writes each second's sentences into every pty at once, `NMEA_LATE` after the second.
+fn nmea_writer(ptys: Vec<Pty>) -> Writer {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let thread = std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            let t = now();
+            let next = t.as_secs() + 1;
+            std::thread::sleep((Duration::from_secs(next) + NMEA_LATE).saturating_sub(t));
+            let cycle = nmea_cycle(next);
+            for p in &ptys {
+                // SAFETY: writing our own buffer to a descriptor this writer owns.
+                let _ = unsafe {
+                    libc::write(
+                        std::os::fd::AsRawFd::as_raw_fd(&p.master),
+                        cycle.as_ptr().cast(),
+                        cycle.len(),
+                    )
+                };
+            }
+        }
+    });
+    Writer {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+/// Runs `f` on a thread of its own that first moves to a new IPC namespace: what it
+/// starts shares System V shared memory with nothing else on the machine (gpsd writes
+/// segments 0 and 1, which a system's own readers may use).
+fn in_new_ipc_namespace<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: unshare with one namespace flag; it moves only this thread.
+                if unsafe { libc::unshare(libc::CLONE_NEWIPC) } != 0 {
+                    bail!("unshare(CLONE_NEWIPC): {}", std::io::Error::last_os_error());
+                }
+                f()
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the IPC namespace's thread panicked"))?
+    })
+}
+
+/// gpsd (Debian's 3.22) in `ns`, reading the receiver on `device`, with the shim that
+/// has it take the pty for a serial port.
+fn start_gpsd(ns: &Netns, shim: &std::path::Path, device: &std::path::Path) -> Result<Proc> {
+    let (daemon, libs) = gpsd()?;
+    let mut cmd = ns.command(&daemon);
+    cmd.args(["-N", "-n", "-D", "3"])
+        .arg(device)
+        .env("LD_PRELOAD", shim)
+        .env("SERIALTTY_PATHS", device)
+        .env("LD_LIBRARY_PATH", libs);
+    Proc::spawn("gpsd", cmd)
+}
+
+/// gpsd feeding a GPS receiver's time through SHM segment 0, as on a stratum-1 server
+/// with a serial GPS: one gpsd per daemon, each fed the same sentences at the same
+/// instants, ntpxd and chronyd each reading segment 0 of its own IPC namespace. Both
+/// must select the clock and see the system clock ahead of it by the sentences'
+/// lateness (plus the moment gpsd takes to read them), the same within 0.5 ms.
+#[test]
+fn gpsd_feeds_ntpxd_as_it_feeds_chronyd() -> Result<()> {
+    if !ntpx_tests::privileged("gpsd_feeds_ntpxd_as_it_feeds_chronyd") {
+        return Ok(());
+    }
+    let dir = ntpx_tests::TempDir::new("gpsd")?;
+    let shim = serialtty_shim(&dir)?;
+    let (dev1, dev2) = (dir.path().join("gps1"), dir.path().join("gps2"));
+    let _writer = nmea_writer(vec![Pty::new(&dev1)?, Pty::new(&dev2)?]);
+    let line = "refclock SHM 0 refid GPS poll 2\n";
+    let ours = Netns::new("gpsd1")?;
+    let theirs = Netns::new("gpsd2")?;
+    let (d, g1) = in_new_ipc_namespace(|| {
+        let d = Ntpxd::start(&ours, line, &[])?;
+        Ok((d, start_gpsd(&ours, &shim, &dev1)?))
+    })?;
+    let ((c, _cdir, sock), g2) = in_new_ipc_namespace(|| {
+        let c = chronyd(&theirs, line)?;
+        Ok((c, start_gpsd(&theirs, &shim, &dev2)?))
+    })?;
+    let late = NMEA_LATE.as_secs_f64();
+    let logs = || {
+        format!(
+            "ntpxd:\n{}\n{}\nchronyd:\n{}\n{}\n{}\ngpsd (ours):\n{}",
+            d.ntpxc(&["sources"]).unwrap_or_default(),
+            d.ntpxc(&["tracking"]).unwrap_or_default(),
+            chronyc(&theirs, &sock, &["sources"]).unwrap_or_default(),
+            chronyc(&theirs, &sock, &["tracking"]).unwrap_or_default(),
+            c.log(),
+            g1.log()
+        )
+    };
+    // Four polls of 4 s after both first select the clock, so each estimate rests on
+    // several medians of the same gpsd readings.
+    let selected_at = wait_until(Duration::from_secs(90), "both select gpsd's clock", || {
+        let selected = |s: String| s.lines().any(|l| l.starts_with("#*") && l.contains("GPS"));
+        (selected(d.ntpxc(&["sources"]).ok()?)
+            && selected(chronyc(&theirs, &sock, &["sources"]).ok()?))
+        .then(std::time::Instant::now)
+    })
+    .with_context(logs)?;
+    std::thread::sleep(Duration::from_secs(16).saturating_sub(selected_at.elapsed()));
+    let a = system_time(&d.ntpxc(&["tracking"])?).context("ntpxd's tracking")?;
+    let b = system_time(&chronyc(&theirs, &sock, &["tracking"])?).context("chronyd's tracking")?;
+    println!(
+        "system clock ahead of gpsd's time (sentences {late} s late): ntpxd {a:+.6} s, \
+         chronyd {b:+.6} s"
+    );
+    for (who, x) in [("ntpxd", a), ("chronyd", b)] {
+        assert!(
+            x > late && x < late + 0.02,
+            "{who} sees the system clock {x} s ahead; the sentences left {late} s late\n{}",
+            logs()
+        );
+    }
+    assert!((a - b).abs() < 5e-4, "ntpxd {a} vs chronyd {b}\n{}", logs());
+    drop(g2);
     Ok(())
 }

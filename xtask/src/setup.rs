@@ -1,5 +1,5 @@
-//! The `setup` task: rust-src for nightly, bpf-linker built against nightly's LLVM, and the
-//! Debian packages the tests and the demo run.
+//! The `setup` task: rust-src for nightly, bpf-linker built against nightly's LLVM, the
+//! Debian packages the tests and the demo run, and Debian's gpsd unpacked for a test.
 
 use crate::cargo::{root, status, succeeds};
 use anyhow::{Context, Result, bail};
@@ -45,6 +45,7 @@ pub(crate) fn run() -> Result<()> {
     if !missing.is_empty() {
         install_debian(&missing)?;
     }
+    gpsd()?;
     Ok(())
 }
 
@@ -75,6 +76,66 @@ pub(crate) fn ntpd_rs() -> Result<PathBuf> {
         )?;
     }
     Ok(daemon)
+}
+
+/// Debian's gpsd and the libraries it links that a base system lacks, unpacked (not
+/// installed) into .tools/gpsd: installing the package would pull a systemd and udev
+/// upgrade into the machine, and the test needs only the daemon binary.
+const GPSD_PACKAGES: [&str; 4] = ["gpsd", "libgps28", "libbluetooth3", "libusb-1.0-0"];
+
+/// gpsd's daemon unpacked into .tools/gpsd if missing (seconds, once): a test feeds it
+/// NMEA and reads its SHM segment beside chronyd. Returns the root to run it from
+/// (`usr/sbin/gpsd`, libraries in `usr/lib/x86_64-linux-gnu`).
+pub(crate) fn gpsd() -> Result<PathBuf> {
+    let tools = root().join(".tools/gpsd");
+    let daemon = tools.join("usr/sbin/gpsd");
+    let libs = tools.join("usr/lib/x86_64-linux-gnu");
+    if succeeds(
+        Command::new(&daemon)
+            .arg("-V")
+            .env("LD_LIBRARY_PATH", &libs),
+    ) {
+        return Ok(tools);
+    }
+    println!(
+        "xtask setup: unpacking Debian's gpsd into {}",
+        tools.display()
+    );
+    let debs = tools.join("debs");
+    std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+    // apt-get download drops privileges to _apt where it can; it needs a directory that
+    // user may write, else it warns and downloads as root, which is fine.
+    status(
+        Command::new("apt-get")
+            .arg("download")
+            .args(GPSD_PACKAGES)
+            .current_dir(&debs),
+    )
+    .or_else(|_| {
+        status(Command::new("apt-get").arg("update").arg("-q"))?;
+        status(
+            Command::new("apt-get")
+                .arg("download")
+                .args(GPSD_PACKAGES)
+                .current_dir(&debs),
+        )
+    })?;
+    for deb in std::fs::read_dir(&debs)?.filter_map(Result::ok) {
+        status(
+            Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(deb.path())
+                .arg(&tools),
+        )?;
+    }
+    if !succeeds(
+        Command::new(&daemon)
+            .arg("-V")
+            .env("LD_LIBRARY_PATH", &libs),
+    ) {
+        bail!("gpsd unpacked into {} does not run", tools.display());
+    }
+    Ok(tools)
 }
 
 /// bpf-linker must use exactly the LLVM of the nightly rustc that emits the bitcode:

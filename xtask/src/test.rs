@@ -29,8 +29,9 @@ pub(crate) fn run() -> Result<()> {
     crate::layers::check()?;
     clippy_ebpf()?;
     let ntpd_rs = crate::setup::ntpd_rs()?;
+    let gpsd = crate::setup::gpsd()?;
     build_binaries(false, &[])?;
-    let (passed, failed) = run_tests(&ntpd_rs)?;
+    let (passed, failed) = run_tests(&ntpd_rs, &gpsd)?;
     // A short, deterministic smoke run of each fuzz target (`cargo xtask fuzz` fuzzes for real).
     crate::fuzz::run_targets(&["-runs=20000".into(), "-seed=1".into()])?;
     // The closing line CI reads.
@@ -52,12 +53,13 @@ fn clippy_ebpf() -> Result<()> {
 
 /// Runs `cargo test`, echoing its output; returns the (passed, failed) counts over all
 /// test binaries (cargo's own last line is that of the doc tests).
-fn run_tests(ntpd_rs: &std::path::Path) -> Result<(u64, u64)> {
+fn run_tests(ntpd_rs: &std::path::Path, gpsd: &std::path::Path) -> Result<(u64, u64)> {
     let mut child = Command::new("cargo")
         .current_dir(root())
         .args(["test", "--", "--nocapture"])
         .env("NTPX_BIN_DIR", root().join("target/debug"))
         .env("NTPX_NTPD_RS", ntpd_rs)
+        .env("NTPX_GPSD_ROOT", gpsd)
         .stdout(Stdio::piped())
         .spawn()
         .context("running cargo test")?;
