@@ -520,3 +520,35 @@ fn gpsd_feeds_ntpxd_as_it_feeds_chronyd() -> Result<()> {
     drop(g2);
     Ok(())
 }
+
+/// No PHC here to take pulses from: what can be checked is that an `extpps` clock that
+/// cannot be set up stops the start, naming its line and the device, as chronyd stops.
+#[test]
+fn an_extpps_clock_that_is_not_a_phc_stops_the_start_with_its_line() -> Result<()> {
+    if !ntpx_tests::privileged("an_extpps_clock_that_is_not_a_phc_stops_the_start_with_its_line") {
+        return Ok(());
+    }
+    let dir = ntpx_tests::TempDir::new("extpps")?;
+    let conf = dir.path().join("ntpx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "local stratum 3\nrefclock PHC /dev/null:extpps:pin=-1 lock NMEA\n\
+             bindcmdaddress {}\npidfile {}\n",
+            dir.path().join("ntpxd.sock").display(),
+            dir.path().join("ntpxd.pid").display()
+        ),
+    )?;
+    let ns = Netns::new("extpps")?;
+    let mut cmd = ns.command(ntpx_tests::bin("ntpxd"));
+    cmd.arg("-x").arg("-f").arg(&conf);
+    let mut p = Proc::spawn("ntpxd", cmd)?;
+    assert!(!p.wait_exit(Duration::from_secs(20))?, "{}", p.log());
+    let log = p.log();
+    assert!(
+        log.contains("refclock PHC (line 2)")
+            && log.contains("/dev/null is not a PTP hardware clock"),
+        "{log}"
+    );
+    Ok(())
+}

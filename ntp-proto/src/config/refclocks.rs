@@ -30,8 +30,9 @@ pub enum RefclockDriver {
         nocrossts: bool,
         /// Timestamps of an external pulse on a pin (a PPS into the NIC).
         extpps: bool,
-        /// The pin the pulse comes in on.
-        pin: u32,
+        /// The pin the pulse comes in on; −1 where the channel's pin is fixed (no pin
+        /// is configured).
+        pin: i32,
         /// The channel of that pin.
         channel: u32,
         /// The pulse's falling edge.
@@ -209,7 +210,8 @@ fn parse_driver(name: &str, param: &str) -> Result<RefclockDriver, String> {
                     None if o == "extpps" => *extpps = true,
                     None if o == "clear" => *clear = true,
                     Some(("pin", v)) => {
-                        *pin = parse_uint(v).ok_or_else(|| invalid("pin", v, D, "a number"))?;
+                        *pin = if v == "-1" { Some(-1) } else { parse_uint(v) }
+                            .ok_or_else(|| invalid("pin", v, D, "a pin index or -1"))?;
                     }
                     Some(("channel", v)) => {
                         *channel =
@@ -393,6 +395,10 @@ mod tests {
             }
         );
         assert_eq!((r.poll, r.dpoll, r.prefer), (0, -2, true));
+        // chrony's way of saying the channel's pin is fixed.
+        let r = parse("PHC /dev/ptp1:extpps:pin=-1").expect("valid");
+        assert!(matches!(r.driver, RefclockDriver::Phc { pin: -1, .. }));
+        assert!(parse("PHC /dev/ptp1:extpps:pin=-2").is_err());
         let r = parse("SOCK /run/chrony.ttyS0.sock refid PPS lock NMEA pps noselect trust")
             .expect("valid");
         assert_eq!(

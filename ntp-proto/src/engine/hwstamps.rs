@@ -5,6 +5,7 @@
 use super::Engine;
 use crate::clock::EngineClock;
 use crate::hwclock::HwClock;
+use crate::refclock::Reading;
 use crate::refclock_formats::{PhcTriple, phc_reading};
 
 impl<C: EngineClock> Engine<C> {
@@ -24,5 +25,16 @@ impl<C: EngineClock> Engine<C> {
             self.clock.local_at(ns)
         })?;
         Some(self.clock.system_at_local(local))
+    }
+
+    /// A pulse the PHC timestamped on a pin (`refclock PHC ...:extpps`): its system time
+    /// through `hw`, and where in its second the system clock was at it (the pulse marks
+    /// the start of the reference's second); `None` until `hw` can tell.
+    pub fn phc_pulse(&self, hw: &HwClock, phc_ns: i128) -> Option<Reading> {
+        let sys_ns = self.hw_to_system_ns(hw, phc_ns)?;
+        Some(Reading::Pulse {
+            sys_ns,
+            second: (sys_ns % 1_000_000_000) as f64 * 1e-9,
+        })
     }
 }

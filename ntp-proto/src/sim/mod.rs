@@ -85,6 +85,18 @@ pub(crate) struct SimRefclock {
     pub jitter: f64,
 }
 
+/// How long after a pulse the daemon reads its timestamp from the PHC, seconds.
+const PULSE_READ_DELAY: f64 = 2e-5;
+
+/// Whether a simulated reference clock is a PHC timestamping pulses (`extpps`); it needs
+/// the scenario's NIC, whose clock it is.
+fn extpps(rc: &SimRefclock) -> bool {
+    matches!(
+        rc.config.driver,
+        crate::config::RefclockDriver::Phc { extpps: true, .. }
+    )
+}
+
 /// The client's NIC, with a clock of its own that timestamps its packets (`hwtimestamp`)
 /// and is read against the system clock as the `PTP_SYS_OFFSET*` ioctls read it.
 #[derive(Clone, Debug)]
@@ -327,6 +339,8 @@ enum Event {
     Refclock { rc: usize },
     /// The NIC's PHC is read.
     Phc,
+    /// A pulse of `extpps` reference clock `rc`, read from the PHC's event queue.
+    Pulse { rc: usize },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -438,6 +452,9 @@ impl Sim {
         }
         for rc in 0..sim.refclock_ids.len() {
             sim.schedule(0.0, Event::Refclock { rc });
+            if extpps(&sim.sc.refclocks[rc]) {
+                sim.schedule(1.0 + PULSE_READ_DELAY, Event::Pulse { rc });
+            }
         }
         if sim.sc.nic.is_some() {
             sim.schedule(0.0, Event::Phc);
@@ -539,6 +556,7 @@ impl Sim {
             }
             Event::AtServer { src, cookie } => self.serve(src, cookie),
             Event::Refclock { rc } => self.read_refclock(rc),
+            Event::Pulse { rc } => self.read_pulse(rc),
             Event::Phc => self.read_phc(),
             Event::AtClient { src, reply } => {
                 let t4 = self.stamp(true);
@@ -623,12 +641,28 @@ impl Sim {
         self.schedule(self.now + 2f64.powi(i32::from(nic.poll)), Event::Phc);
     }
 
+    /// A pulse at the start of true second `⌊now⌋`, timestamped by the NIC's PHC on a pin
+    /// (`jitter`: the stamp's noise) and read a moment later, as the daemon's `extpps`
+    /// task reads it: mapped to system time through the PHC readings.
+    fn read_pulse(&mut self, rc: usize) {
+        let edge = self.now.floor();
+        let noise_ns = (self.sc.refclocks[rc].jitter * self.normal() * 1e9).round() as i128;
+        if let (Some(nic), Some(hw)) = (self.sc.nic.clone(), self.hw.as_ref()) {
+            let phc_ns = self.nic_ns_in(&nic, edge - self.now) + noise_ns;
+            if let Some(reading) = self.engine.phc_pulse(hw, phc_ns) {
+                let _ = self.engine.refclock_reading(self.refclock_ids[rc], reading);
+            }
+        }
+        self.schedule(edge + 1.0 + PULSE_READ_DELAY, Event::Pulse { rc });
+    }
+
     /// A reference clock's timer, as the daemon's refclock task runs it: read the
     /// driver (polled drivers), end the poll when due, and come back after `dpoll`.
     fn read_refclock(&mut self, rc: usize) {
         let id = self.refclock_ids[rc];
         let sim_rc = self.sc.refclocks[rc].clone();
-        if sim_rc.config.driver.is_polled() {
+        // An `extpps` PHC gives pulses only (its readings map the PHC, see read_pulse).
+        if sim_rc.config.driver.is_polled() && !extpps(&sim_rc) {
             let noise = sim_rc.jitter * self.normal();
             let reading = crate::refclock::Reading::Time {
                 sys_ns: self.model().now_ns(),

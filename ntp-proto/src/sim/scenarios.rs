@@ -832,6 +832,53 @@ fn reference_clock() {
 }
 
 #[test]
+fn pps_on_a_phc_pin_locked_to_nmea() {
+    // chrony's 106-refclock PPS case with the pulse timestamped by a NIC's clock on a pin
+    // (`refclock PHC ...:extpps`): the serial NMEA time 0.35 s off with 50 ms of noise,
+    // not selectable, numbers the pulses; the PHC keeps TAI, runs 30 ppm fast and is read
+    // every second against the system clock; each pulse's stamp has 20 ns of noise.
+    // chrony's bounds for its PPS driver: synced in 45-70 s, then the default bounds;
+    // the server reports stratum 1 and the pulse clock's refid.
+    let mut nmea = refclock_line("refclock SHM 0 refid NMEA noselect");
+    nmea.poll = 4;
+    let sc = Scenario {
+        servers: Vec::new(),
+        refclocks: vec![
+            super::SimRefclock {
+                config: nmea,
+                offset: 0.35,
+                jitter: 0.05,
+            },
+            super::SimRefclock {
+                config: refclock_line("refclock PHC /dev/ptp0:extpps:pin=0 lock NMEA"),
+                offset: 0.0,
+                jitter: 2e-8,
+            },
+        ],
+        nic: Some(super::SimNic {
+            offset: 37.0,
+            freq: 3e-5,
+            phc_delay: 1e-6,
+            phc_jitter: 1e-7,
+            phc_asym: 0.5,
+            poll: 0,
+            readings: 25,
+        }),
+        limit: 1000.0,
+        ..Scenario::default()
+    };
+    let b = Bounds {
+        min_sync: 45.0,
+        max_sync: 70.0,
+        ..Bounds::default()
+    };
+    run_seeds("106-refclock PPS on a PHC pin", &sc, SEEDS, &b);
+    let trace = Sim::new(sc).run();
+    let (stratum, refid, _) = trace.reference[999];
+    assert_eq!((stratum, &refid), (1, b"PHC1"));
+}
+
+#[test]
 fn nic_stamping_server_at_poll_0() {
     // chrony's 133-hwtimestamp as the client sees it: a server answering with NIC
     // timestamps cooked through its PHC readings (100 ns of noise on each), 10 ns of

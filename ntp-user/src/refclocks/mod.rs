@@ -1,7 +1,8 @@
-//! Reference clocks: each `refclock` line's driver (an SHM segment, a SOCK socket, a PHC)
-//! opened at start, while the daemon still has the rights to, and a task per clock on the
+//! Reference clocks: each `refclock` line's driver (an SHM segment, a SOCK socket, a PHC,
+//! a PPS on a PHC's pin) opened at start, while the daemon still has the rights to, and a task per clock on the
 //! timekeeping thread that hands its readings to the engine and ends each poll.
 
+pub mod extpps;
 pub mod phc;
 pub mod shm;
 pub mod sock;
@@ -22,6 +23,7 @@ enum Driver {
     Shm(shm::Segment),
     Sock(tokio::net::UnixDatagram),
     Phc(phc::Phc),
+    Extpps(extpps::PinEvents),
 }
 
 fn open(rc: &RefclockConfig) -> Result<Driver> {
@@ -33,17 +35,16 @@ fn open(rc: &RefclockConfig) -> Result<Driver> {
         RefclockDriver::Phc {
             device,
             nocrossts,
-            extpps,
-            ..
-        } => {
-            if *extpps {
-                anyhow::bail!(
-                    "PHC option extpps is not supported yet; refusing to read {device} as \
-                     anything but a clock"
-                );
-            }
-            Driver::Phc(phc::Phc::open(device, *nocrossts)?)
-        }
+            extpps: true,
+            pin,
+            channel,
+            clear,
+        } => Driver::Extpps(extpps::PinEvents::enable(
+            device, *nocrossts, *pin, *channel, *clear,
+        )?),
+        RefclockDriver::Phc {
+            device, nocrossts, ..
+        } => Driver::Phc(phc::Phc::open(device, *nocrossts)?),
     })
 }
 
@@ -69,6 +70,7 @@ pub fn start(config: &Config, ctx: &PollContext, precision: f64) -> Result<()> {
         let task = tokio::spawn(async move {
             match driver {
                 Driver::Sock(s) => run_sock(id, &name, &rc, s, ctx).await,
+                Driver::Extpps(p) => run_extpps(id, &name, &rc, p, ctx, precision).await,
                 polled => run_polled(id, &name, &rc, polled, ctx, precision).await,
             }
         });
@@ -143,7 +145,7 @@ async fn run_polled(
                     leap: 0,
                 })
             }),
-            Driver::Sock(_) => Ok(None),
+            Driver::Sock(_) | Driver::Extpps(_) => Ok(None),
         };
         match reading {
             Ok(r) => {
@@ -197,6 +199,86 @@ async fn run_sock(
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             },
+        }
+    }
+}
+
+/// `extpps`: the PHC is read against the system clock every `dpoll` (into a line of its
+/// own, as chronyd keeps one per PHC), each pulse's stamp is taken from the PHC's event
+/// queue as it comes and mapped to system time through that line; the poll ends every
+/// `dpoll` tick as for the other polled drivers.
+async fn run_extpps(
+    id: usize,
+    name: &str,
+    rc: &RefclockConfig,
+    events: extpps::PinEvents,
+    ctx: PollContext,
+    precision: f64,
+) {
+    let (dev, channel) = (events.dev, events.channel);
+    let mut pulses = extpps::listen(dev, channel);
+    // SAFETY: the PinEvents (and its descriptor) moves into the AsyncFd, which owns it
+    // until it is dropped, so the descriptor cannot be closed or reused while registered.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE)
+    };
+    let mut queue = match registered {
+        Ok(q) => q,
+        Err(e) => {
+            error!("{name}: cannot wait for the PHC's events: {e}");
+            return;
+        }
+    };
+    let mut line = ntp_proto::hwclock::HwClock::new(2, 16, precision.max(rc.precision));
+    let period = Duration::from_secs_f64(2f64.powi(i32::from(rc.dpoll)));
+    let mut timer = tokio::time::interval_at(Instant::now(), period);
+    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last = None;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = timer.tick() => {
+                match queue.get_mut().phc.read() {
+                    Ok(r) => {
+                        if failing {
+                            info!("{name}: readings again");
+                            failing = false;
+                        }
+                        lock(&ctx.engine).hw_reading(&mut line, &r, precision);
+                    }
+                    Err(e) if !failing => {
+                        warn!("{name}: {e:#}");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+                tick(&ctx, id);
+            }
+            ready = queue.readable() => match ready {
+                Ok(mut guard) => {
+                    while let Some((ch, phc_ns)) = guard.get_inner().read() {
+                        extpps::dispatch(dev, ch, phc_ns);
+                    }
+                    guard.clear_ready();
+                }
+                Err(e) => {
+                    warn!("{name}: waiting for the PHC's events failed: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+            Some(phc_ns) = pulses.recv() => {
+                // As chronyd: the same stamp twice (two descriptors of one queue) once.
+                if last == Some(phc_ns) {
+                    continue;
+                }
+                last = Some(phc_ns);
+                let reading = lock(&ctx.engine).phc_pulse(&line, phc_ns);
+                if let Some(r) = reading {
+                    take(&ctx, id, name, r);
+                } else {
+                    debug!("{name}: a pulse before the PHC's line is known");
+                }
+            }
         }
     }
 }

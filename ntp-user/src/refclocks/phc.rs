@@ -16,14 +16,14 @@ const READINGS: usize = 25;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
-struct PtpClockTime {
+pub(super) struct PtpClockTime {
     sec: i64,
     nsec: u32,
     reserved: u32,
 }
 
 impl PtpClockTime {
-    fn ns(self) -> i128 {
+    pub(super) fn ns(self) -> i128 {
         i128::from(self.sec) * 1_000_000_000 + i128::from(self.nsec)
     }
 }
@@ -57,10 +57,10 @@ struct PtpSysOffsetExtended {
 }
 
 /// `_IOC(dir, '=', nr, size)` of the PTP clock ioctls.
-const fn ptp_ioc(dir: u64, nr: u64, size: usize) -> u64 {
+pub(super) const fn ptp_ioc(dir: u64, nr: u64, size: usize) -> u64 {
     (dir << 30) | ((size as u64) << 16) | (0x3d << 8) | nr
 }
-const IOC_WRITE: u64 = 1;
+pub(super) const IOC_WRITE: u64 = 1;
 const IOC_READ: u64 = 2;
 const GETCAPS: u64 = ptp_ioc(IOC_READ, 1, size_of::<PtpClockCaps>());
 const SYS_OFFSET: u64 = ptp_ioc(IOC_WRITE, 5, size_of::<PtpSysOffset>());
@@ -83,7 +83,7 @@ pub enum Mode {
 
 /// An open PTP hardware clock.
 pub struct Phc {
-    file: File,
+    pub(super) file: File,
     /// The device path, for messages.
     pub path: String,
     nocrossts: bool,
@@ -93,6 +93,12 @@ pub struct Phc {
 impl Phc {
     /// Opens `device`: a `/dev/ptpN` path, or an interface whose PHC it is.
     pub fn open(device: &str, nocrossts: bool) -> Result<Self> {
+        Self::open_for(device, nocrossts, false)
+    }
+
+    /// As [`Phc::open`], for writing too where `write` (configuring pins and external
+    /// timestamps needs it).
+    pub fn open_for(device: &str, nocrossts: bool, write: bool) -> Result<Self> {
         let path = if device.starts_with('/') {
             device.to_string()
         } else {
@@ -103,7 +109,11 @@ impl Phc {
             };
             format!("/dev/ptp{index}")
         };
-        let file = File::open(&path).with_context(|| format!("opening PHC {path}"))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(&path)
+            .with_context(|| format!("opening PHC {path}"))?;
         let mut caps = PtpClockCaps { words: [0; 20] };
         // SAFETY: PTP_CLOCK_GETCAPS writes a ptp_clock_caps, which `caps` is.
         if unsafe { libc::ioctl(file.as_raw_fd(), GETCAPS as _, &raw mut caps) } < 0 {
