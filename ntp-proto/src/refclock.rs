@@ -36,6 +36,9 @@ pub enum Reading {
         sys_ns: u64,
         /// System minus reference time, modulo the pulse interval.
         second: f64,
+        /// The error of the pulse's system time beyond the clock's precision (a PHC
+        /// stamp mapped through its readings), seconds: added to its dispersion.
+        err: f64,
     },
 }
 

@@ -123,6 +123,7 @@ pub fn sock_reading(b: &[u8]) -> Result<Reading, SockError> {
         Reading::Pulse {
             sys_ns,
             second: offset,
+            err: 0.0,
         }
     } else {
         Reading::Time {
@@ -288,7 +289,8 @@ mod tests {
             sock_reading(&p),
             Ok(Reading::Pulse {
                 sys_ns: 1_700_000_000_000_000_000,
-                second: 3e-6
+                second: 3e-6,
+                err: 0.0
             })
         );
         assert_eq!(sock_reading(&b[..39]), Err(SockError::Length(39)));

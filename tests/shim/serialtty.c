@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -30,14 +31,21 @@ static int listed(const char *path)
     return 0;
 }
 
+static int (*real_stat)(const char *restrict, struct stat *restrict);
+
+/* Resolved before gpsd starts its threads. */
+__attribute__((constructor)) static void resolve(void)
+{
+    real_stat = (int (*)(const char *restrict, struct stat *restrict))dlsym(RTLD_NEXT, "stat");
+}
+
 int stat(const char *restrict path, struct stat *restrict sb)
 {
-    static int (*real)(const char *restrict, struct stat *restrict);
-    if (real == NULL)
-        real = (int (*)(const char *restrict, struct stat *restrict))dlsym(RTLD_NEXT, "stat");
-    if (real == NULL)
+    if (real_stat == NULL) {
+        errno = ENOSYS;
         return -1;
-    int r = real(path, sb);
+    }
+    int r = real_stat(path, sb);
     if (r == 0 && S_ISCHR(sb->st_mode) && listed(path))
         sb->st_rdev = makedev(4, 64 + minor(sb->st_rdev) % 64);
     return r;

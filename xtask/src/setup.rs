@@ -78,47 +78,70 @@ pub(crate) fn ntpd_rs() -> Result<PathBuf> {
     Ok(daemon)
 }
 
-/// Debian's gpsd and the libraries it links that a base system lacks, unpacked (not
-/// installed) into .tools/gpsd: installing the package would pull a systemd and udev
-/// upgrade into the machine, and the test needs only the daemon binary.
-const GPSD_PACKAGES: [&str; 4] = ["gpsd", "libgps28", "libbluetooth3", "libusb-1.0-0"];
+/// Debian's gpsd and the libraries it links that a minimal system may lack, unpacked
+/// (not installed) into .tools/gpsd: installing the package would pull a systemd and
+/// udev upgrade into the machine, and the test needs only the daemon binary.
+const GPSD_PACKAGES: [&str; 5] = [
+    "gpsd",
+    "libgps28",
+    "libbluetooth3",
+    "libusb-1.0-0",
+    "libdbus-1-3",
+];
+
+/// The directory of the unpacked libraries (`usr/lib/<multiarch triplet>`).
+fn gpsd_libs(tools: &Path) -> PathBuf {
+    std::fs::read_dir(tools.join("usr/lib"))
+        .ok()
+        .and_then(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with("-linux-gnu"))
+        })
+        .unwrap_or_else(|| tools.join("usr/lib/x86_64-linux-gnu"))
+}
+
+/// Downloads the packages into `debs`.
+fn download(debs: &Path) -> Result<()> {
+    status(
+        Command::new("apt-get")
+            .arg("download")
+            .args(GPSD_PACKAGES)
+            .current_dir(debs),
+    )
+}
 
 /// gpsd's daemon unpacked into .tools/gpsd if missing (seconds, once): a test feeds it
 /// NMEA and reads its SHM segment beside chronyd. Returns the root to run it from
-/// (`usr/sbin/gpsd`, libraries in `usr/lib/x86_64-linux-gnu`).
+/// (`usr/sbin/gpsd`, its libraries in `usr/lib/<triplet>`).
 pub(crate) fn gpsd() -> Result<PathBuf> {
     let tools = root().join(".tools/gpsd");
     let daemon = tools.join("usr/sbin/gpsd");
-    let libs = tools.join("usr/lib/x86_64-linux-gnu");
-    if succeeds(
+    let runs = || {
         Command::new(&daemon)
             .arg("-V")
-            .env("LD_LIBRARY_PATH", &libs),
-    ) {
+            .env("LD_LIBRARY_PATH", gpsd_libs(&tools))
+            .output()
+    };
+    if runs().is_ok_and(|o| o.status.success()) {
         return Ok(tools);
     }
     println!(
         "xtask setup: unpacking Debian's gpsd into {}",
         tools.display()
     );
+    // Unpacked afresh: a library left from another version must not be mixed in.
+    let _ = std::fs::remove_dir_all(&tools);
     let debs = tools.join("debs");
     std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
-    // apt-get download drops privileges to _apt where it can; it needs a directory that
-    // user may write, else it warns and downloads as root, which is fine.
-    status(
-        Command::new("apt-get")
-            .arg("download")
-            .args(GPSD_PACKAGES)
-            .current_dir(&debs),
-    )
-    .or_else(|_| {
+    // apt-get download drops privileges to _apt where it can (a warning where that user
+    // cannot write here; it downloads as root then). Stale lists: update and retry.
+    download(&debs).or_else(|_| {
+        if !is_root() {
+            bail!("apt-get download of gpsd failed; run `cargo xtask setup` as root");
+        }
         status(Command::new("apt-get").arg("update").arg("-q"))?;
-        status(
-            Command::new("apt-get")
-                .arg("download")
-                .args(GPSD_PACKAGES)
-                .current_dir(&debs),
-        )
+        download(&debs)
     })?;
     for deb in std::fs::read_dir(&debs)?.filter_map(Result::ok) {
         status(
@@ -128,12 +151,13 @@ pub(crate) fn gpsd() -> Result<PathBuf> {
                 .arg(&tools),
         )?;
     }
-    if !succeeds(
-        Command::new(&daemon)
-            .arg("-V")
-            .env("LD_LIBRARY_PATH", &libs),
-    ) {
-        bail!("gpsd unpacked into {} does not run", tools.display());
+    let run = runs().with_context(|| format!("running {}", daemon.display()))?;
+    if !run.status.success() {
+        bail!(
+            "gpsd unpacked into {} does not run: {}",
+            tools.display(),
+            String::from_utf8_lossy(&run.stderr)
+        );
     }
     Ok(tools)
 }

@@ -35,6 +35,7 @@ impl<C: EngineClock> Engine<C> {
         Some(Reading::Pulse {
             sys_ns,
             second: (sys_ns % 1_000_000_000) as f64 * 1e-9,
+            err: hw.error(),
         })
     }
 }

@@ -112,6 +112,10 @@ impl<C: EngineClock> Engine<C> {
             Reading::Time { offset, .. } => -offset,
             Reading::Pulse { second, .. } => second,
         };
+        let err = match reading {
+            Reading::Pulse { err, .. } if err.is_finite() && err > 0.0 => err,
+            _ => 0.0,
+        };
         if !second.is_finite() {
             return Err(ReadingRefused::Insane);
         }
@@ -150,6 +154,12 @@ impl<C: EngineClock> Engine<C> {
                 }
                 Err(e) => return Err(e),
             }
+        };
+        // As chrony: the pulse's own error on top of the precision.
+        let sample = Sample {
+            dispersion: sample.dispersion + err,
+            root_dispersion: sample.root_dispersion + err,
+            ..sample
         };
         self.accumulate(id, sample, true)
     }
@@ -315,6 +325,7 @@ mod tests {
         let pulse = Reading::Pulse {
             sys_ns: start - 100_000_000,
             second: 2e-6,
+            err: 0.0,
         };
         let (mut e, _now) = engine(start);
         let id = e.add_refclock(&pps);
