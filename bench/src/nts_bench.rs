@@ -35,17 +35,20 @@ pub enum NtsServer {
     NtpxOneThread,
     /// ntpxd -x with its XDP program attached (it passes NTS requests up).
     NtpxXdp,
+    /// ntpxd -x --xsk: the XDP program redirects NTS requests to `AF_XDP` sockets.
+    NtpxXsk,
     /// chronyd -x (one process answers NTP).
     Chronyd,
 }
 
 impl NtsServer {
     /// Every server, in report order.
-    pub const ALL: [NtsServer; 4] = [
+    pub const ALL: [NtsServer; 5] = [
         NtsServer::Ntpx,
         NtsServer::NtpxOneThread,
         NtsServer::Chronyd,
         NtsServer::NtpxXdp,
+        NtsServer::NtpxXsk,
     ];
 
     /// How the report names it.
@@ -54,16 +57,18 @@ impl NtsServer {
             NtsServer::Ntpx => "ntpx --no-xdp (a thread per core)",
             NtsServer::NtpxOneThread => "ntpx --no-xdp --server-threads 1",
             NtsServer::NtpxXdp => "ntpx with XDP (a thread per core)",
+            NtsServer::NtpxXsk => "ntpx with XDP --xsk (AF_XDP socket per queue)",
             NtsServer::Chronyd => "chronyd -x",
         }
     }
 
-    /// Parses a command-line name: ntpx, ntpx-1, ntpx-xdp, chronyd.
+    /// Parses a command-line name: ntpx, ntpx-1, ntpx-xdp, ntpx-xsk, chronyd.
     pub fn from_key(s: &str) -> Option<Self> {
         match s {
             "ntpx" => Some(NtsServer::Ntpx),
             "ntpx-1" => Some(NtsServer::NtpxOneThread),
             "ntpx-xdp" => Some(NtsServer::NtpxXdp),
+            "ntpx-xsk" => Some(NtsServer::NtpxXsk),
             "chronyd" => Some(NtsServer::Chronyd),
             _ => None,
         }
@@ -147,6 +152,7 @@ fn start(server: NtsServer, net: &BenchNet, c: &Credentials) -> Result<Running> 
         NtsServer::Ntpx => ntpx(&["--no-xdp"])?,
         NtsServer::NtpxOneThread => ntpx(&["--no-xdp", "--server-threads", "1"])?,
         NtsServer::NtpxXdp => ntpx(&["-i", iface])?,
+        NtsServer::NtpxXsk => ntpx(&["-i", iface, "--xsk"])?,
         NtsServer::Chronyd => {
             let (p, dir, _sock) = chronyd(&net.server, &config)?;
             Running::Chronyd(p, dir)

@@ -87,11 +87,14 @@ pub enum Counter {
     /// datagram whose checksum was left to offload is fine there, a corrupted one is
     /// dropped.
     PassUdpChecksum,
+    /// Redirected: a request longer than a bare header (NTS, a MAC) to the daemon's
+    /// `AF_XDP` socket for the interface and queue (`ntpxd --xsk`).
+    ToXsk,
 }
 
 impl Counter {
     /// Number of counters (size of the per-CPU array).
-    pub const COUNT: u32 = 23;
+    pub const COUNT: u32 = 24;
 
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
@@ -118,6 +121,7 @@ impl Counter {
         Counter::PassOtherMac,
         Counter::DropBadChecksum,
         Counter::PassUdpChecksum,
+        Counter::ToXsk,
     ];
 
     /// Short stable name, used by `ntpxc` and the tests.
@@ -146,6 +150,7 @@ impl Counter {
             Counter::PassOtherMac => "pass-other-mac",
             Counter::DropBadChecksum => "drop-bad-checksum",
             Counter::PassUdpChecksum => "pass-udp-checksum",
+            Counter::ToXsk => "to-xsk",
         }
     }
 }

@@ -265,6 +265,23 @@ pub const LOCAL_MAX_ENTRIES: u32 = 256;
 pub const MAP_IFACE_MACS: &str = "NTPX_IFACE_MACS";
 /// Largest number of interfaces the program serves on.
 pub const IFACE_MAX_ENTRIES: u32 = 1024;
+/// Name of the map of the daemon's `AF_XDP` sockets (`XSKMAP`), by slot.
+pub const MAP_XSKS: &str = "NTPX_XSKS";
+/// Name of the map of (interface index << 32 | receive queue) to a slot of [`MAP_XSKS`]:
+/// frames of a queue without an entry are not redirected.
+pub const MAP_XSK_SLOTS: &str = "NTPX_XSK_SLOTS";
+/// Largest number of `AF_XDP` sockets (interface queues) the daemon registers.
+pub const XSK_MAX_ENTRIES: u32 = 256;
+/// Bytes of metadata the program puts before a redirected frame: the receive time
+/// (`CLOCK_TAI`, ns, native endian), taken when the frame reached the program.
+pub const XSK_META_LEN: usize = 8;
+
+/// The key of [`MAP_XSK_SLOTS`] for interface `ifindex`'s receive queue `queue`.
+#[inline(always)]
+pub fn xsk_slot_key(ifindex: u32, queue: u32) -> u64 {
+    (u64::from(ifindex) << 32) | u64::from(queue)
+}
+
 /// Interface index `BPF_PROG_TEST_RUN` reports for its frames (the namespace's loopback).
 pub const TEST_RUN_IFINDEX: u32 = 1;
 

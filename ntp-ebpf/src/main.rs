@@ -18,9 +18,9 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_NOEXIST, xdp_action},
-    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_tai_ns},
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_tai_ns, bpf_xdp_adjust_meta},
     macros::{map, xdp},
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, XskMap, lpm_trie::Key},
     programs::XdpContext,
 };
 use ntp_common::{
@@ -28,7 +28,8 @@ use ntp_common::{
     counters::CpuRecord,
     state::{
         ACL_ALLOW, ACL_MAX_ENTRIES, CLIENT_RECORD_BYTES, DEFAULT_CLIENTLOG_LIMIT,
-        IFACE_MAX_ENTRIES, LOCAL_MAX_ENTRIES, XLEAVE_TO_DAEMON,
+        IFACE_MAX_ENTRIES, LOCAL_MAX_ENTRIES, XLEAVE_TO_DAEMON, XSK_MAX_ENTRIES, XSK_META_LEN,
+        xsk_slot_key,
     },
     wire::{self, NTP_HEADER_LEN},
 };
@@ -65,6 +66,15 @@ static NTPX_LOCAL_V6: HashMap<[u32; 4], u8> = HashMap::with_max_entries(LOCAL_MA
 /// only frames addressed to it are answered (cached per CPU, see [`Cpu::mac`]).
 #[map(name = "NTPX_IFACE_MACS")]
 static NTPX_IFACE_MACS: HashMap<u32, u64> = HashMap::with_max_entries(IFACE_MAX_ENTRIES, 0);
+
+/// The daemon's `AF_XDP` sockets (`ntpxd --xsk`), by slot.
+#[map(name = "NTPX_XSKS")]
+static NTPX_XSKS: XskMap = XskMap::with_max_entries(XSK_MAX_ENTRIES, 0);
+
+/// The slot of the socket bound to an interface's receive queue
+/// ([`ntp_common::state::xsk_slot_key`]).
+#[map(name = "NTPX_XSK_SLOTS")]
+static NTPX_XSK_SLOTS: HashMap<u64, u32> = HashMap::with_max_entries(XSK_MAX_ENTRIES, 0);
 
 /// 1 to keep the client log, 0 for `noclientlog`; set by the loader.
 #[unsafe(no_mangle)]
@@ -301,6 +311,11 @@ impl Request<'_> {
         }
         let c = match self.check_udp(L2 + IPV4_LEN, h.u32(IPV4_LEN), w0 as u16, IPV4_LEN, false) {
             Ok(c) => c,
+            Err((_, Counter::ToXsk)) if L2 == ETH_LEN => {
+                let dst = h.raw32(16);
+                return self.to_xsk(|maps_gen| self.cpu.local_v4(dst, maps_gen));
+            }
+            Err((_, Counter::ToXsk)) => return pass(Counter::PassLength),
             Err(v) => return v,
         };
         let (src, dst) = (h.raw32(12), h.raw32(16));
@@ -370,6 +385,11 @@ impl Request<'_> {
         }
         let c = match self.check_udp(L2 + IPV6_LEN, h.u32(IPV6_LEN), (w1 >> 16) as u16, 0, true) {
             Ok(c) => c,
+            Err((_, Counter::ToXsk)) if L2 == ETH_LEN => {
+                let dst = [h.raw32(24), h.raw32(28), h.raw32(32), h.raw32(36)];
+                return self.to_xsk(|maps_gen| self.cpu.local_v6(dst, maps_gen));
+            }
+            Err((_, Counter::ToXsk)) => return pass(Counter::PassLength),
             Err(v) => return v,
         };
         let src = [h.raw32(8), h.raw32(12), h.raw32(16), h.raw32(20)];
@@ -433,7 +453,13 @@ impl Request<'_> {
         }
         self.cpu.bump(Counter::NtpReceived);
         if ip_len as usize != ip_hdr + UDP_LEN + NTP_HEADER_LEN {
-            return Err(pass(Counter::PassLength));
+            // Longer: a candidate for the daemon's AF_XDP socket (see `to_xsk`), once
+            // the caller knows it is addressed to us.
+            return Err(if ip_len as usize > ip_hdr + UDP_LEN + NTP_HEADER_LEN {
+                pass(Counter::ToXsk)
+            } else {
+                pass(Counter::PassLength)
+            });
         }
         let Some(udp) = self.f.exact_span::<{ UDP_LEN + NTP_HEADER_LEN }>(udp) else {
             return Err(pass(Counter::PassLength));
@@ -471,6 +497,53 @@ impl Request<'_> {
             udp,
             udp_len,
         })
+    }
+
+    /// A request with more than a bare header (NTS, a MAC: the daemon's to answer) goes
+    /// to the daemon's `AF_XDP` socket for this interface's receive queue where there is
+    /// one, with its receive time in the frame's metadata; else to the stack. Checked
+    /// here: its headers up to UDP's first word, addressed to this interface's MAC and
+    /// (`local`, under the maps' generation) a served address; the daemon checks the
+    /// rest, as the stack would. Untagged frames only: the daemon's frame parser knows
+    /// no VLAN tags.
+    #[inline(always)]
+    fn to_xsk(&self, local: impl FnOnce(u32) -> bool) -> Verdict {
+        // The maps' generation comes with the state; without a state, the stack's.
+        let Some(state) = read_state() else {
+            return pass(Counter::PassLength);
+        };
+        if !self.for_this_interface(state.maps_gen) {
+            return pass(Counter::PassOtherMac);
+        }
+        if !local(state.maps_gen) {
+            return pass(Counter::PassNotLocal);
+        }
+        // SAFETY: the context pointer is the program's argument, valid for the whole run.
+        let (ifindex, queue) = unsafe {
+            (
+                (*self.ctx.ctx).ingress_ifindex,
+                (*self.ctx.ctx).rx_queue_index,
+            )
+        };
+        // SAFETY: a lookup in a map of plain integers.
+        let Some(&slot) = (unsafe { NTPX_XSK_SLOTS.get(xsk_slot_key(ifindex, queue)) }) else {
+            return pass(Counter::PassLength);
+        };
+        // SAFETY: the program's own context; a negative delta grows the metadata area.
+        if unsafe { bpf_xdp_adjust_meta(self.ctx.ctx, -(XSK_META_LEN as i32)) } != 0 {
+            return pass(Counter::PassLength);
+        }
+        // The packet pointers read before are stale now: the metadata's are read afresh.
+        let (meta, data) = (self.ctx.metadata(), self.ctx.data());
+        if meta + XSK_META_LEN > data {
+            return pass(Counter::PassLength);
+        }
+        // SAFETY: the verifier-checked XSK_META_LEN bytes of metadata before the frame.
+        unsafe { core::ptr::write_unaligned(meta as *mut u64, self.rx_tai) };
+        match NTPX_XSKS.redirect(slot, u64::from(xdp_action::XDP_PASS)) {
+            Ok(action) => (action, Counter::ToXsk),
+            Err(action) => (action, Counter::PassLength),
+        }
     }
 
     /// Whether the frame is addressed to the MAC of the interface it arrived on.

@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod drift;
 pub mod engine;
+pub mod frame;
 pub mod hwclock;
 pub mod keys;
 pub mod leaptz;

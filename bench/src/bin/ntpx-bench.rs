@@ -77,11 +77,12 @@ enum Only {
     /// section (`bench-nts`) of the file is replaced.
     Nts {
         /// Servers to run, comma-separated: ntpx (--no-xdp, a thread per core), ntpx-1
-        /// (one server thread), chronyd, ntpx-xdp (XDP attached).
+        /// (one server thread), chronyd, ntpx-xdp (XDP attached), ntpx-xsk (XDP with
+        /// `AF_XDP` sockets for NTS).
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "ntpx,ntpx-1,chronyd,ntpx-xdp"
+            default_value = "ntpx,ntpx-1,chronyd,ntpx-xdp,ntpx-xsk"
         )]
         servers: Vec<String>,
     },

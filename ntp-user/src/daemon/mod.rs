@@ -22,6 +22,7 @@ mod shutdown;
 mod startup;
 mod step_gate;
 mod timekeeping;
+mod xsk_server;
 
 pub use control_server::{serve, serve_udp};
 pub use timekeeping::PUBLISH_INTERVAL;
@@ -64,6 +65,9 @@ pub struct Options {
     /// Threads answering NTP requests on the daemon's path (`--server-threads`); `None`:
     /// one per core for an NTS server, else the timekeeping thread alone.
     pub server_threads: Option<usize>,
+    /// Answer longer requests (NTS, MACs) from `AF_XDP` sockets on the interfaces the XDP
+    /// program serves (`--xsk`).
+    pub xsk: bool,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -124,8 +128,14 @@ pub async fn run(config: Config, opts: Options) -> Result<()> {
     if let Some(events) = link_events {
         tasks.spawn(interfaces::follow_interfaces(shared.clone(), events));
     }
+    let xsks = if opts.xsk {
+        xsk_server::open(&shared)?
+    } else {
+        Vec::new()
+    };
     drop_privileges(&shared.config, &opts, shared.kernel.is_some())?;
     ntp.serve(&shared, &mut tasks)?;
+    xsk_server::serve(xsks, &shared, &mut tasks)?;
     let outcome = shutdown::wait(&mut tasks, shared.journal.fatal()).await;
     tasks.abort_all();
     shutdown::finish(&shared);

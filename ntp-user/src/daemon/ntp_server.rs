@@ -305,6 +305,102 @@ fn note_departure(sh: &Shared, st: &TxStamp, awaiting: &mut AwaitingDeparture, h
     }
 }
 
+/// A reply the rules call for, finished: its bytes, what it answers and its transmit
+/// timestamp.
+pub(super) struct Finished {
+    /// The datagram to send.
+    pub reply: Vec<u8>,
+    /// The reply before it was finished (what kind it is).
+    pub packet: server::PendingReply,
+    /// The transmit timestamp it carries.
+    pub tx_now: NtpTimestamp,
+}
+
+/// Applies the rules to one request from `src` received at `rx_tai` (the step gate's
+/// `ticket` taken when it was read): the reply to send, or `None`, counted. Interleaved
+/// replies only where `interleave` (the path learns when its replies leave).
+pub(super) fn decide(
+    sh: &Shared,
+    datagram: &[u8],
+    src: SocketAddr,
+    rx_tai: u64,
+    ticket: u64,
+    interleave: bool,
+) -> Result<Option<Finished>> {
+    let state = *lock(&sh.state);
+    // The rate limit before any cryptography (chrony's order): a client over it cannot
+    // make the server open cookies or check MACs. A denied source leaves no record (as
+    // chrony): a spoofed flood from denied addresses must not push real clients out.
+    let verdict = if let Some(v) = server::screen(datagram, src, &sh.acl) {
+        v
+    } else {
+        let (rate, last) = sh.clients.log(src.ip(), rx_tai, &sh.counters);
+        if rate == RateVerdict::Drop {
+            bump(&sh.counters.ratelimited);
+            return Ok(None);
+        }
+        let secrets = sh.secrets();
+        let v = server::handle_screened(datagram, rx_tai, &state, &secrets, &mut random_nonce);
+        drop(secrets);
+        match (v, rate) {
+            (Verdict::Reply(p), RateVerdict::Answer) if interleave => {
+                Verdict::Reply(p.interleave(&last))
+            }
+            (Verdict::Reply(p), RateVerdict::Answer) => Verdict::Reply(p),
+            // An NTS NAK over the rate limit gets nothing (chrony: the kisses conflict).
+            (Verdict::Reply(p), _) if p.is_nts_nak() => {
+                bump(&sh.counters.ratelimited);
+                return Ok(None);
+            }
+            (Verdict::Reply(p), _) => Verdict::Reply(p.kiss_rate()),
+            (other, _) => other,
+        }
+    };
+    match verdict {
+        Verdict::Reply(packet) => {
+            // The secrets first: the transmit timestamp is the last thing taken.
+            let secrets = sh.secrets();
+            let (reply, tx_now) = packet.finish(clock::tai_ns()?, &secrets);
+            drop(secrets);
+            // A step since the request was read: its stamps and the state disagree.
+            // Never more bytes back than came in (RFC 8915 5.6; no amplification).
+            if !sh.step_gate.still_open(ticket) || reply.len() > datagram.len() {
+                bump(&sh.counters.ignored);
+                return Ok(None);
+            }
+            Ok(Some(Finished {
+                reply,
+                packet,
+                tx_now,
+            }))
+        }
+        Verdict::Ignore(why) => {
+            bump(&sh.counters.ignored);
+            debug!("Ignored NTP datagram from {src} ({why:?})");
+            Ok(None)
+        }
+        Verdict::Deny | Verdict::BadSource => {
+            bump(&sh.counters.denied);
+            Ok(None)
+        }
+    }
+}
+
+/// Counts a reply sent: who stamped the request's reception (`rx_source`), and the
+/// transmit timestamp it carries (an interleaved one, the kernel's of the last reply;
+/// else the daemon's clock read before sending).
+pub(super) fn count_sent(sh: &Shared, p: &server::PendingReply, rx_source: usize) {
+    bump(&sh.counters.answered);
+    bump(&sh.counters.rx_sources[rx_source]);
+    bump(&sh.counters.tx_sources[usize::from(p.is_interleaved())]);
+    if p.is_interleaved() {
+        bump(&sh.counters.interleaved);
+    }
+    if p.key_id().is_some() || p.is_nts() {
+        bump(&sh.counters.authenticated);
+    }
+}
+
 /// Answers one datagram (or not, as the rules say).
 fn answer(
     sock: &TimestampedSocket,
@@ -329,82 +425,30 @@ fn answer(
         (None, Some(t)) => (sh.tai_of(t), 1),
         (None, None) => (clock::tai_ns()?, 0),
     };
-    let state = *lock(&sh.state);
     let src_ip = net::canonical_ip(r.src.ip());
     let src = SocketAddr::new(src_ip, r.src.port());
-    // The rate limit before any cryptography (chrony's order): a client over it cannot
-    // make the server open cookies or check MACs. A denied source leaves no record (as
-    // chrony): a spoofed flood from denied addresses must not push real clients out.
-    let verdict = if let Some(v) = server::screen(datagram, src, &sh.acl) {
-        v
-    } else {
-        let (rate, last) = sh.clients.log(src_ip, rx_tai, &sh.counters);
-        if rate == RateVerdict::Drop {
-            bump(&sh.counters.ratelimited);
-            return Ok(());
-        }
-        let secrets = sh.secrets();
-        let v = server::handle_screened(datagram, rx_tai, &state, &secrets, &mut random_nonce);
-        drop(secrets);
-        match (v, rate) {
-            (Verdict::Reply(p), RateVerdict::Answer) => Verdict::Reply(p.interleave(&last)),
-            // An NTS NAK over the rate limit gets nothing (chrony: the kisses conflict).
-            (Verdict::Reply(p), _) if p.is_nts_nak() => {
-                bump(&sh.counters.ratelimited);
-                return Ok(());
-            }
-            (Verdict::Reply(p), _) => Verdict::Reply(p.kiss_rate()),
-            (other, _) => other,
-        }
+    let Some(Finished {
+        reply,
+        packet: p,
+        tx_now,
+    }) = decide(sh, datagram, src, rx_tai, ticket, true)?
+    else {
+        return Ok(());
     };
-    match verdict {
-        Verdict::Reply(p) => {
-            // The secrets first: the transmit timestamp is the last thing taken.
-            let secrets = sh.secrets();
-            let (reply, tx_now) = p.finish(clock::tai_ns()?, &secrets);
-            drop(secrets);
-            // A step since the request was read: its stamps and the state disagree.
-            if !sh.step_gate.still_open(ticket) {
-                bump(&sh.counters.ignored);
-                return Ok(());
-            }
-            // Never more bytes back than came in (RFC 8915 5.6; no amplification).
-            if reply.len() > datagram.len() {
-                bump(&sh.counters.ignored);
-                return Ok(());
-            }
-            // Only a client that may interleave needs to know when its reply left; a
-            // Kiss-o'-Death is never interleaved with (as chrony).
-            let stamp = p.may_interleave() && !p.is_kiss() && sh.clients.enabled();
-            // From the address the request went to, unless this socket is bound to one.
-            let from = r.dst.filter(|_| sock.local_addr().ip().is_unspecified());
-            match sock.send_to(&reply, r.src, stamp, from) {
-                Ok(()) => {
-                    bump(&sh.counters.answered);
-                    // Who stamped: the request's reception, and the transmit timestamp
-                    // the reply carries (an interleaved one, the kernel's of the last
-                    // reply; else the daemon's clock read before sending).
-                    bump(&sh.counters.rx_sources[rx_source]);
-                    bump(&sh.counters.tx_sources[usize::from(p.is_interleaved())]);
-                    if p.is_interleaved() {
-                        bump(&sh.counters.interleaved);
-                    }
-                    if p.key_id().is_some() || p.is_nts() {
-                        bump(&sh.counters.authenticated);
-                    }
-                    if stamp {
-                        sh.clients.note_reply(src_ip, p.receive_ts(), tx_now);
-                        awaiting.push(p.receive_ts(), src_ip, ticket);
-                    }
-                }
-                Err(e) => debug!("{e:#}"),
+    // Only a client that may interleave needs to know when its reply left; a
+    // Kiss-o'-Death is never interleaved with (as chrony).
+    let stamp = p.may_interleave() && !p.is_kiss() && sh.clients.enabled();
+    // From the address the request went to, unless this socket is bound to one.
+    let from = r.dst.filter(|_| sock.local_addr().ip().is_unspecified());
+    match sock.send_to(&reply, r.src, stamp, from) {
+        Ok(()) => {
+            count_sent(sh, &p, rx_source);
+            if stamp {
+                sh.clients.note_reply(src_ip, p.receive_ts(), tx_now);
+                awaiting.push(p.receive_ts(), src_ip, ticket);
             }
         }
-        Verdict::Ignore(why) => {
-            bump(&sh.counters.ignored);
-            debug!("Ignored NTP datagram from {} ({why:?})", r.src);
-        }
-        Verdict::Deny | Verdict::BadSource => bump(&sh.counters.denied),
+        Err(e) => debug!("{e:#}"),
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod ethtool;
 pub mod hw_timestamping;
 pub mod link_events;
+pub mod xsk;
 
 use anyhow::{Context, Result, anyhow};
 use nix::sys::socket::TimestampingFlag;

@@ -18,7 +18,8 @@ use ntp_common::{
         ACL_MAX_ENTRIES, CLIENT_RECORD_BYTES, DEFAULT_CLIENTLOG_LIMIT, GLOBAL_CLIENTLOG,
         GLOBAL_PORT, GLOBAL_RL_BURST, GLOBAL_RL_INTERVAL, GLOBAL_RL_KOD, GLOBAL_RL_LEAK,
         LOCAL_MAX_ENTRIES, MAP_ACL_V4, MAP_ACL_V6, MAP_CLIENTS, MAP_COUNTERS, MAP_IFACE_MACS,
-        MAP_LOCAL_V4, MAP_LOCAL_V6, MAP_STATE, PROG_PASS, PROG_SERVE, TEST_RUN_IFINDEX, mac_value,
+        MAP_LOCAL_V4, MAP_LOCAL_V6, MAP_STATE, MAP_XSK_SLOTS, MAP_XSKS, PROG_PASS, PROG_SERVE,
+        TEST_RUN_IFINDEX, XSK_MAX_ENTRIES, mac_value, xsk_slot_key,
     },
 };
 use ntp_proto::acl::AccessTable;
@@ -245,6 +246,31 @@ impl KernelPath {
         macs.insert(index, mac_value(mac), 0)
             .with_context(|| format!("registering the MAC of interface {index}"))?;
         self.maps_changed();
+        Ok(())
+    }
+
+    /// Registers `AF_XDP` socket `sock`, bound to interface `ifindex`'s receive queue
+    /// `queue`, in slot `slot`: the program redirects that queue's longer requests to it.
+    pub fn register_xsk(
+        &mut self,
+        slot: u32,
+        ifindex: u32,
+        queue: u32,
+        sock: &impl std::os::fd::AsRawFd,
+    ) -> Result<()> {
+        if slot >= XSK_MAX_ENTRIES {
+            bail!("more than {XSK_MAX_ENTRIES} AF_XDP sockets");
+        }
+        let mut xsks: aya::maps::XskMap<&mut MapData> =
+            aya::maps::XskMap::try_from(map_mut(&mut self.ebpf, MAP_XSKS)?)?;
+        // The map takes its own reference to the socket.
+        xsks.set(slot, sock.as_raw_fd(), 0)
+            .with_context(|| format!("registering AF_XDP socket {slot}"))?;
+        let mut slots: HashMap<&mut MapData, u64, u32> =
+            HashMap::try_from(map_mut(&mut self.ebpf, MAP_XSK_SLOTS)?)?;
+        slots
+            .insert(xsk_slot_key(ifindex, queue), slot, 0)
+            .with_context(|| format!("registering AF_XDP socket {slot}'s queue"))?;
         Ok(())
     }
 

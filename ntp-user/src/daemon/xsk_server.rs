@@ -1,0 +1,162 @@
+//! `ntpxd --xsk`: requests longer than a bare header (NTS, a MAC) that reach an
+//! interface the XDP program serves come to the daemon through `AF_XDP` sockets, one per
+//! receive queue, each served by a thread of its own: by the same rules as on the
+//! daemon's sockets ([`ntp_server::decide`]), without the socket layer's work per
+//! datagram. Their receive time is the program's (`CLOCK_TAI` when the frame reached
+//! it); replies are basic (never interleaved: no transmit timestamp comes back from an
+//! `AF_XDP` socket) and leave through the same queue. Interfaces attached later, VLAN
+//! tagged frames and everything else keep the daemon's sockets.
+
+use super::{counters::bump, ntp_server, shared::Shared};
+use crate::{lock, net::xsk::XskSocket};
+use anyhow::{Context, Result, anyhow};
+use ntp_proto::frame;
+use std::{net::SocketAddr, sync::Arc};
+use tokio::task::JoinSet;
+use tracing::{debug, info};
+
+/// Frames handled per pass over the receive ring.
+const BATCH: u32 = 64;
+
+/// The number of receive queues of `iface` (from sysfs; 1 where it cannot tell).
+fn rx_queues(iface: &str) -> u32 {
+    std::fs::read_dir(format!("/sys/class/net/{iface}/queues"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count()
+        })
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1)
+}
+
+/// Opens a socket for every receive queue of every interface the program is attached
+/// to and registers each with it (before the privilege drop: `AF_XDP` needs
+/// `CAP_NET_RAW`).
+pub(super) fn open(sh: &Shared) -> Result<Vec<XskSocket>> {
+    let kernel = sh
+        .kernel
+        .as_ref()
+        .ok_or_else(|| anyhow!("--xsk needs the XDP fast path (it was turned off)"))?;
+    let mut k = lock(kernel);
+    let mut out: Vec<XskSocket> = Vec::new();
+    for a in k.attachments() {
+        for queue in 0..rx_queues(&a.name) {
+            let s = XskSocket::open(&a.name, a.index, queue)
+                .with_context(|| format!("--xsk on {} queue {queue}", a.name))?;
+            let slot = u32::try_from(out.len())?;
+            k.register_xsk(slot, a.index, queue, &s)?;
+            info!(
+                "AF_XDP socket on {} queue {queue}: longer requests (NTS, MACs) answered there",
+                a.name
+            );
+            out.push(s);
+        }
+    }
+    if out.is_empty() {
+        info!("--xsk: the XDP program is attached to no interface yet; no AF_XDP socket");
+    }
+    Ok(out)
+}
+
+/// Starts a thread per socket (after the privilege drop, as the server threads); a
+/// thread that fails ends a task in `tasks` with its error, which ends the daemon.
+pub(super) fn serve(
+    socks: Vec<XskSocket>,
+    sh: &Arc<Shared>,
+    tasks: &mut JoinSet<Result<()>>,
+) -> Result<()> {
+    for s in socks {
+        let name = format!("{} queue {}", s.iface, s.queue);
+        let (done, ended) = tokio::sync::oneshot::channel();
+        let sh = sh.clone();
+        std::thread::Builder::new()
+            .name(format!("ntpx-xsk-{}", s.queue))
+            .spawn(move || {
+                let _ = done.send(serve_socket(s, &sh));
+            })
+            .with_context(|| format!("starting the AF_XDP thread of {name}"))?;
+        // A thread that fails or panics ends the daemon; one whose interface went away
+        // ends quietly (its requests reach the daemon's sockets again).
+        tasks.spawn(async move {
+            match ended.await {
+                Ok(Err(e)) => Err(e.context(format!("AF_XDP thread of {name}"))),
+                Ok(Ok(())) => std::future::pending().await,
+                Err(_) => Err(anyhow!("AF_XDP thread of {name} panicked")),
+            }
+        });
+    }
+    Ok(())
+}
+
+/// One socket's thread: waits for frames, answers them, returns sent frames.
+fn serve_socket(mut s: XskSocket, sh: &Shared) -> Result<()> {
+    // Not under `sched_priority`'s SCHED_FIFO: a flood must not take the CPU from
+    // timekeeping.
+    crate::os::normal_scheduling();
+    let mut seen = sh.step_gate.current();
+    loop {
+        if !s.wait(1000) {
+            info!(
+                "AF_XDP socket on {} queue {} closed (the interface is gone); its requests \
+                 go to the daemon's sockets",
+                s.iface, s.queue
+            );
+            return Ok(());
+        }
+        s.recycle();
+        // Frames received across a step of the clock carry a receive time from before
+        // it: they are dropped, as the daemon's sockets drop theirs.
+        let now = sh.step_gate.current();
+        let stale = now != seen;
+        seen = now;
+        s.serve(BATCH, |meta, frame| {
+            if stale {
+                bump(&sh.counters.received);
+                bump(&sh.counters.ignored);
+                return None;
+            }
+            answer(sh, meta, frame)
+        });
+    }
+}
+
+/// Answers the request in `frame` in place (`meta`: the program's metadata, the receive
+/// time): the reply frame's length, or `None` (counted).
+fn answer(sh: &Shared, meta: &[u8], frame: &mut [u8]) -> Option<usize> {
+    bump(&sh.counters.received);
+    let ignore = || {
+        bump(&sh.counters.ignored);
+        None
+    };
+    let f = match frame::parse_udp(frame) {
+        Ok(f) => f,
+        Err(why) => {
+            debug!("Ignored frame on an AF_XDP socket ({why:?})");
+            return ignore();
+        }
+    };
+    // During a step of the system clock nothing is answered (see Shared::withdraw).
+    let Some(ticket) = sh.step_gate.begin() else {
+        return ignore();
+    };
+    let Some(rx_tai) = meta.try_into().ok().map(u64::from_ne_bytes) else {
+        return ignore();
+    };
+    let src = SocketAddr::new(crate::net::canonical_ip(f.src.ip()), f.src.port());
+    let datagram = &frame[f.payload.clone()];
+    let finished = match ntp_server::decide(sh, datagram, src, rx_tai, ticket, false) {
+        Ok(Some(r)) => r,
+        Ok(None) => return None,
+        Err(e) => {
+            debug!("{e:#}");
+            return ignore();
+        }
+    };
+    let n = frame::write_udp_reply(frame, &f, &finished.reply)?;
+    // The receive time is the kernel's (the program's clock read).
+    ntp_server::count_sent(sh, &finished.packet, 1);
+    Some(n)
+}
