@@ -105,6 +105,10 @@ macro_rules! loader_global {
     };
 }
 
+/// The longest frame an `AF_XDP` socket's 2 KiB frames take after the kernel's 256 bytes
+/// of headroom and the metadata.
+const XSK_FRAME_ROOM: usize = 2048 - 256 - XSK_META_LEN;
+
 /// The third word of an IPv4-mapped IPv6 address (`::ffff:0:0/96`), in memory order.
 const V4_MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
@@ -312,8 +316,8 @@ impl Request<'_> {
         let c = match self.check_udp(L2 + IPV4_LEN, h.u32(IPV4_LEN), w0 as u16, IPV4_LEN, false) {
             Ok(c) => c,
             Err((_, Counter::ToXsk)) if L2 == ETH_LEN => {
-                let dst = h.raw32(16);
-                return self.to_xsk(|maps_gen| self.cpu.local_v4(dst, maps_gen));
+                let (src, dst) = (h.raw32(12), h.raw32(16));
+                return self.to_xsk(bad_v4(src), |maps_gen| self.cpu.local_v4(dst, maps_gen));
             }
             Err((_, Counter::ToXsk)) => return pass(Counter::PassLength),
             Err(v) => return v,
@@ -386,8 +390,9 @@ impl Request<'_> {
         let c = match self.check_udp(L2 + IPV6_LEN, h.u32(IPV6_LEN), (w1 >> 16) as u16, 0, true) {
             Ok(c) => c,
             Err((_, Counter::ToXsk)) if L2 == ETH_LEN => {
+                let src = [h.raw32(8), h.raw32(12), h.raw32(16), h.raw32(20)];
                 let dst = [h.raw32(24), h.raw32(28), h.raw32(32), h.raw32(36)];
-                return self.to_xsk(|maps_gen| self.cpu.local_v6(dst, maps_gen));
+                return self.to_xsk(bad_v6(src), |maps_gen| self.cpu.local_v6(dst, maps_gen));
             }
             Err((_, Counter::ToXsk)) => return pass(Counter::PassLength),
             Err(v) => return v,
@@ -406,15 +411,12 @@ impl Request<'_> {
         if !self.cpu.local_v6(dst, c.state.maps_gen) {
             return pass(Counter::PassNotLocal);
         }
-        // Multicast, unspecified (::) and loopback (::1) cannot be real clients.
-        let multicast = u32::from_be(src[0]) >> 24 == 0xff;
-        let low = src[0] == 0 && src[1] == 0 && src[2] == 0 && u32::from_be(src[3]) <= 1;
+        if bad_v6(src) {
+            return drop(Counter::DropBadSource);
+        }
         // An IPv4-mapped source (::ffff:a.b.c.d) gets the IPv4 rules' verdict, as in the
         // daemon: `allow ::/0` must not open what the IPv4 rules close.
         let mapped = src[0] == 0 && src[1] == 0 && src[2] == V4_MAPPED_WORD;
-        if multicast || low || (mapped && bad_v4(src[3])) {
-            return drop(Counter::DropBadSource);
-        }
         let acl = || {
             if mapped {
                 acl_v4(src[3])
@@ -507,7 +509,30 @@ impl Request<'_> {
     /// rest, as the stack would. Untagged frames only: the daemon's frame parser knows
     /// no VLAN tags.
     #[inline(always)]
-    fn to_xsk(&self, local: impl FnOnce(u32) -> bool) -> Verdict {
+    fn to_xsk(&self, bad_source: bool, local: impl FnOnce(u32) -> bool) -> Verdict {
+        // SAFETY: the context pointer is the program's argument, valid for the whole run.
+        let (ifindex, queue) = unsafe {
+            (
+                (*self.ctx.ctx).ingress_ifindex,
+                (*self.ctx.ctx).rx_queue_index,
+            )
+        };
+        // Without a socket for this queue (no --xsk), the stack's, as before: nothing
+        // else is looked at.
+        // SAFETY: a lookup in a map of plain integers.
+        let Some(&slot) = (unsafe { NTPX_XSK_SLOTS.get(xsk_slot_key(ifindex, queue)) }) else {
+            return pass(Counter::PassLength);
+        };
+        // What the socket's frames hold (2 KiB less the kernel's headroom and ours): a
+        // longer (jumbo) frame would be dropped there, so it is the stack's.
+        // (A comparison of packet pointers: what the verifier allows of them.)
+        if self.ctx.data() + XSK_FRAME_ROOM < self.ctx.data_end() {
+            return pass(Counter::PassLength);
+        }
+        // The stack drops these sources as martians; so does the fast path.
+        if bad_source {
+            return drop(Counter::DropBadSource);
+        }
         // The maps' generation comes with the state; without a state, the stack's.
         let Some(state) = read_state() else {
             return pass(Counter::PassLength);
@@ -518,17 +543,6 @@ impl Request<'_> {
         if !local(state.maps_gen) {
             return pass(Counter::PassNotLocal);
         }
-        // SAFETY: the context pointer is the program's argument, valid for the whole run.
-        let (ifindex, queue) = unsafe {
-            (
-                (*self.ctx.ctx).ingress_ifindex,
-                (*self.ctx.ctx).rx_queue_index,
-            )
-        };
-        // SAFETY: a lookup in a map of plain integers.
-        let Some(&slot) = (unsafe { NTPX_XSK_SLOTS.get(xsk_slot_key(ifindex, queue)) }) else {
-            return pass(Counter::PassLength);
-        };
         // SAFETY: the program's own context; a negative delta grows the metadata area.
         if unsafe { bpf_xdp_adjust_meta(self.ctx.ctx, -(XSK_META_LEN as i32)) } != 0 {
             return pass(Counter::PassLength);
@@ -776,6 +790,16 @@ fn udp_checksum_ok(c: &Checked, addr_sum: Csum, ipv6: bool) -> bool {
 fn bad_v4(a: u32) -> bool {
     let first = u32::from_be(a) >> 24;
     first == 0 || first == 127 || first >= 224
+}
+
+/// Whether the IPv6 source `a` (memory order) cannot be a real client: multicast,
+/// unspecified (`::`), loopback (`::1`), or an IPv4-mapped address that could not be.
+#[inline(always)]
+fn bad_v6(a: [u32; 4]) -> bool {
+    let multicast = u32::from_be(a[0]) >> 24 == 0xff;
+    let low = a[0] == 0 && a[1] == 0 && a[2] == 0 && u32::from_be(a[3]) <= 1;
+    let mapped = a[0] == 0 && a[1] == 0 && a[2] == V4_MAPPED_WORD;
+    multicast || low || (mapped && bad_v4(a[3]))
 }
 
 /// Whether the IPv4 rules allow `a` (memory order).

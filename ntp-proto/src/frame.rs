@@ -133,11 +133,14 @@ pub fn parse_udp(frame: &[u8]) -> Result<UdpFrame, FrameRefused> {
         }
         _ => return Err(FrameRefused::Malformed),
     };
-    let u = &frame[udp.clone()];
-    let len = usize::from(u16_at(u, 4));
-    if len != u.len() {
+    let ip_payload = &frame[udp.clone()];
+    let len = usize::from(u16_at(ip_payload, 4));
+    // As the stack: a UDP length shorter than the IP payload trims it.
+    if len < UDP_LEN || len > ip_payload.len() {
         return Err(FrameRefused::Malformed);
     }
+    let udp = udp.start..udp.start + len;
+    let u = &frame[udp.clone()];
     let field = u16_at(u, 6);
     let v6 = src.is_ipv6();
     if field != 0 || v6 {
@@ -315,8 +318,16 @@ mod tests {
                 Err(FrameRefused::Malformed)
             );
             let mut udp_len = good.clone();
-            udp_len[udp_at + 5] -= 1;
-            assert_eq!(parse_udp(&udp_len), Err(FrameRefused::Malformed));
+            udp_len[udp_at + 5] += 1;
+            assert_eq!(
+                parse_udp(&udp_len),
+                Err(FrameRefused::Malformed),
+                "past the IP's"
+            );
+            // Shorter than the IP payload: trimmed, as the stack trims it (here the
+            // checksum, of the whole, then fails).
+            udp_len[udp_at + 5] -= 2;
+            assert_eq!(parse_udp(&udp_len), Err(FrameRefused::Checksum));
         }
         let (src, dst) = addrs(false);
         let good = frame(src, dst, &[1; 60]);

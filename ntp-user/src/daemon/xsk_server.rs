@@ -13,7 +13,7 @@ use anyhow::{Context, Result, anyhow};
 use ntp_proto::frame;
 use std::{net::SocketAddr, sync::Arc};
 use tokio::task::JoinSet;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// Frames handled per pass over the receive ring.
 const BATCH: u32 = 64;
@@ -42,8 +42,17 @@ pub(super) fn open(sh: &Shared) -> Result<Vec<XskSocket>> {
         .ok_or_else(|| anyhow!("--xsk needs the XDP fast path (it was turned off)"))?;
     let mut k = lock(kernel);
     let mut out: Vec<XskSocket> = Vec::new();
-    for a in k.attachments() {
+    'ifaces: for a in k.attachments() {
         for queue in 0..rx_queues(&a.name) {
+            if out.len() >= ntp_common::state::XSK_MAX_ENTRIES as usize {
+                warn!(
+                    "--xsk: no `AF_XDP` socket beyond {} queues; {} queue {queue} and later \
+                     ones use the daemon's sockets",
+                    out.len(),
+                    a.name
+                );
+                break 'ifaces;
+            }
             let s = XskSocket::open(&a.name, a.index, queue)
                 .with_context(|| format!("--xsk on {} queue {queue}", a.name))?;
             let slot = u32::try_from(out.len())?;
@@ -98,7 +107,12 @@ fn serve_socket(mut s: XskSocket, sh: &Shared) -> Result<()> {
     crate::os::normal_scheduling();
     let mut seen = sh.step_gate.current();
     loop {
-        if !s.wait(1000) {
+        // Replies the device would not take yet go first; then a short wait while any
+        // remain, so they do not wait for the next request.
+        if s.sending() {
+            s.kick();
+        }
+        if !s.wait(if s.sending() { 1 } else { 1000 }) {
             info!(
                 "AF_XDP socket on {} queue {} closed (the interface is gone); its requests \
                  go to the daemon's sockets",
@@ -108,18 +122,19 @@ fn serve_socket(mut s: XskSocket, sh: &Shared) -> Result<()> {
         }
         s.recycle();
         // Frames received across a step of the clock carry a receive time from before
-        // it: they are dropped, as the daemon's sockets drop theirs.
+        // it: all of them are dropped, as the daemon's sockets drop theirs.
         let now = sh.step_gate.current();
-        let stale = now != seen;
-        seen = now;
-        s.serve(BATCH, |meta, frame| {
-            if stale {
+        if now != seen {
+            seen = now;
+            let dropped = s.drop_received();
+            for _ in 0..dropped {
                 bump(&sh.counters.received);
                 bump(&sh.counters.ignored);
-                return None;
             }
-            answer(sh, meta, frame)
-        });
+            debug!("Dropped {dropped} requests received across a step of the clock");
+            continue;
+        }
+        s.serve(BATCH, |meta, frame| answer(sh, meta, frame));
     }
 }
 
@@ -146,6 +161,12 @@ fn answer(sh: &Shared, meta: &[u8], frame: &mut [u8]) -> Option<usize> {
         return ignore();
     };
     let src = SocketAddr::new(crate::net::canonical_ip(f.src.ip()), f.src.port());
+    // From the wire, never from this host: a loopback source is spoofed (the stack would
+    // drop it as a martian), and must not pass for a local client.
+    if src.ip().is_loopback() {
+        bump(&sh.counters.denied);
+        return None;
+    }
     let datagram = &frame[f.payload.clone()];
     let finished = match ntp_server::decide(sh, datagram, src, rx_tai, ticket, false) {
         Ok(Some(r)) => r,

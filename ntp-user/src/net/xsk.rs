@@ -25,6 +25,10 @@ const PGOFF_RX_RING: i64 = 0;
 const PGOFF_TX_RING: i64 = 0x8000_0000;
 const PGOFF_FILL_RING: i64 = 0x1_0000_0000;
 const PGOFF_COMPLETION_RING: i64 = 0x1_8000_0000;
+/// `XDP_COPY`: copy mode even where the driver could do zero-copy. Zero-copy would move
+/// the whole queue's receive path into this socket's memory, making every frame the fast
+/// path answers or the stack takes a copy.
+const XDP_COPY: u16 = 1 << 1;
 
 /// Bytes per frame of the UMEM (a page holds two; the largest Ethernet frame fits).
 pub const FRAME_SIZE: usize = 2048;
@@ -252,8 +256,7 @@ fn setsockopt<T>(fd: RawFd, opt: i32, v: &T, what: &str) -> Result<()> {
 }
 
 impl XskSocket {
-    /// Opens a socket on `iface` (index `ifindex`) queue `queue` (zero-copy where the
-    /// driver can, else copy mode).
+    /// Opens a socket on `iface` (index `ifindex`) queue `queue`, in copy mode.
     pub fn open(iface: &str, ifindex: u32, queue: u32) -> Result<Self> {
         // SAFETY: socket(2) with constant arguments.
         let raw = unsafe { libc::socket(AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
@@ -322,7 +325,7 @@ impl XskSocket {
         s.fill.submit();
         let addr = SockaddrXdp {
             family: AF_XDP as u16,
-            flags: 0,
+            flags: XDP_COPY,
             ifindex,
             queue_id: queue,
             shared_umem_fd: 0,
@@ -388,9 +391,29 @@ impl XskSocket {
         }
     }
 
+    /// Whether replies are still waiting in the transmit ring.
+    pub fn sending(&self) -> bool {
+        self.tx.head != self.tx.consumer().load(Ordering::Acquire)
+    }
+
+    /// Returns every received frame to the fill ring unread; how many.
+    pub fn drop_received(&mut self) -> u32 {
+        let n = self.rx.ready();
+        for _ in 0..n {
+            let d = self.rx.take();
+            self.fill.put(d.addr & !(FRAME_SIZE as u64 - 1));
+        }
+        if n > 0 {
+            self.rx.release();
+            self.fill.submit();
+        }
+        n
+    }
+
     /// Handles up to `max` received frames: `f` gets each frame's metadata area and
     /// frame (in the UMEM, to answer in place) and returns the reply's length, or `None`
-    /// to drop it. Returns how many replies were queued.
+    /// to drop it; a frame is only offered while the transmit ring has room for its
+    /// reply (else it is dropped unread). Returns how many replies were queued.
     pub fn serve(&mut self, max: u32, mut f: impl FnMut(&[u8], &mut [u8]) -> Option<usize>) -> u32 {
         let n = self.rx.ready().min(max);
         let mut replies = 0;
@@ -403,7 +426,7 @@ impl XskSocket {
             let sane = end <= self.umem.len
                 && (end - base as usize) <= FRAME_SIZE
                 && start >= base as usize + meta;
-            let out = if sane {
+            let out = if sane && self.tx.room() > 0 {
                 // SAFETY: [start - meta, end) lies in the UMEM within one frame, which
                 // is ours (taken off the receive ring) until it is queued again.
                 let (meta_area, frame) = unsafe {
@@ -418,7 +441,7 @@ impl XskSocket {
                 None
             };
             match out {
-                Some(len) if self.tx.room() > 0 && len <= d.len as usize => {
+                Some(len) if len <= d.len as usize => {
                     self.tx.put(Desc {
                         addr: d.addr,
                         len: len as u32,
@@ -426,9 +449,9 @@ impl XskSocket {
                     });
                     replies += 1;
                 }
-                // Dropped (or no room to send): straight back to be received into. The
-                // fill ring has room: it holds at most FRAMES entries, and this frame
-                // was not among them.
+                // Dropped: straight back to be received into. The slot written is free:
+                // the kernel's consumer index is at most FRAMES - 1 entries behind our
+                // head, this frame not being among the entries it has yet to read.
                 _ => self.fill.put(base),
             }
         }
@@ -443,11 +466,13 @@ impl XskSocket {
         replies
     }
 
-    /// Has the kernel send what the transmit ring holds (in copy mode a call sends a
-    /// batch; a few calls cover a full burst).
-    fn kick(&self) {
+    /// Has the kernel send what the transmit ring holds: in copy mode a call sends up to
+    /// a batch, so calls go on while they make progress; what the device will not take
+    /// now waits for the next call (the thread calls again while `sending`).
+    pub fn kick(&self) {
         for _ in 0..RING / 32 {
-            // SAFETY: sendto with no data, the wake-up AF_XDP defines.
+            let before = self.tx.consumer().load(Ordering::Acquire);
+            // SAFETY: sendto with no data, the wake-up `AF_XDP` defines.
             let r = unsafe {
                 libc::sendto(
                     self.fd.as_raw_fd(),
@@ -458,8 +483,8 @@ impl XskSocket {
                     0,
                 )
             };
-            let pending = self.tx.head != self.tx.consumer().load(Ordering::Acquire);
-            if !pending {
+            let after = self.tx.consumer().load(Ordering::Acquire);
+            if after == self.tx.head || after == before {
                 break;
             }
             if r < 0 {
