@@ -8,7 +8,10 @@
 //! tagged frames and everything else keep the daemon's sockets.
 
 use super::{counters::bump, ntp_server, shared::Shared};
-use crate::{lock, net::xsk::XskSocket};
+use crate::{
+    lock,
+    net::xsk::{self, XskSocket},
+};
 use anyhow::{Context, Result, anyhow};
 use ntp_proto::frame;
 use std::{net::SocketAddr, sync::Arc};
@@ -17,6 +20,8 @@ use tracing::{debug, info, warn};
 
 /// Frames handled per pass over the receive ring.
 const BATCH: u32 = 64;
+/// How often the kernel's count of dropped frames is looked at.
+const DROP_CHECK: std::time::Duration = std::time::Duration::from_mins(1);
 
 /// The number of receive queues of `iface` (from sysfs; 1 where it cannot tell).
 fn rx_queues(iface: &str) -> u32 {
@@ -42,8 +47,17 @@ pub(super) fn open(sh: &Shared) -> Result<Vec<XskSocket>> {
         .ok_or_else(|| anyhow!("--xsk needs the XDP fast path (it was turned off)"))?;
     let mut k = lock(kernel);
     let mut out: Vec<XskSocket> = Vec::new();
-    'ifaces: for a in k.attachments() {
-        for queue in 0..rx_queues(&a.name) {
+    let queues: Vec<(ntp_proto::serving::Attachment, u32)> = k
+        .attachments()
+        .into_iter()
+        .map(|a| {
+            let n = rx_queues(&a.name);
+            (a, n)
+        })
+        .collect();
+    let frames = xsk::frames_each(queues.iter().map(|q| q.1 as usize).sum());
+    'ifaces: for (a, n) in queues {
+        for queue in 0..n {
             if out.len() >= ntp_common::state::XSK_MAX_ENTRIES as usize {
                 warn!(
                     "--xsk: no `AF_XDP` socket beyond {} queues; {} queue {queue} and later \
@@ -53,12 +67,13 @@ pub(super) fn open(sh: &Shared) -> Result<Vec<XskSocket>> {
                 );
                 break 'ifaces;
             }
-            let s = XskSocket::open(&a.name, a.index, queue)
+            let s = XskSocket::open(&a.name, a.index, queue, frames)
                 .with_context(|| format!("--xsk on {} queue {queue}", a.name))?;
             let slot = u32::try_from(out.len())?;
             k.register_xsk(slot, a.index, queue, &s)?;
             info!(
-                "AF_XDP socket on {} queue {queue}: longer requests (NTS, MACs) answered there",
+                "AF_XDP socket on {} queue {queue} ({frames} frames): longer requests (NTS, \
+                 MACs) answered there",
                 a.name
             );
             out.push(s);
@@ -106,6 +121,8 @@ fn serve_socket(mut s: XskSocket, sh: &Shared) -> Result<()> {
     // timekeeping.
     crate::os::normal_scheduling();
     let mut seen = sh.step_gate.current();
+    // The kernel's drop count, looked at once a minute and reported when it grew.
+    let (mut checked, mut reported) = (std::time::Instant::now(), 0u64);
     loop {
         // Replies the device would not take yet go first; then a short wait while any
         // remain, so they do not wait for the next request.
@@ -135,6 +152,21 @@ fn serve_socket(mut s: XskSocket, sh: &Shared) -> Result<()> {
             continue;
         }
         s.serve(BATCH, |meta, frame| answer(sh, meta, frame));
+        if checked.elapsed() >= DROP_CHECK {
+            checked = std::time::Instant::now();
+            let dropped = s.stats().map_or(0, |st| st[0]);
+            if dropped > reported {
+                warn!(
+                    "AF_XDP socket on {} queue {}: {} requests dropped by the kernel in the \
+                     last minute (no frame free to receive into: more than the socket keeps \
+                     in flight)",
+                    s.iface,
+                    s.queue,
+                    dropped - reported
+                );
+                reported = dropped;
+            }
+        }
     }
 }
 
