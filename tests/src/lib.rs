@@ -982,12 +982,12 @@ pub fn ntpd_rs_daemon() -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The `noclock` preload library (tests/shim/noclock.c), built into `dir`: a daemon
-/// that cannot run without clock control (ntpd-rs) runs with it, every clock change
-/// it asks for reported done and none made.
-pub fn noclock_shim(dir: &TempDir) -> Result<PathBuf> {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shim/noclock.c");
-    let out = dir.path().join("noclock.so");
+/// A preload library of tests/shim (`NAME.c`), built into `dir`: `noclock` lets a daemon
+/// that cannot run without clock control (ntpd-rs) run with every clock change it asks
+/// for reported done and none made; `serialtty` has gpsd take a pty for a serial port.
+pub fn preload_shim(dir: &TempDir, name: &str) -> Result<PathBuf> {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("shim/{name}.c"));
+    let out = dir.path().join(format!("{name}.so"));
     let built = Command::new("cc")
         .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
         .arg(&out)
@@ -1002,6 +1002,21 @@ pub fn noclock_shim(dir: &TempDir) -> Result<PathBuf> {
         String::from_utf8_lossy(&built.stderr)
     );
     Ok(out)
+}
+
+/// The value of `field` in chronyc's `ntpdata` block of `addr` in `report`.
+pub fn ntpdata_field(report: &str, addr: &str, field: &str) -> Option<String> {
+    let block = report.split("\nRemote address").find(|b| {
+        b.trim_start()
+            .trim_start_matches(':')
+            .trim_start()
+            .starts_with(addr)
+    })?;
+    block
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! digest `NTPv4` would truncate: `NTPv3` then, as chrony) and AES128-CMAC keys. Needs root.
 
 use anyhow::{Context, Result};
-use ntpx_tests::{Netns, Ntpxd, chronyc, chronyd, veth, wait_until, xdp_pass};
+use ntpx_tests::{Netns, Ntpxd, chronyc, chronyd, ntpdata_field, veth, wait_until, xdp_pass};
 use std::time::Duration;
 
 const FAST_POLL: &str = "iburst minpoll -4 maxpoll -4";
@@ -20,21 +20,6 @@ fn keyfile(dir: &ntpx_tests::TempDir, text: &str) -> Result<std::path::PathBuf> 
     std::fs::write(&p, text)?;
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
     Ok(p)
-}
-
-/// The value of `field` in the `ntpdata` block of `addr` in `report`.
-fn ntpdata_field(report: &str, addr: &str, field: &str) -> Option<String> {
-    let block = report.split("\nRemote address").find(|b| {
-        b.trim_start()
-            .trim_start_matches(':')
-            .trim_start()
-            .starts_with(addr)
-    })?;
-    block
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_string())
 }
 
 /// Adds `addrs` (IPv4, /24) to `iface` in `ns`.
@@ -485,7 +470,7 @@ fn ntpd_rs_is_an_nts_client_of_ntpxd() -> Result<()> {
     client.set_hosts(&format!("{} ntpx.test\n", link.server_v4))?;
     let dir = ntpx_tests::TempDir::new("nts-rs")?;
     let (ca, cert, key) = ntpx_tests::ca_signed_certificate(&dir, "ntpx.test")?;
-    let shim = ntpx_tests::noclock_shim(&dir)?;
+    let shim = ntpx_tests::preload_shim(&dir, "noclock")?;
     let dump = dir.path().join("dump");
     std::fs::create_dir(&dump)?;
     let d = Ntpxd::start(

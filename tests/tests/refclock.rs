@@ -304,26 +304,6 @@ fn gpsd() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     Ok((daemon, libs))
 }
 
-/// The `serialtty` preload library (tests/shim/serialtty.c), built into `dir`.
-fn serialtty_shim(dir: &ntpx_tests::TempDir) -> Result<std::path::PathBuf> {
-    let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shim/serialtty.c");
-    let out = dir.path().join("serialtty.so");
-    let built = std::process::Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .arg("-ldl")
-        .output()
-        .context("running cc")?;
-    anyhow::ensure!(
-        built.status.success(),
-        "building {}: {}",
-        src.display(),
-        String::from_utf8_lossy(&built.stderr)
-    );
-    Ok(out)
-}
-
 /// A pseudo-terminal in raw mode, its slave reachable as `link` (a symlink): what gpsd
 /// opens as the receiver's serial line. Both ends stay open while it lives.
 struct Pty {
@@ -485,7 +465,7 @@ fn gpsd_feeds_ntpxd_as_it_feeds_chronyd() -> Result<()> {
         return Ok(());
     }
     let dir = ntpx_tests::TempDir::new("gpsd")?;
-    let shim = serialtty_shim(&dir)?;
+    let shim = ntpx_tests::preload_shim(&dir, "serialtty")?;
     let (dev1, dev2) = (dir.path().join("gps1"), dir.path().join("gps2"));
     let _writer = nmea_writer(vec![Pty::new(&dev1)?, Pty::new(&dev2)?]);
     let line = "refclock SHM 0 refid GPS poll 2\n";

@@ -5,20 +5,11 @@
 //! counter) and none through the daemon's UDP socket. Needs root.
 
 use anyhow::{Context, Result};
-use ntpx_tests::{Netns, Ntpxd, chronyc, chronyd, veth, wait_until, xdp_pass};
+use ntpx_tests::{Netns, Ntpxd, chronyc, chronyd, ntpdata_field, veth, wait_until, xdp_pass};
 use std::time::Duration;
 
 const FAST_POLL: &str = "iburst minpoll -4 maxpoll -4";
 const KEYS: &str = "1 SHA256 ASCII:sesame-open-this-door\n";
-
-/// chronyc's `ntpdata` field `field` for `addr`.
-fn ntpdata_field(report: &str, addr: &str, field: &str) -> Option<String> {
-    let block = report
-        .split("\n\n")
-        .find(|b| b.contains(&format!("Remote address  : {addr} ")))?;
-    let line = block.lines().find(|l| l.starts_with(field))?;
-    Some(line.split_once(':')?.1.trim().to_string())
-}
 
 #[test]
 fn chronyd_gets_nts_and_keyed_time_through_af_xdp_sockets() -> Result<()> {

@@ -831,6 +831,21 @@ fn reference_clock() {
     assert!((55..=62).contains(&updates), "{updates} updates");
 }
 
+/// A NIC whose clock is `offset` s off true time and `freq` fast, read every second 25
+/// times at 1 µs ± 0.1 µs a reading (clknetsim's PHC model in chrony's tests), `asym` of
+/// the extra time before the PHC is read.
+fn phc_nic(offset: f64, freq: f64, asym: f64) -> super::SimNic {
+    super::SimNic {
+        offset,
+        freq,
+        phc_delay: 1e-6,
+        phc_jitter: 1e-7,
+        phc_asym: asym,
+        poll: 0,
+        readings: 25,
+    }
+}
+
 #[test]
 fn pps_on_a_phc_pin_locked_to_nmea() {
     // chrony's 106-refclock PPS case with the pulse timestamped by a NIC's clock on a pin
@@ -855,15 +870,7 @@ fn pps_on_a_phc_pin_locked_to_nmea() {
                 jitter: 2e-8,
             },
         ],
-        nic: Some(super::SimNic {
-            offset: 37.0,
-            freq: 3e-5,
-            phc_delay: 1e-6,
-            phc_jitter: 1e-7,
-            phc_asym: 0.5,
-            poll: 0,
-            readings: 25,
-        }),
+        nic: Some(phc_nic(37.0, 3e-5, 0.5)),
         limit: 1000.0,
         ..Scenario::default()
     };
@@ -919,15 +926,7 @@ fn hw_scenario(nic: bool) -> Scenario {
     Scenario {
         freq_offset: 1e-5,
         servers: vec![server],
-        nic: nic.then_some(super::SimNic {
-            offset: 0.01,
-            freq: 2e-5,
-            phc_delay: 1e-6,
-            phc_jitter: 1e-7,
-            phc_asym: 0.4,
-            poll: 0,
-            readings: 25,
-        }),
+        nic: nic.then_some(phc_nic(0.01, 2e-5, 0.4)),
         net: Network {
             jitter: 1e-8,
             sw_stamp_latency: 2e-6,
