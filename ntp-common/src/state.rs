@@ -313,7 +313,7 @@ mod tests {
         assert_eq!(core::mem::offset_of!(ServerState, maps_gen), 76);
         assert_eq!(core::mem::offset_of!(ServerState, leap), 80);
         assert_eq!(core::mem::size_of::<ClientRecord>(), 64);
-        assert_eq!(core::mem::size_of::<crate::counters::CpuRecord>(), 232);
+        assert_eq!(core::mem::size_of::<crate::counters::CpuRecord>(), 240);
     }
 
     #[test]
