@@ -99,6 +99,8 @@ fuzz_target!(|data: &[u8]| {
         let pulse = Reading::Pulse {
             sys_ns: t4,
             second: f64_at(chunk, 14),
+            // Any bits: NaN, negative and huge errors must be taken without harm.
+            err: f64_at(chunk, 4),
         };
         let _ = e.refclock_reading(pps, pulse);
         let _ = e.refclock_tick(gps);

@@ -16,6 +16,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "poller",
     "engine",
     "files",
+    "frame",
 ];
 
 /// Fuzzes each target for `seconds`.
