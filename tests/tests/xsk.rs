@@ -2,7 +2,9 @@
 //! interface the XDP program serves, against chronyd 4.3 as the client: NTS over IPv4
 //! and a symmetric key over IPv6 (the two families' frame handling), both authenticated
 //! and selected, every request having come through the socket (the program's `to-xsk`
-//! counter) and none through the daemon's UDP socket. Needs root.
+//! counter) and none through the daemon's UDP socket, with the daemon running as
+//! nobody (the sockets are opened before the privilege drop, the threads started after).
+//! Needs root.
 
 use anyhow::{Context, Result};
 use ntpx_tests::{Netns, Ntpxd, chronyc, chronyd, ntpdata_field, veth, wait_until, xdp_pass};
@@ -34,7 +36,7 @@ fn chronyd_gets_nts_and_keyed_time_through_af_xdp_sockets() -> Result<()> {
             cert.display(),
             key.display()
         ),
-        &["-i", &link.server_if, "--xsk"],
+        &["-i", &link.server_if, "--xsk", "-u", "nobody"],
     )?;
     let (_c, _cdir, sock) = chronyd(
         &client,
