@@ -4,7 +4,9 @@
 //! - `startup`: the access table, the engine over its clock, leap seconds, the fast path;
 //! - `shared`: the state the tasks share, and publication to both answering paths;
 //! - `timekeeping`: the publication loop, clock-update hooks, the slew timer;
-//! - `ntp_server`: the daemon's NTP socket; `client_log`: its client records;
+//! - `ntp_server`: the daemon's NTP socket and the rules it answers by; `xsk_server`:
+//!   the `AF_XDP` sockets of `--xsk`; `worker`: their threads, watched; `client_log`:
+//!   the client records;
 //! - `control_server` and `commands`: ntpxc's transports and what each request does;
 //! - `counters`: serverstats and xdpstats; `shutdown`: signals and the orderly exit;
 //! - `step_gate`: answers held back across a step of the clock.
@@ -22,6 +24,7 @@ mod shutdown;
 mod startup;
 mod step_gate;
 mod timekeeping;
+mod worker;
 mod xsk_server;
 
 pub use control_server::{serve, serve_udp};

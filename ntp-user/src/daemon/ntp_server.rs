@@ -2,7 +2,12 @@
 //! `--no-xdp`) answered by the same rules as the XDP program, and the kernel's transmit
 //! timestamps of its replies kept for interleaved mode.
 
-use super::{bind::bind_each, counters::bump, shared::Shared};
+use super::{
+    bind::bind_each,
+    counters::bump,
+    shared::Shared,
+    worker::{self, OnEnd},
+};
 use crate::{
     clock, lock,
     net::{self, Received, TimestampedSocket, TxStamp, UnregisteredSocket},
@@ -99,21 +104,14 @@ impl Bound {
             Bound::Threads(t) => t,
         };
         for (i, socks) in per_thread.into_iter().enumerate() {
-            let (done, ended) = tokio::sync::oneshot::channel();
             let sh = sh.clone();
-            std::thread::Builder::new()
-                .name(format!("ntpx-ntp-{i}"))
-                .spawn(move || {
-                    let _ = done.send(serve_on_thread(socks, sh));
-                })
-                .with_context(|| format!("starting NTP server thread {i}"))?;
-            tasks.spawn(async move {
-                match ended.await {
-                    Ok(Err(e)) => Err(e.context(format!("NTP server thread {i}"))),
-                    Ok(Ok(())) => Err(anyhow!("NTP server thread {i} ended")),
-                    Err(_) => Err(anyhow!("NTP server thread {i} panicked")),
-                }
-            });
+            worker::spawn(
+                tasks,
+                format!("ntpx-ntp-{i}"),
+                format!("NTP server thread {i}"),
+                OnEnd::Fatal,
+                move || serve_on_thread(socks, sh),
+            )?;
         }
         Ok(())
     }
@@ -121,9 +119,6 @@ impl Bound {
 
 /// One server thread's life: its sockets served on a runtime of its own.
 fn serve_on_thread(socks: Vec<UnregisteredSocket>, sh: Arc<Shared>) -> Result<()> {
-    // Not under `sched_priority`'s SCHED_FIFO (inherited from the thread that made it):
-    // a flood of NTS requests must not take the CPU from timekeeping.
-    crate::os::normal_scheduling();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()

@@ -7,7 +7,12 @@
 //! `AF_XDP` socket) and leave through the same queue. Interfaces attached later, VLAN
 //! tagged frames and everything else keep the daemon's sockets.
 
-use super::{counters::bump, ntp_server, shared::Shared};
+use super::{
+    counters::bump,
+    ntp_server,
+    shared::Shared,
+    worker::{self, OnEnd},
+};
 use crate::{
     lock,
     net::xsk::{self, XskSocket},
@@ -93,33 +98,22 @@ pub(super) fn serve(
     tasks: &mut JoinSet<Result<()>>,
 ) -> Result<()> {
     for s in socks {
-        let name = format!("{} queue {}", s.iface, s.queue);
-        let (done, ended) = tokio::sync::oneshot::channel();
         let sh = sh.clone();
-        std::thread::Builder::new()
-            .name(format!("ntpx-xsk-{}", s.queue))
-            .spawn(move || {
-                let _ = done.send(serve_socket(s, &sh));
-            })
-            .with_context(|| format!("starting the AF_XDP thread of {name}"))?;
-        // A thread that fails or panics ends the daemon; one whose interface went away
-        // ends quietly (its requests reach the daemon's sockets again).
-        tasks.spawn(async move {
-            match ended.await {
-                Ok(Err(e)) => Err(e.context(format!("AF_XDP thread of {name}"))),
-                Ok(Ok(())) => std::future::pending().await,
-                Err(_) => Err(anyhow!("AF_XDP thread of {name} panicked")),
-            }
-        });
+        // A thread whose interface went away ends quietly (its requests reach the
+        // daemon's sockets again).
+        worker::spawn(
+            tasks,
+            format!("ntpx-xsk-{}", s.queue),
+            format!("the AF_XDP thread of {} queue {}", s.iface, s.queue),
+            OnEnd::Quiet,
+            move || serve_socket(s, &sh),
+        )?;
     }
     Ok(())
 }
 
 /// One socket's thread: waits for frames, answers them, returns sent frames.
 fn serve_socket(mut s: XskSocket, sh: &Shared) -> Result<()> {
-    // Not under `sched_priority`'s SCHED_FIFO: a flood must not take the CPU from
-    // timekeeping.
-    crate::os::normal_scheduling();
     let mut seen = sh.step_gate.current();
     // The kernel's drop count, looked at once a minute and reported when it grew.
     let (mut checked, mut reported) = (std::time::Instant::now(), 0u64);
