@@ -105,6 +105,43 @@ pub fn start(config: &Config, ctx: &PollContext, precision: f64) -> Result<()> {
     Ok(())
 }
 
+/// A timer every 2^`log2` seconds, its first tick at once, late ticks not bunched.
+fn timer(log2: i8) -> tokio::time::Interval {
+    let period = Duration::from_secs_f64(2f64.powi(i32::from(log2)));
+    let mut t = tokio::time::interval_at(Instant::now(), period);
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
+/// Whether a driver's reads are failing: the first failure is warned of, the rest kept
+/// quiet until it reads again, which is said.
+#[derive(Default)]
+struct Health {
+    failing: bool,
+}
+
+impl Health {
+    /// The value of a read, or `None` (said as above).
+    fn check<T>(&mut self, name: &str, read: Result<T>) -> Option<T> {
+        match read {
+            Ok(v) => {
+                if self.failing {
+                    info!("{name}: readings again");
+                    self.failing = false;
+                }
+                Some(v)
+            }
+            Err(e) => {
+                if !self.failing {
+                    warn!("{name}: {e:#}");
+                    self.failing = true;
+                }
+                None
+            }
+        }
+    }
+}
+
 /// Hands a reading to the engine.
 fn take(ctx: &PollContext, id: usize, name: &str, reading: Reading) {
     if let Err(why) = lock(&ctx.engine).refclock_reading(id, reading) {
@@ -130,10 +167,8 @@ async fn run_polled(
     ctx: PollContext,
     precision: f64,
 ) {
-    let period = Duration::from_secs_f64(2f64.powi(i32::from(rc.dpoll)));
-    let mut timer = tokio::time::interval_at(Instant::now(), period);
-    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut failing = false;
+    let mut timer = timer(rc.dpoll);
+    let mut health = Health::default();
     loop {
         timer.tick().await;
         let reading = match &mut driver {
@@ -147,21 +182,8 @@ async fn run_polled(
             }),
             Driver::Sock(_) | Driver::Extpps(_) => Ok(None),
         };
-        match reading {
-            Ok(r) => {
-                if failing {
-                    info!("{name}: readings again");
-                    failing = false;
-                }
-                if let Some(r) = r {
-                    take(&ctx, id, name, r);
-                }
-            }
-            Err(e) if !failing => {
-                warn!("{name}: {e:#}");
-                failing = true;
-            }
-            Err(_) => {}
+        if let Some(Some(r)) = health.check(name, reading) {
+            take(&ctx, id, name, r);
         }
         tick(&ctx, id);
     }
@@ -175,10 +197,8 @@ async fn run_sock(
     sock: tokio::net::UnixDatagram,
     ctx: PollContext,
 ) {
-    let period = Duration::from_secs_f64(2f64.powi(i32::from(rc.poll)));
     // As chrony: the first poll ends at once (an empty one), then every `poll`.
-    let mut timer = tokio::time::interval_at(Instant::now(), period);
-    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut timer = timer(rc.poll);
     // Room for a longer datagram, so a wrong length is seen as such.
     let mut buf = [0u8; 64];
     let mut warned = false;
@@ -230,27 +250,14 @@ async fn run_extpps(
         }
     };
     let mut line = ntp_proto::hwclock::HwClock::new(2, 16, precision.max(rc.precision));
-    let period = Duration::from_secs_f64(2f64.powi(i32::from(rc.dpoll)));
-    let mut timer = tokio::time::interval_at(Instant::now(), period);
-    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut timer = timer(rc.dpoll);
     let mut last = None;
-    let mut failing = false;
+    let mut health = Health::default();
     loop {
         tokio::select! {
             _ = timer.tick() => {
-                match queue.get_mut().phc.read() {
-                    Ok(r) => {
-                        if failing {
-                            info!("{name}: readings again");
-                            failing = false;
-                        }
-                        lock(&ctx.engine).hw_reading(&mut line, &r, precision);
-                    }
-                    Err(e) if !failing => {
-                        warn!("{name}: {e:#}");
-                        failing = true;
-                    }
-                    Err(_) => {}
+                if let Some(r) = health.check(name, queue.get_mut().phc.read()) {
+                    lock(&ctx.engine).hw_reading(&mut line, &r, precision);
                 }
                 tick(&ctx, id);
             }
