@@ -97,6 +97,11 @@ struct SockaddrXdp {
     shared_umem_fd: u32,
 }
 
+/// The start of the frame (chunk) holding UMEM address `addr`.
+fn chunk(addr: u64) -> u64 {
+    addr & !(FRAME_SIZE as u64 - 1)
+}
+
 /// An anonymous mapping, unmapped when dropped.
 struct Mapping {
     ptr: *mut libc::c_void,
@@ -405,7 +410,7 @@ impl XskSocket {
         let n = self.completion.ready().min(self.fill.room());
         for _ in 0..n {
             let addr = self.completion.take();
-            self.fill.put(addr & !(FRAME_SIZE as u64 - 1));
+            self.fill.put(chunk(addr));
         }
         if n > 0 {
             self.completion.release();
@@ -423,7 +428,7 @@ impl XskSocket {
         let n = self.rx.ready();
         for _ in 0..n {
             let d = self.rx.take();
-            self.fill.put(d.addr & !(FRAME_SIZE as u64 - 1));
+            self.fill.put(chunk(d.addr));
         }
         if n > 0 {
             self.rx.release();
@@ -441,7 +446,7 @@ impl XskSocket {
         let mut replies = 0;
         for _ in 0..n {
             let d = self.rx.take();
-            let base = d.addr & !(FRAME_SIZE as u64 - 1);
+            let base = chunk(d.addr);
             let start = d.addr as usize;
             let end = start + d.len as usize;
             let meta = ntp_common::state::XSK_META_LEN;
