@@ -787,6 +787,35 @@ impl SourceRow {
     }
 }
 
+/// A server namespace and a client namespace joined by a veth, the client end keeping
+/// the pass-through program (so the server's `XDP_TX` replies arrive).
+pub struct ClientServer {
+    /// The server's namespace.
+    pub server: Netns,
+    /// The client's namespace.
+    pub client: Netns,
+    /// The veth between them.
+    pub link: Link,
+    /// The client end's pass-through program.
+    pub pass: Proc,
+}
+
+/// [`ClientServer`] on subnet `net` (namespaces tagged `server` and `client`), the
+/// client resolving `name` to the server's IPv4 address.
+pub fn client_server(server: &str, client: &str, net: u8, name: &str) -> Result<ClientServer> {
+    let server = Netns::new(server)?;
+    let client = Netns::new(client)?;
+    let link = veth(&server, &client, net)?;
+    let pass = xdp_pass(&client, &link.client_if)?;
+    client.set_hosts(&format!("{} {name}\n", link.server_v4))?;
+    Ok(ClientServer {
+        server,
+        client,
+        link,
+        pass,
+    })
+}
+
 /// Keeps ntpx's pass-through XDP program on a client-side veth so `XDP_TX` replies arrive.
 pub fn xdp_pass(ns: &Netns, iface: &str) -> Result<Proc> {
     let mut cmd = ns.command(bin("ntpx-xdp-pass"));
@@ -980,6 +1009,16 @@ pub fn ntpd_rs_daemon() -> Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+/// The libraries of a Debian package tree unpacked under `root`
+/// (`usr/lib/<multiarch triplet>`, whatever the machine's).
+pub fn unpacked_libs(root: &std::path::Path) -> Option<PathBuf> {
+    std::fs::read_dir(root.join("usr/lib"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-linux-gnu"))
 }
 
 /// A preload library of tests/shim (`NAME.c`), built into `dir`: `noclock` lets a daemon

@@ -195,11 +195,12 @@ fn chronyd_is_an_nts_client_of_ntpxd() -> Result<()> {
     if !ntpx_tests::privileged("chronyd_is_an_nts_client_of_ntpxd") {
         return Ok(());
     }
-    let server = Netns::new("srv")?;
-    let client = Netns::new("cli")?;
-    let link = veth(&server, &client, 35)?;
-    let _pass = xdp_pass(&client, &link.client_if)?;
-    client.set_hosts(&format!("{} ntpx.test\n", link.server_v4))?;
+    let ntpx_tests::ClientServer {
+        server,
+        client,
+        link,
+        pass: _pass,
+    } = ntpx_tests::client_server("srv", "cli", 35, "ntpx.test")?;
     let dir = ntpx_tests::TempDir::new("nts")?;
     let (cert, key) = ntpx_tests::self_signed_certificate(&dir, "ntpx.test")?;
     let dump = dir.path().join("dump");
@@ -463,11 +464,12 @@ fn ntpd_rs_is_an_nts_client_of_ntpxd() -> Result<()> {
         return Ok(());
     }
     let daemon = ntpx_tests::ntpd_rs_daemon()?;
-    let server = Netns::new("srv")?;
-    let client = Netns::new("cli")?;
-    let link = veth(&server, &client, 37)?;
-    let _pass = xdp_pass(&client, &link.client_if)?;
-    client.set_hosts(&format!("{} ntpx.test\n", link.server_v4))?;
+    let ntpx_tests::ClientServer {
+        server,
+        client,
+        link,
+        pass: _pass,
+    } = ntpx_tests::client_server("srv", "cli", 37, "ntpx.test")?;
     let dir = ntpx_tests::TempDir::new("nts-rs")?;
     let (ca, cert, key) = ntpx_tests::ca_signed_certificate(&dir, "ntpx.test")?;
     let shim = ntpx_tests::preload_shim(&dir, "noclock")?;

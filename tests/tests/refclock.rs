@@ -292,14 +292,7 @@ fn gpsd() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
             daemon.display()
         );
     }
-    // usr/lib/<multiarch triplet>, whatever the machine's.
-    let libs = std::fs::read_dir(root.join("usr/lib"))
-        .ok()
-        .and_then(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.path())
-                .find(|p| p.to_string_lossy().ends_with("-linux-gnu"))
-        })
+    let libs = ntpx_tests::unpacked_libs(&root)
         .with_context(|| format!("no usr/lib/*-linux-gnu under {}", root.display()))?;
     Ok((daemon, libs))
 }

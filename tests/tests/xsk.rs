@@ -7,7 +7,7 @@
 //! Needs root.
 
 use anyhow::{Context, Result};
-use ntpx_tests::{Netns, Ntpxd, chronyc, chronyd, ntpdata_field, veth, wait_until, xdp_pass};
+use ntpx_tests::{Ntpxd, chronyc, chronyd, ntpdata_field, wait_until};
 use std::time::Duration;
 
 const FAST_POLL: &str = "iburst minpoll -4 maxpoll -4";
@@ -18,11 +18,12 @@ fn chronyd_gets_nts_and_keyed_time_through_af_xdp_sockets() -> Result<()> {
     if !ntpx_tests::privileged("chronyd_gets_nts_and_keyed_time_through_af_xdp_sockets") {
         return Ok(());
     }
-    let server = Netns::new("xsks")?;
-    let client = Netns::new("xskc")?;
-    let link = veth(&server, &client, 37)?;
-    let _pass = xdp_pass(&client, &link.client_if)?;
-    client.set_hosts(&format!("{} ntpx.test\n", link.server_v4))?;
+    let ntpx_tests::ClientServer {
+        server,
+        client,
+        link,
+        pass: _pass,
+    } = ntpx_tests::client_server("xsks", "xskc", 37, "ntpx.test")?;
     let dir = ntpx_tests::TempDir::new("xsk")?;
     let (cert, key) = ntpx_tests::self_signed_certificate(&dir, "ntpx.test")?;
     let keys = dir.path().join("keys");

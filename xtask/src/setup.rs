@@ -91,14 +91,7 @@ const GPSD_PACKAGES: [&str; 5] = [
 
 /// The directory of the unpacked libraries (`usr/lib/<multiarch triplet>`).
 fn gpsd_libs(tools: &Path) -> PathBuf {
-    std::fs::read_dir(tools.join("usr/lib"))
-        .ok()
-        .and_then(|d| {
-            d.filter_map(Result::ok)
-                .map(|e| e.path())
-                .find(|p| p.to_string_lossy().ends_with("-linux-gnu"))
-        })
-        .unwrap_or_else(|| tools.join("usr/lib/x86_64-linux-gnu"))
+    ntpx_tests::unpacked_libs(tools).unwrap_or_else(|| tools.join("usr/lib/x86_64-linux-gnu"))
 }
 
 /// Downloads the packages into `debs`.

@@ -339,6 +339,14 @@ pub(super) fn parse_refclock(line: usize, args: &[&str]) -> Result<RefclockConfi
     Ok(r)
 }
 
+/// The first `refclock` line of configuration `text`, for tests elsewhere.
+#[cfg(test)]
+pub(crate) fn first_refclock(text: &str) -> RefclockConfig {
+    let c = super::parse_str(text, std::path::Path::new("test.conf"))
+        .unwrap_or_else(|e| panic!("{text}: {e}"));
+    c.refclocks[0].clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

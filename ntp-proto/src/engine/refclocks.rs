@@ -247,6 +247,7 @@ impl<C: EngineClock> Engine<C> {
 mod tests {
     use super::*;
     use crate::clock::{FreeRunning, RealtimeClock};
+    use crate::config::refclocks::first_refclock as config;
     use crate::config::{RefclockDriver, SyncConfig};
     use crate::sync::select::SourceState;
     use std::{cell::Cell, rc::Rc};
@@ -270,11 +271,7 @@ mod tests {
     }
 
     fn shm(poll: i8) -> RefclockConfig {
-        let args = format!("SHM 0 poll {poll}");
-        let args: Vec<&str> = args.split_whitespace().collect();
-        let text = format!("refclock {}", args.join(" "));
-        let c = crate::config::parse_str(&text, std::path::Path::new("t.conf")).expect("valid");
-        c.refclocks[0].clone()
+        config(&format!("refclock SHM 0 poll {poll}"))
     }
 
     #[test]
@@ -315,12 +312,6 @@ mod tests {
     #[test]
     fn pulses_are_numbered_by_the_local_reference_or_refused_unsynchronised() {
         let start = 1_700_000_000_000_000_000u64;
-        let config = |line: &str| {
-            crate::config::parse_str(line, std::path::Path::new("t.conf"))
-                .expect("valid")
-                .refclocks[0]
-                .clone()
-        };
         let pps = config("refclock SHM 1 pps poll 2 refid PPS");
         let pulse = Reading::Pulse {
             sys_ns: start - 100_000_000,
@@ -352,13 +343,7 @@ mod tests {
     #[test]
     fn a_tai_reference_is_read_as_utc_through_the_leap_table() {
         let start = 1_700_000_000_000_000_000u64;
-        let tai = |line: &str| {
-            crate::config::parse_str(line, std::path::Path::new("t.conf"))
-                .expect("valid")
-                .refclocks[0]
-                .clone()
-        };
-        let rc = tai("leapsectz right/UTC\nrefclock PHC /dev/ptp0 tai poll 2");
+        let rc = config("leapsectz right/UTC\nrefclock PHC /dev/ptp0 tai poll 2");
         // A PHC kept in TAI by ptp4l: 37 s and 1 ms ahead of UTC.
         let reading = Reading::Time {
             sys_ns: start - 100_000_000,

@@ -2,6 +2,7 @@
 //! Each is run with three seeds; the figures are printed (`--nocapture`) for the docs.
 
 use super::{Bounds, Network, Scenario, Server, Sim, run_seeds};
+use crate::config::refclocks::first_refclock as refclock_line;
 use crate::{config::SyncConfig, engine::SourceOptions, poller::PollOptions};
 
 const SEEDS: &[u64] = &[1, 2, 3];
@@ -787,11 +788,13 @@ fn maxchange_ignores_then_gives_up() {
     }
 }
 
-/// A `refclock` line as the configuration reads it.
-fn refclock_line(line: &str) -> crate::config::RefclockConfig {
-    let c = crate::config::parse_str(line, std::path::Path::new("sim.conf"))
-        .unwrap_or_else(|e| panic!("{line}: {e}"));
-    c.refclocks[0].clone()
+/// chrony's 106-refclock bounds: synced in 45-70 s, then the default bounds.
+fn refclock_bounds() -> Bounds {
+    Bounds {
+        min_sync: 45.0,
+        max_sync: 70.0,
+        ..Bounds::default()
+    }
 }
 
 #[test]
@@ -809,11 +812,7 @@ fn reference_clock() {
         limit: 1000.0,
         ..Scenario::default()
     };
-    let b = Bounds {
-        min_sync: 45.0,
-        max_sync: 70.0,
-        ..Bounds::default()
-    };
+    let b = refclock_bounds();
     run_seeds("106-refclock", &sc, SEEDS, &b);
     let trace = Sim::new(sc).run();
     let (stratum, refid, _) = trace.reference[999];
@@ -874,11 +873,7 @@ fn pps_on_a_phc_pin_locked_to_nmea() {
         limit: 1000.0,
         ..Scenario::default()
     };
-    let b = Bounds {
-        min_sync: 45.0,
-        max_sync: 70.0,
-        ..Bounds::default()
-    };
+    let b = refclock_bounds();
     run_seeds("106-refclock PPS on a PHC pin", &sc, SEEDS, &b);
     let trace = Sim::new(sc).run();
     let (stratum, refid, _) = trace.reference[999];
