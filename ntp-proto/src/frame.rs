@@ -44,19 +44,24 @@ fn u16_at(b: &[u8], i: usize) -> u16 {
     u16::from_be_bytes([b[i], b[i + 1]])
 }
 
-/// The one's-complement sum of `b` as 16-bit big-endian words (an odd last byte padded).
+/// The one's-complement sum of `b` as 16-bit big-endian words (an odd last byte padded),
+/// folded to 16 bits. Added as 32-bit words into 64 bits and folded once at the end: the
+/// same sum (RFC 1071: the carries fold back in), with a quarter of the additions, where
+/// the `AF_XDP` path checks and writes two checksums a request.
 fn sum_words(b: &[u8]) -> u32 {
-    let mut chunks = b.chunks_exact(2);
-    let mut s: u32 = 0;
-    for c in &mut chunks {
-        s = s.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-        // Folding as it goes keeps the u32 from wrapping on the longest frames.
+    let mut s: u64 = 0;
+    let mut words = b.chunks_exact(4);
+    for w in &mut words {
+        s += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    // The tail starts at an even offset: even bytes are the high halves of words.
+    for (i, &byte) in words.remainder().iter().enumerate() {
+        s += u64::from(byte) << if i % 2 == 0 { 8 } else { 0 };
+    }
+    while s > 0xffff {
         s = (s & 0xffff) + (s >> 16);
     }
-    if let [last] = chunks.remainder() {
-        s += u32::from(*last) << 8;
-    }
-    s
+    s as u32
 }
 
 fn fold(mut s: u32) -> u16 {
@@ -214,6 +219,31 @@ pub fn write_udp_reply(frame: &mut [u8], f: &UdpFrame, reply: &[u8]) -> Option<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_word_sum_is_the_sum_of_16_bit_words() {
+        // The definition, one 16-bit word at a time with the carry folded back in.
+        let reference = |b: &[u8]| {
+            let mut s: u32 = 0;
+            for (i, &byte) in b.iter().enumerate() {
+                s += u32::from(byte) << if i % 2 == 0 { 8 } else { 0 };
+                s = (s & 0xffff) + (s >> 16);
+            }
+            s
+        };
+        let mut x: u32 = 0x1234_5678;
+        for len in 0..300 {
+            let b: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (x >> 24) as u8
+                })
+                .collect();
+            assert_eq!(sum_words(&b), reference(&b), "{len} bytes");
+            assert_eq!(sum_words(&vec![0xff; len]), reference(&vec![0xff; len]));
+        }
+        assert_eq!(sum_words(&[]), 0);
+    }
 
     /// A frame from 02:..:01 to 02:..:02 with `payload` in UDP from `src` to `dst`,
     /// checksums right.

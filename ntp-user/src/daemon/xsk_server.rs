@@ -123,7 +123,8 @@ fn serve_socket(mut s: XskSocket, sh: &Shared) -> Result<()> {
         if s.sending() {
             s.kick();
         }
-        if !s.wait(if s.sending() { 1 } else { 1000 }) {
+        // Frames left from the last pass need no system call to be found.
+        if !s.received() && !s.wait(if s.sending() { 1 } else { 1000 }) {
             info!(
                 "AF_XDP socket on {} queue {} closed (the interface is gone); its requests \
                  go to the daemon's sockets",

@@ -405,6 +405,11 @@ impl XskSocket {
         err != libc::ENETDOWN && pfd.revents & libc::POLLNVAL == 0
     }
 
+    /// Whether received frames wait in the receive ring.
+    pub fn received(&self) -> bool {
+        self.rx.ready() > 0
+    }
+
     /// Frames sent since the last call go back to the fill ring.
     pub fn recycle(&mut self) {
         let n = self.completion.ready().min(self.fill.room());
