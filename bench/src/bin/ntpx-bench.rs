@@ -215,6 +215,7 @@ fn main() -> Result<()> {
 fn nts_only(a: &Args, servers: &[nts_bench::NtsServer]) -> Result<()> {
     set_bin_dir()?;
     let net = BenchNet::new(31)?;
+    net.moderate_interrupts()?;
     // The generator pins its own threads: servers started from this thread may use
     // every CPU (a thread per core is what ntpx's NTS server is measured with).
     enter_netns(net.client.name())?;
