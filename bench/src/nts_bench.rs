@@ -351,7 +351,9 @@ pub fn markdown(results: &[NtsResult], date: &str, command: &str, request_len: u
          XDP program on the client end counts the replies and passes one in \
          {NTS_PASS_EVERY} up to be timed (a sample of those checked in full: unique \
          identifier, authenticator, new cookie). Servers are not pinned: each may use both \
-         CPUs, one of which the generator shares. CPU per request: the server's threads \
+         CPUs, one of which the generator shares. Both veth ends moderate their receive \
+         interrupts as a NIC does (`napi_defer_hard_irqs` 2, `gro_flush_timeout` 200 µs). \
+         CPU per request: the server's threads \
          and processes and the server end's receive thread over the fixed-load step, per \
          answered request; \"the server's own\" leaves the receive thread out.\n"
     );
