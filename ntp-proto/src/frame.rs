@@ -44,11 +44,11 @@ fn u16_at(b: &[u8], i: usize) -> u16 {
     u16::from_be_bytes([b[i], b[i + 1]])
 }
 
-/// The one's-complement sum of `b` as 16-bit big-endian words (an odd last byte padded),
-/// folded to 16 bits. Added as 32-bit words into 64 bits and folded once at the end: the
-/// same sum (RFC 1071: the carries fold back in), with a quarter of the additions, where
-/// the `AF_XDP` path checks and writes two checksums a request.
-fn sum_words(b: &[u8]) -> u32 {
+/// The sum of `b` as 16-bit big-endian words (an odd last byte padded), to be folded
+/// into one's complement by [`fold`]. Added as 32-bit words into 64 bits: the same sum
+/// once folded (RFC 1071: the carries fold back in), with a quarter of the additions,
+/// where the `AF_XDP` path checks and writes two checksums a request.
+fn sum_words(b: &[u8]) -> u64 {
     let mut s: u64 = 0;
     let mut words = b.chunks_exact(4);
     for w in &mut words {
@@ -58,13 +58,11 @@ fn sum_words(b: &[u8]) -> u32 {
     for (i, &byte) in words.remainder().iter().enumerate() {
         s += u64::from(byte) << if i % 2 == 0 { 8 } else { 0 };
     }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u32
+    s
 }
 
-fn fold(mut s: u32) -> u16 {
+/// The one's-complement 16-bit value of a sum: every carry added back in.
+fn fold(mut s: u64) -> u16 {
     while s > 0xffff {
         s = (s & 0xffff) + (s >> 16);
     }
@@ -72,13 +70,13 @@ fn fold(mut s: u32) -> u16 {
 }
 
 /// The pseudo header's sum for a UDP datagram of `len` bytes between `a` and `b`.
-fn pseudo_sum(a: IpAddr, b: IpAddr, len: usize) -> u32 {
+fn pseudo_sum(a: IpAddr, b: IpAddr, len: usize) -> u64 {
     let addr = |ip: IpAddr| match ip {
         IpAddr::V4(v) => sum_words(&v.octets()),
         IpAddr::V6(v) => sum_words(&v.octets()),
     };
     // UDP lengths fit 16 bits (checked where frames are parsed; replies are no longer).
-    addr(a) + addr(b) + u32::from(IPPROTO_UDP) + (len & 0xffff) as u32
+    addr(a) + addr(b) + u64::from(IPPROTO_UDP) + (len & 0xffff) as u64
 }
 
 /// Parses an untagged Ethernet frame carrying UDP over IPv4 (no options, not a
@@ -239,10 +237,11 @@ mod tests {
                     (x >> 24) as u8
                 })
                 .collect();
-            assert_eq!(sum_words(&b), reference(&b), "{len} bytes");
-            assert_eq!(sum_words(&vec![0xff; len]), reference(&vec![0xff; len]));
+            assert_eq!(u32::from(fold(sum_words(&b))), reference(&b), "{len} bytes");
+            let ones = vec![0xff; len];
+            assert_eq!(u32::from(fold(sum_words(&ones))), reference(&ones));
         }
-        assert_eq!(sum_words(&[]), 0);
+        assert_eq!(fold(sum_words(&[])), 0);
     }
 
     /// A frame from 02:..:01 to 02:..:02 with `payload` in UDP from `src` to `dst`,
