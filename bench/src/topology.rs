@@ -47,11 +47,8 @@ impl BenchNet {
         for (ns, ifname) in [(&server, &link.server_if), (&client, &link.client_if)] {
             ns.output("ethtool", &["-K", ifname, "gro", "on"])
                 .with_context(|| format!("turning GRO on for {ifname}"))?;
-            ns.output(
-                "sh",
-                &["-c", &format!("echo 1 > /sys/class/net/{ifname}/threaded")],
-            )
-            .with_context(|| format!("threaded NAPI on {ifname}"))?;
+            set_attr(ns, ifname, "threaded", 1)
+                .with_context(|| format!("threaded NAPI on {ifname}"))?;
         }
         server.ip(&["route", "add", CLIENT_RANGE, "via", &link.client_v4])?;
         // Socket servers get 4 MiB receive buffers (frames built from XDP frames take a
@@ -93,17 +90,9 @@ impl BenchNet {
             (&self.server, &self.link.server_if),
             (&self.client, &self.link.client_if),
         ] {
-            ns.output(
-                "sh",
-                &[
-                    "-c",
-                    &format!(
-                        "echo {DEFER_HARD_IRQS} > /sys/class/net/{ifname}/napi_defer_hard_irqs && \
-                         echo {GRO_FLUSH_TIMEOUT_NS} > /sys/class/net/{ifname}/gro_flush_timeout"
-                    ),
-                ],
-            )
-            .with_context(|| format!("interrupt moderation on {ifname}"))?;
+            set_attr(ns, ifname, "napi_defer_hard_irqs", DEFER_HARD_IRQS)
+                .and_then(|()| set_attr(ns, ifname, "gro_flush_timeout", GRO_FLUSH_TIMEOUT_NS))
+                .with_context(|| format!("interrupt moderation on {ifname}"))?;
         }
         Ok(())
     }
@@ -112,6 +101,19 @@ impl BenchNet {
     pub fn server_napi_threads(&self) -> Result<Vec<u32>> {
         napi_threads(&self.link.server_if)
     }
+}
+
+/// Writes `value` to the attribute `attr` of interface `ifname` in `ns` (sysfs as the
+/// namespace sees it).
+fn set_attr(ns: &Netns, ifname: &str, attr: &str, value: u32) -> Result<()> {
+    ns.output(
+        "sh",
+        &[
+            "-c",
+            &format!("echo {value} > /sys/class/net/{ifname}/{attr}"),
+        ],
+    )?;
+    Ok(())
 }
 
 /// [`BenchNet::pin_napi`] by interface names (usable from a thread that cannot borrow
