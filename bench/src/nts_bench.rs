@@ -9,7 +9,7 @@ use crate::{
 };
 use anyhow::{Context, Result, anyhow, bail};
 use ntp_common::load::NTS_PASS_EVERY;
-use ntp_proto::nts::{KE_PORT, SessionKeys};
+use ntp_proto::nts::{Aead, KE_PORT, SessionKeys};
 use ntpx_tests::{Ntpxd, Proc, TempDir, chronyd};
 use serde::{Deserialize, Serialize};
 use std::{
@@ -160,15 +160,17 @@ fn start(server: NtsServer, net: &BenchNet, c: &Credentials) -> Result<Running> 
     })
 }
 
-/// One NTS-KE with the server, retried while it starts.
+/// One NTS-KE with the server offering `aead` alone, retried while it starts.
 fn key_exchange(
     server: IpAddr,
     cert: &Path,
     running: &Running,
+    aead: Aead,
 ) -> Result<(SessionKeys, Vec<Vec<u8>>)> {
     let text = format!(
-        "server {NAME} nts\nntstrustedcerts {}\nnosystemcert\n",
-        cert.display()
+        "server {NAME} nts\nntstrustedcerts {}\nnosystemcert\nntsaeads {}\n",
+        cert.display(),
+        aead.id()
     );
     let config = ntp_proto::config::parse_str(&text, Path::new("nts-bench.conf"))
         .map_err(|e| anyhow!("{e}"))?;
@@ -176,8 +178,8 @@ fn key_exchange(
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let tls = ctx.tls(0)?;
-        match ntp_user::sources::nts_ke::key_exchange(tls, NAME, Some(server), KE_PORT) {
-            Ok((keys, response)) => return Ok((keys, response.cookies)),
+        match ntp_user::sources::nts_ke::key_exchange(tls, NAME, Some(server), KE_PORT, &[aead]) {
+            Ok(e) => return Ok((e.keys, e.response.cookies)),
             Err(e) if Instant::now() > deadline => {
                 bail!("NTS-KE with {server}: {e:#}\n{}", running.log())
             }
@@ -200,12 +202,13 @@ fn show(s: &NtsStep, what: &str) {
 /// Ramps each server (doubling from 5 k/s until over half is lost or the generator
 /// falls behind, then three bisections), then runs each at `fixed` (by default 80 % of
 /// the lowest rate any sustained) to measure its CPU per request.
-/// Also returns the length of the requests, bytes.
+/// Every client offers `aead` alone. Also returns the length of the requests, bytes.
 pub fn run(
     net: &BenchNet,
     servers: &[NtsServer],
     step: Duration,
     fixed: Option<f64>,
+    aead: Aead,
 ) -> Result<(Vec<NtsResult>, usize)> {
     let creds = Credentials::new()?;
     let mut request_len = 0;
@@ -213,7 +216,7 @@ pub fn run(
     let mut results = Vec::new();
     for &server in servers {
         eprintln!("ntpx-bench: NTS, {} (ramp)", server.label());
-        let (running, mut load) = session(server, net, &creds, server_ip)?;
+        let (running, mut load) = session(server, net, &creds, server_ip, aead)?;
         request_len = load.request_len();
         let mut ramp: Vec<NtsStep> = Vec::new();
         let mut r = 5_000.0f64;
@@ -252,7 +255,7 @@ pub fn run(
     });
     for r in &mut results {
         eprintln!("ntpx-bench: NTS, {} at {fixed:.0}/s", r.server.label());
-        let (running, mut load) = session(r.server, net, &creds, server_ip)?;
+        let (running, mut load) = session(r.server, net, &creds, server_ip, aead)?;
         let napi = net.server_napi_threads()?;
         let procs = process_tree(running.pid());
         let snapshot = |ids: &[u32]| ids.iter().map(|p| ProcessCpu::of(*p)).collect::<Vec<_>>();
@@ -284,10 +287,11 @@ fn session(
     net: &BenchNet,
     creds: &Credentials,
     ip: IpAddr,
+    aead: Aead,
 ) -> Result<(Running, NtsLoad)> {
     let running = start(server, net, creds)?;
     net.pin_napi()?;
-    let (keys, cookies) = key_exchange(ip, &creds.cert, &running)?;
+    let (keys, cookies) = key_exchange(ip, &creds.cert, &running, aead)?;
     let pool = Pool::new(&keys, &cookies)?;
     let mut load = NtsLoad::new(SocketAddr::new(ip, 123), pool, &net.link.client_if)?;
     net.pin_napi()?;
@@ -337,7 +341,13 @@ fn process_tree(pid: u32) -> Vec<u32> {
 }
 
 /// The Markdown section: the table, the goal, every step.
-pub fn markdown(results: &[NtsResult], date: &str, command: &str, request_len: usize) -> String {
+pub fn markdown(
+    results: &[NtsResult],
+    date: &str,
+    command: &str,
+    request_len: usize,
+    aead: Aead,
+) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "Run {date}, as root:\n\n    {command}\n");
     let chrony = results
@@ -346,8 +356,8 @@ pub fn markdown(results: &[NtsResult], date: &str, command: &str, request_len: u
         .map_or(0.0, |r| r.max_rate);
     let _ = writeln!(
         o,
-        "NTS requests of {request_len} bytes (unique identifier, one cookie, authenticator; \
-         asking for one cookie back) from 64 client sockets, sent by a thread on CPU 0; an \
+        "NTS requests of {request_len} bytes under AEAD {} (unique identifier, one cookie, \
+         authenticator; asking for one cookie back) from 64 client sockets, sent by a thread on CPU 0; an \
          XDP program on the client end counts the replies and passes one in \
          {NTS_PASS_EVERY} up to be timed (a sample of those checked in full: unique \
          identifier, authenticator, new cookie). Servers are not pinned: each may use both \
@@ -355,7 +365,10 @@ pub fn markdown(results: &[NtsResult], date: &str, command: &str, request_len: u
          interrupts as a NIC does (`napi_defer_hard_irqs` 2, `gro_flush_timeout` 200 µs). \
          CPU per request: the server's threads \
          and processes and the server end's receive thread over the fixed-load step, per \
-         answered request; \"the server's own\" leaves the receive thread out.\n"
+         answered request; \"the server's own\" leaves the receive thread out. A server \
+         seals its cookies under its own choice of algorithm (ntpx and chrony 4.4 and later: \
+         AES-128-GCM-SIV; chrony 4.3: AES-SIV-CMAC-256).\n",
+        aead.id()
     );
     let _ = writeln!(
         o,
@@ -450,8 +463,10 @@ mod tests {
             "now",
             "cargo xtask bench",
             228,
+            Aead::AesSivCmac256,
         );
         assert!(md.contains("| 2.50× |"), "{md}");
+        assert!(md.contains("228 bytes under AEAD 15"), "{md}");
         assert!(md.contains("2.50× (met)"), "{md}");
         assert_eq!(max_rate(&[step(100, 100), step(200, 150)]), 100.0);
     }

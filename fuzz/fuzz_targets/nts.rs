@@ -1,27 +1,34 @@
-//! The NTS-KE record parser and the NTS extension-field checks on arbitrary input: no
+//! The NTS-KE record parsers and the NTS extension-field checks on arbitrary input: no
 //! panic, a request is complete only once it ends, and only a packet authenticated
-//! under a cookie this server sealed is valid.
+//! under a cookie this server sealed is valid (under either AEAD algorithm).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ntp_proto::nts::{
-    self, CookieKeys, KEY_LEN, NtsCheck, ServerKey, SessionKeys, check_request, parse_ke_request,
+    self, Aead, CookieKeys, NtsCheck, ServerKey, SessionKeys, check_request, parse_ke_request,
 };
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Some(req)) = parse_ke_request(data) {
         // A complete request answers or refuses; never both, never a panic.
-        let _ = nts::ke_response(&req, &[vec![0; 100]], None, None);
+        if let Some(aead) = nts::choose_aead(&req, &Aead::ALL) {
+            let _ = nts::ke_response(&req, aead, &[vec![0; 100]], None, None);
+        }
         // Truncated, it is not complete.
         assert_ne!(parse_ke_request(&data[..data.len() - 1]), Ok(Some(req)));
     }
-    let keys = CookieKeys::new(ServerKey {
-        id: 1,
-        key: [7; KEY_LEN],
-    });
-    let session = SessionKeys {
-        c2s: [1; KEY_LEN],
-        s2c: [2; KEY_LEN],
+    // A client reading it as a server's response: no panic, only an algorithm offered.
+    if let Ok(Some(r)) = nts::parse_ke_response(data, &[Aead::AesSivCmac256]) {
+        assert_eq!(r.aead, Aead::AesSivCmac256);
+    }
+    let Some(key) = ServerKey::new(1, &[7; 16]) else {
+        return;
+    };
+    let keys = CookieKeys::new(key);
+    let aead = Aead::ALL[usize::from(data.first().is_some_and(|b| b & 1 == 1))];
+    let n = aead.key_len();
+    let Some(session) = SessionKeys::new(aead, &vec![1; n], &vec![2; n]) else {
+        return;
     };
     // As sent, and with a real cookie of this server spliced in where the input has one.
     let mut with_cookie = data.to_vec();

@@ -29,10 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let (keys, _) = KeyTable::new(&keys);
     let secrets = Secrets {
         keys,
-        cookies: Some(ntp_proto::nts::CookieKeys::new(ntp_proto::nts::ServerKey {
-            id: 1,
-            key: [7; 32],
-        })),
+        cookies: ntp_proto::nts::ServerKey::new(1, &[7; 16]).map(ntp_proto::nts::CookieKeys::new),
     };
     let keys = &secrets.keys;
     let mut random = || [5u8; 16];

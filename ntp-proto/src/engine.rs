@@ -1270,7 +1270,14 @@ impl<C: EngineClock> Engine<C> {
                     SourceAuth::None => ("-", 0, 0, 0),
                     SourceAuth::Key(k) => ("SK", k.id(), k.type_id(), k.bits()),
                     SourceAuth::Missing(id) => ("SK", *id, 0, 0),
-                    SourceAuth::Nts(_) => ("NTS", 1, crate::nts::AEAD_AES_SIV_CMAC_256, 256),
+                    // As chronyc shows it: the algorithm of the keys in use, none
+                    // before the first NTS-KE.
+                    SourceAuth::Nts(n) => {
+                        match n.session.as_ref().map(crate::nts::ClientSession::aead) {
+                            Some(a) => ("NTS", 1, a.id(), 8 * a.key_len() as u16),
+                            None => ("NTS", 1, 0, 0),
+                        }
+                    }
                 };
                 let mut r = AuthDataReport {
                     name: s.name.clone(),

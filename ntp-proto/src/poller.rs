@@ -348,6 +348,10 @@ impl Poller {
                         n.session = None;
                         return Err(Rejected::Auth);
                     }
+                    Some(Err(crate::nts::ReplyError::SwitchedKeys)) => {
+                        n.naks = n.naks.saturating_add(1);
+                        return Err(Rejected::Auth);
+                    }
                     Some(Err(crate::nts::ReplyError::Invalid)) | None => {
                         return Err(Rejected::Auth);
                     }

@@ -250,6 +250,9 @@ fn chronyd_is_an_nts_client_of_ntpxd() -> Result<()> {
     assert_eq!(row.get(1), Some(&"NTS"), "{auth}");
     assert_eq!(row.get(3), Some(&"15"), "AEAD_AES_SIV_CMAC_256: {auth}");
     assert_eq!(row.get(7), Some(&"0"), "no NTS NAK: {auth}");
+    // Key id, 12-byte nonce, both 32-byte keys and the tag: sealed under ntpxd's
+    // AES-128-GCM-SIV cookie key, and used by chronyd as they are.
+    assert_eq!(row.get(9), Some(&"96"), "cookie length: {auth}");
     assert!(
         row.get(8)
             .and_then(|c| c.parse::<u32>().ok())
@@ -347,6 +350,12 @@ fn ntpxd_is_an_nts_client_of_chronyd() -> Result<()> {
     let auth = d.ntpxc(&["-c", "authdata"])?;
     let row: Vec<&str> = auth.lines().next().unwrap_or_default().split(',').collect();
     assert_eq!(row.get(1), Some(&"NTS"), "{auth}");
+    // ntpxd offers 30 first, as chrony 4.4+ does; chronyd 4.3 has only 15.
+    assert_eq!(
+        (row.get(3), row.get(4)),
+        (Some(&"15"), Some(&"256")),
+        "AEAD_AES_SIV_CMAC_256: {auth}"
+    );
     assert_eq!(row.get(7), Some(&"0"), "no NAK: {auth}");
     assert!(
         row.get(8)
@@ -609,6 +618,20 @@ fn ntpxd_polls_the_ntp_server_its_nts_ke_server_names() -> Result<()> {
         .wait_for_log(&format!("NTP server {named}:1123"), Duration::from_secs(10))?;
     samples(&d)?;
     assert!(server.stat("serverstats", "Authenticated NTP packets")? >= 3);
+    // Two ntpxd: AES-128-GCM-SIV (chrony's preference), its keys exported the RFC's way
+    // (both sides send chrony's record), no NAK; cookies of 4 + 12 + 2 x 16 + 16 bytes.
+    let auth = d.ntpxc(&["-c", "authdata"])?;
+    let row: Vec<&str> = auth.lines().next().unwrap_or_default().split(',').collect();
+    assert_eq!(
+        (row.get(3), row.get(4), row.get(7), row.get(9)),
+        (Some(&"30"), Some(&"128"), Some(&"0"), Some(&"64")),
+        "AEAD_AES_128_GCM_SIV: {auth}"
+    );
+    assert!(
+        d.proc.log().contains("AEAD 30"),
+        "the NTS-KE names its algorithm: {}",
+        d.proc.log()
+    );
     // Restarted: the saved session remembers where its cookies are good.
     d.proc.signal(libc::SIGTERM);
     assert!(

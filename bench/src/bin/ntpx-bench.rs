@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use ntp_proto::nts::Aead;
 use ntpx_bench::{
     cpu::{CpuTimes, ProcessCpu},
     generator::{Generator, Step, Template},
@@ -46,6 +47,10 @@ struct Args {
     /// The ramp stops here (requests per second).
     #[arg(long, default_value_t = 16_000_000.0)]
     max_rate: f64,
+    /// The AEAD algorithm the NTS clients offer (15: AES-SIV-CMAC-256, the one chronyd
+    /// 4.3 has; 30: AES-128-GCM-SIV).
+    #[arg(long, default_value_t = 15, value_parser = parse_aead)]
+    nts_aead: u16,
     /// Markdown file whose generated section is replaced.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -213,6 +218,7 @@ fn main() -> Result<()> {
 
 /// The NTS comparison on a network of its own.
 fn nts_only(a: &Args, servers: &[nts_bench::NtsServer]) -> Result<()> {
+    let aead = Aead::from_id(a.nts_aead).context("--nts-aead")?;
     set_bin_dir()?;
     let net = BenchNet::new(31)?;
     net.moderate_interrupts()?;
@@ -224,8 +230,9 @@ fn nts_only(a: &Args, servers: &[nts_bench::NtsServer]) -> Result<()> {
         servers,
         Duration::from_secs_f64(a.step_secs),
         a.fixed_rate,
+        aead,
     )?;
-    let md = nts_bench::markdown(&results, &utc_now(), &a.command, request_len);
+    let md = nts_bench::markdown(&results, &utc_now(), &a.command, request_len, aead);
     println!("{md}");
     if let Some(p) = &a.markdown {
         let doc = std::fs::read_to_string(p).unwrap_or_default();
@@ -233,6 +240,14 @@ fn nts_only(a: &Args, servers: &[nts_bench::NtsServer]) -> Result<()> {
         ntp_user::os::atomic_file::write_atomically(p, out.as_bytes())?;
     }
     Ok(())
+}
+
+/// An AEAD algorithm number NTS supports here.
+fn parse_aead(s: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .ok()
+        .filter(|id| Aead::from_id(*id).is_some())
+        .ok_or_else(|| format!("\"{s}\" is not 15 or 30"))
 }
 
 /// Where the test helpers find ntpxd: beside this binary, unless set.

@@ -59,7 +59,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "maxtxbuffers",
     "nocerttimecheck",
     "ntpsigndsocket",
-    "ntsaeads",
     "ntscachedir",
     "ntsprocesses",
     "ntsratelimit",
@@ -148,6 +147,10 @@ pub struct Config {
     /// Whether the system's certificate authorities are trusted too (`nosystemcert`:
     /// no).
     pub nts_system_certs: bool,
+    /// `ntsaeads`: the AEAD algorithms NTS may use, in order of preference (the client
+    /// offers them so; the server takes the first of a client's it has here). Default
+    /// chrony's: AES-128-GCM-SIV, then AES-SIV-CMAC-256.
+    pub nts_aeads: Vec<crate::nts::Aead>,
     /// Non-fatal problems found while parsing, in file order.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -193,6 +196,7 @@ impl Default for Config {
             nts_server: NtsServerConfig::default(),
             nts_trusted_certs: Vec::new(),
             nts_system_certs: true,
+            nts_aeads: crate::nts::Aead::ALL.to_vec(),
             warnings: Vec::new(),
         }
     }
@@ -656,6 +660,32 @@ impl<'a> Parser<'a> {
                     .push((set, PathBuf::from(path)));
             }
             "nosystemcert" => self.config.nts_system_certs = false,
+            "ntsaeads" => {
+                // As chrony: numbers this build does not support are passed over (with
+                // a warning here); a list left empty would make NTS impossible.
+                if args.is_empty() {
+                    return Err(missing("ntsaeads", "AEAD algorithm IDs (15, 30)"));
+                }
+                let mut aeads = Vec::new();
+                for a in args {
+                    let id = parse_uint::<u16>(a)
+                        .ok_or_else(|| invalid("ID", a, "ntsaeads", "15 or 30"))?;
+                    match crate::nts::Aead::from_id(id) {
+                        Some(aead) if !aeads.contains(&aead) => aeads.push(aead),
+                        Some(_) => {}
+                        None => self.warn(
+                            line,
+                            format!("ntsaeads: AEAD algorithm {id} is not supported (15, 30)"),
+                        ),
+                    }
+                }
+                if aeads.is_empty() {
+                    return Err("ntsaeads: none of the algorithms is supported \
+                                (expected 15 or 30)"
+                        .into());
+                }
+                self.config.nts_aeads = aeads;
+            }
             "ntsservercert" => {
                 let v = single_arg("ntsservercert", args, "a file path")?;
                 self.config.nts_server.certs.push(PathBuf::from(v));
@@ -1619,6 +1649,9 @@ mod tests {
                 "invalid certificate set \"one\"",
             ),
             ("authselectmode sometimes", "invalid mode \"sometimes\""),
+            ("ntsaeads 17 31", "none of the algorithms is supported"),
+            ("ntsaeads fifteen", "invalid ID \"fifteen\""),
+            ("ntsaeads", "ntsaeads"),
             (
                 "refclock SHM 0 tai",
                 "refclock option tai requires leapsectz",
@@ -1637,6 +1670,21 @@ mod tests {
         let c = parse("ntsserverkey /etc/k.pem\nntsservercert /etc/c.pem\nntsport 4461\n").unwrap();
         assert!(c.nts_server.enabled());
         assert_eq!(c.nts_server.port, 4461);
+        // chrony's default order, an operator's own, and numbers not supported passed
+        // over with a warning naming the line.
+        use crate::nts::Aead;
+        assert_eq!(c.nts_aeads, [Aead::Aes128GcmSiv, Aead::AesSivCmac256]);
+        let c = parse("ntsaeads 15\n").unwrap();
+        assert_eq!(c.nts_aeads, [Aead::AesSivCmac256]);
+        let c = parse("allow all\nntsaeads 17 15 30 15\n").unwrap();
+        assert_eq!(c.nts_aeads, [Aead::AesSivCmac256, Aead::Aes128GcmSiv]);
+        assert_eq!(
+            warnings(&c),
+            [(
+                2,
+                "ntsaeads: AEAD algorithm 17 is not supported (15, 30)".into()
+            )]
+        );
         for text in [
             "authselectmode mix",
             "authselectmode ignore",

@@ -10,7 +10,7 @@ use crate::net::random_bytes;
 use anyhow::{Context, Result, anyhow, bail};
 use ntp_proto::{
     config::{Config, NtsServerConfig},
-    nts::{self, CookieKeys, KEY_LEN, NONCE_LEN, ServerKey, SessionKeys},
+    nts::{self, Aead, CookieKeys, MAX_KEY_LEN, NONCE_LEN, ServerKey, SessionKeys},
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use std::{
@@ -76,10 +76,12 @@ fn until_rotation(created: u64, now: u64, every: u64) -> Duration {
     Duration::from_secs(every.saturating_sub(age))
 }
 
+/// A new cookie key: AES-128-GCM-SIV, as chrony makes them (shorter cookies, and the
+/// cheaper algorithm for the two cookie operations of every request).
 fn new_key(id: u32) -> Result<ServerKey> {
-    let mut key = [0u8; KEY_LEN];
+    let mut key = [0u8; 16];
     random_bytes(&mut key)?;
-    Ok(ServerKey { id, key })
+    ServerKey::new(id, &key).ok_or_else(|| anyhow!("a cookie key of the wrong length"))
 }
 
 /// Saves the keys in `ntsdumpdir`, readable by the daemon's user alone; a failure only
@@ -88,7 +90,7 @@ fn save_keys(nts: &NtsServerConfig, keys: &CookieKeys) {
     let Some(dir) = &nts.dump_dir else { return };
     let mut text = String::new();
     for k in keys.keys() {
-        let hex: String = k.key.iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = k.bytes().iter().map(|b| format!("{b:02x}")).collect();
         text.push_str(&format!("{} {hex}\n", k.id));
     }
     let path = dir.join(KEYS_FILE);
@@ -108,10 +110,10 @@ fn parse_keys(text: &str) -> Result<Vec<ServerKey>> {
                 .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("x"), 16))
                 .collect::<Result<_, _>>()
                 .context("key")?;
-            let key: [u8; KEY_LEN] = bytes
-                .try_into()
-                .map_err(|_| anyhow!("a key of the wrong length"))?;
-            Ok(ServerKey { id, key })
+            // 16 bytes: AES-128-GCM-SIV; 32: AES-SIV-CMAC-256 (saved by earlier
+            // versions, whose cookies clients still hold).
+            ServerKey::new(id, &bytes)
+                .ok_or_else(|| anyhow!("a key of {} bytes (expected 16 or 32)", bytes.len()))
         })
         .collect()
 }
@@ -350,9 +352,16 @@ fn serve(sh: &Shared, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) -> Result<
             Err(code) => break Err(code),
         }
     };
-    let reply = match request {
-        Ok(req) => {
-            let session = export_keys(&s.conn)?;
+    let chosen = request.map(|req| {
+        let aead = nts::choose_aead(&req, &sh.config.nts_aeads);
+        (req, aead)
+    });
+    let reply = match chosen {
+        Ok((_, None)) => nts::ke_error(nts::ERROR_BAD_REQUEST),
+        Ok((req, Some(aead))) => {
+            let compliant = nts::request_compliant(&req, aead);
+            let session = export_keys(&s.conn, aead, compliant)?;
+            debug!("NTS-KE: AEAD {} (compliant export: {compliant})", aead.id());
             let mut cookies = Vec::with_capacity(nts::MAX_COOKIES);
             for _ in 0..nts::MAX_COOKIES {
                 let mut nonce = [0u8; NONCE_LEN];
@@ -366,7 +375,7 @@ fn serve(sh: &Shared, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) -> Result<
             }
             let server = sh.config.nts_server.ntp_server.as_deref();
             let port = (sh.config.port != ntp_common::wire::NTP_PORT).then_some(sh.config.port);
-            nts::ke_response(&req, &cookies, server, port).unwrap_or_else(nts::ke_error)
+            nts::ke_response(&req, aead, &cookies, server, port)
         }
         Err(code) => nts::ke_error(code),
     };
@@ -378,23 +387,29 @@ fn serve(sh: &Shared, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) -> Result<
     Ok(())
 }
 
-/// The client's NTP keys, from the TLS session (RFC 8915 section 5.1).
-fn export_keys(conn: &rustls::ServerConnection) -> Result<SessionKeys> {
-    let mut c2s = [0u8; KEY_LEN];
-    let mut s2c = [0u8; KEY_LEN];
+/// The client's NTP keys for `aead`, from the TLS session (RFC 8915 section 5.1), under
+/// the context `compliant` says (see [`nts::exporter_context`]).
+fn export_keys(
+    conn: &rustls::ServerConnection,
+    aead: Aead,
+    compliant: bool,
+) -> Result<SessionKeys> {
+    let n = aead.key_len();
+    let mut c2s = [0u8; MAX_KEY_LEN];
+    let mut s2c = [0u8; MAX_KEY_LEN];
     conn.export_keying_material(
-        &mut c2s,
+        &mut c2s[..n],
         nts::EXPORTER_LABEL,
-        Some(&nts::exporter_context(false)),
+        Some(&nts::exporter_context(aead, compliant, false)),
     )
     .context("exporting the client-to-server key")?;
     conn.export_keying_material(
-        &mut s2c,
+        &mut s2c[..n],
         nts::EXPORTER_LABEL,
-        Some(&nts::exporter_context(true)),
+        Some(&nts::exporter_context(aead, compliant, true)),
     )
     .context("exporting the server-to-client key")?;
-    Ok(SessionKeys { c2s, s2c })
+    SessionKeys::new(aead, &c2s[..n], &s2c[..n]).ok_or_else(|| anyhow!("exported keys"))
 }
 
 /// Where the keys are kept, for the log.
@@ -435,18 +450,28 @@ mod tests {
             .set_modified(then)
             .unwrap();
         assert_eq!(newest_key_made(&nts), 1_600_000_000);
-        let session = SessionKeys {
-            c2s: [1; KEY_LEN],
-            s2c: [2; KEY_LEN],
-        };
+        let session = SessionKeys::new(Aead::AesSivCmac256, &[1; 32], &[2; 32]).unwrap();
         let cookie = first.seal(&session, &[7; NONCE_LEN]);
+        assert_eq!(first.keys()[0].aead(), Aead::Aes128GcmSiv, "new keys");
         assert_eq!(
             again.open(&cookie),
-            Some(session),
+            Some(session.clone()),
             "the same keys after a restart"
         );
         std::fs::write(&path, "1 zz\n").unwrap();
         assert!(cookie_keys(&nts).is_err(), "a damaged key file is an error");
+        std::fs::write(&path, format!("1 {}\n", "ab".repeat(24))).unwrap();
+        let e = cookie_keys(&nts).unwrap_err();
+        assert!(format!("{e:#}").contains("24 bytes"), "{e:#}");
+        // A key file of an earlier version (32-byte AES-SIV-CMAC-256 keys): its keys
+        // still open the cookies they sealed, and a rotation adds a new kind of key.
+        std::fs::write(&path, format!("5 {}\n", "42".repeat(32))).unwrap();
+        let old = cookie_keys(&nts).unwrap();
+        let mut earlier = CookieKeys::new(ServerKey::new(5, &[0x42; 32]).unwrap());
+        let cookie = earlier.seal(&session, &[7; NONCE_LEN]);
+        assert_eq!(old.open(&cookie), Some(session.clone()));
+        earlier.rotate(new_key(6).unwrap());
+        assert_eq!(earlier.open(&cookie), Some(session));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use ntp_proto::{
     config::Config,
-    nts::{self, KEY_LEN, KeResponse, SessionKeys},
+    nts::{self, Aead, ClientSession, KeResponse, MAX_KEY_LEN, SessionKeys},
 };
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use std::{
@@ -54,6 +54,8 @@ pub struct NtsContext {
     pub named: Mutex<HashMap<usize, SocketAddr>>,
     /// `ntsdumpdir`: where the sessions (keys and cookies) are kept across restarts.
     pub dump_dir: Option<std::path::PathBuf>,
+    /// `ntsaeads`: the AEAD algorithms offered, in order of preference.
+    pub aeads: Vec<Aead>,
 }
 
 impl NtsContext {
@@ -156,6 +158,7 @@ pub fn context(config: &Config) -> Result<Option<Arc<NtsContext>>> {
         servers: Mutex::new(HashMap::new()),
         named: Mutex::new(HashMap::new()),
         dump_dir: config.nts_server.dump_dir.clone(),
+        aeads: config.nts_aeads.clone(),
     };
     // Every set the configuration names, built now: a set with nothing to trust stops
     // the start with the source's line.
@@ -378,13 +381,37 @@ fn certificates_in(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     Ok(out)
 }
 
-/// One NTS-KE with `name`:`port`: the session keys and the server's response.
+/// What one NTS-KE gave.
+#[derive(Debug)]
+pub struct Exchanged {
+    /// The NTP keys, exported as the server said it exports them.
+    pub keys: SessionKeys,
+    /// AES-128-GCM-SIV keys exported the RFC's way, where the server did not confirm
+    /// how it exports them (chrony's fallback: tried after a NAK to `keys`).
+    pub alternative: Option<SessionKeys>,
+    /// The server's response.
+    pub response: KeResponse,
+}
+
+impl Exchanged {
+    /// The NTS session with the response's cookies and `prf_key` (random bytes).
+    pub fn session(&self, prf_key: [u8; 16]) -> ClientSession {
+        let s = ClientSession::new(self.keys.clone(), self.response.cookies.clone(), prf_key);
+        match &self.alternative {
+            Some(alt) => s.with_alternative(alt.clone()),
+            None => s,
+        }
+    }
+}
+
+/// One NTS-KE with `name`:`port`, offering `aeads` in order of preference.
 pub fn key_exchange(
     tls: Arc<rustls::ClientConfig>,
     name: &str,
     address: Option<std::net::IpAddr>,
     port: u16,
-) -> Result<(SessionKeys, KeResponse)> {
+    aeads: &[Aead],
+) -> Result<Exchanged> {
     // The address polled, so the cookies come from the server the NTP goes to (a name
     // resolving to several servers would otherwise hand out another's).
     let addr = match address {
@@ -403,7 +430,7 @@ pub fn key_exchange(
         .map_err(|e| anyhow!("{name} is not a name TLS can check: {e}"))?;
     let conn = rustls::ClientConnection::new(tls, server).context("TLS session")?;
     let mut s = rustls::StreamOwned::new(conn, tcp);
-    s.write_all(&nts::ke_request())
+    s.write_all(&nts::ke_request(aeads))
         .context("sending the NTS-KE request (TLS handshake)")?;
     s.flush()?;
     if s.conn.alpn_protocol() != Some(nts::ALPN) {
@@ -423,29 +450,44 @@ pub fn key_exchange(
         if msg.len() > nts::MAX_KE_MESSAGE {
             bail!("the NTS-KE response is too long");
         }
-        if let Some(r) = nts::parse_ke_response(&msg).map_err(|e| anyhow!("{e}"))? {
+        if let Some(r) = nts::parse_ke_response(&msg, aeads).map_err(|e| anyhow!("{e}"))? {
             break r;
         }
     };
-    let mut c2s = [0u8; KEY_LEN];
-    let mut s2c = [0u8; KEY_LEN];
-    s.conn
-        .export_keying_material(
-            &mut c2s,
-            nts::EXPORTER_LABEL,
-            Some(&nts::exporter_context(false)),
-        )
-        .context("exporting the client-to-server key")?;
-    s.conn
-        .export_keying_material(
-            &mut s2c,
-            nts::EXPORTER_LABEL,
-            Some(&nts::exporter_context(true)),
-        )
-        .context("exporting the server-to-client key")?;
+    let export = |compliant: bool| -> Result<SessionKeys> {
+        let aead = response.aead;
+        let n = aead.key_len();
+        let mut c2s = [0u8; MAX_KEY_LEN];
+        let mut s2c = [0u8; MAX_KEY_LEN];
+        s.conn
+            .export_keying_material(
+                &mut c2s[..n],
+                nts::EXPORTER_LABEL,
+                Some(&nts::exporter_context(aead, compliant, false)),
+            )
+            .context("exporting the client-to-server key")?;
+        s.conn
+            .export_keying_material(
+                &mut s2c[..n],
+                nts::EXPORTER_LABEL,
+                Some(&nts::exporter_context(aead, compliant, true)),
+            )
+            .context("exporting the server-to-client key")?;
+        SessionKeys::new(aead, &c2s[..n], &s2c[..n]).ok_or_else(|| anyhow!("exported keys"))
+    };
+    let keys = export(response.compliant_128gcm)?;
+    // AES-128-GCM-SIV without the server's word: chrony 4.4-4.6 (the keys above), or a
+    // server exporting the RFC's way without knowing chrony's record.
+    let alternative = (response.aead == Aead::Aes128GcmSiv && !response.compliant_128gcm)
+        .then(|| export(true))
+        .transpose()?;
     s.conn.send_close_notify();
     let _ = s.flush();
-    Ok((SessionKeys { c2s, s2c }, response))
+    Ok(Exchanged {
+        keys,
+        alternative,
+        response,
+    })
 }
 
 #[cfg(test)]

@@ -276,35 +276,39 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
     let ctx_nts = nts.clone();
     let result = tokio::task::spawn_blocking(move || {
         let tls = ctx_nts.tls(certset)?;
-        let (keys, response) = super::nts_ke::key_exchange(tls, &target, Some(addr.ip()), port)?;
-        let named = named_ntp_server(response.server.as_deref(), response.port, addr)?;
-        Ok::<_, anyhow::Error>((keys, response, named))
+        let exchanged =
+            super::nts_ke::key_exchange(tls, &target, Some(addr.ip()), port, &ctx_nts.aeads)?;
+        let r = &exchanged.response;
+        let named = named_ntp_server(r.server.as_deref(), r.port, addr)?;
+        Ok::<_, anyhow::Error>((exchanged, named))
     })
     .await;
     let outcome = match result {
-        Ok(Ok((keys, response, named))) => {
+        Ok(Ok((exchanged, named))) => {
             let mut prf = [0u8; 16];
-            net::random_bytes(&mut prf).map(|()| (keys, response, named, prf))
+            net::random_bytes(&mut prf).map(|()| (exchanged, named, prf))
         }
         Ok(Err(e)) => Err(e),
         Err(e) => Err(anyhow::anyhow!("the NTS-KE task failed: {e}")),
     };
     match outcome {
-        Ok((keys, response, named, prf)) => {
+        Ok((exchanged, named, prf)) => {
+            let session = exchanged.session(prf);
+            let response = exchanged.response;
             let n = response.cookies.len();
-            let session = ntp_proto::nts::ClientSession::new(keys, response.cookies, prf);
+            let aead = response.aead.id();
             lock(&ctx.engine).nts_session(id, session, now_ns());
             if let Some(a) = named {
                 info!(
-                    "Source {name}: NTS-KE done, {n} cookies; NTP server {a} (named by the \
-                     NTS-KE server{})",
+                    "Source {name}: NTS-KE done, {n} cookies, AEAD {aead}; NTP server {a} \
+                     (named by the NTS-KE server{})",
                     response
                         .server
                         .as_deref()
                         .map_or(String::new(), |s| format!(": {s}"))
                 );
             } else {
-                info!("Source {name}: NTS-KE done, {n} cookies");
+                info!("Source {name}: NTS-KE done, {n} cookies, AEAD {aead}");
             }
             note_named(&nts, id, named);
             KeOutcome::Done(named)
