@@ -92,10 +92,10 @@ pub struct NtsClient {
 }
 
 impl NtsClient {
-    /// Whether a new NTS-KE is needed before the next request (no session, or no
-    /// cookie left).
+    /// Whether a new NTS-KE is needed before the next request (no session, no cookie
+    /// left, or a NAK no valid reply answered).
     pub fn needs_ke(&self) -> bool {
-        self.session.as_ref().is_none_or(|s| s.cookies() == 0)
+        self.session.as_ref().is_none_or(|s| !s.usable())
     }
 }
 
@@ -343,12 +343,7 @@ impl Poller {
                 match checked {
                     Some(Ok(())) => {}
                     Some(Err(crate::nts::ReplyError::Nak)) => {
-                        // The cookies are no good: a new NTS-KE before the next poll.
-                        n.naks = n.naks.saturating_add(1);
-                        n.session = None;
-                        return Err(Rejected::Auth);
-                    }
-                    Some(Err(crate::nts::ReplyError::SwitchedKeys)) => {
+                        // Settled at the next poll (see `NtsClient::needs_ke`).
                         n.naks = n.naks.saturating_add(1);
                         return Err(Rejected::Auth);
                     }
@@ -544,6 +539,45 @@ mod tests {
         let (req, _) = p.request(0x1234_5678, 1, 0, false);
         assert_eq!(req.len(), 48);
         assert!(p.reply(&signed_reply(&req, &key("MD5"))).is_ok());
+    }
+
+    #[test]
+    fn an_nts_nak_asks_for_a_new_nts_ke_only_if_no_valid_reply_follows() {
+        use crate::nts::{self, Aead, ClientSession, CookieKeys, NtsCheck, ServerKey};
+        let server = CookieKeys::new(ServerKey::new(1, &[9; 16]).unwrap());
+        let keys = nts::SessionKeys::new(Aead::Aes128GcmSiv, &[1; 16], &[2; 16]).unwrap();
+        let cookies = (0..8).map(|i| server.seal(&keys, &[i; 16])).collect();
+        let session = ClientSession::new(keys, cookies, [3; 16]);
+        let mut p = Poller::new(opts(6, 10, false)).with_auth(SourceAuth::Nts(NtsClient {
+            session: Some(session),
+            ..NtsClient::default()
+        }));
+        let answer = |req: &[u8], nak: bool| {
+            let NtsCheck::Valid(r) = nts::check_request(req, &server) else {
+                panic!("the request did not verify");
+            };
+            let mut h = reply_to(&req[..48], 2, 0, [0; 4]);
+            if nak {
+                h[1] = 0;
+                h[12..16].copy_from_slice(b"NTSN");
+                nts::nak_response(&h, &r.uid)
+            } else {
+                nts::seal_response(&h, &r, &[7; 16], &[])
+            }
+        };
+        // A NAK (anyone on the path can send one), then the server's reply: taken.
+        let (req, _) = p.request(0x1234_5678, 1, 0, false);
+        assert_eq!(p.reply(&answer(&req, true)), Err(Rejected::Auth));
+        assert!(p.reply(&answer(&req, false)).is_ok());
+        let n = p.nts_mut().unwrap();
+        assert_eq!(n.naks, 1);
+        assert!(!n.needs_ke(), "a valid reply followed the NAK");
+        // A NAK alone: a new NTS-KE before the next request.
+        let (req, _) = p.request(0x1234_5679, 2, 0, false);
+        assert_eq!(p.reply(&answer(&req, true)), Err(Rejected::Auth));
+        let n = p.nts_mut().unwrap();
+        assert_eq!(n.naks, 2);
+        assert!(n.needs_ke());
     }
 
     fn opts(minpoll: i8, maxpoll: i8, iburst: bool) -> PollOptions {

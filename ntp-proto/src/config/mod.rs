@@ -668,9 +668,12 @@ impl<'a> Parser<'a> {
                 }
                 let mut aeads = Vec::new();
                 for a in args {
-                    let id = parse_uint::<u16>(a)
+                    // Any number chrony takes (up to INT_MAX) is read; unknown ones
+                    // are passed over.
+                    let id = parse_uint::<u32>(a)
+                        .filter(|n| i32::try_from(*n).is_ok())
                         .ok_or_else(|| invalid("ID", a, "ntsaeads", "15 or 30"))?;
-                    match crate::nts::Aead::from_id(id) {
+                    match u16::try_from(id).ok().and_then(crate::nts::Aead::from_id) {
                         Some(aead) if !aeads.contains(&aead) => aeads.push(aead),
                         Some(_) => {}
                         None => self.warn(
@@ -1676,14 +1679,20 @@ mod tests {
         assert_eq!(c.nts_aeads, [Aead::Aes128GcmSiv, Aead::AesSivCmac256]);
         let c = parse("ntsaeads 15\n").unwrap();
         assert_eq!(c.nts_aeads, [Aead::AesSivCmac256]);
-        let c = parse("allow all\nntsaeads 17 15 30 15\n").unwrap();
+        let c = parse("allow all\nntsaeads 17 15 30 15 70000\n").unwrap();
         assert_eq!(c.nts_aeads, [Aead::AesSivCmac256, Aead::Aes128GcmSiv]);
         assert_eq!(
             warnings(&c),
-            [(
-                2,
-                "ntsaeads: AEAD algorithm 17 is not supported (15, 30)".into()
-            )]
+            [
+                (
+                    2,
+                    "ntsaeads: AEAD algorithm 17 is not supported (15, 30)".into()
+                ),
+                (
+                    2,
+                    "ntsaeads: AEAD algorithm 70000 is not supported (15, 30)".into()
+                )
+            ]
         );
         for text in [
             "authselectmode mix",

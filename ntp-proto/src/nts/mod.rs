@@ -143,7 +143,7 @@ fn record(out: &mut Vec<u8>, kind: u16, body: &[u8]) {
 
 /// The AEAD algorithm for a request: the first the client offers that is `enabled`
 /// (chrony's choice: the client's order decides), or `None` without `NTPv4` or a common
-/// algorithm (the request is then refused).
+/// algorithm (answered by [`ke_refusal`]).
 pub fn choose_aead(req: &KeRequest, enabled: &[Aead]) -> Option<Aead> {
     if !req.protocols.contains(&PROTOCOL_NTPV4) {
         return None;
@@ -170,7 +170,7 @@ pub fn ke_response(
         CRITICAL | REC_NEXT_PROTOCOL,
         &PROTOCOL_NTPV4.to_be_bytes(),
     );
-    record(&mut out, REC_AEAD, &aead.id().to_be_bytes());
+    record(&mut out, CRITICAL | REC_AEAD, &aead.id().to_be_bytes());
     if compliant_export(aead, req.compliant_128gcm) {
         record(&mut out, REC_COMPLIANT_128GCM, &[]);
     }
@@ -192,6 +192,25 @@ pub fn ke_response(
 /// AES-128-GCM-SIV peer is taken to be chrony 4.4 to 4.6, which exported under 15.
 fn compliant_export(aead: Aead, record: bool) -> bool {
     aead == Aead::Aes128GcmSiv && record
+}
+
+/// The answer to a request [`choose_aead`] found nothing for (RFC 8915 4.1.2, 4.1.5,
+/// as chrony answers): an empty Next Protocol record without `NTPv4` offered, else
+/// `NTPv4` and an empty AEAD record; no cookies.
+pub fn ke_refusal(req: &KeRequest) -> Vec<u8> {
+    let mut out = Vec::new();
+    if req.protocols.contains(&PROTOCOL_NTPV4) {
+        record(
+            &mut out,
+            CRITICAL | REC_NEXT_PROTOCOL,
+            &PROTOCOL_NTPV4.to_be_bytes(),
+        );
+        record(&mut out, CRITICAL | REC_AEAD, &[]);
+    } else {
+        record(&mut out, CRITICAL | REC_NEXT_PROTOCOL, &[]);
+    }
+    record(&mut out, CRITICAL | REC_END, &[]);
+    out
 }
 
 /// An NTS-KE error message.
@@ -636,16 +655,25 @@ pub fn parse_ke_response(msg: &[u8], offered: &[Aead]) -> Result<Option<KeRespon
             REC_END => break,
             REC_NEXT_PROTOCOL => protocol_ok = body == PROTOCOL_NTPV4.to_be_bytes(),
             REC_AEAD => {
-                let chosen = match body {
-                    [a, b] => Aead::from_id(u16::from_be_bytes([*a, *b])),
-                    _ => None,
+                // One algorithm, one we offered (as chrony's client checks).
+                let [a, b] = body else {
+                    return Err("the server agreed to no AEAD algorithm offered".into());
                 };
-                aead_ok = chosen.is_some_and(|a| offered.contains(&a));
-                if let Some(a) = chosen {
-                    r.aead = a;
-                }
+                let chosen = Aead::from_id(u16::from_be_bytes([*a, *b]));
+                r.aead = chosen.filter(|c| offered.contains(c)).ok_or_else(|| {
+                    format!(
+                        "the server chose AEAD algorithm {}",
+                        u16::from_be_bytes([*a, *b])
+                    )
+                })?;
+                aead_ok = true;
             }
-            REC_COMPLIANT_128GCM => r.compliant_128gcm = body.is_empty(),
+            REC_COMPLIANT_128GCM => {
+                if !body.is_empty() {
+                    return Err("a malformed compliant-export record".into());
+                }
+                r.compliant_128gcm = true;
+            }
             REC_ERROR => {
                 let code = body
                     .get(..2)
@@ -701,8 +729,10 @@ pub struct ClientSession {
     /// one that made them so without saying (chrony's fallback): used after a NAK
     /// before any reply verified. Boxed: rarely there, and a source's state stays small.
     alternative: Option<Box<SessionKeys>>,
-    /// Whether a reply has verified under the keys in use.
-    verified: bool,
+    /// Whether the last request got an NTS NAK naming it.
+    nak: bool,
+    /// Whether the last request got a reply that verified.
+    answered: bool,
     cookies: std::collections::VecDeque<Vec<u8>>,
     prf: [u8; 16],
     counter: u64,
@@ -722,12 +752,11 @@ const DUMP_VERSION: &str = "ntpx-nts-session 1";
 /// Why a reply to an NTS request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplyError {
-    /// An NTS NAK for our request: the cookies are no good, a new NTS-KE is needed.
+    /// An NTS NAK naming our request. Unauthenticated, so it settles nothing yet (RFC
+    /// 8915 5.7, as chrony): a reply that verifies may still follow; if none does, the
+    /// next request switches to the alternative keys or [`ClientSession::usable`] says a
+    /// new NTS-KE is needed.
     Nak,
-    /// An NTS NAK to keys exported as chrony 4.4 to 4.6 exports them, before any reply
-    /// verified: the server exports compliantly without saying so, and the compliant
-    /// keys are used from now on, with the cookies left.
-    SwitchedKeys,
     /// Not an authentic reply to our request.
     Invalid,
 }
@@ -738,7 +767,8 @@ impl ClientSession {
         ClientSession {
             keys,
             alternative: None,
-            verified: false,
+            nak: false,
+            answered: false,
             cookies: cookies.into(),
             prf: prf_key,
             counter: 0,
@@ -746,8 +776,8 @@ impl ClientSession {
         }
     }
 
-    /// The session with `keys` to fall back on after a NAK before any reply verified
-    /// (see [`ReplyError::SwitchedKeys`]).
+    /// The session with `keys` to fall back on after a NAK unanswered by a valid reply
+    /// before any reply verified (chrony's switch to compliant AES-128-GCM-SIV keys).
     #[must_use]
     pub fn with_alternative(mut self, keys: SessionKeys) -> Self {
         self.alternative = Some(Box::new(keys));
@@ -757,6 +787,17 @@ impl ClientSession {
     /// The algorithm in use.
     pub fn aead(&self) -> Aead {
         self.keys.aead
+    }
+
+    /// Whether requests can go on: cookies left, and no NAK unanswered by a valid reply
+    /// that the alternative keys cannot meet (else a new NTS-KE is needed).
+    pub fn usable(&self) -> bool {
+        !self.cookies.is_empty() && (!self.spent() || self.alternative.is_some())
+    }
+
+    /// Whether the last request got a NAK and no valid reply.
+    fn spent(&self) -> bool {
+        self.nak && !self.answered
     }
 
     /// Cookies left.
@@ -829,6 +870,15 @@ impl ClientSession {
     /// identifier, one cookie, placeholders to be sent back up to eight, and the
     /// authenticator; `None` with no cookie left (a new NTS-KE is needed).
     pub fn request(&mut self, header: &[u8]) -> Option<Vec<u8>> {
+        if !self.usable() {
+            return None;
+        }
+        if self.spent() {
+            // Only a NAK since the NTS-KE: our keys, not the cookies, are wrong.
+            self.keys = *self.alternative.take()?;
+        }
+        self.nak = false;
+        self.answered = false;
         let cookie = self.cookies.pop_front()?;
         let mut uid = [0u8; 32];
         uid[..16].copy_from_slice(&self.random16());
@@ -865,19 +915,16 @@ impl ClientSession {
             if !nak {
                 return Err(ReplyError::Invalid);
             }
-            self.pending = None;
-            return Err(match self.alternative.take() {
-                Some(keys) if !self.verified => {
-                    self.keys = *keys;
-                    ReplyError::SwitchedKeys
-                }
-                _ => ReplyError::Nak,
-            });
+            // The request stays open: a valid reply may still come.
+            self.nak = true;
+            return Err(ReplyError::Nak);
         };
         let plain = open_authenticator(&packet[..auth.start], auth.body, &self.keys.cipher(true))
             .ok_or(ReplyError::Invalid)?;
         self.pending = None;
-        self.verified = true;
+        self.answered = true;
+        // The keys work: nothing to fall back on any more (chrony drops it likewise).
+        self.alternative = None;
         let mut inner = vec![0u8; ntp_common::wire::NTP_HEADER_LEN];
         inner.extend_from_slice(&plain);
         for f in fields_of(&inner) {
@@ -923,10 +970,21 @@ mod tests {
             push_field(&mut p, EF_COOKIE_PLACEHOLDER, &vec![0u8; cookie.len()]);
         }
         let nonce = vec![5u8; nonce_len];
+        // A real ciphertext; for a nonce the algorithm does not take, one made with a
+        // nonce it does (so only the nonce's length can make the server refuse it).
+        let aead = c2s.aead();
+        let sealing = if aead.takes_nonce(nonce_len) {
+            nonce.clone()
+        } else {
+            vec![5u8; aead.nonce_len()]
+        };
         let mut ct = Vec::new();
-        Cipher::new(c2s.aead(), c2s.c2s())
-            .unwrap()
-            .seal_into(&nonce, &p, b"", &mut ct);
+        assert!(
+            Cipher::new(aead, c2s.c2s())
+                .unwrap()
+                .seal_into(&sealing, &p, b"", &mut ct)
+        );
+        assert_eq!(ct.len(), TAG_LEN);
         let mut body = vec![0, nonce_len as u8, 0, ct.len() as u8];
         body.extend_from_slice(&nonce);
         body.resize(4 + nonce_len.next_multiple_of(4), 0);
@@ -962,7 +1020,7 @@ mod tests {
             None,
         );
         assert_eq!(resp[..6], [0x80, 1, 0, 2, 0, 0]);
-        assert_eq!(resp[6..12], [0, 4, 0, 2, 0, 15]);
+        assert_eq!(resp[6..12], [0x80, 4, 0, 2, 0, 15]);
         assert_eq!(resp[12..16], [0, 5, 0, 100]);
         assert_eq!(resp[resp.len() - 4..], [0x80, 0, 0, 0]);
         // The client's order decides among the enabled ones; none in common, or no
@@ -985,12 +1043,19 @@ mod tests {
             Some(Aead::AesSivCmac256)
         );
         assert_eq!(choose_aead(&both(vec![30]), &[Aead::AesSivCmac256]), None);
+        // Refused as chrony refuses: NTPv4 and an empty AEAD record, no cookies.
+        assert_eq!(
+            ke_refusal(&both(vec![30])),
+            [0x80, 1, 0, 2, 0, 0, 0x80, 4, 0, 0, 0x80, 0, 0, 0]
+        );
         assert_eq!(choose_aead(&both(vec![17]), &Aead::ALL), None);
         let ntpv5 = KeRequest {
             protocols: vec![0x8001],
             ..both(vec![15])
         };
         assert_eq!(choose_aead(&ntpv5, &Aead::ALL), None);
+        assert_eq!(ke_refusal(&ntpv5), [0x80, 1, 0, 0, 0x80, 0, 0, 0]);
+        assert!(parse_ke_response(&ke_refusal(&both(vec![30])), &Aead::ALL).is_err());
         // An unknown critical record, a second protocol record, no protocol record, a
         // compliant-export record with a body.
         assert_eq!(
@@ -1226,11 +1291,26 @@ mod tests {
                 panic!();
             };
             assert_eq!((client.cookies(), r.cookies), (2, 6));
-            // A NAK naming our request.
+            // A NAK naming our request settles nothing (anyone who saw the request can
+            // send one): the server's real reply is still taken, and the session goes on.
             let mut kiss = [0u8; 48];
             kiss[12..16].copy_from_slice(b"NTSN");
             let nak = nak_response(&kiss, &r.uid);
             assert_eq!(client.reply(&nak), Err(ReplyError::Nak));
+            let reply = seal_response(&[0x24; 48], &r, &[6; NONCE_LEN], &[]);
+            assert_eq!(client.reply(&reply), Ok(()));
+            assert!(client.usable());
+            // A NAK and no valid reply: a new NTS-KE before the next request.
+            let req = client.request(&header).unwrap();
+            let NtsCheck::Valid(r) = check_request(&req, &server) else {
+                panic!();
+            };
+            assert_eq!(
+                client.reply(&nak_response(&kiss, &r.uid)),
+                Err(ReplyError::Nak)
+            );
+            assert!(!client.usable());
+            assert!(client.request(&header).is_none());
             // No cookies left: no request.
             let mut empty = ClientSession::new(session(aead), vec![], [1; 16]);
             assert!(empty.request(&header).is_none());
@@ -1260,8 +1340,8 @@ mod tests {
         let cookies: Vec<Vec<u8>> = (0..8)
             .map(|i| server.seal(&compliant, &[i; NONCE_LEN]))
             .collect();
-        let mut client =
-            ClientSession::new(old, cookies.clone(), [4; 16]).with_alternative(compliant.clone());
+        let mut client = ClientSession::new(old.clone(), cookies.clone(), [4; 16])
+            .with_alternative(compliant.clone());
         let header = [0x23u8; 48];
         let req = client.request(&header).unwrap();
         let NtsCheck::Nak { uid } = check_request(&req, &server) else {
@@ -1271,16 +1351,18 @@ mod tests {
         kiss[12..16].copy_from_slice(b"NTSN");
         assert_eq!(
             client.reply(&nak_response(&kiss, &uid)),
-            Err(ReplyError::SwitchedKeys)
+            Err(ReplyError::Nak)
         );
-        assert_eq!(client.cookies(), 7, "the cookies are kept");
+        // The next request, with the cookies left, is under the compliant keys.
+        assert!(client.usable(), "the alternative keys are still to try");
         let req = client.request(&header).unwrap();
+        assert_eq!(client.cookies(), 6, "the cookies are kept");
         let NtsCheck::Valid(r) = check_request(&req, &server) else {
             panic!("the compliant keys were not used");
         };
         let reply = seal_response(&[0x24; 48], &r, &[6; NONCE_LEN], &[]);
         assert_eq!(client.reply(&reply), Ok(()));
-        // Once a reply verified, a NAK means new cookies are needed.
+        // They work: a later NAK with no valid reply means new cookies are needed.
         let req = client.request(&header).unwrap();
         let NtsCheck::Valid(r) = check_request(&req, &server) else {
             panic!();
@@ -1289,16 +1371,38 @@ mod tests {
             client.reply(&nak_response(&kiss, &r.uid)),
             Err(ReplyError::Nak)
         );
-        // Without an alternative, or after a verified reply, no switch.
-        let mut plain = ClientSession::new(compliant.clone(), cookies, [4; 16]);
-        let req = plain.request(&header).unwrap();
+        assert!(!client.usable());
+        // A reply that verified under the first keys ends the alternative too: the
+        // server exports as chrony 4.4-4.6 do, and a NAK then means the cookies.
+        let old_cookies: Vec<Vec<u8>> = (0..8).map(|i| server.seal(&old, &[i; 16])).collect();
+        let mut client =
+            ClientSession::new(old.clone(), old_cookies, [4; 16]).with_alternative(compliant);
+        let req = client.request(&header).unwrap();
+        let NtsCheck::Valid(r) = check_request(&req, &server) else {
+            panic!();
+        };
+        let reply = seal_response(&[0x24; 48], &r, &[6; NONCE_LEN], &[]);
+        assert_eq!(client.reply(&reply), Ok(()));
+        let req = client.request(&header).unwrap();
         let NtsCheck::Valid(r) = check_request(&req, &server) else {
             panic!();
         };
         assert_eq!(
-            plain.reply(&nak_response(&kiss, &r.uid)),
+            client.reply(&nak_response(&kiss, &r.uid)),
             Err(ReplyError::Nak)
         );
+        assert!(!client.usable(), "no switch after a verified reply");
+        // Without an alternative, no switch either.
+        let mut plain = ClientSession::new(old, cookies, [4; 16]);
+        let req = plain.request(&header).unwrap();
+        let NtsCheck::Nak { uid } = check_request(&req, &server) else {
+            panic!();
+        };
+        assert_eq!(
+            plain.reply(&nak_response(&kiss, &uid)),
+            Err(ReplyError::Nak)
+        );
+        assert!(!plain.usable());
     }
 
     #[test]

@@ -357,7 +357,7 @@ fn serve(sh: &Shared, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) -> Result<
         (req, aead)
     });
     let reply = match chosen {
-        Ok((_, None)) => nts::ke_error(nts::ERROR_BAD_REQUEST),
+        Ok((req, None)) => nts::ke_refusal(&req),
         Ok((req, Some(aead))) => {
             let compliant = nts::request_compliant(&req, aead);
             let session = export_keys(&s.conn, aead, compliant)?;
