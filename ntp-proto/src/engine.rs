@@ -417,6 +417,7 @@ impl<C: EngineClock> Engine<C> {
             n.session = Some(session);
             n.ke_attempts = 0;
             n.last_ke_ns = Some(now_ns);
+            n.sessions = n.sessions.saturating_add(1);
         }
     }
 
@@ -1270,12 +1271,12 @@ impl<C: EngineClock> Engine<C> {
                     SourceAuth::None => ("-", 0, 0, 0),
                     SourceAuth::Key(k) => ("SK", k.id(), k.type_id(), k.bits()),
                     SourceAuth::Missing(id) => ("SK", *id, 0, 0),
-                    // As chronyc shows it: the algorithm of the keys in use, none
-                    // before the first NTS-KE.
+                    // As chronyc shows it: the session's number and the algorithm of its
+                    // keys, none before the first NTS-KE.
                     SourceAuth::Nts(n) => {
                         match n.session.as_ref().map(crate::nts::ClientSession::aead) {
-                            Some(a) => ("NTS", 1, a.id(), 8 * a.key_len() as u16),
-                            None => ("NTS", 1, 0, 0),
+                            Some(a) => ("NTS", n.sessions, a.id(), 8 * a.key_len() as u16),
+                            None => ("NTS", n.sessions, 0, 0),
                         }
                     }
                 };

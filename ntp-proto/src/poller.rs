@@ -89,6 +89,9 @@ pub struct NtsClient {
     pub naks: u16,
     /// When the last NTS-KE succeeded (system time, ns).
     pub last_ke_ns: Option<u64>,
+    /// Sessions the source has had, from an NTS-KE or restored: chronyc's `KeyID` of an
+    /// NTS source (its context number; 0 before the first).
+    pub sessions: u32,
 }
 
 impl NtsClient {

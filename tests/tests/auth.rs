@@ -631,9 +631,15 @@ fn ntpxd_polls_the_ntp_server_its_nts_ke_server_names() -> Result<()> {
     let auth = d.ntpxc(&["-c", "authdata"])?;
     let row: Vec<&str> = auth.lines().next().unwrap_or_default().split(',').collect();
     assert_eq!(
-        (row.get(3), row.get(4), row.get(7), row.get(9)),
-        (Some(&"30"), Some(&"128"), Some(&"0"), Some(&"64")),
-        "AEAD_AES_128_GCM_SIV: {auth}"
+        (row.get(2), row.get(3), row.get(4), row.get(7), row.get(9)),
+        (
+            Some(&"1"),
+            Some(&"30"),
+            Some(&"128"),
+            Some(&"0"),
+            Some(&"64")
+        ),
+        "the first session, AEAD_AES_128_GCM_SIV: {auth}"
     );
     assert!(
         d.proc.log().contains("AEAD 30"),
