@@ -163,10 +163,10 @@ impl PendingReply {
             h.refid = *b"NTSN";
             return (nts::nak_response(&h.serialize(), uid), now);
         }
-        let mut out = h.serialize().to_vec();
         if let Some(NtsPart::Reply(req, nonce, cookies)) = &self.nts {
-            return (nts::seal_response(&out, req, nonce, cookies), now);
+            return (nts::seal_response(&h.serialize(), req, nonce, cookies), now);
         }
+        let mut out = h.serialize().to_vec();
         if let Some(k) = self.key_id.and_then(|id| secrets.keys.get(id)) {
             let mac = k.mac(&out, h.version);
             out.extend_from_slice(&mac);

@@ -488,9 +488,13 @@ pub fn check_request(packet: &[u8], keys: &CookieKeys) -> NtsCheck {
     if !fields.iter().any(|f| nts(f.kind)) {
         return NtsCheck::NotNts;
     }
-    let uids: Vec<&Field> = fields.iter().filter(|f| f.kind == EF_UNIQUE_ID).collect();
-    let cookies: Vec<&Field> = fields.iter().filter(|f| f.kind == EF_COOKIE).collect();
-    let (Some(auth), [uid], [cookie]) = (fields.last(), uids.as_slice(), cookies.as_slice()) else {
+    // Exactly one of each (counted without collecting: this runs for every request).
+    let one = |kind: u16| {
+        let mut of_kind = fields.iter().filter(|f| f.kind == kind);
+        of_kind.next().filter(|_| of_kind.next().is_none())
+    };
+    let (Some(auth), Some(uid), Some(cookie)) = (fields.last(), one(EF_UNIQUE_ID), one(EF_COOKIE))
+    else {
         return NtsCheck::Invalid;
     };
     if auth.kind != EF_AUTHENTICATOR || uid.body.len() < MIN_UID_LEN {
@@ -1235,6 +1239,31 @@ mod tests {
             push_field(&mut no_auth, EF_UNIQUE_ID, &[1; 32]);
             push_field(&mut no_auth, EF_COOKIE, &cookie);
             assert_eq!(check_request(&no_auth, &k), NtsCheck::Invalid);
+            // Two unique identifiers or two cookies, each otherwise valid: nothing.
+            for twice in [EF_UNIQUE_ID, EF_COOKIE] {
+                let mut p = vec![0u8; 48];
+                p[0] = 0x23;
+                push_field(&mut p, EF_UNIQUE_ID, &[9u8; 32]);
+                push_field(&mut p, EF_COOKIE, &cookie);
+                let body = if twice == EF_COOKIE {
+                    &cookie[..]
+                } else {
+                    &[8u8; 32][..]
+                };
+                push_field(&mut p, twice, body);
+                let mut ct = Vec::new();
+                let nonce = vec![5u8; aead.nonce_len()];
+                assert!(
+                    Cipher::new(aead, sess.c2s())
+                        .unwrap()
+                        .seal_into(&nonce, &p, b"", &mut ct)
+                );
+                let mut auth = vec![0, nonce.len() as u8, 0, ct.len() as u8];
+                auth.extend_from_slice(&nonce);
+                auth.extend_from_slice(&ct);
+                push_field(&mut p, EF_AUTHENTICATOR, &auth);
+                assert_eq!(check_request(&p, &k), NtsCheck::Invalid, "{twice:#x}");
+            }
             // A short nonce, unpadded (its reply would be larger than the request), or
             // one AES-128-GCM-SIV does not take.
             let short = request_with_nonce(&cookie, 0, &sess, 4);
