@@ -35,6 +35,8 @@ use ntp_common::wire::{LEAP_UNSYNC, STRATUM_UNSYNC};
 use std::net::{IpAddr, SocketAddr};
 
 mod hwstamps;
+#[cfg(test)]
+mod nts_tests;
 mod refclocks;
 
 /// A source's options: its `server`/`pool` line with the global defaults.
@@ -415,27 +417,40 @@ impl<C: EngineClock> Engine<C> {
     pub fn nts_session(&mut self, id: usize, session: crate::nts::ClientSession, now_ns: u64) {
         if let Some(n) = self.sources.get_mut(id).and_then(|s| s.poller.nts_mut()) {
             n.session = Some(session);
-            n.ke_attempts = 0;
             n.last_ke_ns = Some(now_ns);
             n.sessions = n.sessions.saturating_add(1);
         }
     }
 
-    /// Every NTS source's session, saved (see `ClientSession::dump`), by source id.
+    /// Sessions source `id` has had (0: none yet, so a saved one may be restored).
+    pub fn nts_session_count(&self, id: usize) -> u32 {
+        match self.sources.get(id).map(|s| s.poller.auth()) {
+            Some(SourceAuth::Nts(n)) => n.sessions,
+            _ => 0,
+        }
+    }
+
+    /// Every NTS source's usable session, saved (see `ClientSession::dump`), by source
+    /// id: one a NAK left unanswered would only be dropped at the next start.
     pub fn nts_sessions(&self) -> Vec<(usize, String)> {
         self.sources
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.removed)
             .filter_map(|(i, s)| match s.poller.auth() {
-                SourceAuth::Nts(n) => n.session.as_ref().map(|x| (i, x.dump())),
+                SourceAuth::Nts(n) => n
+                    .session
+                    .as_ref()
+                    .filter(|x| x.usable())
+                    .map(|x| (i, x.dump())),
                 _ => None,
             })
             .collect()
     }
 
-    /// Source `id`'s NTS-KE failed; how many have failed in a row.
-    pub fn nts_ke_failed(&mut self, id: usize) -> u16 {
+    /// Source `id` starts an NTS-KE; how many it has started since its last reply that
+    /// verified, this one included (the next waits the longer for it).
+    pub fn nts_ke_started(&mut self, id: usize) -> u16 {
         self.sources
             .get_mut(id)
             .and_then(|s| s.poller.nts_mut())
@@ -443,6 +458,25 @@ impl<C: EngineClock> Engine<C> {
                 n.ke_attempts = n.ke_attempts.saturating_add(1);
                 n.ke_attempts
             })
+    }
+
+    /// A poll of source `id` that could not be sent for want of NTS keys: counted as
+    /// unanswered (chrony's reachability), so a source whose NTS-KE keeps failing becomes
+    /// unreachable and leaves the selection (a pool replaces it).
+    pub fn unsendable_poll(&mut self, id: usize) -> Vec<Log> {
+        let now = self.clock.system_now_ns();
+        let Some(s) = self.sources.get_mut(id).filter(|s| !s.removed) else {
+            return Vec::new();
+        };
+        let was_reachable = s.poller.reach() != 0;
+        s.poller.unsendable();
+        let mut log = Vec::new();
+        if was_reachable && s.poller.reach() == 0 {
+            log.push(Log::Warn(format!("Source {} is unreachable", s.name)));
+            log.extend(self.reselect(None));
+        }
+        log.extend(self.missing_sample(id, now));
+        log
     }
 
     /// Adds a source; returns its id.
@@ -1298,8 +1332,9 @@ impl<C: EngineClock> Engine<C> {
                         .last_ke_ns
                         .map(|t| (now.saturating_sub(t) / 1_000_000_000) as u32);
                     r.ke_attempts = n.ke_attempts;
-                    r.naks = n.naks;
                     if let Some(sess) = &n.session {
+                        // chronyc's NAK column: whether the last request got one.
+                        r.naks = u16::from(sess.nak());
                         r.cookies = sess.cookies() as u16;
                         r.cookie_len = sess.cookie_len() as u16;
                     }

@@ -83,10 +83,9 @@ pub enum SourceAuth {
 pub struct NtsClient {
     /// The session from the last NTS-KE.
     pub session: Option<crate::nts::ClientSession>,
-    /// NTS-KE attempts since the last that succeeded.
+    /// NTS-KE attempts since the last reply that verified (chrony's count: a session
+    /// whose every request gets a NAK keeps counting, and each attempt waits longer).
     pub ke_attempts: u16,
-    /// NTS NAKs received.
-    pub naks: u16,
     /// When the last NTS-KE succeeded (system time, ns).
     pub last_ke_ns: Option<u64>,
     /// Sessions the source has had, from an NTS-KE or restored: chronyc's `KeyID` of an
@@ -225,6 +224,12 @@ impl Poller {
         self.update_reach(reached);
     }
 
+    /// A poll that could not be sent because the source has no usable NTS keys yet (an
+    /// NTS-KE pending or failing): unanswered, as chrony counts it.
+    pub fn unsendable(&mut self) {
+        self.update_reach(false);
+    }
+
     fn update_reach(&mut self, answered: bool) {
         self.reach = (self.reach << 1) | u8::from(answered);
         self.reach_size = (self.reach_size + 1).min(8);
@@ -344,15 +349,9 @@ impl Poller {
             SourceAuth::Nts(n) => {
                 let checked = n.session.as_mut().map(|s| s.reply(datagram));
                 match checked {
-                    Some(Ok(())) => {}
-                    Some(Err(crate::nts::ReplyError::Nak)) => {
-                        // Settled at the next poll (see `NtsClient::needs_ke`).
-                        n.naks = n.naks.saturating_add(1);
-                        return Err(Rejected::Auth);
-                    }
-                    Some(Err(crate::nts::ReplyError::Invalid)) | None => {
-                        return Err(Rejected::Auth);
-                    }
+                    Some(Ok(())) => n.ke_attempts = 0,
+                    // A NAK is settled at the next poll (see `NtsClient::needs_ke`).
+                    Some(Err(_)) | None => return Err(Rejected::Auth),
                 }
             }
             SourceAuth::None | SourceAuth::Missing(_) => {}
@@ -573,13 +572,16 @@ mod tests {
         assert_eq!(p.reply(&answer(&req, true)), Err(Rejected::Auth));
         assert!(p.reply(&answer(&req, false)).is_ok());
         let n = p.nts_mut().unwrap();
-        assert_eq!(n.naks, 1);
+        assert!(!n.session.as_ref().unwrap().nak());
         assert!(!n.needs_ke(), "a valid reply followed the NAK");
+        // A request whose reply is lost: no NAK, nothing to settle.
+        p.request(0x1234_567a, 2, 0, false);
+        assert!(!p.nts_mut().unwrap().needs_ke(), "a lost reply is no NAK");
         // A NAK alone: a new NTS-KE before the next request.
-        let (req, _) = p.request(0x1234_5679, 2, 0, false);
+        let (req, _) = p.request(0x1234_5679, 3, 0, false);
         assert_eq!(p.reply(&answer(&req, true)), Err(Rejected::Auth));
         let n = p.nts_mut().unwrap();
-        assert_eq!(n.naks, 2);
+        assert!(n.session.as_ref().unwrap().nak(), "chronyc's NAK column");
         assert!(n.needs_ke());
     }
 

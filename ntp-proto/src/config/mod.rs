@@ -1654,6 +1654,7 @@ mod tests {
             ("authselectmode sometimes", "invalid mode \"sometimes\""),
             ("ntsaeads 17 31", "none of the algorithms is supported"),
             ("ntsaeads fifteen", "invalid ID \"fifteen\""),
+            ("ntsaeads 15 2147483648", "invalid ID \"2147483648\""),
             ("ntsaeads", "ntsaeads"),
             (
                 "refclock SHM 0 tai",

@@ -100,20 +100,24 @@ pub fn parse_ke_request(msg: &[u8]) -> Result<Option<KeRequest>, KeError> {
         };
         match kind & !CRITICAL {
             REC_END => {
-                if !body.is_empty() || !seen_protocol || at != msg.len() {
+                // As chrony's server: one Next Protocol record, and with NTPv4 one AEAD
+                // record; only a well-formed request is answered by what it offers.
+                let ntpv4 = req.protocols.contains(&PROTOCOL_NTPV4);
+                if !body.is_empty() || !seen_protocol || (ntpv4 && !seen_aead) || at != msg.len() {
                     return Err(ERROR_BAD_REQUEST);
                 }
                 return Ok(Some(req));
             }
             REC_NEXT_PROTOCOL => {
-                if seen_protocol {
+                // Critical and not empty (RFC 8915 4.1.2, as chrony checks).
+                if seen_protocol || !critical || body.is_empty() {
                     return Err(ERROR_BAD_REQUEST);
                 }
                 seen_protocol = true;
                 req.protocols = pairs(body).ok_or(ERROR_BAD_REQUEST)?;
             }
             REC_AEAD => {
-                if seen_aead {
+                if seen_aead || body.is_empty() {
                     return Err(ERROR_BAD_REQUEST);
                 }
                 seen_aead = true;
@@ -125,10 +129,10 @@ pub fn parse_ke_request(msg: &[u8]) -> Result<Option<KeRequest>, KeError> {
                 }
                 req.compliant_128gcm = true;
             }
-            // A client sends no errors or cookies; warnings and server/port wishes are
-            // fine to ignore.
-            REC_ERROR | REC_COOKIE => return Err(ERROR_BAD_REQUEST),
-            REC_WARNING | REC_SERVER | REC_PORT => {}
+            // A client sends no errors, warnings or cookies (chrony refuses them);
+            // server and port wishes are fine to ignore.
+            REC_ERROR | REC_WARNING | REC_COOKIE => return Err(ERROR_BAD_REQUEST),
+            REC_SERVER | REC_PORT => {}
             _ if critical => return Err(ERROR_UNRECOGNIZED_CRITICAL),
             _ => {}
         }
@@ -799,6 +803,11 @@ impl ClientSession {
         !self.cookies.is_empty() && (!self.spent() || self.alternative.is_some())
     }
 
+    /// Whether the last request got a NAK and no valid reply (chronyc's `NAK` column).
+    pub fn nak(&self) -> bool {
+        self.spent()
+    }
+
     /// Whether the last request got a NAK and no valid reply.
     fn spent(&self) -> bool {
         self.nak && !self.answered
@@ -1071,6 +1080,27 @@ mod tests {
             Err(ERROR_BAD_REQUEST)
         );
         assert_eq!(parse_ke_request(&[0x80, 0, 0, 0]), Err(ERROR_BAD_REQUEST));
+        // Malformed as chrony's server reads it, each refused with error 1 (not answered
+        // by what it offers): a Next Protocol record not critical, or empty; NTPv4
+        // without an AEAD record, or with an empty one; a warning from a client.
+        for msg in [
+            &[0, 1, 0, 2, 0, 0, 0, 4, 0, 2, 0, 15, 0x80, 0, 0, 0][..],
+            &[0x80, 1, 0, 0, 0, 4, 0, 2, 0, 15, 0x80, 0, 0, 0],
+            &[0x80, 1, 0, 2, 0, 0, 0x80, 0, 0, 0],
+            &[0x80, 1, 0, 2, 0, 0, 0x80, 4, 0, 0, 0x80, 0, 0, 0],
+            &[
+                0x80, 1, 0, 2, 0, 0, 0, 4, 0, 2, 0, 15, 0, 3, 0, 2, 0, 0, 0x80, 0, 0, 0,
+            ],
+        ] {
+            assert_eq!(parse_ke_request(msg), Err(ERROR_BAD_REQUEST), "{msg:?}");
+        }
+        // Well-formed without NTPv4 (no AEAD record needed): answered with an empty
+        // Next Protocol record.
+        let v5 = parse_ke_request(&[0x80, 1, 0, 2, 0x80, 1, 0x80, 0, 0, 0])
+            .unwrap()
+            .unwrap();
+        assert_eq!(choose_aead(&v5, &Aead::ALL), None);
+        assert_eq!(ke_refusal(&v5), [0x80, 1, 0, 0, 0x80, 0, 0, 0]);
         assert_eq!(
             parse_ke_request(&[0x80, 1, 0, 2, 0, 0, 4, 0, 0, 1, 0, 0x80, 0, 0, 0]),
             Err(ERROR_BAD_REQUEST)
@@ -1460,5 +1490,18 @@ mod tests {
         // An algorithm the client did not offer.
         let gcm = ke_response(&req, Aead::Aes128GcmSiv, &[vec![1; 64]], None, None);
         assert!(parse_ke_response(&gcm, &[Aead::AesSivCmac256]).is_err());
+        assert!(parse_ke_response(&gcm, &Aead::ALL).is_ok());
+        // The AEAD record not of exactly one algorithm, or record 1024 with a body: as
+        // chrony's client, refused (here in place of the record the server sent).
+        assert_eq!(gcm[6..12], [0x80, 4, 0, 2, 0, 30]);
+        let two = [&gcm[..6], &[0x80, 4, 0, 4, 0, 30, 0, 15], &gcm[12..]].concat();
+        assert!(parse_ke_response(&two, &Aead::ALL).is_err(), "{two:?}");
+        let mut long_1024 = gcm.clone();
+        let at = long_1024
+            .windows(4)
+            .position(|w| w == [4, 0, 0, 0])
+            .unwrap();
+        long_1024.splice(at..at + 4, [4, 0, 0, 2, 0, 0]);
+        assert!(parse_ke_response(&long_1024, &Aead::ALL).is_err());
     }
 }

@@ -89,6 +89,9 @@ pub async fn run(
         return;
     }
     let mut reported = false;
+    // The earliest the next NTS-KE may start (chrony's rate limit: each attempt since the
+    // last reply that verified waits twice as long as the one before).
+    let mut next_ke = Instant::now();
     loop {
         if sock.is_none() {
             match ClientSocket::connect(ntp_addr, ctx.hw.is_some()) {
@@ -115,33 +118,39 @@ pub async fn run(
         {
             return;
         }
-        if lock(&ctx.engine).nts_needs_ke(id)
-            && let Some(backoff) = match key_exchange(id, addr, &ctx).await {
-                KeOutcome::Retry(backoff) => Some(backoff),
-                // The NTS-KE server may name another NTP server or port (RFC 8915
-                // 4.1.7, 4.1.8): the cookies are for it, so the polls go there.
-                KeOutcome::Done(named) if named.unwrap_or(addr) != ntp_addr => {
-                    ntp_addr = named.unwrap_or(addr);
+        if lock(&ctx.engine).nts_needs_ke(id) {
+            let started = Instant::now();
+            if started >= next_ke {
+                let (wait, target) = match key_exchange(id, addr, &ctx).await {
+                    KeOutcome::Retry(wait) => (wait, None),
+                    KeOutcome::Done(named, wait) => (wait, Some(named.unwrap_or(addr))),
+                };
+                next_ke = started + wait;
+                // The NTS-KE server may name another NTP server or port (RFC 8915 4.1.7,
+                // 4.1.8): the cookies are for it, so the polls go there.
+                if let Some(t) = target.filter(|t| *t != ntp_addr) {
+                    ntp_addr = t;
                     sock = None;
                     continue;
                 }
-                KeOutcome::Done(_) => None,
             }
-        {
-            // Failed: try again later (chrony's back-off), still answering commands.
-            if let Woken::Stop = wait(
-                sock.as_ref(),
-                id,
-                &ctx,
-                &mut commands,
-                Instant::now() + backoff,
-                None,
-            )
-            .await
-            {
-                return;
+            if lock(&ctx.engine).nts_needs_ke(id) {
+                // No keys to send with: until the next NTS-KE may start, each poll
+                // counts as unanswered (as chronyd counts it), still answering commands.
+                let poll_at =
+                    Instant::now() + Duration::from_secs_f64(lock(&ctx.engine).interval(id));
+                let until = poll_at.min(next_ke);
+                if let Woken::Stop = wait(sock.as_ref(), id, &ctx, &mut commands, until, None).await
+                {
+                    return;
+                }
+                // Not when a command cut the wait short (a burst, back online).
+                if Instant::now() >= poll_at {
+                    let log = lock(&ctx.engine).unsendable_poll(id);
+                    ctx.journal.emit(log);
+                }
+                continue;
             }
-            continue;
         }
         let cookie = net::random_u64();
         let sent_fallback = now_ns();
@@ -207,10 +216,17 @@ fn note_named(nts: &super::nts_ke::NtsContext, id: SourceId, named: Option<Socke
 /// How an NTS-KE ended.
 enum KeOutcome {
     /// The engine has the session; with the NTP server the NTS-KE server named, if it
-    /// named one (its address and port resolved).
-    Done(Option<SocketAddr>),
+    /// named one (its address and port resolved), and how long before another NTS-KE.
+    Done(Option<SocketAddr>, Duration),
     /// Failed: try again after this long.
     Retry(Duration),
+}
+
+/// How long after the start of NTS-KE number `attempts` (since the last reply that
+/// verified) the next may start: 16 s, doubling up to about an hour (chronyd's limit, so
+/// a server that NAKs every request is not asked for a handshake at every poll).
+fn ke_backoff(attempts: u16) -> Duration {
+    Duration::from_secs(16u64 << attempts.saturating_sub(1).min(8))
 }
 
 /// Where the NTS-KE server at `ke_addr` says to send NTP: its server record (a name or
@@ -242,8 +258,8 @@ fn named_ntp_server(
 }
 
 /// Runs an NTS-KE for source `id` (off the timekeeping thread) and gives the engine the
-/// session; on failure, how long to wait before the next attempt (doubling from 16 s to
-/// about an hour, as chrony's retries grow).
+/// session, or restores the one the last run saved; either way, how long before another
+/// NTS-KE may start ([`ke_backoff`]; none after a restored session).
 async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOutcome {
     // Neither can be missing for an NTS source; were one, it is not tried in a loop.
     const NEVER: Duration = Duration::from_hours(1);
@@ -258,8 +274,10 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
         return KeOutcome::Retry(NEVER);
     };
     let (name, port) = (ke.name, ke.port);
-    // A session the last run saved spares an NTS-KE (as chronyd's ntsdumpdir does).
-    if let Some((saved, named)) = nts.take_saved(&name) {
+    // A session the last run saved spares the first NTS-KE (as chronyd's ntsdumpdir
+    // does); never a later one, which a NAK or spent cookies asked for.
+    let first = lock(&ctx.engine).nts_session_count(id) == 0;
+    if let Some((saved, named)) = first.then(|| nts.take_saved(&name)).flatten() {
         info!(
             "Source {name}: NTS session restored, {} cookies{}",
             saved.cookies(),
@@ -267,8 +285,9 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
         );
         lock(&ctx.engine).nts_session(id, saved, now_ns());
         note_named(&nts, id, named);
-        return KeOutcome::Done(named);
+        return KeOutcome::Done(named, Duration::ZERO);
     }
+    let wait = ke_backoff(lock(&ctx.engine).nts_ke_started(id));
     let target = name.clone();
     let certset = ke.certset;
     // Off the timekeeping thread, the TLS configuration too: a certificate set named for
@@ -311,11 +330,9 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
                 info!("Source {name}: NTS-KE done, {n} cookies, AEAD {aead}");
             }
             note_named(&nts, id, named);
-            KeOutcome::Done(named)
+            KeOutcome::Done(named, wait)
         }
         Err(e) => {
-            let attempts = lock(&ctx.engine).nts_ke_failed(id);
-            let wait = Duration::from_secs(16u64 << attempts.saturating_sub(1).min(8));
             warn!("Source {name}: NTS-KE failed: {e:#}; next attempt in {wait:?}");
             KeOutcome::Retry(wait)
         }

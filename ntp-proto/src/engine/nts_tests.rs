@@ -1,0 +1,96 @@
+//! The engine's side of an NTS source: its sessions counted, its NTS-KE attempts reset
+//! by a reply that verifies, and polls it cannot send for want of keys unanswered.
+
+use super::*;
+use crate::clock::{FreeRunning, RealtimeClock};
+use crate::nts::{self, Aead, ClientSession, CookieKeys, NtsCheck, ServerKey, SessionKeys};
+use std::{cell::Cell, rc::Rc};
+
+/// A system clock the test moves.
+struct Sys(Rc<Cell<u64>>);
+
+impl RealtimeClock for Sys {
+    fn now_ns(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+const S: u64 = 1_000_000_000;
+
+/// The NTS server's reply to `req`, synchronised, at `now`.
+fn reply(req: &[u8], server: &CookieKeys, now: u64) -> Vec<u8> {
+    let NtsCheck::Valid(r) = nts::check_request(req, server) else {
+        panic!("the request did not verify");
+    };
+    let q = NtpHeader::parse(&req[..48]).unwrap();
+    let h = NtpHeader {
+        version: 4,
+        mode: 4,
+        stratum: 2,
+        refid: [1, 2, 3, 4],
+        origin_ts: q.transmit_ts,
+        receive_ts: NtpTimestamp::from_unix_ns(now),
+        transmit_ts: NtpTimestamp::from_unix_ns(now),
+        reference_ts: NtpTimestamp::from_unix_ns(now - S),
+        ..Default::default()
+    };
+    let fresh = vec![server.seal(&r.keys, &[4; 16])];
+    nts::seal_response(&h.serialize(), &r, &[5; 16], &fresh)
+}
+
+#[test]
+fn an_nts_source_counts_sessions_and_turns_unreachable_without_keys() {
+    let now = Rc::new(Cell::new(1_700_000_000 * S));
+    let clock = FreeRunning::new(0.0, Sys(now.clone()), 500e-6);
+    let mut e = Engine::new(clock, &SyncConfig::default(), None, 1e-7, None);
+    let opts = SourceOptions {
+        nts: true,
+        ..SourceOptions::default()
+    };
+    let id = e.add_source("198.18.0.1:123".parse().unwrap(), opts);
+    assert!(e.nts_needs_ke(id));
+    assert!(e.transmit(id, 1).is_none(), "no request without keys");
+    assert_eq!(
+        (e.nts_session_count(id), e.authdata_report()[0].key_id),
+        (0, 0)
+    );
+
+    // An NTS-KE (its attempt counted), then a session: chronyc's KeyID 1.
+    let server = CookieKeys::new(ServerKey::new(1, &[9; 16]).unwrap());
+    let keys = SessionKeys::new(Aead::Aes128GcmSiv, &[1; 16], &[2; 16]).unwrap();
+    let cookies = (0..8).map(|i| server.seal(&keys, &[i; 16])).collect();
+    assert_eq!(e.nts_ke_started(id), 1);
+    e.nts_session(id, ClientSession::new(keys, cookies, [3; 16]), now.get());
+    let a = &e.authdata_report()[0];
+    assert_eq!(
+        (a.key_id, a.key_type, a.key_bits, a.ke_attempts),
+        (1, 30, 128, 1)
+    );
+
+    // A reply that verifies: reachable, and the attempts start again from 0.
+    let (req, _) = e.transmit(id, 0x1234_5678).unwrap();
+    now.set(now.get() + S / 100);
+    let wire = WireInfo {
+        local: "198.18.0.2:40000".parse().unwrap(),
+        tx: Stamp::Kernel,
+        rx: Stamp::Kernel,
+    };
+    e.receive(id, &reply(&req, &server, now.get()), now.get(), wire);
+    assert_eq!(e.sources()[id].poller.reach(), 1);
+    assert_eq!(e.authdata_report()[0].ke_attempts, 0);
+
+    // Polls without keys (an NTS-KE failing): unanswered, until the source is
+    // unreachable, which is said once.
+    let mut warnings = Vec::new();
+    for _ in 0..8 {
+        now.set(now.get() + 64 * S);
+        for l in e.unsendable_poll(id) {
+            if let Log::Warn(w) = l {
+                warnings.push(w);
+            }
+        }
+    }
+    assert_eq!(e.sources()[id].poller.reach(), 0);
+    assert_eq!(warnings, ["Source 198.18.0.1 is unreachable"]);
+    assert_eq!(e.sources()[id].polls, 1, "no request was sent for them");
+}
