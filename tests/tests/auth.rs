@@ -586,17 +586,14 @@ fn ntpxd_polls_the_ntp_server_its_nts_ke_server_names() -> Result<()> {
     let (cert, key) = ntpx_tests::self_signed_certificate(&dir, "ntpx.test")?;
     let dump = dir.path().join("dump");
     std::fs::create_dir(&dump)?;
-    let server = Ntpxd::start(
-        &up,
-        &format!(
-            "local stratum 3\nallow all\nport 1123\nntsservercert {}\nntsserverkey {}\n\
-             ntsdumpdir {}\nntsntpserver time.ntpx.test\n",
-            cert.display(),
-            key.display(),
-            dump.display()
-        ),
-        &["--no-xdp"],
-    )?;
+    let server_config = format!(
+        "local stratum 3\nallow all\nport 1123\nntsservercert {}\nntsserverkey {}\n\
+         ntsdumpdir {}\nntsntpserver time.ntpx.test\n",
+        cert.display(),
+        key.display(),
+        dump.display()
+    );
+    let server = Ntpxd::start(&up, &server_config, &["--no-xdp"])?;
     let kept = dir.path().join("client-dump");
     std::fs::create_dir(&kept)?;
     let client_config = format!(
@@ -665,5 +662,37 @@ fn ntpxd_polls_the_ntp_server_its_nts_ke_server_names() -> Result<()> {
     );
     samples(&d)?;
     assert!(!d.proc.log().contains("NTS-KE done"), "{}", d.proc.log());
+
+    // The server loses its cookie keys (restarted without its key file): the restored
+    // cookies get NTS NAKs, and at its next poll the client makes a new NTS-KE (its
+    // second session) and goes on, authenticated.
+    drop(server);
+    std::fs::remove_file(dump.join("ntpx-nts-keys"))?;
+    let server = Ntpxd::start(&up, &server_config, &["--no-xdp"])?;
+    let good = |d: &Ntpxd| {
+        d.ntpxc(&["ntpdata"])
+            .ok()
+            .and_then(|r| ntpdata_field(&r, &link.server_v4, "Total good RX"))
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    d.proc
+        .wait_for_log("NTS-KE done", Duration::from_secs(20))
+        .with_context(|| server.proc.log())?;
+    let before = good(&d);
+    wait_until(
+        Duration::from_secs(20),
+        "samples after the new NTS-KE",
+        || (good(&d) >= before + 3).then_some(()),
+    )
+    .with_context(|| format!("client:\n{}\nserver:\n{}", d.proc.log(), server.proc.log()))?;
+    let auth = d.ntpxc(&["-c", "authdata"])?;
+    let row: Vec<&str> = auth.lines().next().unwrap_or_default().split(',').collect();
+    assert_eq!(
+        (row.get(2), row.get(6), row.get(7)),
+        (Some(&"2"), Some(&"0"), Some(&"0")),
+        "the second session, attempts reset by its replies, no NAK pending: {auth}"
+    );
+    assert!(server.stat("serverstats", "Authenticated NTP packets")? >= 3);
     Ok(())
 }
