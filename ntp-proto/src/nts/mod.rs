@@ -81,15 +81,10 @@ pub fn parse_ke_request(msg: &[u8]) -> Result<Option<KeRequest>, KeError> {
     let (mut seen_protocol, mut seen_aead) = (false, false);
     let mut at = 0;
     loop {
-        let Some(head) = msg.get(at..at + 4) else {
+        let Some((kind, body, next)) = record_at(msg, at) else {
             return Ok(None);
         };
-        let kind = u16::from_be_bytes([head[0], head[1]]);
-        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-        let Some(body) = msg.get(at + 4..at + 4 + len) else {
-            return Ok(None);
-        };
-        at += 4 + len;
+        at = next;
         let critical = kind & CRITICAL != 0;
         let pairs = |b: &[u8]| -> Option<Vec<u16>> {
             (b.len().is_multiple_of(2)).then(|| {
@@ -137,6 +132,16 @@ pub fn parse_ke_request(msg: &[u8]) -> Result<Option<KeRequest>, KeError> {
             _ => {}
         }
     }
+}
+
+/// The NTS-KE record at `at` in `msg`: its type (critical bit included), its body, and
+/// where the next begins; `None` if the message ends before it does.
+fn record_at(msg: &[u8], at: usize) -> Option<(u16, &[u8], usize)> {
+    let head = msg.get(at..at + 4)?;
+    let kind = u16::from_be_bytes([head[0], head[1]]);
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    let body = msg.get(at + 4..at + 4 + len)?;
+    Some((kind, body, at + 4 + len))
 }
 
 fn record(out: &mut Vec<u8>, kind: u16, body: &[u8]) {
@@ -650,15 +655,10 @@ pub fn parse_ke_response(msg: &[u8], offered: &[Aead]) -> Result<Option<KeRespon
     let (mut protocol_ok, mut aead_ok) = (false, false);
     let mut at = 0;
     loop {
-        let Some(head) = msg.get(at..at + 4) else {
+        let Some((kind, body, next)) = record_at(msg, at) else {
             return Ok(None);
         };
-        let kind = u16::from_be_bytes([head[0], head[1]]);
-        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-        let Some(body) = msg.get(at + 4..at + 4 + len) else {
-            return Ok(None);
-        };
-        at += 4 + len;
+        at = next;
         match kind & !CRITICAL {
             REC_END => break,
             REC_NEXT_PROTOCOL => protocol_ok = body == PROTOCOL_NTPV4.to_be_bytes(),
@@ -1401,67 +1401,44 @@ mod tests {
             .collect();
         let mut client = ClientSession::new(old.clone(), cookies.clone(), [4; 16])
             .with_alternative(compliant.clone());
-        let header = [0x23u8; 48];
-        let req = client.request(&header).unwrap();
-        let NtsCheck::Nak { uid } = check_request(&req, &server) else {
-            panic!("the old keys verified");
-        };
-        let mut kiss = [0u8; 48];
-        kiss[12..16].copy_from_slice(b"NTSN");
-        assert_eq!(
-            client.reply(&nak_response(&kiss, &uid)),
-            Err(ReplyError::Nak)
-        );
+        assert_eq!(round(&mut client, &server, false), Err(ReplyError::Nak));
         // The next request, with the cookies left, is under the compliant keys.
         assert!(client.usable(), "the alternative keys are still to try");
-        let req = client.request(&header).unwrap();
+        assert_eq!(round(&mut client, &server, false), Ok(()));
         assert_eq!(client.cookies(), 6, "the cookies are kept");
-        let NtsCheck::Valid(r) = check_request(&req, &server) else {
-            panic!("the compliant keys were not used");
-        };
-        let reply = seal_response(&[0x24; 48], &r, &[6; NONCE_LEN], &[]);
-        assert_eq!(client.reply(&reply), Ok(()));
         // They work: a later NAK with no valid reply means new cookies are needed.
-        let req = client.request(&header).unwrap();
-        let NtsCheck::Valid(r) = check_request(&req, &server) else {
-            panic!();
-        };
-        assert_eq!(
-            client.reply(&nak_response(&kiss, &r.uid)),
-            Err(ReplyError::Nak)
-        );
+        assert_eq!(round(&mut client, &server, true), Err(ReplyError::Nak));
         assert!(!client.usable());
         // A reply that verified under the first keys ends the alternative too: the
         // server exports as chrony 4.4-4.6 do, and a NAK then means the cookies.
         let old_cookies: Vec<Vec<u8>> = (0..8).map(|i| server.seal(&old, &[i; 16])).collect();
         let mut client =
             ClientSession::new(old.clone(), old_cookies, [4; 16]).with_alternative(compliant);
-        let req = client.request(&header).unwrap();
-        let NtsCheck::Valid(r) = check_request(&req, &server) else {
-            panic!();
-        };
-        let reply = seal_response(&[0x24; 48], &r, &[6; NONCE_LEN], &[]);
-        assert_eq!(client.reply(&reply), Ok(()));
-        let req = client.request(&header).unwrap();
-        let NtsCheck::Valid(r) = check_request(&req, &server) else {
-            panic!();
-        };
-        assert_eq!(
-            client.reply(&nak_response(&kiss, &r.uid)),
-            Err(ReplyError::Nak)
-        );
+        assert_eq!(round(&mut client, &server, false), Ok(()));
+        assert_eq!(round(&mut client, &server, true), Err(ReplyError::Nak));
         assert!(!client.usable(), "no switch after a verified reply");
         // Without an alternative, no switch either.
         let mut plain = ClientSession::new(old, cookies, [4; 16]);
-        let req = plain.request(&header).unwrap();
-        let NtsCheck::Nak { uid } = check_request(&req, &server) else {
-            panic!();
-        };
-        assert_eq!(
-            plain.reply(&nak_response(&kiss, &uid)),
-            Err(ReplyError::Nak)
-        );
+        assert_eq!(round(&mut plain, &server, false), Err(ReplyError::Nak));
         assert!(!plain.usable());
+    }
+
+    /// One request of `client` to `server` and the answer to it: the server's own (a
+    /// reply, or a NAK if the request does not verify), or a NAK however it verified
+    /// (`nak`: one an attacker sends, or the server's after it lost its keys).
+    fn round(client: &mut ClientSession, server: &CookieKeys, nak: bool) -> Result<(), ReplyError> {
+        let req = client.request(&[0x23; 48]).expect("a request");
+        let mut kiss = [0u8; 48];
+        kiss[12..16].copy_from_slice(b"NTSN");
+        match check_request(&req, server) {
+            NtsCheck::Valid(r) if !nak => {
+                client.reply(&seal_response(&[0x24; 48], &r, &[6; NONCE_LEN], &[]))
+            }
+            NtsCheck::Valid(NtsRequest { uid, .. }) | NtsCheck::Nak { uid } => {
+                client.reply(&nak_response(&kiss, &uid))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

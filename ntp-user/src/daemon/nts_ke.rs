@@ -10,7 +10,7 @@ use crate::net::random_bytes;
 use anyhow::{Context, Result, anyhow, bail};
 use ntp_proto::{
     config::{Config, NtsServerConfig},
-    nts::{self, Aead, CookieKeys, MAX_KEY_LEN, NONCE_LEN, ServerKey, SessionKeys},
+    nts::{self, CookieKeys, NONCE_LEN, ServerKey},
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use std::{
@@ -360,7 +360,7 @@ fn serve(sh: &Shared, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) -> Result<
         Ok((req, None)) => nts::ke_refusal(&req),
         Ok((req, Some(aead))) => {
             let compliant = nts::request_compliant(&req, aead);
-            let session = export_keys(&s.conn, aead, compliant)?;
+            let session = crate::sources::nts_ke::export_keys(&s.conn, aead, compliant)?;
             debug!("NTS-KE: AEAD {} (compliant export: {compliant})", aead.id());
             let mut cookies = Vec::with_capacity(nts::MAX_COOKIES);
             for _ in 0..nts::MAX_COOKIES {
@@ -387,31 +387,6 @@ fn serve(sh: &Shared, tls: Arc<rustls::ServerConfig>, tcp: TcpStream) -> Result<
     Ok(())
 }
 
-/// The client's NTP keys for `aead`, from the TLS session (RFC 8915 section 5.1), under
-/// the context `compliant` says (see [`nts::exporter_context`]).
-fn export_keys(
-    conn: &rustls::ServerConnection,
-    aead: Aead,
-    compliant: bool,
-) -> Result<SessionKeys> {
-    let n = aead.key_len();
-    let mut c2s = [0u8; MAX_KEY_LEN];
-    let mut s2c = [0u8; MAX_KEY_LEN];
-    conn.export_keying_material(
-        &mut c2s[..n],
-        nts::EXPORTER_LABEL,
-        Some(&nts::exporter_context(aead, compliant, false)),
-    )
-    .context("exporting the client-to-server key")?;
-    conn.export_keying_material(
-        &mut s2c[..n],
-        nts::EXPORTER_LABEL,
-        Some(&nts::exporter_context(aead, compliant, true)),
-    )
-    .context("exporting the server-to-client key")?;
-    SessionKeys::new(aead, &c2s[..n], &s2c[..n]).ok_or_else(|| anyhow!("exported keys"))
-}
-
 /// Where the keys are kept, for the log.
 pub(super) fn dump_path(nts: &NtsServerConfig) -> Option<PathBuf> {
     nts.dump_dir.as_ref().map(|d| d.join(KEYS_FILE))
@@ -420,6 +395,7 @@ pub(super) fn dump_path(nts: &NtsServerConfig) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ntp_proto::nts::{Aead, SessionKeys};
 
     #[test]
     fn cookie_keys_survive_a_restart_in_the_dump_directory() {

@@ -381,6 +381,33 @@ fn certificates_in(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     Ok(out)
 }
 
+/// The NTP keys for `aead` exported from an NTS-KE's TLS session (RFC 8915 5.1), on
+/// either side, under the context `compliant` says (see [`nts::exporter_context`]).
+pub(crate) fn export_keys<D>(
+    conn: &rustls::ConnectionCommon<D>,
+    aead: Aead,
+    compliant: bool,
+) -> Result<SessionKeys> {
+    let n = aead.key_len();
+    let mut keys = [[0u8; MAX_KEY_LEN]; 2];
+    for (s2c, key) in keys.iter_mut().enumerate() {
+        conn.export_keying_material(
+            &mut key[..n],
+            nts::EXPORTER_LABEL,
+            Some(&nts::exporter_context(aead, compliant, s2c == 1)),
+        )
+        .with_context(|| {
+            let which = if s2c == 1 {
+                "server-to-client"
+            } else {
+                "client-to-server"
+            };
+            format!("exporting the {which} key")
+        })?;
+    }
+    SessionKeys::new(aead, &keys[0][..n], &keys[1][..n]).ok_or_else(|| anyhow!("exported keys"))
+}
+
 /// What one NTS-KE gave.
 #[derive(Debug)]
 pub struct Exchanged {
@@ -454,27 +481,7 @@ pub fn key_exchange(
             break r;
         }
     };
-    let export = |compliant: bool| -> Result<SessionKeys> {
-        let aead = response.aead;
-        let n = aead.key_len();
-        let mut c2s = [0u8; MAX_KEY_LEN];
-        let mut s2c = [0u8; MAX_KEY_LEN];
-        s.conn
-            .export_keying_material(
-                &mut c2s[..n],
-                nts::EXPORTER_LABEL,
-                Some(&nts::exporter_context(aead, compliant, false)),
-            )
-            .context("exporting the client-to-server key")?;
-        s.conn
-            .export_keying_material(
-                &mut s2c[..n],
-                nts::EXPORTER_LABEL,
-                Some(&nts::exporter_context(aead, compliant, true)),
-            )
-            .context("exporting the server-to-client key")?;
-        SessionKeys::new(aead, &c2s[..n], &s2c[..n]).ok_or_else(|| anyhow!("exported keys"))
-    };
+    let export = |compliant: bool| export_keys(&s.conn, response.aead, compliant);
     let keys = export(response.compliant_128gcm)?;
     // AES-128-GCM-SIV without the server's word: chrony 4.4-4.6 (the keys above), or a
     // server exporting the RFC's way without knowing chrony's record.
