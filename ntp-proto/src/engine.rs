@@ -460,6 +460,15 @@ impl<C: EngineClock> Engine<C> {
             })
     }
 
+    /// Source `id`'s NTS-KE attempts since its last reply that verified (0: the next
+    /// may start at once).
+    pub fn nts_ke_attempts(&self, id: usize) -> u16 {
+        match self.sources.get(id).map(|s| s.poller.auth()) {
+            Some(SourceAuth::Nts(n)) => n.ke_attempts,
+            _ => 0,
+        }
+    }
+
     /// A poll of source `id` that could not be sent for want of NTS keys: counted as
     /// unanswered (chrony's reachability), so a source whose NTS-KE keeps failing becomes
     /// unreachable and leaves the selection (a pool replaces it).

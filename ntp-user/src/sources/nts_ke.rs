@@ -408,6 +408,20 @@ pub(crate) fn export_keys<D>(
     SessionKeys::new(aead, &keys[0][..n], &keys[1][..n]).ok_or_else(|| anyhow!("exported keys"))
 }
 
+/// Why an NTS-KE failed before any TLS session began (no address, no connection): such
+/// a failure is tried again sooner than one after the server's TLS answered (chrony's
+/// two retry factors).
+#[derive(Debug)]
+pub struct Unreached(pub String);
+
+impl std::fmt::Display for Unreached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unreached {}
+
 /// What one NTS-KE gave.
 #[derive(Debug)]
 pub struct Exchanged {
@@ -445,12 +459,12 @@ pub fn key_exchange(
         Some(ip) => std::net::SocketAddr::new(ip, port),
         None => (name, port)
             .to_socket_addrs()
-            .with_context(|| format!("resolving {name}"))?
+            .map_err(|e| Unreached(format!("resolving {name}: {e}")))?
             .next()
-            .ok_or_else(|| anyhow!("{name} has no address"))?,
+            .ok_or_else(|| Unreached(format!("{name} has no address")))?,
     };
     let tcp = TcpStream::connect_timeout(&addr, TIMEOUT)
-        .with_context(|| format!("connecting to {addr}"))?;
+        .map_err(|e| Unreached(format!("connecting to {addr}: {e}")))?;
     tcp.set_read_timeout(Some(TIMEOUT))?;
     tcp.set_write_timeout(Some(TIMEOUT))?;
     let server = ServerName::try_from(name.to_string())

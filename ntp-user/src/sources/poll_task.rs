@@ -90,7 +90,7 @@ pub async fn run(
     }
     let mut reported = false;
     // The earliest the next NTS-KE may start (chrony's rate limit: each attempt since the
-    // last reply that verified waits twice as long as the one before).
+    // last reply that verified waits twice as long as the one before; none after one).
     let mut next_ke = Instant::now();
     loop {
         if sock.is_none() {
@@ -120,7 +120,7 @@ pub async fn run(
         }
         if lock(&ctx.engine).nts_needs_ke(id) {
             let started = Instant::now();
-            if started >= next_ke {
+            if started >= next_ke || lock(&ctx.engine).nts_ke_attempts(id) == 0 {
                 let (wait, target) = match key_exchange(id, addr, &ctx).await {
                     KeOutcome::Retry(wait) => (wait, None),
                     KeOutcome::Done(named, wait) => (wait, Some(named.unwrap_or(addr))),
@@ -223,10 +223,14 @@ enum KeOutcome {
 }
 
 /// How long after the start of NTS-KE number `attempts` (since the last reply that
-/// verified) the next may start: 16 s, doubling up to about an hour (chronyd's limit, so
-/// a server that NAKs every request is not asked for a handshake at every poll).
-fn ke_backoff(attempts: u16) -> Duration {
-    Duration::from_secs(16u64 << attempts.saturating_sub(1).min(8))
+/// verified) the next may start, as chronyd paces them: 16 s after one that reached no
+/// server, 1024 s after one whose TLS session began (however it ended: a server that
+/// NAKs every request is not asked for a handshake at every poll), doubling with each
+/// attempt up to 2^19 s (six days).
+fn ke_backoff(attempts: u16, reached: bool) -> Duration {
+    let factor: u16 = if reached { 10 } else { 4 };
+    let log2 = factor.saturating_add(attempts.saturating_sub(1)).min(19);
+    Duration::from_secs(1 << log2)
 }
 
 /// Where the NTS-KE server at `ke_addr` says to send NTP: its server record (a name or
@@ -287,7 +291,7 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
         note_named(&nts, id, named);
         return KeOutcome::Done(named, Duration::ZERO);
     }
-    let wait = ke_backoff(lock(&ctx.engine).nts_ke_started(id));
+    let attempts = lock(&ctx.engine).nts_ke_started(id);
     let target = name.clone();
     let certset = ke.certset;
     // Off the timekeeping thread, the TLS configuration too: a certificate set named for
@@ -330,9 +334,11 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
                 info!("Source {name}: NTS-KE done, {n} cookies, AEAD {aead}");
             }
             note_named(&nts, id, named);
-            KeOutcome::Done(named, wait)
+            KeOutcome::Done(named, ke_backoff(attempts, true))
         }
         Err(e) => {
+            let reached = e.downcast_ref::<super::nts_ke::Unreached>().is_none();
+            let wait = ke_backoff(attempts, reached);
             warn!("Source {name}: NTS-KE failed: {e:#}; next attempt in {wait:?}");
             KeOutcome::Retry(wait)
         }
@@ -423,6 +429,49 @@ async fn recv(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nts_ke_attempts_are_paced_as_chronyd_paces_them() {
+        let s = Duration::from_secs;
+        // No server reached: from 16 s; a TLS session begun: from 1024 s; doubling.
+        assert_eq!(ke_backoff(1, false), s(16));
+        assert_eq!(ke_backoff(2, false), s(32));
+        assert_eq!(ke_backoff(1, true), s(1024));
+        assert_eq!(ke_backoff(3, true), s(4096));
+        // At most 2^19 s, however many attempts.
+        assert_eq!(ke_backoff(16, false), s(1 << 19));
+        assert_eq!(ke_backoff(u16::MAX, true), s(1 << 19));
+    }
+
+    #[test]
+    fn an_nts_ke_that_reaches_no_server_says_so() {
+        // A port nothing listens on: refused before any TLS, the shorter retry.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let tls = Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        );
+        let e = super::super::nts_ke::key_exchange(
+            tls,
+            "localhost",
+            Some([127, 0, 0, 1].into()),
+            port,
+            &ntp_proto::nts::Aead::ALL,
+        )
+        .unwrap_err();
+        assert!(
+            e.downcast_ref::<super::super::nts_ke::Unreached>()
+                .is_some(),
+            "{e:#}"
+        );
+    }
 
     #[test]
     fn the_ntp_server_an_nts_ke_server_names_is_where_polls_go() {
