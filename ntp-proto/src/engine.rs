@@ -413,9 +413,22 @@ impl<C: EngineClock> Engine<C> {
             .is_some_and(|n| n.needs_ke())
     }
 
-    /// Source `id`'s NTS-KE at system time `now_ns` gave `session`.
-    pub fn nts_session(&mut self, id: usize, session: crate::nts::ClientSession, now_ns: u64) {
-        if let Some(n) = self.sources.get_mut(id).and_then(|s| s.poller.nts_mut()) {
+    /// Source `id`'s NTS-KE with `addr` at system time `now_ns` gave `session`; dropped if
+    /// the slot has since been given another address or removed (a pool member replaced
+    /// while its NTS-KE ran: the session is the old server's).
+    pub fn nts_session(
+        &mut self,
+        id: usize,
+        addr: SocketAddr,
+        session: crate::nts::ClientSession,
+        now_ns: u64,
+    ) {
+        if let Some(n) = self
+            .sources
+            .get_mut(id)
+            .filter(|s| s.addr == addr && !s.removed)
+            .and_then(|s| s.poller.nts_mut())
+        {
             n.session = Some(session);
             n.last_ke_ns = Some(now_ns);
             n.sessions = n.sessions.saturating_add(1);
@@ -431,7 +444,7 @@ impl<C: EngineClock> Engine<C> {
     }
 
     /// Every NTS source's usable session, saved (see `ClientSession::dump`), by source
-    /// id: one a NAK left unanswered would only be dropped at the next start.
+    /// id: not one a NAK left unanswered (its keys, the ones saved, were just refused).
     pub fn nts_sessions(&self) -> Vec<(usize, String)> {
         self.sources
             .iter()
@@ -441,7 +454,7 @@ impl<C: EngineClock> Engine<C> {
                 SourceAuth::Nts(n) => n
                     .session
                     .as_ref()
-                    .filter(|x| x.usable())
+                    .filter(|x| x.usable() && !x.nak())
                     .map(|x| (i, x.dump())),
                 _ => None,
             })

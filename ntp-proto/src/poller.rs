@@ -225,9 +225,12 @@ impl Poller {
     }
 
     /// A poll that could not be sent because the source has no usable NTS keys yet (an
-    /// NTS-KE pending or failing): unanswered, as chrony counts it.
+    /// NTS-KE pending or failing): unanswered, as chrony counts it, and the end of the
+    /// last request (chrony draws a new unique identifier at such a poll, so a late reply
+    /// to an earlier request is no longer taken).
     pub fn unsendable(&mut self) {
         self.update_reach(false);
+        self.outstanding = None;
     }
 
     fn update_reach(&mut self, answered: bool) {
@@ -575,8 +578,11 @@ mod tests {
         assert!(!n.session.as_ref().unwrap().nak());
         assert!(!n.needs_ke(), "a valid reply followed the NAK");
         // A request whose reply is lost: no NAK, nothing to settle.
-        p.request(0x1234_567a, 2, 0, false);
+        let (late, _) = p.request(0x1234_567a, 2, 0, false);
         assert!(!p.nts_mut().unwrap().needs_ke(), "a lost reply is no NAK");
+        // A poll that could not be sent ends that request: its reply, late, is not taken.
+        p.unsendable();
+        assert_eq!(p.reply(&answer(&late, false)), Err(Rejected::Origin));
         // A NAK alone: a new NTS-KE before the next request.
         let (req, _) = p.request(0x1234_5679, 3, 0, false);
         assert_eq!(p.reply(&answer(&req, true)), Err(Rejected::Auth));

@@ -60,11 +60,21 @@ fn an_nts_source_counts_sessions_and_turns_unreachable_without_keys() {
     let keys = SessionKeys::new(Aead::Aes128GcmSiv, &[1; 16], &[2; 16]).unwrap();
     let cookies = (0..8).map(|i| server.seal(&keys, &[i; 16])).collect();
     assert_eq!(e.nts_ke_started(id), 1);
-    e.nts_session(id, ClientSession::new(keys, cookies, [3; 16]), now.get());
+    let session = ClientSession::new(keys, cookies, [3; 16]);
+    // Not for a slot given to another server meanwhile.
+    let other = "198.18.0.9:123".parse().unwrap();
+    e.nts_session(id, other, session.clone(), now.get());
+    assert!(e.nts_needs_ke(id));
+    e.nts_session(id, e.sources()[id].addr, session, now.get());
     let a = &e.authdata_report()[0];
     assert_eq!(
         (a.key_id, a.key_type, a.key_bits, a.ke_attempts),
         (1, 30, 128, 1)
+    );
+    assert_eq!(
+        e.nts_sessions().len(),
+        1,
+        "a usable session is saved at exit"
     );
 
     // A reply that verifies: reachable, and the attempts start again from 0.
@@ -79,6 +89,23 @@ fn an_nts_source_counts_sessions_and_turns_unreachable_without_keys() {
     assert_eq!(e.sources()[id].poller.reach(), 1);
     assert_eq!(e.authdata_report()[0].ke_attempts, 0);
 
+    // A NAK no reply follows: the session is not saved (its keys were just refused).
+    let (req, _) = e.transmit(id, 0x1234_5679).unwrap();
+    let NtsCheck::Valid(r) = nts::check_request(&req, &server) else {
+        panic!();
+    };
+    let mut kiss = NtpHeader::parse(&reply(&req, &server, now.get())[..48]).unwrap();
+    kiss.stratum = 0;
+    kiss.refid = *b"NTSN";
+    e.receive(
+        id,
+        &nts::nak_response(&kiss.serialize(), &r.uid),
+        now.get(),
+        wire,
+    );
+    assert!(e.nts_sessions().is_empty());
+    assert_eq!(e.authdata_report()[0].naks, 1);
+
     // Polls without keys (an NTS-KE failing): unanswered, until the source is
     // unreachable, which is said once.
     let mut warnings = Vec::new();
@@ -92,5 +119,5 @@ fn an_nts_source_counts_sessions_and_turns_unreachable_without_keys() {
     }
     assert_eq!(e.sources()[id].poller.reach(), 0);
     assert_eq!(warnings, ["Source 198.18.0.1 is unreachable"]);
-    assert_eq!(e.sources()[id].polls, 1, "no request was sent for them");
+    assert_eq!(e.sources()[id].polls, 2, "no request was sent for them");
 }

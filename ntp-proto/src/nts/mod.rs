@@ -97,8 +97,14 @@ pub fn parse_ke_request(msg: &[u8]) -> Result<Option<KeRequest>, KeError> {
             REC_END => {
                 // As chrony's server: one Next Protocol record, and with NTPv4 one AEAD
                 // record; only a well-formed request is answered by what it offers.
+                // End of Message itself critical (RFC 8915 4.1.1).
                 let ntpv4 = req.protocols.contains(&PROTOCOL_NTPV4);
-                if !body.is_empty() || !seen_protocol || (ntpv4 && !seen_aead) || at != msg.len() {
+                if !critical
+                    || !body.is_empty()
+                    || !seen_protocol
+                    || (ntpv4 && !seen_aead)
+                    || at != msg.len()
+                {
                     return Err(ERROR_BAD_REQUEST);
                 }
                 return Ok(Some(req));
@@ -1082,7 +1088,8 @@ mod tests {
         assert_eq!(parse_ke_request(&[0x80, 0, 0, 0]), Err(ERROR_BAD_REQUEST));
         // Malformed as chrony's server reads it, each refused with error 1 (not answered
         // by what it offers): a Next Protocol record not critical, or empty; NTPv4
-        // without an AEAD record, or with an empty one; a warning from a client.
+        // without an AEAD record, or with an empty one; a warning from a client; an End
+        // of Message not critical.
         for msg in [
             &[0, 1, 0, 2, 0, 0, 0, 4, 0, 2, 0, 15, 0x80, 0, 0, 0][..],
             &[0x80, 1, 0, 0, 0, 4, 0, 2, 0, 15, 0x80, 0, 0, 0],
@@ -1091,6 +1098,7 @@ mod tests {
             &[
                 0x80, 1, 0, 2, 0, 0, 0, 4, 0, 2, 0, 15, 0, 3, 0, 2, 0, 0, 0x80, 0, 0, 0,
             ],
+            &[0x80, 1, 0, 2, 0, 0, 0, 4, 0, 2, 0, 15, 0, 0, 0, 0],
         ] {
             assert_eq!(parse_ke_request(msg), Err(ERROR_BAD_REQUEST), "{msg:?}");
         }

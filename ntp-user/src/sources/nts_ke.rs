@@ -19,8 +19,11 @@ use std::{
 };
 use tracing::warn;
 
-/// How long connecting and the exchange may take.
+/// How long connecting, and any one read or write, may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a whole NTS-KE may take (chrony's client limit): a server sending its bytes
+/// slowly cannot hold the source's task.
+const SESSION_LIMIT: Duration = Duration::from_secs(16);
 /// The system's certificate authorities, where Debian and Red Hat keep them.
 const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
@@ -89,32 +92,42 @@ impl NtsContext {
             .flatten()
     }
 
-    /// The session saved for `name` by the last run, taken (the file is removed: its
-    /// cookies are used once; a NAK then brings a new NTS-KE), with the NTP server the
-    /// NTS-KE server had named, if it had.
+    /// The session saved for `name` by the last run with the server at `addr`, taken
+    /// (the file is removed: its cookies are used once; a NAK then brings a new NTS-KE),
+    /// with the NTP server the NTS-KE server had named, if it had. Not one saved for
+    /// another address (a pool's other member), nor one whose file cannot be removed
+    /// (its cookies would be sent again at each start, and linked).
     pub fn take_saved(
         &self,
         name: &str,
+        addr: SocketAddr,
     ) -> Option<(ntp_proto::nts::ClientSession, Option<SocketAddr>)> {
         let path = self.dump_file(name)?;
         let text = std::fs::read_to_string(&path).ok()?;
-        let _ = std::fs::remove_file(&path);
+        let (session, named, source) = split_named(&text);
+        if source.is_some_and(|s| s != addr) {
+            return None;
+        }
+        if let Err(e) = std::fs::remove_file(&path) {
+            warn!("Saved NTS session {} not used: {e}", path.display());
+            return None;
+        }
         let mut prf = [0u8; 16];
         crate::net::random_bytes(&mut prf).ok()?;
-        let (session, named) = split_named(&text);
         Some((
             ntp_proto::nts::ClientSession::restore(&session, prf)?,
             named,
         ))
     }
 
-    /// Saves `dump` (a session) for `name`, readable by the daemon's user alone, with
-    /// the NTP server its NTS-KE server named (`named`).
-    pub fn save(&self, name: &str, dump: &str, named: Option<SocketAddr>) {
+    /// Saves `dump` (a session with the server at `addr`) for `name`, readable by the
+    /// daemon's user alone, with the NTP server its NTS-KE server named (`named`).
+    pub fn save(&self, name: &str, addr: SocketAddr, dump: &str, named: Option<SocketAddr>) {
         let Some(path) = self.dump_file(name) else {
             return;
         };
         let mut text = dump.to_string();
+        text.push_str(&format!("{SOURCE}{addr}\n"));
         if let Some(a) = named {
             text.push_str(&format!("{NAMED}{a}\n"));
         }
@@ -127,20 +140,26 @@ impl NtsContext {
 
 /// The line of a saved session naming the NTP server its NTS-KE server named.
 const NAMED: &str = "ntp-server ";
+/// The line of a saved session naming the source (its NTS-KE server's address) it was
+/// made with.
+const SOURCE: &str = "source ";
 
-/// A saved session's text without its `NAMED` line, and the address that line gives.
-fn split_named(text: &str) -> (String, Option<SocketAddr>) {
-    let mut named = None;
+/// A saved session's text without its `NAMED` and `SOURCE` lines, and the addresses
+/// they give (none in files of earlier versions).
+fn split_named(text: &str) -> (String, Option<SocketAddr>, Option<SocketAddr>) {
+    let (mut named, mut source) = (None, None);
     let mut rest = String::new();
     for line in text.lines() {
         if let Some(a) = line.strip_prefix(NAMED) {
             named = a.trim().parse().ok();
+        } else if let Some(a) = line.strip_prefix(SOURCE) {
+            source = a.trim().parse().ok();
         } else {
             rest.push_str(line);
             rest.push('\n');
         }
     }
-    (rest, named)
+    (rest, named, source)
 }
 
 /// The NTS context when any source uses NTS: a TLS configuration for each certificate
@@ -463,14 +482,30 @@ pub fn key_exchange(
             .next()
             .ok_or_else(|| Unreached(format!("{name} has no address")))?,
     };
+    let deadline = std::time::Instant::now() + SESSION_LIMIT;
     let tcp = TcpStream::connect_timeout(&addr, TIMEOUT)
         .map_err(|e| Unreached(format!("connecting to {addr}: {e}")))?;
-    tcp.set_read_timeout(Some(TIMEOUT))?;
-    tcp.set_write_timeout(Some(TIMEOUT))?;
     let server = ServerName::try_from(name.to_string())
         .map_err(|e| anyhow!("{name} is not a name TLS can check: {e}"))?;
     let conn = rustls::ClientConnection::new(tls, server).context("TLS session")?;
     let mut s = rustls::StreamOwned::new(conn, tcp);
+    // Every read and write within the session's limit.
+    let bound = |sock: &TcpStream| -> Result<()> {
+        let left = deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| anyhow!("the NTS-KE took longer than {SESSION_LIMIT:?}"))?;
+        sock.set_read_timeout(Some(left.min(TIMEOUT)))?;
+        sock.set_write_timeout(Some(left.min(TIMEOUT)))?;
+        Ok(())
+    };
+    while s.conn.is_handshaking() {
+        bound(&s.sock)?;
+        s.conn
+            .complete_io(&mut s.sock)
+            .context("the TLS handshake")?;
+    }
+    bound(&s.sock)?;
     s.write_all(&nts::ke_request(aeads))
         .context("sending the NTS-KE request (TLS handshake)")?;
     s.flush()?;
@@ -483,6 +518,7 @@ pub fn key_exchange(
     let mut msg = Vec::new();
     let mut buf = [0u8; 4096];
     let response = loop {
+        bound(&s.sock)?;
         let n = s.read(&mut buf).context("reading the NTS-KE response")?;
         if n == 0 {
             bail!("the server closed the connection before its response ended");
@@ -517,10 +553,40 @@ mod tests {
 
     #[test]
     fn a_saved_session_keeps_the_ntp_server_it_was_named() {
-        let (rest, named) = split_named("v\nk1\nk2\nc1\nntp-server 198.18.0.9:1123\n");
+        let (rest, named, source) =
+            split_named("v\nk1\nk2\nc1\nsource 198.18.0.1:123\nntp-server 198.18.0.9:1123\n");
         assert_eq!(rest, "v\nk1\nk2\nc1\n");
         assert_eq!(named, Some("198.18.0.9:1123".parse().unwrap()));
-        assert_eq!(split_named("v\nc\n"), ("v\nc\n".to_string(), None));
+        assert_eq!(source, Some("198.18.0.1:123".parse().unwrap()));
+        assert_eq!(split_named("v\nc\n"), ("v\nc\n".to_string(), None, None));
+    }
+
+    #[test]
+    fn a_saved_session_is_taken_once_and_by_its_own_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = NtsContext {
+            tls: Mutex::new(HashMap::new()),
+            trusted: (Vec::new(), false),
+            servers: Mutex::new(HashMap::new()),
+            named: Mutex::new(HashMap::new()),
+            dump_dir: Some(dir.path().to_path_buf()),
+            aeads: Aead::ALL.to_vec(),
+        };
+        let keys = SessionKeys::new(Aead::Aes128GcmSiv, &[1; 16], &[2; 16]).unwrap();
+        let session = ClientSession::new(keys, vec![vec![7; 64]], [0; 16]);
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "198.18.0.1:123".parse().unwrap(),
+            "198.18.0.2:123".parse().unwrap(),
+        );
+        let named = Some("198.18.0.9:1123".parse().unwrap());
+        ctx.save("pool.test", a, &session.dump(), named);
+        assert!(
+            ctx.take_saved("pool.test", b).is_none(),
+            "a pool's other member"
+        );
+        let (restored, n) = ctx.take_saved("pool.test", a).unwrap();
+        assert_eq!((restored.cookies(), n), (1, named));
+        assert!(ctx.take_saved("pool.test", a).is_none(), "taken once");
     }
 
     #[test]

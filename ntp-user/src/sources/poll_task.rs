@@ -135,19 +135,17 @@ pub async fn run(
                 }
             }
             if lock(&ctx.engine).nts_needs_ke(id) {
-                // No keys to send with: until the next NTS-KE may start, each poll
-                // counts as unanswered (as chronyd counts it), still answering commands.
-                let poll_at =
+                // No keys to send with: this poll goes unanswered (as chronyd counts it),
+                // and the next comes an interval later, when an NTS-KE may be due again
+                // (attempted only at a poll, as chronyd does). Commands are answered.
+                let log = lock(&ctx.engine).unsendable_poll(id);
+                ctx.journal.emit(log);
+                let next_poll =
                     Instant::now() + Duration::from_secs_f64(lock(&ctx.engine).interval(id));
-                let until = poll_at.min(next_ke);
-                if let Woken::Stop = wait(sock.as_ref(), id, &ctx, &mut commands, until, None).await
+                if let Woken::Stop =
+                    wait(sock.as_ref(), id, &ctx, &mut commands, next_poll, None).await
                 {
                     return;
-                }
-                // Not when a command cut the wait short (a burst, back online).
-                if Instant::now() >= poll_at {
-                    let log = lock(&ctx.engine).unsendable_poll(id);
-                    ctx.journal.emit(log);
                 }
                 continue;
             }
@@ -267,27 +265,30 @@ fn named_ntp_server(
 async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOutcome {
     // Neither can be missing for an NTS source; were one, it is not tried in a loop.
     const NEVER: Duration = Duration::from_hours(1);
+    // Counted as attempts, so they wait their hour rather than recur at every poll.
     let Some(nts) = ctx.nts.clone() else {
         warn!(
             "Source {addr}: NTS, but no NTS source was configured at start (one added by \
              reload needs a restart of ntpxd); not polled"
         );
+        lock(&ctx.engine).nts_ke_started(id);
         return KeOutcome::Retry(NEVER);
     };
     let Some(ke) = lock(&nts.servers).get(&id).cloned() else {
+        lock(&ctx.engine).nts_ke_started(id);
         return KeOutcome::Retry(NEVER);
     };
     let (name, port) = (ke.name, ke.port);
     // A session the last run saved spares the first NTS-KE (as chronyd's ntsdumpdir
     // does); never a later one, which a NAK or spent cookies asked for.
     let first = lock(&ctx.engine).nts_session_count(id) == 0;
-    if let Some((saved, named)) = first.then(|| nts.take_saved(&name)).flatten() {
+    if let Some((saved, named)) = first.then(|| nts.take_saved(&name, addr)).flatten() {
         info!(
             "Source {name}: NTS session restored, {} cookies{}",
             saved.cookies(),
             named.map_or(String::new(), |a| format!("; NTP server {a}"))
         );
-        lock(&ctx.engine).nts_session(id, saved, now_ns());
+        lock(&ctx.engine).nts_session(id, addr, saved, now_ns());
         note_named(&nts, id, named);
         return KeOutcome::Done(named, Duration::ZERO);
     }
@@ -320,7 +321,7 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
             let response = exchanged.response;
             let n = response.cookies.len();
             let aead = response.aead.id();
-            lock(&ctx.engine).nts_session(id, session, now_ns());
+            lock(&ctx.engine).nts_session(id, addr, session, now_ns());
             if let Some(a) = named {
                 info!(
                     "Source {name}: NTS-KE done, {n} cookies, AEAD {aead}; NTP server {a} \
