@@ -415,24 +415,26 @@ impl<C: EngineClock> Engine<C> {
 
     /// Source `id`'s NTS-KE with `addr` at system time `now_ns` gave `session`; dropped if
     /// the slot has since been given another address or removed (a pool member replaced
-    /// while its NTS-KE ran: the session is the old server's).
+    /// while its NTS-KE ran: the session is the old server's). Whether it was taken.
     pub fn nts_session(
         &mut self,
         id: usize,
         addr: SocketAddr,
         session: crate::nts::ClientSession,
         now_ns: u64,
-    ) {
-        if let Some(n) = self
+    ) -> bool {
+        let Some(n) = self
             .sources
             .get_mut(id)
             .filter(|s| s.addr == addr && !s.removed)
             .and_then(|s| s.poller.nts_mut())
-        {
-            n.session = Some(session);
-            n.last_ke_ns = Some(now_ns);
-            n.sessions = n.sessions.saturating_add(1);
-        }
+        else {
+            return false;
+        };
+        n.session = Some(session);
+        n.last_ke_ns = Some(now_ns);
+        n.sessions = n.sessions.saturating_add(1);
+        true
     }
 
     /// Sessions source `id` has had (0: none yet, so a saved one may be restored).

@@ -381,7 +381,11 @@ fn ntpxd_is_an_nts_client_of_chronyd() -> Result<()> {
         "{}",
         d.proc.log()
     );
-    assert!(dump.join("chrony.test.nts").is_file(), "session saved");
+    assert!(
+        dump.join(format!("chrony.test@{}.nts", link.server_v4))
+            .is_file(),
+        "session saved"
+    );
     let mut d = Ntpxd::start(&me, &client_config, &["--no-xdp"])?;
     d.proc
         .wait_for_log("NTS session restored", Duration::from_secs(10))?;

@@ -63,9 +63,9 @@ fn an_nts_source_counts_sessions_and_turns_unreachable_without_keys() {
     let session = ClientSession::new(keys, cookies, [3; 16]);
     // Not for a slot given to another server meanwhile.
     let other = "198.18.0.9:123".parse().unwrap();
-    e.nts_session(id, other, session.clone(), now.get());
+    assert!(!e.nts_session(id, other, session.clone(), now.get()));
     assert!(e.nts_needs_ke(id));
-    e.nts_session(id, e.sources()[id].addr, session, now.get());
+    assert!(e.nts_session(id, e.sources()[id].addr, session, now.get()));
     let a = &e.authdata_report()[0];
     assert_eq!(
         (a.key_id, a.key_type, a.key_bits, a.ke_attempts),
@@ -120,4 +120,25 @@ fn an_nts_source_counts_sessions_and_turns_unreachable_without_keys() {
     assert_eq!(e.sources()[id].poller.reach(), 0);
     assert_eq!(warnings, ["Source 198.18.0.1 is unreachable"]);
     assert_eq!(e.sources()[id].polls, 2, "no request was sent for them");
+
+    // A new session holding compliant keys in reserve, its first request NAK'd: still
+    // usable (the reserve keys are to be tried), yet not saved, since what would be
+    // saved are the keys just refused.
+    let old = SessionKeys::new(Aead::Aes128GcmSiv, &[5; 16], &[6; 16]).unwrap();
+    let compliant = SessionKeys::new(Aead::Aes128GcmSiv, &[7; 16], &[8; 16]).unwrap();
+    let cookies = (0..8).map(|i| server.seal(&compliant, &[i; 16])).collect();
+    let session = ClientSession::new(old, cookies, [3; 16]).with_alternative(compliant);
+    assert!(e.nts_session(id, e.sources()[id].addr, session, now.get()));
+    let (req, _) = e.transmit(id, 0x1234_567a).unwrap();
+    let NtsCheck::Nak { uid } = nts::check_request(&req, &server) else {
+        panic!("the reserve keys were used first");
+    };
+    let mut kiss = NtpHeader::parse(&req[..48]).unwrap();
+    (kiss.origin_ts, kiss.mode, kiss.stratum) = (kiss.transmit_ts, 4, 0);
+    kiss.refid = *b"NTSN";
+    let nak = nts::nak_response(&kiss.serialize(), &uid);
+    e.receive(id, &nak, now.get(), wire);
+    assert_eq!(e.authdata_report()[0].naks, 1, "the NAK was taken");
+    assert!(!e.nts_needs_ke(id), "the reserve keys are still to try");
+    assert!(e.nts_sessions().is_empty());
 }

@@ -77,18 +77,20 @@ impl NtsContext {
         Ok(c)
     }
 
-    /// Where the session with NTS-KE server `name` is kept.
-    fn dump_file(&self, name: &str) -> Option<std::path::PathBuf> {
+    /// Where the session with NTS-KE server `name` at `addr` is kept (`NAME@IP.nts`, so
+    /// each member of a pool keeps its own, as chronyd keeps them by address), or with
+    /// no address the file of earlier versions (`NAME.nts`).
+    fn dump_file(&self, name: &str, addr: Option<SocketAddr>) -> Option<std::path::PathBuf> {
         // A host name or address; anything else in it could leave the directory.
         let safe = name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+        let file = match addr {
+            Some(a) => format!("{name}@{}.nts", a.ip()),
+            None => format!("{name}.nts"),
+        };
         (safe && !name.starts_with('.'))
-            .then(|| {
-                self.dump_dir
-                    .as_ref()
-                    .map(|d| d.join(format!("{name}.nts")))
-            })
+            .then(|| self.dump_dir.as_ref().map(|d| d.join(file)))
             .flatten()
     }
 
@@ -102,8 +104,11 @@ impl NtsContext {
         name: &str,
         addr: SocketAddr,
     ) -> Option<(ntp_proto::nts::ClientSession, Option<SocketAddr>)> {
-        let path = self.dump_file(name)?;
-        let text = std::fs::read_to_string(&path).ok()?;
+        let (path, text) = [Some(addr), None].into_iter().find_map(|a| {
+            let path = self.dump_file(name, a)?;
+            let text = std::fs::read_to_string(&path).ok()?;
+            Some((path, text))
+        })?;
         let (session, named, source) = split_named(&text);
         if source.is_some_and(|s| s != addr) {
             return None;
@@ -123,7 +128,7 @@ impl NtsContext {
     /// Saves `dump` (a session with the server at `addr`) for `name`, readable by the
     /// daemon's user alone, with the NTP server its NTS-KE server named (`named`).
     pub fn save(&self, name: &str, addr: SocketAddr, dump: &str, named: Option<SocketAddr>) {
-        let Some(path) = self.dump_file(name) else {
+        let Some(path) = self.dump_file(name, Some(addr)) else {
             return;
         };
         let mut text = dump.to_string();
@@ -472,6 +477,70 @@ pub fn key_exchange(
     port: u16,
     aeads: &[Aead],
 ) -> Result<Exchanged> {
+    key_exchange_within(tls, name, address, port, aeads, SESSION_LIMIT)
+}
+
+/// A connection whose every read and write ends by `deadline`: rustls reads as often as
+/// a handshake or a record needs within one call, so a bound checked between calls
+/// would not hold against a server sending a byte at a time.
+struct Bounded {
+    sock: TcpStream,
+    deadline: std::time::Instant,
+}
+
+impl Bounded {
+    /// Sets the socket's timeouts to what is left (at most [`TIMEOUT`]); an error once
+    /// nothing is.
+    fn arm(&self) -> std::io::Result<()> {
+        let left = self
+            .deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "the NTS-KE's time is up")
+            })?;
+        self.sock.set_read_timeout(Some(left.min(TIMEOUT)))?;
+        self.sock.set_write_timeout(Some(left.min(TIMEOUT)))
+    }
+}
+
+impl Read for Bounded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.arm()?;
+        self.sock.read(buf)
+    }
+}
+
+impl Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.arm()?;
+        self.sock.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+/// Whether a failed TLS handshake never got an answer from a TLS server (closed, reset,
+/// silent): retried as soon as a refused connection, as chrony treats a premature end.
+fn unanswered(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionReset, TimedOut, UnexpectedEof, WouldBlock};
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | WouldBlock | TimedOut
+    )
+}
+
+/// [`key_exchange`] with the whole session bounded to `limit`.
+fn key_exchange_within(
+    tls: Arc<rustls::ClientConfig>,
+    name: &str,
+    address: Option<std::net::IpAddr>,
+    port: u16,
+    aeads: &[Aead],
+    limit: Duration,
+) -> Result<Exchanged> {
     // The address polled, so the cookies come from the server the NTP goes to (a name
     // resolving to several servers would otherwise hand out another's).
     let addr = match address {
@@ -482,32 +551,29 @@ pub fn key_exchange(
             .next()
             .ok_or_else(|| Unreached(format!("{name} has no address")))?,
     };
-    let deadline = std::time::Instant::now() + SESSION_LIMIT;
-    let tcp = TcpStream::connect_timeout(&addr, TIMEOUT)
+    let deadline = std::time::Instant::now() + limit;
+    let tcp = TcpStream::connect_timeout(&addr, TIMEOUT.min(limit))
         .map_err(|e| Unreached(format!("connecting to {addr}: {e}")))?;
     let server = ServerName::try_from(name.to_string())
         .map_err(|e| anyhow!("{name} is not a name TLS can check: {e}"))?;
     let conn = rustls::ClientConnection::new(tls, server).context("TLS session")?;
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    // Every read and write within the session's limit.
-    let bound = |sock: &TcpStream| -> Result<()> {
-        let left = deadline
-            .checked_duration_since(std::time::Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| anyhow!("the NTS-KE took longer than {SESSION_LIMIT:?}"))?;
-        sock.set_read_timeout(Some(left.min(TIMEOUT)))?;
-        sock.set_write_timeout(Some(left.min(TIMEOUT)))?;
-        Ok(())
-    };
+    let mut s = rustls::StreamOwned::new(
+        conn,
+        Bounded {
+            sock: tcp,
+            deadline,
+        },
+    );
     while s.conn.is_handshaking() {
-        bound(&s.sock)?;
-        s.conn
-            .complete_io(&mut s.sock)
-            .context("the TLS handshake")?;
+        if let Err(e) = s.conn.complete_io(&mut s.sock) {
+            if unanswered(&e) {
+                return Err(Unreached(format!("the TLS handshake with {addr}: {e}")).into());
+            }
+            return Err(e).context("the TLS handshake");
+        }
     }
-    bound(&s.sock)?;
     s.write_all(&nts::ke_request(aeads))
-        .context("sending the NTS-KE request (TLS handshake)")?;
+        .context("sending the NTS-KE request")?;
     s.flush()?;
     if s.conn.alpn_protocol() != Some(nts::ALPN) {
         bail!(
@@ -518,7 +584,6 @@ pub fn key_exchange(
     let mut msg = Vec::new();
     let mut buf = [0u8; 4096];
     let response = loop {
-        bound(&s.sock)?;
         let n = s.read(&mut buf).context("reading the NTS-KE response")?;
         if n == 0 {
             bail!("the server closed the connection before its response ended");
@@ -579,14 +644,66 @@ mod tests {
             "198.18.0.2:123".parse().unwrap(),
         );
         let named = Some("198.18.0.9:1123".parse().unwrap());
+        // Each member of a pool keeps its own.
         ctx.save("pool.test", a, &session.dump(), named);
+        ctx.save("pool.test", b, &session.dump(), None);
+        assert!(dir.path().join("pool.test@198.18.0.1.nts").is_file());
+        let (restored, n) = ctx.take_saved("pool.test", a).unwrap();
+        assert_eq!((restored.cookies(), n), (1, named));
+        assert!(ctx.take_saved("pool.test", a).is_none(), "taken once");
+        assert_eq!(ctx.take_saved("pool.test", b).unwrap().1, None);
+        // A file of an earlier version (by name alone, no source line) is taken once by
+        // a member; one naming another source is not taken.
+        std::fs::write(dir.path().join("pool.test.nts"), session.dump()).unwrap();
+        assert!(ctx.take_saved("pool.test", b).is_some());
+        assert!(ctx.take_saved("pool.test", a).is_none());
+        let other = format!("{}source 198.18.0.1:123\n", session.dump());
+        std::fs::write(dir.path().join("pool.test.nts"), other).unwrap();
         assert!(
             ctx.take_saved("pool.test", b).is_none(),
             "a pool's other member"
         );
-        let (restored, n) = ctx.take_saved("pool.test", a).unwrap();
-        assert_eq!((restored.cookies(), n), (1, named));
-        assert!(ctx.take_saved("pool.test", a).is_none(), "taken once");
+    }
+
+    #[test]
+    fn a_server_sending_a_byte_at_a_time_cannot_hold_the_nts_ke() {
+        // A listener that never completes a handshake: a byte every 100 ms, for ever.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut c, _)) = listener.accept() {
+                // A TLS record header announcing a long handshake message, then its body
+                // slowly.
+                let _ = c.write_all(&[22, 3, 3, 0x40, 0]);
+                while c.write_all(&[0]).is_ok() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+        let tls = Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        );
+        let start = std::time::Instant::now();
+        let limit = Duration::from_millis(1500);
+        let e = key_exchange_within(
+            tls,
+            "localhost",
+            Some([127, 0, 0, 1].into()),
+            port,
+            &Aead::ALL,
+            limit,
+        )
+        .unwrap_err();
+        let took = start.elapsed();
+        assert!(took < limit + Duration::from_secs(1), "{took:?}: {e:#}");
+        // Timed out without a TLS answer: retried as soon as an unreachable server.
+        assert!(e.downcast_ref::<Unreached>().is_some(), "{e:#}");
     }
 
     #[test]

@@ -126,6 +126,15 @@ pub async fn run(
                     KeOutcome::Done(named, wait) => (wait, Some(named.unwrap_or(addr))),
                 };
                 next_ke = started + wait;
+                // The slot may have been given to another server while the NTS-KE ran
+                // (a pool member replaced): nothing more of it is this task's.
+                if lock(&ctx.engine)
+                    .sources()
+                    .get(id)
+                    .is_none_or(|s| s.addr != addr || s.removed)
+                {
+                    return;
+                }
                 // The NTS-KE server may name another NTP server or port (RFC 8915 4.1.7,
                 // 4.1.8): the cookies are for it, so the polls go there.
                 if let Some(t) = target.filter(|t| *t != ntp_addr) {
@@ -288,8 +297,9 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
             saved.cookies(),
             named.map_or(String::new(), |a| format!("; NTP server {a}"))
         );
-        lock(&ctx.engine).nts_session(id, addr, saved, now_ns());
-        note_named(&nts, id, named);
+        if lock(&ctx.engine).nts_session(id, addr, saved, now_ns()) {
+            note_named(&nts, id, named);
+        }
         return KeOutcome::Done(named, Duration::ZERO);
     }
     let attempts = lock(&ctx.engine).nts_ke_started(id);
@@ -321,7 +331,7 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
             let response = exchanged.response;
             let n = response.cookies.len();
             let aead = response.aead.id();
-            lock(&ctx.engine).nts_session(id, addr, session, now_ns());
+            let accepted = lock(&ctx.engine).nts_session(id, addr, session, now_ns());
             if let Some(a) = named {
                 info!(
                     "Source {name}: NTS-KE done, {n} cookies, AEAD {aead}; NTP server {a} \
@@ -334,7 +344,9 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
             } else {
                 info!("Source {name}: NTS-KE done, {n} cookies, AEAD {aead}");
             }
-            note_named(&nts, id, named);
+            if accepted {
+                note_named(&nts, id, named);
+            }
             KeOutcome::Done(named, ke_backoff(attempts, true))
         }
         Err(e) => {
