@@ -612,6 +612,19 @@ fn key_exchange_within(
     })
 }
 
+/// A TLS client configuration that trusts no certificate (for tests that never get
+/// that far).
+#[cfg(test)]
+pub(crate) fn trusting_nothing() -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -680,15 +693,7 @@ mod tests {
                 }
             }
         });
-        let tls = Arc::new(
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-        );
+        let tls = trusting_nothing();
         let start = std::time::Instant::now();
         let limit = Duration::from_millis(1500);
         let e = key_exchange_within(
