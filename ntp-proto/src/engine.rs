@@ -437,17 +437,18 @@ impl<C: EngineClock> Engine<C> {
         true
     }
 
-    /// Sessions source `id` has had (0: none yet, so a saved one may be restored).
-    pub fn nts_session_count(&self, id: usize) -> u32 {
+    /// Source `id`'s NTS state, if it uses NTS (its sessions, NTS-KE attempts).
+    pub fn nts_client(&self, id: usize) -> Option<&NtsClient> {
         match self.sources.get(id).map(|s| s.poller.auth()) {
-            Some(SourceAuth::Nts(n)) => n.sessions,
-            _ => 0,
+            Some(SourceAuth::Nts(n)) => Some(n),
+            _ => None,
         }
     }
 
     /// Every NTS source's usable session, saved (see `ClientSession::dump`), by source
-    /// id: not one a NAK left unanswered (its keys, the ones saved, were just refused).
-    pub fn nts_sessions(&self) -> Vec<(usize, String)> {
+    /// id with the source's address: not one a NAK left unanswered (its keys, the ones
+    /// saved, were just refused).
+    pub fn nts_sessions(&self) -> Vec<(usize, SocketAddr, String)> {
         self.sources
             .iter()
             .enumerate()
@@ -457,7 +458,7 @@ impl<C: EngineClock> Engine<C> {
                     .session
                     .as_ref()
                     .filter(|x| x.usable() && !x.nak())
-                    .map(|x| (i, x.dump())),
+                    .map(|x| (i, s.addr, x.dump())),
                 _ => None,
             })
             .collect()
@@ -473,15 +474,6 @@ impl<C: EngineClock> Engine<C> {
                 n.ke_attempts = n.ke_attempts.saturating_add(1);
                 n.ke_attempts
             })
-    }
-
-    /// Source `id`'s NTS-KE attempts since its last reply that verified (0: the next
-    /// may start at once).
-    pub fn nts_ke_attempts(&self, id: usize) -> u16 {
-        match self.sources.get(id).map(|s| s.poller.auth()) {
-            Some(SourceAuth::Nts(n)) => n.ke_attempts,
-            _ => 0,
-        }
     }
 
     /// A poll of source `id` that could not be sent for want of NTS keys: counted as

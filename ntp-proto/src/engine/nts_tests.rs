@@ -51,7 +51,10 @@ fn an_nts_source_counts_sessions_and_turns_unreachable_without_keys() {
     assert!(e.nts_needs_ke(id));
     assert!(e.transmit(id, 1).is_none(), "no request without keys");
     assert_eq!(
-        (e.nts_session_count(id), e.authdata_report()[0].key_id),
+        (
+            e.nts_client(id).unwrap().sessions,
+            e.authdata_report()[0].key_id
+        ),
         (0, 0)
     );
 

@@ -71,8 +71,8 @@ impl Aead {
     }
 }
 
-/// A key ready to use, its key schedule made once: kept for the server's cookie keys
-/// and a client's session, made per request for the keys a cookie carries.
+/// A key ready to use, its key schedule made once: kept for the server's cookie keys,
+/// made per use for a session's keys.
 #[derive(Clone)]
 pub enum Cipher {
     /// AES-SIV-CMAC-256. The crate's instance needs `&mut` and is not `Clone`, so the

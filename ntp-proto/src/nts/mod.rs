@@ -806,16 +806,11 @@ impl ClientSession {
     /// Whether requests can go on: cookies left, and no NAK unanswered by a valid reply
     /// that the alternative keys cannot meet (else a new NTS-KE is needed).
     pub fn usable(&self) -> bool {
-        !self.cookies.is_empty() && (!self.spent() || self.alternative.is_some())
+        !self.cookies.is_empty() && (!self.nak() || self.alternative.is_some())
     }
 
     /// Whether the last request got a NAK and no valid reply (chronyc's `NAK` column).
     pub fn nak(&self) -> bool {
-        self.spent()
-    }
-
-    /// Whether the last request got a NAK and no valid reply.
-    fn spent(&self) -> bool {
         self.nak && !self.answered
     }
 
@@ -892,7 +887,7 @@ impl ClientSession {
         if !self.usable() {
             return None;
         }
-        if self.spent() {
+        if self.nak() {
             // Only a NAK since the NTS-KE: our keys, not the cookies, are wrong.
             self.keys = *self.alternative.take()?;
         }

@@ -224,18 +224,10 @@ impl SyncHandle {
     /// run needs no NTS-KE (at exit).
     pub fn save_nts_sessions(&self) {
         let Some(nts) = &self.ctx.nts else { return };
-        let (sessions, addrs): (Vec<_>, Vec<_>) = {
-            let engine = lock(&self.engine);
-            let sessions = engine.nts_sessions();
-            let addrs = sessions
-                .iter()
-                .map(|(id, _)| engine.sources().get(*id).map(|s| s.addr))
-                .collect();
-            (sessions, addrs)
-        };
+        let sessions = lock(&self.engine).nts_sessions();
         let servers = lock(&nts.servers);
-        for ((id, dump), addr) in sessions.into_iter().zip(addrs) {
-            if let (Some(ke), Some(addr)) = (servers.get(&id), addr) {
+        for (id, addr, dump) in sessions {
+            if let Some(ke) = servers.get(&id) {
                 let named = lock(&nts.named).get(&id).copied();
                 nts.save(&ke.name, addr, &dump, named);
             }

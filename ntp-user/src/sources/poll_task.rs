@@ -111,16 +111,15 @@ pub async fn run(
         }
         // The slot may have been given another address (or removed) while a Stop was
         // lost: the engine, not the message, says whose it is.
-        if lock(&ctx.engine)
-            .sources()
-            .get(id)
-            .is_none_or(|s| s.addr != addr || s.removed)
-        {
+        if !still_ours(&ctx, id, addr) {
             return;
         }
         if lock(&ctx.engine).nts_needs_ke(id) {
             let started = Instant::now();
-            if started >= next_ke || lock(&ctx.engine).nts_ke_attempts(id) == 0 {
+            let attempts = lock(&ctx.engine)
+                .nts_client(id)
+                .map_or(0, |n| n.ke_attempts);
+            if started >= next_ke || attempts == 0 {
                 let (wait, target) = match key_exchange(id, addr, &ctx).await {
                     KeOutcome::Retry(wait) => (wait, None),
                     KeOutcome::Done(named, wait) => (wait, Some(named.unwrap_or(addr))),
@@ -128,11 +127,7 @@ pub async fn run(
                 next_ke = started + wait;
                 // The slot may have been given to another server while the NTS-KE ran
                 // (a pool member replaced): nothing more of it is this task's.
-                if lock(&ctx.engine)
-                    .sources()
-                    .get(id)
-                    .is_none_or(|s| s.addr != addr || s.removed)
-                {
+                if !still_ours(&ctx, id, addr) {
                     return;
                 }
                 // The NTS-KE server may name another NTP server or port (RFC 8915 4.1.7,
@@ -220,6 +215,15 @@ fn note_named(nts: &super::nts_ke::NtsContext, id: SourceId, named: Option<Socke
     };
 }
 
+/// Whether slot `id` is still the source at `addr` this task polls (not removed, not
+/// given to another server).
+fn still_ours(ctx: &PollContext, id: SourceId, addr: SocketAddr) -> bool {
+    lock(&ctx.engine)
+        .sources()
+        .get(id)
+        .is_some_and(|s| s.addr == addr && !s.removed)
+}
+
 /// How an NTS-KE ended.
 enum KeOutcome {
     /// The engine has the session; with the NTP server the NTS-KE server named, if it
@@ -290,7 +294,9 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
     let (name, port) = (ke.name, ke.port);
     // A session the last run saved spares the first NTS-KE (as chronyd's ntsdumpdir
     // does); never a later one, which a NAK or spent cookies asked for.
-    let first = lock(&ctx.engine).nts_session_count(id) == 0;
+    let first = lock(&ctx.engine)
+        .nts_client(id)
+        .is_none_or(|n| n.sessions == 0);
     if let Some((saved, named)) = first.then(|| nts.take_saved(&name, addr)).flatten() {
         info!(
             "Source {name}: NTS session restored, {} cookies{}",
