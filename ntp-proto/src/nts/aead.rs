@@ -3,8 +3,12 @@
 //! chrony prefers: half the key, so shorter cookies, and POLYVAL on carry-less
 //! multiplication in place of AES-SIV's serial chain of CMAC blocks.
 
-use aes_gcm_siv::{Aes128GcmSiv, aead::AeadInPlace};
-use aes_siv::{KeyInit, siv::Aes128Siv};
+use super::siv;
+use aes_gcm_siv::{AesGcmSiv, KeyInit, aead::AeadInPlace};
+
+/// AES-128-GCM-SIV on the encrypt-only AES-128 (the crate's default type also
+/// schedules decryption keys, which GCM-SIV never uses, for every message's key).
+type Aes128GcmSiv = AesGcmSiv<aes::Aes128Enc>;
 
 /// Bytes of an authentication tag (both algorithms).
 pub(super) const TAG_LEN: usize = 16;
@@ -71,108 +75,143 @@ impl Aead {
     }
 }
 
-/// A key ready to use, its key schedule made once: kept for the server's cookie keys,
-/// made per use for a session's keys.
+/// A key of an algorithm. A session's keys are scheduled per message (an NTS server's
+/// change with nearly every request, and the `aes` crate's key schedules are too large
+/// to move around cheaply); a kept key's AES-128-GCM-SIV key-generating key is
+/// scheduled once.
 #[derive(Clone)]
-pub enum Cipher {
-    /// AES-SIV-CMAC-256. The crate's instance needs `&mut` and is not `Clone`, so the
-    /// key is kept and the instance made per use.
-    AesSivCmac256([u8; 32]),
-    /// AES-128-GCM-SIV, its key-generating key scheduled.
-    Aes128GcmSiv(Box<Aes128GcmSiv>),
+pub struct Cipher {
+    aead: Aead,
+    key: [u8; MAX_KEY_LEN],
+    scheduled: Option<Box<Aes128GcmSiv>>,
 }
 
 impl Cipher {
-    /// `key` for `aead`, or `None` if its length is not the algorithm's.
+    /// `key` for `aead`, kept and used many times (the server's cookie keys), or `None`
+    /// if its length is not the algorithm's.
     pub fn new(aead: Aead, key: &[u8]) -> Option<Cipher> {
         if key.len() != aead.key_len() {
             return None;
         }
         let mut k = [0u8; MAX_KEY_LEN];
         k[..key.len()].copy_from_slice(key);
-        Some(Cipher::from_key(aead, &k))
+        let mut c = Cipher::from_key(aead, &k);
+        if aead == Aead::Aes128GcmSiv {
+            c.scheduled = Some(Box::new(c.gcm_siv_key()));
+        }
+        Some(c)
     }
 
-    /// The key for `aead` in the first [`Aead::key_len`] bytes of `key`.
+    /// The key for `aead` in the first [`Aead::key_len`] bytes of `key`, for a few
+    /// messages.
     pub(super) fn from_key(aead: Aead, key: &[u8; MAX_KEY_LEN]) -> Cipher {
-        match aead {
-            Aead::AesSivCmac256 => Cipher::AesSivCmac256(*key),
-            Aead::Aes128GcmSiv => {
-                let mut k = [0u8; 16];
-                k.copy_from_slice(&key[..16]);
-                Cipher::Aes128GcmSiv(Box::new(Aes128GcmSiv::new(&k.into())))
-            }
+        Cipher {
+            aead,
+            key: *key,
+            scheduled: None,
+        }
+    }
+
+    fn gcm_siv_key(&self) -> Aes128GcmSiv {
+        Aes128GcmSiv::new(aes::Block::from_slice(&self.key[..16]))
+    }
+
+    /// `f` of the AES-128-GCM-SIV key, scheduled now unless it was kept.
+    fn with_gcm_siv<R>(&self, f: impl FnOnce(&Aes128GcmSiv) -> R) -> R {
+        match &self.scheduled {
+            Some(c) => f(c),
+            None => f(&self.gcm_siv_key()),
         }
     }
 
     /// Its algorithm.
     pub fn aead(&self) -> Aead {
-        match self {
-            Cipher::AesSivCmac256(_) => Aead::AesSivCmac256,
-            Cipher::Aes128GcmSiv(_) => Aead::Aes128GcmSiv,
-        }
+        self.aead
     }
 
     /// Appends to `out` the ciphertext of `plain` under `nonce` and `ad` as NTS carries
     /// it (RFC 5297's tag first; RFC 8452's tag last). `false` if the nonce is not one
     /// the algorithm takes.
     pub fn seal_into(&self, nonce: &[u8], ad: &[u8], plain: &[u8], out: &mut Vec<u8>) -> bool {
-        if !self.aead().takes_nonce(nonce.len()) {
-            return false;
-        }
         let at = out.len();
-        let sealed = match self {
-            Cipher::AesSivCmac256(key) => {
-                out.resize(at + TAG_LEN, 0);
-                out.extend_from_slice(plain);
-                let mut siv = Aes128Siv::new(key.into());
-                siv.encrypt_in_place_detached([ad, nonce], &mut out[at + TAG_LEN..])
-                    .map(|tag| out[at..at + TAG_LEN].copy_from_slice(&tag))
-            }
-            Cipher::Aes128GcmSiv(c) => {
-                out.extend_from_slice(plain);
-                c.encrypt_in_place_detached(nonce.into(), ad, &mut out[at..])
-                    .map(|tag| out.extend_from_slice(&tag))
-            }
-        };
-        if sealed.is_err() {
-            // Only for inputs past the algorithms' limits (gigabytes): nothing half-made.
+        out.extend_from_slice(plain);
+        out.resize(out.len() + TAG_LEN, 0);
+        let sealed = self.seal_in_place(nonce, ad, &mut out[at..]);
+        if !sealed {
             out.truncate(at);
         }
-        sealed.is_ok()
+        sealed
+    }
+
+    /// Seals in place: `buf` holds the plaintext followed by [`TAG_LEN`] bytes of room,
+    /// and then the ciphertext as NTS carries it. `false`, and `buf` unchanged, if the
+    /// nonce is not one the algorithm takes or `buf` has no room for the tag.
+    pub fn seal_in_place(&self, nonce: &[u8], ad: &[u8], buf: &mut [u8]) -> bool {
+        if !self.aead().takes_nonce(nonce.len()) || buf.len() < TAG_LEN {
+            return false;
+        }
+        let plain_len = buf.len() - TAG_LEN;
+        match self.aead {
+            Aead::AesSivCmac256 => {
+                buf.copy_within(..plain_len, TAG_LEN);
+                let key = &self.key;
+                let tag = siv::seal(key, &[ad, nonce], &mut buf[TAG_LEN..]);
+                buf[..TAG_LEN].copy_from_slice(&tag);
+                true
+            }
+            Aead::Aes128GcmSiv => {
+                let (plain, tag_room) = buf.split_at_mut(plain_len);
+                match self.with_gcm_siv(|c| c.encrypt_in_place_detached(nonce.into(), ad, plain)) {
+                    Ok(tag) => {
+                        tag_room.copy_from_slice(&tag);
+                        true
+                    }
+                    // Only for inputs past the algorithm's limits (gigabytes).
+                    Err(_) => false,
+                }
+            }
+        }
     }
 
     /// The plaintext of `ct` (as [`Self::seal_into`] made it) under `nonce` and `ad`, or
     /// `None` if it does not verify.
     pub fn open(&self, nonce: &[u8], ad: &[u8], ct: &[u8]) -> Option<Vec<u8>> {
-        if !self.aead().takes_nonce(nonce.len()) || ct.len() < TAG_LEN {
-            return None;
+        let mut plain = vec![0; ct.len().checked_sub(TAG_LEN)?];
+        self.open_into(nonce, ad, ct, &mut plain).then_some(plain)
+    }
+
+    /// Decrypts `ct` into `plain`, which must be [`TAG_LEN`] bytes shorter; `false` (and
+    /// `plain` not the plaintext) if it does not verify or the lengths do not fit.
+    pub fn open_into(&self, nonce: &[u8], ad: &[u8], ct: &[u8], plain: &mut [u8]) -> bool {
+        if !self.aead().takes_nonce(nonce.len()) || ct.len() != plain.len() + TAG_LEN {
+            return false;
         }
-        match self {
-            Cipher::AesSivCmac256(key) => {
+        match self.aead {
+            Aead::AesSivCmac256 => {
                 let (tag, body) = ct.split_at(TAG_LEN);
-                let mut plain = body.to_vec();
-                let mut siv = Aes128Siv::new(key.into());
-                siv.decrypt_in_place_detached([ad, nonce], &mut plain, tag.into())
-                    .ok()?;
-                Some(plain)
+                plain.copy_from_slice(body);
+                let Ok(tag) = tag.try_into() else {
+                    return false;
+                };
+                siv::open(&self.key, &[ad, nonce], plain, tag)
             }
-            Cipher::Aes128GcmSiv(c) => {
-                let (body, tag) = ct.split_at(ct.len() - TAG_LEN);
-                let mut plain = body.to_vec();
-                c.decrypt_in_place_detached(nonce.into(), ad, &mut plain, tag.into())
-                    .ok()?;
-                Some(plain)
+            Aead::Aes128GcmSiv => {
+                let (body, tag) = ct.split_at(plain.len());
+                plain.copy_from_slice(body);
+                self.with_gcm_siv(|c| {
+                    c.decrypt_in_place_detached(nonce.into(), ad, plain, tag.into())
+                })
+                .is_ok()
             }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn unhex(s: &str) -> Vec<u8> {
+    pub(in crate::nts) fn unhex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
         (0..s.len())
             .step_by(2)
@@ -203,18 +242,13 @@ mod tests {
     }
 
     #[test]
-    fn siv_cmac_matches_rfc_5297_vector() {
-        // RFC 5297 A.1 uses a single header and no nonce; NTS always passes a nonce,
-        // so its layout (tag first) is checked against the crate's own AEAD form.
+    fn siv_cmac_carries_the_tag_first_over_ad_then_nonce() {
+        // RFC 8915 5.6: the associated data, then the nonce, as S2V's headers; the
+        // vectors themselves are checked in `siv`.
+        use aes_siv::{KeyInit as _, siv::Aes128Siv};
         let key = unhex("fffefdfc fbfaf9f8 f7f6f5f4 f3f2f1f0 f0f1f2f3 f4f5f6f7 f8f9fafb fcfdfeff");
         let ad = unhex("10111213 14151617 18191a1b 1c1d1e1f 20212223 24252627");
         let plain = unhex("11223344 55667788 99aabbcc ddee");
-        let mut siv = Aes128Siv::new(key.as_slice().into());
-        let want = siv.encrypt([&ad], &plain).unwrap();
-        assert_eq!(
-            want,
-            unhex("85632d07c6e8f37f950acd320a2ecc93 40c02b9690c4dc04daef7f6afe5c")
-        );
         let c = Cipher::new(Aead::AesSivCmac256, &key).unwrap();
         let mut out = Vec::new();
         assert!(c.seal_into(&[7; 16], &ad, &plain, &mut out));

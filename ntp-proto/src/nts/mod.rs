@@ -3,6 +3,7 @@
 //! and the sockets; random bytes (keys, nonces) come in as arguments.
 
 mod aead;
+mod siv;
 
 use aead::TAG_LEN;
 pub use aead::{Aead, Cipher, MAX_KEY_LEN, MAX_NONCE_LEN};
@@ -421,9 +422,12 @@ impl CookieKeys {
         let k = self.keys.iter().find(|k| k.id == id)?;
         let nonce_end = 4 + k.aead().nonce_len();
         let nonce = cookie.get(4..nonce_end)?;
-        let plain = k
-            .cipher
-            .open(nonce, &cookie[..4], cookie.get(nonce_end..)?)?;
+        let sealed = cookie.get(nonce_end..)?;
+        let mut buf = [0u8; 2 * MAX_KEY_LEN];
+        let plain = buf.get_mut(..sealed.len().checked_sub(TAG_LEN)?)?;
+        if !k.cipher.open_into(nonce, &cookie[..4], sealed, plain) {
+            return None;
+        }
         let n = plain.len() / 2;
         let aead = Aead::from_key_len(n).filter(|_| plain.len() == 2 * n)?;
         SessionKeys::new(aead, &plain[..n], &plain[n..])
@@ -437,26 +441,57 @@ struct Field<'a> {
     body: &'a [u8],
 }
 
-/// The extension fields after the 48-byte header, or `None` if they are malformed (as
-/// chrony's `NEF_ParseField`: at least 16 bytes, whole words, inside the packet).
-fn fields(packet: &[u8]) -> Option<Vec<Field<'_>>> {
-    let mut out = Vec::new();
-    let mut at = ntp_common::wire::NTP_HEADER_LEN;
-    while at < packet.len() {
-        let head = packet.get(at..at + 4)?;
-        let kind = u16::from_be_bytes([head[0], head[1]]);
-        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-        if len < MIN_EF_LEN || !len.is_multiple_of(4) || at + len > packet.len() {
-            return None;
-        }
-        out.push(Field {
+/// The extension fields after the 48-byte header, all well-formed: read in place, as
+/// often as needed (walking a few fields costs less than collecting them).
+#[derive(Clone, Copy)]
+struct Fields<'a> {
+    packet: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    /// Each field in order.
+    fn iter(self) -> impl Iterator<Item = Field<'a>> {
+        let mut at = ntp_common::wire::NTP_HEADER_LEN;
+        std::iter::from_fn(move || {
+            let (field, len) = field_at(self.packet, at)?;
+            at += len;
+            Some(field)
+        })
+    }
+
+    /// The last field.
+    fn last(self) -> Option<Field<'a>> {
+        self.iter().last()
+    }
+}
+
+/// The field at `at` and its length, if one is there and well-formed (as chrony's
+/// `NEF_ParseField`: at least 16 bytes, whole words, inside the packet).
+fn field_at(packet: &[u8], at: usize) -> Option<(Field<'_>, usize)> {
+    let head = packet.get(at..at + 4)?;
+    let kind = u16::from_be_bytes([head[0], head[1]]);
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    if len < MIN_EF_LEN || !len.is_multiple_of(4) {
+        return None;
+    }
+    let body = packet.get(at + 4..at + len)?;
+    Some((
+        Field {
             kind,
             start: at,
-            body: &packet[at + 4..at + len],
-        });
-        at += len;
+            body,
+        },
+        len,
+    ))
+}
+
+/// The extension fields of `packet`, or `None` if any is malformed.
+fn fields(packet: &[u8]) -> Option<Fields<'_>> {
+    let mut at = ntp_common::wire::NTP_HEADER_LEN;
+    while at < packet.len() {
+        at += field_at(packet, at)?.1;
     }
-    Some(out)
+    Some(Fields { packet })
 }
 
 /// A verified NTS request: what its reply needs.
@@ -503,7 +538,7 @@ pub fn check_request(packet: &[u8], keys: &CookieKeys) -> NtsCheck {
     if !fields.iter().any(|f| nts(f.kind)) {
         return NtsCheck::NotNts;
     }
-    // Exactly one of each (counted without collecting: this runs for every request).
+    // Exactly one of each.
     let one = |kind: u16| {
         let mut of_kind = fields.iter().filter(|f| f.kind == kind);
         of_kind.next().filter(|_| of_kind.next().is_none())
@@ -541,7 +576,8 @@ pub fn check_request(packet: &[u8], keys: &CookieKeys) -> NtsCheck {
 }
 
 /// Decrypts an authenticator body over `ad` under `cipher`: its plaintext (the
-/// encrypted extension fields), or `None`.
+/// encrypted extension fields; requests have none, and an empty plaintext allocates
+/// nothing), or `None`.
 fn open_authenticator(ad: &[u8], body: &[u8], cipher: &Cipher) -> Option<Vec<u8>> {
     let nonce_len = usize::from(u16::from_be_bytes(body.get(..2)?.try_into().ok()?));
     let ct_len = usize::from(u16::from_be_bytes(body.get(2..4)?.try_into().ok()?));
@@ -561,24 +597,46 @@ fn open_authenticator(ad: &[u8], body: &[u8], cipher: &Cipher) -> Option<Vec<u8>
     cipher.open(nonce, ad, &body[ct_at..ct_at + ct_len])
 }
 
-/// The authenticator field's body: `plain` sealed under `cipher` with `nonce` (as long as
-/// its algorithm's nonces) over `ad`, both padded to whole words.
-fn authenticator(cipher: &Cipher, nonce: &[u8], ad: &[u8], plain: &[u8]) -> Vec<u8> {
+/// Appends the authenticator field over everything in `out` (the associated data):
+/// `nonce` (cut to its algorithm's length) and, sealed under `cipher`, the plaintext
+/// `plain` writes, both padded to whole words. Sealed in place, with no copies.
+fn push_authenticator(
+    out: &mut Vec<u8>,
+    cipher: &Cipher,
+    nonce: &[u8],
+    plain: impl FnOnce(&mut Vec<u8>),
+) {
     let nonce = &nonce[..cipher.aead().nonce_len().min(nonce.len())];
-    let mut body = Vec::with_capacity(4 + NONCE_LEN + TAG_LEN + plain.len() + 3);
-    body.extend_from_slice(&(nonce.len() as u16).to_be_bytes());
-    body.extend_from_slice(&((TAG_LEN + plain.len()) as u16).to_be_bytes());
-    body.extend_from_slice(nonce);
-    body.resize(4 + nonce.len().next_multiple_of(4), 0);
-    if !cipher.seal_into(nonce, ad, plain, &mut body) {
-        return Vec::new();
+    let start = out.len();
+    out.extend_from_slice(&EF_AUTHENTICATOR.to_be_bytes());
+    out.extend_from_slice(&[0; 2]);
+    out.extend_from_slice(&(nonce.len() as u16).to_be_bytes());
+    out.extend_from_slice(&[0; 2]);
+    out.extend_from_slice(nonce);
+    out.resize(start + 8 + nonce.len().next_multiple_of(4), 0);
+    let ct_at = out.len();
+    plain(out);
+    out.resize(out.len() + TAG_LEN, 0);
+    let ct_len = out.len() - ct_at;
+    let (ad, rest) = out.split_at_mut(start);
+    if !cipher.seal_in_place(nonce, ad, &mut rest[ct_at - start..]) {
+        // Only past the algorithms' limits (gigabytes): no authenticator at all.
+        out.truncate(start);
+        return;
     }
-    body.resize(body.len().next_multiple_of(4), 0);
-    body
+    out.resize(field_len(out.len() - start - 4) + start, 0);
+    let len = out.len() - start;
+    out[start + 2..start + 4].copy_from_slice(&(len as u16).to_be_bytes());
+    out[start + 6..start + 8].copy_from_slice(&(ct_len as u16).to_be_bytes());
+}
+
+/// Bytes of an extension field whose body is `body` bytes (padded to whole words).
+fn field_len(body: usize) -> usize {
+    (4 + body).next_multiple_of(4).max(MIN_EF_LEN)
 }
 
 fn push_field(out: &mut Vec<u8>, kind: u16, body: &[u8]) {
-    let len = (4 + body.len()).next_multiple_of(4).max(MIN_EF_LEN);
+    let len = field_len(body.len());
     out.extend_from_slice(&kind.to_be_bytes());
     out.extend_from_slice(&(len as u16).to_be_bytes());
     out.extend_from_slice(body);
@@ -595,14 +653,17 @@ pub fn seal_response(
     nonce: &[u8; NONCE_LEN],
     cookies: &[Vec<u8>],
 ) -> Vec<u8> {
-    let mut out = header.to_vec();
+    // Sized once: growing it was a third of the reply's copying.
+    let plain_len: usize = cookies.iter().map(|c| field_len(c.len())).sum();
+    let auth_len = field_len(4 + NONCE_LEN + TAG_LEN + plain_len);
+    let mut out = Vec::with_capacity(header.len() + field_len(req.uid.len()) + auth_len);
+    out.extend_from_slice(header);
     push_field(&mut out, EF_UNIQUE_ID, &req.uid);
-    let mut plain = Vec::new();
-    for c in cookies {
-        push_field(&mut plain, EF_COOKIE, c);
-    }
-    let body = authenticator(&req.keys.cipher(true), nonce, &out, &plain);
-    push_field(&mut out, EF_AUTHENTICATOR, &body);
+    push_authenticator(&mut out, &req.keys.cipher(true), nonce, |plain| {
+        for c in cookies {
+            push_field(plain, EF_COOKIE, c);
+        }
+    });
     out
 }
 
@@ -905,8 +966,7 @@ impl ClientSession {
         for _ in 0..wanted {
             push_field(&mut p, EF_COOKIE_PLACEHOLDER, &vec![0u8; cookie.len()]);
         }
-        let body = authenticator(&self.keys.cipher(false), &nonce, &p, b"");
-        push_field(&mut p, EF_AUTHENTICATOR, &body);
+        push_authenticator(&mut p, &self.keys.cipher(false), &nonce, |_| {});
         self.pending = Some(uid);
         Some(p)
     }
@@ -916,15 +976,15 @@ impl ClientSession {
     /// kept. A Kiss-o'-Death NTSN naming our identifier is a NAK.
     pub fn reply(&mut self, packet: &[u8]) -> Result<(), ReplyError> {
         let uid = self.pending.ok_or(ReplyError::Invalid)?;
-        let fields = fields(packet).ok_or(ReplyError::Invalid)?;
-        let ours = fields
+        let outer = fields(packet).ok_or(ReplyError::Invalid)?;
+        let ours = outer
             .iter()
             .any(|f| f.kind == EF_UNIQUE_ID && f.body.get(..32) == Some(&uid[..]));
         if !ours {
             return Err(ReplyError::Invalid);
         }
         let nak = packet.get(1) == Some(&0) && packet.get(12..16) == Some(&b"NTSN"[..]);
-        let auth = fields.last().filter(|f| f.kind == EF_AUTHENTICATOR);
+        let auth = outer.last().filter(|f| f.kind == EF_AUTHENTICATOR);
         let Some(auth) = auth else {
             if !nak {
                 return Err(ReplyError::Invalid);
@@ -941,18 +1001,14 @@ impl ClientSession {
         self.alternative = None;
         let mut inner = vec![0u8; ntp_common::wire::NTP_HEADER_LEN];
         inner.extend_from_slice(&plain);
-        for f in fields_of(&inner) {
+        // None if any is malformed.
+        for f in fields(&inner).iter().flat_map(|f| f.iter()) {
             if f.kind == EF_COOKIE && self.cookies.len() < MAX_COOKIES {
                 self.cookies.push_back(f.body.to_vec());
             }
         }
         Ok(())
     }
-}
-
-/// The well-formed fields of `packet` (none if any is malformed).
-fn fields_of(packet: &[u8]) -> Vec<Field<'_>> {
-    fields(packet).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -1228,7 +1284,8 @@ mod tests {
             // The client's side: the unique identifier echoed, the authenticator (its
             // nonce the algorithm's length) opens under the server-to-client key and
             // holds the cookies.
-            let f = fields(&reply).unwrap();
+            let f: Vec<_> = fields(&reply).unwrap().iter().collect();
+            assert_eq!(f.len(), 2);
             assert_eq!((f[0].kind, f[0].body), (EF_UNIQUE_ID, &[9u8; 32][..]));
             assert_eq!(f[1].kind, EF_AUTHENTICATOR);
             assert_eq!(usize::from(f[1].body[1]), aead.nonce_len());
@@ -1238,7 +1295,7 @@ mod tests {
             assert!(open_authenticator(&reply[..f[1].start], f[1].body, &c2s).is_none());
             let mut inner = vec![0u8; 48];
             inner.extend_from_slice(&plain);
-            let cookies = fields(&inner).unwrap();
+            let cookies: Vec<_> = fields(&inner).unwrap().iter().collect();
             assert_eq!(cookies.len(), 3);
             assert!(
                 cookies
