@@ -323,6 +323,10 @@ pub(super) fn decide(
     interleave: bool,
 ) -> Result<Option<Finished>> {
     let state = *lock(&sh.state);
+    // Taken once for the request and its reply (a shared lock's count is a cache line
+    // every server thread writes), and before the transmit timestamp, the last thing
+    // read.
+    let secrets = sh.secrets();
     // The rate limit before any cryptography (chrony's order): a client over it cannot
     // make the server open cookies or check MACs. A denied source leaves no record (as
     // chrony): a spoofed flood from denied addresses must not push real clients out.
@@ -334,9 +338,7 @@ pub(super) fn decide(
             bump(&sh.counters.ratelimited);
             return Ok(None);
         }
-        let secrets = sh.secrets();
         let v = server::handle_screened(datagram, rx_tai, &state, &secrets, &mut random_nonce);
-        drop(secrets);
         match (v, rate) {
             (Verdict::Reply(p), RateVerdict::Answer) if interleave => {
                 Verdict::Reply(p.interleave(&last))
@@ -353,8 +355,6 @@ pub(super) fn decide(
     };
     match verdict {
         Verdict::Reply(packet) => {
-            // The secrets first: the transmit timestamp is the last thing taken.
-            let secrets = sh.secrets();
             let (reply, tx_now) = packet.finish(clock::tai_ns()?, &secrets);
             drop(secrets);
             // A step since the request was read: its stamps and the state disagree.
