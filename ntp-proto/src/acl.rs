@@ -279,7 +279,10 @@ impl Prefixes {
         self.entries.insert((net, len), action);
         self.lengths = [0; 3];
         for &(_, len) in self.entries.keys() {
-            self.lengths[usize::from(len / 64)] |= 1 << (len % 64);
+            // A length past the family's width never matches (a `Subnet` made by hand).
+            if let Some(word) = self.lengths.get_mut(usize::from(len / 64)) {
+                *word |= 1 << (len % 64);
+            }
         }
     }
 

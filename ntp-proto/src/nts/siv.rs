@@ -21,9 +21,10 @@ pub(super) const TAG_LEN: usize = 16;
 /// Counter blocks made at once: AES-NI pipelines eight blocks.
 const PAR_BLOCKS: usize = 8;
 
-/// RFC 5297's `dbl`: doubling in GF(2^128) with its polynomial.
+/// RFC 5297's `dbl`: doubling in GF(2^128) with its polynomial. Without a branch: the
+/// values doubled (CMAC's `L`, S2V's `D`) are secret.
 fn dbl(x: u128) -> u128 {
-    (x << 1) ^ if x >> 127 == 1 { 0x87 } else { 0 }
+    (x << 1) ^ ((x >> 127) * 0x87)
 }
 
 /// One CMAC (RFC 4493) under way: its message (`prefix` then `last`, as [`gather`]

@@ -324,9 +324,9 @@ pub(super) fn decide(
 ) -> Result<Option<Finished>> {
     let state = *lock(&sh.state);
     // Taken once for the request and its reply (a shared lock's count is a cache line
-    // every server thread writes), and before the transmit timestamp, the last thing
-    // read.
-    let secrets = sh.secrets();
+    // every server thread writes), only for a request past the screen and the rate
+    // limit, and before the transmit timestamp, the last thing read.
+    let mut secrets = None;
     // The rate limit before any cryptography (chrony's order): a client over it cannot
     // make the server open cookies or check MACs. A denied source leaves no record (as
     // chrony): a spoofed flood from denied addresses must not push real clients out.
@@ -338,7 +338,8 @@ pub(super) fn decide(
             bump(&sh.counters.ratelimited);
             return Ok(None);
         }
-        let v = server::handle_screened(datagram, rx_tai, &state, &secrets, &mut random_nonce);
+        let guard = secrets.insert(sh.secrets());
+        let v = server::handle_screened(datagram, rx_tai, &state, guard, &mut random_nonce);
         match (v, rate) {
             (Verdict::Reply(p), RateVerdict::Answer) if interleave => {
                 Verdict::Reply(p.interleave(&last))
@@ -355,6 +356,7 @@ pub(super) fn decide(
     };
     match verdict {
         Verdict::Reply(packet) => {
+            let secrets = secrets.unwrap_or_else(|| sh.secrets());
             let (reply, tx_now) = packet.finish(clock::tai_ns()?, &secrets);
             drop(secrets);
             // A step since the request was read: its stamps and the state disagree.
