@@ -40,6 +40,17 @@ pub struct Template {
     pub dst: Ipv4Addr,
 }
 
+impl Template {
+    /// The MACs as the load configuration holds them: the server's, then the client
+    /// end's.
+    pub fn macs(&self) -> [u8; 16] {
+        let mut m = [0u8; 16];
+        m[..6].copy_from_slice(&self.dst_mac);
+        m[6..12].copy_from_slice(&self.src_mac);
+        m
+    }
+}
+
 /// A 90-byte `NTPv4` client request frame to `t.dst`: the initial content of the
 /// generator's pages (the program rewrites every byte of each frame it sends).
 pub fn request_frame(t: &Template) -> Vec<u8> {
@@ -129,14 +140,137 @@ pub struct Latency {
 /// client's namespace.
 pub struct Generator {
     ebpf: Ebpf,
-    frame: Vec<u8>,
-    ctx: [u8; 24],
+    live: LiveFrames,
     cfg: LoadConfig,
+    _link: XdpLinkId,
+}
+
+/// `BPF_PROG_TEST_RUN` live frames out of an interface: the frame a generator program
+/// is given (it writes every byte it sends) and how fast its calls run.
+pub(crate) struct LiveFrames {
+    frame: Vec<u8>,
+    /// struct `xdp_md`: data 0, `data_end` the frame's length, `data_meta` 0, ingress
+    /// ifindex.
+    ctx: [u8; 24],
     /// How many program runs a second a call manages (learnt; sizes the next call).
     runs_per_sec: f64,
-    /// Runs per transmit flush.
-    batch: u32,
-    _link: XdpLinkId,
+}
+
+impl LiveFrames {
+    /// Frames of `frame`'s length and initial content, out of interface `iface` (of the
+    /// calling thread's namespace).
+    pub(crate) fn new(frame: Vec<u8>, iface: &str) -> Result<Self> {
+        let ifindex = if_index(iface)?;
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        Ok(LiveFrames {
+            frame,
+            ctx,
+            runs_per_sec: 2e6,
+        })
+    }
+
+    /// Runs program `prog` of `ebpf` (pacing itself at `rate`, told by the load
+    /// configuration) for `length`, in calls as long as [`CALL`]; the seconds it ran.
+    pub(crate) fn send_for(
+        &mut self,
+        ebpf: &mut Ebpf,
+        prog: &str,
+        rate: f64,
+        length: Duration,
+    ) -> Result<f64> {
+        // At modest rates every request leaves at once (a flush per run), so the time from
+        // its stamp to the wire is not a batch's wait; at high rates batches save the CPU.
+        let batch = if rate <= 200_000.0 { 1 } else { BATCH };
+        let prog = xdp(ebpf, prog)?;
+        let start = Instant::now();
+        loop {
+            let remaining = length.saturating_sub(start.elapsed());
+            if remaining.is_zero() {
+                break;
+            }
+            let n = (self.runs_per_sec * remaining.min(CALL).as_secs_f64()).clamp(1e3, 4e9);
+            let t = Instant::now();
+            prog.test_run(TestRunOptions {
+                data_in: Some(&self.frame),
+                ctx_in: Some(&self.ctx),
+                repeat: n as u32,
+                attrs: TestRunAttrs::new().xdp_live_frames(batch),
+                ..TestRunOptions::new()
+            })
+            .context("BPF_PROG_TEST_RUN with live frames")?;
+            let took = t.elapsed().as_secs_f64();
+            if took > 0.0 {
+                self.runs_per_sec = n / took;
+            }
+        }
+        Ok(start.elapsed().as_secs_f64())
+    }
+}
+
+/// Writes the load configuration both programs read.
+pub(crate) fn write_config(ebpf: &mut Ebpf, cfg: LoadConfig) -> Result<()> {
+    let map = ebpf
+        .map_mut(MAP_LOAD_CFG)
+        .ok_or_else(|| anyhow!("map {MAP_LOAD_CFG} missing"))?;
+    let mut a: Array<_, LoadConfigPod> = Array::try_from(map)?;
+    a.set(0, LoadConfigPod(cfg), 0)
+        .context("writing the load configuration")?;
+    Ok(())
+}
+
+/// Zeroes the statistics (the minima at their largest) and the histograms.
+pub(crate) fn reset_counts(ebpf: &mut Ebpf) -> Result<()> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow!("counting CPUs: {e}"))?;
+    {
+        let map = ebpf
+            .map_mut(MAP_LOAD_STATS)
+            .ok_or_else(|| anyhow!("map {MAP_LOAD_STATS} missing"))?;
+        let mut stats: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        for i in 0..STATS {
+            let v = if i == Stat::RttMin as u32 || i == Stat::ProcMin as u32 {
+                u64::MAX
+            } else {
+                0
+            };
+            let values = PerCpuValues::try_from(vec![v; cpus])
+                .map_err(|e| anyhow!("per-CPU values for {cpus} CPUs: {e}"))?;
+            stats
+                .set(i, values, 0)
+                .with_context(|| format!("resetting statistic {i}"))?;
+        }
+    }
+    let map = ebpf
+        .map_mut(MAP_LOAD_HIST)
+        .ok_or_else(|| anyhow!("map {MAP_LOAD_HIST} missing"))?;
+    let mut hist: Array<_, u64> = Array::try_from(map)?;
+    for i in 0..HISTS * BUCKETS {
+        hist.set(i, 0, 0)
+            .with_context(|| format!("resetting histogram slot {i}"))?;
+    }
+    Ok(())
+}
+
+/// Statistic `s` summed over the CPUs.
+pub(crate) fn stat_sum(ebpf: &Ebpf, s: Stat) -> Result<u64> {
+    let map = ebpf
+        .map(MAP_LOAD_STATS)
+        .ok_or_else(|| anyhow!("map {MAP_LOAD_STATS} missing"))?;
+    let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+    Ok(stats.get(&(s as u32), 0)?.iter().sum())
+}
+
+/// Histogram `h` as the counter left it.
+pub(crate) fn histogram(ebpf: &Ebpf, h: u32) -> Result<Histogram> {
+    let map = ebpf
+        .map(MAP_LOAD_HIST)
+        .ok_or_else(|| anyhow!("map {MAP_LOAD_HIST} missing"))?;
+    let hist: Array<_, u64> = Array::try_from(map)?;
+    let counts = (0..BUCKETS)
+        .map(|b| hist.get(&(h * BUCKETS + b), 0))
+        .collect::<Result<Vec<u64>, _>>()?;
+    Ok(Histogram::from_counts(counts))
 }
 
 fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
@@ -167,12 +301,7 @@ impl Generator {
         let link = count
             .attach(iface, XdpMode::Driver)
             .with_context(|| format!("attaching the counter to {iface} (native mode)"))?;
-        let ifindex = if_index(iface)?;
-        // struct xdp_md: data 0, data_end = frame length, data_meta 0, ingress ifindex.
-        let frame = request_frame(template);
-        let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let live = LiveFrames::new(request_frame(template), iface)?;
         let cfg = LoadConfig {
             tai_offset_ns: tai_offset_ns()?,
             first_client: u32::from(first_client),
@@ -182,22 +311,14 @@ impl Generator {
             burst: BURST,
             echo: echo as u32,
             xleave: 0,
-            pad: 0,
             server: u32::from(template.dst),
-            macs: {
-                let mut m = [0u8; 16];
-                m[..6].copy_from_slice(&template.dst_mac);
-                m[6..12].copy_from_slice(&template.src_mac);
-                m
-            },
+            macs: template.macs(),
+            ..LoadConfig::default()
         };
         let mut g = Generator {
             ebpf,
-            frame,
-            ctx,
+            live,
             cfg,
-            runs_per_sec: 2e6,
-            batch: BATCH,
             _link: link,
         };
         g.write_config()?;
@@ -205,14 +326,7 @@ impl Generator {
     }
 
     fn write_config(&mut self) -> Result<()> {
-        let map = self
-            .ebpf
-            .map_mut(MAP_LOAD_CFG)
-            .ok_or_else(|| anyhow!("map {MAP_LOAD_CFG} missing"))?;
-        let mut a: Array<_, LoadConfigPod> = Array::try_from(map)?;
-        a.set(0, LoadConfigPod(self.cfg), 0)
-            .context("writing the load configuration")?;
-        Ok(())
+        write_config(&mut self.ebpf, self.cfg)
     }
 
     /// Makes every client ask for interleaved mode once it has had a reply (chrony's
@@ -229,35 +343,7 @@ impl Generator {
     }
 
     fn reset(&mut self) -> Result<()> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow!("counting CPUs: {e}"))?;
-        {
-            let map = self
-                .ebpf
-                .map_mut(MAP_LOAD_STATS)
-                .ok_or_else(|| anyhow!("map {MAP_LOAD_STATS} missing"))?;
-            let mut stats: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
-            for i in 0..STATS {
-                let v = if i == Stat::RttMin as u32 || i == Stat::ProcMin as u32 {
-                    u64::MAX
-                } else {
-                    0
-                };
-                let values = PerCpuValues::try_from(vec![v; cpus])
-                    .map_err(|e| anyhow!("per-CPU values for {cpus} CPUs: {e}"))?;
-                stats
-                    .set(i, values, 0)
-                    .with_context(|| format!("resetting statistic {i}"))?;
-            }
-        }
-        let map = self
-            .ebpf
-            .map_mut(MAP_LOAD_HIST)
-            .ok_or_else(|| anyhow!("map {MAP_LOAD_HIST} missing"))?;
-        let mut hist: Array<_, u64> = Array::try_from(map)?;
-        for i in 0..HISTS * BUCKETS {
-            hist.set(i, 0, 0)
-                .with_context(|| format!("resetting histogram slot {i}"))?;
-        }
+        reset_counts(&mut self.ebpf)?;
         if self.cfg.xleave != 0 {
             let map = self
                 .ebpf
@@ -270,20 +356,6 @@ impl Generator {
                     .with_context(|| format!("resetting interleave slot {i}"))?;
             }
         }
-        Ok(())
-    }
-
-    fn run(&mut self, n: u64) -> Result<()> {
-        let (frame, ctx) = (self.frame.clone(), self.ctx);
-        let prog = xdp(&mut self.ebpf, PROG_LOAD_GEN)?;
-        prog.test_run(TestRunOptions {
-            data_in: Some(&frame),
-            ctx_in: Some(&ctx),
-            repeat: n as u32,
-            attrs: TestRunAttrs::new().xdp_live_frames(self.batch),
-            ..TestRunOptions::new()
-        })
-        .context("BPF_PROG_TEST_RUN with live frames")?;
         Ok(())
     }
 
@@ -300,24 +372,9 @@ impl Generator {
         self.cfg.interval_ns = (1e9 / rate).max(1.0) as u64;
         self.write_config()?;
         self.reset()?;
-        // At modest rates every request leaves at once (a flush per run), so the time from
-        // its stamp to the wire is not a batch's wait; at high rates batches save the CPU.
-        self.batch = if rate <= 200_000.0 { 1 } else { BATCH };
-        let start = Instant::now();
-        loop {
-            let remaining = length.saturating_sub(start.elapsed());
-            if remaining.is_zero() {
-                break;
-            }
-            let n = (self.runs_per_sec * remaining.min(CALL).as_secs_f64()).clamp(1e3, 4e9);
-            let t = Instant::now();
-            self.run(n as u64)?;
-            let took = t.elapsed().as_secs_f64();
-            if took > 0.0 {
-                self.runs_per_sec = n / took;
-            }
-        }
-        let secs = start.elapsed().as_secs_f64();
+        let secs = self
+            .live
+            .send_for(&mut self.ebpf, PROG_LOAD_GEN, rate, length)?;
         std::thread::sleep(GRACE);
         let mut step = self.collect()?;
         step.target_rate = rate;
@@ -332,7 +389,7 @@ impl Generator {
             .map(MAP_LOAD_STATS)
             .ok_or_else(|| anyhow!("map {MAP_LOAD_STATS} missing"))?;
         let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
-        let sum = |s: Stat| -> Result<u64> { Ok(stats.get(&(s as u32), 0)?.iter().sum()) };
+        let sum = |s: Stat| stat_sum(&self.ebpf, s);
         let min = |s: Stat| -> Result<u64> {
             Ok(stats
                 .get(&(s as u32), 0)?
@@ -349,17 +406,7 @@ impl Generator {
                 .max()
                 .unwrap_or(0))
         };
-        let map = self
-            .ebpf
-            .map(MAP_LOAD_HIST)
-            .ok_or_else(|| anyhow!("map {MAP_LOAD_HIST} missing"))?;
-        let hist: Array<_, u64> = Array::try_from(map)?;
-        let read = |h: u32| -> Result<Histogram> {
-            let counts = (0..BUCKETS)
-                .map(|b| hist.get(&(h * BUCKETS + b), 0))
-                .collect::<Result<Vec<u64>, _>>()?;
-            Ok(Histogram::from_counts(counts))
-        };
+        let read = |h: u32| histogram(&self.ebpf, h);
         let latency = |h: Histogram, lo: u64, hi: u64| {
             h.percentiles().map(|p| Latency {
                 min: lo,

@@ -1,42 +1,46 @@
-//! NTS load: NTS-protected client requests (RFC 8915) sent from userspace over many
-//! client sockets, and their replies counted at the client end by an XDP program (one in
-//! [`NTS_PASS_EVERY`] passed up to the sockets, timed and a sample checked in full). The
-//! kernel generator cannot make these requests: the authenticator covers every byte,
-//! transmit timestamp included, so each is built once, in a pool, and sent again in turn.
+//! NTS load: NTS-protected client requests (RFC 8915), built in userspace (the
+//! authenticator covers every byte, transmit timestamp included, so each is built once,
+//! in a pool) and sent in turn by a `BPF_PROG_TEST_RUN` live-frames program, as the plain
+//! load is, which writes the headers and notes each departure. An XDP program at the
+//! client end times and counts the replies, passing one in [`NTS_PASS_EVERY`] up to the
+//! client sockets, where a sample is checked in full.
 
 use crate::{
+    generator::{LiveFrames, Template, histogram, reset_counts, stat_sum, write_config},
     histogram::Percentiles,
-    topology::{CLIENT_CPU, pin_thread},
+    topology::{CLIENT_CPU, pin_thread, yield_to_others},
 };
 use anyhow::{Context, Result, bail};
 use ntp_common::load::{
-    MAP_NTS_STATS, NTS_PASS_EVERY, NTS_POOL_MAGIC, NTS_STATS, NtsStat, PROG_NTS_COUNT,
+    HIST_RTT, LoadConfig, MAP_NTS_POOL, MAP_NTS_STATS, NTS_PASS_EVERY, NTS_POOL, NTS_POOL_MAGIC,
+    NTS_REQUEST_MAX, NTS_STATS, NtsPoolRequest, NtsStat, PROG_NTS_COUNT, PROG_NTS_GEN, Stat,
 };
 use ntp_proto::nts::{ClientSession, MAX_COOKIES, SessionKeys};
 use serde::{Deserialize, Serialize};
 use std::{
     collections::HashMap,
-    net::{SocketAddr, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
     os::fd::AsRawFd,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
-    time::{Duration, Instant},
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
 };
 
 /// The high half of every pool request's transmit timestamp (the low half is its index):
 /// a reply's origin timestamp names the request it answers.
 const MAGIC: u32 = NTS_POOL_MAGIC;
 /// Requests in the pool, sent in turn.
-pub const POOL: usize = 1 << 15;
+pub const POOL: usize = NTS_POOL as usize;
 /// Every `SAMPLE`-th request's replies are checked in full (authenticator under the
 /// session's server-to-client key, unique identifier, cookie): checking all would cost
 /// the generator's CPU what the server spends. A multiple of [`NTS_PASS_EVERY`], so
 /// those replies reach the sockets.
 const SAMPLE: usize = 16 * NTS_PASS_EVERY as usize;
-/// Client sockets, each its own source port, so a server's `SO_REUSEPORT` group (the
-/// kernel hashes each client's address and port) spreads them over its sockets.
+/// Client ports (a socket on each, for the replies passed up), so a server's
+/// `SO_REUSEPORT` group (the kernel hashes each client's address and port) spreads the
+/// requests over its sockets.
 const SOCKETS: usize = 64;
-/// Requests per `sendmmsg` call at most.
-const BATCH: usize = 32;
+/// Requests that may leave back to back after a pause.
+const BURST: u64 = 32;
 /// How long replies are waited for after the last request of a step.
 const DRAIN: Duration = Duration::from_millis(300);
 
@@ -130,14 +134,15 @@ impl NtsStep {
     }
 }
 
-/// The generator: the pool and the client sockets, connected to the server.
+/// The generator: the pool (in its map), the programs and the client sockets.
 pub struct NtsLoad {
     pool: Pool,
     socks: Vec<UdpSocket>,
-    /// Monotonic departure of each pool request's last sending, ns.
-    sent_at: Vec<AtomicU64>,
-    /// The reply counter attached to the client end (detached when dropped).
-    counter: aya::Ebpf,
+    /// The generator program and the reply counter, attached to the client end
+    /// (detached when dropped).
+    ebpf: aya::Ebpf,
+    live: LiveFrames,
+    cfg: LoadConfig,
 }
 
 /// The counter's totals over every CPU, by [`NtsStat`].
@@ -160,37 +165,78 @@ struct Counts {
     naks: u64,
     kod: u64,
     invalid: u64,
-    rtts: Vec<u64>,
 }
 
 impl NtsLoad {
-    /// Client sockets in the calling thread's namespace, connected to `server`, and the
-    /// reply counter attached to `iface` (the client end, in that namespace).
-    pub fn new(server: SocketAddr, pool: Pool, iface: &str) -> Result<Self> {
-        let mut counter = aya::Ebpf::load(ntp_user::BENCH_OBJECT)
+    /// The programs loaded in the calling thread's namespace, the counter attached to
+    /// `iface` (the client end, with address `client`), the pool written to its map, and
+    /// client sockets on consecutive ports, connected to `server`.
+    pub fn new(
+        server: SocketAddr,
+        pool: Pool,
+        iface: &str,
+        template: &Template,
+        client: Ipv4Addr,
+    ) -> Result<Self> {
+        let mut ebpf = aya::Ebpf::load(ntp_user::BENCH_OBJECT)
             .context("loading the ntpx-bench eBPF object")?;
-        let prog: &mut aya::programs::Xdp = counter
+        let prog: &mut aya::programs::Xdp = ebpf
+            .program_mut(PROG_NTS_GEN)
+            .context("NTS generator program missing")?
+            .try_into()?;
+        prog.load().context("loading the NTS generator")?;
+        let prog: &mut aya::programs::Xdp = ebpf
             .program_mut(PROG_NTS_COUNT)
             .context("NTS counter program missing")?
             .try_into()?;
         prog.load().context("loading the NTS counter")?;
         prog.attach(iface, aya::programs::XdpMode::Driver)
             .with_context(|| format!("attaching the NTS counter to {iface}"))?;
-        let socks = (0..SOCKETS)
-            .map(|_| -> Result<UdpSocket> {
-                let s = UdpSocket::bind("0.0.0.0:0").context("binding a client socket")?;
-                s.connect(server)
-                    .with_context(|| format!("connecting to {server}"))?;
-                s.set_nonblocking(true)?;
-                Ok(s)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let sent_at = (0..POOL).map(|_| AtomicU64::new(0)).collect();
+        let len = pool.request_len();
+        if len > NTS_REQUEST_MAX {
+            bail!("NTS requests of {len} bytes: the generator sends up to {NTS_REQUEST_MAX}");
+        }
+        {
+            let map = ebpf.map_mut(MAP_NTS_POOL).context("NTS pool map missing")?;
+            let mut slots = aya::maps::Array::<_, PoolRequestPod>::try_from(map)?;
+            for (i, r) in pool.requests.iter().enumerate() {
+                let mut slot = NtsPoolRequest {
+                    words: [0; NTS_REQUEST_MAX / 4],
+                };
+                for (w, b) in slot.words.iter_mut().zip(r.chunks(4)) {
+                    let mut word = [0u8; 4];
+                    word[..b.len()].copy_from_slice(b);
+                    *w = u32::from_ne_bytes(word);
+                }
+                slots
+                    .set(i as u32, PoolRequestPod(slot), 0)
+                    .with_context(|| format!("writing pool request {i}"))?;
+            }
+        }
+        let (port, socks) = client_sockets(client, server)?;
+        let cfg = LoadConfig {
+            first_client: u32::from(client),
+            clients: 1,
+            server: match server.ip() {
+                std::net::IpAddr::V4(v) => u32::from(v),
+                std::net::IpAddr::V6(v) => bail!("the NTS generator is IPv4 only, not {v}"),
+            },
+            macs: template.macs(),
+            burst: BURST,
+            nts_len: len as u32,
+            nts_port: u32::from(port),
+            nts_ports: SOCKETS as u32,
+            ..LoadConfig::default()
+        };
+        // The program writes every byte it sends, and cuts the frame to the requests'
+        // length.
+        let live = LiveFrames::new(vec![0u8; 42 + NTS_REQUEST_MAX], iface)?;
         Ok(NtsLoad {
             pool,
             socks,
-            sent_at,
-            counter,
+            ebpf,
+            live,
+            cfg,
         })
     }
 
@@ -200,35 +246,43 @@ impl NtsLoad {
     }
 
     /// Offers `rate` requests a second for `length`, then waits for the last replies.
-    /// A thread sends, another receives, both on the generator's CPU (the caller stays
-    /// unpinned, so the servers it starts may use every CPU).
+    /// The sending thread (this one, while a call runs) and the receiving one both run on
+    /// the generator's CPU; the servers may use every CPU.
     pub fn step(&mut self, rate: f64, length: Duration) -> Result<NtsStep> {
-        let before = counter_totals(&self.counter)?;
+        if rate.is_nan() || rate <= 0.0 {
+            bail!("rate must be positive, not {rate}");
+        }
+        self.cfg.interval_ns = (1e9 / rate).max(1.0) as u64;
+        write_config(&mut self.ebpf, self.cfg)?;
+        reset_counts(&mut self.ebpf)?;
+        let before = counter_totals(&self.ebpf)?;
         let stop = AtomicBool::new(false);
-        let this = &*self;
-        let (sent, secs, counts) = std::thread::scope(|scope| -> Result<_> {
+        let (socks, pool) = (&self.socks, &self.pool);
+        let (ebpf, live) = (&mut self.ebpf, &mut self.live);
+        let (secs, counts) = std::thread::scope(|scope| -> Result<_> {
             let receiver = scope.spawn(|| -> Result<Counts> {
                 pin_thread(CLIENT_CPU)?;
-                Ok(this.receive(&stop))
+                Ok(receive(socks, pool, &stop))
             });
-            let sender = scope.spawn(|| -> Result<u64> {
+            let sender = scope.spawn(move || -> Result<f64> {
                 pin_thread(CLIENT_CPU)?;
-                this.send(rate, length)
+                yield_to_others()?;
+                live.send_for(ebpf, PROG_NTS_GEN, rate, length)
             });
-            let sent = sender
+            let secs = sender
                 .join()
                 .map_err(|_| anyhow::anyhow!("the sending thread panicked"));
-            let secs = length.as_secs_f64();
             std::thread::sleep(DRAIN);
             stop.store(true, Ordering::Relaxed);
             let counts = receiver
                 .join()
                 .map_err(|_| anyhow::anyhow!("the receiving thread panicked"))??;
-            Ok((sent??, secs, counts))
+            Ok((secs??, counts))
         })?;
-        let after = counter_totals(&self.counter)?;
+        let after = counter_totals(&self.ebpf)?;
         let dropped = |s: NtsStat| after[s as usize].saturating_sub(before[s as usize]);
-        let rtt = percentiles(counts.rtts);
+        let sent = stat_sum(&self.ebpf, Stat::Sent)?;
+        let rtt = histogram(&self.ebpf, HIST_RTT)?.percentiles();
         Ok(NtsStep {
             target_rate: rate,
             offered_rate: sent as f64 / secs,
@@ -243,164 +297,105 @@ impl NtsLoad {
             rtt,
         })
     }
+}
 
-    /// Sends at `rate` for `length` (token bucket, batches of at most `BATCH`).
-    fn send(&self, rate: f64, length: Duration) -> Result<u64> {
-        let start = Instant::now();
-        let mut sent = 0u64;
-        let mut next = 0usize;
-        let mut sock = 0usize;
-        loop {
-            let elapsed = start.elapsed();
-            if elapsed >= length {
-                return Ok(sent);
-            }
-            let due = (rate * elapsed.as_secs_f64()) as u64;
-            if due <= sent {
-                std::thread::sleep(Duration::from_micros(50));
-                continue;
-            }
-            let n = ((due - sent) as usize).min(BATCH);
-            let done = self.send_batch(&self.socks[sock], next, n)?;
-            sock = (sock + 1) % SOCKETS;
-            next = (next + done) % POOL;
-            sent += done as u64;
-        }
-    }
-
-    /// Sends pool requests `first..first + n` (wrapping) on `s`; how many went.
-    fn send_batch(&self, s: &UdpSocket, first: usize, n: usize) -> Result<usize> {
-        let mut iov: Vec<libc::iovec> = Vec::with_capacity(n);
-        let now = monotonic_ns();
-        for k in 0..n {
-            let i = (first + k) % POOL;
-            let r = &self.pool.requests[i];
-            self.sent_at[i].store(now, Ordering::Relaxed);
-            iov.push(libc::iovec {
-                iov_base: r.as_ptr() as *mut libc::c_void,
-                iov_len: r.len(),
-            });
-        }
-        // Each header points at one iovec above, which points into the pool's requests,
-        // all alive for the call.
-        let mut msgs: Vec<libc::mmsghdr> = iov
-            .iter_mut()
-            .map(|v| {
-                // SAFETY: all-zero bytes are a valid mmsghdr (null pointers, no lengths).
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_iov = v;
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
+/// `SOCKETS` client sockets on consecutive ports of `client`, connected to `server`:
+/// the first port and the sockets.
+fn client_sockets(client: Ipv4Addr, server: SocketAddr) -> Result<(u16, Vec<UdpSocket>)> {
+    // Ports above the usual ephemeral range's start are tried in blocks until one is
+    // wholly free (the namespace is the bench's own: the first normally is).
+    for block in 0..64u16 {
+        let first = 20_000 + block * SOCKETS as u16;
+        let socks: std::io::Result<Vec<UdpSocket>> = (0..SOCKETS as u16)
+            .map(|k| UdpSocket::bind(SocketAddr::new(client.into(), first + k)))
             .collect();
-        // SAFETY: a connected socket, `msgs` valid for `n` entries.
-        let rc = unsafe { libc::sendmmsg(s.as_raw_fd(), msgs.as_mut_ptr(), n as u32, 0) };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            // A full socket buffer: those requests count as not sent this round.
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                return Ok(0);
-            }
-            return Err(e).context("sendmmsg");
-        }
-        Ok(rc as usize)
-    }
-
-    /// Receives and classifies replies until `stop`.
-    fn receive(&self, stop: &AtomicBool) -> Counts {
-        let mut counts = Counts::default();
-        let mut fds: Vec<libc::pollfd> = self
-            .socks
-            .iter()
-            .map(|s| libc::pollfd {
-                fd: s.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        let mut buf = [0u8; 2048];
-        while !stop.load(Ordering::Relaxed) {
-            // SAFETY: `fds` is a valid array of its length.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 10) };
-            if n <= 0 {
-                continue;
-            }
-            for (k, f) in fds.iter().enumerate() {
-                if f.revents & libc::POLLIN == 0 {
-                    continue;
-                }
-                while let Ok(len) = self.socks[k].recv(&mut buf) {
-                    self.classify(&buf[..len], &mut counts);
-                }
-            }
-        }
-        counts
-    }
-
-    fn classify(&self, reply: &[u8], c: &mut Counts) {
-        let now = monotonic_ns();
-        let origin = reply.get(24..32).map(|o| {
-            let hi = u32::from_be_bytes([o[0], o[1], o[2], o[3]]);
-            let lo = u32::from_be_bytes([o[4], o[5], o[6], o[7]]) as usize;
-            (hi, lo)
-        });
-        let Some((MAGIC, i)) = origin.filter(|&(_, i)| i < POOL) else {
-            c.invalid += 1;
-            return;
+        let Ok(socks) = socks else {
+            continue;
         };
-        if reply[1] == 0 {
-            if reply.get(12..16) == Some(&b"NTSN"[..]) {
-                c.naks += 1;
-            } else {
-                c.kod += 1;
+        for s in &socks {
+            s.connect(server)
+                .with_context(|| format!("connecting to {server}"))?;
+            s.set_nonblocking(true)?;
+        }
+        return Ok((first, socks));
+    }
+    bail!("no {SOCKETS} consecutive free UDP ports on {client}")
+}
+
+/// `NtsPoolRequest` for aya's map API.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct PoolRequestPod(NtsPoolRequest);
+// SAFETY: NtsPoolRequest is repr(C), Copy and bytemuck::Pod: any bit pattern is valid.
+unsafe impl aya::Pod for PoolRequestPod {}
+
+/// Receives and classifies the replies passed up to `socks` until `stop`.
+fn receive(socks: &[UdpSocket], pool: &Pool, stop: &AtomicBool) -> Counts {
+    let mut counts = Counts::default();
+    let mut fds: Vec<libc::pollfd> = socks
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: `fds` is a valid array of its length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 10) };
+        if n <= 0 {
+            continue;
+        }
+        for (k, f) in fds.iter().enumerate() {
+            if f.revents & libc::POLLIN == 0 {
+                continue;
             }
-            return;
-        }
-        if reply.len() <= 48 {
-            c.invalid += 1;
-            return;
-        }
-        c.answered += 1;
-        c.rtts
-            .push(now.saturating_sub(self.sent_at[i].load(Ordering::Relaxed)));
-        if let Some(s) = self.pool.sessions.get(&i) {
-            let mut s = s.clone();
-            if s.reply(reply).is_ok() && s.cookies() == MAX_COOKIES {
-                c.verified += 1;
-            } else {
-                c.failed_check += 1;
+            while let Ok(len) = socks[k].recv(&mut buf) {
+                classify(pool, &buf[..len], &mut counts);
             }
         }
     }
+    counts
 }
 
-/// Median and p99 of `v`, if any.
-fn percentiles(v: Vec<u64>) -> Option<Percentiles> {
-    if v.is_empty() {
-        return None;
+/// Counts a reply passed up; checks it in full if its request is in the sample.
+fn classify(pool: &Pool, reply: &[u8], c: &mut Counts) {
+    let origin = reply.get(24..32).map(|o| {
+        let hi = u32::from_be_bytes([o[0], o[1], o[2], o[3]]);
+        let lo = u32::from_be_bytes([o[4], o[5], o[6], o[7]]) as usize;
+        (hi, lo)
+    });
+    let Some((MAGIC, i)) = origin.filter(|&(_, i)| i < POOL) else {
+        c.invalid += 1;
+        return;
+    };
+    if reply[1] == 0 {
+        if reply.get(12..16) == Some(&b"NTSN"[..]) {
+            c.naks += 1;
+        } else {
+            c.kod += 1;
+        }
+        return;
     }
-    let r = crate::testrun::percentiles(v);
-    Some(Percentiles {
-        p50: r.p50_ns,
-        p99: r.p99_ns,
-    })
-}
-
-/// `CLOCK_MONOTONIC`, ns (0 if it cannot be read: a response time is then lost).
-fn monotonic_ns() -> u64 {
-    ntp_user::clock::read::monotonic_ns().unwrap_or(0)
+    if reply.len() <= 48 {
+        c.invalid += 1;
+        return;
+    }
+    c.answered += 1;
+    if let Some(s) = pool.sessions.get(&i) {
+        let mut s = s.clone();
+        if s.reply(reply).is_ok() && s.cookies() == MAX_COOKIES {
+            c.verified += 1;
+        } else {
+            c.failed_check += 1;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_are_ranks_of_the_sorted_values() {
-        let p = percentiles((1..=100).rev().collect()).unwrap_or_default();
-        assert_eq!((p.p50, p.p99), (50, 99));
-        assert!(percentiles(Vec::new()).is_none());
-    }
 
     #[test]
     fn loss_counts_what_was_not_answered() {

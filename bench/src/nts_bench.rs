@@ -3,7 +3,8 @@
 
 use crate::{
     cpu::ProcessCpu,
-    nts::{NtsLoad, NtsStep, Pool},
+    generator::Template,
+    nts::{NtsLoad, NtsStep, POOL, Pool},
     report::{self, ns, rate},
     topology::BenchNet,
 };
@@ -99,7 +100,8 @@ pub fn max_rate(ramp: &[NtsStep]) -> f64 {
 }
 
 /// A running NTS server; stopped when dropped.
-enum Running {
+pub enum Running {
+    /// ntpxd.
     Ntpx(Ntpxd),
     /// chronyd, and the directory its files are in (removed when dropped).
     Chronyd(Proc, #[allow(dead_code)] TempDir),
@@ -281,8 +283,9 @@ pub fn run(
     Ok((results, request_len))
 }
 
-/// Starts `server`, gets cookies from it and builds the generator, warmed up.
-fn session(
+/// Starts `server`, gets cookies from it and builds the generator, warmed up (call from
+/// a thread in the client's namespace).
+pub fn session(
     server: NtsServer,
     net: &BenchNet,
     creds: &Credentials,
@@ -293,7 +296,26 @@ fn session(
     net.pin_napi()?;
     let (keys, cookies) = key_exchange(ip, &creds.cert, &running, aead)?;
     let pool = Pool::new(&keys, &cookies)?;
-    let mut load = NtsLoad::new(SocketAddr::new(ip, 123), pool, &net.link.client_if)?;
+    let IpAddr::V4(dst) = ip else {
+        bail!("the NTS generator is IPv4 only, not {ip}");
+    };
+    let template = Template {
+        src_mac: net.client_mac,
+        dst_mac: net.server_mac,
+        dst,
+    };
+    let client = net
+        .link
+        .client_v4
+        .parse()
+        .with_context(|| format!("the client end's address {}", net.link.client_v4))?;
+    let mut load = NtsLoad::new(
+        SocketAddr::new(ip, 123),
+        pool,
+        &net.link.client_if,
+        &template,
+        client,
+    )?;
     net.pin_napi()?;
     let warm = load.step(2_000.0, Duration::from_secs(1))?;
     if warm.answered == 0 {
@@ -357,11 +379,16 @@ pub fn markdown(
     let _ = writeln!(
         o,
         "NTS requests of {request_len} bytes under AEAD {} (unique identifier, one cookie, \
-         authenticator; asking for one cookie back) from 64 client sockets, sent by a thread on CPU 0; an \
-         XDP program on the client end counts the replies and passes one in \
-         {NTS_PASS_EVERY} up to be timed (a sample of those checked in full: unique \
-         identifier, authenticator, new cookie). Servers are not pinned: each may use both \
-         CPUs, one of which the generator shares. Both veth ends moderate their receive \
+         authenticator; asking for one cookie back), built in advance (a pool of {POOL}) \
+         and sent from 64 client ports as the plain load is: `BPF_PROG_TEST_RUN` live \
+         frames out of the client end, from a thread on CPU 0 in the idle scheduling \
+         class (it paces itself by spinning, and yields to any server thread there), so \
+         requests reach the server end's receive thread as frames from a NIC would and \
+         their receive work is the server's cost. An XDP program on the client end times \
+         and counts the replies and passes one in {NTS_PASS_EVERY} up to the client \
+         sockets (a sample of those checked in full: unique identifier, authenticator, \
+         new cookie). Servers are not pinned: each may use both CPUs, one of which the \
+         generator shares. Both veth ends moderate their receive \
          interrupts as a NIC does (`napi_defer_hard_irqs` 2, `gro_flush_timeout` 200 µs). \
          CPU per request: the server's threads \
          and processes and the server end's receive thread over the fixed-load step, per \

@@ -178,6 +178,33 @@ fn realtime(pid: u32) -> Result<()> {
     Ok(())
 }
 
+/// Gives the calling thread the lowest scheduling class (`SCHED_IDLE`): it runs on its
+/// CPU only when nothing else there wants to. For a generator that paces itself by
+/// spinning, so its waiting takes no CPU from the server it measures.
+pub fn yield_to_others() -> Result<()> {
+    let p = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `p` is a valid sched_param for the duration of the call; 0: this thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const p) } != 0 {
+        bail!(
+            "the idle scheduling class for the generator: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// Moves the calling thread into the named network namespace (for the rest of its life).
+pub fn enter_netns(name: &str) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/run/netns/{name}");
+    let f = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    // SAFETY: setns on a valid namespace fd affects only this thread.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns({path}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Pins every thread of process `pid` to `cpu`.
 pub fn pin_pid(pid: u32, cpu: usize) -> Result<()> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))

@@ -94,3 +94,48 @@ fn generator_times_ntpx_xdp_replies() -> Result<()> {
     );
     Ok(())
 }
+
+/// The NTS generator (pool requests behind headers written by its live-frames program)
+/// against ntpxd's `AF_XDP` NTS path: every request answered, the sampled replies
+/// verified under the session's keys, response times from the counter.
+#[test]
+fn nts_generator_requests_are_answered_verified_and_timed() -> Result<()> {
+    use ntp_proto::nts::Aead;
+    use ntpx_bench::nts_bench::{Credentials, NtsServer, session};
+    if !ntpx_tests::privileged("nts_generator_requests_are_answered_verified_and_timed") {
+        return Ok(());
+    }
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let net = BenchNet::new(33)?;
+    net.moderate_interrupts()?;
+    let ip = net.link.server_v4.parse()?;
+    let client = net.client.name().to_owned();
+    // The generator's thread (this test's) lives in the client's namespace; servers
+    // start in the server's.
+    let s = std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<_> {
+                ntpx_bench::topology::enter_netns(&client)?;
+                let creds = Credentials::new()?;
+                let (_server, mut load) =
+                    session(NtsServer::NtpxXsk, &net, &creds, ip, Aead::AesSivCmac256)?;
+                load.step(20_000.0, Duration::from_secs(1))
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the generator's thread panicked"))?
+    })?;
+    assert!(
+        (s.offered_rate - 20_000.0).abs() < 0.15 * 20_000.0,
+        "offered {}",
+        s.offered_rate
+    );
+    assert!(s.sent > 0 && s.answered as f64 >= 0.95 * s.sent as f64, "{s:?}");
+    assert!(s.answered <= s.sent, "more replies than requests: {s:?}");
+    assert_eq!((s.naks, s.kod, s.invalid, s.failed_check), (0, 0, 0, 0), "{s:?}");
+    assert!(s.verified > 0, "no reply checked in full: {s:?}");
+    let rtt = s.rtt.expect("response times");
+    assert!(rtt.p50 > 0 && rtt.p50 <= rtt.p99 && rtt.p99 < 50_000_000, "{rtt:?}");
+    Ok(())
+}

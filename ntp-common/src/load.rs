@@ -27,6 +27,27 @@ pub const NTS_POOL_MAGIC: u32 = 0x6e74_7378;
 /// Replies to requests whose index is a multiple of this go up to the generator's
 /// sockets; the rest are counted and dropped at the client end.
 pub const NTS_PASS_EVERY: u32 = 16;
+/// Name of the NTS generator program (`BPF_PROG_TEST_RUN` live frames, as the plain
+/// generator): it sends the pool's requests in turn, each behind headers it writes.
+pub const PROG_NTS_GEN: &str = "ntpx_nts_gen";
+/// Name of the pool map ([`NTS_POOL`] [`NtsPoolRequest`]s).
+pub const MAP_NTS_POOL: &str = "NTPX_NTS_POOL";
+/// Name of the map of each pool request's last departure (`CLOCK_MONOTONIC`, ns), which
+/// the counter times its reply against.
+pub const MAP_NTS_SENT: &str = "NTPX_NTS_SENT";
+/// Requests in the NTS generator's pool, sent in turn (a power of two).
+pub const NTS_POOL: u32 = 1 << 15;
+/// The longest NTS request the generator sends, bytes (a multiple of 4).
+pub const NTS_REQUEST_MAX: usize = 256;
+
+/// One pool request: its bytes, as 32-bit words in memory order, zero-padded to
+/// [`NTS_REQUEST_MAX`] (its length is [`LoadConfig::nts_len`], the same for all).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct NtsPoolRequest {
+    /// The request's bytes.
+    pub words: [u32; NTS_REQUEST_MAX / 4],
+}
 
 /// What the NTS reply counter counts.
 #[repr(u32)]
@@ -77,8 +98,13 @@ pub struct LoadConfig {
     /// 1: each client asks for interleaved mode once it has a reply (chrony's `xleave`),
     /// naming the server's receive timestamp and its own capture of that reply.
     pub xleave: u32,
-    /// Padding; always zero.
-    pub pad: u32,
+    /// The NTS generator's request length, bytes (0: the plain generator).
+    pub nts_len: u32,
+    /// The NTS generator's first client port; its requests cycle through
+    /// [`Self::nts_ports`] ports from there, from the address [`Self::first_client`].
+    pub nts_port: u32,
+    /// How many.
+    pub nts_ports: u32,
 }
 
 /// What the counter keeps of a client's last reply for its next interleaved request

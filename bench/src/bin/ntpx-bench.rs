@@ -10,7 +10,9 @@ use ntpx_bench::{
     report::{BenchReport, ServerResult, bisect, bracket, max_rate, splice, splice_named},
     servers::{self, Peers, ServerKind},
     testrun,
-    topology::{BenchNet, CLIENT_CPU, FIRST_CLIENT, SERVER_CPU, pin_pid, pin_thread},
+    topology::{
+        BenchNet, CLIENT_CPU, FIRST_CLIENT, SERVER_CPU, enter_netns, pin_pid, pin_thread,
+    },
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -492,19 +494,6 @@ fn program_stats(name: &str) -> (u64, u64) {
         .fold((0, 0), |(t, n), p| {
             (t + p.run_time().as_nanos() as u64, n + p.run_count())
         })
-}
-
-/// Moves the calling thread (here: the main thread, for the rest of the run) into the
-/// named network namespace.
-fn enter_netns(name: &str) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let path = format!("/run/netns/{name}");
-    let f = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
-    // SAFETY: setns on a valid namespace fd affects only this thread.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("setns({path}): {}", std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn command_line(cmd: &str, args: &[&str]) -> String {

@@ -12,7 +12,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::generated::bpf_ktime_get_tai_ns,
+    helpers::generated::{bpf_ktime_get_ns, bpf_ktime_get_tai_ns, bpf_xdp_adjust_tail},
     macros::{map, xdp},
     maps::{Array, PerCpuArray},
     programs::XdpContext,
@@ -20,13 +20,13 @@ use aya_ebpf::{
 use ntp_common::{
     load::{
         BUCKETS, HIST_OFFSET, HIST_PROC, HIST_RTT, HIST_TX_GAP, HIST_XLEAVE_GAP, HISTS, LoadConfig,
-        NTS_PASS_EVERY, NTS_POOL_MAGIC, NTS_STATS, NtsStat, STATS, Stat, XLEAVE_CLIENTS,
-        XleaveSlot, bucket_of, ntp_diff_ns, pace,
+        NTS_PASS_EVERY, NTS_POOL, NTS_POOL_MAGIC, NTS_REQUEST_MAX, NTS_STATS, NtsPoolRequest,
+        NtsStat, STATS, Stat, XLEAVE_CLIENTS, XleaveSlot, bucket_of, ntp_diff_ns, pace,
     },
     timebase::unix_ns_to_ntp,
     wire,
 };
-use ntp_ebpf::packet::Frame;
+use ntp_ebpf::packet::{Frame, Span};
 
 #[map(name = "NTPX_LOAD_CFG")]
 static NTPX_LOAD_CFG: Array<LoadConfig> = Array::with_max_entries(1, 0);
@@ -44,6 +44,14 @@ static NTPX_LOAD_HIST: Array<u64> = Array::with_max_entries(HISTS * BUCKETS, 0);
 /// answers as such).
 #[map(name = "NTPX_LOAD_XLEAVE")]
 static NTPX_LOAD_XLEAVE: Array<XleaveSlot> = Array::with_max_entries(XLEAVE_CLIENTS, 0);
+
+/// The NTS generator's requests.
+#[map(name = "NTPX_NTS_POOL")]
+static NTPX_NTS_POOL: Array<NtsPoolRequest> = Array::with_max_entries(NTS_POOL, 0);
+
+/// When each pool request last left (`CLOCK_MONOTONIC`, ns).
+#[map(name = "NTPX_NTS_SENT")]
+static NTPX_NTS_SENT: Array<u64> = Array::with_max_entries(NTS_POOL, 0);
 
 #[map(name = "NTPX_NTS_STATS")]
 static NTPX_NTS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NTS_STATS, 0);
@@ -103,6 +111,58 @@ fn now_ntp(tai_offset_ns: u64) -> u64 {
     unix_ns_to_ntp(tai.wrapping_sub(tai_offset_ns))
 }
 
+/// The next request's sequence number, or `None` if it is not yet due. Paced here, not
+/// by userspace: every `BPF_PROG_TEST_RUN` call costs milliseconds of set-up and
+/// tear-down, so calls are long and most runs just skip their turn.
+#[inline(always)]
+fn paced_seq(interval: u64, burst: u64) -> Option<u64> {
+    let next = NTPX_LOAD_STATS.get_ptr_mut(Stat::PacerNext as u32)?;
+    // SAFETY: a BPF helper without arguments or preconditions.
+    let now = unsafe { bpf_ktime_get_tai_ns() };
+    // SAFETY: a valid pointer into a slot of the benchmark's stats array, for this run;
+    // one generator writes it at a time.
+    let n = pace(unsafe { *next }, now, interval, burst)?;
+    // SAFETY: as above.
+    unsafe { *next = n };
+    Some(match NTPX_LOAD_STATS.get_ptr_mut(Stat::Sent as u32) {
+        // SAFETY: a valid pointer into a slot of the benchmark's stats array, for this run;
+        // one generator writes it at a time.
+        Some(p) => unsafe {
+            *p += 1;
+            *p
+        },
+        None => 0,
+    })
+}
+
+/// Writes Ethernet, IPv4 and UDP headers (to the NTP port, no UDP checksum: IPv4 allows
+/// it and every server here accepts it) for `payload` bytes of UDP payload.
+#[inline(always)]
+fn put_headers<const N: usize>(
+    f: &Span<N>,
+    m: &[u8; 16],
+    (client, server): (u32, u32),
+    port: u16,
+    payload: usize,
+) {
+    // In the words the frame's alignment allows (see ntp_ebpf::packet).
+    f.put_u16(0, u16::from_be_bytes([m[0], m[1]]));
+    f.put_u32(2, u32::from_be_bytes([m[2], m[3], m[4], m[5]]));
+    f.put_u32(6, u32::from_be_bytes([m[6], m[7], m[8], m[9]]));
+    f.put_u16(10, u16::from_be_bytes([m[10], m[11]]));
+    f.put_u16(12, ETH_P_IP);
+    // IPv4: version/IHL, TOS, total length, id, DF, TTL 64, UDP, checksum, addresses.
+    f.put_u32(IP, 0x4500_0000 | (NTP - IP + payload) as u32);
+    f.put_u32(IP + 4, 0x0000_4000);
+    f.put_u32(IP + 8, 0x4011_0000);
+    f.put_u32(IP + 12, client);
+    f.put_u32(IP + 16, server);
+    f.put_u16(IP + 10, f.sum_words::<5>(IP).fold());
+    f.put_u16(UDP, port);
+    f.put_u16(UDP + 2, wire::NTP_PORT);
+    f.put_u32(UDP + 4, ((NTP - UDP + payload) as u32) << 16);
+}
+
 /// Writes the next request over the frame. Every byte: live-frame pages are recycled
 /// without being reset, so a page may come back holding a reply or a bounced request.
 /// Client address and port come from a sequence number; the transmit timestamp (the
@@ -127,29 +187,8 @@ pub(crate) fn ntpx_load_gen(ctx: XdpContext) -> u32 {
     let Some(f) = f.exact_span::<FRAME_LEN>(0) else {
         return xdp_action::XDP_ABORTED;
     };
-    // Paced here, not by userspace: every BPF_PROG_TEST_RUN call costs milliseconds of
-    // set-up and tear-down, so calls are long and most runs just skip their turn.
-    let Some(next) = NTPX_LOAD_STATS.get_ptr_mut(Stat::PacerNext as u32) else {
-        return xdp_action::XDP_ABORTED;
-    };
-    // SAFETY: a BPF helper without arguments or preconditions.
-    let now = unsafe { bpf_ktime_get_tai_ns() };
-    // SAFETY: a valid pointer into a slot of the benchmark's stats array, for this run;
-    // one generator writes it at a time.
-    match pace(unsafe { *next }, now, interval, burst) {
-        // SAFETY: a valid pointer into a slot of the benchmark's stats array, for this run;
-        // one generator writes it at a time.
-        Some(n) => unsafe { *next = n },
-        None => return xdp_action::XDP_DROP,
-    }
-    let seq = match NTPX_LOAD_STATS.get_ptr_mut(Stat::Sent as u32) {
-        // SAFETY: a valid pointer into a slot of the benchmark's stats array, for this run;
-        // one generator writes it at a time.
-        Some(p) => unsafe {
-            *p += 1;
-            *p
-        },
-        None => 0,
+    let Some(seq) = paced_seq(interval, burst) else {
+        return xdp_action::XDP_DROP;
     };
     let clients = if clients == 0 { 1 } else { clients };
     let index = (seq % clients) as u32;
@@ -163,23 +202,7 @@ pub(crate) fn ntpx_load_gen(ctx: XdpContext) -> u32 {
     };
     // Every client a different port each round, never a privileged one.
     let port = 1024 + ((seq / clients) % 64_000) as u16;
-    // In the words the frame's alignment allows (see ntp_ebpf::packet).
-    f.put_u16(0, u16::from_be_bytes([m[0], m[1]]));
-    f.put_u32(2, u32::from_be_bytes([m[2], m[3], m[4], m[5]]));
-    f.put_u32(6, u32::from_be_bytes([m[6], m[7], m[8], m[9]]));
-    f.put_u16(10, u16::from_be_bytes([m[10], m[11]]));
-    f.put_u16(12, ETH_P_IP);
-    // IPv4: version/IHL, TOS, total length, id, DF, TTL 64, UDP, checksum, addresses.
-    f.put_u32(IP, 0x4500_0000 | (FRAME_LEN - ETH) as u32);
-    f.put_u32(IP + 4, 0x0000_4000);
-    f.put_u32(IP + 8, 0x4011_0000);
-    f.put_u32(IP + 12, client);
-    f.put_u32(IP + 16, server);
-    f.put_u16(IP + 10, f.sum_words::<5>(IP).fold());
-    // UDP: no checksum (IPv4 allows it; every server here accepts it).
-    f.put_u16(UDP, port);
-    f.put_u16(UDP + 2, wire::NTP_PORT);
-    f.put_u32(UDP + 4, ((FRAME_LEN - UDP) as u32) << 16);
+    put_headers(&f, &m, (client, server), port, wire::NTP_HEADER_LEN);
     // NTPv4 client request, poll 6, all timestamps zero but the transmit timestamp.
     f.put_u32(
         NTP,
@@ -193,6 +216,55 @@ pub(crate) fn ntpx_load_gen(ctx: XdpContext) -> u32 {
     f.put_u64(NTP + wire::OFF_ORIGIN_TS, last.server_rx);
     f.put_u64(NTP + wire::OFF_RECEIVE_TS, last.capture);
     f.put_u64(NTP + wire::OFF_TRANSMIT_TS, now_ntp(tai_offset));
+    xdp_action::XDP_TX
+}
+
+/// The NTS generator: the pool's requests in turn (built in userspace: their
+/// authenticator covers every byte), each behind headers written here, its departure
+/// noted for the counter. The frame comes in [`NTS_REQUEST_MAX`] bytes of payload long
+/// and is cut to the requests' length.
+#[xdp]
+pub(crate) fn ntpx_nts_gen(ctx: XdpContext) -> u32 {
+    let Some(cfg) = NTPX_LOAD_CFG.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let (client, server, m, interval, burst) = (
+        cfg.first_client,
+        cfg.server,
+        cfg.macs,
+        cfg.interval_ns,
+        cfg.burst,
+    );
+    let (len, port, ports) = (cfg.nts_len as usize, cfg.nts_port, cfg.nts_ports);
+    if len > NTS_REQUEST_MAX || ports == 0 {
+        return xdp_action::XDP_ABORTED;
+    }
+    let Some(f) = Frame::new(&ctx).exact_span::<{ NTP + NTS_REQUEST_MAX }>(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let Some(seq) = paced_seq(interval, burst) else {
+        return xdp_action::XDP_DROP;
+    };
+    let index = (seq % u64::from(NTS_POOL)) as u32;
+    let Some(req) = NTPX_NTS_POOL.get(index) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let sport = port.wrapping_add((seq % u64::from(ports)) as u32) as u16;
+    put_headers(&f, &m, (client, server), sport, len);
+    let mut w = 0;
+    while w < NTS_REQUEST_MAX / 4 {
+        f.put_raw32(NTP + 4 * w, req.words[w]);
+        w += 1;
+    }
+    if let Some(sent) = NTPX_NTS_SENT.get_ptr_mut(index) {
+        // SAFETY: a valid pointer into the slot of this request, written only here; the
+        // counter reads it (a torn read costs one response time).
+        unsafe { *sent = bpf_ktime_get_ns() };
+    }
+    // SAFETY: the context of this run; the frame is not touched after the call.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, len as i32 - NTS_REQUEST_MAX as i32) } != 0 {
+        return xdp_action::XDP_ABORTED;
+    }
     xdp_action::XDP_TX
 }
 
@@ -332,7 +404,16 @@ pub(crate) fn ntpx_nts_count(ctx: XdpContext) -> u32 {
     {
         return xdp_action::XDP_PASS;
     }
-    if h.u32(NTP + wire::OFF_ORIGIN_TS + 4) % NTS_PASS_EVERY == 0 {
+    let index = h.u32(NTP + wire::OFF_ORIGIN_TS + 4);
+    if let Some(sent) = NTPX_NTS_SENT.get(index % NTS_POOL) {
+        // SAFETY: a BPF helper without arguments or preconditions.
+        let rtt = unsafe { bpf_ktime_get_ns() }.wrapping_sub(*sent);
+        // A reply older than the pool's turn (or from before the first send): untimed.
+        if rtt < 1_000_000_000 {
+            hist_add(HIST_RTT, rtt);
+        }
+    }
+    if index % NTS_PASS_EVERY == 0 {
         return xdp_action::XDP_PASS;
     }
     let stat = if h.u8(NTP + 1) == 0 {
