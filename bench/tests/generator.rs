@@ -131,11 +131,21 @@ fn nts_generator_requests_are_answered_verified_and_timed() -> Result<()> {
         "offered {}",
         s.offered_rate
     );
-    assert!(s.sent > 0 && s.answered as f64 >= 0.95 * s.sent as f64, "{s:?}");
+    assert!(
+        s.sent > 0 && s.answered as f64 >= 0.95 * s.sent as f64,
+        "{s:?}"
+    );
     assert!(s.answered <= s.sent, "more replies than requests: {s:?}");
-    assert_eq!((s.naks, s.kod, s.invalid, s.failed_check), (0, 0, 0, 0), "{s:?}");
+    assert_eq!(
+        (s.naks, s.kod, s.invalid, s.failed_check),
+        (0, 0, 0, 0),
+        "{s:?}"
+    );
     assert!(s.verified > 0, "no reply checked in full: {s:?}");
     let rtt = s.rtt.expect("response times");
-    assert!(rtt.p50 > 0 && rtt.p50 <= rtt.p99 && rtt.p99 < 50_000_000, "{rtt:?}");
+    assert!(
+        rtt.p50 > 0 && rtt.p50 <= rtt.p99 && rtt.p99 < 50_000_000,
+        "{rtt:?}"
+    );
     Ok(())
 }

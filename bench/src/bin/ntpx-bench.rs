@@ -10,9 +10,7 @@ use ntpx_bench::{
     report::{BenchReport, ServerResult, bisect, bracket, max_rate, splice, splice_named},
     servers::{self, Peers, ServerKind},
     testrun,
-    topology::{
-        BenchNet, CLIENT_CPU, FIRST_CLIENT, SERVER_CPU, enter_netns, pin_pid, pin_thread,
-    },
+    topology::{BenchNet, CLIENT_CPU, FIRST_CLIENT, SERVER_CPU, enter_netns, pin_pid, pin_thread},
 };
 use std::path::PathBuf;
 use std::time::Duration;
