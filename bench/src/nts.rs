@@ -35,9 +35,9 @@ pub const POOL: usize = NTS_POOL as usize;
 /// the generator's CPU what the server spends. A multiple of [`NTS_PASS_EVERY`], so
 /// those replies reach the sockets.
 const SAMPLE: usize = 16 * NTS_PASS_EVERY as usize;
-/// Client ports (a socket on each, for the replies passed up), so a server's
-/// `SO_REUSEPORT` group (the kernel hashes each client's address and port) spreads the
-/// requests over its sockets.
+/// Client ports (a socket on each, for the replies passed up; the generator mixes a
+/// request's port from its index), so a server's `SO_REUSEPORT` group (the kernel
+/// hashes each client's address and port) spreads the requests over its sockets.
 const SOCKETS: usize = 64;
 /// Requests that may leave back to back after a pause.
 const BURST: u64 = 32;
@@ -110,9 +110,18 @@ pub struct NtsStep {
     pub invalid: u64,
     /// Sending time, seconds.
     pub secs: f64,
-    /// Response time (reply received − request sent, both by this process), ns, of the
-    /// replies passed up to the sockets (one in [`NTS_PASS_EVERY`]).
+    /// Response time (reply at the client end's counter − the request's departure from
+    /// the generator program, one clock), ns.
     pub rtt: Option<Percentiles>,
+    /// Replies timed for it.
+    #[serde(default)]
+    pub timed: u64,
+    /// Requests the server end's veth ring refused (its receive thread too slow).
+    #[serde(default)]
+    pub refused_by_server_end: u64,
+    /// Replies the client end's ring refused (the rig's loss, not the server's).
+    #[serde(default)]
+    pub refused_by_client_end: u64,
 }
 
 impl NtsStep {
@@ -246,8 +255,8 @@ impl NtsLoad {
     }
 
     /// Offers `rate` requests a second for `length`, then waits for the last replies.
-    /// The sending thread (this one, while a call runs) and the receiving one both run on
-    /// the generator's CPU; the servers may use every CPU.
+    /// The sending thread and the receiving one both run on the generator's CPU; the
+    /// servers may use every CPU.
     pub fn step(&mut self, rate: f64, length: Duration) -> Result<NtsStep> {
         if rate.is_nan() || rate <= 0.0 {
             bail!("rate must be positive, not {rate}");
@@ -282,7 +291,7 @@ impl NtsLoad {
         let after = counter_totals(&self.ebpf)?;
         let dropped = |s: NtsStat| after[s as usize].saturating_sub(before[s as usize]);
         let sent = stat_sum(&self.ebpf, Stat::Sent)?;
-        let rtt = histogram(&self.ebpf, HIST_RTT)?.percentiles();
+        let times = histogram(&self.ebpf, HIST_RTT)?;
         Ok(NtsStep {
             target_rate: rate,
             offered_rate: sent as f64 / secs,
@@ -294,7 +303,9 @@ impl NtsLoad {
             kod: counts.kod + dropped(NtsStat::Kod),
             invalid: counts.invalid + dropped(NtsStat::Short),
             secs,
-            rtt,
+            rtt: times.percentiles(),
+            timed: times.total(),
+            ..NtsStep::default()
         })
     }
 }
@@ -302,8 +313,9 @@ impl NtsLoad {
 /// `SOCKETS` client sockets on consecutive ports of `client`, connected to `server`:
 /// the first port and the sockets.
 fn client_sockets(client: Ipv4Addr, server: SocketAddr) -> Result<(u16, Vec<UdpSocket>)> {
-    // Ports above the usual ephemeral range's start are tried in blocks until one is
-    // wholly free (the namespace is the bench's own: the first normally is).
+    // Ports below the usual ephemeral range (32768 up), so no socket of the namespace
+    // takes one meanwhile, tried in blocks until one is wholly free (the namespace is
+    // the bench's own: the first normally is).
     for block in 0..64u16 {
         let first = 20_000 + block * SOCKETS as u16;
         let socks: std::io::Result<Vec<UdpSocket>> = (0..SOCKETS as u16)

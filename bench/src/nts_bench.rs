@@ -6,7 +6,7 @@ use crate::{
     generator::Template,
     nts::{NtsLoad, NtsStep, POOL, Pool},
     report::{self, ns, rate},
-    topology::BenchNet,
+    topology::{BenchNet, RingDrops},
 };
 use anyhow::{Context, Result, anyhow, bail};
 use ntp_common::load::NTS_PASS_EVERY;
@@ -223,7 +223,7 @@ pub fn run(
         let mut ramp: Vec<NtsStep> = Vec::new();
         let mut r = 5_000.0f64;
         loop {
-            let s = load.step(r, step)?;
+            let s = measured_step(&mut load, net, r, step)?;
             show(&s, "");
             let behind = s.offered_rate < 0.8 * r;
             let lossy = s.loss() > 0.5;
@@ -233,7 +233,7 @@ pub fn run(
             }
             r *= 2.0;
         }
-        bisect(&mut load, &mut ramp, step)?;
+        bisect(&mut load, net, &mut ramp, step)?;
         drop(running);
         results.push(NtsResult {
             server,
@@ -269,7 +269,7 @@ pub fn run(
                 .sum()
         };
         let (napi0, procs0) = (snapshot(&napi), snapshot(&procs));
-        let s = load.step(fixed, step.max(Duration::from_secs(3)))?;
+        let s = measured_step(&mut load, net, fixed, step.max(Duration::from_secs(3)))?;
         let (napi_ns, proc_ns) = (used(&napi0, &napi), used(&procs0, &procs));
         show(&s, " (fixed load)");
         if s.answered > 0 {
@@ -330,13 +330,34 @@ pub fn session(
     Ok((running, load))
 }
 
+/// One step, with the requests and replies the veth rings refused on each side (the
+/// client end's: the rig's loss, not the server's).
+fn measured_step(
+    load: &mut NtsLoad,
+    net: &BenchNet,
+    rate: f64,
+    length: Duration,
+) -> Result<NtsStep> {
+    let before = RingDrops::read(net)?;
+    let mut s = load.step(rate, length)?;
+    let after = RingDrops::read(net)?;
+    s.refused_by_server_end = after.server_end.saturating_sub(before.server_end);
+    s.refused_by_client_end = after.client_end.saturating_sub(before.client_end);
+    Ok(s)
+}
+
 /// Three bisections between the best step under 1 % loss and the first over it.
-fn bisect(load: &mut NtsLoad, ramp: &mut Vec<NtsStep>, step: Duration) -> Result<()> {
+fn bisect(
+    load: &mut NtsLoad,
+    net: &BenchNet,
+    ramp: &mut Vec<NtsStep>,
+    step: Duration,
+) -> Result<()> {
     let Some(between) = report::bracket(ramp.iter().map(|s| (s.target_rate, s.loss()))) else {
         return Ok(());
     };
     report::bisect(between, |rate| {
-        let s = load.step(rate, step)?;
+        let s = measured_step(load, net, rate, step)?;
         show(&s, " (bisecting)");
         let good = s.loss() < 0.01;
         ramp.push(s);
@@ -441,19 +462,21 @@ pub fn markdown(
     }
     let _ = writeln!(
         o,
-        "\n| server | offered | answered | loss | NAKs | invalid |\n| --- | --- | --- | --- | --- | --- |"
+        "\n| server | offered | answered | loss | NAKs | invalid | refused by the server end / the client end |\n| --- | --- | --- | --- | --- | --- | --- |"
     );
     for r in results {
         for s in r.ramp.iter().chain(&r.fixed) {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {:.2} % | {} | {} |",
+                "| {} | {} | {} | {:.2} % | {} | {} | {} / {} |",
                 r.server.label(),
                 rate(s.offered_rate),
                 rate(s.answered_rate()),
                 100.0 * s.loss(),
                 s.naks,
-                s.invalid
+                s.invalid,
+                s.refused_by_server_end,
+                s.refused_by_client_end
             );
         }
     }

@@ -193,6 +193,44 @@ pub fn yield_to_others() -> Result<()> {
     Ok(())
 }
 
+/// Frames a full veth ring refused, by the side that refused them.
+pub struct RingDrops {
+    /// Requests the server end could not take (its receive thread too slow).
+    pub server_end: u64,
+    /// Replies the client end could not take (the rig too slow).
+    pub client_end: u64,
+}
+
+impl RingDrops {
+    /// The counters now.
+    pub fn read(net: &BenchNet) -> Result<Self> {
+        let stat = |ns: &ntpx_tests::Netns, ifname: &str, name: &str| -> Result<u64> {
+            let out = ns.output("ethtool", &["-S", ifname])?;
+            Ok(ethtool_counter(&out, name).unwrap_or(0))
+        };
+        let (s, c) = (&net.link.server_if, &net.link.client_if);
+        // The sender's veth counts what its peer's ring refused: XDP frames as
+        // xdp_xmit/xdp_tx errors, socket replies as dropped transmits.
+        let tx_dropped = net.server.output(
+            "cat",
+            &[&format!("/sys/class/net/{s}/statistics/tx_dropped")],
+        )?;
+        Ok(RingDrops {
+            server_end: stat(&net.client, c, "tx_queue_0_xdp_xmit_errors")?,
+            client_end: stat(&net.server, s, "rx_queue_0_xdp_tx_errors")?
+                + tx_dropped.trim().parse::<u64>().unwrap_or(0),
+        })
+    }
+}
+
+/// The value of counter `name` in `ethtool -S` output.
+fn ethtool_counter(out: &str, name: &str) -> Option<u64> {
+    out.lines().find_map(|l| {
+        let (k, v) = l.trim().split_once(':')?;
+        (k.trim() == name).then(|| v.trim().parse().ok())?
+    })
+}
+
 /// Moves the calling thread into the named network namespace (for the rest of its life).
 pub fn enter_netns(name: &str) -> Result<()> {
     use std::os::fd::AsRawFd;
@@ -244,6 +282,14 @@ fn pin_tid(tid: i32, cpu: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ethtool_counters_are_found_by_name() {
+        let out = "NIC statistics:\n     peer_ifindex: 2\n     rx_queue_0_xdp_tx_errors: 1213\n     tx_queue_0_xdp_xmit_errors: 0\n";
+        assert_eq!(ethtool_counter(out, "rx_queue_0_xdp_tx_errors"), Some(1213));
+        assert_eq!(ethtool_counter(out, "tx_queue_0_xdp_xmit_errors"), Some(0));
+        assert_eq!(ethtool_counter(out, "rx_queue_0_xdp_tx"), None);
+    }
 
     #[test]
     fn macs_parse_and_garbage_does_not() {

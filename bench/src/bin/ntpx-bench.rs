@@ -10,7 +10,9 @@ use ntpx_bench::{
     report::{BenchReport, ServerResult, bisect, bracket, max_rate, splice, splice_named},
     servers::{self, Peers, ServerKind},
     testrun,
-    topology::{BenchNet, CLIENT_CPU, FIRST_CLIENT, SERVER_CPU, enter_netns, pin_pid, pin_thread},
+    topology::{
+        BenchNet, CLIENT_CPU, FIRST_CLIENT, RingDrops, SERVER_CPU, enter_netns, pin_pid, pin_thread,
+    },
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -319,43 +321,6 @@ impl Session {
     }
 }
 
-/// Frames a full veth ring refused, by the side that refused them.
-struct RingDrops {
-    /// Requests the server end could not take (its receive thread too slow).
-    server_end: u64,
-    /// Replies the client end could not take (the rig too slow).
-    client_end: u64,
-}
-
-impl RingDrops {
-    fn read(net: &BenchNet) -> Result<Self> {
-        let stat = |ns: &ntpx_tests::Netns, ifname: &str, name: &str| -> Result<u64> {
-            let out = ns.output("ethtool", &["-S", ifname])?;
-            Ok(ethtool_counter(&out, name).unwrap_or(0))
-        };
-        let (s, c) = (&net.link.server_if, &net.link.client_if);
-        // The sender's veth counts what its peer's ring refused: XDP frames as
-        // xdp_xmit/xdp_tx errors, socket replies as dropped transmits.
-        let tx_dropped = net.server.output(
-            "cat",
-            &[&format!("/sys/class/net/{s}/statistics/tx_dropped")],
-        )?;
-        Ok(RingDrops {
-            server_end: stat(&net.client, c, "tx_queue_0_xdp_xmit_errors")?,
-            client_end: stat(&net.server, s, "rx_queue_0_xdp_tx_errors")?
-                + tx_dropped.trim().parse::<u64>().unwrap_or(0),
-        })
-    }
-}
-
-/// The value of counter `name` in `ethtool -S` output.
-fn ethtool_counter(out: &str, name: &str) -> Option<u64> {
-    out.lines().find_map(|l| {
-        let (k, v) = l.trim().split_once(':')?;
-        (k.trim() == name).then(|| v.trim().parse().ok())?
-    })
-}
-
 fn show(s: &Step, what: &str) {
     eprintln!(
         "  offered {:>10.0}/s answered {:>10.0}/s loss {:>6.2} %{what}",
@@ -515,17 +480,4 @@ fn cpu_model(cpus: usize) -> String {
 
 fn utc_now() -> String {
     command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ethtool_counters_are_found_by_name() {
-        let out = "NIC statistics:\n     peer_ifindex: 2\n     rx_queue_0_xdp_tx_errors: 1213\n     tx_queue_0_xdp_xmit_errors: 0\n";
-        assert_eq!(ethtool_counter(out, "rx_queue_0_xdp_tx_errors"), Some(1213));
-        assert_eq!(ethtool_counter(out, "tx_queue_0_xdp_xmit_errors"), Some(0));
-        assert_eq!(ethtool_counter(out, "rx_queue_0_xdp_tx"), None);
-    }
 }

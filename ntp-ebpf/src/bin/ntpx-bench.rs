@@ -249,7 +249,10 @@ pub(crate) fn ntpx_nts_gen(ctx: XdpContext) -> u32 {
     let Some(req) = NTPX_NTS_POOL.get(index) else {
         return xdp_action::XDP_ABORTED;
     };
-    let sport = port.wrapping_add((seq % u64::from(ports)) as u32) as u16;
+    // A port per request, mixed from its index (Fibonacci hashing): the replies passed up
+    // (every 16th index) and those checked in full (every 256th) then reach all the
+    // client sockets, and a server's `SO_REUSEPORT` group still sees 64 flows.
+    let sport = port.wrapping_add((index.wrapping_mul(0x9e37_79b1) >> 16) % ports) as u16;
     put_headers(&f, &m, (client, server), sport, len);
     let mut w = 0;
     while w < NTS_REQUEST_MAX / 4 {
@@ -405,10 +408,14 @@ pub(crate) fn ntpx_nts_count(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     }
     let index = h.u32(NTP + wire::OFF_ORIGIN_TS + 4);
-    if let Some(sent) = NTPX_NTS_SENT.get(index % NTS_POOL) {
+    // Replies (not kisses) timed against their request's last departure: one that came
+    // after its pool slot was sent again (the pool turns in about 0.1 s at 300 k/s)
+    // reads short; one whose slot was never sent, or a second late, is left out.
+    if h.u8(NTP + 1) != 0
+        && let Some(sent) = NTPX_NTS_SENT.get(index % NTS_POOL)
+    {
         // SAFETY: a BPF helper without arguments or preconditions.
         let rtt = unsafe { bpf_ktime_get_ns() }.wrapping_sub(*sent);
-        // A reply older than the pool's turn (or from before the first send): untimed.
         if rtt < 1_000_000_000 {
             hist_add(HIST_RTT, rtt);
         }
