@@ -41,17 +41,25 @@ fn run(kind: ServerKind, subnet: u8, rate: f64) -> Result<Step> {
     })
 }
 
+/// The step offered about `rate`, and nearly every request was answered, none twice.
+fn assert_load_answered(
+    (offered, rate): (f64, f64),
+    (sent, answered): (u64, u64),
+    step: &dyn std::fmt::Debug,
+) {
+    assert!(
+        (offered - rate).abs() < 0.15 * rate,
+        "offered {offered} for {rate}"
+    );
+    assert!(
+        sent > 0 && answered as f64 >= 0.95 * sent as f64,
+        "{step:?}"
+    );
+    assert!(answered <= sent, "more replies than requests: {step:?}");
+}
+
 fn assert_all_matched(s: &Step, rate: f64) {
-    assert!(
-        (s.offered_rate - rate).abs() < 0.15 * rate,
-        "offered {} for {rate}",
-        s.offered_rate
-    );
-    assert!(
-        s.sent > 0 && s.answered as f64 >= 0.95 * s.sent as f64,
-        "{s:?}"
-    );
-    assert!(s.answered <= s.sent, "more replies than requests: {s:?}");
+    assert_load_answered((s.offered_rate, rate), (s.sent, s.answered), s);
     assert_eq!((s.invalid, s.stale, s.kod), (0, 0, 0), "{s:?}");
     let rtt = s.rtt.expect("response times");
     assert!(
@@ -136,16 +144,7 @@ fn nts_step(server: ntpx_bench::nts_bench::NtsServer, subnet: u8) -> Result<(Nts
 /// Every request answered, the sampled replies verified under the session's keys,
 /// nearly every reply timed, and frames cut to the requests' length.
 fn assert_nts_step(s: &NtsStep, per_frame: f64) {
-    assert!(
-        (s.offered_rate - 20_000.0).abs() < 0.15 * 20_000.0,
-        "offered {}",
-        s.offered_rate
-    );
-    assert!(
-        s.sent > 0 && s.answered as f64 >= 0.95 * s.sent as f64,
-        "{s:?}"
-    );
-    assert!(s.answered <= s.sent, "more replies than requests: {s:?}");
+    assert_load_answered((s.offered_rate, 20_000.0), (s.sent, s.answered), s);
     assert_eq!(
         (s.naks, s.kod, s.invalid, s.failed_check),
         (0, 0, 0, 0),
