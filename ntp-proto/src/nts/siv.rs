@@ -27,23 +27,20 @@ fn dbl(x: u128) -> u128 {
     (x << 1) ^ ((x >> 127) * 0x87)
 }
 
-/// One CMAC (RFC 4493) under way: its message (`prefix` then `last`, as [`gather`]
-/// reads them), the blocks done, its state, and whether the message ends here (its final
-/// block then taken with a subkey) or goes on later.
+/// One CMAC (RFC 4493) under way: its message, the blocks done, its state, and whether
+/// the message ends here (its final block then taken with a subkey) or goes on later.
 #[derive(Clone, Copy)]
 struct Chain<'a> {
-    prefix: &'a [u8],
-    last: &'a [u8],
+    msg: &'a [u8],
     done: usize,
     x: u128,
     ends: bool,
 }
 
 impl<'a> Chain<'a> {
-    fn new(prefix: &'a [u8], last: &'a [u8], x: u128, ends: bool) -> Chain<'a> {
+    fn new(msg: &'a [u8], x: u128, ends: bool) -> Chain<'a> {
         Chain {
-            prefix,
-            last,
+            msg,
             done: 0,
             x,
             ends,
@@ -53,11 +50,10 @@ impl<'a> Chain<'a> {
     /// Blocks this message takes: all of it, padded, if it ends here, else its whole
     /// blocks.
     fn blocks(&self) -> usize {
-        let len = self.prefix.len() + self.last.len();
         if self.ends {
-            len.div_ceil(16).max(1)
+            self.msg.len().div_ceil(16).max(1)
         } else {
-            len / 16
+            self.msg.len() / 16
         }
     }
 
@@ -69,9 +65,10 @@ impl<'a> Chain<'a> {
             return None;
         }
         let from = 16 * self.done;
-        let total = self.prefix.len() + self.last.len();
+        let total = self.msg.len();
         let m = if self.ends && self.done + 1 == self.blocks() {
-            let mut m = gather(self.prefix, self.last, from, total - from);
+            let mut m = [0u8; 16];
+            m[..total - from].copy_from_slice(&self.msg[from..]);
             if total > 0 && total.is_multiple_of(16) {
                 u128::from_be_bytes(m) ^ k1
             } else {
@@ -79,11 +76,11 @@ impl<'a> Chain<'a> {
                 u128::from_be_bytes(m) ^ k2
             }
         } else {
-            // Blocks wholly inside `prefix` (nearly all) are read in place.
-            match self.prefix.get(from..from + 16) {
-                Some(b) => u128::from_be_bytes(b.try_into().unwrap_or_default()),
-                None => u128::from_be_bytes(gather(self.prefix, self.last, from, 16)),
-            }
+            // A whole block before the last: inside the message.
+            self.msg
+                .get(from..from + 16)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u128::from_be_bytes)
         };
         Some(self.x ^ m)
     }
@@ -144,21 +141,21 @@ impl BlockClosure for S2v<'_> {
         // does not touch (all but its last 16 to 31 bytes).
         let n = self.plain.len();
         let untouched = n.saturating_sub(16) / 16 * 16;
-        let mut plain = Chain::new(&self.plain[..untouched], &[], 0, false);
+        let mut plain = Chain::new(&self.plain[..untouched], 0, false);
         let zero = [0u8; 16];
         let mut strings = std::iter::once(&zero[..]).chain(self.headers.iter().copied());
         let mut d = 0u128;
         let mut first = true;
         loop {
             const BATCH: usize = 8;
-            let mut chains = [Chain::new(&[], &[], 0, false); BATCH];
+            let mut chains = [Chain::new(&[], 0, false); BATCH];
             let mut count = 0;
             if first {
                 chains[0] = plain;
                 count = 1;
             }
             for s in strings.by_ref().take(BATCH - count) {
-                chains[count] = Chain::new(s, &[], 0, true);
+                chains[count] = Chain::new(s, 0, true);
                 count += 1;
             }
             run(backend, &mut chains[..count], k);
@@ -194,7 +191,7 @@ impl BlockClosure for S2v<'_> {
             tail[..16].copy_from_slice(&(dbl(d) ^ u128::from_be_bytes(padded)).to_be_bytes());
             16
         };
-        let mut last = [Chain::new(&tail[..end], &[], plain.x, true)];
+        let mut last = [Chain::new(&tail[..end], plain.x, true)];
         run(backend, &mut last, k);
         *self.v = last[0].x.to_be_bytes();
     }
@@ -256,20 +253,6 @@ pub(super) fn open(
     }
     ctr(key, tag, data);
     false
-}
-
-/// `len` (at most 16) bytes from offset `from` of `prefix` followed by `last`, zero-filled.
-fn gather(prefix: &[u8], last: &[u8], from: usize, len: usize) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    let p = prefix.len();
-    if from < p {
-        let n = (p - from).min(len);
-        out[..n].copy_from_slice(&prefix[from..from + n]);
-        out[n..len].copy_from_slice(&last[..len - n]);
-    } else {
-        out[..len].copy_from_slice(&last[from - p..from - p + len]);
-    }
-    out
 }
 
 #[cfg(test)]
