@@ -291,6 +291,8 @@ pub struct Engine<C: EngineClock> {
     /// `maxchange`: the limit, updates before it applies, large corrections still to
     /// ignore (negative: all).
     max_change: Option<(f64, i32, i32)>,
+    /// `ntsrefresh`, ns.
+    nts_refresh_ns: u64,
 }
 
 /// Reference id of a source: its IPv4 address, or for IPv6 the first four bytes of the
@@ -354,6 +356,7 @@ impl<C: EngineClock> Engine<C> {
             last_failure: None,
             unsynced_since: clock.now(),
             max_change: sync.max_change,
+            nts_refresh_ns: u64::from(crate::config::DEFAULT_NTS_REFRESH) * 1_000_000_000,
             clock,
         }
     }
@@ -405,12 +408,22 @@ impl<C: EngineClock> Engine<C> {
         }
     }
 
-    /// Whether source `id` uses NTS and needs an NTS-KE before its next request.
+    /// Whether source `id` uses NTS and needs an NTS-KE before its next request; keys
+    /// older than `ntsrefresh` are dropped here (chrony drops their cookies).
     pub fn nts_needs_ke(&mut self, id: usize) -> bool {
+        let now = self.clock.system_now_ns();
+        let refresh = self.nts_refresh_ns;
         self.sources
             .get_mut(id)
             .and_then(|s| s.poller.nts_mut())
-            .is_some_and(|n| n.needs_ke())
+            .is_some_and(|n| {
+                if n.last_ke_ns
+                    .is_some_and(|t| now.saturating_sub(t) > refresh)
+                {
+                    n.session = None;
+                }
+                n.needs_ke()
+            })
     }
 
     /// Source `id`'s NTS-KE with `addr` at system time `now_ns` gave `session`; dropped if
@@ -431,10 +444,24 @@ impl<C: EngineClock> Engine<C> {
         else {
             return false;
         };
+        // A restored session keeps its number and the time of its NTS-KE, as chronyd's
+        // do (one dated ahead of now: now), so `ntsrefresh` counts from that NTS-KE.
+        let (number, ke_ns) = match session.context() {
+            Some((number, ke_ns)) if number > n.sessions => (number, ke_ns.min(now_ns)),
+            _ => (n.sessions.saturating_add(1), now_ns),
+        };
+        let mut session = session;
+        session.set_context(number, ke_ns);
         n.session = Some(session);
-        n.last_ke_ns = Some(now_ns);
-        n.sessions = n.sessions.saturating_add(1);
+        n.last_ke_ns = Some(ke_ns);
+        n.sessions = number;
         true
+    }
+
+    /// `ntsrefresh`: an NTS source's keys older than `secs` are dropped for a new NTS-KE
+    /// (chrony's default: 4 weeks).
+    pub fn set_nts_refresh(&mut self, secs: u32) {
+        self.nts_refresh_ns = u64::from(secs) * 1_000_000_000;
     }
 
     /// Source `id`'s NTS state, if it uses NTS (its sessions, NTS-KE attempts).

@@ -374,7 +374,24 @@ fn ntpxd_is_an_nts_client_of_chronyd() -> Result<()> {
     wait_until(Duration::from_secs(20), "chronyd selected", || d.selected())
         .with_context(|| d.ntpxc(&["sources"]).unwrap_or_default())?;
 
-    // Stopped and started again: the session kept in ntsdumpdir spares the NTS-KE.
+    // Stopped and started again: the session kept in ntsdumpdir spares the NTS-KE, and
+    // keeps its number and the age of its NTS-KE (as chronyd's dump does).
+    let ke_age = |d: &Ntpxd| -> Result<(String, u32)> {
+        let auth = d.ntpxc(&["-c", "authdata"])?;
+        let row: Vec<String> = auth
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        let age = row.get(5).and_then(|a| a.parse().ok());
+        Ok((row.get(2).cloned().unwrap_or_default(), age.context(auth)?))
+    };
+    // Old enough that a restored session counted from the restart would read younger.
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, age_before) = ke_age(&d)?;
+    assert!(age_before >= 2, "{age_before} s since the NTS-KE");
     d.proc.signal(libc::SIGTERM);
     assert!(
         d.proc.wait_exit(Duration::from_secs(5))?,
@@ -401,6 +418,12 @@ fn ntpxd_is_an_nts_client_of_chronyd() -> Result<()> {
         },
     )?;
     assert!(!d.proc.log().contains("NTS-KE done"), "{}", d.proc.log());
+    let (key_id, age_after) = ke_age(&d)?;
+    assert_eq!(key_id, "1", "the restored session keeps its number");
+    assert!(
+        age_after >= age_before,
+        "the NTS-KE's age goes on from {age_before} s, not {age_after} s"
+    );
     drop(d);
 
     // Another certificate trusted for the source (its certset 1; the right one is in

@@ -37,6 +37,9 @@ pub const DEFAULT_XDP_STALE_LIMIT: Duration = Duration::from_secs(10);
 /// Largest accepted `xdpstalelimit`.
 pub const MAX_XDP_STALE_LIMIT: Duration = Duration::from_mins(10);
 
+/// chrony's `ntsrefresh` default: 4 weeks, seconds.
+pub const DEFAULT_NTS_REFRESH: u32 = 2_419_200;
+
 /// Directives documented in chrony 4.x's chrony.conf(5) that ntpx accepts but ignores for now.
 ///
 /// Kept sorted so the test can check for duplicates; implemented directives are not listed.
@@ -62,7 +65,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "ntscachedir",
     "ntsprocesses",
     "ntsratelimit",
-    "ntsrefresh",
     "peer",
     "ptpdomain",
     "ptpport",
@@ -151,6 +153,8 @@ pub struct Config {
     /// offers them so; the server takes the first of a client's it has here). Default
     /// chrony's: AES-128-GCM-SIV, then AES-SIV-CMAC-256.
     pub nts_aeads: Vec<crate::nts::Aead>,
+    /// `ntsrefresh`: the longest an NTS source keeps the keys of one NTS-KE, seconds.
+    pub nts_refresh: u32,
     /// Non-fatal problems found while parsing, in file order.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -197,6 +201,7 @@ impl Default for Config {
             nts_trusted_certs: Vec::new(),
             nts_system_certs: true,
             nts_aeads: crate::nts::Aead::ALL.to_vec(),
+            nts_refresh: DEFAULT_NTS_REFRESH,
             warnings: Vec::new(),
         }
     }
@@ -688,6 +693,15 @@ impl<'a> Parser<'a> {
                         .into());
                 }
                 self.config.nts_aeads = aeads;
+            }
+            "ntsrefresh" => {
+                let v = single_arg("ntsrefresh", args, "seconds")?;
+                // chrony's range: 0 (an NTS-KE before every request) to INT_MAX.
+                self.config.nts_refresh = parse_uint::<u32>(v)
+                    .filter(|n| i32::try_from(*n).is_ok())
+                    .ok_or_else(|| {
+                        invalid("interval", v, "ntsrefresh", "seconds, 0 to 2147483647")
+                    })?;
             }
             "ntsservercert" => {
                 let v = single_arg("ntsservercert", args, "a file path")?;
@@ -1656,6 +1670,9 @@ mod tests {
             ("ntsaeads fifteen", "invalid ID \"fifteen\""),
             ("ntsaeads 15 2147483648", "invalid ID \"2147483648\""),
             ("ntsaeads", "ntsaeads"),
+            ("ntsrefresh -1", "invalid interval \"-1\""),
+            ("ntsrefresh 2147483648", "invalid interval \"2147483648\""),
+            ("ntsrefresh 1 2", "ntsrefresh"),
             (
                 "refclock SHM 0 tai",
                 "refclock option tai requires leapsectz",
@@ -1680,6 +1697,13 @@ mod tests {
         assert_eq!(c.nts_aeads, [Aead::Aes128GcmSiv, Aead::AesSivCmac256]);
         let c = parse("ntsaeads 15\n").unwrap();
         assert_eq!(c.nts_aeads, [Aead::AesSivCmac256]);
+        // chrony's NTS-KE refresh: 4 weeks unless given, 0 to INT_MAX seconds.
+        assert_eq!(c.nts_refresh, 2_419_200);
+        assert_eq!(parse("ntsrefresh 0\n").unwrap().nts_refresh, 0);
+        assert_eq!(
+            parse("ntsrefresh 2147483647\n").unwrap().nts_refresh,
+            i32::MAX as u32
+        );
         let c = parse("allow all\nntsaeads 17 15 30 15 70000\n").unwrap();
         assert_eq!(c.nts_aeads, [Aead::AesSivCmac256, Aead::Aes128GcmSiv]);
         assert_eq!(

@@ -297,6 +297,9 @@ pub fn render(c: &Config) -> String {
         let ids: Vec<String> = c.nts_aeads.iter().map(|a| a.id().to_string()).collect();
         w(format!("ntsaeads {}", ids.join(" ")));
     }
+    if c.nts_refresh != super::DEFAULT_NTS_REFRESH {
+        w(format!("ntsrefresh {}", c.nts_refresh));
+    }
     if let Some(k) = &c.keyfile {
         w(format!("keyfile {}", k.display()));
     }
@@ -327,7 +330,7 @@ mod tests {
                     makestep 1 3\nrtcsync\nminsources 2\nlocal stratum 3 orphan\nallow 192.168.0.0/16\n\
                     deny all 192.168.7.0/24\nallow\ncmdallow 198.18.0.0/16\nport 4123\nbindaddress 198.18.0.1\n\
                     driftfile /var/lib/ntpx/drift\nbindcmdaddress /\npidfile /run/x.pid\nxdpstalelimit 2.5\nuser ntpx\nlogdir /var/log/ntpx\nlog measurements tracking\nratelimit interval 2 burst 4 leak 3 kod 1\n\
-                    ntstrustedcerts /etc/a.pem\nntstrustedcerts 2 /etc/b.pem\nnosystemcert\nleapsectz right/UTC\nntsaeads 15\n";
+                    ntstrustedcerts /etc/a.pem\nntstrustedcerts 2 /etc/b.pem\nnosystemcert\nleapsectz right/UTC\nntsaeads 15\nntsrefresh 86400\n";
         let c = parse_str(text, Path::new("t.conf")).unwrap();
         let out = render(&c);
         let again = parse_str(&out, Path::new("rendered.conf")).unwrap();

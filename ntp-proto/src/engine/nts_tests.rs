@@ -145,3 +145,69 @@ fn an_nts_source_counts_sessions_and_turns_unreachable_without_keys() {
     assert!(!e.nts_needs_ke(id), "the reserve keys are still to try");
     assert!(e.nts_sessions().is_empty());
 }
+
+#[test]
+fn nts_keys_are_refreshed_after_ntsrefresh_and_a_restored_session_keeps_its_context() {
+    let now = Rc::new(Cell::new(1_700_000_000 * S));
+    let clock = FreeRunning::new(0.0, Sys(now.clone()), 500e-6);
+    let mut e = Engine::new(clock, &SyncConfig::default(), None, 1e-7, None);
+    e.set_nts_refresh(3600);
+    let id = e.add_source("198.18.0.1:123".parse().unwrap(), opts_nts());
+    let addr = e.sources()[id].addr;
+    let server = CookieKeys::new(ServerKey::new(1, &[9; 16]).unwrap());
+    let keys = SessionKeys::new(Aead::Aes128GcmSiv, &[1; 16], &[2; 16]).unwrap();
+    let cookies: Vec<_> = (0..8).map(|i| server.seal(&keys, &[i; 16])).collect();
+
+    // A session saved by an earlier run: its number and NTS-KE time come back (as
+    // chronyd restores them), and the refresh counts from that NTS-KE.
+    let mut saved = ClientSession::new(keys.clone(), cookies.clone(), [3; 16]);
+    saved.set_context(4, now.get() - 3000 * S);
+    let restored = ClientSession::restore(&saved.dump(), [5; 16]).unwrap();
+    assert!(e.nts_session(id, addr, restored, now.get()));
+    let a = &e.authdata_report()[0];
+    assert_eq!(a.key_id, 4);
+    assert_eq!(
+        e.nts_client(id).unwrap().last_ke_ns,
+        Some(now.get() - 3000 * S)
+    );
+    assert!(!e.nts_needs_ke(id), "50 minutes old: kept");
+    assert!(e.transmit(id, 1).is_some());
+    now.set(now.get() + 601 * S);
+    assert!(e.nts_needs_ke(id), "past an hour: a new NTS-KE");
+    assert!(
+        e.nts_client(id).unwrap().session.is_none(),
+        "its cookies dropped"
+    );
+    assert!(e.transmit(id, 2).is_none(), "no request with the old keys");
+    assert!(e.nts_sessions().is_empty(), "nothing to save");
+
+    // The new NTS-KE's session: the next number, dated now, and saved so.
+    let fresh = ClientSession::new(keys, cookies, [6; 16]);
+    assert!(e.nts_session(id, addr, fresh, now.get()));
+    assert_eq!(e.authdata_report()[0].key_id, 5);
+    assert!(!e.nts_needs_ke(id));
+    let dump = &e.nts_sessions()[0].2;
+    let back = ClientSession::restore(dump, [7; 16]).unwrap();
+    assert_eq!(back.context(), Some((5, now.get())));
+    // A saved NTS-KE time ahead of the clock (the clock stepped back since) is now.
+    let mut e2 = Engine::new(
+        FreeRunning::new(0.0, Sys(now.clone()), 500e-6),
+        &SyncConfig::default(),
+        None,
+        1e-7,
+        None,
+    );
+    let id2 = e2.add_source("198.18.0.1:123".parse().unwrap(), opts_nts());
+    let mut ahead = back;
+    ahead.set_context(5, now.get() + 100 * S);
+    assert!(e2.nts_session(id2, addr, ahead, now.get()));
+    assert_eq!(e2.nts_client(id2).unwrap().last_ke_ns, Some(now.get()));
+}
+
+/// An NTS source's options.
+fn opts_nts() -> SourceOptions {
+    SourceOptions {
+        nts: true,
+        ..SourceOptions::default()
+    }
+}

@@ -813,6 +813,9 @@ pub struct ClientSession {
     counter: u64,
     /// The unique identifier of the request awaiting its reply.
     pending: Option<[u8; 32]>,
+    /// Its context number (chronyc's `KeyID`) and the system time of its NTS-KE, ns,
+    /// once a source has taken it: saved with it and restored, as chronyd keeps both.
+    context: Option<(u32, u64)>,
 }
 
 impl std::fmt::Debug for ClientSession {
@@ -823,6 +826,8 @@ impl std::fmt::Debug for ClientSession {
 
 /// The first line of a saved client session.
 const DUMP_VERSION: &str = "ntpx-nts-session 1";
+/// The line of a saved client session with its context number and NTS-KE time.
+const CONTEXT: &str = "context ";
 
 /// Why a reply to an NTS request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -848,7 +853,19 @@ impl ClientSession {
             prf: prf_key,
             counter: 0,
             pending: None,
+            context: None,
         }
+    }
+
+    /// Its context number and the system time of its NTS-KE (ns), if a source has
+    /// taken it or it was saved with them.
+    pub fn context(&self) -> Option<(u32, u64)> {
+        self.context
+    }
+
+    /// Numbers it `number` among its source's sessions, made by an NTS-KE at `ke_ns`.
+    pub fn set_context(&mut self, number: u32, ke_ns: u64) {
+        self.context = Some((number, ke_ns));
     }
 
     /// The session with `keys` to fall back on after a NAK unanswered by a valid reply
@@ -881,7 +898,7 @@ impl ClientSession {
     }
 
     /// The session as kept across a restart (`ntsdumpdir`): its keys and cookies, as
-    /// lines of hex under a version line.
+    /// lines of hex under a version line, and its context number and NTS-KE time.
     pub fn dump(&self) -> String {
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         let mut out = format!(
@@ -889,6 +906,9 @@ impl ClientSession {
             hex(self.keys.c2s()),
             hex(self.keys.s2c())
         );
+        if let Some((number, ke_ns)) = self.context {
+            out.push_str(&format!("{CONTEXT}{number} {ke_ns}\n"));
+        }
         for c in &self.cookies {
             out.push_str(&hex(c));
             out.push('\n');
@@ -915,7 +935,19 @@ impl ClientSession {
         let c2s = unhex(lines.next()?)?;
         let s2c = unhex(lines.next()?)?;
         let keys = SessionKeys::new(Aead::from_key_len(c2s.len())?, &c2s, &s2c)?;
+        let mut context = None;
         let cookies: Vec<Vec<u8>> = lines
+            .filter(|l| match l.strip_prefix(CONTEXT) {
+                Some(c) => {
+                    // Sessions saved before the context was kept have no such line.
+                    let mut n = c.split_whitespace().map(str::parse::<u64>);
+                    if let (Some(Ok(number)), Some(Ok(ke_ns))) = (n.next(), n.next()) {
+                        context = u32::try_from(number).ok().map(|number| (number, ke_ns));
+                    }
+                    false
+                }
+                None => true,
+            })
             .map(unhex)
             .collect::<Option<Vec<_>>>()?
             .into_iter()
@@ -925,7 +957,9 @@ impl ClientSession {
         if cookies.is_empty() {
             return None;
         }
-        Some(ClientSession::new(keys, cookies, prf_key))
+        let mut session = ClientSession::new(keys, cookies, prf_key);
+        session.context = context;
+        Some(session)
     }
 
     /// Length of the cookies held (0 with none).
@@ -1441,6 +1475,18 @@ mod tests {
             );
             let req = restored.request(&header).unwrap();
             assert!(matches!(check_request(&req, &server), NtsCheck::Valid(_)));
+            // Its context number and NTS-KE time go with it; a session saved before they
+            // were kept has none.
+            assert_eq!(restored.context(), None);
+            client.set_context(3, 1_700_000_000_123_456_789);
+            let again = ClientSession::restore(&client.dump(), [8; 16]).unwrap();
+            assert_eq!(again.context(), Some((3, 1_700_000_000_123_456_789)));
+            assert_eq!(again.cookies(), client.cookies());
+            let odd = client.dump().replace("context 3 ", "context x ");
+            assert_eq!(
+                ClientSession::restore(&odd, [8; 16]).unwrap().context(),
+                None
+            );
             assert!(ClientSession::restore("junk", [0; 16]).is_none());
             assert!(
                 ClientSession::restore(&empty.dump(), [0; 16]).is_none(),

@@ -205,6 +205,7 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
     }
     engine.set_keys(keys.clone());
     engine.set_leap_table(leaps.clone());
+    engine.set_nts_refresh(config.nts_refresh);
     let secrets = ntp_proto::server::Secrets { keys, cookies };
     let engine = Arc::new(Mutex::new(engine));
     Ok(Shared {
