@@ -408,22 +408,45 @@ impl<C: EngineClock> Engine<C> {
         }
     }
 
-    /// Whether source `id` uses NTS and needs an NTS-KE before its next request; keys
-    /// older than `ntsrefresh` are dropped here (chrony drops their cookies).
+    /// Whether source `id` uses NTS and needs an NTS-KE before its next request.
     pub fn nts_needs_ke(&mut self, id: usize) -> bool {
-        let now = self.clock.system_now_ns();
-        let refresh = self.nts_refresh_ns;
         self.sources
             .get_mut(id)
             .and_then(|s| s.poller.nts_mut())
-            .is_some_and(|n| {
-                if n.last_ke_ns
-                    .is_some_and(|t| now.saturating_sub(t) > refresh)
-                {
-                    n.session = None;
-                }
-                n.needs_ke()
-            })
+            .is_some_and(|n| n.needs_ke())
+    }
+
+    /// `ntsrefresh`, checked once a poll before [`Self::nts_needs_ke`] (chrony's check
+    /// before a request): drops source `id`'s keys if their NTS-KE is older, unless a
+    /// NAK left the alternative keys to try first (chrony switches to them then).
+    /// Whether they were dropped.
+    pub fn nts_refresh(&mut self, id: usize) -> bool {
+        let now = self.clock.system_now_ns();
+        let refresh = self.nts_refresh_ns;
+        let Some(n) = self.sources.get_mut(id).and_then(|s| s.poller.nts_mut()) else {
+            return false;
+        };
+        let stale = n
+            .last_ke_ns
+            .is_some_and(|t| now.saturating_sub(t) > refresh);
+        let alternative = n.session.as_ref().is_some_and(|s| s.nak() && s.usable());
+        if !stale || alternative || n.session.is_none() {
+            return false;
+        }
+        n.session = None;
+        true
+    }
+
+    /// The system clock stepped by `step` seconds: NTS-KE times move with it, so their
+    /// age (`ntsrefresh`, authdata) is not the step's (chrony keeps it on a monotonic
+    /// clock).
+    fn shift_nts_times(&mut self, step: f64) {
+        let shift = (step * 1e9).round() as i64;
+        for s in &mut self.sources {
+            if let Some(t) = s.poller.nts_mut().and_then(|n| n.last_ke_ns.as_mut()) {
+                *t = t.saturating_add_signed(shift);
+            }
+        }
     }
 
     /// Source `id`'s NTS-KE with `addr` at system time `now_ns` gave `session`; dropped if
@@ -450,8 +473,6 @@ impl<C: EngineClock> Engine<C> {
             Some((number, ke_ns)) if number > n.sessions => (number, ke_ns.min(now_ns)),
             _ => (n.sessions.saturating_add(1), now_ns),
         };
-        let mut session = session;
-        session.set_context(number, ke_ns);
         n.session = Some(session);
         n.last_ke_ns = Some(ke_ns);
         n.sessions = number;
@@ -476,16 +497,24 @@ impl<C: EngineClock> Engine<C> {
     /// id with the source's address: not one a NAK left unanswered (its keys, the ones
     /// saved, were just refused).
     pub fn nts_sessions(&self) -> Vec<(usize, SocketAddr, String)> {
+        let now = self.clock.system_now_ns();
         self.sources
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.removed)
             .filter_map(|(i, s)| match s.poller.auth() {
-                SourceAuth::Nts(n) => n
-                    .session
-                    .as_ref()
-                    .filter(|x| x.usable() && !x.nak())
-                    .map(|x| (i, s.addr, x.dump())),
+                SourceAuth::Nts(n) => {
+                    n.session
+                        .as_ref()
+                        .filter(|x| x.usable() && !x.nak())
+                        .map(|x| {
+                            // Saved with its number and NTS-KE time as the source has them
+                            // (the time moved with any step since).
+                            let mut x = x.clone();
+                            x.set_context(n.sessions, n.last_ke_ns.unwrap_or(now));
+                            (i, s.addr, x.dump())
+                        })
+                }
                 _ => None,
             })
             .collect()
@@ -1102,6 +1131,7 @@ impl<C: EngineClock> Engine<C> {
         }
         let mut log = Vec::new();
         if let Some(step) = r.stepped {
+            self.shift_nts_times(step);
             log.push(Log::Info(format!(
                 "System clock was stepped by {step:.6} seconds"
             )));
@@ -1181,6 +1211,7 @@ impl<C: EngineClock> Engine<C> {
     /// update counts as a first one.
     pub fn external_step(&mut self, step: f64) -> Vec<Log> {
         self.clock.external_step();
+        self.shift_nts_times(step);
         for s in &mut self.sources {
             s.stats.reset();
             s.poller.reset();
@@ -1255,6 +1286,7 @@ impl<C: EngineClock> Engine<C> {
     /// Steps the clock by the correction still being slewed (ntpxc makestep).
     pub fn make_step(&mut self) -> Vec<Log> {
         let step = self.clock.step(0.0);
+        self.shift_nts_times(step);
         vec![Log::Info(format!(
             "System clock was stepped by {step:.6} seconds"
         ))]
@@ -1265,7 +1297,8 @@ impl<C: EngineClock> Engine<C> {
     /// seconds, as chronyd does in its step mode. The sources leapt too, so nothing
     /// measured needs restating.
     pub fn leap_step(&mut self, step: f64) -> Vec<Log> {
-        self.clock.step(step);
+        let taken = self.clock.step(step);
+        self.shift_nts_times(taken);
         vec![Log::Warn(
             "System clock was stepped for leap second".to_string(),
         )]

@@ -62,7 +62,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "maxtxbuffers",
     "nocerttimecheck",
     "ntpsigndsocket",
-    "ntscachedir",
     "ntsprocesses",
     "ntsratelimit",
     "peer",
@@ -729,8 +728,9 @@ impl<'a> Parser<'a> {
                 let v = single_arg("ntsntpserver", args, "a host name or address")?;
                 self.config.nts_server.ntp_server = Some(v.to_string());
             }
-            "ntsdumpdir" => {
-                let v = single_arg("ntsdumpdir", args, "a directory")?;
+            // `ntscachedir`: chrony's earlier name for it, still read.
+            "ntsdumpdir" | "ntscachedir" => {
+                let v = single_arg(&lower, args, "a directory")?;
                 self.config.nts_server.dump_dir = Some(PathBuf::from(v));
             }
             "ntsrotate" => {
@@ -1700,6 +1700,14 @@ mod tests {
         // chrony's NTS-KE refresh: 4 weeks unless given, 0 to INT_MAX seconds.
         assert_eq!(c.nts_refresh, 2_419_200);
         assert_eq!(parse("ntsrefresh 0\n").unwrap().nts_refresh, 0);
+        // chrony's earlier name for ntsdumpdir.
+        assert_eq!(
+            parse("ntscachedir /var/lib/chrony\n")
+                .unwrap()
+                .nts_server
+                .dump_dir,
+            Some(PathBuf::from("/var/lib/chrony"))
+        );
         assert_eq!(
             parse("ntsrefresh 2147483647\n").unwrap().nts_refresh,
             i32::MAX as u32

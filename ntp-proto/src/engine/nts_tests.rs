@@ -170,10 +170,16 @@ fn nts_keys_are_refreshed_after_ntsrefresh_and_a_restored_session_keeps_its_cont
         e.nts_client(id).unwrap().last_ke_ns,
         Some(now.get() - 3000 * S)
     );
-    assert!(!e.nts_needs_ke(id), "50 minutes old: kept");
+    assert!(
+        !e.nts_refresh(id) && !e.nts_needs_ke(id),
+        "50 minutes old: kept"
+    );
     assert!(e.transmit(id, 1).is_some());
-    now.set(now.get() + 601 * S);
-    assert!(e.nts_needs_ke(id), "past an hour: a new NTS-KE");
+    now.set(now.get() + 600 * S);
+    assert!(!e.nts_refresh(id), "an hour to the second: kept");
+    now.set(now.get() + S);
+    assert!(e.nts_refresh(id), "past an hour: dropped");
+    assert!(e.nts_needs_ke(id), "a new NTS-KE");
     assert!(
         e.nts_client(id).unwrap().session.is_none(),
         "its cookies dropped"
@@ -182,13 +188,41 @@ fn nts_keys_are_refreshed_after_ntsrefresh_and_a_restored_session_keeps_its_cont
     assert!(e.nts_sessions().is_empty(), "nothing to save");
 
     // The new NTS-KE's session: the next number, dated now, and saved so.
-    let fresh = ClientSession::new(keys, cookies, [6; 16]);
+    let fresh = ClientSession::new(keys.clone(), cookies.clone(), [6; 16]);
     assert!(e.nts_session(id, addr, fresh, now.get()));
     assert_eq!(e.authdata_report()[0].key_id, 5);
-    assert!(!e.nts_needs_ke(id));
+    assert!(!e.nts_refresh(id) && !e.nts_needs_ke(id));
     let dump = &e.nts_sessions()[0].2;
     let back = ClientSession::restore(dump, [7; 16]).unwrap();
     assert_eq!(back.context(), Some((5, now.get())));
+
+    // A step of the system clock (here one ntpx did not make) moves the NTS-KE's time
+    // with it: ten seconds later and two hours on, the keys are ten seconds old.
+    let ke = now.get();
+    now.set(now.get() + 10 * S + 7200 * S);
+    e.external_step(7200.0);
+    assert_eq!(e.nts_client(id).unwrap().last_ke_ns, Some(ke + 7200 * S));
+    assert!(!e.nts_refresh(id), "not aged by the step");
+    assert_eq!(e.authdata_report()[0].last_ke_ago, Some(10));
+    assert_eq!(
+        ClientSession::restore(&e.nts_sessions()[0].2, [7; 16])
+            .unwrap()
+            .context(),
+        Some((5, ke + 7200 * S)),
+        "saved on the clock's new scale"
+    );
+
+    // ntsrefresh 0: an NTS-KE before every request, and each session's keys used once
+    // (refreshed before the next poll, not before the request they were made for).
+    e.set_nts_refresh(0);
+    now.set(now.get() + S);
+    assert!(e.nts_refresh(id) && e.nts_needs_ke(id));
+    let fresh = ClientSession::new(keys.clone(), cookies.clone(), [9; 16]);
+    assert!(e.nts_session(id, addr, fresh, now.get()));
+    assert!(!e.nts_needs_ke(id));
+    assert!(e.transmit(id, 3).is_some(), "the new keys used once");
+    now.set(now.get() + 1);
+    assert!(e.nts_refresh(id), "and dropped at the next poll");
     // A saved NTS-KE time ahead of the clock (the clock stepped back since) is now.
     let mut e2 = Engine::new(
         FreeRunning::new(0.0, Sys(now.clone()), 500e-6),

@@ -814,7 +814,8 @@ pub struct ClientSession {
     /// The unique identifier of the request awaiting its reply.
     pending: Option<[u8; 32]>,
     /// Its context number (chronyc's `KeyID`) and the system time of its NTS-KE, ns,
-    /// once a source has taken it: saved with it and restored, as chronyd keeps both.
+    /// as saved with it and restored (chronyd keeps both); the source's own count and
+    /// time are the ones in use.
     context: Option<(u32, u64)>,
 }
 
@@ -857,13 +858,13 @@ impl ClientSession {
         }
     }
 
-    /// Its context number and the system time of its NTS-KE (ns), if a source has
-    /// taken it or it was saved with them.
+    /// The context number and system time of its NTS-KE (ns) it was saved with, if any.
     pub fn context(&self) -> Option<(u32, u64)> {
         self.context
     }
 
-    /// Numbers it `number` among its source's sessions, made by an NTS-KE at `ke_ns`.
+    /// Numbers it `number` among its source's sessions, made by an NTS-KE at `ke_ns`
+    /// (saved by [`Self::dump`]).
     pub fn set_context(&mut self, number: u32, ke_ns: u64) {
         self.context = Some((number, ke_ns));
     }

@@ -114,6 +114,9 @@ pub async fn run(
         if !still_ours(&ctx, id, addr) {
             return;
         }
+        if lock(&ctx.engine).nts_refresh(id) {
+            info!("Source {addr}: NTS keys older than ntsrefresh, a new NTS-KE");
+        }
         if lock(&ctx.engine).nts_needs_ke(id) {
             let started = Instant::now();
             let attempts = lock(&ctx.engine)
@@ -303,10 +306,18 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
             saved.cookies(),
             named.map_or(String::new(), |a| format!("; NTP server {a}"))
         );
-        if lock(&ctx.engine).nts_session(id, addr, saved, now_ns()) {
-            note_named(&nts, id, named);
+        let mut engine = lock(&ctx.engine);
+        let taken = engine.nts_session(id, addr, saved, now_ns());
+        // Keys saved longer ago than ntsrefresh: dropped, and the NTS-KE made now.
+        if !(taken && engine.nts_refresh(id)) {
+            drop(engine);
+            if taken {
+                note_named(&nts, id, named);
+            }
+            return KeOutcome::Done(named, Duration::ZERO);
         }
-        return KeOutcome::Done(named, Duration::ZERO);
+        drop(engine);
+        info!("Source {name}: the restored NTS keys are older than ntsrefresh");
     }
     let attempts = lock(&ctx.engine).nts_ke_started(id);
     let target = name.clone();
