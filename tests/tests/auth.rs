@@ -726,3 +726,93 @@ fn ntpxd_polls_the_ntp_server_its_nts_ke_server_names() -> Result<()> {
     assert!(server.stat("serverstats", "Authenticated NTP packets")? >= 3);
     Ok(())
 }
+
+/// NTS-KE connections follow chronyd's rules: the NTP access rules apply (a denied
+/// client is closed on, not counted), then `ntsratelimit` (here a burst of one).
+#[test]
+fn nts_ke_connections_follow_the_access_rules_and_ntsratelimit() -> Result<()> {
+    if !ntpx_tests::privileged("nts_ke_connections_follow_the_access_rules_and_ntsratelimit") {
+        return Ok(());
+    }
+    let ntpx_tests::ClientServer {
+        server,
+        client,
+        link,
+        pass: _pass,
+    } = ntpx_tests::client_server("kesrv", "kecli", 39, "ntpx.test")?;
+    let dir = ntpx_tests::TempDir::new("ntske")?;
+    let (cert, key) = ntpx_tests::self_signed_certificate(&dir, "ntpx.test")?;
+    let nts = format!(
+        "local stratum 3\nntsservercert {}\nntsserverkey {}\n",
+        cert.display(),
+        key.display()
+    );
+    let server_ip: std::net::IpAddr = link.server_v4.parse()?;
+    // NTS-KEs from the client's namespace: how many of `tries` succeeded.
+    let exchanges = |tries: usize| -> Result<usize> {
+        let cert = cert.clone();
+        client.run_in(move || {
+            let text = format!(
+                "server ntpx.test nts\nntstrustedcerts {}\nnosystemcert\n",
+                cert.display()
+            );
+            let config = ntp_proto::config::parse_str(&text, std::path::Path::new("t.conf"))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let ctx = ntp_user::sources::nts_ke::context(&config)?.context("no NTS context")?;
+            let mut done = 0;
+            for _ in 0..tries {
+                let tls = ctx.tls(0)?;
+                let aeads = ntp_proto::nts::Aead::ALL;
+                if ntp_user::sources::nts_ke::key_exchange(
+                    tls,
+                    "ntpx.test",
+                    Some(server_ip),
+                    ntp_proto::nts::KE_PORT,
+                    &aeads,
+                )
+                .is_ok()
+                {
+                    done += 1;
+                }
+            }
+            Ok(done)
+        })
+    };
+
+    // Denied by the NTP rules: no NTS-KE, none counted.
+    let client_ip = &link.client_v4;
+    let mut d = Ntpxd::start(
+        &server,
+        &format!("{nts}allow all\ndeny {client_ip}\n"),
+        &["--no-xdp"],
+    )?;
+    d.proc.wait_for_log("for NTS-KE", Duration::from_secs(10))?;
+    assert_eq!(exchanges(2)?, 0, "{}", d.proc.log());
+    assert_eq!(d.stat("serverstats", "NTS-KE connections accepted")?, 0);
+    drop(d);
+
+    // Allowed, one connection in a burst: the first NTS-KE, then the rate limit (leak
+    // 16: one in 65536 let through).
+    let mut d = Ntpxd::start(
+        &server,
+        &format!("{nts}allow all\nntsratelimit interval 6 burst 1 leak 16\n"),
+        &["--no-xdp"],
+    )?;
+    d.proc.wait_for_log("for NTS-KE", Duration::from_secs(10))?;
+    assert_eq!(exchanges(3)?, 1, "{}", d.proc.log());
+    let accepted = d.stat("serverstats", "NTS-KE connections accepted")?;
+    let dropped = d.stat("serverstats", "NTS-KE connections dropped")?;
+    assert_eq!(
+        (accepted, dropped),
+        (3, 2),
+        "{}",
+        d.ntpxc(&["serverstats"])?
+    );
+    drop(d);
+
+    // Without a limit, every one is served.
+    let mut d = Ntpxd::start(&server, &format!("{nts}allow all\n"), &["--no-xdp"])?;
+    d.proc.wait_for_log("for NTS-KE", Duration::from_secs(10))?;
+    assert_eq!(exchanges(3)?, 3, "{}", d.proc.log());
+    Ok(())
+}

@@ -63,7 +63,6 @@ pub const UNSUPPORTED_DIRECTIVES: &[&str] = &[
     "nocerttimecheck",
     "ntpsigndsocket",
     "ntsprocesses",
-    "ntsratelimit",
     "peer",
     "ptpdomain",
     "ptpport",
@@ -117,6 +116,9 @@ pub struct Config {
     pub logs: Vec<String>,
     /// `ratelimit`: the limit applied per client in both answering paths.
     pub ratelimit: Option<ntp_common::RateLimit>,
+    /// `ntsratelimit`: the limit on NTS-KE connections per client (chrony's default
+    /// interval 6: one a 64 s, bursts of 8).
+    pub nts_ratelimit: Option<ntp_common::RateLimit>,
     /// Client log size in records (`clientloglimit` bytes / 64); `None`: `noclientlog`.
     pub client_log: Option<u32>,
     /// Symmetric keys file (`keyfile`).
@@ -185,6 +187,7 @@ impl Default for Config {
             leapsectz: None,
             keyfile: None,
             ratelimit: None,
+            nts_ratelimit: None,
             client_log: Some(
                 ntp_common::state::DEFAULT_CLIENTLOG_LIMIT / ntp_common::state::CLIENT_RECORD_BYTES,
             ),
@@ -603,6 +606,9 @@ impl<'a> Parser<'a> {
                 self.config.sched_priority = (p > 0).then_some(p);
             }
             "ratelimit" => self.config.ratelimit = Some(rate_limit("ratelimit", args, 3, true)?),
+            "ntsratelimit" => {
+                self.config.nts_ratelimit = Some(rate_limit("ntsratelimit", args, 6, false)?);
+            }
             "cmdratelimit" => {
                 self.config.cmd_ratelimit = rate_limit("cmdratelimit", args, -4, false)?;
             }
@@ -1700,6 +1706,22 @@ mod tests {
         // chrony's NTS-KE refresh: 4 weeks unless given, 0 to INT_MAX seconds.
         assert_eq!(c.nts_refresh, 2_419_200);
         assert_eq!(parse("ntsrefresh 0\n").unwrap().nts_refresh, 0);
+        // ntsratelimit: ratelimit's options but kod, chrony's default interval 6.
+        let r = parse("ntsratelimit burst 2\n")
+            .unwrap()
+            .nts_ratelimit
+            .unwrap();
+        assert_eq!(
+            (r.interval_ns, r.burst, r.leak, r.kod),
+            (64_000_000_000, 2, 2, 0)
+        );
+        assert_eq!(parse("allow all\n").unwrap().nts_ratelimit, None);
+        let e = parse("ntsratelimit kod 1\n").unwrap_err();
+        assert!(
+            e.message.contains("unknown option \"kod\""),
+            "{}",
+            e.message
+        );
         // chrony's earlier name for ntsdumpdir.
         assert_eq!(
             parse("ntscachedir /var/lib/chrony\n")

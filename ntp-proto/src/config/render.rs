@@ -277,6 +277,14 @@ pub fn render(c: &Config) -> String {
             r.kod
         ));
     }
+    if let Some(r) = &c.nts_ratelimit {
+        w(format!(
+            "ntsratelimit interval {} burst {} leak {}",
+            (r.interval_ns as f64 * 1e-9).log2().round() as i32,
+            r.burst,
+            r.leak
+        ));
+    }
     match c.client_log {
         Some(n) => w(format!(
             "clientloglimit {}",
@@ -329,7 +337,7 @@ mod tests {
         let text = "pool p.example iburst maxsources 3\nserver 198.18.0.1 minpoll -4 maxpoll 2 prefer port 1123\nserver nts.example nts certset 2\nrefclock PHC /dev/ptp0:extpps:pin=1 poll 2 refid PPS lock NMEA pps prefer\nrefclock SHM 0 offset 0.5 delay 0.2 tai\nhwtimestamp eth0 rxfilter ntp nocrossts\nhwtimestamp * minpoll -2\n\
                     makestep 1 3\nrtcsync\nminsources 2\nlocal stratum 3 orphan\nallow 192.168.0.0/16\n\
                     deny all 192.168.7.0/24\nallow\ncmdallow 198.18.0.0/16\nport 4123\nbindaddress 198.18.0.1\n\
-                    driftfile /var/lib/ntpx/drift\nbindcmdaddress /\npidfile /run/x.pid\nxdpstalelimit 2.5\nuser ntpx\nlogdir /var/log/ntpx\nlog measurements tracking\nratelimit interval 2 burst 4 leak 3 kod 1\n\
+                    driftfile /var/lib/ntpx/drift\nbindcmdaddress /\npidfile /run/x.pid\nxdpstalelimit 2.5\nuser ntpx\nlogdir /var/log/ntpx\nlog measurements tracking\nratelimit interval 2 burst 4 leak 3 kod 1\nntsratelimit interval 3 burst 1\n\
                     ntstrustedcerts /etc/a.pem\nntstrustedcerts 2 /etc/b.pem\nnosystemcert\nleapsectz right/UTC\nntsaeads 15\nntsrefresh 86400\n";
         let c = parse_str(text, Path::new("t.conf")).unwrap();
         let out = render(&c);

@@ -213,6 +213,7 @@ fn set_up(config: Config, opts: &Options) -> Result<Shared> {
         journal,
         config_path: opts.config_path.clone(),
         clients: ClientLog::new(config.client_log, config.ratelimit),
+        nts_ke_clients: ClientLog::new(config.client_log, config.nts_ratelimit),
         leaps,
         sync: OnceLock::new(),
         hw: OnceLock::new(),

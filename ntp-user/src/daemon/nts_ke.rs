@@ -8,6 +8,7 @@
 use super::shared::Shared;
 use crate::net::random_bytes;
 use anyhow::{Context, Result, anyhow, bail};
+use ntp_common::RateVerdict;
 use ntp_proto::{
     config::{Config, NtsServerConfig},
     nts::{self, CookieKeys, NONCE_LEN, ServerKey},
@@ -288,11 +289,24 @@ fn accept_loop(
                 continue;
             }
         };
+        // As chronyd: the NTP access rules apply (a denied client is closed on, not
+        // counted), then the connection is counted and `ntsratelimit` applied.
+        if sh.acl.check(peer.ip()) != ntp_proto::acl::Action::Allow {
+            debug!("NTS-KE connection from {peer} refused: access denied");
+            continue;
+        }
+        super::counters::bump(&sh.counters.nts_ke_accepted);
+        let now = crate::clock::tai_ns().unwrap_or(0);
+        let (rate, _) = sh.nts_ke_clients.log(peer.ip(), now, &sh.counters);
+        if rate != RateVerdict::Answer {
+            debug!("NTS-KE connection from {peer} refused: rate limit");
+            super::counters::bump(&sh.counters.nts_ke_dropped);
+            continue;
+        }
         if active.load(Ordering::Relaxed) >= max {
             super::counters::bump(&sh.counters.nts_ke_dropped);
             continue;
         }
-        super::counters::bump(&sh.counters.nts_ke_accepted);
         active.fetch_add(1, Ordering::Relaxed);
         let (sh, tls, active) = (sh.clone(), tls.clone(), active.clone());
         let spawned = std::thread::Builder::new()

@@ -53,6 +53,8 @@ pub(super) struct Shared {
     pub monitor: Option<crate::xdp::KernelMonitor>,
     pub counters: DaemonCounters,
     pub clients: ClientLog,
+    /// The clients of the NTS-KE server, rate-limited with `ntsratelimit`.
+    pub nts_ke_clients: ClientLog,
     pub engine: SharedEngine,
     pub journal: std::sync::Arc<Journal>,
     pub leaps: Vec<Leap>,
