@@ -786,33 +786,33 @@ fn nts_ke_connections_follow_the_access_rules_and_ntsratelimit() -> Result<()> {
         &format!("{nts}allow all\ndeny {client_ip}\n"),
         &["--no-xdp"],
     )?;
-    d.proc.wait_for_log("for NTS-KE", Duration::from_secs(10))?;
+    let listening = "Listening on 0.0.0.0:4460 for NTS-KE";
+    d.proc.wait_for_log(listening, Duration::from_secs(10))?;
     assert_eq!(exchanges(2)?, 0, "{}", d.proc.log());
     assert_eq!(d.stat("serverstats", "NTS-KE connections accepted")?, 0);
+    assert_eq!(d.stat("serverstats", "NTS-KE connections dropped")?, 0);
     drop(d);
 
-    // Allowed, one connection in a burst: the first NTS-KE, then the rate limit (leak
-    // 16: one in 65536 let through).
+    // Allowed, one connection in a burst: the first NTS-KE, then the rate limit, which
+    // lets one in 16 of the rest through (leak 4, chrony's most sparing).
     let mut d = Ntpxd::start(
         &server,
-        &format!("{nts}allow all\nntsratelimit interval 6 burst 1 leak 16\n"),
+        &format!("{nts}allow all\nntsratelimit interval 6 burst 1 leak 4\n"),
         &["--no-xdp"],
     )?;
-    d.proc.wait_for_log("for NTS-KE", Duration::from_secs(10))?;
-    assert_eq!(exchanges(3)?, 1, "{}", d.proc.log());
+    d.proc.wait_for_log(listening, Duration::from_secs(10))?;
+    let served = exchanges(10)?;
     let accepted = d.stat("serverstats", "NTS-KE connections accepted")?;
     let dropped = d.stat("serverstats", "NTS-KE connections dropped")?;
-    assert_eq!(
-        (accepted, dropped),
-        (3, 2),
-        "{}",
-        d.ntpxc(&["serverstats"])?
-    );
+    let stats = d.ntpxc(&["serverstats"])?;
+    assert_eq!((accepted, dropped), (10, 10 - served as u64), "{stats}");
+    // Six or more of nine leaking: about one run in 200 000.
+    assert!((1..=5).contains(&served), "{served} served: {stats}");
     drop(d);
 
-    // Without a limit, every one is served.
+    // Without a limit, every one is served (more than a default limit's burst of 8).
     let mut d = Ntpxd::start(&server, &format!("{nts}allow all\n"), &["--no-xdp"])?;
-    d.proc.wait_for_log("for NTS-KE", Duration::from_secs(10))?;
-    assert_eq!(exchanges(3)?, 3, "{}", d.proc.log());
+    d.proc.wait_for_log(listening, Duration::from_secs(10))?;
+    assert_eq!(exchanges(10)?, 10, "{}", d.proc.log());
     Ok(())
 }

@@ -414,6 +414,18 @@ impl Parser<'_> {
                     .to_string(),
             });
         }
+        // As chronyd: a rate limit needs the client log to keep its counts in.
+        if let Some((file, line)) = self.noclientlog_at.take()
+            && (self.config.ratelimit.is_some() || self.config.nts_ratelimit.is_some())
+        {
+            return Err(ConfigError {
+                file,
+                line,
+                message: "noclientlog: rate limiting (ratelimit, ntsratelimit) needs the \
+                          client log"
+                    .to_string(),
+            });
+        }
         let n = &self.config.nts_server;
         if n.certs.len() != n.keys.len() {
             return Err(ConfigError {
@@ -437,6 +449,8 @@ struct Parser<'a> {
     config: Config,
     depth: usize,
     kind: FileKind,
+    /// Where a `noclientlog` directive was read, if one was.
+    noclientlog_at: Option<(PathBuf, usize)>,
 }
 
 impl<'a> Parser<'a> {
@@ -447,6 +461,7 @@ impl<'a> Parser<'a> {
             config: Config::default(),
             depth: 0,
             kind: FileKind::Config,
+            noclientlog_at: None,
         }
     }
 
@@ -595,7 +610,10 @@ impl<'a> Parser<'a> {
             }
             "xdpstalelimit" => self.config.xdp_stale_limit = xdp_stale_limit(args)?,
             "user" => self.config.user = Some(single_arg("user", args, "a user name")?.to_string()),
-            "noclientlog" => self.config.client_log = None,
+            "noclientlog" => {
+                self.config.client_log = None;
+                self.noclientlog_at = Some((self.file.clone(), line));
+            }
             "lock_all" => self.config.lock_all = true,
             "sched_priority" => {
                 const PRIORITY: &str = "a priority from 0 (off) to 99";
@@ -1031,11 +1049,13 @@ fn rate_limit(
     let mut rest = args.iter();
     while let Some(&option) = rest.next() {
         let lower = option.to_ascii_lowercase();
-        let (range, expected) = match lower.as_str() {
-            "interval" => ((-19, 12), "an integer from -19 to 12"),
-            "burst" => ((1, 255), "an integer from 1 to 255"),
-            "leak" => ((1, 16), "an integer from 1 to 16"),
-            "kod" if kod_allowed => ((0, 15), "an integer from 0 to 15"),
+        // chrony reads any of -32 to 32 and clamps it to what its rate limiter takes
+        // (bursts up to 255 are read too, as earlier versions did).
+        let (clamp, top) = match lower.as_str() {
+            "interval" => ((-19, 12), 32),
+            "burst" => ((1, 255), 255),
+            "leak" => ((1, 4), 32),
+            "kod" if kod_allowed => ((0, 4), 32),
             _ => {
                 return Err(format!(
                     "unknown option \"{option}\" in {directive} directive (expected interval, burst, leak{})",
@@ -1043,12 +1063,14 @@ fn rate_limit(
                 ));
             }
         };
-        let v = option_value(&mut rest, &lower, directive, expected)?;
+        let expected = format!("an integer from -32 to {top}");
+        let v = option_value(&mut rest, &lower, directive, &expected)?;
         let n = v
             .parse::<i32>()
             .ok()
-            .filter(|n| (range.0..=range.1).contains(n))
-            .ok_or_else(|| invalid(&lower, v, directive, expected))?;
+            .filter(|n| (-32..=top).contains(n))
+            .ok_or_else(|| invalid(&lower, v, directive, &expected))?
+            .clamp(clamp.0, clamp.1);
         match lower.as_str() {
             "interval" => interval = n,
             "burst" => burst = n as u64,
@@ -1265,6 +1287,9 @@ mod tests {
         // the "!"; doing so for all of them must be accepted, except the lines that ask for
         // what ntpx cannot do yet, which refuse to start (fail closed) naming their line.
         const REFUSED: &[&str] = &["leapsecmode slew"];
+        // Lines that exclude another one the example enables, as chronyd refuses them
+        // together (noclientlog with its ratelimit): enabled alone below.
+        const EXCLUSIVE: &[&str] = &["noclientlog"];
         let mut refused = Vec::new();
         let enabled: String = EXAMPLE3
             .lines()
@@ -1275,6 +1300,10 @@ mod tests {
             })
             .enumerate()
             .map(|(i, l)| {
+                if EXCLUSIVE.iter().any(|r| l.starts_with(r)) {
+                    assert!(parse(l).is_ok(), "{l}");
+                    return "#".to_string();
+                }
                 if REFUSED.iter().any(|r| l.starts_with(r)) {
                     refused.push((i + 1, l));
                     return "#".to_string();
@@ -1865,14 +1894,39 @@ mod tests {
             (r.interval_ns, r.burst, r.leak, r.kod),
             (250_000_000, 4, 3, 1)
         );
+        // Out of the limiter's range: clamped, as chrony does (leak 1 to 4, kod 0 to 4).
+        let r = parse("ratelimit interval 13 burst 0 leak 16 kod 9\n")
+            .unwrap()
+            .ratelimit
+            .unwrap();
+        assert_eq!(
+            (r.interval_ns, r.burst, r.leak, r.kod),
+            (4_096_000_000_000, 1, 4, 4)
+        );
+        let r = parse("ratelimit interval -32 leak -3\n")
+            .unwrap()
+            .ratelimit
+            .unwrap();
+        assert_eq!((r.interval_ns, r.leak), ((2f64.powi(-19) * 1e9) as u64, 1));
         for (line, expect) in [
-            ("ratelimit interval 13", "invalid interval \"13\""),
-            ("ratelimit burst 0", "invalid burst \"0\""),
+            ("ratelimit interval 33", "invalid interval \"33\""),
+            ("ratelimit burst 256", "invalid burst \"256\""),
+            ("ratelimit leak -33", "invalid leak \"-33\""),
             ("ratelimit leak", "missing value for leak"),
             ("ratelimit foo 1", "unknown option \"foo\""),
         ] {
             let e = parse(line).unwrap_err();
             assert!(e.message.contains(expect), "{line}: {e}");
         }
+        // As chronyd: no rate limit without the client log, named at its line.
+        for text in [
+            "allow all\nnoclientlog\nratelimit\n",
+            "allow all\nnoclientlog\nntsratelimit\n",
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, 2, "{text}");
+            assert!(e.message.contains("needs the client log"), "{e}");
+        }
+        assert!(parse("noclientlog\ncmdratelimit burst 2\n").is_ok());
     }
 }

@@ -296,8 +296,15 @@ fn accept_loop(
             continue;
         }
         super::counters::bump(&sh.counters.nts_ke_accepted);
-        let now = crate::clock::tai_ns().unwrap_or(0);
-        let (rate, _) = sh.nts_ke_clients.log(peer.ip(), now, &sh.counters);
+        // Logged only to be limited (nothing reports the NTS-KE clients).
+        let rate = match sh.config.nts_ratelimit {
+            Some(_) => {
+                let now = crate::clock::tai_ns().unwrap_or(0);
+                let ip = ntp_proto::acl::canonical_ip(peer.ip());
+                sh.nts_ke_clients.log(ip, now, &sh.counters).0
+            }
+            None => RateVerdict::Answer,
+        };
         if rate != RateVerdict::Answer {
             debug!("NTS-KE connection from {peer} refused: rate limit");
             super::counters::bump(&sh.counters.nts_ke_dropped);
@@ -308,7 +315,7 @@ fn accept_loop(
             continue;
         }
         active.fetch_add(1, Ordering::Relaxed);
-        let (sh, tls, active) = (sh.clone(), tls.clone(), active.clone());
+        let (sh, tls, mine) = (sh.clone(), tls.clone(), active.clone());
         let spawned = std::thread::Builder::new()
             .name("nts-ke-conn".into())
             .spawn(move || {
@@ -316,9 +323,11 @@ fn accept_loop(
                 if let Err(e) = serve(&sh, tls, stream) {
                     debug!("NTS-KE with {peer}: {e:#}");
                 }
-                active.fetch_sub(1, Ordering::Relaxed);
+                mine.fetch_sub(1, Ordering::Relaxed);
             });
         if let Err(e) = spawned {
+            // Its slot back: the connection was never served.
+            active.fetch_sub(1, Ordering::Relaxed);
             warn!("Could not start an NTS-KE connection thread: {e}");
         }
     }
