@@ -806,8 +806,9 @@ fn nts_ke_connections_follow_the_access_rules_and_ntsratelimit() -> Result<()> {
     let dropped = d.stat("serverstats", "NTS-KE connections dropped")?;
     let stats = d.ntpxc(&["serverstats"])?;
     assert_eq!((accepted, dropped), (10, 10 - served as u64), "{stats}");
-    // Six or more of nine leaking: about one run in 200 000.
-    assert!((1..=5).contains(&served), "{served} served: {stats}");
+    // The first, and the ones that leaked: failing takes six or more of nine leaking,
+    // about one run in 200 000.
+    assert!((1..=6).contains(&served), "{served} served: {stats}");
     drop(d);
 
     // Without a limit, every one is served (more than a default limit's burst of 8).
