@@ -252,13 +252,18 @@ pub(crate) fn reset_counts(ebpf: &mut Ebpf) -> Result<()> {
     Ok(())
 }
 
-/// Statistic `s` summed over the CPUs.
-pub(crate) fn stat_sum(ebpf: &Ebpf, s: Stat) -> Result<u64> {
+/// Statistic `s` on each CPU.
+fn per_cpu(ebpf: &Ebpf, s: Stat) -> Result<Vec<u64>> {
     let map = ebpf
         .map(MAP_LOAD_STATS)
         .ok_or_else(|| anyhow!("map {MAP_LOAD_STATS} missing"))?;
     let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
-    Ok(stats.get(&(s as u32), 0)?.iter().sum())
+    Ok(stats.get(&(s as u32), 0)?.iter().copied().collect())
+}
+
+/// Statistic `s` summed over the CPUs.
+pub(crate) fn stat_sum(ebpf: &Ebpf, s: Stat) -> Result<u64> {
+    Ok(per_cpu(ebpf, s)?.iter().sum())
 }
 
 /// Histogram `h` as the counter left it.
@@ -384,27 +389,12 @@ impl Generator {
     }
 
     fn collect(&mut self) -> Result<Step> {
-        let map = self
-            .ebpf
-            .map(MAP_LOAD_STATS)
-            .ok_or_else(|| anyhow!("map {MAP_LOAD_STATS} missing"))?;
-        let stats: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
         let sum = |s: Stat| stat_sum(&self.ebpf, s);
-        let min = |s: Stat| -> Result<u64> {
-            Ok(stats
-                .get(&(s as u32), 0)?
-                .iter()
-                .copied()
-                .min()
-                .unwrap_or(0))
+        let min = |s: Stat| {
+            Ok::<_, anyhow::Error>(per_cpu(&self.ebpf, s)?.into_iter().min().unwrap_or(0))
         };
-        let max = |s: Stat| -> Result<u64> {
-            Ok(stats
-                .get(&(s as u32), 0)?
-                .iter()
-                .copied()
-                .max()
-                .unwrap_or(0))
+        let max = |s: Stat| {
+            Ok::<_, anyhow::Error>(per_cpu(&self.ebpf, s)?.into_iter().max().unwrap_or(0))
         };
         let read = |h: u32| histogram(&self.ebpf, h);
         let latency = |h: Histogram, lo: u64, hi: u64| {

@@ -409,11 +409,8 @@ impl<C: EngineClock> Engine<C> {
     }
 
     /// Whether source `id` uses NTS and needs an NTS-KE before its next request.
-    pub fn nts_needs_ke(&mut self, id: usize) -> bool {
-        self.sources
-            .get_mut(id)
-            .and_then(|s| s.poller.nts_mut())
-            .is_some_and(|n| n.needs_ke())
+    pub fn nts_needs_ke(&self, id: usize) -> bool {
+        self.nts_client(id).is_some_and(NtsClient::needs_ke)
     }
 
     /// `ntsrefresh`, checked once a poll before [`Self::nts_needs_ke`] (chrony's check

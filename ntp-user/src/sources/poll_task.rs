@@ -306,17 +306,18 @@ async fn key_exchange(id: SourceId, addr: SocketAddr, ctx: &PollContext) -> KeOu
             saved.cookies(),
             named.map_or(String::new(), |a| format!("; NTP server {a}"))
         );
-        let mut engine = lock(&ctx.engine);
-        let taken = engine.nts_session(id, addr, saved, now_ns());
+        let (taken, stale) = {
+            let mut engine = lock(&ctx.engine);
+            let taken = engine.nts_session(id, addr, saved, now_ns());
+            (taken, taken && engine.nts_refresh(id))
+        };
         // Keys saved longer ago than ntsrefresh: dropped, and the NTS-KE made now.
-        if !(taken && engine.nts_refresh(id)) {
-            drop(engine);
+        if !stale {
             if taken {
                 note_named(&nts, id, named);
             }
             return KeOutcome::Done(named, Duration::ZERO);
         }
-        drop(engine);
         info!("Source {name}: the restored NTS keys are older than ntsrefresh");
     }
     let attempts = lock(&ctx.engine).nts_ke_started(id);
